@@ -1,0 +1,195 @@
+"""ROC / AUC / DeLong statistics and classification metrics (pure numpy + sklearn).
+
+Public API (stable; the reader-study module imports these):
+
+- ``roc_curve(y, score) -> (fpr, tpr, thresholds)``
+- ``auc(y, score) -> float``                      (Mann-Whitney AUC, ties count 1/2)
+- ``delong_covariance(y, scores) -> (aucs[k], cov[k, k])``
+  fast DeLong for k scores on the same cases (Sun & Xu 2014, midranks, O(k n log n))
+- ``delong_auc_variance(y, score) -> (auc, variance)``
+- ``delong_ci(y, score, alpha=0.05) -> (auc, lo, hi)``
+- ``delong_test(y, score_a, score_b) -> dict(auc_a, auc_b, diff, z, p_value, ...)`` paired test
+- ``delong_slow(y, score) -> (auc, variance)``  O(m n) definition via structural components
+- ``youden(y, score) -> dict(threshold, sensitivity, specificity, j)``
+- ``classification_report_dict(y_true, prob, class_names)`` multi-class summary used by
+  ``inference.ml.evaluate``.
+
+``y`` is binary (1 = positive / diseased, 0 = negative); a higher score means "more positive".
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import norm, rankdata
+
+__all__ = [
+    "roc_curve", "auc", "delong_covariance", "delong_auc_variance", "delong_ci",
+    "delong_test", "delong_slow", "youden", "classification_report_dict", "one_vs_rest_auc",
+]
+
+
+def _check_binary(y, *scores):
+    y = np.asarray(y).astype(int).ravel()
+    if not set(np.unique(y)).issubset({0, 1}):
+        raise ValueError("y must be binary (0/1)")
+    m = int(y.sum())
+    n = int(len(y) - m)
+    if m == 0 or n == 0:
+        raise ValueError("AUC needs at least one positive and one negative case")
+    out = []
+    for s in scores:
+        s = np.asarray(s, dtype=np.float64).ravel()
+        if s.shape != y.shape:
+            raise ValueError("score and y must have the same length")
+        out.append(s)
+    return y, out, m, n
+
+
+def roc_curve(y, score):
+    """Return ``(fpr, tpr, thresholds)`` (sklearn's, with drop_intermediate=False)."""
+    from sklearn.metrics import roc_curve as _rc
+    y, (s,), _, _ = _check_binary(y, score)
+    fpr, tpr, thr = _rc(y, s, drop_intermediate=False)
+    return fpr, tpr, thr
+
+
+def delong_covariance(y, scores: Sequence | np.ndarray):
+    """Fast DeLong (Sun & Xu 2014). ``scores`` is one score vector or a (k, N) array.
+
+    Returns ``(aucs, cov)`` with ``aucs`` of shape (k,) and ``cov`` (k, k).
+    """
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    y, _, m, n = _check_binary(y, scores[0])
+    pos = scores[:, y == 1]
+    neg = scores[:, y == 0]
+    k = scores.shape[0]
+    tx = np.vstack([rankdata(pos[r]) for r in range(k)])      # midranks within positives
+    ty = np.vstack([rankdata(neg[r]) for r in range(k)])      # midranks within negatives
+    tz = np.vstack([rankdata(np.concatenate([pos[r], neg[r]])) for r in range(k)])
+    aucs = (tz[:, :m].sum(axis=1) / m - (m + 1.0) / 2.0) / n
+    v10 = (tz[:, :m] - tx) / n           # structural components of positives
+    v01 = 1.0 - (tz[:, m:] - ty) / m     # structural components of negatives
+    s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((k, k))
+    s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((k, k))
+    cov = s10 / m + s01 / n
+    return aucs, cov
+
+
+def delong_auc_variance(y, score):
+    """Return ``(auc, variance)`` by fast DeLong."""
+    aucs, cov = delong_covariance(y, score)
+    return float(aucs[0]), float(cov[0, 0])
+
+
+def auc(y, score) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties 1/2)."""
+    return delong_auc_variance(y, score)[0]
+
+
+def delong_ci(y, score, alpha: float = 0.05):
+    """Return ``(auc, lo, hi)``: the (1-alpha) DeLong confidence interval, clipped to [0, 1]."""
+    a, v = delong_auc_variance(y, score)
+    z = norm.ppf(1 - alpha / 2)
+    se = math.sqrt(max(v, 0.0))
+    return a, max(0.0, a - z * se), min(1.0, a + z * se)
+
+
+def delong_test(y, score_a, score_b) -> dict:
+    """Paired DeLong test of AUC(score_a) == AUC(score_b) on the same cases (two-sided)."""
+    aucs, cov = delong_covariance(y, np.vstack([np.ravel(score_a), np.ravel(score_b)]))
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    diff = float(aucs[0] - aucs[1])
+    if var <= 0:
+        z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    else:
+        z = diff / math.sqrt(var)
+    p = float(2 * norm.sf(abs(z)))
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff,
+            "var_diff": float(var), "z": float(z), "p_value": p, "cov": cov.tolist()}
+
+
+def delong_slow(y, score):
+    """O(m n) DeLong by the definition (psi kernel, structural components). For tests."""
+    y, (s,), m, n = _check_binary(y, score)
+    x = s[y == 1][:, None]
+    z = s[y == 0][None, :]
+    psi = (x > z).astype(float) + 0.5 * (x == z)
+    v10 = psi.mean(axis=1)   # per positive
+    v01 = psi.mean(axis=0)   # per negative
+    a = float(psi.mean())
+    s10 = float(np.sum((v10 - a) ** 2) / (m - 1)) if m > 1 else 0.0
+    s01 = float(np.sum((v01 - a) ** 2) / (n - 1)) if n > 1 else 0.0
+    return a, s10 / m + s01 / n
+
+
+def youden(y, score) -> dict:
+    """Youden point: threshold maximising TPR - FPR. A case is positive when score >= threshold."""
+    fpr, tpr, thr = roc_curve(y, score)
+    j = tpr - fpr
+    i = int(np.argmax(j))
+    t = float(thr[i]) if np.isfinite(thr[i]) else float(np.max(score))
+    return {"threshold": t, "sensitivity": float(tpr[i]), "specificity": float(1 - fpr[i]),
+            "j": float(j[i]), "fpr": float(fpr[i]), "tpr": float(tpr[i])}
+
+
+def one_vs_rest_auc(y_true: np.ndarray, prob: np.ndarray, class_names: Sequence[str], alpha=0.05):
+    """Per-class one-vs-rest AUC with DeLong CI, plus the macro mean over defined classes."""
+    per = {}
+    vals = []
+    for c, name in enumerate(class_names):
+        yb = (np.asarray(y_true) == c).astype(int)
+        if yb.sum() == 0 or yb.sum() == len(yb):
+            per[name] = {"auc": None, "ci_low": None, "ci_high": None, "n_pos": int(yb.sum())}
+            continue
+        a, lo, hi = delong_ci(yb, prob[:, c], alpha)
+        per[name] = {"auc": a, "ci_low": lo, "ci_high": hi, "n_pos": int(yb.sum())}
+        vals.append(a)
+    macro = float(np.mean(vals)) if vals else None
+    return macro, per
+
+
+def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: int = 3) -> dict:
+    """Accuracy, balanced accuracy, macro F1, top-k accuracy, macro/per-class AUC with DeLong CI,
+    per-class recall/precision/specificity/F1, and the confusion matrix (counts and row %).
+
+    ``prob`` is (N, C) (rows need not be normalised); ``y_true`` integer class indices.
+    """
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
+                                 f1_score, precision_recall_fscore_support)
+    y_true = np.asarray(y_true, dtype=int)
+    prob = np.asarray(prob, dtype=np.float64)
+    C = len(class_names)
+    labels = list(range(C))
+    pred = prob.argmax(axis=1)
+    order = np.argsort(-prob, axis=1)[:, :topk]
+    topk_acc = float(np.mean([y_true[i] in order[i] for i in range(len(y_true))])) if len(y_true) else 0.0
+    present = sorted(set(y_true.tolist()))
+    prec, rec, f1, sup = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
+    cm = confusion_matrix(y_true, pred, labels=labels)
+    rows = cm.sum(axis=1, keepdims=True)
+    cm_pct = np.where(rows > 0, 100.0 * cm / np.maximum(rows, 1), 0.0)
+    macro_auc, per_auc = one_vs_rest_auc(y_true, prob, class_names)
+    per = {}
+    N = cm.sum()
+    for c, name in enumerate(class_names):
+        tp = cm[c, c]; fp = cm[:, c].sum() - tp; fn = cm[c, :].sum() - tp; tn = N - tp - fp - fn
+        per[name] = {"support": int(sup[c]), "recall": float(rec[c]), "precision": float(prec[c]),
+                     "f1": float(f1[c]),
+                     "specificity": float(tn / (tn + fp)) if (tn + fp) > 0 else None,
+                     **{k: v for k, v in per_auc[name].items() if k != "n_pos"}}
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, pred)) if len(y_true) else 0.0,
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)) if len(y_true) else 0.0,
+        # macro over classes present in the ground truth
+        "macro_f1": float(f1_score(y_true, pred, labels=present, average="macro", zero_division=0)),
+        f"top{topk}_accuracy": topk_acc,
+        "top3_accuracy": topk_acc if topk == 3 else None,
+        "macro_auc": macro_auc,
+        "per_class": per,
+        "classes": list(class_names),
+        "confusion_matrix": cm.tolist(),
+        "confusion_matrix_row_percent": np.round(cm_pct, 2).tolist(),
+    }

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from inference.ml import metrics
+
+
+def _data(seed, n=200, ties=False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[0], y[1] = 0, 1
+    s = y * 0.8 + rng.normal(size=n)
+    if ties:
+        s = np.round(s, 1)
+    return y, s
+
+
+@pytest.mark.parametrize("seed,ties", [(0, False), (1, True), (2, True), (3, False)])
+def test_fast_matches_slow_and_sklearn(seed, ties):
+    y, s = _data(seed, ties=ties)
+    a_fast, v_fast = metrics.delong_auc_variance(y, s)
+    a_slow, v_slow = metrics.delong_slow(y, s)
+    assert a_fast == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert a_fast == pytest.approx(a_slow, abs=1e-12)
+    assert v_fast == pytest.approx(v_slow, rel=1e-9)
+
+
+def test_covariance_and_paired_test():
+    y, s1 = _data(5)
+    rng = np.random.default_rng(9)
+    s2 = s1 + rng.normal(scale=0.8, size=len(s1))
+    aucs, cov = metrics.delong_covariance(y, np.vstack([s1, s2]))
+    assert cov.shape == (2, 2)
+    assert aucs[0] == pytest.approx(roc_auc_score(y, s1))
+    assert cov[0, 0] == pytest.approx(metrics.delong_slow(y, s1)[1], rel=1e-9)
+    assert cov[1, 1] == pytest.approx(metrics.delong_slow(y, s2)[1], rel=1e-9)
+    t = metrics.delong_test(y, s1, s2)
+    assert 0 <= t["p_value"] <= 1
+    assert t["diff"] == pytest.approx(aucs[0] - aucs[1])
+    same = metrics.delong_test(y, s1, s1)
+    assert same["p_value"] == pytest.approx(1.0)
+
+
+def test_ci_and_youden():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    a, lo, hi = metrics.delong_ci(y, s)
+    assert lo <= a <= hi and 0 <= lo and hi <= 1
+    assert a == pytest.approx(roc_auc_score(y, s))
+    yd = metrics.youden(y, s)
+    assert yd["sensitivity"] == pytest.approx(0.75) and yd["specificity"] == pytest.approx(1.0)
+    assert yd["threshold"] == pytest.approx(0.7)
+    fpr, tpr, thr = metrics.roc_curve(y, s)
+    assert fpr[0] == 0 and tpr[-1] == 1
+
+
+def test_perfect_and_degenerate():
+    y = np.array([0, 0, 1, 1])
+    assert metrics.auc(y, [0, 0.1, 0.5, 0.9]) == 1.0
+    assert metrics.auc(y, [1, 1, 1, 1]) == 0.5
+    with pytest.raises(ValueError):
+        metrics.auc([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_classification_report():
+    y = np.array([0, 1, 2, 2, 1, 0])
+    p = np.eye(3)[[0, 1, 2, 1, 1, 0]] * 0.8 + 0.1
+    r = metrics.classification_report_dict(y, p, ["a", "b", "c"])
+    assert r["accuracy"] == pytest.approx(5 / 6)
+    assert r["top3_accuracy"] == 1.0
+    assert r["per_class"]["c"]["recall"] == 0.5
+    assert r["confusion_matrix_row_percent"][2] == [0.0, 50.0, 50.0]
+    assert r["macro_auc"] is not None
