@@ -1,0 +1,68 @@
+"""Model artefact directory: one directory holds everything ``predict`` needs.
+
+Files: ``model.json`` (manifest, written last: its presence marks a complete artefact),
+``taxonomy.json``, ``fine.safetensors``, ``coarse.safetensors`` [, ``binary.safetensors``],
+``ood.safetensors`` (per-class feature means), ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MANIFEST = "model.json"
+FORMAT_VERSION = 1
+
+
+def code_version() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=here,
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return "git:" + out.stdout.strip()
+    except Exception:
+        pass
+    from . import __version__
+    return "inference.ml " + __version__
+
+
+def save_state(model: torch.nn.Module, path) -> None:
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(sd, str(path))
+
+
+def load_state(path) -> dict:
+    return load_file(str(path), device="cpu")
+
+
+def write_json(path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def read_manifest(model_dir) -> dict:
+    p = Path(model_dir) / MANIFEST
+    if not p.is_file():
+        raise FileNotFoundError(f"{model_dir}: no {MANIFEST} - not a complete model artefact "
+                                "(training unfinished or cancelled?)")
+    return json.loads(p.read_text(encoding="utf-8"))

@@ -1,0 +1,215 @@
+"""Command line: ``python -m inference.ml train|evaluate|predict|search``."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _fmt_eta(s):
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class ConsoleProgress:
+    def __init__(self, every_s: float = 10.0, stream=sys.stderr):
+        self.every, self.last, self.stream = every_s, 0.0, stream
+
+    def __call__(self, d: dict):
+        now = time.time()
+        ev = d.get("event")
+        st = d.get("stage")
+        if ev == "epoch_end":
+            print(f"[{st}] epoch {d['epoch']}/{d['epochs']} done: loss {d['loss']:.4f} ({d['seconds']:.0f} s)",
+                  file=self.stream, flush=True)
+        elif ev:
+            print(f"[{st}] {ev} " + " ".join(f"{k}={v}" for k, v in d.items() if k not in ('stage', 'event')),
+                  file=self.stream, flush=True)
+        elif now - self.last >= self.every or (d.get("batch") == d.get("batches")):
+            self.last = now
+            if st == "cache":
+                print(f"[cache] decoded {d['batch']}/{d['batches']} images", file=self.stream, flush=True)
+            else:
+                print(f"[{st}] epoch {d['epoch']}/{d['epochs']} batch {d['batch']}/{d['batches']} "
+                      f"loss {d['loss']:.4f} lr {d.get('lr', 0):.2e} {d.get('images_per_second', 0):.1f} img/s "
+                      f"ETA {_fmt_eta(d.get('eta_seconds'))}", file=self.stream, flush=True)
+
+
+def _positive(s):
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+def add_train_args(p):
+    from .train import TrainConfig
+    d = TrainConfig(data="", taxonomy="", out="")
+    p.add_argument("--data", required=True)
+    p.add_argument("--taxonomy", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "tiny"])
+    p.add_argument("--no-pretrained", action="store_true")
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--coarse-epochs", type=int, default=None)
+    p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')
+    p.add_argument("--no-freeze-transferred", action="store_true")
+    p.add_argument("--freeze-blocks", type=int, default=d.freeze_blocks)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])
+    p.add_argument("--lr0", type=float, default=d.lr0)
+    p.add_argument("--lrf", type=float, default=d.lrf)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--class-balance", default=d.class_balance,
+                   choices=["none", "weights", "sqrt_weights", "focal", "sampler"])
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--holdout", type=float, default=None)
+    g.add_argument("--folds", type=int, default=None)
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cache-dir", default=None, help='decoded-image cache directory ("" disables)')
+    p.add_argument("--positive", default=None, help="comma-separated sub-classes of a binary question, e.g. mel")
+    p.add_argument("--binary-epochs", type=int, default=0)
+    p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--augment", default=None, help="JSON object overriding augmentation settings")
+
+
+def config_from_args(a):
+    from .train import TrainConfig
+    return TrainConfig(
+        data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained,
+        image_size=a.image_size, epochs=a.epochs, coarse_epochs=a.coarse_epochs, transfer_cut=a.transfer_cut,
+        freeze_transferred=not a.no_freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
+        optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
+        class_balance=a.class_balance, label_smoothing=a.label_smoothing,
+        holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
+        folds=a.folds, fold=a.fold, seed=a.seed, tta=not a.no_tta, threads=a.threads, cache_dir=a.cache_dir,
+        positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
+        augment=json.loads(a.augment) if a.augment else {})
+
+
+def cmd_train(a):
+    from .evaluate import format_report
+    from .train import TrainingCancelled, train
+    cfg = config_from_args(a)
+    stop = {"flag": False}
+
+    def on_sigterm(*_):
+        stop["flag"] = True
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        out = train(cfg, progress=ConsoleProgress(), should_stop=lambda: stop["flag"])
+    except (TrainingCancelled, KeyboardInterrupt):
+        print("interrupted: re-run the same command to resume from the last completed epoch", file=sys.stderr)
+        return 130
+    man = json.loads((Path(out) / "model.json").read_text())
+    d = man["data"]
+    if d["skipped_labels"]:
+        print("skipped labels not in the taxonomy: " + ", ".join(f"{k}: {v}" for k, v in d["skipped_labels"].items()))
+    if d["bad_images"]:
+        print(f"unreadable images skipped ({len(d['bad_images'])}): " + ", ".join(f"{n} ({e})" for n, e in d["bad_images"]))
+    m = json.loads((Path(out) / "metrics.json").read_text())
+    if m:
+        print(format_report(m))
+    print(f"model written to {out}")
+    return 0
+
+
+def cmd_evaluate(a):
+    from .evaluate import evaluate, format_report
+    rep = evaluate(a.model, a.data, positive=_positive(a.positive))
+    print(format_report(rep))
+    if a.json:
+        from .artefact import write_json
+        write_json(a.json, rep)
+        print(f"JSON written to {a.json}")
+    return 0
+
+
+def cmd_predict(a):
+    from PIL import Image
+    from .predict import Predictor
+    P = Predictor.load(a.model)
+    rc = 0
+    results = []
+    for path in a.images:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                d = P.predict_one(im, method=a.method)
+        except Exception as e:
+            print(f"{path}: cannot read image ({type(e).__name__}: {e})", file=sys.stderr)
+            rc = 1
+            continue
+        results.append({"image": path, **d.to_dict()})
+        if a.json:
+            continue
+        print(f"{path}  (fusion: {d.fused_method})")
+        for i, it in enumerate(d.ranked[:a.top], 1):
+            print(f"  {i}. {P.taxonomy.display_name(it.sub_class):40s} {it.probability:6.1%}   [{it.meta_class}]")
+        print("  meta-classes: " + ", ".join(f"{k} {v:.1%}" for k, v in sorted(d.meta_probabilities.items(), key=lambda kv: -kv[1])))
+        if d.malignancy_score is not None:
+            from .taxonomy import GRADE_ADVICE, GRADE_NAMES
+            print(f"  malignancy score {d.malignancy_score:.2f} -> grade {d.malignancy_grade} "
+                  f"({GRADE_NAMES[d.malignancy_grade]}: {GRADE_ADVICE[d.malignancy_grade]})")
+        print(f"  top-1 {d.max_probability:.1%}, margin {d.margin:.1%}, OOD score {d.ood_score:.3f}"
+              + ("  ** looks unfamiliar: unlike the training images **" if d.looks_unfamiliar else ""))
+    if a.json:
+        print(json.dumps(results, indent=2))
+    return rc
+
+
+def cmd_search(a):
+    from .search import SearchBudget, run_search
+    from .train import TrainConfig
+    base = TrainConfig(data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone,
+                       image_size=a.image_size, max_train_images=a.max_train_images, seed=a.seed)
+    budget = SearchBudget(generations=a.generations, population=a.population, epochs=a.epochs,
+                          max_minutes=a.max_minutes, folds=a.folds)
+    best = run_search(base, budget, progress=ConsoleProgress())
+    print(json.dumps(best, indent=2))
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m inference.ml", description="Derm Portal ML engine")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train fine + coarse models (resumable)")
+    add_train_args(t)
+    e = sub.add_parser("evaluate", help="evaluate a model artefact")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--json", default=None)
+    e.add_argument("--positive", default=None)
+    p = sub.add_parser("predict", help="ranked differential for images")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", default="product", choices=["product", "hard", "flat"])
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("images", nargs="+")
+    s = sub.add_parser("search", help="evolutionary hyperparameter search (METHODS.md section 5)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--taxonomy", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "tiny"])
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--generations", type=int, default=3)
+    s.add_argument("--population", type=int, default=5)
+    s.add_argument("--epochs", type=int, default=1)
+    s.add_argument("--folds", type=int, default=2)
+    s.add_argument("--max-minutes", type=float, default=30.0)
+    s.add_argument("--max-train-images", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "search": cmd_search}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

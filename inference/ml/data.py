@@ -1,0 +1,357 @@
+"""Dataset readers, case-grouped stratified splits, the decoded-image cache and batch augmentation.
+
+Dataset directories:
+- HAM10000 style: ``metadata.csv`` (lesion_id, image_id, dx, dx_type, age, sex, localization) and
+  ``images/<image_id>.jpg``; the case is ``lesion_id``.
+- generic: ``labels.csv`` with columns image, label, case_id (case_id optional: the image is then
+  its own case); ``image`` is relative to ``images/`` (or to the directory).
+
+Public helpers: ``read_dataset(dir) -> (records, info)``, ``filter_to_taxonomy``,
+``data_fingerprint``, ``load_image(path_or_pil, size)``, ``build_cache``, ``holdout_split``,
+``kfold_split``, ``Augmenter`` / ``AugmentConfig``, ``normalise``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(ValueError):
+    pass
+
+
+@dataclass
+class Record:
+    image: str          # path relative to the dataset directory (stable id)
+    path: str           # absolute path at run time (never stored in artefacts)
+    label: str
+    case_id: str
+    meta: dict = field(default_factory=dict)
+
+
+def _find_image(root: Path, name: str) -> Path:
+    p = root / "images" / name
+    if p.suffix.lower() in IMAGE_EXTS:
+        if p.exists() or not (root / name).exists():
+            return p
+        return root / name
+    for ext in IMAGE_EXTS:
+        q = root / "images" / (name + ext)
+        if q.exists():
+            return q
+    return root / "images" / (name + ".jpg")
+
+
+def read_dataset(data_dir) -> tuple[list[Record], dict]:
+    """Read a HAM10000-style or generic dataset directory (see module docstring)."""
+    root = Path(data_dir)
+    if (root / "metadata.csv").is_file():
+        fmt, csv_path = "ham10000", root / "metadata.csv"
+    elif (root / "labels.csv").is_file():
+        fmt, csv_path = "generic", root / "labels.csv"
+    else:
+        raise DatasetError(f"{root}: expected metadata.csv (HAM10000 style) or labels.csv (image,label,case_id)")
+    records = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        need = {"image_id", "dx"} if fmt == "ham10000" else {"image", "label"}
+        if not need <= cols:
+            raise DatasetError(f"{csv_path.name} lacks columns {sorted(need - cols)}")
+        for row in reader:
+            if fmt == "ham10000":
+                name, label = row["image_id"].strip(), row["dx"].strip()
+                case = (row.get("lesion_id") or name).strip()
+                meta = {k: row.get(k) for k in ("dx_type", "age", "sex", "localization") if k in row}
+            else:
+                name, label = row["image"].strip(), row["label"].strip()
+                case = (row.get("case_id") or "").strip() or name
+                meta = {k: v for k, v in row.items() if k not in ("image", "label", "case_id")}
+            if not name:
+                continue
+            p = _find_image(root, name)
+            records.append(Record(str(p.relative_to(root)), str(p), label, case, meta))
+    if not records:
+        raise DatasetError(f"{csv_path} lists no images")
+    return records, {"format": fmt, "n_rows": len(records)}
+
+
+def filter_to_taxonomy(records: Sequence[Record], taxonomy) -> tuple[list[Record], dict[str, int]]:
+    """Keep records whose label is a sub-class of the taxonomy; count the others per label."""
+    kept, skipped = [], Counter()
+    for r in records:
+        if r.label in taxonomy:
+            kept.append(r)
+        else:
+            skipped[r.label] += 1
+    return kept, dict(sorted(skipped.items()))
+
+
+def data_fingerprint(records: Sequence[Record]) -> str:
+    """sha256 over (relative image path, file size, label, case) of every record, order-independent."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: r.image):
+        try:
+            size = os.path.getsize(r.path)
+        except OSError:
+            size = -1
+        h.update(f"{r.image}\t{size}\t{r.label}\t{r.case_id}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load_image(src, size: int) -> np.ndarray:
+    """Decode (path or PIL image), fix EXIF orientation, RGB, resize the shorter side to ``size``
+    and centre-crop to ``size`` x ``size``. Returns uint8 HxWx3."""
+    im = Image.open(src) if not isinstance(src, Image.Image) else src
+    if isinstance(src, Image.Image):
+        im = src
+    else:
+        im.draft("RGB", (size, size))   # fast JPEG decode at reduced scale when possible
+    im = ImageOps.exif_transpose(im) if not isinstance(src, Image.Image) else im
+    im = im.convert("RGB")
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+    l, t = (nw - size) // 2, (nh - size) // 2
+    im = im.crop((l, t, l + size, t + size))
+    return np.asarray(im, dtype=np.uint8)
+
+
+def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprint: str | None = None,
+                progress: Callable[[int, int], None] | None = None, workers: int = 2,
+                should_stop: Callable[[], bool] | None = None):
+    """Decode every image once into a uint8 tensor (N, 3, size, size).
+
+    Returns ``(images, ok_mask, bad)`` where ``bad`` lists ``(image, error)`` for corrupt or
+    missing files (their rows are zero and ok_mask False). With ``cache_dir`` the array is
+    also stored on disk as ``<fingerprint>_<size>.npy`` and reused.
+    """
+    n = len(records)
+    cache_file = None
+    if cache_dir is not None:
+        fingerprint = fingerprint or data_fingerprint(records)
+        order = hashlib.sha256("\n".join(r.image for r in records).encode()).hexdigest()[:8]
+        cache_dir = Path(cache_dir)
+        cache_file = cache_dir / f"{fingerprint}_{order}_{size}.npy"
+        meta_file = cache_file.with_suffix(".json")
+        if cache_file.is_file() and meta_file.is_file():
+            try:
+                arr = np.load(cache_file)
+                meta = json.loads(meta_file.read_text())
+                if arr.shape == (n, 3, size, size):
+                    ok = np.ones(n, dtype=bool)
+                    bad = [tuple(b) for b in meta.get("bad", [])]
+                    idx = {r.image: i for i, r in enumerate(records)}
+                    for name, _ in bad:
+                        ok[idx[name]] = False
+                    if progress:
+                        progress(n, n)
+                    return torch.from_numpy(arr), ok, bad
+            except Exception:
+                pass
+    arr = np.zeros((n, 3, size, size), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    bad: list[tuple[str, str]] = []
+
+    def work(i):
+        try:
+            a = load_image(records[i].path, size)
+            arr[i] = a.transpose(2, 0, 1)
+            return i, None
+        except FileNotFoundError:
+            return i, "file not found"
+        except Exception as e:  # corrupt / unreadable
+            return i, f"{type(e).__name__}: {e}"
+
+    done = 0
+    chunk = 256
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        for start in range(0, n, chunk):
+            if should_stop is not None and should_stop():
+                from .train import TrainingCancelled
+                raise TrainingCancelled("cancelled while decoding images")
+            for i, err in ex.map(work, range(start, min(n, start + chunk))):
+                if err is None:
+                    ok[i] = True
+                else:
+                    bad.append((records[i].image, err))
+            done = min(n, start + chunk)
+            if progress:
+                progress(done, n)
+    if cache_file is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, cache_file)
+        cache_file.with_suffix(".json").write_text(json.dumps({"bad": bad}))
+    return torch.from_numpy(arr), ok, bad
+
+
+# ---------------------------------------------------------------------- splits
+def _case_labels(records: Sequence[Record]):
+    cases = [r.case_id for r in records]
+    labels = [r.label for r in records]
+    return np.array(cases), np.array(labels)
+
+
+def kfold_split(records: Sequence[Record], folds: int, fold: int, seed: int = 0):
+    """Label-stratified, case-grouped K-fold; returns (train_idx, test_idx) of fold ``fold``."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1}")
+    cases, labels = _case_labels(records)
+    n_cases = len(set(cases.tolist()))
+    if n_cases < folds:
+        raise DatasetError(f"need at least {folds} cases for {folds} folds, found {n_cases}")
+    sgkf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, (tr, te) in enumerate(sgkf.split(np.zeros(len(labels)), labels, cases)):
+            if i == fold:
+                return np.sort(tr), np.sort(te)
+    raise AssertionError
+
+
+def holdout_split(records: Sequence[Record], fraction: float = 0.2, seed: int = 0):
+    """Case-grouped, label-stratified hold-out of about ``fraction`` of the cases."""
+    if not 0 < fraction < 1:
+        raise ValueError("holdout fraction must be in (0, 1)")
+    folds = max(2, int(round(1 / fraction)))
+    return kfold_split(records, folds, 0, seed)
+
+
+def split_by_cases(records: Sequence[Record], test_cases: set[str]):
+    test = np.array([i for i, r in enumerate(records) if r.case_id in test_cases], dtype=np.int64)
+    train = np.array([i for i, r in enumerate(records) if r.case_id not in test_cases], dtype=np.int64)
+    return train, test
+
+
+# ---------------------------------------------------------------------- augmentation
+@dataclass
+class AugmentConfig:
+    hsv_h: float = 0.0138      # hue shift, fraction of the colour circle
+    hsv_s: float = 0.678       # saturation gain range
+    hsv_v: float = 0.36        # value gain range
+    degrees: float = 10.0
+    translate: float = 0.15
+    scale: float = 0.358
+    shear: float = 0.9         # degrees
+    flip_h: float = 0.5
+    flip_v: float = 0.5
+    rot90: bool = False        # random multiples of 90 degrees
+    cutout_p: float = 0.5      # probability that an image gets Cutout
+    cutout_scales: tuple = (0.25, 0.125, 0.125, 0.0625, 0.0625, 0.0625, 0.0625)
+    cutout_centre_radius: float = 0.5  # fraction of the half-diagonal protected progressively
+    fill: float = 0.5          # constant fill of the geometric transform (0..1)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["cutout_scales"] = list(self.cutout_scales)
+        return d
+
+
+def normalise(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    x = x_uint8.float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+class Augmenter:
+    """Batch augmentation on uint8 tensors -> normalised float tensors (N, 3, H, W)."""
+
+    def __init__(self, cfg: AugmentConfig, mean, std, seed: int = 0):
+        self.cfg = cfg
+        self.mean, self.std = mean, std
+        self.g = torch.Generator().manual_seed(seed)
+
+    def _u(self, n, lo=-1.0, hi=1.0):
+        return torch.rand(n, generator=self.g) * (hi - lo) + lo
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        x = xb.float().div_(255.0)
+        n, _, H, W = x.shape
+        # --- colour: saturation / value gains and a small hue rotation (YIQ space)
+        if c.hsv_s or c.hsv_v or c.hsv_h:
+            gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            sg = (1 + self._u(n) * c.hsv_s).view(n, 1, 1, 1)
+            vg = (1 + self._u(n) * c.hsv_v).view(n, 1, 1, 1)
+            x = (gray + (x - gray) * sg) * vg
+            if c.hsv_h:
+                th = self._u(n) * c.hsv_h * 2 * np.pi
+                cos, sin = torch.cos(th), torch.sin(th)
+                T = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+                Ti = torch.linalg.inv(T)
+                R = torch.zeros(n, 3, 3)
+                R[:, 0, 0] = 1; R[:, 1, 1] = cos; R[:, 1, 2] = -sin; R[:, 2, 1] = sin; R[:, 2, 2] = cos
+                M = Ti.unsqueeze(0) @ R @ T.unsqueeze(0)
+                x = torch.einsum("nij,njhw->nihw", M, x)
+            x = x.clamp_(0, 1)
+        # --- flips / 90 degree rotations
+        if c.flip_h:
+            m = torch.rand(n, generator=self.g) < c.flip_h
+            x[m] = x[m].flip(3)
+        if c.flip_v:
+            m = torch.rand(n, generator=self.g) < c.flip_v
+            x[m] = x[m].flip(2)
+        if c.rot90 and H == W:
+            k = torch.randint(0, 4, (n,), generator=self.g)
+            for r in (1, 2, 3):
+                m = k == r
+                if m.any():
+                    x[m] = torch.rot90(x[m], r, (2, 3))
+        # --- affine: rotation, translation, scale, shear (inverse map for affine_grid)
+        if c.degrees or c.translate or c.scale or c.shear:
+            a = self._u(n) * c.degrees * np.pi / 180
+            s = 1 + self._u(n) * c.scale
+            sh = self._u(n) * c.shear * np.pi / 180
+            tx, ty = self._u(n) * c.translate * 2, self._u(n) * c.translate * 2
+            cos, sin = torch.cos(a), torch.sin(a)
+            A = torch.zeros(n, 2, 3)
+            # forward: scale*rotation, then shear; use the inverse for sampling
+            fw = torch.zeros(n, 3, 3)
+            fw[:, 0, 0] = s * cos; fw[:, 0, 1] = -s * sin + torch.tan(sh)
+            fw[:, 1, 0] = s * sin; fw[:, 1, 1] = s * cos
+            fw[:, 0, 2] = tx; fw[:, 1, 2] = ty; fw[:, 2, 2] = 1
+            inv = torch.linalg.inv(fw)
+            A[:] = inv[:, :2, :]
+            grid = F.affine_grid(A, list(x.shape), align_corners=False)
+            x = F.grid_sample(x - c.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + c.fill
+        # --- centre-sparing Cutout: random sizes and colours, fewer and smaller near the centre
+        if c.cutout_p > 0:
+            apply = (torch.rand(n, generator=self.g) < c.cutout_p).tolist()
+            for i in range(n):
+                if not apply[i]:
+                    continue
+                for sc in c.cutout_scales:
+                    cy, cx = float(torch.rand(1, generator=self.g)), float(torch.rand(1, generator=self.g))
+                    d = min(1.0, (((cy - 0.5) ** 2 + (cx - 0.5) ** 2) ** 0.5 / 0.7071) / max(c.cutout_centre_radius, 1e-6))
+                    if float(torch.rand(1, generator=self.g)) > 0.25 + 0.75 * d:   # fewer near the centre
+                        continue
+                    k = sc * (0.3 + 0.7 * d)                                    # smaller near the centre
+                    hh = max(1, int(H * k * float(torch.rand(1, generator=self.g) * 0.5 + 0.75)))
+                    ww = max(1, int(W * k * float(torch.rand(1, generator=self.g) * 0.5 + 0.75)))
+                    y0, x0 = max(0, int(cy * H - hh / 2)), max(0, int(cx * W - ww / 2))
+                    col = torch.rand(3, 1, 1, generator=self.g)
+                    x[i, :, y0:y0 + hh, x0:x0 + ww] = col
+        m = torch.tensor(self.mean).view(1, 3, 1, 1)
+        sd = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (x - m) / sd

@@ -1,0 +1,168 @@
+"""Evaluation: flat vs hierarchical fusion (hard gate, product), coarse level, two-stage binary
+question, malignancy grading.
+
+Public API:
+- ``report_from_probs(p_fine, p_coarse, y_sub, taxonomy, positive=None, p_binary=None) -> dict``
+  with keys ``flat``, ``hierarchical_hard``, ``hierarchical_product``, ``coarse``,
+  ``coarse_from_fine`` (each: accuracy, balanced_accuracy, macro_f1, top3_accuracy, macro_auc,
+  per_class{recall, precision, specificity, f1, auc, ci_low, ci_high}, confusion matrices),
+  ``two_stage`` (when ``positive`` is given) and ``malignancy`` (when the taxonomy has grades).
+- ``evaluate(model_dir, data_dir, positive=None) -> dict``: runs the artefact on the model's
+  held-out split of ``data_dir`` when it is the training data (same fingerprint), else on all of it.
+- ``format_report(report) -> str``: readable table.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import metrics as M
+from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score, meta_from_fine
+
+
+def _binary_block(y, score, name):
+    y = np.asarray(y, dtype=int)
+    if y.min() == y.max():
+        return {"name": name, "auc": None, "n_pos": int(y.sum()), "n": int(len(y))}
+    a, lo, hi = M.delong_ci(y, score)
+    yd = M.youden(y, score)
+    return {"name": name, "auc": a, "ci_low": lo, "ci_high": hi, "youden": yd,
+            "n_pos": int(y.sum()), "n": int(len(y))}
+
+
+def report_from_probs(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, positive=None, p_binary=None) -> dict:
+    p_fine = np.asarray(p_fine, dtype=np.float64)
+    p_coarse = np.asarray(p_coarse, dtype=np.float64)
+    y_sub = np.asarray(y_sub, dtype=int)
+    y_meta = taxonomy.parent_index[y_sub]
+    subs, metas = taxonomy.sub_classes, taxonomy.meta_classes
+    rep = {"n": int(len(y_sub))}
+    rep["flat"] = M.classification_report_dict(y_sub, fuse(p_coarse, p_fine, taxonomy, "flat"), subs)
+    rep["hierarchical_hard"] = M.classification_report_dict(y_sub, fuse(p_coarse, p_fine, taxonomy, "hard"), subs)
+    p_prod = fuse(p_coarse, p_fine, taxonomy, "product")
+    rep["hierarchical_product"] = M.classification_report_dict(y_sub, p_prod, subs)
+    rep["coarse"] = M.classification_report_dict(y_meta, p_coarse, metas)
+    rep["coarse_from_fine"] = M.classification_report_dict(y_meta, meta_from_fine(p_fine, taxonomy), metas)
+    rep["product_minus_flat"] = {k: rep["hierarchical_product"][k] - rep["flat"][k]
+                                 for k in ("accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy")}
+    if positive:
+        pos = np.isin(np.array(subs), list(positive))
+        yb = pos[y_sub].astype(int)
+        ts = {"positive": list(positive),
+              "two_stage_fine": _binary_block(yb, p_fine[:, pos].sum(1), "two-stage (sum of fine probabilities)"),
+              "two_stage_product": _binary_block(yb, p_prod[:, pos].sum(1), "two-stage on product-fused probabilities")}
+        if p_binary is not None:
+            ts["single_stage"] = _binary_block(yb, p_binary, "single-stage binary model")
+            if ts["single_stage"]["auc"] is not None and ts["two_stage_fine"]["auc"] is not None:
+                ts["delong_two_stage_vs_single"] = M.delong_test(yb, p_fine[:, pos].sum(1), p_binary)
+        rep["two_stage"] = ts
+    if taxonomy.has_grades:
+        mal = {"thresholds": "grade 1 if S < 1.5, grade 2 if 1.5 <= S < 2.5, else 3",
+               "score_source": "product-fused probabilities"}
+        g = taxonomy.grade_vector.astype(int)
+        y_grade = g[y_sub]
+        S = malignancy_score(p_prod, taxonomy)
+        pg = malignancy_grade(S)
+        per = {}
+        for k in (1, 2, 3):
+            if not (g == k).any():
+                continue
+            mass = p_prod[:, g == k].sum(1)
+            per[str(k)] = _binary_block((y_grade == k).astype(int), mass, f"grade {k} one-vs-rest (grade mass)")
+            per[str(k)]["score_auc"] = (_binary_block((y_grade >= k).astype(int), S, f"S for grade >= {k}")
+                                        if 1 < k else None)
+        from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+        mal["per_grade"] = per
+        mal["grade_accuracy"] = float((pg == y_grade).mean())
+        mal["grade_balanced_accuracy"] = float(balanced_accuracy_score(y_grade, pg))
+        mal["grade_confusion_matrix"] = confusion_matrix(y_grade, pg, labels=[1, 2, 3]).tolist()
+        rep["malignancy"] = mal
+    return rep
+
+
+def evaluate(model_dir, data_dir, positive=None, batch_size: int = 64, progress=None) -> dict:
+    import torch
+    from .data import build_cache, data_fingerprint, filter_to_taxonomy, read_dataset, split_by_cases
+    from .infer import model_outputs
+    from .predict import Predictor
+    P = Predictor.load(model_dir)
+    tax = P.taxonomy
+    records, _ = read_dataset(data_dir)
+    records, skipped = filter_to_taxonomy(records, tax)
+    fp = data_fingerprint(records)
+    man = P.manifest
+    same = fp == man["data"]["fingerprint"] and man["split"].get("test_cases")
+    if same:
+        _, te = split_by_cases(records, set(man["split"]["test_cases"]))
+        records = [records[i] for i in te]
+        scope = "held-out split of the training data"
+    else:
+        scope = "all images of the directory"
+    images, ok, bad = build_cache(records, P.size, None, progress=progress)
+    keep = np.flatnonzero(ok)
+    records = [records[i] for i in keep]
+    images = images[torch.as_tensor(keep)]
+    sub_idx = {s: i for i, s in enumerate(tax.sub_classes)}
+    y = np.array([sub_idx[r.label] for r in records])
+    pf = model_outputs(P.fine_model, images, P.mean, P.std, batch_size, P.tta)
+    pc = model_outputs(P.coarse_model, images, P.mean, P.std, batch_size, P.tta)
+    pb = None
+    if positive is None:
+        positive = man.get("positive")
+    if P.binary_model is not None and positive and list(positive) == list(man.get("positive") or []):
+        pb = model_outputs(P.binary_model, images, P.mean, P.std, batch_size, P.tta)[:, 1]
+    rep = report_from_probs(pf, pc, y, tax, positive=positive, p_binary=pb)
+    rep["scope"] = scope
+    rep["skipped_labels"] = skipped
+    rep["bad_images"] = bad
+    return rep
+
+
+def _f(x, nd=3):
+    return "  -  " if x is None else f"{x:.{nd}f}"
+
+
+def format_report(rep: dict) -> str:
+    lines = []
+    if "scope" in rep:
+        lines.append(f"Evaluated on: {rep['scope']} ({rep['n']} images)")
+    if rep.get("skipped_labels"):
+        lines.append("Skipped labels not in the taxonomy: " + ", ".join(f"{k}: {v}" for k, v in rep["skipped_labels"].items()))
+    if rep.get("bad_images"):
+        lines.append(f"Unreadable images ({len(rep['bad_images'])}): " + ", ".join(f"{a} ({b})" for a, b in rep["bad_images"][:20]))
+    lines.append(f"{'level':24s} {'acc':>6s} {'balacc':>6s} {'mF1':>6s} {'top3':>6s} {'mAUC':>6s}")
+    for k in ("flat", "hierarchical_hard", "hierarchical_product", "coarse", "coarse_from_fine"):
+        r = rep[k]
+        lines.append(f"{k:24s} {_f(r['accuracy'])} {_f(r['balanced_accuracy'])} {_f(r['macro_f1'])} "
+                     f"{_f(r['top3_accuracy'])} {_f(r['macro_auc'])}")
+    d = rep.get("product_minus_flat")
+    if d:
+        lines.append("product - flat: " + ", ".join(f"{k} {v:+.4f}" for k, v in d.items()))
+    for k in ("hierarchical_product", "coarse"):
+        r = rep[k]
+        lines.append(f"\nper class ({k}): {'n':>5s} {'recall':>7s} {'prec':>7s} {'spec':>7s} {'AUC':>6s} {'95% CI (DeLong)':>16s}")
+        for c, v in r["per_class"].items():
+            ci = f"[{_f(v['ci_low'])}, {_f(v['ci_high'])}]" if v["auc"] is not None else ""
+            lines.append(f"  {c:28s} {v['support']:5d} {_f(v['recall']):>7s} {_f(v['precision']):>7s} "
+                         f"{_f(v['specificity']):>7s} {_f(v['auc']):>6s} {ci}")
+        lines.append("  confusion matrix (row %): " + " | ".join(r["classes"]))
+        for c, row in zip(r["classes"], r["confusion_matrix_row_percent"]):
+            lines.append(f"  {c:>16s} " + " ".join(f"{x:6.1f}" for x in row))
+    ts = rep.get("two_stage")
+    if ts:
+        lines.append(f"\nbinary question: positive = {ts['positive']}")
+        for k in ("two_stage_fine", "two_stage_product", "single_stage"):
+            if k in ts and ts[k].get("auc") is not None:
+                b = ts[k]
+                lines.append(f"  {b['name']:45s} AUC {b['auc']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}]  "
+                             f"Youden sens {b['youden']['sensitivity']:.3f} spec {b['youden']['specificity']:.3f}")
+        if "delong_two_stage_vs_single" in ts:
+            t = ts["delong_two_stage_vs_single"]
+            lines.append(f"  DeLong paired test two-stage vs single-stage: diff {t['diff']:+.4f}, p = {t['p_value']:.4g}")
+    mal = rep.get("malignancy")
+    if mal:
+        lines.append(f"\nmalignancy grading ({mal['thresholds']}): grade accuracy {mal['grade_accuracy']:.3f}, "
+                     f"balanced {mal['grade_balanced_accuracy']:.3f}")
+        for k, b in mal["per_grade"].items():
+            if b.get("auc") is not None:
+                lines.append(f"  grade {k} one-vs-rest AUC {b['auc']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}] (n_pos {b['n_pos']})")
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""Backbones, classifier heads and the granularity-transfer cut.
+
+- ``EfficientNetLite``: EfficientNet-Lite0 (timm ``efficientnet_lite0`` layout): stem conv3x3 s2
+  32ch + BN + ReLU6, 16 MBConv blocks (first one depthwise-separable, no SE, ReLU6), head conv1x1
+  1280 + BN + ReLU6. ``backbone="tiny"`` builds a very small network of the same structure for
+  tests.
+- ``Classifier(backbone_name, num_classes)``: backbone + global average pool + dropout + linear.
+  ``Classifier.features(x)`` gives the pooled embedding, ``forward(x)`` the logits.
+  ``GRADCAM_LAYER = "backbone.head"`` names the last conv block (conv + BN + ReLU6) for Grad-CAM:
+  ``model.get_submodule(GRADCAM_LAYER)``.
+- ``transfer_cut(coarse, fine, cut)``: copy the fine model's parameters up to the cut into the
+  coarse model (``cut`` = "none", "all", or an int k = stem + the first k MBConv blocks).
+- ``default_cut(model)``: about two thirds of the blocks (the thesis chose 30 of 45).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+GRADCAM_LAYER = "backbone.head"
+
+# (kernel, stride, expand ratio, out channels, repeats) per stage - standard lite0 arguments
+LITE0_STAGES = [
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+]
+TINY_STAGES = [
+    (3, 1, 1, 8, 1),
+    (3, 2, 2, 16, 1),
+    (3, 2, 2, 24, 1),
+    (3, 2, 2, 32, 1),
+]
+BACKBONES = {
+    "efficientnet_lite0": dict(stages=LITE0_STAGES, stem=32, head=1280, dropout=0.2),
+    "tiny": dict(stages=TINY_STAGES, stem=8, head=32, dropout=0.0),
+}
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, cin, cout, k=1, stride=1, groups=1, act=True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-3)  # TF-ported weights: eps 1e-3 (bench/imagenet_sanity.py)
+        if act:
+            self.act = nn.ReLU6(inplace=True)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [expand 1x1] -> depthwise kxk -> project 1x1 (+ identity skip)."""
+
+    def __init__(self, cin, cout, k, stride, expand):
+        super().__init__()
+        mid = cin * expand
+        self.expand = ConvBNAct(cin, mid, 1) if expand != 1 else None
+        self.dw = ConvBNAct(mid, mid, k, stride, groups=mid)
+        self.project = ConvBNAct(mid, cout, 1, act=False)
+        self.has_skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = x
+        if self.expand is not None:
+            y = self.expand(y)
+        y = self.project(self.dw(y))
+        return x + y if self.has_skip else y
+
+
+class EfficientNetLite(nn.Module):
+    def __init__(self, stages, stem=32, head=1280, **_):
+        super().__init__()
+        self.stem = ConvBNAct(3, stem, 3, 2)
+        blocks, cin = [], stem
+        for k, s, e, c, r in stages:
+            for i in range(r):
+                blocks.append(MBConv(cin, c, k, s if i == 0 else 1, e))
+                cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.head = ConvBNAct(cin, head, 1)
+        self.num_features = head
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: str = "efficientnet_lite0", num_classes: int = 1000, dropout: float | None = None):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+        cfg = BACKBONES[backbone]
+        self.backbone_name = backbone
+        self.backbone = EfficientNetLite(**cfg)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(cfg["dropout"] if dropout is None else dropout)
+        self.fc = nn.Linear(self.backbone.num_features, num_classes)
+        nn.init.normal_(self.fc.weight, 0, 0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.backbone.blocks)
+
+    def features(self, x):
+        return self.pool(self.backbone(x)).flatten(1)
+
+    def forward(self, x):
+        return self.fc(self.dropout(self.features(x)))
+
+    def forward_with_features(self, x):
+        f = self.features(x)
+        return self.fc(self.dropout(f)), f
+
+    def reset_head(self, num_classes: int):
+        self.fc = nn.Linear(self.backbone.num_features, num_classes)
+        nn.init.normal_(self.fc.weight, 0, 0.01)
+        nn.init.zeros_(self.fc.bias)
+
+
+def default_cut(model: Classifier) -> int:
+    """About two thirds of the MBConv blocks (the thesis' 30 of 45)."""
+    return int(round(model.num_blocks * 2 / 3))
+
+
+def parse_cut(cut, model: Classifier):
+    """Normalise a cut spec to "none", "all" or an int in [0, num_blocks]."""
+    if cut is None or cut == "auto":
+        return default_cut(model)
+    if isinstance(cut, str):
+        c = cut.strip().lower()
+        if c in ("none", "all"):
+            return c
+        cut = int(c)
+    if not 0 <= int(cut) <= model.num_blocks:
+        raise ValueError(f"transfer cut must be none, all or 0..{model.num_blocks} (got {cut})")
+    return int(cut)
+
+
+def transferred_prefixes(model: Classifier, cut) -> list[str]:
+    """Module name prefixes that come from the fine model for this cut."""
+    cut = parse_cut(cut, model)
+    if cut == "none":
+        return []
+    if cut == "all":
+        return ["backbone."]
+    return ["backbone.stem."] + [f"backbone.blocks.{i}." for i in range(cut)]
+
+
+def transfer_cut(coarse: Classifier, fine: Classifier, cut) -> list[str]:
+    """Copy fine-model tensors (parameters and BN buffers) up to the cut into ``coarse``.
+
+    Everything after the cut keeps whatever ``coarse`` had (ImageNet weights). Returns the list
+    of copied tensor names.
+    """
+    prefixes = transferred_prefixes(coarse, cut)
+    fsd = fine.state_dict()
+    csd = coarse.state_dict()
+    copied = []
+    for k in csd:
+        if any(k.startswith(p) for p in prefixes):
+            if fsd[k].shape != csd[k].shape:
+                raise ValueError(f"shape mismatch for {k}: {tuple(fsd[k].shape)} vs {tuple(csd[k].shape)}")
+            csd[k] = fsd[k].clone()
+            copied.append(k)
+    coarse.load_state_dict(csd)
+    return copied
+
+
+def freeze_prefixes(model: nn.Module, prefixes: Iterable[str]) -> int:
+    """Set requires_grad=False for parameters under the prefixes; returns the number frozen."""
+    prefixes = list(prefixes)
+    n = 0
+    for name, p in model.named_parameters():
+        if any(name.startswith(pre) for pre in prefixes):
+            p.requires_grad_(False)
+            n += p.numel()
+    return n
+
+
+def frozen_modules(model: Classifier, prefixes: Iterable[str]) -> list[nn.Module]:
+    """Modules whose BN should stay in eval mode during training (fully frozen parts)."""
+    prefixes = [p.rstrip(".") for p in prefixes]
+    return [m for name, m in model.named_modules() if name in prefixes]
+
+
+def freeze_first_blocks(model: Classifier, n_blocks: int) -> list[str]:
+    """Freeze stem + the first n MBConv blocks (n=0: stem only; n<0: nothing)."""
+    if n_blocks < 0:
+        return []
+    pre = ["backbone.stem."] + [f"backbone.blocks.{i}." for i in range(min(n_blocks, model.num_blocks))]
+    freeze_prefixes(model, pre)
+    return pre

@@ -1,0 +1,160 @@
+"""Image in, ranked differential out.
+
+Public API (stable; the Django side calls these):
+
+    from inference.ml.predict import Predictor, Differential, RankedItem
+    P = Predictor.load(model_dir)              # once per worker process; eval mode, frozen weights
+    diff = P.predict_one(pil_image)            # -> Differential
+    diffs = P.predict(list_of_pil_images)      # -> list[Differential]
+    diff.to_dict()                             # JSON-serialisable
+
+``Differential``: ``ranked`` (list of RankedItem(sub_class, meta_class, probability,
+fine_probability), sorted by fused probability), ``meta_probabilities`` {meta: p} (coarse model),
+``fused_method``, ``malignancy_score`` (S = sum_i P_i s_i, None without grades),
+``malignancy_grade`` (1 if S < 1.5, 2 if S < 2.5, else 3), ``max_probability``, ``margin``
+(top1 - top2), ``ood_score`` (cosine distance of the fine model's pooled features to the nearest
+training class mean) and ``looks_unfamiliar`` (ood_score above the 99th percentile of the
+training images' scores, stored in the artefact).
+
+For Grad-CAM: ``P.fine_model``, ``P.coarse_model`` (torch modules, eval mode),
+``P.preprocess(img) -> tensor (1, 3, S, S)`` and ``P.gradcam_layer_name`` ("backbone.head"; use
+``model.get_submodule(P.gradcam_layer_name)``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import artefact as art
+from .data import load_image, normalise
+from .networks import GRADCAM_LAYER, Classifier
+from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
+
+
+@dataclass
+class RankedItem:
+    sub_class: str
+    meta_class: str
+    probability: float
+    fine_probability: float
+
+
+@dataclass
+class Differential:
+    ranked: list[RankedItem]
+    meta_probabilities: dict[str, float]
+    fused_method: str
+    malignancy_score: float | None
+    malignancy_grade: int | None
+    max_probability: float
+    margin: float
+    ood_score: float
+    looks_unfamiliar: bool
+    model_version: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def top(self) -> RankedItem:
+        return self.ranked[0]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+
+class Predictor:
+    def __init__(self, model_dir, manifest, taxonomy, fine, coarse, binary, ood_means):
+        self.model_dir = Path(model_dir)
+        self.manifest = manifest
+        self.taxonomy: Taxonomy = taxonomy
+        self.fine_model: Classifier = fine
+        self.coarse_model: Classifier = coarse
+        self.binary_model: Classifier | None = binary
+        self.ood_means = ood_means
+        pre = manifest["preprocessing"]
+        self.size = int(pre["size"])
+        self.mean, self.std = tuple(pre["mean"]), tuple(pre["std"])
+        self.tta = bool(manifest.get("tta", True))
+        self.ood_threshold = float(manifest["ood"]["threshold"])
+        self.gradcam_layer_name = GRADCAM_LAYER
+        self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
+
+    @classmethod
+    def load(cls, model_dir, threads: int | None = None) -> "Predictor":
+        model_dir = Path(model_dir)
+        man = art.read_manifest(model_dir)
+        if threads:
+            torch.set_num_threads(threads)
+        tax = Taxonomy.from_json(model_dir / "taxonomy.json")
+
+        def mk(name, n):
+            m = Classifier(man["backbone"], n)
+            m.load_state_dict(art.load_state(model_dir / f"{name}.safetensors"))
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+            return m.to(memory_format=torch.channels_last)
+
+        fine = mk("fine", len(tax.sub_classes))
+        coarse = mk("coarse", len(tax.meta_classes))
+        binary = mk("binary", 2) if man.get("has_binary") else None
+        ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
+        return cls(model_dir, man, tax, fine, coarse, binary, ood)
+
+    # ------------------------------------------------------------------ preprocessing
+    def to_uint8(self, img) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(load_image(img, self.size).transpose(2, 0, 1)))
+
+    def preprocess(self, img) -> torch.Tensor:
+        """PIL image -> normalised float tensor (1, 3, S, S), exactly as at training time."""
+        return normalise(self.to_uint8(img)[None], self.mean, self.std)
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def probabilities(self, images_u8: torch.Tensor):
+        """uint8 (N, 3, S, S) -> (p_fine, p_coarse, features) numpy arrays."""
+        x = normalise(images_u8, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        n = len(x)
+        xx = torch.cat([x, x.flip(3)]) if self.tta else x
+        lf, feat = self.fine_model.forward_with_features(xx)
+        lc = self.coarse_model(xx)
+        pf, pc = lf.float().softmax(1), lc.float().softmax(1)
+        if self.tta:
+            pf, pc = (pf[:n] + pf[n:]) / 2, (pc[:n] + pc[n:]) / 2
+        return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
+
+    def predict(self, images, method: str = "product", batch_size: int = 32) -> list[Differential]:
+        from .infer import ood_scores
+        out: list[Differential] = []
+        tax = self.taxonomy
+        subs = tax.sub_classes
+        for s in range(0, len(images), batch_size):
+            u8 = torch.stack([self.to_uint8(im) for im in images[s:s + batch_size]])
+            pf, pc, feat = self.probabilities(u8)
+            fused = fuse(pc, pf, tax, method)
+            S = malignancy_score(fused if method == "product" else fuse(pc, pf, tax, "product"), tax)
+            ood = ood_scores(feat, self.ood_means)
+            for i in range(len(u8)):
+                order = np.argsort(-fused[i], kind="stable")
+                ranked = [RankedItem(subs[j], tax.parent(subs[j]), float(fused[i, j]), float(pf[i, j])) for j in order]
+                top2 = fused[i, order[:2]]
+                sc = None if S is None else float(S[i])
+                out.append(Differential(
+                    ranked=ranked,
+                    meta_probabilities={m: float(pc[i, k]) for k, m in enumerate(tax.meta_classes)},
+                    fused_method=method,
+                    malignancy_score=sc,
+                    malignancy_grade=None if sc is None else int(malignancy_grade(sc)),
+                    max_probability=float(top2[0]),
+                    margin=float(top2[0] - (top2[1] if len(top2) > 1 else 0.0)),
+                    ood_score=float(ood[i]),
+                    looks_unfamiliar=bool(ood[i] > self.ood_threshold),
+                    model_version=self.version.strip(),
+                ))
+        return out
+
+    def predict_one(self, img, method: str = "product") -> Differential:
+        return self.predict([img], method)[0]

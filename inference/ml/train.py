@@ -1,0 +1,442 @@
+"""Training: fine model (sub-classes) -> granularity transfer -> coarse model (meta-classes).
+
+Public API (stable):
+
+    from inference.ml.train import TrainConfig, train, TrainingCancelled
+    path = train(TrainConfig(data="DIR", taxonomy="tax.json", out="models/x"),
+                 progress=lambda d: print(d), should_stop=lambda: False)
+
+``progress`` receives dicts with keys stage ("cache" | "fine" | "coarse" | "binary" | "evaluate"),
+epoch, epochs, batch, batches, loss, eta_seconds (remaining time of the stage), images_per_second.
+``should_stop()`` is polled between batches; when it returns True ``TrainingCancelled`` is raised
+and no completed artefact is left (``model.json`` is written last, after everything else).
+Checkpoints are written to ``<out>/.work`` after every epoch; calling ``train`` again with the same
+config resumes from the last completed epoch.
+
+Defaults (the recipe used for the HAM10000 benchmark, chosen for a 2-core CPU and ~1 hour):
+EfficientNet-Lite0 from ImageNet at 192 px, channels_last, stem + first 3 blocks frozen,
+AdamW (see README "ML engine" for the measured comparison with the thesis SGD recipe),
+cosine schedule with 50-batch burn-in (power 4), sqrt-inverse-frequency class weights,
+the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips, flip TTA at evaluation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import artefact as art
+from .data import (AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
+                   holdout_split, kfold_split, read_dataset)
+from .infer import model_outputs, ood_fit
+from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
+                       transfer_cut, transferred_prefixes)
+from .taxonomy import Taxonomy
+
+
+class TrainingCancelled(RuntimeError):
+    """Raised when ``should_stop()`` returned True; no completed artefact is written."""
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    taxonomy: str | dict
+    out: str
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    image_size: int = 192
+    epochs: int = 12                    # fine model
+    coarse_epochs: int | None = None    # default: max(1, round(epochs / 2))
+    transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
+    freeze_transferred: bool = True     # coarse model: do not update the transferred part
+    freeze_blocks: int = 3              # fine model: stem + first N blocks frozen (-1: none)
+    batch_size: int = 32
+    optimizer: str = "adamw"            # "adamw" | "sgd" (thesis)
+    lr0: float = 1e-3
+    lrf: float = 0.01                   # final lr = lr0 * lrf (cosine)
+    momentum: float = 0.951
+    weight_decay: float = 0.01
+    burn_in: int = 50
+    burn_in_power: float = 4.0
+    class_balance: str = "sqrt_weights"  # "none" | "weights" | "sqrt_weights" | "focal" | "sampler"
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    holdout: float | None = 0.2
+    folds: int | None = None
+    fold: int = 0
+    seed: int = 0
+    tta: bool = True
+    channels_last: bool = True
+    threads: int | None = None
+    cache_dir: str | None = None        # on-disk decoded-image cache ("" disables)
+    positive: list[str] | None = None   # sub-classes of the positive side of a binary question
+    binary_epochs: int = 0              # >0: also train a single-stage binary baseline
+    augment: dict = field(default_factory=dict)   # overrides of AugmentConfig fields
+    max_train_images: int | None = None  # subsample the training split (probes, search)
+    eval_batch_size: int = 64
+    ood_quantile: float = 0.99
+
+    def resolved(self) -> dict:
+        d = asdict(self)
+        d["taxonomy"] = None if isinstance(self.taxonomy, dict) else str(self.taxonomy)
+        d["data"] = None   # never store machine paths in the artefact
+        d["out"] = None
+        d["cache_dir"] = None
+        d["coarse_epochs"] = self.coarse_epochs if self.coarse_epochs is not None else max(1, round(self.epochs / 2))
+        return d
+
+
+# ---------------------------------------------------------------------- helpers
+def _emit(progress, **kw):
+    if progress is not None:
+        progress(kw)
+
+
+def _check_stop(should_stop):
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("training cancelled by request; no artefact was completed")
+
+
+def class_weights(y: np.ndarray, C: int, mode: str) -> torch.Tensor | None:
+    counts = np.bincount(y, minlength=C).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(C)
+    w[present] = counts[present].sum() / (present.sum() * counts[present])
+    if mode in ("weights", "focal"):
+        pass
+    elif mode == "sqrt_weights":
+        w = np.sqrt(w)
+    else:
+        return None
+    w[present] /= (w[present] * counts[present]).sum() / counts[present].sum()  # mean weight 1 per sample
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def loss_fn(logits, y, weights, mode, gamma, smoothing):
+    if mode == "focal":
+        logp = F.log_softmax(logits.float(), 1)
+        lp = logp.gather(1, y[:, None]).squeeze(1)
+        p = lp.exp()
+        a = weights[y] if weights is not None else 1.0
+        return (-a * (1 - p) ** gamma * lp).mean()
+    return F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=smoothing)
+
+
+def lr_at(step, total, cfg: TrainConfig):
+    cos = cfg.lrf + (1 - cfg.lrf) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    lr = cfg.lr0 * cos
+    if cfg.burn_in and step < cfg.burn_in:
+        lr *= ((step + 1) / cfg.burn_in) ** cfg.burn_in_power
+    return lr
+
+
+def make_optimizer(cfg: TrainConfig, model):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr0)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
+    m = Classifier(cfg.backbone, num_classes)
+    if cfg.pretrained and cfg.backbone == "efficientnet_lite0":
+        from .weights import load_imagenet_lite0
+        load_imagenet_lite0(m)
+    return m
+
+
+def preprocessing_for(cfg: TrainConfig) -> dict:
+    from .weights import IMAGENET_MEAN, IMAGENET_STD
+    return {"size": cfg.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "resize": "shorter_side_then_centre_crop", "interpolation": "bicubic"}
+
+
+def _save_ckpt(path: Path, **obj):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg: TrainConfig,
+        stage: str, epochs: int, ckpt: Path | None, frozen: list[str], progress=None, should_stop=None,
+        num_classes: int | None = None) -> dict:
+    """Train ``model`` on ``images[idx]`` with labels ``y[idx]``; resumable via ``ckpt``."""
+    pre = preprocessing_for(cfg)
+    C = num_classes or model.fc.out_features
+    freeze_prefixes(model, frozen)
+    frozen_mods = frozen_modules(model, frozen)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(cfg, model)
+    yt = y[idx]
+    weights = class_weights(yt, C, cfg.class_balance)
+    bs = min(cfg.batch_size, len(idx))
+    steps = max(1, len(idx) // bs)
+    total = steps * epochs
+    start_epoch, history = 0, []
+    if ckpt is not None and ckpt.is_file():
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        start_epoch = int(st["epoch"])
+        history = json.loads(st.get("history", "[]"))
+        _emit(progress, stage=stage, event="resumed", epoch=start_epoch, epochs=epochs)
+    t_stage = time.time()
+    seen = 0
+    for epoch in range(start_epoch, epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + zlib.crc32(stage.encode()) % 1000)
+        if cfg.class_balance == "sampler":
+            cw = class_weights(yt, C, "weights").numpy()
+            order = torch.multinomial(torch.tensor(cw[yt], dtype=torch.float64), len(idx), True, generator=g).numpy()
+        else:
+            order = torch.randperm(len(idx), generator=g).numpy()
+        aug = Augmenter(AugmentConfig(**cfg.augment), pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)))
+        model.train()
+        for m in frozen_mods:
+            m.eval()
+        run_loss, t_ep = 0.0, time.time()
+        for b in range(steps):
+            _check_stop(should_stop)
+            bi = idx[order[b * bs:(b + 1) * bs]]
+            x = aug(images[torch.as_tensor(bi)])
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            target = torch.as_tensor(y[bi], dtype=torch.long)
+            step = epoch * steps + b
+            lr = lr_at(step, total, cfg)
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+            loss = loss_fn(model(x), target, weights if cfg.class_balance != "sampler" else None,
+                           cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run_loss += float(loss)
+            seen += len(bi)
+            el = time.time() - t_stage
+            ips = seen / max(el, 1e-9)
+            remaining = ((epochs - epoch - 1) * steps + (steps - b - 1)) * bs / max(ips, 1e-9)
+            _emit(progress, stage=stage, epoch=epoch + 1, epochs=epochs, batch=b + 1, batches=steps,
+                  loss=run_loss / (b + 1), lr=lr, eta_seconds=remaining, images_per_second=ips)
+        history.append({"epoch": epoch + 1, "loss": run_loss / steps, "seconds": time.time() - t_ep})
+        if ckpt is not None:
+            _save_ckpt(ckpt, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
+                       history=json.dumps(history))
+        _emit(progress, stage=stage, event="epoch_end", epoch=epoch + 1, epochs=epochs,
+              loss=run_loss / steps, seconds=time.time() - t_ep)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    el = time.time() - t_stage
+    return {"history": history, "seconds": el, "images_per_second": seen / el if seen else None,
+            "frozen": frozen, "class_weights": None if weights is None else weights.tolist()}
+
+
+# ---------------------------------------------------------------------- pipeline
+def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_stop=None):
+    """Read, filter, fingerprint, split and cache. Returns a dict used by train/evaluate."""
+    records, info = read_dataset(cfg.data)
+    records, skipped = filter_to_taxonomy(records, taxonomy)
+    if not records:
+        raise ValueError(f"no image of {cfg.data} has a label of the taxonomy (skipped: {skipped})")
+    fp = data_fingerprint(records)
+    cache_dir = cfg.cache_dir
+    if cache_dir is None:
+        cache_dir = os.environ.get("DERM_ML_CACHE") or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "derm_portal_ml")
+    t0 = time.time()
+    images, ok, bad = build_cache(records, cfg.image_size, cache_dir or None, fp,
+                                  progress=lambda d, n: _emit(progress, stage="cache", batch=d, batches=n),
+                                  should_stop=should_stop)
+    cache_s = time.time() - t0
+    keep = np.flatnonzero(ok)
+    records = [records[i] for i in keep]
+    images = images[torch.as_tensor(keep)] if len(keep) != len(ok) else images
+    sub_idx = {s: i for i, s in enumerate(taxonomy.sub_classes)}
+    y_sub = np.array([sub_idx[r.label] for r in records], dtype=np.int64)
+    y_meta = taxonomy.parent_index[y_sub]
+    return {"records": records, "images": images, "y_sub": y_sub, "y_meta": y_meta, "fingerprint": fp,
+            "skipped_labels": skipped, "bad_images": bad, "format": info["format"], "cache_seconds": cache_s}
+
+
+def make_split(cfg: TrainConfig, records):
+    if cfg.folds:
+        tr, te = kfold_split(records, cfg.folds, cfg.fold, cfg.seed)
+        kind = {"kind": "kfold", "folds": cfg.folds, "fold": cfg.fold}
+    elif cfg.holdout:
+        tr, te = holdout_split(records, cfg.holdout, cfg.seed)
+        kind = {"kind": "holdout", "fraction": cfg.holdout}
+    else:
+        tr, te = np.arange(len(records)), np.zeros(0, dtype=np.int64)
+        kind = {"kind": "none"}
+    return tr, te, kind
+
+
+def _subsample(idx, y, n, seed):
+    if n is None or n >= len(idx):
+        return idx
+    from sklearn.model_selection import train_test_split
+    try:
+        keep, _ = train_test_split(idx, train_size=n, stratify=y[idx], random_state=seed)
+    except ValueError:
+        keep = np.random.default_rng(seed).choice(idx, n, replace=False)
+    return np.sort(keep)
+
+
+def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> Path:
+    cfg = config
+    out = Path(cfg.out)
+    if (out / art.MANIFEST).is_file():
+        _emit(progress, stage="done", event="already_complete")
+        return out
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
+    tax = Taxonomy.from_dict(cfg.taxonomy) if isinstance(cfg.taxonomy, dict) else Taxonomy.from_json(cfg.taxonomy)
+    if cfg.positive:
+        unknown = [p for p in cfg.positive if p not in tax]
+        if unknown:
+            raise ValueError(f"--positive names unknown sub-classes: {unknown}")
+    work = out / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    settings = cfg.resolved()
+    settings_file = work / "settings.json"
+    if settings_file.is_file():
+        old = json.loads(settings_file.read_text())
+        if old != json.loads(json.dumps(settings)):
+            raise ValueError(f"{out} holds an unfinished run with different settings; "
+                             "use another --out or delete its .work directory")
+    else:
+        art.write_json(settings_file, settings)
+    timings = {}
+    t_all = time.time()
+    D = prepare_data(cfg, tax, progress, should_stop)
+    timings["cache"] = D["cache_seconds"]
+    records, images, y_sub, y_meta = D["records"], D["images"], D["y_sub"], D["y_meta"]
+    tr, te, split_kind = make_split(cfg, records)
+    tr = _subsample(tr, y_sub, cfg.max_train_images, cfg.seed)
+    pre = preprocessing_for(cfg)
+
+    # 1. fine model
+    fine = build_model(cfg, len(tax.sub_classes))
+    frozen_fine = freeze_first_blocks(fine, cfg.freeze_blocks)
+    fine_info = fit(fine, images, y_sub, tr, cfg, "fine", cfg.epochs, work / "fine.ckpt", frozen_fine,
+                    progress, should_stop)
+    timings["fine"] = fine_info["seconds"]
+
+    # 2. transfer + 3. coarse model
+    t0 = time.time()
+    coarse = build_model(cfg, len(tax.meta_classes))
+    cut = parse_cut(cfg.transfer_cut, coarse)
+    copied = transfer_cut(coarse, fine, cut)
+    frozen_c = transferred_prefixes(coarse, cut) if cfg.freeze_transferred else []
+    if not frozen_c:
+        frozen_c = freeze_first_blocks(coarse, cfg.freeze_blocks) if cut == "none" else []
+    if cut == "all" and cfg.freeze_transferred:
+        frozen_c = ["backbone."]
+    coarse_epochs = settings["coarse_epochs"]
+    coarse_info = fit(coarse, images, y_meta, tr, cfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
+                      progress, should_stop)
+    coarse_info["transferred_tensors"] = len(copied)
+    coarse_info["cut"] = cut
+    timings["coarse"] = time.time() - t0
+
+    binary = None
+    if cfg.positive and cfg.binary_epochs > 0:
+        t0 = time.time()
+        binary = build_model(cfg, 2)
+        yb = np.isin(np.array(tax.sub_classes)[y_sub], cfg.positive).astype(np.int64)
+        fb = freeze_first_blocks(binary, cfg.freeze_blocks)
+        binary_info = fit(binary, images, yb, tr, cfg, "binary", cfg.binary_epochs, work / "binary.ckpt", fb,
+                          progress, should_stop)
+        timings["binary"] = time.time() - t0
+    _check_stop(should_stop)
+
+    # 4. evaluation on the held-out split + OOD statistics from training features
+    t0 = time.time()
+    _emit(progress, stage="evaluate", event="start")
+    from .evaluate import report_from_probs
+    ood_idx = _subsample(tr, y_sub, 3000, cfg.seed)
+    _, ftr = model_outputs(fine, images[torch.as_tensor(ood_idx)], pre["mean"], pre["std"],
+                           cfg.eval_batch_size, tta=False, want_features=True)
+    ood_means, ood_thr = ood_fit(ftr, y_sub[ood_idx], len(tax.sub_classes), cfg.ood_quantile)
+    metrics = None
+    t_inf = None
+    if len(te):
+        _check_stop(should_stop)
+        ti = time.time()
+        ximg = images[torch.as_tensor(te)]
+        pf = model_outputs(fine, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)
+        pc = model_outputs(coarse, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)
+        pb = model_outputs(binary, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)[:, 1] if binary is not None else None
+        t_inf = time.time() - ti
+        metrics = report_from_probs(pf, pc, y_sub[te], tax, positive=cfg.positive, p_binary=pb)
+        metrics["inference_images_per_second_fine_plus_coarse"] = len(te) / t_inf
+    timings["evaluate"] = time.time() - t0
+    timings["total"] = time.time() - t_all
+    _check_stop(should_stop)
+
+    # 5. write the artefact: files into .partial, move them, manifest last
+    part = out / ".partial"
+    if part.exists():
+        shutil.rmtree(part)
+    part.mkdir(parents=True)
+    tax.to_json(part / "taxonomy.json")
+    art.save_state(fine, part / "fine.safetensors")
+    art.save_state(coarse, part / "coarse.safetensors")
+    if binary is not None:
+        art.save_state(binary, part / "binary.safetensors")
+    from safetensors.torch import save_file
+    save_file({"class_means": torch.from_numpy(ood_means)}, str(part / "ood.safetensors"))
+    test_cases = sorted({records[i].case_id for i in te})
+    manifest = {
+        "format_version": art.FORMAT_VERSION,
+        "backbone": cfg.backbone,
+        "num_fine": len(tax.sub_classes), "num_coarse": len(tax.meta_classes),
+        "transfer_cut": cut,
+        "preprocessing": pre,
+        "tta": cfg.tta,
+        "positive": cfg.positive,
+        "has_binary": binary is not None,
+        "training": settings,
+        "seed": cfg.seed,
+        "data": {"fingerprint": D["fingerprint"], "format": D["format"], "n_images": len(records),
+                 "n_train": int(len(tr)), "n_test": int(len(te)),
+                 "skipped_labels": D["skipped_labels"], "bad_images": D["bad_images"],
+                 "class_counts": {s: int((y_sub == i).sum()) for i, s in enumerate(tax.sub_classes)}},
+        "split": {**split_kind, "seed": cfg.seed, "test_cases": test_cases},
+        "ood": {"method": "cosine distance of fine-model features to the nearest training class mean",
+                "threshold": ood_thr, "quantile": cfg.ood_quantile},
+        "timings_seconds": timings,
+        "train_images_per_second": {"fine": fine_info["images_per_second"], "coarse": coarse_info["images_per_second"]},
+        "fine_training": fine_info, "coarse_training": coarse_info,
+        "code_version": art.code_version(),
+        "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    art.write_json(part / "metrics.json", metrics or {})
+    for f in part.iterdir():
+        os.replace(f, out / f.name)
+    art.write_json(out / art.MANIFEST, manifest)   # marks the artefact complete
+    shutil.rmtree(part, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    _emit(progress, stage="done", event="complete", seconds=timings["total"])
+    return out
