@@ -1,0 +1,43 @@
+from django import forms
+
+from .models import CaseStatus, ExclusionReason, LabelSource, Modality, Sex, SubClass
+
+
+class CaseCreateForm(forms.Form):
+    patient_code = forms.CharField(max_length=64, help_text="Pseudonymous code: never a name.")
+    sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN)
+    birth_year = forms.IntegerField(min_value=1880, max_value=2100, required=False)
+    body_site = forms.CharField(max_length=100, required=False)
+    age_at_visit = forms.IntegerField(min_value=0, max_value=130, required=False)
+    clinical_history = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    modality = forms.ChoiceField(choices=Modality.choices, initial=Modality.CLINICAL, help_text="Modality of the photos below.")
+
+
+class LabelForm(forms.Form):
+    sub_class = forms.ModelChoiceField(queryset=SubClass.objects.none())
+    source = forms.ChoiceField(choices=LabelSource.choices)
+    report_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    report_file = forms.FileField(required=False)
+    note = forms.CharField(max_length=500, required=False, help_text="Why it changed (kept in the history).")
+
+    def __init__(self, *args, taxonomy=None, allowed_sources=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        qs = SubClass.objects.select_related("meta_class")
+        if taxonomy is not None:
+            qs = qs.filter(taxonomy=taxonomy)
+        self.fields["sub_class"].queryset = qs
+        self.fields["sub_class"].label_from_instance = lambda s: f"{s.meta_class.display_name} › {s.display_name} ({s.code})"
+        if allowed_sources is not None:
+            self.fields["source"].choices = [c for c in LabelSource.choices if c[0] in allowed_sources]
+
+
+class StatusForm(forms.Form):
+    status = forms.ChoiceField(choices=CaseStatus.choices)
+    exclusion_reason = forms.ChoiceField(choices=[("", "—")] + list(ExclusionReason.choices), required=False)
+    note = forms.CharField(max_length=500, required=False)
+
+
+class TaxonomyImportForm(forms.Form):
+    file = forms.FileField(help_text='JSON: {"meta_classes": {"<meta>": ["<sub>", ...]}, "malignancy": {...}}')
+    name = forms.CharField(max_length=100, required=False)
+    make_default = forms.BooleanField(required=False)

@@ -1,0 +1,119 @@
+"""Reads for cases, photos, labels and taxonomies, always scoped to the user."""
+from __future__ import annotations
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.http import Http404
+
+from derm_portal import roles
+
+from .models import Case, DiagnosisLabel, LabelChange, Photo, SubClass, Taxonomy
+
+
+def cases_visible_to(user) -> QuerySet[Case]:
+    if roles.has_role(user, roles.CAN_VIEW_CLINICAL):
+        return Case.objects.all()
+    return Case.objects.none()
+
+
+def _best_label(field: str):
+    return Subquery(
+        DiagnosisLabel.objects.filter(case=OuterRef("pk")).order_by("-confirmed", "-signed_at").values(field)[:1]
+    )
+
+
+def case_list(
+    *,
+    user,
+    q: str = "",
+    status: str = "",
+    diagnosis: str = "",
+    confirmed: str = "",
+    modality: str = "",
+) -> QuerySet[Case]:
+    qs = cases_visible_to(user).select_related("patient")
+    if q:
+        qs = qs.filter(
+            Q(patient__code__icontains=q) | Q(external_id__icontains=q) | Q(body_site__icontains=q) | Q(clinical_history__icontains=q)
+        )
+    if status:
+        qs = qs.filter(status=status)
+    if diagnosis:
+        qs = qs.filter(Exists(DiagnosisLabel.objects.filter(case=OuterRef("pk"), sub_class__code=diagnosis)))
+    if confirmed in ("yes", "true", "1"):
+        qs = qs.filter(Exists(DiagnosisLabel.objects.filter(case=OuterRef("pk"), confirmed=True)))
+    elif confirmed in ("no", "false", "0"):
+        qs = qs.filter(~Exists(DiagnosisLabel.objects.filter(case=OuterRef("pk"), confirmed=True)))
+    if modality:
+        qs = qs.filter(Exists(Photo.objects.filter(case=OuterRef("pk"), modality=modality)))
+    return qs.annotate(
+        diagnosis_code=_best_label("sub_class__code"),
+        diagnosis_confirmed=_best_label("confirmed"),
+        diagnosis_source=_best_label("source"),
+        photo_count=Subquery(
+            Photo.objects.filter(case=OuterRef("pk")).values("case").annotate(c=Count("pk")).values("c")[:1]
+        ),
+    ).order_by("-created_at", "-id")
+
+
+def case_get(*, user, pk: int) -> Case:
+    try:
+        return cases_visible_to(user).select_related("patient", "created_by").get(pk=pk)
+    except Case.DoesNotExist:
+        raise Http404("No such case, or you may not see it.")
+
+
+def photo_get(*, user, pk: int) -> Photo:
+    try:
+        return Photo.objects.select_related("case").get(pk=pk, case__in=cases_visible_to(user))
+    except Photo.DoesNotExist:
+        raise Http404("No such photo, or you may not see it.")
+
+
+def case_labels(*, case: Case) -> list[DiagnosisLabel]:
+    return list(case.labels.select_related("sub_class__meta_class", "signed_by").order_by("-confirmed", "source"))
+
+
+def case_label_history(*, case: Case) -> QuerySet[LabelChange]:
+    return case.label_changes.select_related("old_sub_class", "new_sub_class", "changed_by")
+
+
+def case_reference_label(*, case: Case) -> DiagnosisLabel | None:
+    """The label a model may learn from: the confirmed one if any, else the best other."""
+    return case.labels.select_related("sub_class").order_by("-confirmed", "-signed_at").first()
+
+
+def taxonomy_default() -> Taxonomy | None:
+    return Taxonomy.objects.filter(is_default=True).first() or Taxonomy.objects.order_by("-created_at").first()
+
+
+def taxonomy_tree(*, taxonomy: Taxonomy) -> list[dict]:
+    subs = SubClass.objects.filter(taxonomy=taxonomy).select_related("meta_class")
+    tree: dict[int, dict] = {}
+    for meta in taxonomy.meta_classes.all():
+        tree[meta.pk] = {"meta": meta, "subs": []}
+    for sub in subs:
+        tree[sub.meta_class_id]["subs"].append(sub)
+    return list(tree.values())
+
+
+def taxonomy_export(*, taxonomy: Taxonomy) -> dict:
+    """The inference.ml JSON format plus names, so a model trained on it can be served."""
+    meta_classes: dict[str, list[str]] = {}
+    malignancy: dict[str, int | None] = {}
+    display: dict[str, str] = {}
+    for node in taxonomy_tree(taxonomy=taxonomy):
+        meta = node["meta"]
+        meta_classes[meta.code] = [s.code for s in node["subs"]]
+        display[meta.code] = meta.display_name
+        for s in node["subs"]:
+            display[s.code] = s.display_name
+            if s.malignancy_grade is not None:
+                malignancy[s.code] = s.malignancy_grade
+    return {
+        "name": taxonomy.name,
+        "version": taxonomy.version,
+        "description": taxonomy.description,
+        "meta_classes": meta_classes,
+        "malignancy": malignancy,
+        "display_names": display,
+    }

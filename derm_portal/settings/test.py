@@ -1,0 +1,18 @@
+"""Test settings: PostgreSQL and Redis when DATABASE_URL / CELERY_BROKER_URL are set
+(CI sets both), SQLite and eager jobs otherwise. Files go to a temporary folder."""
+import tempfile
+
+from .base import *  # noqa: F401,F403
+from .base import env_bool
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = tempfile.mkdtemp(prefix="derm-test-media-")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": MEDIA_ROOT}},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+DERM_MODEL_ROOT = tempfile.mkdtemp(prefix="derm-test-models-")
+# Unit tests run jobs eagerly; the tests about Celery start a real worker themselves.
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

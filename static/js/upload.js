@@ -1,0 +1,70 @@
+// Drag-and-drop photo upload. Each file is sent on its own so one bad file never
+// blocks the others; the server's per-file verdict is listed under the drop zone.
+(function () {
+  function csrf(form) { var i = form.querySelector('[name=csrfmiddlewaretoken]'); return i ? i.value : ''; }
+
+  function addThumb(photo) {
+    var gallery = document.getElementById('gallery');
+    if (!gallery) return;
+    var empty = document.getElementById('no-photos'); if (empty) empty.remove();
+    var fig = document.createElement('figure'); fig.className = 'thumb'; fig.dataset.photo = photo.id;
+    fig.innerHTML = '<a target="_blank" href="/photos/' + photo.id + '/file"><img alt="Photo ' + photo.id +
+      '" src="/photos/' + photo.id + '/file?w=320"></a><figcaption>' + photo.width + '×' + photo.height + '</figcaption>';
+    gallery.appendChild(fig);
+    document.dispatchEvent(new CustomEvent('derm:photo-added', { detail: photo }));
+  }
+
+  function report(list, cls, text) {
+    var li = document.createElement('li'); li.className = cls; li.textContent = text; list.appendChild(li);
+  }
+
+  function uploadFiles(form, files) {
+    var list = form.querySelector('.upload-results');
+    var modality = form.querySelector('[name=modality]');
+    Array.prototype.forEach.call(files, function (file) {
+      var data = new FormData();
+      data.append('photos', file);
+      if (modality) data.append('modality', modality.value);
+      report(list, 'pending', 'Uploading ' + file.name + '…');
+      var pending = list.lastChild;
+      fetch(form.action, { method: 'POST', body: data, headers: { 'X-CSRFToken': csrf(form), 'Accept': 'application/json', 'X-Requested-With': 'XMLHttpRequest' }, credentials: 'same-origin' })
+        .then(function (r) { return r.json(); })
+        .then(function (res) {
+          pending.remove();
+          (res.stored || []).forEach(function (p) { report(list, 'ok', '✓ ' + p.name + ' stored (' + p.width + '×' + p.height + ')'); addThumb(p); });
+          (res.errors || []).forEach(function (e) { report(list, 'err', '✗ ' + e.error); });
+        })
+        .catch(function (err) { pending.remove(); report(list, 'err', '✗ ' + file.name + ': upload failed (' + err + ')'); });
+    });
+  }
+
+  var zone = document.getElementById('dropzone');
+  if (zone) {
+    var input = zone.querySelector('input[type=file]');
+    zone.addEventListener('dragover', function (e) { e.preventDefault(); zone.classList.add('over'); });
+    zone.addEventListener('dragleave', function () { zone.classList.remove('over'); });
+    zone.addEventListener('drop', function (e) { e.preventDefault(); zone.classList.remove('over'); uploadFiles(zone, e.dataTransfer.files); });
+    input.addEventListener('change', function () { uploadFiles(zone, input.files); input.value = ''; });
+  }
+
+  // New-case form: dropped files join the form's file input and are listed.
+  var createZone = document.getElementById('create-dropzone');
+  if (createZone) {
+    var cinput = createZone.querySelector('input[type=file]');
+    var flist = createZone.querySelector('.file-list');
+    function show() {
+      flist.innerHTML = '';
+      Array.prototype.forEach.call(cinput.files, function (f) { report(flist, '', f.name + ' (' + Math.round(f.size / 1024) + ' kB)'); });
+    }
+    createZone.addEventListener('dragover', function (e) { e.preventDefault(); createZone.classList.add('over'); });
+    createZone.addEventListener('dragleave', function () { createZone.classList.remove('over'); });
+    createZone.addEventListener('drop', function (e) {
+      e.preventDefault(); createZone.classList.remove('over');
+      var dt = new DataTransfer();
+      Array.prototype.forEach.call(cinput.files, function (f) { dt.items.add(f); });
+      Array.prototype.forEach.call(e.dataTransfer.files, function (f) { dt.items.add(f); });
+      cinput.files = dt.files; show();
+    });
+    cinput.addEventListener('change', show);
+  }
+})();
