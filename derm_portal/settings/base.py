@@ -191,3 +191,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Extension points between apps (annotation never imports inference or reports):
+# callables run after a photo is committed, as hook(photo_pk=...)
+DERM_PHOTO_ATTACHED_HOOKS: list[str] = []
+# callables(request, case) -> HTML fragment shown on the case page
+DERM_CASE_PANELS: list[str] = []

@@ -16,3 +16,10 @@ DERM_MODEL_ROOT = tempfile.mkdtemp(prefix="derm-test-models-")
 # Unit tests run jobs eagerly; the tests about Celery start a real worker themselves.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+
+# Several test runs may share one PostgreSQL server (developers, CI): give each run
+# its own throw-away test database.
+import os as _os
+
+DATABASES["default"].setdefault("TEST", {})  # noqa: F405
+DATABASES["default"]["TEST"]["NAME"] = _os.environ.get("DERM_TEST_DB_NAME", f"test_derm_{_os.getpid()}")  # noqa: F405
