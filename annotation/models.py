@@ -253,3 +253,35 @@ class ImportRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     summary = models.JSONField(default=dict)
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+
+class PhoneUploadToken(models.Model):
+    """A short-lived link (shown as a QR code on the desk) that lets a phone add photos
+    to one case without logging in. Only the SHA-256 of the token is stored, so a copy
+    of the database gives no working link. Rules live in annotation/phone/services.py."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="phone_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    max_photos = models.PositiveSmallIntegerField(default=10)
+    photos_uploaded = models.PositiveSmallIntegerField(default=0)
+    files_rejected = models.PositiveIntegerField(default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(max_photos__gt=0), name="phonetoken_max_photos_positive"),
+            models.CheckConstraint(condition=Q(photos_uploaded__lte=models.F("max_photos")), name="phonetoken_within_limit"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Phone link {self.pk} for case {self.case_id}"
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.max_photos - self.photos_uploaded)
