@@ -230,7 +230,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            run_loss += float(loss)
+            run_loss += float(loss.detach())
             seen += len(bi)
             el = time.time() - t_stage
             ips = seen / max(el, 1e-9)

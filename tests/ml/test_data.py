@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from inference.ml.data import (AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
+                               holdout_split, kfold_split, read_dataset)
+from inference.ml.taxonomy import Taxonomy
+
+from .conftest import TAX, make_dataset
+
+
+def _records(n_cases=60, seed=0):
+    from inference.ml.data import Record
+    rng = np.random.default_rng(seed)
+    recs = []
+    for c in range(n_cases):
+        lab = ["a", "b", "c"][c % 3] if c % 7 else "rare"
+        for j in range(int(rng.integers(1, 4))):
+            recs.append(Record(f"{c}_{j}.jpg", f"/x/{c}_{j}.jpg", lab, f"case{c}"))
+    return recs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_splits_never_leak_a_case(seed):
+    recs = _records(seed=seed)
+    tr, te = holdout_split(recs, 0.2, seed)
+    assert not {recs[i].case_id for i in tr} & {recs[i].case_id for i in te}
+    assert len(tr) + len(te) == len(recs) and len(te) > 0
+    seen = set()
+    for f in range(5):
+        tr, te = kfold_split(recs, 5, f, seed)
+        assert not {recs[i].case_id for i in tr} & {recs[i].case_id for i in te}
+        seen |= set(te.tolist())
+    assert seen == set(range(len(recs)))   # every image tested exactly once over the folds
+
+
+def test_read_generic_and_ham(tmp_path):
+    make_dataset(tmp_path / "g", n_per_class=4, extra_labels=("purple",))
+    recs, info = read_dataset(tmp_path / "g")
+    assert info["format"] == "generic" and len(recs) == 20
+    kept, skipped = filter_to_taxonomy(recs, Taxonomy.from_dict(TAX))
+    assert skipped == {"purple": 4} and len(kept) == 16
+    make_dataset(tmp_path / "h", n_per_class=3, fmt="ham")
+    recs, info = read_dataset(tmp_path / "h")
+    assert info["format"] == "ham10000" and recs[0].case_id.startswith("case_")
+    assert recs[0].meta["dx_type"] == "histo"
+    assert data_fingerprint(recs) == data_fingerprint(list(reversed(recs)))
+
+
+def test_corrupt_and_missing_images_reported(tmp_path):
+    root = make_dataset(tmp_path / "d", n_per_class=3)
+    recs, _ = read_dataset(root)
+    (root / "images" / "img_0001.jpg").write_bytes(b"not a jpeg at all")
+    (root / "images" / "img_0002.jpg").unlink()
+    imgs, ok, bad = build_cache(recs, 24, None)
+    names = dict(bad)
+    assert set(names) == {"images/img_0001.jpg", "images/img_0002.jpg"}
+    assert "not found" in names["images/img_0002.jpg"]
+    assert ok.sum() == len(recs) - 2 and imgs.shape == (len(recs), 3, 24, 24)
+    # disk cache round trip keeps the report
+    imgs1, ok1, bad1 = build_cache(recs, 24, tmp_path / "c")
+    imgs2, ok2, bad2 = build_cache(recs, 24, tmp_path / "c")
+    assert torch.equal(imgs1, imgs2) and (ok1 == ok2).all() and [tuple(b) for b in bad1] == bad2
+
+
+def test_augmenter_shapes_and_centre_sparing():
+    x = torch.full((16, 3, 64, 64), 128, dtype=torch.uint8)
+    cfg = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0,
+                        cutout_p=1.0)
+    y = Augmenter(cfg, (0.5,) * 3, (0.5,) * 3, seed=0)(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    base = Augmenter(AugmentConfig(**{**cfg.__dict__, "cutout_p": 0.0}), (0.5,) * 3, (0.5,) * 3)(x)
+    changed = ((y - base).abs() > 1e-6).any(1).float().mean(0)  # fraction of images altered per pixel
+    centre = changed[24:40, 24:40].mean()
+    border = torch.cat([changed[:8].flatten(), changed[-8:].flatten()]).mean()
+    assert centre < border
+    y2 = Augmenter(AugmentConfig(), (0.5,) * 3, (0.5,) * 3, seed=1)(x)
+    assert y2.shape == x.shape and torch.isfinite(y2).all()

