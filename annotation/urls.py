@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -16,4 +16,5 @@ urlpatterns = [
     path("taxonomy/", views.taxonomy_page, name="taxonomy"),
     path("taxonomy/<int:pk>/", views.taxonomy_page, name="taxonomy_version"),
     path("taxonomy/<int:pk>/export.json", views.taxonomy_export, name="taxonomy_export"),
+    path("", include("annotation.phone.urls")),  # upload from phone (QR link, /m/upload/<token>/)
 ]

@@ -197,3 +197,12 @@ LOGGING = {
 DERM_PHOTO_ATTACHED_HOOKS: list[str] = []
 # callables(request, case) -> HTML fragment shown on the case page
 DERM_CASE_PANELS: list[str] = []
+
+# Upload from phone (QR code on the case page -> /m/upload/<token>/, no login on the phone).
+DERM_CASE_PANELS.append("annotation.phone.views.case_panel")
+# Base of the QR link when phones must use another name than the desk (e.g. a hospital LAN
+# name, "https://derm.hospital.lan"); empty = the host the desk user reached.
+DERM_PUBLIC_BASE_URL = os.environ.get("DERM_PUBLIC_BASE_URL", "")
+DERM_PHONE_TOKEN_TTL_MINUTES = float(os.environ.get("DERM_PHONE_TOKEN_TTL_MINUTES", 15))
+DERM_PHONE_TOKEN_MAX_PHOTOS = int(os.environ.get("DERM_PHONE_TOKEN_MAX_PHOTOS", 10))
+DERM_PHONE_UPLOAD_RATE_PER_MINUTE = int(os.environ.get("DERM_PHONE_UPLOAD_RATE_PER_MINUTE", 60))
