@@ -1,6 +1,7 @@
 from django.urls import include, path
 
 from . import views
+from . import workspace_views as ws
 
 app_name = "annotation"
 urlpatterns = [
@@ -17,4 +18,11 @@ urlpatterns = [
     path("taxonomy/<int:pk>/", views.taxonomy_page, name="taxonomy_version"),
     path("taxonomy/<int:pk>/export.json", views.taxonomy_export, name="taxonomy_export"),
     path("", include("annotation.phone.urls")),  # upload from phone (QR link, /m/upload/<token>/)
+    # Annotation workspace (boxes, review, agreement, import/export, crops)
+    path("annotate/", ws.workspace, name="workspace"),
+    path("annotate/photo/<int:pk>/", ws.workspace_photo, name="workspace_photo"),
+    path("annotate/review/<int:pk>/", ws.review_photo, name="review_photo"),
+    path("annotate/groups/", ws.groups_page, name="workspace_groups"),
+    path("annotate/agreement/", ws.agreement_page, name="workspace_agreement"),
+    path("annotate/gold/<int:pk>/", ws.gold_toggle, name="workspace_gold"),
 ]

@@ -1,0 +1,378 @@
+"""Boxes and per-annotator photo annotations: validation, saving, work queues.
+
+Writes are `annotation_*` / `boxes_*` functions (keyword-only); reads are the `queue_*`
+and `*_payload` functions. Review rules (who may review, accept/reject) are in review.py.
+Boxes are integer pixel coordinates of the original photo; x1/y1 are the right/bottom
+edges (labelImg's xmax/ymax), so a box covers x0 <= x < x1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from derm_portal import roles
+
+from .models import (
+    AnnotationStatus,
+    Box,
+    DiagnosisLabel,
+    ExclusionReason,
+    MetaClass,
+    Photo,
+    PhotoAnnotation,
+    SubClass,
+    Taxonomy,
+)
+from .selectors import cases_visible_to, taxonomy_default
+
+# The status machine. Reopening an accepted annotation is an admin action (review.py).
+TRANSITIONS: dict[str, set[str]] = {
+    AnnotationStatus.TO_ANNOTATE: {AnnotationStatus.ANNOTATED},
+    AnnotationStatus.ANNOTATED: {AnnotationStatus.ACCEPTED, AnnotationStatus.REJECTED},
+    AnnotationStatus.REJECTED: {AnnotationStatus.ANNOTATED},
+    AnnotationStatus.ACCEPTED: {AnnotationStatus.TO_ANNOTATE},
+}
+EDITABLE_BY_ANNOTATOR = {AnnotationStatus.TO_ANNOTATE, AnnotationStatus.REJECTED}
+
+
+class AnnotationError(ValueError):
+    """Invalid boxes or a forbidden transition; `errors` lists one dict per problem
+    ({"box": index or None, "field": name, "message": text})."""
+
+    def __init__(self, errors: list[dict] | str):
+        if isinstance(errors, str):
+            errors = [{"box": None, "field": "", "message": errors}]
+        self.errors = errors
+        super().__init__("; ".join(e["message"] for e in errors))
+
+
+def status_transition(*, annotation: PhotoAnnotation, to: str) -> None:
+    """Move along the status machine or raise AnnotationError (no save)."""
+    current = annotation.status
+    if to not in TRANSITIONS.get(current, set()):
+        raise AnnotationError(
+            f"An annotation that is {AnnotationStatus(current).label.lower()} cannot become {AnnotationStatus(to).label.lower()}."
+        )
+    annotation.status = to
+
+
+# --------------------------------------------------------------------------- labels
+@dataclass(frozen=True)
+class LabelRef:
+    sub_class: SubClass | None
+    meta_class: MetaClass
+
+    @property
+    def code(self) -> str:
+        return self.sub_class.code if self.sub_class else self.meta_class.code
+
+
+class LabelIndex:
+    """Codes (and display names, case-insensitive) of one taxonomy -> LabelRef."""
+
+    def __init__(self, taxonomy: Taxonomy):
+        self.taxonomy = taxonomy
+        self.by_key: dict[str, LabelRef] = {}
+        metas = {m.pk: m for m in MetaClass.objects.filter(taxonomy=taxonomy)}
+        for m in metas.values():
+            ref = LabelRef(None, m)
+            self.by_key.setdefault(m.display_name.lower(), ref)
+            self.by_key[m.code.lower()] = ref
+        for s in SubClass.objects.filter(taxonomy=taxonomy):
+            ref = LabelRef(s, metas[s.meta_class_id])
+            self.by_key.setdefault(s.display_name.lower(), ref)
+            self.by_key[s.code.lower()] = ref
+        self.sub_by_pk = {r.sub_class.pk: r for r in self.by_key.values() if r.sub_class}
+        self.meta_by_pk = {m.pk: LabelRef(None, m) for m in metas.values()}
+
+    def resolve(self, code: Any) -> LabelRef | None:
+        if not isinstance(code, str):
+            return None
+        return self.by_key.get(code.strip().lower())
+
+    def codes(self) -> list[str]:
+        return sorted({r.code for r in self.by_key.values()})
+
+
+def label_index(taxonomy: Taxonomy | None = None) -> LabelIndex:
+    taxonomy = taxonomy or taxonomy_default()
+    if taxonomy is None:
+        raise AnnotationError("No taxonomy is loaded; load one before annotating (manage.py load_taxonomy).")
+    return LabelIndex(taxonomy)
+
+
+# --------------------------------------------------------------------------- validation
+@dataclass
+class CleanBox:
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    label: LabelRef
+    id: int | None = None
+    difficult: bool = False
+    truncated: bool = False
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def box_validate(raw: dict, *, index: int, width: int, height: int, labels: LabelIndex, where: str = "") -> tuple[CleanBox | None, list[dict]]:
+    """Check one box dict {x0,y0,x1,y1,label[,id,difficult,truncated]}; coordinates are
+    rounded to whole pixels. Returns (box or None, errors)."""
+    prefix = where or f"Box {index + 1}"
+    errors: list[dict] = []
+
+    def err(field: str, message: str):
+        errors.append({"box": index, "field": field, "message": f"{prefix}: {message}"})
+
+    if not isinstance(raw, dict):
+        err("", "expected an object with x0, y0, x1, y1 and label.")
+        return None, errors
+    coords = {}
+    for key in ("x0", "y0", "x1", "y1"):
+        v = _num(raw.get(key))
+        if v is None:
+            err(key, f"{key} is missing or not a number.")
+        else:
+            coords[key] = int(round(v))
+    label = labels.resolve(raw.get("label") or raw.get("sub_class") or raw.get("meta_class"))
+    if label is None:
+        got = raw.get("label") or raw.get("sub_class") or raw.get("meta_class")
+        err("label", f"label {got!r} is not a sub-class or meta-class of {labels.taxonomy}." if got else "a label (sub-class or meta-class) is required.")
+    if len(coords) == 4:
+        x0, y0, x1, y1 = coords["x0"], coords["y0"], coords["x1"], coords["y1"]
+        if x0 >= x1 or y0 >= y1:
+            err("x1", f"empty box ({x0},{y0})-({x1},{y1}); x1 must be greater than x0 and y1 greater than y0.")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            err("x0", f"box ({x0},{y0})-({x1},{y1}) is outside the photo ({width}×{height} pixels).")
+    if errors:
+        return None, errors
+    box_id = raw.get("id")
+    return CleanBox(
+        coords["x0"], coords["y0"], coords["x1"], coords["y1"], label,
+        id=box_id if isinstance(box_id, int) and not isinstance(box_id, bool) else None,
+        difficult=bool(raw.get("difficult")), truncated=bool(raw.get("truncated")),
+    ), []
+
+
+def boxes_validate(raw_boxes: Any, *, photo: Photo, labels: LabelIndex) -> list[CleanBox]:
+    if not isinstance(raw_boxes, list):
+        raise AnnotationError("boxes must be a list.")
+    clean, errors = [], []
+    for i, raw in enumerate(raw_boxes):
+        box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels)
+        errors.extend(errs)
+        if box:
+            clean.append(box)
+    if errors:
+        raise AnnotationError(errors)
+    return clean
+
+
+# --------------------------------------------------------------------------- writes
+def boxes_replace(*, annotation: PhotoAnnotation, boxes: Iterable[CleanBox]) -> list[Box]:
+    """Make the annotation's boxes exactly `boxes`: boxes with a known id are updated in
+    place (so review comments stay pinned), the others created, the missing deleted."""
+    photo = annotation.photo
+    existing = {b.pk: b for b in annotation.boxes.all()}
+    keep, create, update = set(), [], []
+    for cb in boxes:
+        fields = dict(
+            x0=cb.x0, y0=cb.y0, x1=cb.x1, y1=cb.y1, image_width=photo.width, image_height=photo.height,
+            sub_class=cb.label.sub_class, meta_class=cb.label.meta_class, difficult=cb.difficult, truncated=cb.truncated,
+        )
+        if cb.id in existing and cb.id not in keep:
+            box = existing[cb.id]
+            keep.add(cb.id)
+            changed = any(getattr(box, k) != v for k, v in fields.items())
+            if changed:
+                for k, v in fields.items():
+                    setattr(box, k, v)
+                update.append(box)
+        else:
+            create.append(Box(annotation=annotation, photo=photo, annotator_id=annotation.annotator_id, **fields))
+    stale = [pk for pk in existing if pk not in keep]
+    if stale:
+        Box.objects.filter(pk__in=stale).delete()
+    for box in update:
+        box.save()
+    Box.objects.bulk_create(create)
+    return list(annotation.boxes.select_related("sub_class", "meta_class").order_by("id"))
+
+
+def annotation_get_or_create(*, photo: Photo, annotator) -> PhotoAnnotation:
+    annotation, _ = PhotoAnnotation.objects.get_or_create(photo=photo, annotator=annotator)
+    return annotation
+
+
+def _exclusion(excluded: bool, reason: str, note: str) -> tuple[bool, str, str]:
+    if not excluded:
+        return False, "", ""
+    if reason not in ExclusionReason.values:
+        raise AnnotationError([{"box": None, "field": "exclusion_reason", "message": "Pick why the photo is excluded (blur, medication, hidden, small site, exudate, other)."}])
+    return True, reason, (note or "")[:500]
+
+
+def annotation_save(
+    *,
+    photo: Photo,
+    user,
+    boxes: Any,
+    excluded: bool = False,
+    exclusion_reason: str = "",
+    exclusion_note: str = "",
+    submit: bool = False,
+    labels: LabelIndex | None = None,
+) -> PhotoAnnotation:
+    """Save the user's own boxes on a photo (draft), and with submit=True hand them in
+    for review (to_annotate/rejected -> annotated). Submitted or accepted work is locked."""
+    if not roles.has_role(user, roles.CAN_ANNOTATE):
+        raise PermissionDenied("Your role may not annotate photos.")
+    labels = labels or label_index()
+    clean = boxes_validate(boxes, photo=photo, labels=labels)
+    excluded, exclusion_reason, exclusion_note = _exclusion(bool(excluded), exclusion_reason, exclusion_note)
+    if submit and not clean and not excluded:
+        raise AnnotationError("Draw at least one box, or mark the photo excluded, before submitting.")
+    with transaction.atomic():
+        annotation = annotation_get_or_create(photo=photo, annotator=user)
+        annotation = PhotoAnnotation.objects.select_for_update().get(pk=annotation.pk)
+        if annotation.status not in EDITABLE_BY_ANNOTATOR:
+            raise AnnotationError(
+                f"This annotation is {annotation.get_status_display().lower()}; it can no longer be edited by its annotator."
+            )
+        boxes_replace(annotation=annotation, boxes=clean)
+        annotation.excluded, annotation.exclusion_reason, annotation.exclusion_note = excluded, exclusion_reason, exclusion_note
+        if submit:
+            status_transition(annotation=annotation, to=AnnotationStatus.ANNOTATED)
+            annotation.submitted_at = timezone.now()
+            annotation.comments.filter(resolved=False).update(resolved=True)
+        annotation.save()
+    return annotation
+
+
+# --------------------------------------------------------------------------- reads
+def annotatable_photos(user) -> QuerySet[Photo]:
+    if not roles.has_role(user, roles.CAN_ANNOTATE):
+        return Photo.objects.none()
+    return Photo.objects.filter(case__in=cases_visible_to(user))
+
+
+def class_filter(qs: QuerySet[Photo], code: str) -> QuerySet[Photo]:
+    """Photos whose case diagnosis or whose boxes carry the sub- or meta-class `code`."""
+    if not code:
+        return qs
+    case_label = DiagnosisLabel.objects.filter(case=OuterRef("case")).filter(
+        Q(sub_class__code=code) | Q(sub_class__meta_class__code=code)
+    )
+    box_label = Box.objects.filter(photo=OuterRef("pk")).filter(
+        Q(sub_class__code=code) | Q(meta_class__code=code)
+    )
+    return qs.filter(Exists(case_label) | Exists(box_label))
+
+
+def queue_to_annotate(*, user, status: str = "", label: str = "") -> QuerySet[Photo]:
+    """'My photos to annotate'. Default (status ''): open work — photos assigned to one of
+    my groups that no other member of that group has taken, plus my own drafts and my
+    rejected annotations (rejected first). A user in no group sees unassigned photos
+    nobody annotated yet. With a status, my own annotations in that status."""
+    base = annotatable_photos(user)
+    mine = PhotoAnnotation.objects.filter(photo=OuterRef("pk"), annotator=user)
+    if status and status != "open":
+        qs = base.filter(Exists(mine.filter(status=status)))
+    else:
+        taken_in_group = PhotoAnnotation.objects.filter(
+            photo=OuterRef("pk"), annotator__annotator_groups=OuterRef("assignment__group"), is_gold=False
+        ).exclude(annotator=user)
+        my_open = mine.filter(status__in=list(EDITABLE_BY_ANNOTATOR))
+        mine_any = mine.all()
+        if user.annotator_groups.exists():
+            fresh = Q(assignment__group__members=user) & ~Exists(taken_in_group) & ~Exists(mine_any)
+        else:
+            fresh = Q(assignment__isnull=True) & ~Exists(PhotoAnnotation.objects.filter(photo=OuterRef("pk")))
+        qs = base.filter(fresh | Exists(my_open))
+        qs = qs.annotate(_rejected=Exists(mine.filter(status=AnnotationStatus.REJECTED)))
+        qs = class_filter(qs.distinct(), label)
+        return qs.order_by("-_rejected", "case_id", "id")
+    return class_filter(qs, label).order_by("case_id", "id")
+
+
+def queue_to_review(*, user, label: str = "", status: str = AnnotationStatus.ANNOTATED) -> QuerySet[PhotoAnnotation]:
+    """Annotations waiting for review that this user may review: never their own, never
+    one by a member of their own group, never of a photo assigned to their own group."""
+    if not roles.has_role(user, roles.CAN_ANNOTATE):
+        return PhotoAnnotation.objects.none()
+    my_groups = list(user.annotator_groups.values_list("pk", flat=True))
+    qs = PhotoAnnotation.objects.filter(status=status or AnnotationStatus.ANNOTATED, photo__case__in=cases_visible_to(user))
+    qs = qs.exclude(annotator=user).exclude(is_gold=True)
+    if my_groups:
+        qs = qs.exclude(annotator__annotator_groups__in=my_groups).exclude(photo__assignment__group__in=my_groups)
+    if label:
+        qs = qs.filter(photo__in=class_filter(Photo.objects.all(), label))
+    return qs.select_related("photo", "annotator").order_by("submitted_at", "id")
+
+
+def prefill_source(*, photo: Photo, user) -> PhotoAnnotation | None:
+    """The previous annotation to start from when the user has none: the accepted one,
+    else the latest other one. None on gold photos (scored blind) ."""
+    others = PhotoAnnotation.objects.filter(photo=photo).exclude(annotator=user)
+    if others.filter(is_gold=True).exists():
+        return None
+    others = others.filter(boxes__isnull=False).distinct()
+    return (
+        others.filter(status=AnnotationStatus.ACCEPTED).order_by("-reviewed_at", "-id").first()
+        or others.order_by("-updated_at", "-id").first()
+    )
+
+
+def box_payload(box: Box) -> dict:
+    return {
+        "id": box.pk,
+        "x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1,
+        "label": box.label_code,
+        "sub_class": box.sub_class.code if box.sub_class_id else None,
+        "meta_class": box.meta_class.code if box.meta_class_id else None,
+        "difficult": box.difficult, "truncated": box.truncated,
+    }
+
+
+def annotation_payload(annotation: PhotoAnnotation | None) -> dict | None:
+    if annotation is None:
+        return None
+    return {
+        "id": annotation.pk,
+        "annotator": annotation.annotator.get_username(),
+        "annotator_id": annotation.annotator_id,
+        "status": annotation.status,
+        "status_display": annotation.get_status_display(),
+        "excluded": annotation.excluded,
+        "exclusion_reason": annotation.exclusion_reason,
+        "exclusion_note": annotation.exclusion_note,
+        "is_gold": annotation.is_gold,
+        "review_note": annotation.review_note,
+        "reviewer": annotation.reviewer.get_username() if annotation.reviewer_id else None,
+        "fixed_by_reviewer": annotation.fixed_by_reviewer,
+        "boxes": [box_payload(b) for b in annotation.boxes.select_related("sub_class", "meta_class").order_by("id")],
+        "comments": [
+            {
+                "id": c.pk, "box": c.box_id, "x": c.x, "y": c.y, "text": c.text, "author": c.author.get_username(),
+                "resolved": c.resolved, "created_at": c.created_at.isoformat(),
+            }
+            for c in annotation.comments.select_related("author")
+        ],
+    }

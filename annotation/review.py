@@ -1,0 +1,168 @@
+"""Two-group cross review: groups, photo assignment, accept / fix-and-accept / reject.
+
+Rule: nobody reviews their own work, nor work of a member of one of their groups, nor a
+photo assigned to one of their groups. Enforced here (services) and in the queues.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from derm_portal import roles
+
+from .boxes import AnnotationError, LabelIndex, boxes_replace, boxes_validate, label_index, status_transition
+from .models import AnnotationStatus, AnnotatorGroup, Assignment, Photo, PhotoAnnotation
+
+CAN_MANAGE_GROUPS = (roles.ADMIN,)
+
+
+# --------------------------------------------------------------------------- groups
+def _require_admin(user) -> None:
+    if not roles.has_role(user, CAN_MANAGE_GROUPS):
+        raise PermissionDenied("Only admins manage annotator groups and assignments.")
+
+
+def group_set_members(*, name: str, members: Iterable, by) -> AnnotatorGroup:
+    _require_admin(by)
+    members = list(members)
+    for u in members:
+        if not roles.has_role(u, roles.CAN_ANNOTATE):
+            raise AnnotationError(f"{u.get_username()} may not annotate (role) and cannot join a group.")
+    group, _ = AnnotatorGroup.objects.get_or_create(name=name.strip() or "Group")
+    group.members.set(members)
+    return group
+
+
+def groups_split(*, group_a: AnnotatorGroup, group_b: AnnotatorGroup, photos: QuerySet[Photo], by) -> dict[str, int]:
+    """Assign the unassigned photos of `photos` half to A, half to B. Photos of one case
+    stay together (a case is split as a unit), alternating so both halves get a similar mix."""
+    _require_admin(by)
+    if group_a.pk == group_b.pk:
+        raise AnnotationError("Pick two different groups.")
+    overlap = set(group_a.members.values_list("pk", flat=True)) & set(group_b.members.values_list("pk", flat=True))
+    if overlap:
+        raise AnnotationError("A person is in both groups; each annotator belongs to one group so reviews stay independent.")
+    unassigned = list(photos.filter(assignment__isnull=True).order_by("case_id", "id").values_list("pk", "case_id"))
+    by_case: dict[int, list[int]] = {}
+    for pk, case_id in unassigned:
+        by_case.setdefault(case_id, []).append(pk)
+    counts = {group_a.name: 0, group_b.name: 0}
+    rows = []
+    for case_pks in by_case.values():
+        group = group_a if counts[group_a.name] <= counts[group_b.name] else group_b
+        counts[group.name] += len(case_pks)
+        rows += [Assignment(photo_id=pk, group=group, assigned_by=by) for pk in case_pks]
+    with transaction.atomic():
+        Assignment.objects.bulk_create(rows, ignore_conflicts=True)
+    return counts
+
+
+# --------------------------------------------------------------------------- rules
+def review_refusal(*, user, annotation: PhotoAnnotation) -> str | None:
+    """Why `user` may not review `annotation`, or None when they may."""
+    if not roles.has_role(user, roles.CAN_ANNOTATE):
+        return "Your role may not review annotations."
+    if annotation.annotator_id == user.pk:
+        return "Nobody reviews their own work."
+    my_groups = set(user.annotator_groups.values_list("pk", flat=True))
+    if my_groups & set(annotation.annotator.annotator_groups.values_list("pk", flat=True)):
+        return "This annotation was made by a member of your own group; the other group reviews it."
+    assigned = Assignment.objects.filter(photo_id=annotation.photo_id).values_list("group_id", flat=True).first()
+    if assigned and assigned in my_groups:
+        return "This photo is assigned to your own group; the other group reviews it."
+    return None
+
+
+def _check_review(user, annotation: PhotoAnnotation) -> None:
+    reason = review_refusal(user=user, annotation=annotation)
+    if reason:
+        raise PermissionDenied(reason)
+    if annotation.status != AnnotationStatus.ANNOTATED:
+        raise AnnotationError(f"Only annotations waiting for review can be reviewed (this one is {annotation.get_status_display().lower()}).")
+
+
+def _locked(annotation: PhotoAnnotation) -> PhotoAnnotation:
+    return PhotoAnnotation.objects.select_for_update().select_related("annotator").get(pk=annotation.pk)
+
+
+def review_accept(*, annotation: PhotoAnnotation, by, note: str = "") -> PhotoAnnotation:
+    with transaction.atomic():
+        annotation = _locked(annotation)
+        _check_review(by, annotation)
+        status_transition(annotation=annotation, to=AnnotationStatus.ACCEPTED)
+        annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), note[:1000]
+        annotation.save()
+    return annotation
+
+
+def review_fix_and_accept(*, annotation: PhotoAnnotation, by, boxes: Any, note: str = "", labels: LabelIndex | None = None,
+                          excluded: bool | None = None, exclusion_reason: str = "") -> PhotoAnnotation:
+    """The reviewer corrects the boxes and accepts in one step (kept on the annotator's
+    annotation, flagged fixed_by_reviewer)."""
+    labels = labels or label_index()
+    with transaction.atomic():
+        annotation = _locked(annotation)
+        _check_review(by, annotation)
+        clean = boxes_validate(boxes, photo=annotation.photo, labels=labels)
+        boxes_replace(annotation=annotation, boxes=clean)
+        if excluded is not None:
+            from .boxes import _exclusion
+
+            annotation.excluded, annotation.exclusion_reason, annotation.exclusion_note = _exclusion(
+                excluded, exclusion_reason, annotation.exclusion_note
+            )
+        status_transition(annotation=annotation, to=AnnotationStatus.ACCEPTED)
+        annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), note[:1000]
+        annotation.fixed_by_reviewer = True
+        annotation.save()
+    return annotation
+
+
+def review_reject(*, annotation: PhotoAnnotation, by, comment: str, box_id: int | None = None,
+                  x: int | None = None, y: int | None = None) -> PhotoAnnotation:
+    """Send back to the annotator with a comment, pinned to one of its boxes if given."""
+    comment = (comment or "").strip()
+    if not comment:
+        raise AnnotationError("Say what to fix: a rejection needs a comment.")
+    with transaction.atomic():
+        annotation = _locked(annotation)
+        _check_review(by, annotation)
+        box = None
+        if box_id is not None:
+            box = annotation.boxes.filter(pk=box_id).first()
+            if box is None:
+                raise AnnotationError(f"Box {box_id} is not part of this annotation.")
+            x, y = (box.x0 + box.x1) // 2, box.y0
+        status_transition(annotation=annotation, to=AnnotationStatus.REJECTED)
+        annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), comment[:1000]
+        annotation.save()
+        annotation.comments.create(box=box, x=x, y=y, author=by, text=comment)
+    return annotation
+
+
+def annotation_reopen(*, annotation: PhotoAnnotation, by) -> PhotoAnnotation:
+    """Admin: send an accepted annotation back to 'to annotate'."""
+    _require_admin(by)
+    with transaction.atomic():
+        annotation = _locked(annotation)
+        status_transition(annotation=annotation, to=AnnotationStatus.TO_ANNOTATE)
+        annotation.save()
+    return annotation
+
+
+def gold_set(*, annotation: PhotoAnnotation, by, is_gold: bool = True) -> PhotoAnnotation:
+    """Mark an accepted annotation as the reference ('gold') boxes of its photo."""
+    if not roles.has_role(by, roles.CAN_CONFIRM_LABEL):
+        raise PermissionDenied("Only dermatologists and admins set gold reference boxes.")
+    if is_gold and annotation.status != AnnotationStatus.ACCEPTED:
+        raise AnnotationError("Only an accepted annotation can become the gold reference.")
+    with transaction.atomic():
+        if is_gold:
+            PhotoAnnotation.objects.filter(photo_id=annotation.photo_id, is_gold=True).exclude(pk=annotation.pk).update(is_gold=False)
+        annotation.is_gold = is_gold
+        annotation.save(update_fields=["is_gold", "updated_at"])
+    return annotation
