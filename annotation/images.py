@@ -46,6 +46,29 @@ class CleanImage:
     source_format: str
 
 
+def _mb(n: int) -> str:
+    """Binary megabytes, as file managers show them: 25 * 1024 * 1024 -> '25'."""
+    value = n / (1024 * 1024)
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+def _to_srgb(rgb: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """Apply an embedded colour profile (Display P3 from phones, CMYK press profiles
+    already handled by the decoder) so the stored pixels are sRGB; the profile itself
+    is then dropped with the rest of the metadata."""
+    if not icc_profile or rgb.mode != "RGB":
+        return rgb
+    try:
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        if (src.profile.xcolor_space or "").strip() != "RGB":
+            return rgb
+        return ImageCms.profileToProfile(rgb, src, ImageCms.createProfile("sRGB"), outputMode="RGB") or rgb
+    except Exception:  # an unreadable profile must not hide a good photo
+        return rgb
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, compositing transparency on white."""
     mode = img.mode
@@ -75,6 +98,31 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"%PDF", "PDF"),
+)
+
+
+def _unidentified_reason(data: bytes) -> str:
+    """Why Pillow could not open the bytes, in words a person can act on."""
+    head = data[:64]
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            if kind in ("JPEG", "PNG"):
+                return f"the file starts like a {kind} but is corrupt and cannot be decoded."
+            return f"this is a {kind} file, not an image Derm Portal accepts (JPEG, PNG, WebP or HEIC)."
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "the file starts like a WebP but is corrupt and cannot be decoded."
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<svg", b"<?xml", b"<!doctype", b"<html", b"<")):
+        return "this is not an image but a text/markup file (SVG or HTML); upload a JPEG, PNG, WebP or HEIC photo."
+    return "this is not an image Derm Portal can read (JPEG, PNG, WebP or HEIC)."
+
+
 def clean_image(data: bytes, filename: str) -> CleanImage:
     max_bytes = settings.DERM_MAX_UPLOAD_BYTES
     max_pixels = settings.DERM_MAX_PIXELS
@@ -82,7 +130,7 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
         raise ImageRejected(filename, "the file is empty.")
     if len(data) > max_bytes:
         raise ImageRejected(
-            filename, f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
+            filename, f"the file is {_mb(len(data))} MB; the limit is {_mb(max_bytes)} MB."
         )
     try:
         with warnings.catch_warnings():
@@ -108,7 +156,7 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(filename, f"the image is larger than {max_pixels / 1e6:.0f} megapixels (possible decompression bomb).")
     except UnidentifiedImageError:
-        raise ImageRejected(filename, "this is not an image Derm Portal can read (JPEG, PNG, WebP or HEIC).")
+        raise ImageRejected(filename, _unidentified_reason(data))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(filename, f"the image is truncated or corrupt ({exc}).")
 
@@ -116,7 +164,10 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not hide a good photo
         pass
-    rgb = _to_rgb(img)
+    rgb = _to_srgb(_to_rgb(img), img.info.get("icc_profile"))
+    # A fresh image carries pixels only: no EXIF/GPS, no JPEG comment, no ICC or text
+    # chunks (Pillow would otherwise copy `info["comment"]` into the saved JPEG).
+    rgb = Image.frombytes("RGB", rgb.size, rgb.tobytes())
     out = io.BytesIO()
     if fmt in ("JPEG", "HEIF", "MPO"):
         rgb.save(out, format="JPEG", quality=95, subsampling=0, optimize=False)
@@ -141,10 +192,10 @@ def read_upload(upload, filename: str) -> bytes:
     limit = settings.DERM_MAX_UPLOAD_BYTES
     size = getattr(upload, "size", None)
     if size is not None and size > limit:
-        raise ImageRejected(filename, f"the file is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+        raise ImageRejected(filename, f"the file is {_mb(size)} MB; the limit is {_mb(limit)} MB.")
     if hasattr(upload, "seek"):
         upload.seek(0)
     data = upload.read(limit + 1)
     if len(data) > limit:
-        raise ImageRejected(filename, f"the file is over the {limit / 1e6:.0f} MB limit.")
+        raise ImageRejected(filename, f"the file is over the limit of {_mb(limit)} MB.")
     return data

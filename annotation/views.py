@@ -104,6 +104,8 @@ def case_create(request):
     if request.method == "POST":
         if form.is_valid():
             d = form.cleaned_data
+            uploads = request.FILES.getlist("photos")
+            result = None
             try:
                 with transaction.atomic():
                     case = services.case_create(
@@ -116,10 +118,22 @@ def case_create(request):
                         created_by=request.user,
                     )
                     result = services.photos_attach_batch(
-                        case=case, uploads=request.FILES.getlist("photos"), uploaded_by=request.user, modality=d["modality"]
+                        case=case, uploads=uploads, uploaded_by=request.user, modality=d["modality"]
                     )
+                    if uploads and not result.photos:
+                        # Every photo was refused: create nothing, so a corrected resubmit
+                        # does not leave an empty duplicate case behind.
+                        raise _NothingStored()
+            except _NothingStored:
+                for err in result.errors:
+                    form.add_error(None, err["error"])
             except ValidationError as exc:
                 form.add_error(None, "; ".join(exc.messages))
+            except BaseException:
+                if result is not None:  # rolled back: remove the files already written
+                    for photo in result.photos:
+                        services._delete_stored(photo.file.name, keep_if_referenced=False)
+                raise
             else:
                 if request.headers.get("accept", "").startswith("application/json"):
                     return JsonResponse({"case": case.pk, "url": case_url(case), **result.as_dict()}, status=201)
@@ -131,6 +145,10 @@ def case_create(request):
         if request.headers.get("accept", "").startswith("application/json"):
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
     return render(request, "annotation/case_create.html", {"form": form})
+
+
+class _NothingStored(Exception):
+    pass
 
 
 def case_url(case) -> str:
@@ -205,8 +223,8 @@ def label_record(request, pk: int):
             report_file=d["report_file"],
             note=d["note"],
         )
-    except PermissionDenied as exc:
-        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
     else:
         messages.success(request, f"Label recorded: {d['sub_class'].display_name} ({dict(LabelSource.choices)[d['source']]}).")
     return redirect("annotation:case_detail", pk=case.pk)
