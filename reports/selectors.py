@@ -1,0 +1,74 @@
+"""Reads for reader studies, scoped to the user: coordinators see studies, readers see their
+own invitations and nothing of the truth, of other readers or (unaided) of the model."""
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
+
+from derm_portal import roles
+
+from .models import Reading, ReaderStudy, StudyCase, StudyReader, StudyStatus
+
+
+def studies_visible_to(user) -> QuerySet[ReaderStudy]:
+    if roles.has_role(user, roles.CAN_COORDINATE_STUDIES):
+        return ReaderStudy.objects.all()
+    return ReaderStudy.objects.none()
+
+
+def study_list(*, user) -> QuerySet[ReaderStudy]:
+    return studies_visible_to(user).select_related("taxonomy", "model_version", "created_by").annotate(
+        n_cases=Count("study_cases", distinct=True), n_readers=Count("readers", distinct=True),
+    )
+
+
+def study_get(*, user, pk: int) -> ReaderStudy:
+    try:
+        return studies_visible_to(user).select_related("taxonomy", "model_version").get(pk=pk)
+    except ReaderStudy.DoesNotExist:
+        raise Http404("No such study, or you may not see it.")
+
+
+def invitations_for(*, user) -> QuerySet[StudyReader]:
+    """The reader's own invitations to open or closed studies (drafts stay hidden)."""
+    if not roles.has_role(user, roles.READER):
+        return StudyReader.objects.none()
+    return (StudyReader.objects.filter(user=user, study__status__in=[StudyStatus.OPEN, StudyStatus.CLOSED])
+            .select_related("study").annotate(
+                n_answered=Count("readings", filter=Q(readings__answered_at__isnull=False, readings__session="unaided")),
+                n_answered_aided=Count("readings", filter=Q(readings__answered_at__isnull=False, readings__session="aided")),
+                n_cases=Count("study__study_cases", distinct=True),
+            ))
+
+
+def invitation_get(*, user, study_pk: int) -> StudyReader:
+    try:
+        return (StudyReader.objects.select_related("study", "study__taxonomy")
+                .get(user=user, study_id=study_pk, study__status__in=[StudyStatus.OPEN, StudyStatus.CLOSED]))
+    except StudyReader.DoesNotExist:
+        raise Http404("No such study, or you are not invited.")
+
+
+def invitation_study_case(*, study_reader: StudyReader, number: int) -> StudyCase:
+    try:
+        return StudyCase.objects.select_related("case").get(study_id=study_reader.study_id, number=number)
+    except StudyCase.DoesNotExist:
+        raise Http404("No such case in this study.")
+
+
+def reading_counts(*, study_reader: StudyReader, session: str) -> tuple[int, int]:
+    total = StudyCase.objects.filter(study_id=study_reader.study_id).count()
+    done = Reading.objects.filter(study_reader=study_reader, session=session, answered_at__isnull=False).count()
+    return done, total
+
+
+def readings_for_export(*, study: ReaderStudy) -> QuerySet[Reading]:
+    return (Reading.objects.filter(study_reader__study=study)
+            .select_related("study_reader__user", "study_case__case", "study_case__truth_sub_class")
+            .order_by("study_reader__invited_at", "study_reader_id", "session", "study_case__number"))
+
+
+def own_readings(*, user) -> QuerySet[Reading]:
+    """A reader's own answers (never the truth, never other readers')."""
+    return (Reading.objects.filter(study_reader__user=user, answered_at__isnull=False)
+            .select_related("study_case", "study_reader").order_by("study_reader__study_id", "session", "study_case__number"))
