@@ -137,7 +137,7 @@ def agreement_report(*, photos=None, threshold: float = 0.5, low: float = 0.7) -
             names[ua], names[ub] = na, nb
             ag = photo_agreement(boxes.get(pa, []), boxes.get(pb, []), threshold)
             per_photo.append({
-                "photo_id": photo_id, "a": na, "b": nb, "n_a": ag.n_a, "n_b": ag.n_b, "matches": ag.matches,
+                "photo_id": photo_id, "a": na, "b": nb, "ann_a": pa, "ann_b": pb, "n_a": ag.n_a, "n_b": ag.n_b, "matches": ag.matches,
                 "agreement": ag.f1, "mean_iou": ag.mean_iou, "label_agreement": ag.label_rate,
                 "low": ag.f1 < low or (ag.label_rate is not None and ag.label_rate < 1.0),
             })

@@ -100,7 +100,7 @@ def review_photo(request, pk: int):
     ann = get_object_or_404(PhotoAnnotation.objects.select_related("photo", "annotator"), pk=pk)
     photo = photo_get(user=request.user, pk=ann.photo_id)
     return _editor(request, mode="review", api_url=reverse("review-detail", args=[ann.pk]), photo=photo,
-                   extra={"reviewed": ann})
+                   extra={"reviewed": ann, "can_set_gold": roles.has_role(request.user, roles.CAN_CONFIRM_LABEL)})
 
 
 # --------------------------------------------------------------------------- groups

@@ -1,0 +1,91 @@
+"""Browser test of the annotation workspace in headless Chromium: an annotator draws a
+box with the mouse, labels it, saves, reloads and finds it; a reviewer of the other
+group rejects it with a comment pinned to the box; the annotator sees the comment."""
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from annotation.models import AnnotationStatus, Box, PhotoAnnotation, ReviewComment
+from annotation.review import group_set_members, groups_split
+from derm_portal import roles
+from tests.factories import CaseFactory, UserFactory, make_photo
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _wait(browser, cond, timeout=15):
+    return WebDriverWait(browser, timeout).until(lambda d: cond(d))
+
+
+def _open_editor(browser, url, photo_pk):
+    browser.get(url)
+    _wait(browser, lambda d: d.find_element(By.ID, "ws-canvas").get_attribute("data-loaded") == str(photo_pk))
+
+
+def _status(browser):
+    return browser.find_element(By.ID, "ws-status").text
+
+
+def test_draw_save_reload_then_reject_with_comment(browser, live_server, login, taxonomy):
+    admin = UserFactory(role=roles.ADMIN)
+    ann_user = UserFactory(username="anna", role=roles.ANNOTATOR)
+    reviewer = UserFactory(username="rob", role=roles.ANNOTATOR)
+    case = CaseFactory()
+    photo = make_photo(case, size=(800, 600), color=(200, 150, 130))
+    ga = group_set_members(name="Group A", members=[ann_user], by=admin)
+    gb = group_set_members(name="Group B", members=[reviewer], by=admin)
+    groups_split(group_a=ga, group_b=gb, photos=case.photos.all(), by=admin)
+    assert photo.assignment.group == ga
+
+    # --- annotator draws a box and labels it melanoma (key 2), saves
+    login(ann_user)
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
+    canvas = browser.find_element(By.ID, "ws-canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, -120, -90).click_and_hold() \
+        .move_by_offset(60, 40).move_by_offset(120, 100).release().perform()
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ws-boxes li")) == 1)
+    ActionChains(browser).send_keys("2").perform()  # 2nd sub-class of the HAM10000 taxonomy: mel
+    assert "Melanoma" in browser.find_element(By.CSS_SELECTOR, "#ws-boxes li").text
+    browser.find_element(By.ID, "ws-save").click()
+    _wait(browser, lambda d: _status(d) == "Saved.")
+
+    box = Box.objects.get(photo=photo)
+    assert box.sub_class.code == "mel" and box.annotator == ann_user
+    assert (box.image_width, box.image_height) == (800, 600)
+    assert 0 <= box.x0 < box.x1 <= 800 and 0 <= box.y0 < box.y1 <= 600
+    assert box.x1 - box.x0 > 100 and box.y1 - box.y0 > 80  # 180x140 screen px at a fit scale < 1.5
+
+    # --- reload: the box comes back from the server
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
+    items = browser.find_elements(By.CSS_SELECTOR, "#ws-boxes li")
+    assert len(items) == 1 and "Melanoma" in items[0].text
+    assert f"{box.x0},{box.y0}" in items[0].text
+    browser.find_element(By.ID, "ws-submit").click()
+    _wait(browser, lambda d: PhotoAnnotation.objects.get(photo=photo).status == AnnotationStatus.ANNOTATED)
+
+    # --- reviewer from the other group rejects it with a comment pinned to the box
+    browser.delete_all_cookies()
+    login(reviewer)
+    browser.get(f"{live_server.url}/annotate/?queue=review")
+    browser.find_element(By.CSS_SELECTOR, "#queue a.button").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "ws-canvas").get_attribute("data-loaded") == str(photo.pk))
+    browser.find_element(By.CSS_SELECTOR, "#ws-boxes li").click()
+    browser.find_element(By.ID, "ws-review-comment").send_keys("Box cuts the lower border of the lesion")
+    browser.find_element(By.ID, "ws-reject").click()
+    _wait(browser, lambda d: "Rejected" in _status(d))
+    annotation = PhotoAnnotation.objects.get(photo=photo)
+    assert annotation.status == AnnotationStatus.REJECTED and annotation.reviewer == reviewer
+    comment = ReviewComment.objects.get(annotation=annotation)
+    assert comment.box_id == box.pk and comment.author == reviewer
+
+    # --- the annotator finds the photo back in the queue with the comment visible
+    browser.delete_all_cookies()
+    login(ann_user)
+    browser.get(f"{live_server.url}/annotate/")
+    assert "rejected" in browser.find_element(By.ID, "queue").text.lower()
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
+    comments = browser.find_element(By.ID, "ws-comments").text
+    assert "Box cuts the lower border of the lesion" in comments and "rob" in comments
+    assert "Rejected" in browser.find_element(By.ID, "ws-annotation-status").text
+    assert browser.find_element(By.ID, "ws-save").is_enabled()
