@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from . import services
@@ -152,50 +153,67 @@ def import_dataset(
                 raise ValueError(f"unknown modality {row_modality!r}")
             try:
                 age = int(float(age_raw)) if age_raw else None
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise ValueError(f"age {age_raw!r} is not a number")
+            if age is not None and not 0 <= age <= 130:
+                raise ValueError(f"age {age_raw!r} is outside 0-130")
             path = _find_image(images_dir, image_name)
             if path is None:
                 raise ValueError(f"image file images/{image_name} not found")
             external_id = f"{prefix}:{case_key}" if kind == "generic" else case_key
 
-            with transaction.atomic():
-                case_pk = existing_cases.get(external_id)
-                if case_pk is None:
-                    case = services.case_create(
-                        patient_code=f"{prefix}-{case_key}", sex=sex, body_site=site, age_at_visit=age,
-                        external_id=external_id, created_by=user,
-                    )
-                    case_pk = case.pk
-                    summary.cases_created += 1
-                else:
-                    case = Case(pk=case_pk)
-                if (case_pk, path.name) in existing_names:
-                    summary.photos_existing += 1
-                else:
-                    try:
-                        services.photo_attach(
-                            case=case, data=path.read_bytes(), filename=path.name, uploaded_by=user,
-                            modality=row_modality, run_hooks=False,
+            # One transaction per row; the counters and caches change only once it commits,
+            # and a file written for a row that rolled back is removed again.
+            stored = None
+            counts = {"cases_created": 0, "photos_added": 0, "photos_existing": 0, "labels_added": 0, "labels_existing": 0}
+            try:
+                with transaction.atomic():
+                    case_pk = existing_cases.get(external_id)
+                    if case_pk is None:
+                        case = services.case_create(
+                            patient_code=f"{prefix}-{case_key}", sex=sex, body_site=site, age_at_visit=age,
+                            external_id=external_id, created_by=user,
                         )
-                        summary.photos_added += 1
-                    except services.DuplicatePhoto:
-                        summary.photos_existing += 1
-                    existing_names.add((case_pk, path.name))
-                if (case_pk, source) in existing_labels:
-                    summary.labels_existing += 1
-                else:
-                    services.label_record(
-                        case=Case.objects.get(pk=case_pk), sub_class=subs[label], source=source, by=user,
-                        note=f"imported from {csv_path.name} line {index}", check_permissions=False,
-                    )
-                    existing_labels.add((case_pk, source))
-                    summary.labels_added += 1
-                existing_cases[external_id] = case_pk
+                        case_pk = case.pk
+                        counts["cases_created"] += 1
+                    else:
+                        case = Case(pk=case_pk)
+                    if (case_pk, path.name) in existing_names:
+                        counts["photos_existing"] += 1
+                    else:
+                        try:
+                            stored = services.photo_attach(
+                                case=case, data=path.read_bytes(), filename=path.name, uploaded_by=user,
+                                modality=row_modality, run_hooks=False,
+                            )
+                            counts["photos_added"] += 1
+                        except services.DuplicatePhoto:
+                            counts["photos_existing"] += 1
+                    if (case_pk, source) in existing_labels:
+                        counts["labels_existing"] += 1
+                    else:
+                        services.label_record(
+                            case=Case.objects.get(pk=case_pk), sub_class=subs[label], source=source, by=user,
+                            note=f"imported from {csv_path.name} line {index}", check_permissions=False,
+                        )
+                        counts["labels_added"] += 1
+            except BaseException:
+                if stored is not None:
+                    services._delete_stored(stored.file.name, keep_if_referenced=True)
+                raise
+            for key, value in counts.items():
+                setattr(summary, key, getattr(summary, key) + value)
+            existing_names.add((case_pk, path.name))
+            existing_labels.add((case_pk, source))
+            existing_cases[external_id] = case_pk
         except ImageRejected as exc:
             summary.bad_rows.append(f"{csv_path.name} line {index}: {exc}")
         except (ValueError, KeyError) as exc:
             summary.bad_rows.append(f"{csv_path.name} line {index}: {exc}")
+        except ValidationError as exc:
+            summary.bad_rows.append(f"{csv_path.name} line {index}: {'; '.join(exc.messages)}")
+        except DatabaseError as exc:
+            summary.bad_rows.append(f"{csv_path.name} line {index}: rejected by the database ({str(exc).strip().splitlines()[0]})")
         if progress:
             progress(summary.rows, total)
     summary.seconds = time.monotonic() - started

@@ -1,0 +1,237 @@
+"""import_dataset on small generated folders: HAM10000-style and generic."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from annotation import importers, services
+from annotation.importers import ImportErrorFatal, import_dataset
+from annotation.models import Case, DiagnosisLabel, ImportRun, LabelChange, Photo
+from tests.factories import image_bytes
+
+HAM_HEADER = "lesion_id,image_id,dx,dx_type,age,sex,localization"
+
+
+def media_files() -> int:
+    root = Path(settings.MEDIA_ROOT)
+    return sum(1 for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+def _write_images(folder: Path, names: dict[str, bytes]) -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for name, data in names.items():
+        (folder / "images" / name).write_bytes(data)
+
+
+def _colour(i: int) -> tuple[int, int, int]:
+    return (20 + 7 * i, 200 - 5 * i, 90 + 3 * i)
+
+
+@pytest.fixture
+def ham_folder(tmp_path) -> Path:
+    folder = tmp_path / "ham"
+    good = {f"ISIC_{i}.jpg": image_bytes("JPEG", size=(60, 45), color=_colour(i)) for i in range(1, 6)}
+    good["ISIC_7.jpg"] = b"\xff\xd8\xff\xe0 this JPEG stops here"
+    good.update({f"ISIC_{i}.jpg": image_bytes("JPEG", size=(60, 45), color=_colour(i)) for i in (6, 8, 9, 10, 11)})
+    _write_images(folder, good)
+    rows = [
+        HAM_HEADER,
+        "HAM_A,ISIC_1,nv,histo,45.0,male,back",  # line 2
+        "HAM_A,ISIC_2,nv,histo,45.0,male,back",  # line 3: second photo of the same lesion
+        "HAM_B,ISIC_3,mel,follow_up,60.0,female,face",  # line 4
+        "HAM_C,ISIC_4,bkl,consensus,,unknown,trunk",  # line 5
+        "HAM_D,ISIC_5,bcc,confocal,70,male,scalp",  # line 6
+        "HAM_E,ISIC_6,xyz,histo,50,male,back",  # line 7: unknown label
+        "HAM_F,ISIC_404,nv,histo,50,male,back",  # line 8: missing image
+        "HAM_G,ISIC_7,nv,histo,50,male,back",  # line 9: corrupt image
+        "HAM_H,ISIC_8,nv,histo,forty,male,back",  # line 10: bad age
+        "HAM_I,ISIC_9,nv,guesswork,50,male,back",  # line 11: unknown source
+        "HAM_J,ISIC_10,nv,histo,-5,male,back",  # line 12: negative age
+        "HAM_K,ISIC_11,nv,histo,inf,male,back",  # line 13: infinite age
+    ]
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+EXPECTED_BAD = {
+    7: "label 'xyz' is not a sub-class",
+    8: "images/ISIC_404 not found",
+    9: "ISIC_7.jpg: ",
+    10: "age 'forty' is not a number",
+    11: "unknown label source 'guesswork'",
+    12: "age '-5' is outside 0-130",
+    13: "age 'inf' is not a number",
+}
+
+
+@pytest.mark.django_db
+def test_ham_import_creates_cases_photos_labels_and_reports_bad_rows(ham_folder, taxonomy):
+    files_before = media_files()
+    summary = import_dataset(ham_folder)
+
+    assert summary.kind == "ham10000" and summary.rows == 12
+    assert (summary.cases_created, summary.photos_added, summary.labels_added) == (4, 5, 4)
+    assert summary.labels_existing == 1  # the second photo of HAM_A shares its label
+    assert len(summary.bad_rows) == len(EXPECTED_BAD)
+    for line, fragment in EXPECTED_BAD.items():
+        matching = [b for b in summary.bad_rows if b.startswith(f"metadata.csv line {line}: ")]
+        assert len(matching) == 1 and fragment in matching[0], (line, summary.bad_rows)
+    assert "corrupt" in next(b for b in summary.bad_rows if "line 9:" in b)
+
+    a = Case.objects.get(external_id="HAM_A")
+    assert a.photos.count() == 2 and a.patient.code == "HAM-HAM_A" and a.patient.sex == "male"
+    assert a.age_at_visit == 45 and a.body_site == "back"
+    assert {p.modality for p in Photo.objects.all()} == {"dermoscopic"}
+    label = a.labels.get()
+    assert (label.sub_class.code, label.source, label.confirmed) == ("nv", "histopathology", True)
+    assert a.status == "confirmed"
+    expected_sources = {"HAM_B": ("mel", "follow_up"), "HAM_C": ("bkl", "consensus"), "HAM_D": ("bcc", "confocal")}
+    for lesion, (code, source) in expected_sources.items():
+        case = Case.objects.get(external_id=lesion)
+        lab = case.labels.get()
+        assert (lab.sub_class.code, lab.source, lab.confirmed) == (code, source, False)
+        assert case.status == "open"
+    assert Case.objects.get(external_id="HAM_C").age_at_visit is None
+    assert LabelChange.objects.filter(note__startswith="imported from metadata.csv line").count() == 4
+
+    # Bad rows leave nothing: no case, no photo, no orphan file.
+    assert not Case.objects.filter(external_id__in=["HAM_E", "HAM_F", "HAM_G", "HAM_H", "HAM_I", "HAM_J", "HAM_K"]).exists()
+    assert media_files() == files_before + 5
+    assert ImportRun.objects.get().summary["photos_added"] == 5
+
+
+@pytest.mark.django_db
+def test_second_run_adds_nothing_and_reads_no_image(ham_folder, taxonomy, monkeypatch):
+    import_dataset(ham_folder)
+    counts = (Case.objects.count(), Photo.objects.count(), DiagnosisLabel.objects.count(), LabelChange.objects.count())
+    files = media_files()
+
+    decoded = []
+    real_attach = services.photo_attach
+
+    def spy(**kw):
+        decoded.append(kw["filename"])
+        return real_attach(**kw)
+
+    monkeypatch.setattr(importers.services, "photo_attach", spy)
+    again = import_dataset(ham_folder)
+    assert (again.cases_created, again.photos_added, again.labels_added) == (0, 0, 0)
+    assert again.photos_existing == 5 and again.labels_existing == 5
+    assert len(again.bad_rows) == len(EXPECTED_BAD)
+    assert decoded == ["ISIC_7.jpg"]  # only the bad row is tried again; present photos are not re-read
+    assert (Case.objects.count(), Photo.objects.count(), DiagnosisLabel.objects.count(), LabelChange.objects.count()) == counts
+    assert media_files() == files
+
+
+@pytest.mark.django_db
+def test_fixed_rows_import_on_the_next_run(ham_folder, taxonomy):
+    import_dataset(ham_folder)
+    csv = (ham_folder / "metadata.csv").read_text().replace("HAM_H,ISIC_8,nv,histo,forty", "HAM_H,ISIC_8,nv,histo,40")
+    (ham_folder / "metadata.csv").write_text(csv)
+    again = import_dataset(ham_folder)
+    assert (again.cases_created, again.photos_added, again.labels_added) == (1, 1, 1)
+    assert Case.objects.get(external_id="HAM_H").age_at_visit == 40
+
+
+@pytest.mark.django_db
+def test_a_row_failing_after_its_photo_was_written_leaves_no_file(ham_folder, taxonomy, monkeypatch):
+    real = services.label_record
+
+    def flaky(**kwargs):
+        if kwargs["case"].external_id == "HAM_B":
+            raise ValueError("label store unavailable")
+        return real(**kwargs)
+
+    monkeypatch.setattr(importers.services, "label_record", flaky)
+    before = media_files()
+    summary = import_dataset(ham_folder)
+    assert any(b.startswith("metadata.csv line 4: label store unavailable") for b in summary.bad_rows)
+    assert not Case.objects.filter(external_id="HAM_B").exists()
+    assert summary.photos_added == 4 and media_files() == before + 4
+    # and the row imports fully on the next run
+    monkeypatch.setattr(importers.services, "label_record", real)
+    again = import_dataset(ham_folder)
+    assert (again.cases_created, again.photos_added, again.labels_added) == (1, 1, 1)
+
+
+@pytest.fixture
+def generic_folder(tmp_path) -> Path:
+    folder = tmp_path / "generic"
+    _write_images(folder, {
+        "a1.png": image_bytes("PNG", color=(1, 100, 200)),
+        "a2.jpg": image_bytes("JPEG", color=(50, 60, 70)),
+        "b1.webp": image_bytes("WEBP", color=(200, 10, 10)),
+        "c1.jpg": image_bytes("JPEG", color=(9, 99, 199)),
+        "d1.jpg": image_bytes("JPEG", color=(19, 199, 99)),
+        "e1.gif": image_bytes("GIF", color=(1, 2, 3)),
+    })
+    (folder / "labels.csv").write_text(
+        "image,label,case_id,source,modality\n"
+        "a1.png,bcc,1001,histopathology,clinical\n"  # 2
+        "a2.jpg,bcc,1001,histopathology,dermoscopic\n"  # 3
+        "b1.webp,df,1002,,clinical\n"  # 4: no source -> clinical impression
+        "c1.jpg,vasc,1003,follow_up,\n"  # 5: no modality -> clinical
+        "d1.jpg,nv,1004,clinical,xray\n"  # 6: unknown modality
+        "e1.gif,nv,1005,clinical,clinical\n"  # 7: GIF refused
+        "missing.jpg,nv,1006,consensus,clinical\n"  # 8
+        ",nv,1007,consensus,clinical\n"  # 9: empty image name
+    )
+    return folder
+
+
+@pytest.mark.django_db
+def test_generic_import(generic_folder, taxonomy):
+    summary = import_dataset(generic_folder)
+    assert summary.kind == "generic"
+    assert (summary.cases_created, summary.photos_added, summary.labels_added) == (3, 4, 3)
+    bad = {int(b.split(" line ")[1].split(":")[0]): b for b in summary.bad_rows}
+    assert sorted(bad) == [6, 7, 8, 9]
+    assert "unknown modality 'xray'" in bad[6]
+    assert "GIF images are not accepted" in bad[7]
+    assert "images/missing.jpg not found" in bad[8]
+    assert "empty case id or image name" in bad[9]
+
+    c1 = Case.objects.get(external_id="P:1001")
+    assert c1.patient.code == "P-1001"
+    assert sorted(c1.photos.values_list("modality", flat=True)) == ["clinical", "dermoscopic"]
+    assert c1.labels.get().confirmed and c1.status == "confirmed"
+    c2 = Case.objects.get(external_id="P:1002").labels.get()
+    assert (c2.sub_class.code, c2.source, c2.confirmed) == ("df", "clinical", False)
+    assert Case.objects.get(external_id="P:1003").labels.get().source == "follow_up"
+    again = import_dataset(generic_folder)
+    assert (again.cases_created, again.photos_added, again.labels_added) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "csv_name, header, missing",
+    [("metadata.csv", "lesion_id,image_id,dx_type,age", "dx"), ("labels.csv", "image,label,source", "case_id")],
+)
+def test_missing_column_is_a_clear_fatal_error(tmp_path, taxonomy, csv_name, header, missing):
+    (tmp_path / csv_name).write_text(header + "\nx,y,z,w\n")
+    with pytest.raises(ImportErrorFatal, match=rf"{csv_name}: missing column\(s\) {missing}"):
+        import_dataset(tmp_path)
+    with pytest.raises(CommandError, match=rf"missing column\(s\) {missing}"):
+        call_command("import_dataset", str(tmp_path), "--no-progress")
+    assert not Case.objects.exists()
+
+
+@pytest.mark.django_db
+def test_folder_without_csv_is_fatal(tmp_path, taxonomy):
+    with pytest.raises(CommandError, match="neither metadata.csv"):
+        call_command("import_dataset", str(tmp_path), "--no-progress")
+
+
+@pytest.mark.django_db
+def test_command_prints_summary_with_line_numbers(ham_folder, taxonomy, capsys):
+    out = io.StringIO()
+    call_command("import_dataset", str(ham_folder), stdout=out)
+    text = out.getvalue()
+    assert "ham10000 import: 12 rows" in text
+    assert "cases created  4" in text and "photos added   5" in text
+    assert "bad rows       7" in text and "metadata.csv line 8:" in text
+    assert "12/12" in capsys.readouterr().err  # the tqdm progress bar
