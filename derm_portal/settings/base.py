@@ -197,6 +197,10 @@ LOGGING = {
 DERM_PHOTO_ATTACHED_HOOKS: list[str] = []
 # callables(request, case) -> HTML fragment shown on the case page
 DERM_CASE_PANELS: list[str] = []
+# Decision support (inference): a prediction is requested for every new photo; the case page
+# shows the ranked differential with Grad-CAM overlays.
+DERM_PHOTO_ATTACHED_HOOKS.append("inference.services.prediction_request_for_photo")
+DERM_CASE_PANELS.append("inference.panels.prediction_panel")
 
 # Upload from phone (QR code on the case page -> /m/upload/<token>/, no login on the phone).
 DERM_CASE_PANELS.append("annotation.phone.views.case_panel")
