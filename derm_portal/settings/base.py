@@ -175,6 +175,9 @@ CELERY_TASK_ROUTES = {
     "reports.tasks.*": {"queue": "long"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Several portals (or parallel test runs) may share one Redis: prefix every broker key.
+if os.environ.get("CELERY_KEY_PREFIX"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": os.environ["CELERY_KEY_PREFIX"]}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _q = VAR_DIR / "celery-queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
