@@ -1,0 +1,155 @@
+"""A real Celery worker against Redis.
+
+Two workers are started exactly as `./run serve` does (one per queue, `celery -A
+derm_portal worker -Q ...`), with a unique broker key prefix so parallel runs on one
+Redis never see each other's messages. `derm_portal.ping` comes back through a Redis
+result backend; and a job held open on the `long` queue does not delay a ping on
+`interactive`. The workers are stopped at the end.
+
+Skipped locally when Redis is not reachable; fails in CI (DERM_REQUIRE_SERVICES=1).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from derm_portal.celery import app as portal_app
+from tests.conftest import need
+
+REPO = Path(__file__).resolve().parents[1]
+BROKER = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
+if not BROKER.startswith("redis"):
+    BROKER = "redis://127.0.0.1:6379/0"
+
+
+# Registered on the portal app only when a worker imports this module (`-I`): a job that
+# runs until the test releases it, so "long does not block interactive" needs no timing.
+@portal_app.task(name="tests.hold_until_released")
+def hold_until_released(key: str, limit_s: float = 120.0) -> str:
+    import redis
+
+    r = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
+    r.set(f"{key}:started", "1", ex=600)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if r.get(f"{key}:release"):
+            return "released"
+        time.sleep(0.05)
+    return "gave up"
+
+
+def _redis_ok() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(BROKER, socket_connect_timeout=2).ping())
+    except Exception:
+        return False
+
+
+def test_routes_send_training_to_long_and_predictions_to_interactive(settings):
+    from celery import Celery
+
+    app = Celery("derm-route-check")
+    app.conf.task_routes = settings.CELERY_TASK_ROUTES
+    app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
+
+    def queue_of(name):
+        route = app.amqp.router.route({}, name)
+        return route["queue"].name
+
+    assert queue_of("inference.tasks.run_prediction") == "interactive"
+    assert queue_of("inference.tasks.run_gradcam") == "interactive"
+    assert queue_of("inference.tasks.run_training") == "long"
+    assert queue_of("annotation.tasks.import_folder") == "long"
+    assert queue_of("reports.tasks.export_study") == "long"
+    assert queue_of("derm_portal.ping") == "interactive"  # default queue
+    assert settings.CELERY_TASK_ACKS_LATE and settings.CELERY_TASK_REJECT_ON_WORKER_LOST
+    assert {q.name for q in portal_app.conf.task_queues} == {"interactive", "long"}
+
+
+def _start_worker(queue: str, prefix: str, tag: str, log: Path) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="derm_portal.settings.test",
+        CELERY_BROKER_URL=BROKER,
+        CELERY_RESULT_BACKEND=BROKER,
+        CELERY_KEY_PREFIX=prefix,
+        CELERY_TASK_ALWAYS_EAGER="0",
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "derm_portal", "worker", "-Q", queue, "-n", f"{queue}-{tag}@%h",
+        "-P", "solo", "-c", "1", "-I", "tests.test_celery_worker", "--without-gossip", "--without-mingle",
+        "--without-heartbeat", "-l", "info",
+    ]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.mark.celery_worker
+def test_real_workers_run_ping_and_long_jobs_do_not_block_interactive(tmp_path, settings):
+    need(_redis_ok(), f"Redis is not reachable at {BROKER}")
+    import redis
+    from celery import Celery
+
+    tag = uuid.uuid4().hex[:10]
+    prefix = f"derm-test-{tag}:"
+    client = Celery("derm-test-client", broker=BROKER, backend=BROKER)
+    client.conf.broker_transport_options = {"global_keyprefix": prefix}
+    client.conf.task_routes = settings.CELERY_TASK_ROUTES
+    client.conf.task_default_queue = "interactive"
+    r = redis.Redis.from_url(BROKER)
+    hold_key = f"derm-test-hold-{tag}"
+
+    logs = {q: tmp_path / f"worker-{q}.log" for q in ("interactive", "long")}
+    workers = {q: _start_worker(q, prefix, tag, logs[q]) for q in ("interactive", "long")}
+    try:
+        # 1. A ping on each queue comes back (this also waits for both workers to be up).
+        first = client.send_task("derm_portal.ping", args=[41])
+        assert first.get(timeout=120) == 42, logs["interactive"].read_text()[-2000:]
+        on_long = client.send_task("derm_portal.ping", args=[1], queue="long")
+        assert on_long.get(timeout=120) == 2, logs["long"].read_text()[-2000:]
+
+        # 2. Hold the long worker busy; an interactive ping still finishes.
+        held = client.send_task("tests.hold_until_released", args=[hold_key], queue="long")
+        for _ in range(1200):
+            if r.get(f"{hold_key}:started"):
+                break
+            time.sleep(0.05)
+        assert r.get(f"{hold_key}:started"), logs["long"].read_text()[-2000:]
+        quick = client.send_task("derm_portal.ping", args=[99])
+        assert quick.get(timeout=60) == 100
+        assert not held.ready()  # the long job was still running when the ping came back
+        # and the long worker really was the one busy with it
+        assert held.id in logs["long"].read_text()
+        assert held.id not in logs["interactive"].read_text()
+        assert quick.id in logs["interactive"].read_text()
+
+        r.set(f"{hold_key}:release", "1", ex=600)
+        assert held.get(timeout=60) == "released"
+    finally:
+        for proc in workers.values():
+            _stop(proc)
+        r.delete(f"{hold_key}:started", f"{hold_key}:release")
+        for key in r.scan_iter(match=f"{prefix}*"):
+            r.delete(key)
+    assert all(proc.poll() is not None for proc in workers.values())
