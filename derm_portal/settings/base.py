@@ -167,6 +167,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
+# Task modules autodiscovery does not find (not named tasks.py).
+CELERY_IMPORTS = ["annotation.crops"]  # annotation.tasks.make_crops (lesion crops, long queue)
 CELERY_TASK_ROUTES = {
     "inference.tasks.run_prediction": {"queue": "interactive"},
     "inference.tasks.run_gradcam": {"queue": "interactive"},
