@@ -25,4 +25,7 @@ urlpatterns = [
     path("annotate/groups/", ws.groups_page, name="workspace_groups"),
     path("annotate/agreement/", ws.agreement_page, name="workspace_agreement"),
     path("annotate/gold/<int:pk>/", ws.gold_toggle, name="workspace_gold"),
+    path("annotate/io/", ws.io_page, name="workspace_io"),
+    path("annotate/crops/", ws.crops_page, name="workspace_crops"),
+    path("annotate/crops/<int:pk>/file", ws.crop_file, name="crop_file"),
 ]

@@ -178,3 +178,115 @@ def gold_toggle(request, pk: int):
     except boxes.AnnotationError as exc:
         messages.error(request, str(exc))
     return redirect(request.POST.get("next") or reverse("annotation:workspace_agreement"))
+
+
+# --------------------------------------------------------------------------- import / export
+def _report_messages(request, report, limit: int = 50) -> None:
+    (messages.success if not report.errors else messages.warning)(request, report.summary())
+
+
+@require_role(*roles.CAN_ANNOTATE)
+def io_page(request):
+    from . import voc_coco
+
+    report = None
+    is_admin = roles.has_role(request.user, roles.ADMIN)
+    if request.method == "POST":
+        action = request.POST.get("action")
+        status = request.POST.get("status") or AnnotationStatus.ANNOTATED
+        try:
+            if action == "import_voc":
+                xmls = [(f.name, f.read()) for f in request.FILES.getlist("xml")]
+                images = {f.name: f.read() for f in request.FILES.getlist("images")}
+                if not xmls:
+                    raise boxes.AnnotationError("Choose one or more .xml files.")
+                report = voc_coco.voc_import(files=xmls, user=request.user, status=status, images=images,
+                                             create_cases=bool(request.POST.get("create_cases")))
+            elif action == "import_coco":
+                upload = request.FILES.get("coco")
+                if upload is None:
+                    raise boxes.AnnotationError("Choose a COCO .json file.")
+                report = voc_coco.coco_import(data=upload.read(), source=upload.name, user=request.user, status=status)
+            elif action == "export":
+                statuses = request.POST.getlist("export_status") or [AnnotationStatus.ACCEPTED]
+                anns = voc_coco.annotations_for_export(user=request.user, statuses=statuses)
+                fmt = request.POST.get("format")
+                if fmt == "coco":
+                    resp = HttpResponse(json.dumps(voc_coco.export_coco(anns), indent=1), content_type="application/json")
+                    resp["Content-Disposition"] = 'attachment; filename="derm-boxes-coco.json"'
+                elif fmt == "csv":
+                    resp = HttpResponse(voc_coco.export_csv(anns), content_type="text/csv")
+                    resp["Content-Disposition"] = 'attachment; filename="derm-boxes.csv"'
+                else:
+                    resp = HttpResponse(voc_coco.export_voc_zip(anns), content_type="application/zip")
+                    resp["Content-Disposition"] = 'attachment; filename="derm-boxes-voc.zip"'
+                return resp
+            if report is not None:
+                _report_messages(request, report)
+        except boxes.AnnotationError as exc:
+            messages.error(request, str(exc))
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+    return render(request, "annotation/workspace_io.html", {
+        "report": report, "is_admin": is_admin, "statuses": AnnotationStatus.choices,
+        "can_create_cases": roles.has_role(request.user, roles.CAN_EDIT_CASES),
+    })
+
+
+# --------------------------------------------------------------------------- crops
+CAN_MAKE_CROPS = roles.CAN_TRAIN_MODELS
+
+
+@require_role(*roles.CAN_ANNOTATE)
+def crops_page(request):
+    from django.db import transaction
+
+    from . import crops
+
+    can_make = roles.has_role(request.user, CAN_MAKE_CROPS)
+    if request.method == "POST":
+        if not can_make:
+            raise PermissionDenied("Only dermatologists and admins make and export training crops.")
+        try:
+            margin = float(request.POST.get("margin") or 0) / 100.0
+            min_size = int(request.POST.get("min_size") or 0)
+        except ValueError:
+            messages.error(request, "Margin and minimum size are numbers.")
+            return redirect("annotation:workspace_crops")
+        if request.POST.get("action") == "export":
+            import tempfile
+
+            from django.http import FileResponse
+
+            fh = tempfile.TemporaryFile()
+            crops.crops_export_zip(fh, level=request.POST.get("level", "sub"), margin=margin)
+            fh.seek(0)
+            return FileResponse(fh, as_attachment=True, filename="derm-crops.zip", content_type="application/zip")
+        if margin < 0 or margin > 5 or min_size < 0:
+            messages.error(request, "Margin must be between 0 and 500 % and the minimum size positive.")
+            return redirect("annotation:workspace_crops")
+        transaction.on_commit(lambda: crops.make_crops_task.delay(margin=margin, min_size=min_size))
+        messages.success(request, f"Making crops (margin {margin:.0%}, minimum {min_size} px) on the long queue; reload to see them.")
+        return redirect("annotation:workspace_crops")
+    from django.db.models import Count
+
+    stats = list(Crop.objects.values("margin").annotate(n=Count("id"), cases=Count("case", distinct=True), photos=Count("photo", distinct=True)).order_by("margin"))
+    by_label = list(Crop.objects.values("sub_class__code", "meta_class__code").annotate(n=Count("id")).order_by("-n"))
+    accepted = crops.accepted_boxes().count()
+    accepted_photos = crops.accepted_boxes().values("photo").distinct().count()
+    return render(request, "annotation/workspace_crops.html", {
+        "stats": stats, "by_label": by_label, "recent": Crop.objects.select_related("case", "sub_class", "meta_class").order_by("-id")[:24],
+        "accepted": accepted, "accepted_photos": accepted_photos, "can_make": can_make,
+    })
+
+
+@require_role(*roles.CAN_ANNOTATE)
+def crop_file(request, pk: int):
+    from django.http import FileResponse
+
+    crop = get_object_or_404(Crop, pk=pk)
+    photo_get(user=request.user, pk=crop.photo_id)  # same visibility as the photo
+    response = FileResponse(crop.file.open("rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=300"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

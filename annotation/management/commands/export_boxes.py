@@ -1,0 +1,50 @@
+"""Export lesion boxes as labelImg / Pascal VOC XML (a folder, one file per photo),
+COCO JSON or CSV. One annotation per photo: the gold one, else an accepted one.
+
+    manage.py export_boxes --format voc --out exported/Annotations
+    manage.py export_boxes --format coco --out boxes.json --status accepted annotated
+"""
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation import voc_coco
+from annotation.models import AnnotationStatus
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("--format", choices=["voc", "coco", "csv"], required=True)
+        parser.add_argument("--out", required=True)
+        parser.add_argument("--status", nargs="+", default=[AnnotationStatus.ACCEPTED], choices=AnnotationStatus.values)
+        parser.add_argument("--annotator", help="only this annotator's boxes")
+        parser.add_argument("--as-user", default=None, help="whose visibility applies (default: first admin)")
+
+    def handle(self, *args, format, out, status, annotator, as_user, **opts):
+        User = get_user_model()
+        user = User.objects.filter(username=as_user).first() if as_user else (
+            User.objects.filter(is_superuser=True).first() or User.objects.filter(groups__name="admin").first())
+        if user is None:
+            raise CommandError("no admin user to export as; pass --as-user")
+        ann_user = None
+        if annotator:
+            ann_user = User.objects.filter(username=annotator).first()
+            if ann_user is None:
+                raise CommandError(f"unknown annotator {annotator}")
+        anns = voc_coco.annotations_for_export(user=user, statuses=status, annotator=ann_user)
+        out_path = Path(out)
+        if format == "voc":
+            out_path.mkdir(parents=True, exist_ok=True)
+            files = voc_coco.export_voc(anns)
+            for name, data in files.items():
+                (out_path / name).write_bytes(data)
+        elif format == "coco":
+            import json
+
+            out_path.write_text(json.dumps(voc_coco.export_coco(anns), indent=1))
+        else:
+            out_path.write_text(voc_coco.export_csv(anns))
+        self.stdout.write(self.style.SUCCESS(f"{len(anns)} photo(s) exported as {format} to {out_path}"))
