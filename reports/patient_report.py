@@ -34,7 +34,7 @@ GRADES = {
     1: {
         "key": "benign",
         "label": "Benign",
-        "headline": "Most likely benign (not cancer)",
+        "headline": "Most likely a harmless (benign) spot.",
         "colour": "#2e7d32",
         "tint": "#e6f4ea",
         "advice": "Keep an eye on it yourself. Look at the spot about once a month, ideally with a photo to compare. "
@@ -44,7 +44,7 @@ GRADES = {
     2: {
         "key": "low",
         "label": "Low malignancy",
-        "headline": "Possibly a skin cancer of low malignancy",
+        "headline": "Possibly a slow-growing skin cancer or a pre-cancerous change.",
         "colour": "#b26a00",
         "tint": "#fff4e0",
         "advice": "Please see a dermatologist at a hospital near you within the next few weeks so the spot can be examined. "
@@ -54,7 +54,7 @@ GRADES = {
     3: {
         "key": "high",
         "label": "High malignancy",
-        "headline": "Possibly a serious skin cancer (high malignancy)",
+        "headline": "Possibly a serious skin cancer.",
         "colour": "#c62828",
         "tint": "#fdecea",
         "advice": "Please go to a tertiary (specialist) hospital urgently, within days, and show this report. "
@@ -221,6 +221,8 @@ def _fonts() -> tuple[str, str]:
                 try:
                     pdfmetrics.registerFont(TTFont("DejaVuSans", str(regular)))
                     pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", str(bold)))
+                    pdfmetrics.registerFontFamily("DejaVuSans", normal="DejaVuSans", bold="DejaVuSans-Bold",
+                                                  italic="DejaVuSans", boldItalic="DejaVuSans-Bold")
                 except Exception:  # pragma: no cover - broken font file
                     break
                 _FONTS = ("DejaVuSans", "DejaVuSans-Bold")
@@ -250,9 +252,11 @@ def _score_scale(score: float, width: float, font: str, bold: str):
     from reportlab.graphics.shapes import Drawing, Line, Polygon, Rect, String
     from reportlab.lib import colors
 
-    h = 62
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    h = 70
     d = Drawing(width, h)
-    left, right, y0, bh = 8, width - 8, 22, 14
+    left, right, y0, bh = 8, width - 8, 30, 14
 
     def x(v: float) -> float:
         return left + (v - 1.0) / 2.0 * (right - left)
@@ -260,10 +264,13 @@ def _score_scale(score: float, width: float, font: str, bold: str):
     bands = [(1.0, THRESHOLDS[0], 1), (THRESHOLDS[0], THRESHOLDS[1], 2), (THRESHOLDS[1], 3.0, 3)]
     for lo, hi, g in bands:
         d.add(Rect(x(lo), y0, x(hi) - x(lo), bh, fillColor=colors.HexColor(GRADES[g]["colour"]), strokeColor=None))
-        d.add(String((x(lo) + x(hi)) / 2, y0 + 4, GRADES[g]["label"], fontName=bold, fontSize=7.5, fillColor=colors.white, textAnchor="middle"))
+        label = GRADES[g]["label"]
+        if stringWidth(label, bold, 7.5) > x(hi) - x(lo) - 4:
+            label = label.split()[0]  # "High" when "High malignancy" does not fit its band
+        d.add(String((x(lo) + x(hi)) / 2, y0 + 4, label, fontName=bold, fontSize=7.5, fillColor=colors.white, textAnchor="middle"))
     for v in (1.0, 1.5, 2.0, 2.5, 3.0):
         d.add(Line(x(v), y0, x(v), y0 - 4, strokeColor=colors.HexColor("#5d6b7a"), strokeWidth=0.6))
-        d.add(String(x(v), y0 - 13, f"{v:g}", fontName=font, fontSize=7.5, fillColor=colors.HexColor("#5d6b7a"), textAnchor="middle"))
+        d.add(String(x(v), y0 - 12, f"{v:g}", fontName=font, fontSize=7.5, fillColor=colors.HexColor("#5d6b7a"), textAnchor="middle"))
     s = max(1.0, min(3.0, score))
     mx = x(s)
     d.add(Polygon([mx - 6, y0 + bh + 13, mx + 6, y0 + bh + 13, mx, y0 + bh + 2], fillColor=colors.HexColor("#1d2733"), strokeColor=None))
@@ -278,7 +285,7 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
     if not report.available:
         raise ValueError("No graded prediction: there is no report to render.")
     from reportlab.lib import colors
-    from reportlab.lib.enums import TA_LEFT
+    from reportlab.lib.enums import TA_LEFT, TA_RIGHT
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
@@ -324,7 +331,8 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
     photo_w = 62 * mm
     result_cell = [
         Paragraph("Result", small),
-        Paragraph(escape(f"{info['label']}: {info['headline']}"), grade_style),
+        Paragraph(escape(info["label"]), grade_style),
+        Paragraph(escape(info["headline"]), big),
         Spacer(1, 3 * mm),
         Paragraph(f"Malignancy score <b>S = {report.score:.2f}</b> on a scale from 1 (benign) to 3 (high malignancy)", base),
         Spacer(1, 2 * mm),
@@ -341,25 +349,28 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
     ]))
     story.append(top)
 
-    advice = Table([[[Paragraph("What you should do", h2), Paragraph(escape(info["advice"]), big)]]], colWidths=[content_w])
+    h2_box = ParagraphStyle("h2box", parent=h2, spaceBefore=0)
+    advice = Table([[[Paragraph("What you should do", h2_box), Paragraph(escape(info["advice"]), big)]]], colWidths=[content_w])
     advice.setStyle(TableStyle([
         ("BOX", (0, 0), (-1, -1), 1.5, colour),
         ("LEFTPADDING", (0, 0), (-1, -1), 10), ("RIGHTPADDING", (0, 0), (-1, -1), 10),
-        ("TOPPADDING", (0, 0), (-1, -1), 0), ("BOTTOMPADDING", (0, 0), (-1, -1), 10),
+        ("TOPPADDING", (0, 0), (-1, -1), 8), ("BOTTOMPADDING", (0, 0), (-1, -1), 10),
     ]))
     story += [Spacer(1, 6 * mm), advice]
     if report.caution:
         story += [Spacer(1, 3 * mm), Paragraph(f"<b>Please note:</b> {escape(report.caution)}", base)]
 
-    rows = [["", "Condition", "Type", "Probability"]]
+    head = ParagraphStyle("head", parent=base, fontName=bold, textColor=muted)
+    head_r = ParagraphStyle("head_r", parent=head, alignment=TA_RIGHT)
+    right = ParagraphStyle("right", parent=base, alignment=TA_RIGHT)
+    rows = [[Paragraph("", head), Paragraph("Condition", head), Paragraph("Type", head), Paragraph("Probability", head_r)]]
     for i, item in enumerate(report.differential, 1):
-        rows.append([str(i), Paragraph(escape(item.name), base), item.grade_words, f"{item.probability * 100:.0f} %"])
-    diff = Table(rows, colWidths=[8 * mm, None, 38 * mm, 26 * mm], repeatRows=1)
+        rows.append([Paragraph(str(i), base), Paragraph(escape(item.name), base), Paragraph(item.grade_words, base),
+                     Paragraph(f"{item.probability * 100:.0f} %", right)])
+    diff = Table(rows, colWidths=[8 * mm, None, 40 * mm, 32 * mm], repeatRows=1)
     diff.setStyle(TableStyle([
-        ("FONTNAME", (0, 0), (-1, 0), bold), ("FONTNAME", (0, 1), (-1, -1), font),
-        ("FONTSIZE", (0, 0), (-1, -1), 10), ("TEXTCOLOR", (0, 0), (-1, 0), muted),
         ("LINEBELOW", (0, 0), (-1, 0), 0.8, line), ("LINEBELOW", (0, 1), (-1, -1), 0.4, line),
-        ("ALIGN", (3, 0), (3, -1), "RIGHT"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
     ]))
     story += [
         KeepTogether([
@@ -370,17 +381,14 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
         ]),
     ]
 
+    small_b = ParagraphStyle("small_b", parent=small, fontName=bold)
     about = [
-        ["Model", f"{report.model_name} (version {report.model_id}), in use since {timezone.localtime(report.model_date):%d %b %Y}"],
-        ["Photo analysed", f"{timezone.localtime(report.predicted_at):%d %b %Y %H:%M}"],
-        ["How the score works", Paragraph(escape(SCORE_EXPLANATION), small)],
+        ("Model", f"{report.model_name} (version {report.model_id}), in use since {timezone.localtime(report.model_date):%d %b %Y}"),
+        ("Photo analysed", f"{timezone.localtime(report.predicted_at):%d %b %Y %H:%M}"),
+        ("How the score works", SCORE_EXPLANATION),
     ]
-    about_t = Table(about, colWidths=[36 * mm, None])
-    about_t.setStyle(TableStyle([
-        ("FONTNAME", (0, 0), (0, -1), bold), ("FONTNAME", (1, 0), (1, -1), font), ("FONTSIZE", (0, 0), (-1, -1), 8.5),
-        ("TEXTCOLOR", (0, 0), (-1, -1), muted), ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (0, -1), 0),
-    ]))
+    about_t = Table([[Paragraph(k, small_b), Paragraph(escape(v), small)] for k, v in about], colWidths=[36 * mm, None])
+    about_t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (0, -1), 0)]))
     disclaimer = Table([[Paragraph(f"<b>Important:</b> {escape(DISCLAIMER)}", base)]], colWidths=[content_w])
     disclaimer.setStyle(TableStyle([
         ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#eef2f6")),

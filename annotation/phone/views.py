@@ -212,6 +212,7 @@ def phone_upload(request, token: str):
                 "results": results,
                 "done_message": done_message,
                 "modalities": Modality.choices,
+                "minutes_left": max(1, round((link.expires_at - timezone.now()).total_seconds() / 60)) if link else 0,
             },
         )
     )

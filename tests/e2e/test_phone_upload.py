@@ -1,0 +1,87 @@
+"""Browser test of the QR phone upload: the desk opens a link on the case page, a
+phone-sized browser (no login) uploads through the file input, the desk gallery shows
+the photo without a reload."""
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from annotation.models import PhoneUploadToken, Photo
+from derm_portal import roles
+from tests.factories import CaseFactory, image_bytes
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def phone(chromium_paths, tmp_path):
+    """A second, anonymous browser emulating a 390x844 phone screen."""
+    chrome, driver = chromium_paths
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-sync", f"--user-data-dir={tmp_path / 'phone-profile'}"):
+        opts.add_argument(arg)
+    opts.add_experimental_option("mobileEmulation", {
+        "deviceMetrics": {**PHONE, "pixelRatio": 2.0},
+        "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36",
+    })
+    drv = webdriver.Chrome(service=Service(driver), options=opts)
+    drv.implicitly_wait(3)
+    yield drv
+    drv.quit()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_qr_link_phone_upload_reaches_the_desk_gallery(browser, login, live_server, phone, users, tmp_path):
+    case = CaseFactory()
+    good = tmp_path / "lesion.jpg"
+    good.write_bytes(image_bytes("JPEG", (640, 480), (190, 120, 100)))
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"<html><script>alert(1)</script></html>")
+
+    # Desk: open the case, ask for a phone link, see the QR code and the address.
+    login(users[roles.ANNOTATOR])
+    browser.get(f"{live_server.url}/cases/{case.pk}/")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#gallery [data-photo]")
+    browser.find_element(By.ID, "phone-open").click()
+    wait = WebDriverWait(browser, 10)
+    link = wait.until(lambda d: d.find_element(By.ID, "phone-url").text.strip())
+    assert link.startswith(f"{live_server.url}/m/upload/")
+    assert browser.find_element(By.CSS_SELECTOR, "#phone-qr-code svg").is_displayed()
+    assert "0 of 10 photos received" in browser.find_element(By.ID, "phone-state").text
+    assert PhoneUploadToken.objects.filter(case=case).count() == 1
+
+    # Phone: anonymous, phone-sized; the page fits the screen and names only the case reference.
+    phone.get(link)
+    assert phone.find_element(By.ID, "case-ref").text == case.reference
+    width = phone.execute_script("return document.documentElement.clientWidth")
+    assert width == PHONE["width"]
+    assert phone.execute_script("return document.documentElement.scrollWidth") <= width
+    camera = phone.find_element(By.ID, "camera-input")
+    assert camera.get_attribute("capture") == "environment" and camera.get_attribute("accept") == "image/*"
+    phone.find_element(By.ID, "gallery-input").send_keys(f"{good}\n{bad}")
+    pwait = WebDriverWait(phone, 15)
+    ok = pwait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#phone-results li.ok"))
+    assert "lesion.jpg added (640×480)" in ok.text
+    err = pwait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#phone-results li.err"))
+    assert "notes.jpg" in err.text and "not an image" in err.text
+    assert phone.find_element(By.ID, "remaining").text == "9"
+
+    photo = Photo.objects.get(case=case)
+    assert photo.original_name == "lesion.jpg"
+
+    # Desk: the polled gallery shows the photo without a reload.
+    fig = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f'#gallery [data-photo="{photo.pk}"]'))
+    assert "from phone" in fig.text
+    wait.until(lambda d: "1 of 10 photos received" in d.find_element(By.ID, "phone-state").text)
+    img = fig.find_element(By.TAG_NAME, "img")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+
+    # Desk cancels the link; the phone page is then refused with a clear message.
+    browser.find_element(By.ID, "phone-revoke").click()
+    wait.until(lambda d: "cancelled" in d.find_element(By.ID, "phone-state").text)
+    phone.get(link)
+    assert "This link was cancelled" in phone.find_element(By.TAG_NAME, "h1").text
