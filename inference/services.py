@@ -247,7 +247,7 @@ def prediction_warning(*, looks_unfamiliar: bool, ranked: list[dict], margin: fl
         a, b = ranked[0], ranked[1]
         parts.append(
             f"The top two diagnoses are close ({a['sub_class']} {a['probability']:.0%} vs "
-            f"{b['sub_class']} {b['probability']:.0%}, less than {CLOSE_MARGIN:.0%} apart): "
+            f"{b['sub_class']} {b['probability']:.0%}, less than {CLOSE_MARGIN * 100:.0f} percentage points apart): "
             "the model cannot tell them apart."
         )
     return " ".join(parts)
@@ -459,6 +459,9 @@ def assessment_record(*, photo: Photo, doctor, agrees: bool, sub_class: SubClass
             .order_by("-model_version__status", "-finished_at").first())
     if sub_class is not None and pred is not None and sub_class.taxonomy_id != pred.model_version.taxonomy_id:
         raise ValidationError({"sub_class": "That diagnosis is from another taxonomy than the model's."})
+    if agrees and sub_class is None and pred is not None and pred.ranked:
+        sub_class = SubClass.objects.filter(taxonomy_id=pred.model_version.taxonomy_id,
+                                            code=pred.ranked[0]["sub_class"]).first()
     return DoctorAssessment.objects.create(case=photo.case, photo=photo, prediction=pred, doctor=doctor,
                                            agrees=agrees, sub_class=sub_class, note=note[:1000])
 

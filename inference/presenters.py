@@ -1,0 +1,89 @@
+"""Turn Prediction rows into what the case page and the JSON endpoints show (no business logic)."""
+from __future__ import annotations
+
+from django.urls import reverse
+
+from annotation.models import MalignancyGrade, MetaClass, SubClass
+
+from .models import PredictionStatus
+from .services import CLOSE_MARGIN
+
+GRADE_ADVICE = {
+    1: "Benign: self-monitor.",
+    2: "Low malignancy: see a dermatologist at a nearby hospital.",
+    3: "High malignancy: refer urgently to a tertiary hospital.",
+}
+WARNING_RULE = (
+    "A warning is shown when the photo looks unlike the training photos (its out-of-distribution score is above "
+    "the 99th percentile of the training photos' scores) or when the top two diagnoses are less than "
+    f"{CLOSE_MARGIN * 100:.0f} percentage points apart."
+)
+
+
+def _names(taxonomy_id: int):
+    subs = {s.code: s for s in SubClass.objects.filter(taxonomy_id=taxonomy_id).select_related("meta_class")}
+    metas = {m.code: m for m in MetaClass.objects.filter(taxonomy_id=taxonomy_id)}
+    return subs, metas
+
+
+def prediction_view(pred) -> dict:
+    """Everything the case panel and the JSON API show for one prediction."""
+    if pred is None:
+        return {"status": "none"}
+    mv = pred.model_version
+    d = {
+        "id": pred.pk,
+        "photo": pred.photo_id,
+        "status": pred.status,
+        "model_version": {"id": mv.pk, "name": mv.name, "status": mv.status},
+        "created_at": pred.created_at.isoformat() if pred.created_at else None,
+        "finished_at": pred.finished_at.isoformat() if pred.finished_at else None,
+        "duration_ms": pred.duration_ms,
+        "error": pred.error,
+        "signature": f"{pred.pk}:{pred.status}:{pred.finished_at.timestamp() if pred.finished_at else 0}",
+    }
+    if pred.status != PredictionStatus.DONE:
+        return d
+    subs, metas = _names(mv.taxonomy_id)
+    ranked = []
+    for i, r in enumerate(pred.ranked):
+        s = subs.get(r["sub_class"])
+        ranked.append({**r, "rank": i + 1, "display_name": s.display_name if s else r["sub_class"],
+                       "percent": round(100 * r["probability"], 1)})
+    groups = []
+    for code, p in sorted(pred.meta_probabilities.items(), key=lambda kv: -kv[1]):
+        m = metas.get(code)
+        items = [r for r in ranked if r["meta_class"] == code]
+        groups.append({"code": code, "display_name": m.display_name if m else code, "probability": p,
+                       "percent": round(100 * p, 1), "fused_percent": round(100 * sum(r["probability"] for r in items), 1),
+                       "items": items})
+    overlays = []
+    for ov in sorted(pred.overlays.all(), key=lambda o: (o.target_kind != "sub", o.rank)):
+        if ov.target_kind == "sub":
+            s = subs.get(ov.target)
+            label = f"#{ov.rank + 1} {s.display_name if s else ov.target}"
+        else:
+            m = metas.get(ov.target)
+            label = f"Meta-class: {m.display_name if m else ov.target}"
+        overlays.append({"id": ov.pk, "kind": ov.target_kind, "target": ov.target, "rank": ov.rank, "label": label,
+                         "url": reverse("inference:overlay_image", args=[ov.pk]), "box_mass": ov.box_mass,
+                         "box_mass_percent": None if ov.box_mass is None else round(100 * ov.box_mass)})
+    grade = pred.malignancy_grade
+    d.update({
+        "ranked": ranked,
+        "top": ranked[0] if ranked else None,
+        "meta_groups": groups,
+        "meta_probabilities": pred.meta_probabilities,
+        "malignancy_score": pred.malignancy_score,
+        "malignancy_grade": grade,
+        "malignancy_label": MalignancyGrade(grade).label if grade else None,
+        "malignancy_advice": GRADE_ADVICE.get(grade, ""),
+        "margin": pred.margin,
+        "close_call": pred.margin is not None and len(ranked) > 1 and pred.margin < CLOSE_MARGIN,
+        "ood_score": pred.ood_score,
+        "looks_unfamiliar": pred.looks_unfamiliar,
+        "warning": pred.warning,
+        "overlays": overlays,
+        "box_mass": {o["target"]: o["box_mass"] for o in overlays if o["box_mass"] is not None} or None,
+    })
+    return d
