@@ -72,3 +72,32 @@ def own_readings(*, user) -> QuerySet[Reading]:
     """A reader's own answers (never the truth, never other readers')."""
     return (Reading.objects.filter(study_reader__user=user, answered_at__isnull=False)
             .select_related("study_case", "study_reader").order_by("study_reader__study_id", "session", "study_case__number"))
+
+
+def study_candidate_cases(*, user, study: ReaderStudy, diagnosis=(), modality: str = "", q: str = "",
+                          exclude_training: bool = True):
+    """Histopathology-confirmed, not excluded cases with photos, not yet in the study, filtered."""
+    from django.db.models import Exists, OuterRef
+
+    from annotation.models import CaseStatus, DiagnosisLabel, Photo
+    from annotation.selectors import cases_visible_to
+
+    confirmed = DiagnosisLabel.objects.filter(case=OuterRef("pk"), confirmed=True, sub_class__taxonomy=study.taxonomy)
+    if diagnosis:
+        confirmed = confirmed.filter(sub_class__code__in=list(diagnosis))
+    qs = (cases_visible_to(user).exclude(status=CaseStatus.EXCLUDED).filter(Exists(confirmed))
+          .filter(Exists(Photo.objects.filter(case=OuterRef("pk"))))
+          .exclude(pk__in=StudyCase.objects.filter(study=study).values("case_id")))
+    if modality:
+        qs = qs.filter(Exists(Photo.objects.filter(case=OuterRef("pk"), modality=modality)))
+    if q:
+        qs = qs.filter(Q(external_id__icontains=q) | Q(body_site__icontains=q))
+    if exclude_training and study.model_version_id:
+        from .services import training_case_ids
+
+        kind, ids = training_case_ids(study.model_version)
+        if kind == "train":
+            qs = qs.exclude(external_id__in=ids)
+        elif kind == "test":
+            qs = qs.filter(Q(external_id="") | Q(external_id__in=ids))
+    return qs.order_by("pk")
