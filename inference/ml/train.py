@@ -28,7 +28,6 @@ import random
 import shutil
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,9 +43,6 @@ from .infer import model_outputs, ood_fit
 from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
                        transfer_cut, transferred_prefixes)
 from .taxonomy import Taxonomy
-
-
-_POOL = ThreadPoolExecutor(1, thread_name_prefix="augment")
 
 
 class TrainingCancelled(RuntimeError):
@@ -218,24 +214,12 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         for m in frozen_mods:
             m.eval()
         run_loss, t_ep = 0.0, time.time()
-
-        def make_batch(b, order=order, aug=aug):
+        for b in range(steps):
+            _check_stop(should_stop)
             bi = idx[order[b * bs:(b + 1) * bs]]
             x = aug(images[torch.as_tensor(bi)])
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return bi, x
-        # augment the next batch in a helper thread while the model trains on this one
-        fut = _POOL.submit(make_batch, 0)
-        for b in range(steps):
-            try:
-                _check_stop(should_stop)
-            except TrainingCancelled:
-                fut.result()
-                raise
-            bi, x = fut.result()
-            if b + 1 < steps:
-                fut = _POOL.submit(make_batch, b + 1)
             target = torch.as_tensor(y[bi], dtype=torch.long)
             step = epoch * steps + b
             lr = lr_at(step, total, cfg)
@@ -390,7 +374,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     t0 = time.time()
     _emit(progress, stage="evaluate", event="start")
     from .evaluate import report_from_probs
-    ood_idx = _subsample(tr, y_sub, 2000, cfg.seed)
+    ood_idx = _subsample(tr, y_sub, 3000, cfg.seed)
     _, ftr = model_outputs(fine, images[torch.as_tensor(ood_idx)], pre["mean"], pre["std"],
                            cfg.eval_batch_size, tta=False, want_features=True)
     ood_means, ood_thr = ood_fit(ftr, y_sub[ood_idx], len(tax.sub_classes), cfg.ood_quantile)
