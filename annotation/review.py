@@ -158,9 +158,10 @@ def gold_set(*, annotation: PhotoAnnotation, by, is_gold: bool = True) -> PhotoA
     """Mark an accepted annotation as the reference ('gold') boxes of its photo."""
     if not roles.has_role(by, roles.CAN_CONFIRM_LABEL):
         raise PermissionDenied("Only dermatologists and admins set gold reference boxes.")
-    if is_gold and annotation.status != AnnotationStatus.ACCEPTED:
-        raise AnnotationError("Only an accepted annotation can become the gold reference.")
     with transaction.atomic():
+        annotation = _locked(annotation)
+        if is_gold and annotation.status != AnnotationStatus.ACCEPTED:
+            raise AnnotationError("Only an accepted annotation can become the gold reference.")
         if is_gold:
             PhotoAnnotation.objects.filter(photo_id=annotation.photo_id, is_gold=True).exclude(pk=annotation.pk).update(is_gold=False)
         annotation.is_gold = is_gold
