@@ -84,18 +84,21 @@ def plotly_figure(task: dict, *, aided_task: dict | None = None, title: str = ""
             traces.append({"type": "scatter", "mode": "markers", "x": [amr["fpr"]], "y": [amr["tpr"]],
                            "name": f"Mean reader, AI-aided (FPR {amr['fpr']:.2f}, TPR {amr['tpr']:.2f})",
                            "marker": {"symbol": "x-open", "size": 15, "color": "#c62828", "line": {"width": 2}}})
-    axis = {"range": [-0.02, 1.02], "dtick": 0.2, "zeroline": False, "gridcolor": "#e5ebf0", "showline": True,
+    axis = {"range": [-0.02, 1.02], "dtick": 0.2, "zeroline": False, "constrain": "domain", "gridcolor": "#e5ebf0", "showline": True,
             "linecolor": "#5d6b7a", "mirror": True, "ticks": "outside"}
     layout = {
-        "title": {"text": title, "font": {"size": 14}},
         "xaxis": {**axis, "title": {"text": X_TITLE}},
         "yaxis": {**axis, "title": {"text": Y_TITLE}, "scaleanchor": "x", "scaleratio": 1},
         "legend": {"orientation": "v", "x": 1.02, "y": 1, "font": {"size": 11}},
         "margin": {"l": 60, "r": 10, "t": 40, "b": 55},
-        "height": 480,
+        "height": 520,
         "plot_bgcolor": "#fff",
         "paper_bgcolor": "#fff",
     }
+    if title:
+        layout["title"] = {"text": title, "font": {"size": 14}}
+    else:
+        layout["margin"]["t"] = 15
     return {"data": traces, "layout": layout}
 
 

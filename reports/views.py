@@ -169,7 +169,7 @@ def _results_context(study):
     for i, t in enumerate(res["tasks"]):
         title = charts.task_title(t, binary)
         figures.append({"task": t, "title": title, "id": f"roc-figure-{i}",
-                        "figure": charts.plotly_figure(t, aided_task=aided_by_key.get(t["key"]), title=title),
+                        "figure": charts.plotly_figure(t, aided_task=aided_by_key.get(t["key"])),
                         "aided": aided_by_key.get(t["key"])})
     return res, figures
 

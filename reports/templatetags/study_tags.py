@@ -31,3 +31,12 @@ def pvalue(value):
         return "—"
     v = float(value)
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+@register.filter
+def p_eq(value):
+    """'p = 0.012' or 'p < 0.001'."""
+    if value is None:
+        return "p —"
+    v = float(value)
+    return "p < 0.001" if v < 0.001 else f"p = {v:.3f}"
