@@ -14,6 +14,7 @@ from django.utils import timezone
 from annotation.models import Photo, PhoneUploadToken
 from annotation.phone import services
 from derm_portal import roles
+from tests.conftest import need
 from tests.factories import CaseFactory, PatientFactory, image_bytes
 
 JSON = {"HTTP_ACCEPT": "application/json"}
@@ -364,3 +365,47 @@ def test_active_links_are_listed_on_the_case_page_and_can_be_cancelled(link, cas
     assert resp.status_code == 302
     assert "phone link still open" not in client.get(reverse("annotation:case_detail", args=[case.pk])).content.decode()
     assert Client().get(url(link.raw)).status_code == 410
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_phones_at_once_cannot_exceed_the_limit(users, monkeypatch):
+    """The token row is locked for the whole upload (SELECT ... FOR UPDATE): two
+    simultaneous uploads on a one-photo link store exactly one photo."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    need(connection.vendor == "postgresql", "row locks need PostgreSQL (set DATABASE_URL)")
+    case = CaseFactory()
+    issued = services.phone_token_create(case=case, created_by=users[roles.ANNOTATOR], max_photos=1)
+    real_attach = services.photo_attach
+
+    def slow_attach(**kwargs):  # widen the race window inside the locked section
+        time.sleep(0.4)
+        return real_attach(**kwargs)
+
+    monkeypatch.setattr(services, "photo_attach", slow_attach)
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def upload(color):
+        from django.db import connection as conn
+
+        try:
+            barrier.wait()
+            result = services.phone_upload(raw=issued.raw, uploads=[photo_file(f"{color}.jpg", color)])
+            outcomes.append(("stored", len(result.photos)))
+        except services.PhoneLinkError as exc:
+            outcomes.append(("refused", exc.state))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=upload, args=(c,)) for c in ((10, 10, 10), (200, 200, 200))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == [("refused", "used_up"), ("stored", 1)]
+    assert case.photos.count() == 1
+    assert PhoneUploadToken.objects.get(pk=issued.token.pk).photos_uploaded == 1
