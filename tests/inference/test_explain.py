@@ -1,0 +1,92 @@
+"""Grad-CAM helpers (pure, no Django): heat-map mass in boxes on hand-made maps, shared colour
+scale, overlay geometry, and Grad-CAM on a tiny trained model."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inference.ml.explain import (HeatMap, _cams, crop_square, explain, heatmap_mass_in_boxes, render_overlay,
+                                  shared_scale)
+
+
+def test_mass_in_boxes_hand_made_square_photo():
+    # 4x4 map over a 400x400 photo: every cell is 100x100 px.
+    hm = np.zeros((4, 4))
+    hm[0, 0] = 3.0      # cell centre (50, 50)
+    hm[3, 3] = 1.0      # cell centre (350, 350)
+    assert heatmap_mass_in_boxes(hm, [(0, 0, 100, 100)], (400, 400)) == pytest.approx(0.75)
+    assert heatmap_mass_in_boxes(hm, [(300, 300, 400, 400)], (400, 400)) == pytest.approx(0.25)
+    # union of two boxes, overlapping boxes are not counted twice
+    assert heatmap_mass_in_boxes(hm, [(0, 0, 100, 100), (0, 0, 60, 60), (300, 300, 400, 400)], (400, 400)) == pytest.approx(1.0)
+    # box given with swapped corners
+    assert heatmap_mass_in_boxes(hm, [(100, 100, 0, 0)], (400, 400)) == pytest.approx(0.75)
+    # nothing inside
+    assert heatmap_mass_in_boxes(hm, [(120, 120, 280, 280)], (400, 400)) == 0.0
+
+
+def test_mass_in_boxes_landscape_photo_uses_centre_square():
+    # 600x400 photo: the model sees x in [100, 500); a 2x2 map has cells of 200 px.
+    hm = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert crop_square((600, 400)) == (100.0, 0.0, 400.0)
+    # left-top cell centre is (200, 100) in photo pixels
+    assert heatmap_mass_in_boxes(hm, [(150, 50, 250, 150)], (600, 400)) == pytest.approx(0.5)
+    # a box in the cropped-away left margin holds nothing
+    assert heatmap_mass_in_boxes(hm, [(0, 0, 100, 400)], (600, 400)) == 0.0
+
+
+def test_mass_in_boxes_none_without_boxes_or_heat():
+    assert heatmap_mass_in_boxes(np.ones((3, 3)), [], (10, 10)) is None
+    assert heatmap_mass_in_boxes(np.zeros((3, 3)), [(0, 0, 5, 5)], (10, 10)) is None
+
+
+def test_shared_scale_and_overlay_geometry():
+    a = HeatMap("sub", "mel", 0, np.full((8, 8), 0.5, np.float32))
+    b = HeatMap("meta", "melanocytic", 0, np.full((8, 8), 2.0, np.float32))
+    assert shared_scale([a, b]) == 2.0
+    ov = render_overlay(a.cam, 2.0, (1200, 800), max_side=600)
+    assert ov.mode == "RGBA" and ov.size == (600, 400)
+    px = np.asarray(ov)
+    assert px[:, :100, 3].max() == 0 and px[:, 500:, 3].max() == 0       # outside the centre square
+    assert px[200, 300, 3] > 0
+    # the same raw value gives the same colour on a shared scale; a hotter map is more opaque
+    hot = np.asarray(render_overlay(b.cam, 2.0, (1200, 800), max_side=600))
+    assert hot[200, 300, 3] > px[200, 300, 3]
+
+
+def test_gradcam_on_tiny_model(tiny_model_dir):
+    from inference.ml.predict import Predictor
+
+    P = Predictor.load(tiny_model_dir)
+    img = Image.new("RGB", (50, 40), (120, 70, 40))
+    subs = P.taxonomy.sub_classes[:3]
+    maps = explain(P, img, subs, [P.taxonomy.meta_classes[0]])
+    assert [(m.kind, m.target, m.rank) for m in maps] == [("sub", s, i) for i, s in enumerate(subs)] + [
+        ("meta", P.taxonomy.meta_classes[0], 0)]
+    assert all(m.cam.shape == (32, 32) and (m.cam >= 0).all() for m in maps)
+    # weights stay frozen after Grad-CAM
+    assert not any(p.requires_grad for p in P.fine_model.parameters())
+    assert not any(p.requires_grad for p in P.coarse_model.parameters())
+
+
+def test_trunk_once_equals_plain_batched_gradcam(tiny_model_dir):
+    """The fast path (trunk once, targets batched after it) gives the same maps as pytorch-grad-cam
+    on a plain batched input."""
+    from inference.ml.predict import Predictor
+
+    P = Predictor.load(tiny_model_dir)
+
+    class Plain(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x)
+
+    x = P.preprocess(Image.new("RGB", (40, 40), (30, 20, 20)))
+    targets = list(range(len(P.taxonomy.sub_classes)))
+    fast = _cams(P.fine_model, P.gradcam_layer_name, x, targets)
+    slow = _cams(Plain(P.fine_model), "m." + P.gradcam_layer_name, x, targets)
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-7)
+    assert fast.max() > 0
+    assert len({m.tobytes() for m in fast}) > 1     # different targets, different maps
