@@ -41,8 +41,9 @@ def require_role(*wanted):
 def case_list(request):
     filters = {k: request.GET.get(k, "").strip() for k in ("q", "status", "diagnosis", "confirmed", "modality")}
     qs = selectors.case_list(user=request.user, **filters)
-    paginator = Paginator(qs, 25)
+    paginator = Paginator(qs.values_list("pk", flat=True), 25)
     page = paginator.get_page(request.GET.get("page"))
+    page.object_list = selectors.case_rows(user=request.user, ids=list(page.object_list))
     taxonomy = selectors.taxonomy_default()
     query = request.GET.copy()
     query.pop("page", None)

@@ -6,6 +6,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
@@ -33,9 +34,15 @@ class PatientViewSet(viewsets.ReadOnlyModelViewSet):
         return Patient.objects.filter(cases__in=selectors.cases_visible_to(self.request.user)).distinct().order_by("code")
 
 
+class CasePagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
 class CaseViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [ClinicalPermission]
     ordering_fields = ["created_at", "id"]
+    pagination_class = CasePagination
 
     def get_serializer_class(self):
         return s.CaseListSerializer if self.action == "list" else s.CaseSerializer
@@ -45,7 +52,10 @@ class CaseViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         OpenApiParameter("confirmed", str, enum=["yes", "no"]), OpenApiParameter("modality", str),
     ])
     def list(self, request, *args, **kwargs):
-        return super().list(request, *args, **kwargs)
+        # Cut the page from the ids first, then annotate only the rows shown (see case_rows).
+        ids = self.paginate_queryset(self.get_queryset().values_list("pk", flat=True))
+        rows = selectors.case_rows(user=request.user, ids=list(ids))
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
     def get_queryset(self):
         if self.action == "list":
