@@ -155,6 +155,16 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models have a `status`: give each choice set its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "CaseStatusEnum": "annotation.models.CaseStatus",
+        "AnnotationStatusEnum": "annotation.models.AnnotationStatus",
+        "LabelSourceEnum": "annotation.models.LabelSource",
+        "ModelStatusEnum": "inference.models.ModelStatus",
+        "PredictionStatusEnum": "inference.models.PredictionStatus",
+        "TrainingStatusEnum": "inference.models.TrainingStatus",
+        "StudyStatusEnum": "reports.models.StudyStatus",
+    },
 }
 
 # Celery: two queues so a training run never delays a doctor's prediction.
