@@ -376,25 +376,25 @@ def study_problems(*, study: ReaderStudy) -> list[str]:
 
 @transaction.atomic
 def study_open(*, study: ReaderStudy, by) -> ReaderStudy:
-    study = ReaderStudy.objects.select_for_update().get(pk=study.pk)
+    given, study = study, ReaderStudy.objects.select_for_update().get(pk=study.pk)
     if study.status != StudyStatus.DRAFT:
         raise ValidationError("Only a draft study can be opened.")
     problems = study_problems(study=study)
     if problems:
         raise ValidationError(problems)
-    study.status = StudyStatus.OPEN
-    study.opened_at = timezone.now()
+    study.status = given.status = StudyStatus.OPEN
+    study.opened_at = given.opened_at = timezone.now()
     study.save(update_fields=["status", "opened_at"])
     return study
 
 
 @transaction.atomic
 def study_close(*, study: ReaderStudy, by) -> ReaderStudy:
-    study = ReaderStudy.objects.select_for_update().get(pk=study.pk)
+    given, study = study, ReaderStudy.objects.select_for_update().get(pk=study.pk)
     if study.status != StudyStatus.OPEN:
         raise ValidationError("Only an open study can be closed.")
-    study.status = StudyStatus.CLOSED
-    study.closed_at = timezone.now()
+    study.status = given.status = StudyStatus.CLOSED
+    study.closed_at = given.closed_at = timezone.now()
     study.save(update_fields=["status", "closed_at"])
     return study
 
@@ -418,7 +418,8 @@ def reader_session(study_reader: StudyReader) -> str | None:
 
 
 def _check_can_read(study_reader: StudyReader, session: str) -> None:
-    if study_reader.study.status != StudyStatus.OPEN:
+    status = ReaderStudy.objects.values_list("status", flat=True).get(pk=study_reader.study_id)   # never a stale copy
+    if status != StudyStatus.OPEN:
         raise PermissionDenied("This study is not open for reading.")
     current = reader_session(study_reader)
     if current is None:
