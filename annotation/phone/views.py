@@ -40,7 +40,7 @@ def phone_url(request, raw: str) -> str:
 
 def qr_svg(url: str) -> str:
     # Inline SVG: no image request, nothing cached, crisp at any zoom.
-    return segno.make(url, error="m").svg_inline(scale=5, border=3, dark="#10303d", omitsize=False)
+    return segno.make(url, error="m").svg_inline(scale=5, border=4, dark="#10303d", omitsize=False)
 
 
 def _token_dict(token, *, now=None) -> dict:

@@ -81,6 +81,7 @@
         code.innerHTML = res.svg; // SVG made by the server (segno), not user input
         urlEl.textContent = res.url;
         box.hidden = false; box.classList.remove('inactive');
+        if (box.scrollIntoView) box.scrollIntoView({ block: 'center' });
         received = 0; receivedEl.textContent = '';
         deadline = Date.now() + res.token.seconds_left * 1000;
         showState(res.token);

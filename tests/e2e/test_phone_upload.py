@@ -14,6 +14,15 @@ from tests.factories import CaseFactory, image_bytes
 PHONE = {"width": 390, "height": 844}
 
 
+def decode_qr(png: bytes) -> str:
+    import cv2  # opencv comes with grad-cam
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    text, _, _ = cv2.QRCodeDetector().detectAndDecode(img)
+    return text
+
+
 @pytest.fixture
 def phone(chromium_paths, tmp_path):
     """A second, anonymous browser emulating a 390x844 phone screen."""
@@ -50,7 +59,10 @@ def test_qr_link_phone_upload_reaches_the_desk_gallery(browser, login, live_serv
     wait = WebDriverWait(browser, 10)
     link = wait.until(lambda d: d.find_element(By.ID, "phone-url").text.strip())
     assert link.startswith(f"{live_server.url}/m/upload/")
-    assert browser.find_element(By.CSS_SELECTOR, "#phone-qr-code svg").is_displayed()
+    qr = browser.find_element(By.CSS_SELECTOR, "#phone-qr-code")
+    assert qr.find_element(By.TAG_NAME, "svg").is_displayed()
+    # the code is scrolled into view and what a phone camera reads is the link shown
+    assert decode_qr(qr.screenshot_as_png) == link
     assert "0 of 10 photos received" in browser.find_element(By.ID, "phone-state").text
     assert PhoneUploadToken.objects.filter(case=case).count() == 1
 
