@@ -28,6 +28,7 @@ import random
 import shutil
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,10 +40,23 @@ import torch.nn.functional as F
 from . import artefact as art
 from .data import (AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
                    holdout_split, kfold_split, read_dataset)
-from .infer import model_outputs, ood_fit
+from .infer import ThreadTuner, model_outputs, ood_fit
 from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
                        transfer_cut, transferred_prefixes)
 from .taxonomy import Taxonomy
+
+
+_POOL = ThreadPoolExecutor(1, thread_name_prefix="augment")
+
+
+class _NoTuner:
+    threads = None
+
+    def begin(self):
+        pass
+
+    def end(self, items=1):
+        pass
 
 
 class TrainingCancelled(RuntimeError):
@@ -80,6 +94,7 @@ class TrainConfig:
     tta: bool = True
     channels_last: bool = True
     threads: int | None = None
+    adaptive_threads: bool = True       # switch between 1 and N intra-op threads, whichever is faster
     cache_dir: str | None = None        # on-disk decoded-image cache ("" disables)
     positive: list[str] | None = None   # sub-classes of the positive side of a binary question
     binary_epochs: int = 0              # >0: also train a single-stage binary baseline
@@ -202,6 +217,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         _emit(progress, stage=stage, event="resumed", epoch=start_epoch, epochs=epochs)
     t_stage = time.time()
     seen = 0
+    tuner = ThreadTuner(cfg.threads or os.cpu_count() or 1) if cfg.adaptive_threads else _NoTuner()
     for epoch in range(start_epoch, epochs):
         g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + zlib.crc32(stage.encode()) % 1000)
         if cfg.class_balance == "sampler":
@@ -214,12 +230,25 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         for m in frozen_mods:
             m.eval()
         run_loss, t_ep = 0.0, time.time()
-        for b in range(steps):
-            _check_stop(should_stop)
+
+        def make_batch(b, order=order, aug=aug):
             bi = idx[order[b * bs:(b + 1) * bs]]
             x = aug(images[torch.as_tensor(bi)])
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            return bi, x
+        # augment the next batch in a helper thread while the model trains on this one
+        fut = _POOL.submit(make_batch, 0)
+        for b in range(steps):
+            try:
+                _check_stop(should_stop)
+            except TrainingCancelled:
+                fut.result()
+                raise
+            bi, x = fut.result()
+            if b + 1 < steps:
+                fut = _POOL.submit(make_batch, b + 1)
+            tuner.begin()
             target = torch.as_tensor(y[bi], dtype=torch.long)
             step = epoch * steps + b
             lr = lr_at(step, total, cfg)
@@ -230,14 +259,17 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            tuner.end(len(bi))
             run_loss += float(loss.detach())
             seen += len(bi)
             el = time.time() - t_stage
             ips = seen / max(el, 1e-9)
             remaining = ((epochs - epoch - 1) * steps + (steps - b - 1)) * bs / max(ips, 1e-9)
             _emit(progress, stage=stage, epoch=epoch + 1, epochs=epochs, batch=b + 1, batches=steps,
-                  loss=run_loss / (b + 1), lr=lr, eta_seconds=remaining, images_per_second=ips)
-        history.append({"epoch": epoch + 1, "loss": run_loss / steps, "seconds": time.time() - t_ep})
+                  loss=run_loss / (b + 1), lr=lr, eta_seconds=remaining, images_per_second=ips,
+                  threads=tuner.threads)
+        history.append({"epoch": epoch + 1, "loss": run_loss / steps, "seconds": time.time() - t_ep,
+                        "threads": tuner.threads})
         if ckpt is not None:
             _save_ckpt(ckpt, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
                        history=json.dumps(history))
@@ -374,7 +406,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     t0 = time.time()
     _emit(progress, stage="evaluate", event="start")
     from .evaluate import report_from_probs
-    ood_idx = _subsample(tr, y_sub, 3000, cfg.seed)
+    ood_idx = _subsample(tr, y_sub, 2000, cfg.seed)
     _, ftr = model_outputs(fine, images[torch.as_tensor(ood_idx)], pre["mean"], pre["std"],
                            cfg.eval_batch_size, tta=False, want_features=True)
     ood_means, ood_thr = ood_fit(ftr, y_sub[ood_idx], len(tax.sub_classes), cfg.ood_quantile)

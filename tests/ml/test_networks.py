@@ -52,3 +52,23 @@ def test_transfer_cut_and_gradcam_layer():
         parse_cut(99, fine)
     assert isinstance(fine.get_submodule(GRADCAM_LAYER), torch.nn.Module)
     assert fine(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_thread_tuner_picks_faster_setting(monkeypatch):
+    from inference.ml import infer
+    tuner = infer.ThreadTuner(max_threads=2, period=10, trial=2)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(tuner, "_time", lambda: clock["t"])
+    for _ in range(40):
+        tuner.begin()
+        clock["t"] += 1.0 if torch.get_num_threads() == 1 else 3.0   # 1 thread is faster here
+        tuner.end()
+    assert tuner.threads == 1
+    clock2 = {"t": 0.0}
+    t2 = infer.ThreadTuner(max_threads=2, period=10, trial=2)
+    monkeypatch.setattr(t2, "_time", lambda: clock2["t"])
+    for _ in range(40):
+        t2.begin()
+        clock2["t"] += 3.0 if torch.get_num_threads() == 1 else 1.0
+        t2.end()
+    assert t2.threads == 2

@@ -1,0 +1,83 @@
+"""Inference speed of a trained artefact: batched photos/s and single-photo ranked differential latency.
+
+    python bench/inference_speed.py MODEL_DIR DATA_DIR [--n 256] [--batch 32] [--threads 2]
+
+Measures the full ``Predictor`` path (decode + resize + fine and coarse forward passes with flip
+TTA + fusion + OOD score), plus the raw forward throughput on pre-decoded tensors, with and without
+flip TTA. Prints /proc/loadavg since other processes share the CPU.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inference.ml.predict import Predictor  # noqa: E402
+
+
+def load():
+    return open("/proc/loadavg").read().split()[:3]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("data")
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    t = time.time()
+    P = Predictor.load(a.model)
+    load_s = time.time() - t
+    paths = sorted((Path(a.data) / "images").glob("*.jpg"))[:a.n]
+    pil = []
+    for p in paths:
+        with Image.open(p) as im:
+            pil.append(im.convert("RGB"))
+    res = {"model": str(a.model), "image_size": P.size, "tta": P.tta, "threads": a.threads, "n": len(pil),
+           "load_seconds": load_s, "loadavg_before": load()}
+    P.predict(pil[:a.batch])  # warm-up
+    # batched, full path from PIL images
+    t = time.time()
+    P.predict(pil, batch_size=a.batch)
+    dt = time.time() - t
+    res["batched_photos_per_second"] = len(pil) / dt
+    # single photo latency
+    lat = []
+    for im in pil[:40]:
+        t = time.time()
+        P.predict_one(im)
+        lat.append((time.time() - t) * 1000)
+    res["single_photo_ms_median"] = statistics.median(lat)
+    res["single_photo_ms_p90"] = sorted(lat)[int(0.9 * len(lat)) - 1]
+    # raw forward throughput on decoded tensors, with and without TTA
+    u8 = torch.stack([P.to_uint8(im) for im in pil])
+    for tta in (True, False):
+        P.tta = tta
+        t = time.time()
+        for s in range(0, len(u8), a.batch):
+            P.probabilities(u8[s:s + a.batch])
+        res[f"forward_photos_per_second_tta_{tta}"] = len(u8) / (time.time() - t)
+        lat = []
+        for i in range(20):
+            t = time.time()
+            P.probabilities(u8[i:i + 1])
+            lat.append((time.time() - t) * 1000)
+        res[f"forward_single_ms_tta_{tta}"] = statistics.median(lat)
+    res["loadavg_after"] = load()
+    for k, v in res.items():
+        print(f"{k:40s} {v:.1f}" if isinstance(v, float) else f"{k:40s} {v}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
