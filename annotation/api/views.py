@@ -71,7 +71,7 @@ class CaseViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def perform_create(self, serializer):
         d = serializer.validated_data
         if not d.get("patient_code"):
-            raise ValidationError({"patient_code": "A pseudonymous patient code is required."})
+            raise ValidationError({"patient_code": ["A pseudonymous patient code is required."]})
         try:
             serializer.instance = services.case_create(
                 patient_code=d["patient_code"], body_site=d.get("body_site", ""),
@@ -138,7 +138,7 @@ class LabelViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         taxonomy = selectors.taxonomy_default()
         sub = SubClass.objects.filter(taxonomy=taxonomy, code=d["sub_class"]).first()
         if sub is None:
-            raise ValidationError({"sub_class": f"Unknown sub-class {d['sub_class']!r} in {taxonomy}."})
+            raise ValidationError({"sub_class": [f"Unknown sub-class {d['sub_class']!r} in {taxonomy}."]})
         try:
             label = services.label_record(
                 case=d["case"], sub_class=sub, source=d["source"], by=request.user,
@@ -164,5 +164,5 @@ class TaxonomyViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             tax = services.taxonomy_import(data=request.data, created_by=request.user, make_default=bool(request.query_params.get("default")))
         except services.TaxonomyError as exc:
-            raise ValidationError({"taxonomy": str(exc)})
+            raise ValidationError({"taxonomy": [str(exc)]})
         return Response(s.TaxonomySerializer(tax).data, status=status.HTTP_201_CREATED)
