@@ -494,7 +494,13 @@ def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy 
         if k not in ALLOWED_CONFIG_KEYS:
             raise ValidationError({"config": f"Unknown training setting {k!r}."})
         try:
-            clean[k] = ALLOWED_CONFIG_KEYS[k](v)
+            kind = ALLOWED_CONFIG_KEYS[k]
+            if kind is bool and isinstance(v, str):
+                if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(v)
+                clean[k] = v.lower() in ("true", "1", "yes")
+            else:
+                clean[k] = kind(v)
         except (TypeError, ValueError):
             raise ValidationError({"config": f"{k} must be a {ALLOWED_CONFIG_KEYS[k].__name__}."})
     for k in ("epochs", "image_size", "batch_size"):

@@ -1,0 +1,167 @@
+"""Training runs from the portal: success registers a candidate with its evaluation; failure and
+cancellation leave a clear status and no model (and no artefact directory)."""
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from annotation import services as annotation_services
+from annotation.models import SubClass
+from inference import services
+from inference.models import ModelStatus, ModelVersion, TrainingRun, TrainingStatus
+from tests.factories import CaseFactory, make_photo
+
+pytestmark = pytest.mark.django_db
+TINY = {"backbone": "tiny", "pretrained": "false", "image_size": 32, "epochs": 1, "coarse_epochs": 1,
+        "batch_size": 8, "threads": 1}
+COLOURS = {"nv": (120, 70, 40), "mel": (30, 20, 20), "bcc": (230, 180, 190)}
+
+
+@pytest.fixture
+def labelled_cases(taxonomy, users, settings, tmp_path):
+    settings.DERM_MODEL_ROOT = str(tmp_path / "models")
+    settings.VAR_DIR = tmp_path / "var"
+    doc = users["dermatologist"]
+    for code, colour in COLOURS.items():
+        sub = SubClass.objects.get(taxonomy=taxonomy, code=code)
+        for i in range(4):
+            case = CaseFactory(created_by=doc)
+            for j in range(2):
+                make_photo(case, color=(colour[0] + 3 * i, colour[1] + 5 * j, colour[2]), size=(40, 40))
+            source = "histopathology" if i < 3 else "consensus"
+            annotation_services.label_record(case=case, sub_class=sub, source=source, by=doc)
+    return taxonomy
+
+
+def run_now(run, django_capture_on_commit_callbacks=None):
+    return services.training_run_execute(run_pk=run.pk)
+
+
+def test_training_cases_respect_label_sources(labelled_cases):
+    confirmed = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology"])
+    both = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology", "consensus"])
+    assert len({c for _, _, c in confirmed}) == 9 and len(confirmed) == 18
+    assert len({c for _, _, c in both}) == 12 and len(both) == 24
+
+
+def test_successful_run_registers_candidate(labelled_cases, users, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.training_run_create(by=users["dermatologist"], label_sources=["histopathology", "consensus"],
+                                           config=TINY, name="demo")
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.SUCCEEDED, run.error + run.log
+    mv = run.model_version
+    assert mv.status == ModelStatus.CANDIDATE and mv.taxonomy == labelled_cases and mv.name == "demo"
+    assert mv.metrics["hierarchical_product"]["n"] > 0 and "flat" in mv.metrics
+    assert (run.n_cases, run.n_photos) == (12, 24)
+    assert run.progress["stage"] == "done" and "registered candidate" in run.log
+    assert (Path(services.loader.artefact_dir(mv)) / "model.json").is_file()
+    assert mv.manifest["training"]["epochs"] == 1 and mv.manifest["preprocessing"]["size"] == 32
+    # the run is idempotent: a redelivered message does nothing
+    assert services.training_run_execute(run_pk=run.pk) == "skipped-succeeded"
+    assert ModelVersion.objects.count() == 1
+
+
+def test_failed_run_leaves_no_model(labelled_cases, users, monkeypatch):
+    import inference.ml.train as engine
+
+    def broken(cfg, progress=None, should_stop=None):
+        Path(cfg.out).mkdir(parents=True)
+        (Path(cfg.out) / "fine.safetensors").write_bytes(b"half")
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engine, "train", broken)
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
+    assert run_now(run) == "failed"
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.FAILED and "out of memory" in run.error and run.model_version is None
+    assert not ModelVersion.objects.exists()
+    assert list(Path(services.loader.model_root()).glob("run-*")) == []
+
+
+def test_registration_failure_is_a_failed_run_without_model(labelled_cases, users, monkeypatch):
+    def refuse(**kw):
+        raise services.RegistryError("disk full")
+
+    monkeypatch.setattr(services, "model_register", refuse)
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
+    assert run_now(run) == "failed"
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.FAILED and "disk full" in run.error
+    assert not ModelVersion.objects.exists() and list(Path(services.loader.model_root()).glob("run-*")) == []
+
+
+def test_cancelled_run_leaves_no_model(labelled_cases, users, monkeypatch):
+    import inference.ml.train as engine
+
+    real = engine.train
+    seen = []
+
+    def cancel_then_train(cfg, progress=None, should_stop=None):
+        def spy(d):
+            seen.append(d.get("stage"))
+            if d.get("stage") == "fine" and not TrainingRun.objects.filter(cancel_requested=True).exists():
+                services.training_run_cancel(run=TrainingRun.objects.get(), by=users["dermatologist"])
+            progress(d)
+        return real(cfg, progress=spy, should_stop=should_stop)
+
+    monkeypatch.setattr(engine, "train", cancel_then_train)
+    monkeypatch.setattr(services.time, "monotonic", lambda c=iter(range(0, 10**6, 5)): next(c))  # no throttling
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
+    assert run_now(run) == "cancelled"
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.CANCELLED and run.cancel_requested and run.model_version is None
+    assert "fine" in seen and "cancelled" in run.log
+    assert not ModelVersion.objects.exists() and list(Path(services.loader.model_root()).glob("run-*")) == []
+
+
+def test_cancel_before_start(labelled_cases, users):
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
+    services.training_run_cancel(run=run, by=users["admin"])
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.CANCELLED
+    assert services.training_run_execute(run_pk=run.pk) == "skipped-cancelled"
+
+
+def test_not_enough_data_fails_clearly(taxonomy, users, settings, tmp_path):
+    settings.DERM_MODEL_ROOT = str(tmp_path / "models")
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
+    assert run_now(run) == "failed"
+    run.refresh_from_db()
+    assert "Not enough data" in run.error
+
+
+@pytest.mark.parametrize("role", ["annotator", "coordinator", "reader"])
+def test_only_trainers_start_runs(taxonomy, users, role):
+    with pytest.raises(PermissionDenied):
+        services.training_run_create(by=users[role], label_sources=["histopathology"])
+
+
+def test_config_validation(taxonomy, users):
+    with pytest.raises(ValidationError):
+        services.training_run_create(by=users["admin"], label_sources=["histopathology"], config={"lr0": 1})
+    with pytest.raises(ValidationError):
+        services.training_run_create(by=users["admin"], label_sources=["histopathology"], config={"epochs": "-1"})
+    with pytest.raises(ValidationError):
+        services.training_run_create(by=users["admin"], label_sources=["nonsense"])
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"],
+                                       config={"epochs": "2", "image_size": "", "pretrained": "false"})
+    assert run.config == {"epochs": 2, "pretrained": False}
+
+
+def test_training_page_starts_run(client, labelled_cases, users, django_capture_on_commit_callbacks, monkeypatch):
+    from django.urls import reverse
+
+    monkeypatch.setattr(services, "_enqueue_training", lambda pk: None)
+    client.force_login(users["admin"])
+    r = client.get(reverse("inference:training_list"))
+    assert b"(9 cases, 18 photos)" in r.content
+    r = client.post(reverse("inference:training_list"), {"source_set": "confirmed_consensus", "epochs": "1", "image_size": "64"})
+    run = TrainingRun.objects.get()
+    assert r.status_code == 302 and run.label_sources == ["consensus", "histopathology"]
+    assert run.config == {"epochs": 1, "image_size": 64}
+    state = client.get(reverse("inference:training_state", args=[run.pk])).json()
+    assert state["status"] == "queued" and state["finished"] is False
+    r = client.post(reverse("inference:training_cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.CANCELLED
