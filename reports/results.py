@@ -308,7 +308,8 @@ def compute_results(d: StudyData, alpha: float = 0.05) -> dict:
 
 
 def cache_key(study: ReaderStudy) -> str:
-    return f"reports:study-results:{study.pk}:v{study.results_version}"
+    # seed + creation time: a re-used primary key (e.g. after a rollback) never hits an old entry
+    return f"reports:study-results:{study.pk}:{study.seed}:{study.created_at.timestamp():.6f}:v{study.results_version}"
 
 
 def reader_study_results(*, study: ReaderStudy, use_cache: bool = True) -> dict:
