@@ -78,20 +78,29 @@ def _no_leak(response):
     return response
 
 
-def _rate_limited(request) -> bool:
-    """Simple fixed-window limit per client address on the public pages (cache-backed)."""
-    limit = int(getattr(settings, "DERM_PHONE_UPLOAD_RATE_PER_MINUTE", 60))
-    if limit <= 0:
-        return False
-    ip = request.META.get("REMOTE_ADDR", "?")
-    key = f"derm:phone-rl:{ip}:{int(timezone.now().timestamp() // 60)}"
+def _hit(key: str, limit: int) -> bool:
+    """Count one request in a one-minute window; True when over `limit`."""
     if cache.add(key, 1, timeout=70):
-        return False
+        return 1 > limit
     try:
         return cache.incr(key) > limit
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=70)
         return False
+
+
+def _rate_limited(request, token: str) -> bool:
+    """Fixed-window limits on the public pages (cache-backed): per client address and
+    link, and five times that per client address over all links (behind a reverse
+    proxy, REMOTE_ADDR must be the phone's address for this to be per phone)."""
+    limit = int(getattr(settings, "DERM_PHONE_UPLOAD_RATE_PER_MINUTE", 60))
+    if limit <= 0:
+        return False
+    ip = request.META.get("REMOTE_ADDR", "?")
+    window = int(timezone.now().timestamp() // 60)
+    per_link = _hit(f"derm:phone-rl:{ip}:{services.token_hash(token)[:16]}:{window}", limit)
+    per_ip = _hit(f"derm:phone-rl:{ip}:{window}", 5 * limit)
+    return per_link or per_ip
 
 
 # --------------------------------------------------------------------------- case panel
@@ -174,7 +183,7 @@ def _link_error(request, exc: services.PhoneLinkError):
 def phone_upload(request, token: str):
     """The page the QR code opens. No login: the token is the credential. Shows no
     clinical data besides the case reference."""
-    if _rate_limited(request):
+    if _rate_limited(request, token):
         message = "Too many requests from this device. Wait a minute and try again."
         if _wants_json(request):
             return _no_leak(JsonResponse({"state": "rate_limited", "error": message}, status=429))

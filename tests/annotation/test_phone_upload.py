@@ -274,6 +274,9 @@ def test_public_page_is_rate_limited(link, settings):
     codes = [phone.get(url(link.raw)).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     assert phone.post(url(link.raw), {"photos": photo_file()}, **JSON).status_code == 429
+    # over all links, one address gets five times the per-link limit
+    codes = [phone.get(url(f"guess-{i}")).status_code for i in range(12)]
+    assert codes[:10] == [404] * 10 and codes[10:] == [429, 429]
 
 
 # --------------------------------------------------------------------------- desk
