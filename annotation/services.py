@@ -177,7 +177,11 @@ class BatchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "stored": [{"id": p.pk, "name": p.original_name, "width": p.width, "height": p.height} for p in self.photos],
+            "stored": [
+                {"id": p.pk, "name": p.original_name, "width": p.width, "height": p.height,
+                 "modality": p.modality, "modality_display": p.get_modality_display()}
+                for p in self.photos
+            ],
             "errors": self.errors,
         }
 

@@ -9,7 +9,8 @@
     var empty = document.getElementById('no-photos'); if (empty) empty.remove();
     var fig = document.createElement('figure'); fig.className = 'thumb'; fig.dataset.photo = photo.id;
     fig.innerHTML = '<a target="_blank" href="/photos/' + photo.id + '/file"><img alt="Photo ' + photo.id +
-      '" src="/photos/' + photo.id + '/file?w=320"></a><figcaption>' + photo.width + '×' + photo.height + '</figcaption>';
+      '" src="/photos/' + photo.id + '/file?w=320"></a><figcaption></figcaption>';
+    fig.querySelector('figcaption').textContent = (photo.modality_display ? photo.modality_display + ' · ' : '') + photo.width + '×' + photo.height;
     gallery.appendChild(fig);
     document.dispatchEvent(new CustomEvent('derm:photo-added', { detail: photo }));
   }
@@ -28,7 +29,11 @@
       report(list, 'pending', 'Uploading ' + file.name + '…');
       var pending = list.lastChild;
       fetch(form.action, { method: 'POST', body: data, headers: { 'X-CSRFToken': csrf(form), 'Accept': 'application/json', 'X-Requested-With': 'XMLHttpRequest' }, credentials: 'same-origin' })
-        .then(function (r) { return r.json(); })
+        .then(function (r) {
+          return r.json().catch(function () {
+            return { errors: [{ error: file.name + ': the server answered ' + r.status + ' ' + r.statusText }] };
+          });
+        })
         .then(function (res) {
           pending.remove();
           (res.stored || []).forEach(function (p) { report(list, 'ok', '✓ ' + p.name + ' stored (' + p.width + '×' + p.height + ')'); addThumb(p); });
