@@ -20,6 +20,20 @@ class LabelForm(forms.Form):
     report_file = forms.FileField(required=False)
     note = forms.CharField(max_length=500, required=False, help_text="Why it changed (kept in the history).")
 
+    REPORT_EXTENSIONS = ("pdf", "txt", "jpg", "jpeg", "png")
+    REPORT_MAX_BYTES = 20 * 1024 * 1024
+
+    def clean_report_file(self):
+        upload = self.cleaned_data.get("report_file")
+        if not upload:
+            return upload
+        ext = upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
+        if ext not in self.REPORT_EXTENSIONS:
+            raise forms.ValidationError(f"{upload.name}: a pathology report must be a PDF, text file or JPEG/PNG scan.")
+        if upload.size > self.REPORT_MAX_BYTES:
+            raise forms.ValidationError(f"{upload.name}: the report file is over the 20 MB limit.")
+        return upload
+
     def __init__(self, *args, taxonomy=None, allowed_sources=None, **kwargs):
         super().__init__(*args, **kwargs)
         qs = SubClass.objects.select_related("meta_class")

@@ -257,7 +257,10 @@ def label_report_file(request, pk: int, label_pk: int):
     label = get_object_or_404(case.labels, pk=label_pk)
     if not label.report_file:
         raise PermissionDenied("This label has no report file.")
-    return FileResponse(label.report_file.open("rb"), as_attachment=True, filename=label.report_file.name.rsplit("/", 1)[-1])
+    response = FileResponse(label.report_file.open("rb"), as_attachment=True, filename=label.report_file.name.rsplit("/", 1)[-1])
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 @require_role(*roles.CAN_EXPORT_PATIENT_DATA)
@@ -278,6 +281,23 @@ def cases_export(request):
 
 
 # ------------------------------------------------------------------ taxonomy
+def _taxonomy_edit(request, taxonomy) -> None:
+    for sub in SubClass.objects.filter(taxonomy=taxonomy):
+        name = request.POST.get(f"sub-{sub.pk}-name")
+        grade = request.POST.get(f"sub-{sub.pk}-grade")
+        if name is None:
+            continue
+        try:
+            parsed = int(grade) if grade else None
+        except ValueError:
+            raise ValidationError({"malignancy_grade": f"Grade of {sub.code} must be 1, 2, 3 or empty (not a tumour)."})
+        services.subclass_update(sub_class=sub, by=request.user, display_name=name, malignancy_grade=parsed)
+    for meta in MetaClass.objects.filter(taxonomy=taxonomy):
+        name = request.POST.get(f"meta-{meta.pk}-name")
+        if name is not None:
+            services.metaclass_update(meta_class=meta, by=request.user, display_name=name)
+
+
 def taxonomy_page(request, pk: int | None = None):
     taxonomy = get_object_or_404(Taxonomy, pk=pk) if pk else selectors.taxonomy_default()
     can_edit = roles.has_role(request.user, roles.CAN_EDIT_TAXONOMY)
@@ -305,18 +325,8 @@ def taxonomy_page(request, pk: int | None = None):
                 messages.success(request, f"{taxonomy} is now the default taxonomy.")
                 return redirect("annotation:taxonomy_version", pk=taxonomy.pk)
             elif action == "edit":
-                for sub in SubClass.objects.filter(taxonomy=taxonomy):
-                    name = request.POST.get(f"sub-{sub.pk}-name")
-                    grade = request.POST.get(f"sub-{sub.pk}-grade")
-                    if name is not None:
-                        services.subclass_update(
-                            sub_class=sub, by=request.user, display_name=name,
-                            malignancy_grade=int(grade) if grade else None,
-                        )
-                for meta in MetaClass.objects.filter(taxonomy=taxonomy):
-                    name = request.POST.get(f"meta-{meta.pk}-name")
-                    if name is not None:
-                        services.metaclass_update(meta_class=meta, by=request.user, display_name=name)
+                with transaction.atomic():  # all names and grades, or none
+                    _taxonomy_edit(request, taxonomy)
                 messages.success(request, "Taxonomy saved.")
                 return redirect("annotation:taxonomy_version", pk=taxonomy.pk)
         except (services.TaxonomyError, ValidationError) as exc:
