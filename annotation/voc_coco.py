@@ -21,6 +21,7 @@ import xml.parsers.expat
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path, PurePath
 from typing import Iterable
 from xml.sax.saxutils import escape
@@ -239,14 +240,14 @@ def voc_import(
     user,
     annotator=None,
     status: str = AnnotationStatus.ANNOTATED,
-    images: dict[str, bytes] | None = None,
+    images: dict[str, bytes | Path] | None = None,
     create_cases: bool = False,
     patient_prefix: str = "IMPORT-",
     replace_accepted: bool = False,
     labels: LabelIndex | None = None,
 ) -> ImportReport:
     """Import labelImg/VOC XML files. With create_cases, a photo that is not in the portal
-    yet is created from `images` (file name -> bytes) in a new case of its own
+    yet is created from `images` (file name -> bytes or Path, read when needed) in a new case of its own
     (patient code = patient_prefix + image stem)."""
     annotator = annotator or user
     _check_import_rights(user, annotator, status)
@@ -258,44 +259,48 @@ def voc_import(
     image_by_name = {PurePath(k).name.lower(): k for k in (images or {})}
     image_by_stem = {PurePath(k).stem.lower(): k for k in (images or {})}
     photos = {}
-    for source, data in files:
+
+    def one(source: str, data: bytes) -> None:
         report.files += 1
         doc, problems = voc_parse(data, source)
         for line, msg in problems:
             report.error(source, line, msg)
         if doc is None:
-            continue
+            return
         filename = doc["filename"] or (PurePath(source).stem + ".jpg")
         pk, why = matcher.match(filename)
         if pk is None and create_cases:
             key = image_by_name.get(PurePath(filename).name.lower()) or image_by_stem.get(PurePath(source).stem.lower())
             if key is None:
                 report.error(source, doc["line"], f"{why} No image file {filename!r} next to the XML to create it from.")
-                continue
+                return
             try:
                 with transaction.atomic():
                     case = services.case_create(patient_code=f"{patient_prefix}{PurePath(key).stem}", created_by=user)
-                    photo = services.photo_attach(case=case, data=images[key], filename=PurePath(key).name, uploaded_by=user)
+                    data = images[key].read_bytes() if isinstance(images[key], Path) else images[key]
+                    # bulk import of training data: no prediction per photo (as import_dataset)
+                    photo = services.photo_attach(case=case, data=data, filename=PurePath(key).name, uploaded_by=user,
+                                                  run_hooks=False)
             except (ImageRejected, services.DuplicatePhoto) as exc:
                 report.error(source, None, str(exc))
-                continue
+                return
             except Exception as exc:  # e.g. validation of the generated patient code
                 report.error(source, None, f"could not create a case for {key}: {exc}")
-                continue
+                return
             report.created_cases += 1
             matcher.add(photo.pk, photo.original_name)
             photos[photo.pk] = photo
             pk = photo.pk
         elif pk is None:
             report.error(source, doc["line"], why)
-            continue
+            return
         photo = photos.get(pk) or Photo.objects.get(pk=pk)
         sx = sy = 1.0
         if doc["width"] and doc["height"] and (doc["width"], doc["height"]) != (photo.width, photo.height):
             sx, sy = photo.width / doc["width"], photo.height / doc["height"]
             if abs(sx - sy) > 0.01 * max(sx, sy):
                 report.error(source, doc["line"], f"size {doc['width']}×{doc['height']} in the XML does not match the photo ({photo.width}×{photo.height}); file skipped.")
-                continue
+                return
             report.error(source, doc["line"], f"note: boxes scaled from {doc['width']}×{doc['height']} to the stored photo size {photo.width}×{photo.height}.")
         clean = []
         for i, obj in enumerate(doc["objects"]):
@@ -310,6 +315,14 @@ def voc_import(
         with transaction.atomic():
             _store(photo=photo, annotator=annotator, boxes=clean, status=status, excluded=excluded, report=report,
                    source=source, by=user, replace_accepted=replace_accepted)
+
+    # Commit in chunks (each file in its own savepoint, so a bad file still leaves the
+    # others imported): one commit per file made a 500-photo import disk-bound.
+    files = iter(files)
+    while chunk := list(islice(files, 100)):
+        with transaction.atomic():
+            for source, data in chunk:
+                one(source, data)
     return report
 
 
@@ -328,7 +341,7 @@ def voc_import_folder(*, folder: Path, user, **kwargs) -> ImportReport:
     xmls = sorted(folder.rglob("*.xml"))
     images = None
     if kwargs.get("create_cases"):
-        images = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_EXTS}
+        images = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_EXTS}
     return voc_import(files=((str(p.relative_to(folder)), p.read_bytes()) for p in xmls), user=user, images=images, **kwargs)
 
 
