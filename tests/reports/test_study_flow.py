@@ -30,8 +30,8 @@ def make_confirmed_case(*, sub_code, taxonomy, by, i, external_id="", photos=1, 
 def make_model_version(taxonomy, name="tiny test model", manifest=None):
     from inference.models import ModelVersion
 
-    return ModelVersion.objects.create(name=name, taxonomy=taxonomy, artefact_path=f"tests/{name.replace(' ', '-')}",
-                                       manifest=manifest or {})
+    path = f"tests/{name.replace(' ', '-')}-{ModelVersion.objects.count()}"   # no artefact there
+    return ModelVersion.objects.create(name=name, taxonomy=taxonomy, artefact_path=path, manifest=manifest or {})
 
 
 def build_study(*, users, taxonomy, truths=("mel", "mel", "mel", "nv", "nv", "bkl"), readers=None, question_type="binary",
