@@ -176,8 +176,9 @@ def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprin
             return i, None
         except FileNotFoundError:
             return i, "file not found"
-        except Exception as e:  # corrupt / unreadable
-            return i, f"{type(e).__name__}: {e}"
+        except Exception as e:  # corrupt / unreadable (no machine paths in the message)
+            msg = str(e).replace(str(records[i].path), records[i].image)
+            return i, f"{type(e).__name__}: {msg}"
 
     done = 0
     chunk = 256

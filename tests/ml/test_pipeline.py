@@ -18,37 +18,45 @@ from .conftest import ROOT, make_dataset
 FAST = dict(backbone="tiny", image_size=32, epochs=2, coarse_epochs=1, batch_size=8, cache_dir="", threads=1)
 
 
-def test_cli_train_evaluate_predict(tmp_path, taxonomy_file):
+def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
+    from inference.ml.cli import main
     data = make_dataset(tmp_path / "data", n_per_class=10, extra_labels=("purple",))
     (data / "images" / "img_0003.jpg").write_bytes(b"garbage")       # corrupt
     (data / "images" / "img_0004.jpg").unlink()                        # missing
     out = tmp_path / "model"
-    env = {"PYTHONPATH": ROOT, "DERM_ML_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "inference.ml", *a], capture_output=True, text=True,
-                                    cwd=ROOT, env=env, timeout=120)
-    r = run("train", "--data", str(data), "--taxonomy", str(taxonomy_file), "--out", str(out), "--backbone", "tiny",
-            "--image-size", "32", "--epochs", "2", "--coarse-epochs", "1", "--batch-size", "8", "--positive", "red",
-            "--binary-epochs", "1", "--threads", "1")
-    assert r.returncode == 0, r.stderr
-    assert "purple: 10" in r.stdout
-    assert "images/img_0003.jpg" in r.stdout and "images/img_0004.jpg" in r.stdout
+    rc = main(["train", "--data", str(data), "--taxonomy", str(taxonomy_file), "--out", str(out), "--backbone", "tiny",
+               "--image-size", "32", "--epochs", "2", "--coarse-epochs", "1", "--batch-size", "8", "--positive", "red",
+               "--binary-epochs", "1", "--threads", "1"])
+    r = capsys.readouterr()
+    assert rc == 0, r.err
+    assert "purple: 10" in r.out
+    assert "images/img_0003.jpg" in r.out and "images/img_0004.jpg" in r.out
     assert (out / "model.json").is_file() and not (out / ".work").exists()
     man = json.loads((out / "model.json").read_text())
     assert man["preprocessing"]["size"] == 32 and man["split"]["test_cases"]
-    assert "/" not in json.dumps(man["training"].get("data") or "")
-    r = run("evaluate", "--model", str(out), "--data", str(data), "--json", str(tmp_path / "e.json"))
-    assert r.returncode == 0, r.stderr
-    assert "held-out split" in r.stdout
+    assert man["training"]["data"] is None and str(tmp_path) not in json.dumps(man)
+    assert main(["evaluate", "--model", str(out), "--data", str(data), "--json", str(tmp_path / "e.json")]) == 0
+    r = capsys.readouterr()
+    assert "held-out split" in r.out
     rep = json.loads((tmp_path / "e.json").read_text())
     for k in ("flat", "hierarchical_hard", "hierarchical_product", "coarse"):
         for m in ("accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy", "macro_auc"):
             assert m in rep[k]
     assert "two_stage" in rep and "single_stage" in rep["two_stage"] and "malignancy" in rep
-    assert rep["n"] == len(man["split"]["test_cases"]) * 2 - sum(
-        1 for n, _ in man["data"]["bad_images"] if False) or rep["n"] > 0
-    r = run("predict", "--model", str(out), str(data / "images" / "img_0000.jpg"), str(data / "images" / "img_0003.jpg"))
-    assert "img_0000.jpg" in r.stdout and "meta-classes" in r.stdout
-    assert "img_0003.jpg" in r.stderr and r.returncode == 1
+    test_cases = set(man["split"]["test_cases"])
+    assert rep["n"] == sum(1 for c in test_cases for _ in range(2)) - sum(
+        1 for n, _ in man["data"]["bad_images"] if n in ("images/img_0003.jpg", "images/img_0004.jpg")
+        and "case_red_1" in test_cases)
+    rc = main(["predict", "--model", str(out), str(data / "images" / "img_0000.jpg"), str(data / "images" / "img_0003.jpg")])
+    r = capsys.readouterr()
+    assert "img_0000.jpg" in r.out and "meta-classes" in r.out
+    assert "img_0003.jpg" in r.err and rc == 1
+
+
+def test_cli_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "inference.ml", "--help"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=60)
+    assert r.returncode == 0 and "train" in r.stdout and "search" in r.stdout
 
 
 def test_artefact_round_trip_identical_predictions(tmp_path, taxonomy_file, tiny_data):
