@@ -221,6 +221,8 @@ DERM_CASE_PANELS.append("inference.panels.prediction_panel")
 DERM_CASE_PANELS.append("annotation.phone.views.case_panel")
 # Patient malignancy report links per photo (reports/patient_report.py).
 DERM_CASE_PANELS.append("reports.patient_report.case_panel")
+# Lesion boxes and review state per photo, with links to the annotation workspace.
+DERM_CASE_PANELS.append("annotation.workspace_views.case_panel")
 # Base of the QR link when phones must use another name than the desk (e.g. a hospital LAN
 # name, "https://derm.hospital.lan"); empty = the host the desk user reached.
 DERM_PUBLIC_BASE_URL = os.environ.get("DERM_PUBLIC_BASE_URL", "")
