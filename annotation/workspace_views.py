@@ -290,3 +290,26 @@ def crop_file(request, pk: int):
     response["Cache-Control"] = "private, max-age=300"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+# --------------------------------------------------------------------------- case page panel
+def case_panel(request, case) -> str:
+    """DERM_CASE_PANELS entry: boxes and review state of each photo, with links to annotate."""
+    from django.template.loader import render_to_string
+
+    if not roles.has_role(request.user, roles.CAN_VIEW_CLINICAL):
+        return ""
+    anns = PhotoAnnotation.objects.filter(photo__case=case).select_related("annotator").order_by("photo_id", "id")
+    from django.db.models import Count
+
+    anns = anns.annotate(n_boxes=Count("boxes"))
+    by_photo: dict[int, list] = {}
+    for a in anns:
+        by_photo.setdefault(a.photo_id, []).append(a)
+    rows = [{"photo": p, "annotations": by_photo.get(p.pk, [])} for p in case.photos.all()]
+    if not rows:
+        return ""
+    return render_to_string("annotation/workspace_case_panel.html", {
+        "rows": rows, "can_annotate": roles.has_role(request.user, roles.CAN_ANNOTATE),
+        "n_crops": Crop.objects.filter(case=case).count(),
+    }, request=request)
