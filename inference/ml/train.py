@@ -71,7 +71,7 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int = 160
-    epochs: int = 18                    # fine model
+    epochs: int = 12                    # fine model
     coarse_epochs: int | None = None    # default: max(1, round(epochs / 2))
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
     freeze_transferred: bool = True     # coarse model: do not update the transferred part
