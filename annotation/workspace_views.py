@@ -271,6 +271,8 @@ def crops_page(request):
     from django.db.models import Count
 
     stats = list(Crop.objects.values("margin").annotate(n=Count("id"), cases=Count("case", distinct=True), photos=Count("photo", distinct=True)).order_by("margin"))
+    for s in stats:
+        s["per_photo"] = s["n"] / s["photos"] if s["photos"] else None
     by_label = list(Crop.objects.values("sub_class__code", "meta_class__code").annotate(n=Count("id")).order_by("-n"))
     accepted = crops.accepted_boxes().count()
     accepted_photos = crops.accepted_boxes().values("photo").distinct().count()

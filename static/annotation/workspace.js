@@ -23,8 +23,8 @@
   const metas = cfg.labels.filter((l) => l.level === "meta");
   const byCode = Object.fromEntries(cfg.labels.map((l) => [l.code, l]));
   const palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"];
-  const metaColour = Object.fromEntries(metas.map((m, i) => [m.code, palette[i % palette.length]]));
-  const colourOf = (code) => metaColour[(byCode[code] || {}).meta] || "#ffd400";
+  const labelColour = Object.fromEntries(cfg.labels.map((l, i) => [l.code, palette[i % palette.length]]));
+  const colourOf = (code) => labelColour[code] || "#ffd400";  // one colour per label, as in CVAT
 
   const S = {
     data: null, img: null, boxes: [], sel: -1, label: subs.length ? subs[0].code : (metas[0] || {}).code,
@@ -298,7 +298,7 @@
     // comments
     const cl = $("#ws-comments"); cl.innerHTML = "";
     const comments = (a && a.comments) || [];
-    $("#ws-comments-box").hidden = !comments.length && cfg.mode !== "review";
+    $("#ws-comments-box").hidden = !comments.length;
     comments.forEach((c, i) => {
       const li = document.createElement("li"); li.className = "ws-comment" + (c.resolved ? " resolved" : "");
       li.innerHTML = `<span class="pin">${i + 1}</span> <b></b>: <span class="tx"></span>${c.resolved ? " <small>(resolved)</small>" : ""}`;
@@ -345,6 +345,8 @@
   async function go(step) {
     if (S.busy) return;
     if (S.dirty && editable() && cfg.mode === "annotate") { const ok = await save(false); if (!ok) return; }
+    if (S.dirty && cfg.mode === "review" && !S.leaveOk) { S.leaveOk = true; status("You changed the boxes: accept (fix) first, or press again to leave without saving.", "warn"); return; }
+    S.leaveOk = false;
     let i = S.qIndex >= 0 ? S.qIndex + step : (step > 0 ? 0 : S.queue.length - 1);
     if (i < 0 || i >= S.queue.length) { status(step > 0 ? "End of the queue." : "Start of the queue.", "warn"); return; }
     const it = S.queue[i];
@@ -400,7 +402,13 @@
   // ------------------------------------------------------------------ wiring
   $("#ws-label-search").addEventListener("input", renderLabels);
   $("#ws-label-search").addEventListener("keydown", (e) => {
-    if (e.key === "Enter") { const first = $("#ws-labels li"); if (first) setLabel(first.dataset.code); e.target.value = ""; renderLabels(); e.target.blur(); e.preventDefault(); }
+    if (e.key === "Enter") { // exact code first, then the first sub-class shown, then anything shown
+      const q = e.target.value.trim().toLowerCase();
+      const shown = [...document.querySelectorAll("#ws-labels li")];
+      const pick = shown.find((li) => li.dataset.code.toLowerCase() === q) || shown.find((li) => li.classList.contains("sub")) || shown[0];
+      if (pick) setLabel(pick.dataset.code);
+      e.target.value = ""; renderLabels(); e.target.blur(); e.preventDefault();
+    }
   });
   $("#ws-excluded").addEventListener("change", (e) => { $(".ws-exclusion-detail").hidden = !e.target.checked; S.dirty = true; status("Unsaved changes", "warn"); });
   ["#ws-exclusion-reason", "#ws-exclusion-note"].forEach((s) => $(s).addEventListener("change", () => { S.dirty = true; }));
