@@ -41,8 +41,9 @@ class LabelForm(forms.Form):
             qs = qs.filter(taxonomy=taxonomy)
         self.fields["sub_class"].queryset = qs
         self.fields["sub_class"].label_from_instance = lambda s: f"{s.meta_class.display_name} › {s.display_name} ({s.code})"
-        if allowed_sources is not None:
-            self.fields["source"].choices = [c for c in LabelSource.choices if c[0] in allowed_sources]
+        choices = [c for c in LabelSource.choices if allowed_sources is None or c[0] in allowed_sources]
+        # No preselected source: confirming by histopathology must be a deliberate choice.
+        self.fields["source"].choices = [("", "— source of the diagnosis —")] + choices
 
 
 class StatusForm(forms.Form):

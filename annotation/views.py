@@ -44,6 +44,9 @@ def case_list(request):
     paginator = Paginator(qs.values_list("pk", flat=True), 25)
     page = paginator.get_page(request.GET.get("page"))
     page.object_list = selectors.case_rows(user=request.user, ids=list(page.object_list))
+    source_names = dict(LabelSource.choices)
+    for row in page.object_list:
+        row.diagnosis_source_display = source_names.get(row.diagnosis_source, row.diagnosis_source)
     taxonomy = selectors.taxonomy_default()
     query = request.GET.copy()
     query.pop("page", None)

@@ -12,6 +12,8 @@
       '" src="/photos/' + photo.id + '/file?w=320"></a><figcaption></figcaption>';
     fig.querySelector('figcaption').textContent = (photo.modality_display ? photo.modality_display + ' · ' : '') + photo.width + '×' + photo.height;
     gallery.appendChild(fig);
+    var count = document.getElementById('photo-count');
+    if (count) count.textContent = gallery.querySelectorAll('figure.thumb').length;
     document.dispatchEvent(new CustomEvent('derm:photo-added', { detail: photo }));
   }
 

@@ -67,7 +67,7 @@ def test_list_shows_the_confirmed_label_first_with_its_source(client, world):
     assert (rows["PSN-BCC"].diagnosis_code, rows["PSN-BCC"].diagnosis_confirmed, rows["PSN-BCC"].photo_count) == ("bcc", False, 2)
     assert rows["PSN-NONE"].diagnosis_code is None and not rows["PSN-NONE"].photo_count
     html = client.get("/cases/").content.decode()
-    assert "histo ✓" in html and ">consensus<" in html
+    assert "histo ✓" in html and ">Clinical consensus<" in html
 
 
 @pytest.mark.django_db

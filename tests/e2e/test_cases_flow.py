@@ -88,6 +88,7 @@ def test_dermatologist_case_flow(live_server, browser, login, users, taxonomy, t
     assert browser.execute_script("return window.__noReload") == "still here"
     result = browser.find_element(By.CSS_SELECTOR, "#dropzone .upload-results li.ok").text
     assert "lesion-2.jpg stored (640×480)" in result
+    assert browser.find_element(By.ID, "photo-count").text == "3"
     captions = [f.text for f in browser.find_elements(By.CSS_SELECTOR, "#gallery figcaption")]
     assert captions == ["Clinical · 640×480"] * 3
     assert case.photos.count() == 3
@@ -99,9 +100,11 @@ def test_dermatologist_case_flow(live_server, browser, login, users, taxonomy, t
     err = _wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#dropzone .upload-results li.err")))
     assert err.text.startswith("✗ notes.jpg: ") and "not an image" in err.text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery figure.thumb")) == 3
+    shots(browser, "2a-upload-results")
 
     # Record a histopathology-confirmed diagnosis.
     form = browser.find_element(By.ID, "label-form")
+    assert Select(form.find_element(By.NAME, "source")).first_selected_option.get_attribute("value") == ""
     Select(form.find_element(By.NAME, "sub_class")).select_by_visible_text("Melanocytic › Melanoma (mel)")
     Select(form.find_element(By.NAME, "source")).select_by_value("histopathology")
     form.find_element(By.NAME, "report_text").send_keys("Superficial spreading melanoma, Breslow 0.4 mm.")
