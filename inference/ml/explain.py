@@ -159,7 +159,7 @@ def colourise(v: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def render_overlay(cam: np.ndarray, vmax: float, photo_size: tuple[int, int], max_side: int = 640) -> Image.Image:
+def render_overlay(cam: np.ndarray, vmax: float, photo_size: tuple[int, int], max_side: int = 384) -> Image.Image:
     """RGBA overlay with the photo's aspect ratio (long side <= max_side): the heat map, on the
     shared scale [0, vmax], placed on the centre square; transparent elsewhere. Alpha grows with
     heat so cold regions leave the photo visible."""
