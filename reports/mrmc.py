@@ -200,7 +200,11 @@ def readers_vs_model(y, reader_scores, model_score, *, alpha: float = 0.05) -> d
             "reader_mean": None,
             "fixed_readers": None,
         })
+    # an AUC lives in [0, 1] and a difference of AUCs in [-1, 1]: report the intervals clipped
+    # (with very few readers the t interval can be wider than that); the unclipped values stay in ci_low/ci_high
+    if out.get("reader_mean"):
+        out["reader_mean"]["ci_clipped"] = [max(0.0, out["reader_mean"]["ci_low"]), min(1.0, out["reader_mean"]["ci_high"])]
     out["estimate"] = out["difference"]["estimate"]
     out["p_value"] = out["difference"]["p_value"]
-    out["ci"] = [out["difference"]["ci_low"], out["difference"]["ci_high"]]
+    out["ci"] = [max(-1.0, out["difference"]["ci_low"]), min(1.0, out["difference"]["ci_high"])]
     return out
