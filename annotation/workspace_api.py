@@ -14,6 +14,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+
+ID = OpenApiParameter("id", int, OpenApiParameter.PATH)
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -46,6 +48,21 @@ def photo_info(photo) -> dict:
     }
 
 
+def others_payload(*, photo, user, exclude_pk: int | None) -> list[dict]:
+    """Other annotators' submitted boxes on this photo, for comparison/adjudication.
+    Annotators see them only when reviewing; gold boxes only dermatologists and admins."""
+    qs = PhotoAnnotation.objects.filter(photo=photo).exclude(status=AnnotationStatus.TO_ANNOTATE).exclude(annotator=user)
+    if exclude_pk:
+        qs = qs.exclude(pk=exclude_pk)
+    if not roles.has_role(user, roles.CAN_CONFIRM_LABEL):
+        qs = qs.exclude(is_gold=True)
+    return [
+        {"id": a.pk, "annotator": a.annotator.get_username(), "status": a.status, "is_gold": a.is_gold,
+         "boxes": [boxes.box_payload(b) for b in a.boxes.select_related("sub_class", "meta_class")]}
+        for a in qs.select_related("annotator").order_by("id")
+    ]
+
+
 def workspace_payload(*, photo, user) -> dict:
     mine = PhotoAnnotation.objects.filter(photo=photo, annotator=user).select_related("annotator", "reviewer").first()
     data = {
@@ -54,6 +71,9 @@ def workspace_payload(*, photo, user) -> dict:
         "annotation": boxes.annotation_payload(mine),
         "editable": mine is None or mine.status in boxes.EDITABLE_BY_ANNOTATOR,
         "prefill": None,
+        # adjudicators (dermatologists, admins) may compare with the other annotators
+        "others": others_payload(photo=photo, user=user, exclude_pk=mine.pk if mine else None)
+        if roles.has_role(user, roles.CAN_CONFIRM_LABEL) else [],
     }
     if mine is None or (mine.status == AnnotationStatus.TO_ANNOTATE and not mine.boxes.exists()):
         src = boxes.prefill_source(photo=photo, user=user)
@@ -74,6 +94,7 @@ def review_payload(*, annotation: PhotoAnnotation, user) -> dict:
         "editable": refusal is None and annotation.status == AnnotationStatus.ANNOTATED,
         "can_review": refusal is None and annotation.status == AnnotationStatus.ANNOTATED,
         "refusal": refusal,
+        "others": others_payload(photo=annotation.photo, user=user, exclude_pk=annotation.pk),
         "review_url": reverse("annotation:review_photo", args=[annotation.pk]),
     }
 
@@ -114,11 +135,11 @@ def queue_items(*, user, queue: str, status: str = "", label: str = "", limit: i
 class WorkspaceViewSet(viewsets.ViewSet):
     permission_classes = [AnnotatePermission]
 
-    @extend_schema(responses=dict)
+    @extend_schema(parameters=[ID], responses=dict)
     def retrieve(self, request, pk=None):
         return Response(workspace_payload(photo=photo_get(user=request.user, pk=pk), user=request.user))
 
-    @extend_schema(request=SaveSerializer, responses=dict)
+    @extend_schema(parameters=[ID], request=SaveSerializer, responses=dict)
     @action(detail=True, methods=["put", "post"])
     def boxes(self, request, pk=None):
         photo = photo_get(user=request.user, pk=pk)
@@ -155,11 +176,11 @@ class ReviewViewSet(viewsets.ViewSet):
         photo_get(user=request.user, pk=ann.photo_id)  # visibility check
         return ann
 
-    @extend_schema(responses=dict)
+    @extend_schema(parameters=[ID], responses=dict)
     def retrieve(self, request, pk=None):
         return Response(review_payload(annotation=self._get(request, pk), user=request.user))
 
-    @extend_schema(request=DecideSerializer, responses=dict)
+    @extend_schema(parameters=[ID], request=DecideSerializer, responses=dict)
     @action(detail=True, methods=["post"])
     def decide(self, request, pk=None):
         ann = self._get(request, pk)

@@ -1,11 +1,13 @@
 /* Annotation workspace: a canvas box editor for full-resolution photos (no build step).
  *
  * Mouse: drag on the photo to draw; drag a box to move it; drag a handle to resize;
- *        wheel zooms around the cursor; space+drag or middle button pans.
+ *        W or Shift+drag draws over existing boxes; wheel zooms around the cursor;
+ *        space+drag or middle button pans.
  * Keys:  1-9 sub-class, Shift+1-9 meta-class (unsure), L search labels, Del delete,
  *        arrows nudge (Shift x10), Tab next box, Esc deselect, F fit, H hide boxes,
  *        Ctrl+Z undo, Ctrl+Y / Ctrl+Shift+Z redo, Ctrl+S save, Ctrl+Enter submit (or accept),
- *        N / P next / previous photo of the queue (saves a changed draft first).
+ *        N / P next / previous photo of the queue (saves a changed draft first),
+ *        O other annotators' boxes (review / adjudication).
  * Boxes are kept in original-photo pixels; the server stores them as integers.
  */
 (function () {
@@ -29,7 +31,7 @@
   const S = {
     data: null, img: null, boxes: [], sel: -1, label: subs.length ? subs[0].code : (metas[0] || {}).code,
     scale: 1, ox: 0, oy: 0, undo: [], redo: [], dirty: false, drag: null, space: false, hide: false,
-    queue: [], qIndex: -1, mouse: null, busy: false,
+    queue: [], qIndex: -1, mouse: null, busy: false, showOthers: false, forceDraw: false,
   };
 
   // ------------------------------------------------------------------ helpers
@@ -83,6 +85,14 @@
     ctx.imageSmoothingEnabled = S.scale < 2;
     ctx.drawImage(S.img, S.ox, S.oy, W() * S.scale, H() * S.scale);
     if (S.hide) return;
+    if (S.showOthers) (S.data.others || []).forEach((o, k) => o.boxes.forEach((b) => {
+      const [x0, y0] = toScr(b.x0, b.y0), [x1, y1] = toScr(b.x1, b.y1);
+      ctx.lineWidth = 2; ctx.strokeStyle = o.is_gold ? "#ffd700" : "#ffffff"; ctx.setLineDash([3, 4]);
+      ctx.strokeRect(x0, y0, x1 - x0, y1 - y0); ctx.setLineDash([]);
+      ctx.font = "12px system-ui, sans-serif"; ctx.fillStyle = "rgba(0,0,0,.6)";
+      const t = `${o.annotator}${o.is_gold ? " (gold)" : ""}: ${b.label}`; const tw = ctx.measureText(t).width + 6;
+      ctx.fillRect(x0, y1, tw, 16); ctx.fillStyle = "#fff"; ctx.fillText(t, x0 + 3, y1 + 12);
+    }));
     S.boxes.forEach((b, i) => {
       const [x0, y0] = toScr(b.x0, b.y0), [x1, y1] = toScr(b.x1, b.y1);
       const col = colourOf(b.label), sel = i === S.sel;
@@ -143,7 +153,8 @@
     const sx = e.offsetX, sy = e.offsetY;
     if (e.button === 1 || (e.button === 0 && S.space)) { S.drag = { kind: "pan", sx, sy, ox: S.ox, oy: S.oy }; e.preventDefault(); return; }
     if (e.button !== 0 || !S.img) return;
-    const h = hit(sx, sy);
+    const h = (S.forceDraw || e.shiftKey) && editable() ? null : hit(sx, sy);  // W or Shift: draw over boxes
+    S.forceDraw = false; canvas.classList.remove("drawing");
     if (h) {
       S.sel = h.i; renderList(); draw();
       if (!editable()) return;
@@ -160,7 +171,7 @@
     const r = canvas.getBoundingClientRect();
     const sx = e.clientX - r.left, sy = e.clientY - r.top;
     S.mouse = sx >= 0 && sy >= 0 && sx <= r.width && sy <= r.height ? [sx, sy] : null;
-    if (S.mouse && S.img) { const [ix, iy] = toImg(sx, sy); $("#ws-cursor").textContent = `${Math.round(ix)}, ${Math.round(iy)} px`; }
+    if (S.mouse && S.img) { const [ix, iy] = toImg(sx, sy); $("#ws-cursor").textContent = `${Math.round(ix)}, ${Math.round(iy)} px · ${Math.round(S.scale * 100)} %`; }
     const d = S.drag;
     if (!d) { if (S.mouse) draw(); return; }
     if (d.kind === "pan") { S.ox = d.ox + sx - d.sx; S.oy = d.oy + sy - d.sy; draw(); return; }
@@ -214,6 +225,8 @@
     if (k === "p" || k === "P") { go(-1); return; }
     if (k === "f" || k === "F") { fit(); return; }
     if (k === "h" || k === "H") { S.hide = !S.hide; draw(); return; }
+    if (k === "w" || k === "W") { S.forceDraw = editable(); canvas.classList.toggle("drawing", S.forceDraw); status(S.forceDraw ? "Draw a box (even over other boxes)" : "", ""); return; }
+    if (k === "o" || k === "O") { toggleOthers(!S.showOthers); return; }
     if (k === "l" || k === "L") { $("#ws-label-search").focus(); e.preventDefault(); return; }
     if (k === "Escape") { S.drag = null; S.sel = -1; renderList(); draw(); return; }
     if (k === "Tab" && S.boxes.length) { S.sel = (S.sel + (e.shiftKey ? -1 + S.boxes.length : 1)) % S.boxes.length; renderList(); draw(); e.preventDefault(); return; }
@@ -229,6 +242,11 @@
   });
   window.addEventListener("keyup", (e) => { if (e.key === " ") { S.space = false; canvas.style.cursor = ""; } });
 
+  function toggleOthers(on) {
+    S.showOthers = on && !!(S.data && S.data.others && S.data.others.length);
+    const cb = $("#ws-others"); if (cb) cb.checked = S.showOthers;
+    draw();
+  }
   function undo() { if (!S.undo.length || !editable()) return; S.redo.push(JSON.stringify(S.boxes)); S.boxes = JSON.parse(S.undo.pop()); S.sel = Math.min(S.sel, S.boxes.length - 1); changed(); }
   function redo() { if (!S.redo.length || !editable()) return; S.undo.push(JSON.stringify(S.boxes)); S.boxes = JSON.parse(S.redo.pop()); changed(); }
   function deleteSel() { if (S.sel < 0 || !editable()) return; snapshot(); S.boxes.splice(S.sel, 1); S.sel = Math.min(S.sel, S.boxes.length - 1); changed(); }
@@ -262,7 +280,7 @@
       li.className = "ws-box" + (i === S.sel ? " active" : "");
       li.innerHTML = `<span class="swatch" style="background:${colourOf(b.label)}"></span><b>${i + 1}</b> <span class="nm"></span> <small></small>`;
       li.querySelector(".nm").textContent = labelName(b.label);
-      li.querySelector("small").textContent = `${Math.round(b.x0)},${Math.round(b.y0)} – ${Math.round(b.x1)},${Math.round(b.y1)}`;
+      li.querySelector("small").textContent = `${Math.round(b.x0)},${Math.round(b.y0)} – ${Math.round(b.x1)},${Math.round(b.y1)} (${Math.round(b.x1 - b.x0)}×${Math.round(b.y1 - b.y0)})`;
       if (editable()) {
         const del = document.createElement("button"); del.type = "button"; del.className = "mini"; del.textContent = "×"; del.title = "Delete (Del)";
         del.addEventListener("click", (ev) => { ev.stopPropagation(); S.sel = i; deleteSel(); });
@@ -306,6 +324,14 @@
       li.addEventListener("click", () => { const j = S.boxes.findIndex((b) => b.id && b.id === c.box); if (j >= 0) { S.sel = j; renderList(); draw(); } });
       cl.appendChild(li);
     });
+    // other annotators (adjudication)
+    const others = d.others || [];
+    const op = $("#ws-others-box");
+    if (op) {
+      op.hidden = !others.length;
+      $("#ws-others-list").textContent = others.map((o) => `${o.annotator}${o.is_gold ? " (gold)" : ""}: ${o.boxes.length} box(es), ${o.status}`).join(" · ");
+    }
+    toggleOthers(S.showOthers);
     // buttons
     document.querySelectorAll("[data-needs-edit]").forEach((b) => (b.disabled = !d.editable));
     document.querySelectorAll("[data-needs-review]").forEach((b) => (b.disabled = !d.can_review));
@@ -418,6 +444,7 @@
   on("#ws-zoom-in", () => { const r = stage.getBoundingClientRect(); zoomAt(r.width / 2, r.height / 2, 1.25); });
   on("#ws-zoom-out", () => { const r = stage.getBoundingClientRect(); zoomAt(r.width / 2, r.height / 2, 0.8); });
   on("#ws-undo", undo); on("#ws-redo", redo); on("#ws-delete", deleteSel);
+  const oc = $("#ws-others"); if (oc) oc.addEventListener("change", (e) => toggleOthers(e.target.checked));
   on("#ws-accept", () => decide("accept")); on("#ws-fix-accept", () => decide("fix_accept")); on("#ws-reject", () => decide("reject"));
   window.addEventListener("resize", () => { resize(); });
   window.addEventListener("beforeunload", (e) => { if (S.dirty && editable()) { e.preventDefault(); e.returnValue = ""; } });

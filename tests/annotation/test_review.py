@@ -168,3 +168,28 @@ def test_gold_flag_only_on_accepted_and_by_dermatologists(setup, users):
     review.gold_set(annotation=setup["ann"], by=users[roles.DERMATOLOGIST])
     setup["ann"].refresh_from_db()
     assert setup["ann"].is_gold
+
+
+def test_group_queue_one_annotator_per_photo(setup):
+    """Within a group, a photo taken by one member leaves the others' queues; a fresh
+    assigned photo is in every member's queue; the other group does not see it."""
+    fresh = make_photo(CaseFactory(), size=(64, 48), color=(9, 99, 199))
+    Assignment.objects.create(photo=fresh, group=setup["ga"])
+    assert fresh in boxes.queue_to_annotate(user=setup["a1"]) and fresh in boxes.queue_to_annotate(user=setup["a2"])
+    assert fresh not in boxes.queue_to_annotate(user=setup["b1"])
+    boxes.annotation_save(photo=fresh, user=setup["a2"], boxes=[BOX])  # a draft is enough to take it
+    assert fresh in boxes.queue_to_annotate(user=setup["a2"])
+    assert fresh not in boxes.queue_to_annotate(user=setup["a1"])
+
+
+def test_other_annotators_boxes_only_for_reviewers_and_adjudicators(setup, client, users):
+    derm = users[roles.DERMATOLOGIST]
+    boxes.annotation_save(photo=setup["photo"], user=derm, boxes=[{**BOX, "label": "mel"}], submit=True)
+    client.force_login(setup["a2"])  # annotating: independent, sees nothing of the others
+    assert client.get(reverse("workspace-detail", args=[setup["photo"].pk])).json()["others"] == []
+    client.force_login(setup["b1"])  # reviewing a1's work: sees derm's boxes for comparison
+    others = client.get(reverse("review-detail", args=[setup["ann"].pk])).json()["others"]
+    assert [(o["annotator"], o["boxes"][0]["label"]) for o in others] == [(derm.username, "mel")]
+    client.force_login(derm)  # adjudicator on the photo page: sees a1's boxes
+    others = client.get(reverse("workspace-detail", args=[setup["photo"].pk])).json()["others"]
+    assert [o["annotator"] for o in others] == [setup["a1"].username]
