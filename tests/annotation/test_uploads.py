@@ -405,3 +405,68 @@ def test_same_photo_in_another_case_is_allowed(case):
 def test_clean_image_is_deterministic_so_duplicates_are_found():
     data = image_bytes("JPEG", color=(9, 9, 9))
     assert clean_image(data, "a.jpg").sha256 == clean_image(data, "b.jpg").sha256
+
+
+# ------------------------------------------------------------------ names and races
+@pytest.mark.django_db
+def test_hostile_file_names_never_reach_the_path_or_the_page(case, derm_client):
+    evil = '../../<img src=x onerror=alert(1)>.jpg'
+    response = derm_client.post(
+        reverse("annotation:photo_upload", args=[case.pk]),
+        {"photos": [SimpleUploadedFile(evil, load("truncated.jpg")), SimpleUploadedFile("../../ok.jpg", image_bytes("JPEG"))]},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "<img src=x onerror" not in html and "&lt;img src=x onerror=alert(1)&gt;.jpg" in html
+    photo = case.photos.get()
+    assert photo.file.name == f"photos/{photo.sha256[:2]}/{photo.sha256}.jpg"
+    assert ".." not in photo.file.name
+    assert Path(photo.file.path).resolve().is_relative_to(Path(settings.MEDIA_ROOT).resolve())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_uploads_of_one_photo_store_it_once(case, monkeypatch):
+    """Whatever the interleaving, one row and one file survive and the other upload is
+    reported as a duplicate (the unique constraint backs the early check)."""
+    import threading
+
+    from django.db import connection, connections
+
+    from tests.conftest import need
+
+    need(connection.vendor == "postgresql", "concurrent writers need PostgreSQL (SQLite serialises them)")
+    real_content_file = services.ContentFile
+    barrier = threading.Barrier(2, timeout=30)
+
+    def after_the_check(content, *args, **kwargs):
+        barrier.wait()  # both uploads have passed the "already in the case?" check
+        return real_content_file(content, *args, **kwargs)
+
+    monkeypatch.setattr(services, "ContentFile", after_the_check)
+    deleted = []
+    real_delete = services._delete_stored
+    monkeypatch.setattr(services, "_delete_stored", lambda name, **kw: deleted.append(name) or real_delete(name, **kw))
+    before = media_files()
+    data = image_bytes("JPEG", color=(77, 66, 55))
+    outcomes = []
+
+    def upload(name):
+        try:
+            services.photo_attach(case=case, data=data, filename=name, run_hooks=False)
+            outcomes.append("stored")
+        except services.DuplicatePhoto:
+            outcomes.append("duplicate")
+        except Exception as exc:  # pragma: no cover - reported by the assertion below
+            outcomes.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=upload, args=(f"same-{i}.jpg",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == ["duplicate", "stored"], outcomes
+    assert Photo.objects.filter(case=case).count() == 1
+    assert len(media_files()) == len(before) + 1
+    assert len(deleted) == 1  # the loser's file was written, then removed when the insert failed
