@@ -34,6 +34,10 @@ def task_title(task: dict, binary: bool) -> str:
     return f"{task['label']}, one-vs-rest (positives {task['n_pos']}, negatives {task['n_neg']})"
 
 
+# ROC points are joined by straight segments: a run of tied scores is a diagonal segment, which is
+# what the Mann-Whitney AUC (ties count 1/2) integrates - a staircase would misdraw it.
+
+
 def plotly_figure(task: dict, *, aided_task: dict | None = None, title: str = "") -> dict:
     """A plotly figure (as a dict for Plotly.newPlot) for one binary task."""
     traces = [{
@@ -43,7 +47,7 @@ def plotly_figure(task: dict, *, aided_task: dict | None = None, title: str = ""
     m = task.get("model")
     if m:
         traces.append({"type": "scatter", "mode": "lines", "x": m["roc"]["fpr"], "y": m["roc"]["tpr"], "name": model_legend(m),
-                       "line": {"color": MODEL_COLOUR, "width": 2.5, "shape": "hv"},
+                       "line": {"color": MODEL_COLOUR, "width": 2.5},
                        "hovertemplate": "Model<br>FPR %{x:.3f}<br>TPR %{y:.3f}<extra></extra>"})
         y = m["youden"]
         traces.append({"type": "scatter", "mode": "markers", "x": [y["fpr"]], "y": [y["tpr"]],
@@ -54,7 +58,7 @@ def plotly_figure(task: dict, *, aided_task: dict | None = None, title: str = ""
         if r.get("roc"):
             traces.append({"type": "scatter", "mode": "lines", "x": r["roc"]["fpr"], "y": r["roc"]["tpr"],
                            "name": f"{r['name']} curve: AUC {r['auc']:.3f}", "legendgroup": "reader-curves",
-                           "line": {"color": EXPERIENCE_COLOURS.get(r["experience"], "#888"), "width": 1, "shape": "hv"},
+                           "line": {"color": EXPERIENCE_COLOURS.get(r["experience"], "#888"), "width": 1},
                            "opacity": 0.55, "visible": "legendonly" if len(task["readers"]) > 8 else True,
                            "hovertemplate": f"{r['name']}<br>FPR %{{x:.3f}}<br>TPR %{{y:.3f}}<extra></extra>"})
     for level, rows in _by_experience(task["readers"]):
@@ -115,13 +119,13 @@ def render_matplotlib(task: dict, *, aided_task: dict | None = None, title: str 
     ax.plot([0, 1], [0, 1], ls=":", color="#9aa5b1", lw=1, label="Chance")
     m = task.get("model")
     if m:
-        ax.step(m["roc"]["fpr"], m["roc"]["tpr"], where="post", color=MODEL_COLOUR, lw=2.2, label=model_legend(m))
+        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], color=MODEL_COLOUR, lw=2.2, label=model_legend(m))
         y = m["youden"]
         ax.plot([y["fpr"]], [y["tpr"]], marker="*", ms=15, color=MODEL_COLOUR, mec="white", ls="none",
                 label=f"Model Youden point (sens {y['sensitivity']:.2f}, spec {y['specificity']:.2f})")
     for r in task["readers"]:
         if r.get("roc") and len(task["readers"]) <= 8:
-            ax.step(r["roc"]["fpr"], r["roc"]["tpr"], where="post", lw=0.9, alpha=0.5,
+            ax.plot(r["roc"]["fpr"], r["roc"]["tpr"], lw=0.9, alpha=0.5,
                     color=EXPERIENCE_COLOURS.get(r["experience"], "#888"), label=f"{r['name']} curve: AUC {r['auc']:.3f}")
     for level, rows in _by_experience(task["readers"]):
         ax.plot([r["fpr"] for r in rows], [r["tpr"] for r in rows], ls="none", marker=MPL_MARKERS.get(level, "o"), ms=8,

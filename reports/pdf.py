@@ -25,7 +25,7 @@ def study_report_pdf(*, study, res: dict) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import cm
-    from reportlab.platypus import Image, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import Image, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
     ss = getSampleStyleSheet()
     small = ss["BodyText"].clone("small", fontSize=8, leading=10)
@@ -92,7 +92,7 @@ def study_report_pdf(*, study, res: dict) -> bytes:
         story.append(Paragraph(escape(f"Model decision rule: {ms['rule']}."), small))
 
     if res["aided"]:
-        story.append(Paragraph("AI-aided session: change per reader", ss["Heading3"]))
+        aided_head = Paragraph("AI-aided session: change per reader", ss["Heading3"])
         rows = [["Reader", "Experience"] + (["Sensitivity", "Specificity"] if binary else []) + ["Accuracy", "Right→wrong", "Wrong→right", ""]]
         harmed_rows = []
         for k, a in enumerate(res["aided"], start=1):
@@ -107,7 +107,8 @@ def study_report_pdf(*, study, res: dict) -> bytes:
         t.setStyle(grid)
         for k in harmed_rows:
             t.setStyle(TableStyle([("BACKGROUND", (0, k), (-1, k), colors.HexColor("#fbe4e2"))]))
-        story += [t, Spacer(1, 4)]
+        story += [KeepTogether([aided_head, t]),
+                  Paragraph("Harmed (red): lower accuracy with the model's differential than without.", small), Spacer(1, 4)]
 
     story.append(Paragraph("Method", ss["Heading3"]))
     story.append(Paragraph(escape("ROC, AUC with DeLong 95% CI and the Youden point from inference.ml.metrics. "
