@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import FileResponse, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
@@ -192,16 +193,21 @@ def photo_file(request, pk: int):
 
 
 def stream_photo(photo, width: str | None = None):
-    if width and width.isdigit() and 16 <= int(width) < photo.width:
-        with photo.file.open("rb") as fh:
-            img = Image.open(fh)
-            img.thumbnail((int(width), int(width) * 4))
-            out = io.BytesIO()
-            img.convert("RGB").save(out, "JPEG", quality=85)
-        response = HttpResponse(out.getvalue(), content_type="image/jpeg")
-    else:
-        ext = photo.file.name.rsplit(".", 1)[-1].lower()
-        response = FileResponse(photo.file.open("rb"), content_type="image/png" if ext == "png" else "image/jpeg")
+    try:
+        if width and width.isdigit() and 16 <= int(width) < photo.width:
+            with photo.file.open("rb") as fh:
+                img = Image.open(fh)
+                img.draft("RGB", (int(width), int(width)))  # JPEG: decode at a reduced scale, not full size
+                img.thumbnail((int(width), int(width) * 4))
+                out = io.BytesIO()
+                img.convert("RGB").save(out, "JPEG", quality=85)
+            response = HttpResponse(out.getvalue(), content_type="image/jpeg")
+        else:
+            ext = photo.file.name.rsplit(".", 1)[-1].lower()
+            response = FileResponse(photo.file.open("rb"), content_type="image/png" if ext == "png" else "image/jpeg")
+    except FileNotFoundError:
+        logging.getLogger(__name__).error("photo %s: file %s is missing from storage", photo.pk, photo.file.name)
+        raise Http404("The photo file is missing from storage.")
     response["Cache-Control"] = "private, max-age=300"
     response["X-Content-Type-Options"] = "nosniff"
     return response

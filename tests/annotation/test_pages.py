@@ -142,3 +142,20 @@ def test_case_detail_gallery_streams_thumbnails(client, users, case):
     assert Image.open(BytesIO(thumb.content)).size == (320, 240)
     services.case_set_status(case=case, status="awaiting_pathology", by=users[roles.DERMATOLOGIST])
     assert "Awaiting pathology" in client.get(f"/cases/{case.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_missing_photo_file_is_404_not_500(client, users, case):
+    from tests.factories import make_photo
+
+    photo = make_photo(case, size=(800, 600))
+    client.force_login(users[roles.DERMATOLOGIST])
+    thumb = client.get(f"/photos/{photo.pk}/file?w=100")
+    from io import BytesIO
+
+    from PIL import Image
+
+    assert Image.open(BytesIO(thumb.content)).size == (100, 75)
+    photo.file.storage.delete(photo.file.name)
+    assert client.get(f"/photos/{photo.pk}/file").status_code == 404
+    assert client.get(f"/photos/{photo.pk}/file?w=100").status_code == 404
