@@ -56,10 +56,12 @@
 
   function poll() {
     if (!token) return;
-    fetch(panel.dataset.photosUrl + '?after=' + lastPhotoId() + '&token=' + token.id, { headers: headers(), credentials: 'same-origin' })
+    var asked = token.id;
+    fetch(panel.dataset.photosUrl + '?after=' + lastPhotoId() + '&token=' + asked, { headers: headers(), credentials: 'same-origin' })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (res) {
         res.photos.forEach(function (p) { if (addThumb(p)) received += 1; });
+        if (!token || token.id !== asked) return; // the panel was closed or a new link opened meanwhile
         if (received) receivedEl.textContent = received + ' new photo' + (received > 1 ? 's' : '') + ' added to the gallery.';
         if (res.token) showState(res.token);
       })

@@ -56,7 +56,7 @@ def test_qr_link_phone_upload_reaches_the_desk_gallery(browser, login, live_serv
     browser.get(f"{live_server.url}/cases/{case.pk}/")
     assert not browser.find_elements(By.CSS_SELECTOR, "#gallery [data-photo]")
     browser.find_element(By.ID, "phone-open").click()
-    wait = WebDriverWait(browser, 10)
+    wait = WebDriverWait(browser, 30)  # generous: the CI machine may be busy
     link = wait.until(lambda d: d.find_element(By.ID, "phone-url").text.strip())
     assert link.startswith(f"{live_server.url}/m/upload/")
     qr = browser.find_element(By.CSS_SELECTOR, "#phone-qr-code")
@@ -75,7 +75,7 @@ def test_qr_link_phone_upload_reaches_the_desk_gallery(browser, login, live_serv
     camera = phone.find_element(By.ID, "camera-input")
     assert camera.get_attribute("capture") == "environment" and camera.get_attribute("accept") == "image/*"
     phone.find_element(By.ID, "gallery-input").send_keys(f"{good}\n{bad}")
-    pwait = WebDriverWait(phone, 15)
+    pwait = WebDriverWait(phone, 30)
     ok = pwait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#phone-results li.ok"))
     assert "lesion.jpg added (640×480)" in ok.text
     err = pwait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#phone-results li.err"))
