@@ -97,7 +97,7 @@ def _confusion_figure(block: dict, title: str) -> dict | None:
         return None
     return {
         "data": [{
-            "type": "heatmap", "z": pct or cm, "x": classes, "y": classes, "colorscale": "Blues", "zmin": 0,
+            "type": "heatmap", "z": pct or cm, "x": classes, "y": classes, "colorscale": "Blues", "reversescale": True, "zmin": 0,
             "zmax": 100 if pct else None,
             "text": [[f"{c}" for c in row] for row in cm], "texttemplate": "%{text}",
             "hovertemplate": "true %{y} → predicted %{x}<br>%{z:.1f}% of the true class (%{text} images)<extra></extra>",
