@@ -21,5 +21,6 @@ LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "W
 # its own throw-away test database.
 import os as _os
 
-DATABASES["default"].setdefault("TEST", {})  # noqa: F405
-DATABASES["default"]["TEST"]["NAME"] = _os.environ.get("DERM_TEST_DB_NAME", f"test_derm_{_os.getpid()}")  # noqa: F405
+if "sqlite" not in DATABASES["default"]["ENGINE"]:  # noqa: F405  (SQLite tests stay in memory)
+    DATABASES["default"].setdefault("TEST", {})  # noqa: F405
+    DATABASES["default"]["TEST"]["NAME"] = _os.environ.get("DERM_TEST_DB_NAME", f"test_derm_{_os.getpid()}")  # noqa: F405
