@@ -247,8 +247,13 @@
     const cb = $("#ws-others"); if (cb) cb.checked = S.showOthers;
     draw();
   }
-  function undo() { if (!S.undo.length || !editable()) return; S.redo.push(JSON.stringify(S.boxes)); S.boxes = JSON.parse(S.undo.pop()); S.sel = Math.min(S.sel, S.boxes.length - 1); changed(); }
-  function redo() { if (!S.redo.length || !editable()) return; S.undo.push(JSON.stringify(S.boxes)); S.boxes = JSON.parse(S.redo.pop()); changed(); }
+  function undo() { if (!S.undo.length || !editable()) return; S.redo.push(JSON.stringify(S.boxes)); S.boxes = JSON.parse(S.undo.pop()); S.sel = S.sel < 0 ? S.boxes.length - 1 : Math.min(S.sel, S.boxes.length - 1); changed(); }
+  function redo() {
+    if (!S.redo.length || !editable()) return;
+    S.undo.push(JSON.stringify(S.boxes)); S.boxes = JSON.parse(S.redo.pop());
+    if (S.sel < 0 || S.sel >= S.boxes.length) S.sel = S.boxes.length - 1;
+    changed();
+  }
   function deleteSel() { if (S.sel < 0 || !editable()) return; snapshot(); S.boxes.splice(S.sel, 1); S.sel = Math.min(S.sel, S.boxes.length - 1); changed(); }
   function setLabel(code) {
     S.label = code;
@@ -422,7 +427,12 @@
     if (!res.ok) { status("Review not recorded.", "bad"); showErrors(res.body); return; }
     S.data = res.body; S.boxes = res.body.annotation.boxes.map((b) => ({ ...b })); S.dirty = false; $("#ws-review-comment").value = "";
     renderInfo(); renderList(); draw();
-    status({ accept: "Accepted.", fix_accept: "Fixed and accepted.", reject: "Rejected — sent back to the annotator." }[action], "ok");
+    const msg = { accept: "Accepted.", fix_accept: "Fixed and accepted.", reject: "Rejected — sent back to the annotator." }[action];
+    status(msg, "ok");
+    await loadQueue();  // like CVAT: go on with the next photo waiting for review
+    S.qIndex = -1;
+    if (S.queue.length) { await load(S.queue[0].api, S.queue[0].url); status(msg + " Next photo.", "ok"); }
+    else { renderInfo(); status(msg + " Nothing else to review.", "ok"); }
   }
 
   // ------------------------------------------------------------------ wiring

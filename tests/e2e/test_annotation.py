@@ -23,6 +23,12 @@ def _open_editor(browser, url, photo_pk):
     _wait(browser, lambda d: d.find_element(By.ID, "ws-canvas").get_attribute("data-loaded") == str(photo_pk))
 
 
+def _login(login, browser, user):
+    """Log in through the form and wait until the login has landed (the fixture only clicks)."""
+    login(user)
+    _wait(browser, lambda d: "/accounts/login/" not in d.current_url)
+
+
 def _status(browser):
     return browser.find_element(By.ID, "ws-status").text
 
@@ -39,7 +45,7 @@ def test_draw_save_reload_then_reject_with_comment(browser, live_server, login, 
     assert photo.assignment.group == ga
 
     # --- annotator draws a box and labels it melanoma (key 2), saves
-    login(ann_user)
+    _login(login, browser, ann_user)
     _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
     canvas = browser.find_element(By.ID, "ws-canvas")
     ActionChains(browser).move_to_element_with_offset(canvas, -120, -90).click_and_hold() \
@@ -66,7 +72,7 @@ def test_draw_save_reload_then_reject_with_comment(browser, live_server, login, 
 
     # --- reviewer from the other group rejects it with a comment pinned to the box
     browser.delete_all_cookies()
-    login(reviewer)
+    _login(login, browser, reviewer)
     browser.get(f"{live_server.url}/annotate/?queue=review")
     browser.find_element(By.CSS_SELECTOR, "#queue a.button").click()
     _wait(browser, lambda d: d.find_element(By.ID, "ws-canvas").get_attribute("data-loaded") == str(photo.pk))
@@ -81,7 +87,7 @@ def test_draw_save_reload_then_reject_with_comment(browser, live_server, login, 
 
     # --- the annotator finds the photo back in the queue with the comment visible
     browser.delete_all_cookies()
-    login(ann_user)
+    _login(login, browser, ann_user)
     browser.get(f"{live_server.url}/annotate/")
     assert "rejected" in browser.find_element(By.ID, "queue").text.lower()
     _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
@@ -89,3 +95,43 @@ def test_draw_save_reload_then_reject_with_comment(browser, live_server, login, 
     assert "Box cuts the lower border of the lesion" in comments and "rob" in comments
     assert "Rejected" in browser.find_element(By.ID, "ws-annotation-status").text
     assert browser.find_element(By.ID, "ws-save").is_enabled()
+
+
+def test_keyboard_undo_zoom_and_next_photo_without_reload(browser, live_server, login, taxonomy):
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.keys import Keys
+
+    user = UserFactory(role=roles.ANNOTATOR)
+    case = CaseFactory()
+    first = make_photo(case, size=(640, 480), color=(200, 150, 130))
+    second = make_photo(case, size=(480, 640), color=(150, 100, 90))
+    _login(login, browser, user)
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{first.pk}/", first.pk)
+    browser.execute_script("window.__samePage = true")
+    canvas = browser.find_element(By.ID, "ws-canvas")
+    n_boxes = lambda: browser.execute_script("return window.dermWorkspace.boxes.length")  # noqa: E731
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(50, 50) \
+        .move_by_offset(50, 40).release().perform()
+    assert n_boxes() == 1
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
+    assert n_boxes() == 0
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("y").key_up(Keys.CONTROL).perform()
+    assert n_boxes() == 1
+    ActionChains(browser).send_keys(Keys.DELETE).perform()
+    assert n_boxes() == 0
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
+    assert n_boxes() == 1
+    ActionChains(browser).key_down(Keys.SHIFT).send_keys("1").key_up(Keys.SHIFT).perform()  # meta-class only
+    scale = browser.execute_script("return window.dermWorkspace.scale")
+    ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -200).perform()
+    assert browser.execute_script("return window.dermWorkspace.scale") > scale
+
+    ActionChains(browser).send_keys("n").perform()  # saves the changed draft, opens the next photo in place
+    _wait(browser, lambda d: canvas.get_attribute("data-loaded") == str(second.pk))
+    assert browser.execute_script("return window.__samePage") is True
+    assert browser.current_url.startswith(f"{live_server.url}/annotate/photo/{second.pk}/")
+    box = Box.objects.get(photo=first)
+    assert box.sub_class is None and box.meta_class.code == "melanocytic"
+    ActionChains(browser).send_keys("p").perform()
+    _wait(browser, lambda d: canvas.get_attribute("data-loaded") == str(first.pk))
+    assert browser.execute_script("return window.dermWorkspace.boxes[0].id") == box.pk
