@@ -20,6 +20,7 @@ from derm_portal import roles
 from .models import (
     AnnotationStatus,
     Box,
+    CaseStatus,
     DiagnosisLabel,
     ExclusionReason,
     MetaClass,
@@ -305,6 +306,7 @@ def queue_to_annotate(*, user, status: str = "", label: str = "") -> QuerySet[Ph
             fresh = Q(assignment__group__members=user) & ~Exists(taken_in_group) & ~Exists(mine_any)
         else:
             fresh = Q(assignment__isnull=True) & ~Exists(PhotoAnnotation.objects.filter(photo=OuterRef("pk")))
+        fresh &= ~Q(case__status=CaseStatus.EXCLUDED)  # excluded cases are not worth boxing
         qs = base.filter(fresh | Exists(my_open))
         qs = qs.annotate(_rejected=Exists(mine.filter(status=AnnotationStatus.REJECTED)))
         qs = class_filter(qs.distinct(), label)

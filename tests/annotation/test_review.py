@@ -193,3 +193,21 @@ def test_other_annotators_boxes_only_for_reviewers_and_adjudicators(setup, clien
     client.force_login(derm)  # adjudicator on the photo page: sees a1's boxes
     others = client.get(reverse("workspace-detail", args=[setup["photo"].pk])).json()["others"]
     assert [o["annotator"] for o in others] == [setup["a1"].username]
+
+
+def test_only_admins_reopen_accepted_work(setup, users):
+    review.review_accept(annotation=setup["ann"], by=setup["b1"])
+    with pytest.raises(PermissionDenied):
+        review.annotation_reopen(annotation=setup["ann"], by=users[roles.DERMATOLOGIST])
+    ann = review.annotation_reopen(annotation=setup["ann"], by=setup["admin"])
+    assert ann.status == AnnotationStatus.TO_ANNOTATE
+
+
+def test_photos_of_excluded_cases_leave_the_queue(setup, users):
+    from annotation.services import case_set_status
+
+    fresh = make_photo(CaseFactory(), size=(64, 48), color=(9, 99, 199))
+    Assignment.objects.create(photo=fresh, group=setup["ga"])
+    assert fresh in boxes.queue_to_annotate(user=setup["a2"])
+    case_set_status(case=fresh.case, status="excluded", exclusion_reason="blur", by=users[roles.ADMIN])
+    assert fresh not in boxes.queue_to_annotate(user=setup["a2"])

@@ -238,3 +238,15 @@ def test_io_page_buttons(client, admin, users):
     r = client.post(reverse("annotation:workspace_io"), {"action": "export", "format": "voc", "export_status": ["annotated"]})
     assert r["Content-Type"] == "application/zip"
     assert zipfile.ZipFile(io.BytesIO(r.content)).namelist() == ["Annotations/a.xml"]
+
+
+def test_boxes_are_scaled_when_the_xml_describes_a_resized_copy(admin):
+    photo_named("big.jpg", size=(200, 100))
+    photo_named("odd.jpg", size=(200, 100), color=(9, 9, 9))
+    rep = voc_coco.voc_import(files=[
+        ("big.xml", voc("big.jpg", [("nv", 20, 10, 220, 110, 0, 0)], size=(400, 200))),   # labelled on a 2x copy
+        ("odd.xml", voc("odd.jpg", [("nv", 1, 1, 9, 9, 0, 0)], size=(300, 300))),          # other aspect ratio
+    ], user=admin)
+    assert "boxes scaled from 400×200" in rep.errors[0]["message"]
+    assert "does not match the photo" in rep.errors[1]["message"] and rep.errors[1]["file"] == "odd.xml"
+    assert list(Box.objects.values_list("x0", "y0", "x1", "y1")) == [(10, 5, 110, 55)]
