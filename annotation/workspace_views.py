@@ -181,10 +181,6 @@ def gold_toggle(request, pk: int):
 
 
 # --------------------------------------------------------------------------- import / export
-def _report_messages(request, report, limit: int = 50) -> None:
-    (messages.success if not report.errors else messages.warning)(request, report.summary())
-
-
 @require_role(*roles.CAN_ANNOTATE)
 def io_page(request):
     from . import voc_coco
@@ -221,8 +217,6 @@ def io_page(request):
                     resp = HttpResponse(voc_coco.export_voc_zip(anns), content_type="application/zip")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes-voc.zip"'
                 return resp
-            if report is not None:
-                _report_messages(request, report)
         except boxes.AnnotationError as exc:
             messages.error(request, str(exc))
         except PermissionDenied as exc:
