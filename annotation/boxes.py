@@ -222,7 +222,7 @@ def annotation_get_or_create(*, photo: Photo, annotator) -> PhotoAnnotation:
     return annotation
 
 
-def _exclusion(excluded: bool, reason: str, note: str) -> tuple[bool, str, str]:
+def exclusion_clean(excluded: bool, reason: str, note: str) -> tuple[bool, str, str]:
     if not excluded:
         return False, "", ""
     if reason not in ExclusionReason.values:
@@ -247,7 +247,7 @@ def annotation_save(
         raise PermissionDenied("Your role may not annotate photos.")
     labels = labels or label_index()
     clean = boxes_validate(boxes, photo=photo, labels=labels)
-    excluded, exclusion_reason, exclusion_note = _exclusion(bool(excluded), exclusion_reason, exclusion_note)
+    excluded, exclusion_reason, exclusion_note = exclusion_clean(bool(excluded), exclusion_reason, exclusion_note)
     if submit and not clean and not excluded:
         raise AnnotationError("Draw at least one box, or mark the photo excluded, before submitting.")
     with transaction.atomic():

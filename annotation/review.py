@@ -14,7 +14,15 @@ from django.utils import timezone
 
 from derm_portal import roles
 
-from .boxes import AnnotationError, LabelIndex, boxes_replace, boxes_validate, label_index, status_transition
+from .boxes import (
+    AnnotationError,
+    LabelIndex,
+    boxes_replace,
+    boxes_validate,
+    exclusion_clean,
+    label_index,
+    status_transition,
+)
 from .models import AnnotationStatus, AnnotatorGroup, Assignment, Photo, PhotoAnnotation
 
 CAN_MANAGE_GROUPS = (roles.ADMIN,)
@@ -110,9 +118,7 @@ def review_fix_and_accept(*, annotation: PhotoAnnotation, by, boxes: Any, note: 
         clean = boxes_validate(boxes, photo=annotation.photo, labels=labels)
         boxes_replace(annotation=annotation, boxes=clean)
         if excluded is not None:
-            from .boxes import _exclusion
-
-            annotation.excluded, annotation.exclusion_reason, annotation.exclusion_note = _exclusion(
+            annotation.excluded, annotation.exclusion_reason, annotation.exclusion_note = exclusion_clean(
                 excluded, exclusion_reason, annotation.exclusion_note
             )
         status_transition(annotation=annotation, to=AnnotationStatus.ACCEPTED)

@@ -3,9 +3,7 @@ voc_coco.py / crops.py, reads in boxes.py / agreement.py; the editor itself is
 static/annotation/workspace.js talking to annotation/workspace_api.py."""
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -113,8 +111,8 @@ def groups_page(request):
     if request.method == "POST":
         try:
             if request.POST.get("action") == "members":
-                a_ids = set(map(int, request.POST.getlist("group_a")))
-                b_ids = set(map(int, request.POST.getlist("group_b")))
+                a_ids = {int(v) for v in request.POST.getlist("group_a") if v.isdigit()}
+                b_ids = {int(v) for v in request.POST.getlist("group_b") if v.isdigit()}
                 if a_ids & b_ids:
                     raise boxes.AnnotationError("A person can be in group A or group B, not both.")
                 ga = review.group_set_members(name=request.POST.get("name_a") or "Group A", members=annotators.filter(pk__in=a_ids), by=request.user)

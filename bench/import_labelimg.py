@@ -11,7 +11,6 @@ Target from issue #5: under one minute for >= 500 photos.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import sys

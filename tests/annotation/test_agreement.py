@@ -4,7 +4,7 @@ import pytest
 
 from annotation import agreement, boxes, review
 from annotation.agreement import iou, match_boxes, photo_agreement
-from annotation.models import AnnotationStatus, PhotoAnnotation
+from annotation.models import PhotoAnnotation
 from derm_portal import roles
 from tests.factories import CaseFactory, make_photo
 

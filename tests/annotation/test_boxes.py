@@ -8,7 +8,7 @@ from django.urls import reverse
 from annotation import boxes
 from annotation.models import AnnotationStatus, Box, MetaClass, PhotoAnnotation, SubClass
 from derm_portal import roles
-from tests.factories import CaseFactory, UserFactory, make_photo
+from tests.factories import CaseFactory, make_photo
 
 pytestmark = pytest.mark.django_db
 
