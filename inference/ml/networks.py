@@ -203,3 +203,18 @@ def freeze_first_blocks(model: Classifier, n_blocks: int) -> list[str]:
     pre = ["backbone.stem."] + [f"backbone.blocks.{i}." for i in range(min(n_blocks, model.num_blocks))]
     freeze_prefixes(model, pre)
     return pre
+
+
+def fuse_for_inference(model: Classifier) -> Classifier:
+    """Deep copy with every BatchNorm folded into the preceding convolution (eval only)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    m = copy.deepcopy(model).eval()
+    for mod in m.modules():
+        if isinstance(mod, ConvBNAct) and isinstance(getattr(mod, "bn", None), nn.BatchNorm2d):
+            mod.conv = fuse_conv_bn_eval(mod.conv, mod.bn)
+            mod.bn = nn.Identity()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m

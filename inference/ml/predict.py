@@ -30,7 +30,7 @@ import torch
 
 from . import artefact as art
 from .data import load_image, normalise
-from .networks import GRADCAM_LAYER, Classifier
+from .networks import GRADCAM_LAYER, Classifier, fuse_for_inference
 from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
 
 
@@ -81,6 +81,9 @@ class Predictor:
         self.ood_threshold = float(manifest["ood"]["threshold"])
         self.gradcam_layer_name = GRADCAM_LAYER
         self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
+        # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
+        self._fast_fine = fuse_for_inference(fine).to(memory_format=torch.channels_last)
+        self._fast_coarse = fuse_for_inference(coarse).to(memory_format=torch.channels_last)
 
     @classmethod
     def load(cls, model_dir, threads: int | None = None) -> "Predictor":
@@ -119,8 +122,8 @@ class Predictor:
         x = normalise(images_u8, self.mean, self.std).contiguous(memory_format=torch.channels_last)
         n = len(x)
         xx = torch.cat([x, x.flip(3)]) if self.tta else x
-        lf, feat = self.fine_model.forward_with_features(xx)
-        lc = self.coarse_model(xx)
+        lf, feat = self._fast_fine.forward_with_features(xx)
+        lc = self._fast_coarse(xx)
         pf, pc = lf.float().softmax(1), lc.float().softmax(1)
         if self.tta:
             pf, pc = (pf[:n] + pf[n:]) / 2, (pc[:n] + pc[n:]) / 2

@@ -71,3 +71,10 @@ def test_classification_report():
     assert r["per_class"]["c"]["recall"] == 0.5
     assert r["confusion_matrix_row_percent"][2] == [0.0, 50.0, 50.0]
     assert r["macro_auc"] is not None
+
+
+def test_midranks_match_scipy_definition():
+    x = np.array([3.0, 1.0, 2.0, 2.0, 5.0, 1.0, 2.0])
+    np.testing.assert_allclose(metrics.rankdata(x), [6, 1.5, 4, 4, 7, 1.5, 4])
+    t = metrics.delong_test([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9], [0.2, 0.3, 0.5, 0.6, 0.1, 0.7])
+    assert 0 <= t["p_value"] <= 1

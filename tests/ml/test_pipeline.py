@@ -81,8 +81,19 @@ def test_artefact_round_trip_identical_predictions(tmp_path, taxonomy_file, tiny
     assert P1.preprocess(imgs[0]).shape == (1, 3, 32, 32)
     P1.fine_model.get_submodule(P1.gradcam_layer_name)
     assert not any(p.requires_grad for p in P1.fine_model.parameters())
+    # the BN-folded fast path gives the same probabilities as the hookable models
+    from inference.ml.infer import model_outputs
+    u8 = torch.stack([P1.to_uint8(im) for im in imgs])
+    pf_ref = model_outputs(P1.fine_model, u8, P1.mean, P1.std, 8, P1.tta)
+    pf_fast, pc_fast, _ = P1.probabilities(u8)
+    np.testing.assert_allclose(pf_fast, pf_ref, atol=1e-5)
     hard = P1.predict_one(imgs[0], method="hard")
     assert hard.fused_method == "hard"
+    # evaluating on another directory uses all of its images
+    from inference.ml.evaluate import evaluate
+    other = make_dataset(tmp_path / "other", n_per_class=3, seed=5)
+    rep = evaluate(out, other)
+    assert rep["scope"].startswith("all images") and rep["n"] == 12
     # weights load with weights_only torch.load-compatible safetensors
     from safetensors.torch import load_file
     assert "fc.weight" in load_file(str(out / "fine.safetensors"))
