@@ -304,8 +304,10 @@ def photo_boxes(photo: Photo) -> list[tuple[float, float, float, float]]:
     out = []
     for b in rel.all():
         try:
-            out.append((float(b.x0), float(b.y0), float(b.x1), float(b.y1)))
-        except (AttributeError, TypeError):
+            sx = photo.width / b.image_width if getattr(b, "image_width", None) else 1.0
+            sy = photo.height / b.image_height if getattr(b, "image_height", None) else 1.0
+            out.append((float(b.x0) * sx, float(b.y0) * sy, float(b.x1) * sx, float(b.y1) * sy))
+        except (AttributeError, TypeError, ZeroDivisionError):
             continue
     return out
 

@@ -175,14 +175,24 @@ def test_box_mass_reported_when_photo_has_boxes(active_model, case, users, monke
     assert all(m is not None and 0.99 <= m <= 1.0 for m in masses if m is not None) and any(m is not None for m in masses)
 
 
-def test_photo_boxes_reads_annotation_boxes(active_model, case, users):
-    """Wired to annotation.models.Box (x0, y0, x1, y1 in original pixels)."""
-    from annotation.models import Box
+def test_box_mass_from_annotator_boxes(active_model, case, users):
+    """Wired to annotation.models.Box (x0, y0, x1, y1 in original pixels of the annotated size)."""
+    from annotation.models import Box, MetaClass, PhotoAnnotation
 
     photo = make_photo(case, size=(80, 60))
     assert services.photo_boxes(photo) == []
-    fields = {f.name for f in Box._meta.get_fields()}
-    assert {"x0", "y0", "x1", "y1", "photo"} <= fields
+    ann = PhotoAnnotation.objects.create(photo=photo, annotator=users["annotator"])
+    meta = MetaClass.objects.filter(taxonomy=active_model.taxonomy).first()
+    # drawn on a 2x downscaled copy (40x30): scaled back to photo pixels
+    Box.objects.create(annotation=ann, photo=photo, annotator=users["annotator"], x0=5, y0=0, x1=35, y1=30,
+                       image_width=40, image_height=30, meta_class=meta)
+    assert services.photo_boxes(photo) == [(10.0, 0.0, 70.0, 60.0)]
+    pred = services.prediction_request(photo=photo, enqueue=False)
+    services.prediction_execute(prediction_pk=pred.pk, task_id="t")
+    overlays = list(Prediction.objects.get().overlays.all())
+    # the box covers the whole centre square the model sees: all heat-map mass is inside
+    assert all(o.box_mass == pytest.approx(1.0) for o in overlays if o.box_mass is not None)
+    assert any(o.box_mass is not None for o in overlays)
 
 
 def test_recompute_command_and_after_activation(active_model, case, users):
