@@ -20,7 +20,7 @@ def setup(taxonomy, users, make_user):
     ga = review.group_set_members(name="A", members=[a1, a2], by=admin)
     gb = review.group_set_members(name="B", members=[b1], by=admin)
     case = CaseFactory()
-    photo = make_photo(case, size=(64, 48))
+    photo = make_photo(case, size=(64, 48), color=(61, 122, 183))  # not the default bytes other tests store
     Assignment.objects.create(photo=photo, group=ga, assigned_by=admin)
     ann = boxes.annotation_save(photo=photo, user=a1, boxes=[BOX], submit=True)
     return {"admin": admin, "a1": a1, "a2": a2, "b1": b1, "ga": ga, "gb": gb, "photo": photo, "ann": ann}
