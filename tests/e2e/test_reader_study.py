@@ -31,9 +31,15 @@ def _submit(browser, element):
     WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
-def _read_everything(browser, live_server, login, user, tmp_path):
+def _login_as(browser, login, user):
+    """Log in through the form and wait for the redirect, so the next browser.get cannot race it."""
     browser.delete_all_cookies()
     login(user)
+    WebDriverWait(browser, 15).until(lambda b: "/accounts/login/" not in b.current_url)
+
+
+def _read_everything(browser, live_server, login, user, tmp_path):
+    _login_as(browser, login, user)
     browser.get(live_server.url + "/reading/")
     _submit(browser, browser.find_element(By.LINK_TEXT, "Start"))
     for k in range(50):
@@ -64,7 +70,7 @@ def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser
             Prediction.objects.create(photo=photo, model_version=mv, status="done",
                                       ranked=[{"sub_class": "mel", "probability": p}, {"sub_class": "nv", "probability": 1 - p}])
 
-    login(coord)
+    _login_as(browser, login, coord)
     browser.get(live_server.url + "/studies/new/")
     browser.find_element(By.NAME, "title").send_keys("Melanoma e2e study")
     Select(browser.find_element(By.NAME, "positive_codes")).select_by_value("mel")
@@ -90,8 +96,7 @@ def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser
     _read_everything(browser, live_server, login, reader_b, tmp_path)
     assert Reading.objects.filter(study_reader__study=study, answered_at__isnull=False).count() == 8
 
-    browser.delete_all_cookies()
-    login(coord)
+    _login_as(browser, login, coord)
     browser.get(live_server.url + f"/studies/{study.pk}/results/")
     try:
         WebDriverWait(browser, 60).until(lambda b: b.execute_script(
