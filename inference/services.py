@@ -578,8 +578,11 @@ def training_data_export(*, run: TrainingRun, dest: Path) -> dict:
             w.writerow([f"images/{name}", code, f"case-{case_pk}"])
     tax = taxonomy_export(taxonomy=run.taxonomy)
     (dest / "taxonomy.json").write_text(json.dumps(tax), encoding="utf-8")
+    per_class: dict[str, set] = {}
+    for _, code, case_pk in rows:
+        per_class.setdefault(code, set()).add(case_pk)
     return {"n_photos": len(rows), "n_cases": len({c for _, _, c in rows}), "taxonomy": tax,
-            "classes": sorted({code for _, code, _ in rows})}
+            "classes": sorted(per_class), "cases_per_class": {c: len(v) for c, v in per_class.items()}}
 
 
 def _run_update(run_pk: int, **fields) -> None:
@@ -645,9 +648,17 @@ def training_run_execute(*, run_pk: int) -> str:
         if len(info["classes"]) < 2 or info["n_cases"] < 4:
             raise ValueError(f"Not enough data to train: {info['n_cases']} cases, classes {info['classes']} "
                              "(need at least 4 cases and 2 diagnoses).")
+        _log_append(run_pk, "cases per diagnosis: " + ", ".join(f"{c} {n}" for c, n in sorted(info["cases_per_class"].items())))
         cfg = TrainConfig(data=str(work), taxonomy=info["taxonomy"], out=str(out), cache_dir="",
                           **{k: v for k, v in run.config.items() if k in ALLOWED_CONFIG_KEYS})
-        train(cfg, progress=progress, should_stop=should_stop)
+        try:
+            train(cfg, progress=progress, should_stop=should_stop)
+        except ValueError as exc:
+            if "n_splits" in str(exc):     # the engine's case-grouped stratified hold-out split
+                raise ValueError(
+                    "Too few photos per diagnosis for a held-out test split by case (about 1 case in 5 is held out). "
+                    "Label more cases or widen the label sources. (" + str(exc) + ")") from exc
+            raise
         if should_stop():
             raise TrainingCancelled("cancelled")
         with transaction.atomic():
