@@ -77,6 +77,8 @@ def detect(folder: Path) -> tuple[str, Path]:
     raise ImportErrorFatal(f"{folder}: neither metadata.csv (HAM10000-style) nor labels.csv (generic) was found.")
 
 
+CHUNK_ROWS = 200
+
 REQUIRED = {"ham10000": ["lesion_id", "image_id", "dx"], "generic": ["image", "label", "case_id"]}
 
 
@@ -125,97 +127,109 @@ def import_dataset(
     existing_names = set(Photo.objects.values_list("case_id", "original_name"))
     existing_labels = set(DiagnosisLabel.objects.values_list("case_id", "source"))
 
-    for index, row in enumerate(rows, start=2):  # line 1 is the header
-        summary.rows += 1
+    # Rows are committed in chunks (one COMMIT per chunk, not per row); each row is still
+    # its own savepoint, so a bad row rolls back alone. Files written in a chunk that fails
+    # as a whole are removed before the error propagates.
+    for chunk_start in range(0, total, CHUNK_ROWS):
+        chunk_files: list[str] = []
         try:
-            if kind == "ham10000":
-                case_key, image_name, label = row["lesion_id"].strip(), row["image_id"].strip(), row["dx"].strip()
-                source_raw = (row.get("dx_type") or "").strip().lower()
-                site = (row.get("localization") or "").strip()
-                sex = SEX_MAP.get((row.get("sex") or "").strip().lower(), "unknown")
-                age_raw = (row.get("age") or "").strip()
-                row_modality = modality
-            else:
-                case_key, image_name, label = row["case_id"].strip(), row["image"].strip(), row["label"].strip()
-                source_raw = (row.get("source") or "clinical").strip().lower()
-                site = (row.get("site") or row.get("body_site") or "").strip()
-                sex = SEX_MAP.get((row.get("sex") or "").strip().lower(), "unknown")
-                age_raw = (row.get("age") or "").strip()
-                row_modality = modality or (row.get("modality") or Modality.CLINICAL).strip().lower()
-            if not case_key or not image_name:
-                raise ValueError("empty case id or image name")
-            if label not in subs:
-                raise ValueError(f"label {label!r} is not a sub-class of {taxonomy}")
-            source = SOURCE_MAP.get(source_raw)
-            if source is None:
-                raise ValueError(f"unknown label source {source_raw!r} (expected one of {', '.join(sorted(SOURCE_MAP))})")
-            if row_modality not in Modality.values:
-                raise ValueError(f"unknown modality {row_modality!r}")
-            try:
-                age = int(float(age_raw)) if age_raw else None
-            except (ValueError, OverflowError):
-                raise ValueError(f"age {age_raw!r} is not a number")
-            if age is not None and not 0 <= age <= 130:
-                raise ValueError(f"age {age_raw!r} is outside 0-130")
-            path = _find_image(images_dir, image_name)
-            if path is None:
-                raise ValueError(f"image file images/{image_name} not found")
-            external_id = f"{prefix}:{case_key}" if kind == "generic" else case_key
-
-            # One transaction per row; the counters and caches change only once it commits,
-            # and a file written for a row that rolled back is removed again.
-            stored = None
-            counts = {"cases_created": 0, "photos_added": 0, "photos_existing": 0, "labels_added": 0, "labels_existing": 0}
-            try:
-                with transaction.atomic():
-                    case_pk = existing_cases.get(external_id)
-                    if case_pk is None:
-                        case = services.case_create(
-                            patient_code=f"{prefix}-{case_key}", sex=sex, body_site=site, age_at_visit=age,
-                            external_id=external_id, created_by=user,
-                        )
-                        case_pk = case.pk
-                        counts["cases_created"] += 1
-                    else:
-                        case = Case(pk=case_pk)
-                    if (case_pk, path.name) in existing_names:
-                        counts["photos_existing"] += 1
-                    else:
+            with transaction.atomic():
+                for index, row in enumerate(rows[chunk_start : chunk_start + CHUNK_ROWS], start=chunk_start + 2):
+                    summary.rows += 1
+                    try:
+                        if kind == "ham10000":
+                            case_key, image_name, label = row["lesion_id"].strip(), row["image_id"].strip(), row["dx"].strip()
+                            source_raw = (row.get("dx_type") or "").strip().lower()
+                            site = (row.get("localization") or "").strip()
+                            sex = SEX_MAP.get((row.get("sex") or "").strip().lower(), "unknown")
+                            age_raw = (row.get("age") or "").strip()
+                            row_modality = modality
+                        else:
+                            case_key, image_name, label = row["case_id"].strip(), row["image"].strip(), row["label"].strip()
+                            source_raw = (row.get("source") or "clinical").strip().lower()
+                            site = (row.get("site") or row.get("body_site") or "").strip()
+                            sex = SEX_MAP.get((row.get("sex") or "").strip().lower(), "unknown")
+                            age_raw = (row.get("age") or "").strip()
+                            row_modality = modality or (row.get("modality") or Modality.CLINICAL).strip().lower()
+                        if not case_key or not image_name:
+                            raise ValueError("empty case id or image name")
+                        if label not in subs:
+                            raise ValueError(f"label {label!r} is not a sub-class of {taxonomy}")
+                        source = SOURCE_MAP.get(source_raw)
+                        if source is None:
+                            raise ValueError(f"unknown label source {source_raw!r} (expected one of {', '.join(sorted(SOURCE_MAP))})")
+                        if row_modality not in Modality.values:
+                            raise ValueError(f"unknown modality {row_modality!r}")
                         try:
-                            stored = services.photo_attach(
-                                case=case, data=path.read_bytes(), filename=path.name, uploaded_by=user,
-                                modality=row_modality, run_hooks=False,
-                            )
-                            counts["photos_added"] += 1
-                        except services.DuplicatePhoto:
-                            counts["photos_existing"] += 1
-                    if (case_pk, source) in existing_labels:
-                        counts["labels_existing"] += 1
-                    else:
-                        services.label_record(
-                            case=Case.objects.get(pk=case_pk), sub_class=subs[label], source=source, by=user,
-                            note=f"imported from {csv_path.name} line {index}", check_permissions=False,
-                        )
-                        counts["labels_added"] += 1
-            except BaseException:
-                if stored is not None:
-                    services._delete_stored(stored.file.name, keep_if_referenced=True)
-                raise
-            for key, value in counts.items():
-                setattr(summary, key, getattr(summary, key) + value)
-            existing_names.add((case_pk, path.name))
-            existing_labels.add((case_pk, source))
-            existing_cases[external_id] = case_pk
-        except ImageRejected as exc:
-            summary.bad_rows.append(f"{csv_path.name} line {index}: {exc}")
-        except (ValueError, KeyError) as exc:
-            summary.bad_rows.append(f"{csv_path.name} line {index}: {exc}")
-        except ValidationError as exc:
-            summary.bad_rows.append(f"{csv_path.name} line {index}: {'; '.join(exc.messages)}")
-        except DatabaseError as exc:
-            summary.bad_rows.append(f"{csv_path.name} line {index}: rejected by the database ({str(exc).strip().splitlines()[0]})")
-        if progress:
-            progress(summary.rows, total)
+                            age = int(float(age_raw)) if age_raw else None
+                        except (ValueError, OverflowError):
+                            raise ValueError(f"age {age_raw!r} is not a number")
+                        if age is not None and not 0 <= age <= 130:
+                            raise ValueError(f"age {age_raw!r} is outside 0-130")
+                        path = _find_image(images_dir, image_name)
+                        if path is None:
+                            raise ValueError(f"image file images/{image_name} not found")
+                        external_id = f"{prefix}:{case_key}" if kind == "generic" else case_key
+
+                        # One savepoint per row; the counters and caches change only once it is released,
+                        # and a file written for a row that rolled back is removed again.
+                        stored = None
+                        counts = {"cases_created": 0, "photos_added": 0, "photos_existing": 0, "labels_added": 0, "labels_existing": 0}
+                        try:
+                            with transaction.atomic():
+                                case_pk = existing_cases.get(external_id)
+                                if case_pk is None:
+                                    case = services.case_create(
+                                        patient_code=f"{prefix}-{case_key}", sex=sex, body_site=site, age_at_visit=age,
+                                        external_id=external_id, created_by=user, validate_constraints=False,
+                                    )
+                                    case_pk = case.pk
+                                    counts["cases_created"] += 1
+                                else:
+                                    case = Case(pk=case_pk)
+                                if (case_pk, path.name) in existing_names:
+                                    counts["photos_existing"] += 1
+                                else:
+                                    try:
+                                        stored = services.photo_attach(
+                                            case=case, data=path.read_bytes(), filename=path.name, uploaded_by=user,
+                                            modality=row_modality, run_hooks=False,
+                                        )
+                                        chunk_files.append(stored.file.name)
+                                        counts["photos_added"] += 1
+                                    except services.DuplicatePhoto:
+                                        counts["photos_existing"] += 1
+                                if (case_pk, source) in existing_labels:
+                                    counts["labels_existing"] += 1
+                                else:
+                                    services.label_record(
+                                        case=case if case.patient_id else Case.objects.get(pk=case_pk), sub_class=subs[label], source=source, by=user,
+                                        note=f"imported from {csv_path.name} line {index}", check_permissions=False,
+                                    )
+                                    counts["labels_added"] += 1
+                        except BaseException:
+                            if stored is not None:
+                                services._delete_stored(stored.file.name, keep_if_referenced=True)
+                            raise
+                        for key, value in counts.items():
+                            setattr(summary, key, getattr(summary, key) + value)
+                        existing_names.add((case_pk, path.name))
+                        existing_labels.add((case_pk, source))
+                        existing_cases[external_id] = case_pk
+                    except ImageRejected as exc:
+                        summary.bad_rows.append(f"{csv_path.name} line {index}: {exc}")
+                    except (ValueError, KeyError) as exc:
+                        summary.bad_rows.append(f"{csv_path.name} line {index}: {exc}")
+                    except ValidationError as exc:
+                        summary.bad_rows.append(f"{csv_path.name} line {index}: {'; '.join(exc.messages)}")
+                    except DatabaseError as exc:
+                        summary.bad_rows.append(f"{csv_path.name} line {index}: rejected by the database ({str(exc).strip().splitlines()[0]})")
+                    if progress:
+                        progress(summary.rows, total)
+        except BaseException:
+            for name in chunk_files:
+                services._delete_stored(name, keep_if_referenced=True)
+            raise
     summary.seconds = time.monotonic() - started
     ImportRun.objects.create(path=folder.name, kind=kind, summary=summary.as_dict(), started_by=user, finished_at=timezone.now())
     return summary

@@ -65,7 +65,11 @@ def case_create(
     clinical_history: str = "",
     age_at_visit: int | None = None,
     external_id: str = "",
+    validate_constraints: bool = True,
 ) -> Case:
+    """Create a case (and its pseudonymous patient if new). Importers that already know the
+    external id is new pass validate_constraints=False to skip the per-constraint SELECTs
+    of full_clean(); the database still enforces every constraint."""
     with transaction.atomic():
         patient = patient_get_or_create(code=patient_code, sex=sex, birth_year=birth_year)
         case = Case(
@@ -76,7 +80,7 @@ def case_create(
             external_id=external_id,
             created_by=created_by,
         )
-        case.full_clean()
+        case.full_clean(validate_constraints=validate_constraints)
         case.save()
     return case
 

@@ -235,3 +235,21 @@ def test_command_prints_summary_with_line_numbers(ham_folder, taxonomy, capsys):
     assert "cases created  4" in text and "photos added   5" in text
     assert "bad rows       7" in text and "metadata.csv line 8:" in text
     assert "12/12" in capsys.readouterr().err  # the tqdm progress bar
+
+
+@pytest.mark.django_db
+def test_an_unexpected_crash_rolls_back_the_chunk_and_its_files(ham_folder, taxonomy, monkeypatch):
+    real = services.label_record
+
+    def crash(**kwargs):
+        if kwargs["case"].external_id == "HAM_C":
+            raise RuntimeError("disk full")
+        return real(**kwargs)
+
+    monkeypatch.setattr(importers.services, "label_record", crash)
+    before = media_files()
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_dataset(ham_folder)
+    # the rows of the chunk that had been written before the crash are gone, files too
+    assert not Case.objects.exists() and not Photo.objects.exists()
+    assert media_files() == before
