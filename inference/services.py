@@ -619,7 +619,7 @@ def training_run_execute(*, run_pk: int) -> str:
     work = Path(tempfile.mkdtemp(prefix=f"training-{run_pk}-", dir=tmp_root))
     # deterministic per run: a redelivered job (worker died) resumes from the engine's checkpoints
     out = loader.model_root() / f"run-{run_pk}-{run.created_at:%Y%m%d-%H%M%S-%f}"
-    state = {"last_write": 0.0, "last_check": 0.0, "cancel": False, "stage": None}
+    state = {"last_write": 0.0, "last_check": 0.0, "cancel": False, "stage": None, "merged": {}}
 
     def should_stop() -> bool:
         now = time.monotonic()
@@ -634,12 +634,17 @@ def training_run_execute(*, run_pk: int) -> str:
         if stage_changed:
             state["stage"] = d.get("stage")
             _log_append(run_pk, f"stage {d.get('stage')}")
+        clean = {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        if stage_changed:
+            clean.setdefault("eta_seconds", None)
+            clean.setdefault("batch", None)
+        state["merged"].update(clean)     # the last epoch / loss stay visible through evaluation
         if stage_changed or d.get("event") or now - state["last_write"] >= 1.0:
             state["last_write"] = now
-            clean = {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) or v is None}
-            _run_update(run_pk, progress={**clean, "updated": timezone.now().isoformat()})
-            if d.get("event") == "epoch_end" or (d.get("event") and "loss" in d):
-                _log_append(run_pk, json.dumps(clean))
+            _run_update(run_pk, progress={**state["merged"], "updated": timezone.now().isoformat()})
+            if d.get("event") == "epoch_end":
+                _log_append(run_pk, f"{d.get('stage')} epoch {d.get('epoch')}/{d.get('epochs')}: loss "
+                                    f"{d.get('loss', float('nan')):.4f} ({d.get('seconds', 0):.1f} s)")
 
     try:
         info = training_data_export(run=run, dest=work)
@@ -666,7 +671,7 @@ def training_run_execute(*, run_pk: int) -> str:
             mv = model_register(model_dir=out, name=name, created_by=run.created_by)
             TrainingRun.objects.filter(pk=run_pk).update(
                 status=TrainingStatus.SUCCEEDED, model_version=mv, finished_at=timezone.now(),
-                progress={"stage": "done", "model_version": mv.pk},
+                progress={**state["merged"], "stage": "done", "eta_seconds": None, "model_version": mv.pk},
             )
         _log_append(run_pk, f"registered candidate model version {mv.pk}")
         return "succeeded"
