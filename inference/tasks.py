@@ -3,9 +3,41 @@ globally in settings) mean a job whose worker dies is redelivered; the services 
 so a redelivered or duplicated message is harmless."""
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_process_init, worker_ready
 
 from . import services
+
+log = logging.getLogger(__name__)
+
+
+def _warm_active_model(**_):
+    """Load the active model when a worker process starts, so the first photo does not pay for it."""
+    from django.db import close_old_connections
+
+    from . import loader
+
+    try:
+        mv = services.model_active_for()
+        if mv is not None:
+            loader.predictor_for(mv)
+            log.info("worker: model %s loaded", mv.pk)
+    except Exception:     # a missing artefact must not stop the worker; the task reports it
+        log.warning("worker: could not preload the active model", exc_info=True)
+    finally:
+        close_old_connections()
+
+
+def _warm_if_single_process(sender=None, **kw):
+    pool = str(getattr(sender, "pool_cls", "") or "")
+    if "solo" in pool or "thread" in pool:      # prefork children warm up in worker_process_init
+        _warm_active_model()
+
+
+worker_process_init.connect(_warm_active_model, weak=False, dispatch_uid="inference-warm-process")
+worker_ready.connect(_warm_if_single_process, weak=False, dispatch_uid="inference-warm-ready")
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
