@@ -111,13 +111,13 @@ def test_second_run_adds_nothing_and_reads_no_image(ham_folder, taxonomy, monkey
     files = media_files()
 
     decoded = []
-    real_attach = services.photo_attach
+    real_clean = importers.clean_image
 
-    def spy(**kw):
-        decoded.append(kw["filename"])
-        return real_attach(**kw)
+    def spy(data, filename):
+        decoded.append(filename)
+        return real_clean(data, filename)
 
-    monkeypatch.setattr(importers.services, "photo_attach", spy)
+    monkeypatch.setattr(importers, "clean_image", spy)
     again = import_dataset(ham_folder)
     assert (again.cases_created, again.photos_added, again.labels_added) == (0, 0, 0)
     assert again.photos_existing == 5 and again.labels_existing == 5
@@ -148,7 +148,7 @@ def test_a_row_failing_after_its_photo_was_written_leaves_no_file(ham_folder, ta
 
     monkeypatch.setattr(importers.services, "label_record", flaky)
     before = media_files()
-    summary = import_dataset(ham_folder)
+    summary = import_dataset(ham_folder, bulk=False)  # the row-by-row path
     assert any(b.startswith("metadata.csv line 4: label store unavailable") for b in summary.bad_rows)
     assert not Case.objects.filter(external_id="HAM_B").exists()
     assert summary.photos_added == 4 and media_files() == before + 4
@@ -156,6 +156,48 @@ def test_a_row_failing_after_its_photo_was_written_leaves_no_file(ham_folder, ta
     monkeypatch.setattr(importers.services, "label_record", real)
     again = import_dataset(ham_folder)
     assert (again.cases_created, again.photos_added, again.labels_added) == (1, 1, 1)
+
+
+@pytest.mark.django_db
+def test_bulk_and_row_by_row_paths_give_the_same_result(ham_folder, tmp_path, taxonomy):
+    import shutil
+
+    def snapshot():
+        return sorted(
+            (c.external_id, c.patient.code, c.patient.sex, c.age_at_visit, c.body_site, c.status,
+             tuple(sorted(c.photos.values_list("original_name", "sha256", "width", "height", "modality"))),
+             tuple(sorted(c.labels.values_list("sub_class__code", "source", "confirmed"))),
+             tuple(sorted(c.label_changes.values_list("source", "new_sub_class__code", "note"))))
+            for c in Case.objects.select_related("patient")
+        )
+
+    fast = import_dataset(ham_folder)
+    fast_state = snapshot()
+    Case.objects.all().delete()
+    from annotation.models import Patient
+
+    Patient.objects.all().delete()
+    copy = tmp_path / "again"
+    shutil.copytree(ham_folder, copy)
+    slow = import_dataset(copy, bulk=False)
+    assert snapshot() == fast_state
+    assert fast.as_dict() | {"seconds": 0} == slow.as_dict() | {"seconds": 0}
+
+
+@pytest.mark.django_db
+def test_a_failing_bulk_write_falls_back_to_rows_and_leaves_no_orphan_file(ham_folder, taxonomy, monkeypatch):
+    from django.db import IntegrityError
+
+    def broken_bulk_create(*args, **kwargs):
+        raise IntegrityError("simulated failure after the photos were written")
+
+    monkeypatch.setattr(LabelChange.objects, "bulk_create", broken_bulk_create)
+    before = media_files()
+    summary = import_dataset(ham_folder)
+    assert (summary.cases_created, summary.photos_added, summary.labels_added) == (4, 5, 4)
+    assert len(summary.bad_rows) == len(EXPECTED_BAD)
+    assert media_files() == before + 5  # the files of the failed bulk attempt were removed
+    assert LabelChange.objects.count() == 4
 
 
 @pytest.fixture
@@ -238,7 +280,7 @@ def test_command_prints_summary_with_line_numbers(ham_folder, taxonomy, capsys):
 
 
 @pytest.mark.django_db
-def test_an_unexpected_crash_rolls_back_the_chunk_and_its_files(ham_folder, taxonomy, monkeypatch):
+def test_an_unexpected_crash_stops_the_import_and_leaves_no_orphan_file(ham_folder, taxonomy, monkeypatch):
     real = services.label_record
 
     def crash(**kwargs):
@@ -249,7 +291,7 @@ def test_an_unexpected_crash_rolls_back_the_chunk_and_its_files(ham_folder, taxo
     monkeypatch.setattr(importers.services, "label_record", crash)
     before = media_files()
     with pytest.raises(RuntimeError, match="disk full"):
-        import_dataset(ham_folder)
-    # the rows of the chunk that had been written before the crash are gone, files too
-    assert not Case.objects.exists() and not Photo.objects.exists()
-    assert media_files() == before
+        import_dataset(ham_folder, bulk=False)
+    # rows before the crash are committed; the crashing row left neither row nor file
+    assert sorted(Case.objects.values_list("external_id", flat=True)) == ["HAM_A", "HAM_B"]
+    assert media_files() == before + 3
