@@ -227,6 +227,8 @@ DERM_CASE_PANELS.append("annotation.phone.views.case_panel")
 DERM_CASE_PANELS.append("reports.patient_report.case_panel")
 # Lesion boxes and review state per photo, with links to the annotation workspace.
 DERM_CASE_PANELS.append("annotation.workspace_views.case_panel")
+# Reader studies the case is part of (coordinators and admins).
+DERM_CASE_PANELS.append("reports.panels.case_studies_panel")
 # Base of the QR link when phones must use another name than the desk (e.g. a hospital LAN
 # name, "https://derm.hospital.lan"); empty = the host the desk user reached.
 DERM_PUBLIC_BASE_URL = os.environ.get("DERM_PUBLIC_BASE_URL", "")

@@ -287,3 +287,12 @@ def test_pages_walk_through_a_reading(client, taxonomy, users):
     assert Reading.objects.filter(study_reader__user=users[roles.READER], answered_at__isnull=False).count() == len(cases)
     done = client.get(f"/reading/{study.pk}/")
     assert done.status_code == 302 and done.url == "/reading/"
+
+
+def test_case_page_panel_lists_studies_for_coordinators_only(client, taxonomy, users):
+    study, cases = build_study(users=users, taxonomy=taxonomy)
+    client.force_login(users[roles.COORDINATOR])
+    page = client.get(f"/cases/{cases[0].pk}/").content.decode()
+    assert 'id="reader-study-panel"' in page and "Test study" in page
+    client.force_login(users[roles.DERMATOLOGIST])
+    assert 'id="reader-study-panel"' not in client.get(f"/cases/{cases[0].pk}/").content.decode()
