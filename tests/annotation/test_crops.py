@@ -131,3 +131,21 @@ def test_crops_page_button_and_download(client, accepted, users, django_capture_
     assert "crops/labels.csv" in names and len([n for n in names if n.startswith("crops/images/")]) == 1
     client.force_login(users[roles.READER])
     assert client.get(reverse("annotation:crop_file", args=[crop.pk])).status_code == 403
+
+
+def test_make_crops_task_is_registered_for_workers_and_routed_to_long(settings):
+    """Workers import CELERY_IMPORTS, so the task exists there too, on the long queue."""
+    from derm_portal.celery import app
+
+    assert "annotation.crops" in settings.CELERY_IMPORTS
+    app.loader.import_default_modules()
+    assert "annotation.tasks.make_crops" in app.tasks
+    assert app.amqp.router.route({}, "annotation.tasks.make_crops")["queue"].name == "long"
+
+
+@pytest.mark.django_db
+def test_make_crops_task_twice_is_harmless(accepted):
+    first = crops.make_crops_task.delay(margin=0.0, min_size=0).get()
+    second = crops.make_crops_task.delay(margin=0.0, min_size=0).get()
+    assert first["created"] == 3 and second == {**second, "created": 0, "unchanged": 3}
+    assert Crop.objects.count() == 3
