@@ -5,6 +5,7 @@
  *        space+drag or middle button pans.
  * Keys:  1-9 sub-class, Shift+1-9 meta-class (unsure), L search labels, Del delete,
  *        arrows nudge (Shift x10), Tab next box, Esc deselect, F fit, H hide boxes,
+ *        D / T difficult / truncated flag of the box, Ctrl+D duplicate the box,
  *        Ctrl+Z undo, Ctrl+Y / Ctrl+Shift+Z redo, Ctrl+S save, Ctrl+Enter submit (or accept),
  *        N / P next / previous photo of the queue (saves a changed draft first),
  *        O other annotators' boxes (review / adjudication).
@@ -216,6 +217,12 @@
     if (typing(e)) { if (k === "Escape") e.target.blur(); return; }
     if (mod && (k === "z" || k === "Z") && !e.shiftKey) { e.preventDefault(); undo(); return; }
     if (mod && (k === "y" || ((k === "z" || k === "Z") && e.shiftKey))) { e.preventDefault(); redo(); return; }
+    if (mod && (k === "d" || k === "D") && S.sel >= 0 && editable()) { // duplicate (CVAT's copy/paste)
+      e.preventDefault(); snapshot();
+      const b = S.boxes[S.sel], w = b.x1 - b.x0, h = b.y1 - b.y0;
+      const x0 = clamp(b.x0 + 10 / S.scale, 0, W() - w), y0 = clamp(b.y0 + 10 / S.scale, 0, H() - h);
+      S.boxes.push({ ...b, id: null, x0, y0, x1: x0 + w, y1: y0 + h }); S.sel = S.boxes.length - 1; changed(); return;
+    }
     if (mod) return;
     if (k === " ") { S.space = true; canvas.style.cursor = "grab"; e.preventDefault(); return; }
     const digit = /^Digit([1-9])$/.exec(e.code);
@@ -227,6 +234,9 @@
     if (k === "h" || k === "H") { S.hide = !S.hide; draw(); return; }
     if (k === "w" || k === "W") { S.forceDraw = editable(); canvas.classList.toggle("drawing", S.forceDraw); status(S.forceDraw ? "Draw a box (even over other boxes)" : "", ""); return; }
     if (k === "o" || k === "O") { toggleOthers(!S.showOthers); return; }
+    if ((k === "d" || k === "t") && S.sel >= 0 && editable()) { // labelImg's "difficult" flag; truncated at the photo edge
+      snapshot(); const f = k === "d" ? "difficult" : "truncated"; S.boxes[S.sel][f] = !S.boxes[S.sel][f]; changed(); return;
+    }
     if (k === "l" || k === "L") { $("#ws-label-search").focus(); e.preventDefault(); return; }
     if (k === "Escape") { S.drag = null; S.sel = -1; renderList(); draw(); return; }
     if (k === "Tab" && S.boxes.length) { S.sel = (S.sel + (e.shiftKey ? -1 + S.boxes.length : 1)) % S.boxes.length; renderList(); draw(); e.preventDefault(); return; }
@@ -284,7 +294,7 @@
       const li = document.createElement("li");
       li.className = "ws-box" + (i === S.sel ? " active" : "");
       li.innerHTML = `<span class="swatch" style="background:${colourOf(b.label)}"></span><b>${i + 1}</b> <span class="nm"></span> <small></small>`;
-      li.querySelector(".nm").textContent = labelName(b.label);
+      li.querySelector(".nm").textContent = labelName(b.label) + (b.difficult ? " · difficult" : "") + (b.truncated ? " · truncated" : "");
       li.querySelector("small").textContent = `${Math.round(b.x0)},${Math.round(b.y0)} – ${Math.round(b.x1)},${Math.round(b.y1)} (${Math.round(b.x1 - b.x0)}×${Math.round(b.y1 - b.y0)})`;
       if (editable()) {
         const del = document.createElement("button"); del.type = "button"; del.className = "mini"; del.textContent = "×"; del.title = "Delete (Del)";

@@ -122,6 +122,11 @@ def test_keyboard_undo_zoom_and_next_photo_without_reload(browser, live_server, 
     ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
     assert n_boxes() == 1
     ActionChains(browser).key_down(Keys.SHIFT).send_keys("1").key_up(Keys.SHIFT).perform()  # meta-class only
+    ActionChains(browser).send_keys("d").perform()  # labelImg's "difficult"
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("d").key_up(Keys.CONTROL).perform()  # duplicate
+    assert n_boxes() == 2
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
+    assert n_boxes() == 1
     scale = browser.execute_script("return window.dermWorkspace.scale")
     ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -200).perform()
     assert browser.execute_script("return window.dermWorkspace.scale") > scale
@@ -131,7 +136,7 @@ def test_keyboard_undo_zoom_and_next_photo_without_reload(browser, live_server, 
     assert browser.execute_script("return window.__samePage") is True
     assert browser.current_url.startswith(f"{live_server.url}/annotate/photo/{second.pk}/")
     box = Box.objects.get(photo=first)
-    assert box.sub_class is None and box.meta_class.code == "melanocytic"
+    assert box.sub_class is None and box.meta_class.code == "melanocytic" and box.difficult and not box.truncated
     ActionChains(browser).send_keys("p").perform()
     _wait(browser, lambda d: canvas.get_attribute("data-loaded") == str(first.pk))
     assert browser.execute_script("return window.dermWorkspace.boxes[0].id") == box.pk
