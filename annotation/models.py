@@ -458,3 +458,19 @@ class Crop(models.Model):
     @property
     def label_code(self) -> str:
         return self.sub_class.code if self.sub_class_id else (self.meta_class.code if self.meta_class_id else "")
+
+
+class AnnotationEvent(models.Model):
+    """History of an annotation's status: who submitted, accepted, rejected, reopened or
+    imported it, when (the review trail, and the source of the per-annotator review stats)."""
+
+    annotation = models.ForeignKey(PhotoAnnotation, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    from_status = models.CharField(max_length=16, choices=AnnotationStatus.choices, blank=True)
+    to_status = models.CharField(max_length=16, choices=AnnotationStatus.choices)
+    action = models.CharField(max_length=20)  # submit, accept, fix_accept, reject, reopen, import
+    note = models.CharField(max_length=1000, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["annotation", "at", "id"]
