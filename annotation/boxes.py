@@ -18,6 +18,7 @@ from django.utils import timezone
 from derm_portal import roles
 
 from .models import (
+    AnnotationEvent,
     AnnotationStatus,
     Box,
     CaseStatus,
@@ -50,6 +51,14 @@ class AnnotationError(ValueError):
             errors = [{"box": None, "field": "", "message": errors}]
         self.errors = errors
         super().__init__("; ".join(e["message"] for e in errors))
+
+
+def event_log(*, annotation: PhotoAnnotation, actor, from_status: str, action: str, note: str = "") -> AnnotationEvent:
+    """Record a status change (call after the annotation is saved)."""
+    return AnnotationEvent.objects.create(
+        annotation=annotation, actor=actor if getattr(actor, "pk", None) else None, from_status=from_status or "",
+        to_status=annotation.status, action=action, note=(note or "")[:1000],
+    )
 
 
 def status_transition(*, annotation: PhotoAnnotation, to: str) -> None:
@@ -259,11 +268,15 @@ def annotation_save(
             )
         boxes_replace(annotation=annotation, boxes=clean)
         annotation.excluded, annotation.exclusion_reason, annotation.exclusion_note = excluded, exclusion_reason, exclusion_note
+        before = annotation.status
         if submit:
             status_transition(annotation=annotation, to=AnnotationStatus.ANNOTATED)
             annotation.submitted_at = timezone.now()
             annotation.comments.filter(resolved=False).update(resolved=True)
         annotation.save()
+        if submit:
+            event_log(annotation=annotation, actor=user, from_status=before,
+                      action="resubmit" if before == AnnotationStatus.REJECTED else "submit")
     return annotation
 
 
@@ -370,6 +383,11 @@ def annotation_payload(annotation: PhotoAnnotation | None) -> dict | None:
         "reviewer": annotation.reviewer.get_username() if annotation.reviewer_id else None,
         "fixed_by_reviewer": annotation.fixed_by_reviewer,
         "boxes": [box_payload(b) for b in annotation.boxes.select_related("sub_class", "meta_class").order_by("id")],
+        "history": [
+            {"action": e.action, "to": e.to_status, "actor": e.actor.get_username() if e.actor_id else None,
+             "at": e.at.isoformat(), "note": e.note}
+            for e in annotation.events.select_related("actor")
+        ],
         "comments": [
             {
                 "id": c.pk, "box": c.box_id, "x": c.x, "y": c.y, "text": c.text, "author": c.author.get_username(),

@@ -19,6 +19,7 @@ from .boxes import (
     LabelIndex,
     boxes_replace,
     boxes_validate,
+    event_log,
     exclusion_clean,
     label_index,
     status_transition,
@@ -104,6 +105,7 @@ def review_accept(*, annotation: PhotoAnnotation, by, note: str = "") -> PhotoAn
         status_transition(annotation=annotation, to=AnnotationStatus.ACCEPTED)
         annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), note[:1000]
         annotation.save()
+        event_log(annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="accept", note=note)
     return annotation
 
 
@@ -125,6 +127,7 @@ def review_fix_and_accept(*, annotation: PhotoAnnotation, by, boxes: Any, note: 
         annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), note[:1000]
         annotation.fixed_by_reviewer = True
         annotation.save()
+        event_log(annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="fix_accept", note=note)
     return annotation
 
 
@@ -147,6 +150,7 @@ def review_reject(*, annotation: PhotoAnnotation, by, comment: str, box_id: int 
         annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), comment[:1000]
         annotation.save()
         annotation.comments.create(box=box, x=x, y=y, author=by, text=comment)
+        event_log(annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="reject", note=comment)
     return annotation
 
 
@@ -155,8 +159,10 @@ def annotation_reopen(*, annotation: PhotoAnnotation, by) -> PhotoAnnotation:
     _require_admin(by)
     with transaction.atomic():
         annotation = _locked(annotation)
+        before = annotation.status
         status_transition(annotation=annotation, to=AnnotationStatus.TO_ANNOTATE)
         annotation.save()
+        event_log(annotation=annotation, actor=by, from_status=before, action="reopen")
     return annotation
 
 
@@ -173,3 +179,26 @@ def gold_set(*, annotation: PhotoAnnotation, by, is_gold: bool = True) -> PhotoA
         annotation.is_gold = is_gold
         annotation.save(update_fields=["is_gold", "updated_at"])
     return annotation
+
+
+def review_stats() -> list[dict]:
+    """Per annotator, from the status history: submissions, decisions, rejection rate and
+    how often the reviewer had to fix the boxes."""
+    from collections import Counter, defaultdict
+
+    from .models import AnnotationEvent
+
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for username, action in AnnotationEvent.objects.values_list("annotation__annotator__username", "action"):
+        counts[username][action] += 1
+    out = []
+    for name, c in sorted(counts.items()):
+        decided = c["accept"] + c["fix_accept"] + c["reject"]
+        out.append({
+            "annotator": name, "submitted": c["submit"] + c["resubmit"], "resubmitted": c["resubmit"],
+            "accepted": c["accept"] + c["fix_accept"], "fixed_by_reviewer": c["fix_accept"], "rejected": c["reject"],
+            "imported": c["import"],
+            "rejection_rate": c["reject"] / decided if decided else None,
+            "fix_rate": c["fix_accept"] / decided if decided else None,
+        })
+    return out

@@ -34,7 +34,7 @@ from django.utils import timezone
 from derm_portal import roles
 
 from . import services
-from .boxes import AnnotationError, CleanBox, LabelIndex, box_validate, boxes_replace, label_index
+from .boxes import AnnotationError, CleanBox, LabelIndex, box_validate, boxes_replace, event_log, label_index
 from .images import ImageRejected
 from .models import AnnotationStatus, Box, ExclusionReason, Photo, PhotoAnnotation
 from .selectors import cases_visible_to
@@ -168,6 +168,7 @@ def _check_import_rights(user, annotator, status: str) -> None:
 def _store(*, photo: Photo, annotator, boxes: list[CleanBox], status: str, excluded: str, report: ImportReport,
            source: str, by, replace_accepted: bool) -> None:
     ann = PhotoAnnotation.objects.filter(photo=photo, annotator=annotator).first()
+    before = ann.status if ann else ""
     if ann and ann.status == AnnotationStatus.ACCEPTED and not replace_accepted and status != AnnotationStatus.ACCEPTED:
         report.error(source, None, f"{annotator.get_username()}'s boxes on photo {photo.pk} are already accepted; not replaced.")
         return
@@ -183,6 +184,7 @@ def _store(*, photo: Photo, annotator, boxes: list[CleanBox], status: str, exclu
         ann.reviewer, ann.reviewed_at = ann.reviewer or by, ann.reviewed_at or now
     ann.save()
     boxes_replace(annotation=ann, boxes=boxes)
+    event_log(annotation=ann, actor=by, from_status=before, action="import", note=source)
     report.photos += 1
     report.boxes += len(boxes)
 

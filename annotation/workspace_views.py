@@ -161,6 +161,7 @@ def agreement_page(request):
         rows.append({"name": a, "cells": [report["matrix"][a][b] if a != b else "self" for b in report["annotators"]]})
     return render(request, "annotation/workspace_agreement.html", {
         "report": report, "rows": rows, "gold": agreement.gold_scores(threshold=threshold), "threshold": threshold,
+        "review_stats": review.review_stats(),
         "can_set_gold": roles.has_role(request.user, roles.CAN_CONFIRM_LABEL),
     })
 

@@ -339,6 +339,14 @@
       li.addEventListener("click", () => { const j = S.boxes.findIndex((b) => b.id && b.id === c.box); if (j >= 0) { S.sel = j; renderList(); draw(); } });
       cl.appendChild(li);
     });
+    // status history
+    const hl = $("#ws-history"); hl.innerHTML = "";
+    ((a && a.history) || []).forEach((h) => {
+      const li = document.createElement("li");
+      li.textContent = `${h.at.slice(0, 16).replace("T", " ")} · ${h.actor || "—"} · ${h.action.replace("_", " ")} → ${h.to.replace("_", " ")}${h.note ? " — " + h.note : ""}`;
+      hl.appendChild(li);
+    });
+    $("#ws-history-box").hidden = !(a && a.history && a.history.length);
     // other annotators (adjudication)
     const others = d.others || [];
     const op = $("#ws-others-box");

@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from annotation import boxes, review
-from annotation.models import AnnotationStatus, Assignment, Photo, ReviewComment
+from annotation.models import AnnotationStatus, Assignment, Photo, PhotoAnnotation, ReviewComment
 from derm_portal import roles
 from tests.factories import CaseFactory, make_photo
 
@@ -211,3 +211,20 @@ def test_photos_of_excluded_cases_leave_the_queue(setup, users):
     assert fresh in boxes.queue_to_annotate(user=setup["a2"])
     case_set_status(case=fresh.case, status="excluded", exclusion_reason="blur", by=users[roles.ADMIN])
     assert fresh not in boxes.queue_to_annotate(user=setup["a2"])
+
+
+def test_status_history_and_review_stats(setup):
+    from annotation.models import AnnotationEvent
+
+    ann, a1, b1 = setup["ann"], setup["a1"], setup["b1"]
+    review.review_reject(annotation=ann, by=b1, comment="redo")
+    boxes.annotation_save(photo=setup["photo"], user=a1, boxes=[BOX], submit=True)
+    review.review_fix_and_accept(annotation=ann, by=b1, boxes=[{**BOX, "x1": 45}])
+    trail = list(AnnotationEvent.objects.filter(annotation=ann).values_list("action", "from_status", "to_status", "actor"))
+    assert trail == [("submit", "to_annotate", "annotated", a1.pk), ("reject", "annotated", "rejected", b1.pk),
+                     ("resubmit", "rejected", "annotated", a1.pk), ("fix_accept", "annotated", "accepted", b1.pk)]
+    stats = {r["annotator"]: r for r in review.review_stats()}[a1.username]
+    assert (stats["submitted"], stats["resubmitted"], stats["accepted"], stats["rejected"]) == (2, 1, 1, 1)
+    assert stats["rejection_rate"] == 0.5 and stats["fix_rate"] == 0.5
+    history = boxes.annotation_payload(PhotoAnnotation.objects.get(pk=ann.pk))["history"]
+    assert [h["action"] for h in history] == ["submit", "reject", "resubmit", "fix_accept"]
