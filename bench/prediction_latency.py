@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/derm_bench_latency")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/7")
     ap.add_argument("--var", default="/tmp/derm-bench-latency-var")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads of the worker (DERM_INFERENCE_THREADS; 0 = torch default)")
     args = ap.parse_args()
 
     from _artefact import fresh_lite0_artefact, loadavg, pct, sample_images
@@ -45,9 +46,10 @@ def main():
     env = {
         "DJANGO_SETTINGS_MODULE": "derm_portal.settings.base", "DATABASE_URL": args.database,
         "CELERY_BROKER_URL": args.redis, "CELERY_TASK_ALWAYS_EAGER": "0", "DERM_VAR_DIR": args.var,
-        "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0",
+        "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0", "DERM_INFERENCE_THREADS": str(args.threads),
     }
     os.environ.update(env)
+    Path(args.var).mkdir(parents=True, exist_ok=True)
     _create_database(args.database)
 
     import django
@@ -114,8 +116,9 @@ def main():
                     "queue": (p.started_at - p.created_at).total_seconds() * 1000, "worker": p.duration_ms}
 
         first = one(imgs[0], "warmup.jpg")    # the worker loads the model here
-        print(f"model {model_dir.name} ({mv.manifest.get('backbone')}, {mv.manifest['preprocessing']['size']} px); "
-              f"first photo (model load) {first['total']:.0f} ms; load {loadavg()}")
+        print(f"model {model_dir.name} ({mv.manifest.get('backbone')}, {mv.manifest['preprocessing']['size']} px), "
+              f"worker torch threads {args.threads or 'default'}; "
+              f"first photo {first['total']:.0f} ms; load {loadavg()}")
         rows = [one(img, f"p{i}.jpg") for i, img in enumerate(imgs[1:])]
         print(f"{len(rows)} photos, one at a time")
         print(f"{'':8s} {'p50 ms':>8s} {'p95 ms':>8s}")

@@ -22,8 +22,13 @@ def _warm_active_model(**_):
     try:
         mv = services.model_active_for()
         if mv is not None:
-            loader.predictor_for(mv)
-            log.info("worker: model %s loaded", mv.pk)
+            predictor = loader.predictor_for(mv)
+            # one dummy photo through the whole path: first-call allocations and imports happen now
+            from PIL import Image
+
+            services.prediction_compute(predictor=predictor, image=Image.new("RGB", (64, 48), (128, 100, 90)),
+                                        photo_size=(64, 48))
+            log.info("worker: model %s loaded and warmed up", mv.pk)
     except Exception:     # a missing artefact must not stop the worker; the task reports it
         log.warning("worker: could not preload the active model", exc_info=True)
     finally:
