@@ -79,7 +79,8 @@ def test_agreement_report_matrix_low_list_and_gold(taxonomy, users, make_user):
 @pytest.mark.django_db
 def test_agreement_page_and_api(client, taxonomy, users):
     client.force_login(users[roles.ANNOTATOR])
-    assert client.get("/annotate/agreement/").status_code == 200
+    html = client.get("/annotate/agreement/").content.decode()
+    assert html.count('id="review-stats"') == 1 and "<title>Annotator agreement · Derm Portal</title>" in html
     assert client.get("/api/agreement/").json()["pairs"] == []
     client.force_login(users[roles.READER])
     assert client.get("/annotate/agreement/").status_code == 403
