@@ -39,6 +39,8 @@ CLOSE_MARGIN = float(getattr(settings, "DERM_PREDICTION_CLOSE_MARGIN", 0.10))
 # A prediction left "running" longer than this by a worker that died is taken over.
 STALE_RUNNING = timedelta(seconds=int(getattr(settings, "DERM_PREDICTION_STALE_SECONDS", 120)))
 GRADCAM_TOP_SUB = 3
+# A training run whose worker has not reported progress for this long is taken over by a redelivered job.
+TRAINING_STALE = timedelta(seconds=int(getattr(settings, "DERM_TRAINING_STALE_SECONDS", 900)))
 
 
 class RegistryError(ValueError):
@@ -185,7 +187,10 @@ def prediction_request(*, photo: Photo, model_version: ModelVersion | None = Non
             if pred.status == PredictionStatus.DONE and not force:
                 return pred
             if pred.status in (PredictionStatus.PENDING, PredictionStatus.RUNNING) and not force:
-                needs = pred.status == PredictionStatus.PENDING
+                # pending: (re)send the job; running but stale: its worker died and the broker has not
+                # redelivered yet (Redis visibility timeout) - a new job takes it over.
+                stale = pred.started_at is None or pred.started_at < timezone.now() - STALE_RUNNING
+                needs = pred.status == PredictionStatus.PENDING or stale
                 if needs and enqueue:
                     transaction.on_commit(lambda pk=pred.pk: _enqueue_prediction(pk))
                 return pred
@@ -607,13 +612,19 @@ def training_run_execute(*, run_pk: int) -> str:
             return "missing"
         if run.is_finished:
             return f"skipped-{run.status}"
+        now = timezone.now()
+        if run.status == TrainingStatus.RUNNING and run.heartbeat_at and run.heartbeat_at > now - TRAINING_STALE:
+            return "busy"       # a duplicate message while a live worker trains (broker visibility timeout)
         if run.cancel_requested:
-            run.status, run.finished_at = TrainingStatus.CANCELLED, timezone.now()
+            run.status, run.finished_at = TrainingStatus.CANCELLED, now
             run.save(update_fields=["status", "finished_at"])
             return "cancelled"
-        run.status, run.started_at = TrainingStatus.RUNNING, timezone.now()
+        if run.status == TrainingStatus.RUNNING:
+            log.warning("training run %s: taking over from a dead worker (last heartbeat %s)", run.pk, run.heartbeat_at)
+        run.status, run.started_at, run.heartbeat_at = TrainingStatus.RUNNING, now, now
+        run.attempts += 1
         run.progress = {"stage": "export"}
-        run.save(update_fields=["status", "started_at", "progress"])
+        run.save(update_fields=["status", "started_at", "heartbeat_at", "attempts", "progress"])
     tmp_root = Path(getattr(settings, "VAR_DIR", tempfile.gettempdir())) / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"training-{run_pk}-", dir=tmp_root))
@@ -641,7 +652,8 @@ def training_run_execute(*, run_pk: int) -> str:
         state["merged"].update(clean)     # the last epoch / loss stay visible through evaluation
         if stage_changed or d.get("event") or now - state["last_write"] >= 1.0:
             state["last_write"] = now
-            _run_update(run_pk, progress={**state["merged"], "updated": timezone.now().isoformat()})
+            _run_update(run_pk, progress={**state["merged"], "updated": timezone.now().isoformat()},
+                        heartbeat_at=timezone.now())
             if d.get("event") == "epoch_end":
                 _log_append(run_pk, f"{d.get('stage')} epoch {d.get('epoch')}/{d.get('epochs')}: loss "
                                     f"{d.get('loss', float('nan')):.4f} ({d.get('seconds', 0):.1f} s)")

@@ -104,6 +104,22 @@ def test_stale_running_prediction_is_taken_over(active_model, case):
     assert pred.status == PredictionStatus.DONE and pred.task_id == "task-3"
 
 
+def test_new_request_rescues_a_stale_running_prediction(active_model, case, django_capture_on_commit_callbacks):
+    """Redis redelivers an unacked job only after its visibility timeout; meanwhile a new request
+    (e.g. the case page's "run on photos without a result") sends a fresh job that takes over."""
+    pred = services.prediction_request(photo=make_photo(case), enqueue=False)
+    _left_running(pred, "dead-task", timedelta(seconds=3))
+    with django_capture_on_commit_callbacks(execute=True) as jobs:
+        services.prediction_request(photo=pred.photo)
+    assert not jobs                                   # still fresh: the live attempt is left alone
+    _left_running(pred, "dead-task", services.STALE_RUNNING + timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True) as jobs:
+        services.prediction_request(photo=pred.photo)
+    assert len(jobs) == 1
+    pred.refresh_from_db()
+    assert pred.status == PredictionStatus.DONE and pred.attempts == 2
+
+
 def test_superseded_attempt_does_not_store(active_model, case):
     """If another attempt took the row over while this one computed, this one's result is dropped."""
     pred = services.prediction_request(photo=make_photo(case), enqueue=False)

@@ -165,3 +165,29 @@ def test_training_page_starts_run(client, labelled_cases, users, django_capture_
     r = client.post(reverse("inference:training_cancel", args=[run.pk]))
     run.refresh_from_db()
     assert run.status == TrainingStatus.CANCELLED
+
+
+def test_duplicate_message_while_training_is_alive_is_ignored(labelled_cases, users):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingStatus.RUNNING, heartbeat_at=timezone.now() - timedelta(seconds=5),
+                                                 attempts=1)
+    assert services.training_run_execute(run_pk=run.pk) == "busy"
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.RUNNING and run.attempts == 1 and not ModelVersion.objects.exists()
+
+
+def test_redelivered_training_after_worker_death_takes_over(labelled_cases, users):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingStatus.RUNNING, heartbeat_at=timezone.now() - services.TRAINING_STALE - timedelta(seconds=1), attempts=1)
+    assert services.training_run_execute(run_pk=run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert run.attempts == 2 and run.model_version is not None and ModelVersion.objects.count() == 1
