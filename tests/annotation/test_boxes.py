@@ -182,3 +182,15 @@ def test_editor_page_carries_the_taxonomy_and_api(client, photo, users):
     client.force_login(users[roles.ANNOTATOR])
     html = client.get(reverse("annotation:workspace_photo", args=[photo.pk])).content.decode()
     assert 'id="ws-canvas"' in html and '"code": "mel"' in html and reverse("workspace-detail", args=[photo.pk]) in html
+
+
+def test_case_page_panel_shows_annotations_and_links_for_annotators(client, photo, users):
+    boxes.annotation_save(photo=photo, user=users[roles.ANNOTATOR], boxes=[{"x0": 1, "y0": 1, "x1": 9, "y1": 9, "label": "nv"}], submit=True)
+    url = reverse("annotation:case_detail", args=[photo.case_id])
+    client.force_login(users[roles.DERMATOLOGIST])
+    html = client.get(url).content.decode()
+    assert 'id="lesion-boxes-panel"' in html and "Annotated (waiting for review)" in html
+    assert reverse("annotation:workspace_photo", args=[photo.pk]) in html
+    client.force_login(users[roles.COORDINATOR])  # sees clinical data, does not annotate
+    html = client.get(url).content.decode()
+    assert 'id="lesion-boxes-panel"' in html and reverse("annotation:workspace_photo", args=[photo.pk]) not in html
