@@ -75,3 +75,16 @@ def test_db_allows_one_active_model_per_taxonomy(taxonomy, model_copy):
     services.model_register(model_dir=model_copy, activate=True)
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersion.objects.create(name="rogue", taxonomy=taxonomy, artefact_path="elsewhere", status=ModelStatus.ACTIVE)
+
+
+def test_activation_with_recompute_predicts_every_photo(taxonomy, model_copy, users, case,
+                                                        django_capture_on_commit_callbacks):
+    from inference.models import Prediction, PredictionStatus
+    from tests.factories import make_photo
+
+    photos = [make_photo(case, color=(10 * i, 60, 90)) for i in range(3)]
+    mv = services.model_register(model_dir=model_copy)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.model_activate(model_version=mv, by=users["admin"], recompute=True)
+    assert set(Prediction.objects.filter(model_version=mv, status=PredictionStatus.DONE).values_list("photo", flat=True)) == {
+        p.pk for p in photos}
