@@ -46,6 +46,12 @@ With J = 1 there is no reader variance to estimate: the paired DeLong test (fixe
 Conclusions generalise to the population of readers like these and of cases like these; the model's
 AUC uncertainty (case sampling) is included, the model is not treated as a known constant.
 
+AI-aided vs unaided (two tests): ``or_tests`` is the classical OR analysis of T tests x J readers with
+the error covariances Cov1 (same reader, other test), Cov2 (other reader, same test), Cov3 (other
+reader, other test) averaged from the DeLong covariance matrix of all T*J AUCs;
+F = MS_T / (MS_TR + J max(Cov2 - Cov3, 0)), ddf_H = (MS_TR + J max(Cov2 - Cov3, 0))^2 / (MS_TR^2 / ((T-1)(J-1))).
+With T = 2 it equals the one-sample analysis of the per-reader differences (tested).
+
 Validation: tests/reports/test_mrmc.py checks a 2-reader, 6-case example by hand, and agreement with
 an independent implementation (a DBM jackknife-pseudovalue ANOVA written from the DBM formulas,
 plus a two-way bootstrap over readers and cases).
@@ -134,6 +140,57 @@ def or_one_sample(estimates, cov, *, null: float = 0.0, alpha: float = 0.05) -> 
     )
 
 
+def or_tests(aucs, cov, *, alpha: float = 0.05) -> dict:
+    """The classical OR analysis of T tests (modalities) x J readers on the same cases, random readers
+    and random cases (Obuchowski & Rockette 1995; Hillis 2007 ddf).
+
+    ``aucs`` (T, J); ``cov`` (T*J, T*J) the DeLong covariance of the AUCs flattened test-major
+    (index t*J + j). Error covariances averaged over pairs:
+      Cov1 = same reader, different tests; Cov2 = different readers, same test;
+      Cov3 = different readers, different tests; var_error = the mean variance.
+    F = MS_T / (MS_TR + J max(Cov2 - Cov3, 0)) with ddf_H = (MS_TR + J max(Cov2 - Cov3, 0))^2 / (MS_TR^2 / ((T-1)(J-1))).
+    For T = 2 also the difference of the test means (test 2 - test 1) with its CI:
+    SE = sqrt(2 / J (MS_TR + J max(Cov2 - Cov3, 0))).
+    """
+    A = np.asarray(aucs, dtype=np.float64)
+    T, J = A.shape
+    S = np.asarray(cov, dtype=np.float64)
+    if S.shape != (T * J, T * J):
+        raise ValueError("cov must be (T*J, T*J), test-major")
+    if T < 2 or J < 2:
+        raise ValueError("needs at least two tests and two readers")
+    t_idx = np.repeat(np.arange(T), J)
+    r_idx = np.tile(np.arange(J), T)
+    same_t = t_idx[:, None] == t_idx[None, :]
+    same_r = r_idx[:, None] == r_idx[None, :]
+    var_e = float(np.mean(np.diag(S)))
+    cov1 = float(S[~same_t & same_r].mean())
+    cov2 = float(S[same_t & ~same_r].mean())
+    cov3 = float(S[~same_t & ~same_r].mean())
+    grand = A.mean()
+    tm, rm = A.mean(axis=1), A.mean(axis=0)
+    ms_t = J * float(np.sum((tm - grand) ** 2)) / (T - 1)
+    ms_r = T * float(np.sum((rm - grand) ** 2)) / (J - 1)
+    ms_tr = float(np.sum((A - tm[:, None] - rm[None, :] + grand) ** 2)) / ((T - 1) * (J - 1))
+    denom = ms_tr + J * max(cov2 - cov3, 0.0)
+    F = ms_t / denom if denom > 0 else (0.0 if ms_t == 0 else math.inf)
+    ddf = denom ** 2 / (ms_tr ** 2 / ((T - 1) * (J - 1))) if ms_tr > 0 else math.inf
+    p = float(stats.f.sf(F, T - 1, ddf)) if math.isfinite(ddf) else float(stats.chi2.sf(F * (T - 1), T - 1))
+    out = {"n_tests": T, "n_readers": J, "test_means": tm.tolist(), "F": float(F), "ndf": T - 1,
+           "ddf": None if not math.isfinite(ddf) else float(ddf), "p_value": p, "ms_t": ms_t, "ms_r": ms_r, "ms_tr": ms_tr,
+           "var_error": var_e, "cov1": cov1, "cov2": cov2, "cov3": cov3,
+           # variance components from E[MS_R] = T s2_R + s2_e + (T-1) Cov1 - Cov2 - (T-1) Cov3 and
+           # E[MS_TR] = s2_TR + s2_e - Cov1 - Cov2 + Cov3 (Hillis 2007); negative estimates happen by chance
+           "var_reader": (ms_r - var_e - (T - 1) * cov1 + cov2 + (T - 1) * cov3) / T,
+           "var_test_reader": ms_tr - var_e + cov1 + cov2 - cov3, "alpha": alpha}
+    if T == 2:
+        d = float(tm[1] - tm[0])
+        se = math.sqrt(max(2.0 / J * denom, 0.0))
+        q = float(stats.t.ppf(1 - alpha / 2, ddf)) if math.isfinite(ddf) else float(stats.norm.ppf(1 - alpha / 2))
+        out.update({"difference": d, "se": se, "ci_low": d - q * se, "ci_high": d + q * se})
+    return out
+
+
 def fixed_reader_test(estimates, cov, *, alpha: float = 0.05) -> dict:
     """Readers treated as fixed (conclusions for these readers only): normal test of the mean
     with Var(mean) = 1^T S 1 / J^2 (case sampling only)."""
@@ -147,6 +204,19 @@ def fixed_reader_test(estimates, cov, *, alpha: float = 0.05) -> dict:
     q = float(stats.norm.ppf(1 - alpha / 2))
     return {"estimate": mean, "se": se, "z": float(z), "p_value": float(2 * stats.norm.sf(abs(z))),
             "ci_low": mean - q * se, "ci_high": mean + q * se}
+
+
+def tests_compared(y, scores_by_test, *, alpha: float = 0.05) -> dict:
+    """OR comparison of T reading conditions (e.g. unaided, AI-aided) for the same J readers on
+    the same cases: one DeLong covariance matrix for all T*J rating vectors."""
+    R = np.asarray(scores_by_test, dtype=np.float64)          # (T, J, N)
+    T, J, N = R.shape
+    aucs, S = delong_covariance(y, R.reshape(T * J, N))
+    out = or_tests(aucs.reshape(T, J), S, alpha=alpha)
+    out["reader_aucs"] = aucs.reshape(T, J).tolist()
+    out["method"] = ("Obuchowski-Rockette two-test analysis with DeLong covariances (Cov1, Cov2, Cov3), random "
+                     "readers and cases, Hillis (2007) ddf")
+    return out
 
 
 def readers_vs_model(y, reader_scores, model_score, *, alpha: float = 0.05) -> dict:

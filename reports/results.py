@@ -185,6 +185,25 @@ def _task(d: StudyData, c: int, session: str, alpha: float = 0.05) -> dict | Non
     return task
 
 
+def _aided_vs_unaided(d: StudyData, c: int, alpha: float = 0.05) -> dict | None:
+    """OR two-test comparison (unaided = test 1, AI-aided = test 2) of the readers' AUCs for task c,
+    on the readers who finished both sessions."""
+    valid = d.truth >= 0
+    y = (d.truth[valid] == c).astype(int)
+    if y.sum() == 0 or y.sum() == y.size:
+        return None
+    u, a = d.answers[Session.UNAIDED][:, valid], d.answers[Session.AIDED][:, valid]
+    both = [j for j in range(len(d.readers)) if (u[j] >= 0).all() and (a[j] >= 0).all()]
+    if len(both) < 2:
+        return None
+    scale = d.study.confidence_scale
+    su = _score_matrix(u[both], d.confidence[Session.UNAIDED][:, valid][both], c, scale)
+    sa = _score_matrix(a[both], d.confidence[Session.AIDED][:, valid][both], c, scale)
+    out = mrmc.tests_compared(y, np.stack([su, sa]), alpha=alpha)
+    out["reader_ids"] = [d.readers[j]["id"] for j in both]
+    return out
+
+
 def _reader_table(d: StudyData, session: str) -> list[dict]:
     out = []
     valid = d.truth >= 0
@@ -272,6 +291,8 @@ def compute_results(d: StudyData, alpha: float = 0.05) -> dict:
     if study.aided_session and (d.answers[Session.AIDED] >= 0).any():
         sessions.append(Session.AIDED)
     tasks = {s: [t for c in task_classes if (t := _task(d, c, s, alpha)) is not None] for s in sessions}
+    for t, c in zip(tasks.get(Session.AIDED, []), task_classes):
+        t["aided_vs_unaided"] = _aided_vs_unaided(d, c, alpha)
     warnings = []
     if study.model_version_id is None:
         warnings.append("No compared model: reader results only.")

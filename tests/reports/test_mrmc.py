@@ -208,3 +208,39 @@ def test_null_calibration_small_simulation():
         r = mrmc.readers_vs_model(y, R, m)
         cover += r["ci"][0] <= 0 <= r["ci"][1]
     assert 51 <= cover <= 60
+
+
+# ---------------------------------------------------------------- two tests (aided vs unaided)
+def test_two_test_or_equals_one_sample_or_on_differences():
+    """With T = 2 the OR F test (Cov1, Cov2, Cov3) is the one-sample OR t test of the per-reader
+    differences squared, with the same Hillis ddf: two formulations, one answer."""
+    s = simulate_binary(80, 5, seed=3)
+    R = s["confidence"] * np.where(s["answers"] == 1, 1, -1)
+    R2 = R + np.random.default_rng(1).normal(0, 1.5, R.shape)
+    two = mrmc.tests_compared(s["y"], np.stack([R, R2]))
+    aucs, S = metrics.delong_covariance(s["y"], np.vstack([R, R2]))
+    K = np.hstack([-np.eye(5), np.eye(5)])
+    one = mrmc.or_one_sample(K @ aucs, K @ S @ K.T)
+    assert two["difference"] == pytest.approx(one.estimate)
+    assert two["F"] == pytest.approx(one.t ** 2)
+    assert two["ddf"] == pytest.approx(one.ddf)
+    assert two["p_value"] == pytest.approx(one.p_value)
+    assert two["se"] == pytest.approx(one.se)
+    # Cov2 - Cov3 is what the denominator uses; with a positive reader-case correlation Cov1 > Cov3
+    assert two["cov1"] > two["cov3"]
+
+
+def test_two_test_hand_example():
+    """Readers R1, R2 of the hand example (test 1) and the same readers with R2 answering like R1
+    (test 2): AUCs [[2/3, 5/6], [2/3, 2/3]], test means 3/4 and 2/3, grand mean 17/24."""
+    A = np.array([[2 / 3, 5 / 6], [2 / 3, 2 / 3]])
+    aucs, S = metrics.delong_covariance(Y, np.vstack([R1, R2, R1, R1]))
+    assert aucs.reshape(2, 2) == pytest.approx(A)
+    o = mrmc.or_tests(A, S)
+    # interaction residuals are +-1/24 -> MS_TR = 4 (1/24)^2 / 1 = 1/144; MS_T = 2 ((1/24)^2 * 2) = 1/144
+    assert o["ms_tr"] == pytest.approx(1 / 144) and o["ms_t"] == pytest.approx(1 / 144)
+    # Cov2 (same test, other reader): [-1/72 (test 1), 1/18 (test 2: R1 with R1)] -> mean 1/48
+    # Cov3 (other test, other reader): Cov(R1,R1) = 1/18 and Cov(R2,R1) = -1/72 -> mean 1/48; Cov2 - Cov3 = 0
+    assert o["cov2"] == pytest.approx(1 / 48) and o["cov3"] == pytest.approx(1 / 48)
+    assert o["F"] == pytest.approx(1.0) and o["ddf"] == pytest.approx(1.0)
+    assert o["difference"] == pytest.approx(-1 / 12)

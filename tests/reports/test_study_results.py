@@ -122,6 +122,23 @@ def test_aided_changes_and_harm(taxonomy, users):
     assert a["delta_sensitivity"] == pytest.approx(-1 / 3) and a["delta_specificity"] == 0
     assert (a["correct_to_wrong"], a["wrong_to_correct"], a["harmed"]) == (1, 0, True)
     assert res["aided_tasks"][0]["readers"][0]["tpr"] == pytest.approx(2 / 3)
+    assert res["aided_tasks"][0]["aided_vs_unaided"] is None       # one reader: no reader variance to estimate
+
+
+def test_aided_vs_unaided_or_two_tests(taxonomy, users, make_user):
+    r2 = make_user(roles.READER)
+    study, cases = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS, aided=True, confidence="none",
+                               readers=[(users[roles.READER], "intern"), (r2, "expert")])
+    ids = [f"EXT-{i:03d}" for i in range(6)]
+    read_all(study, users[roles.READER], dict(zip(ids, R1)))
+    read_all(study, r2, dict(zip(ids, R2)))
+    read_all(study, users[roles.READER], dict(zip(ids, R1)), session=Session.AIDED)
+    read_all(study, r2, dict(zip(ids, R1)), session=Session.AIDED)
+    study.refresh_from_db()
+    o = results.reader_study_results(study=study)["aided_tasks"][0]["aided_vs_unaided"]
+    # the same numbers as test_mrmc.test_two_test_hand_example
+    assert o["test_means"] == pytest.approx([3 / 4, 2 / 3])
+    assert o["F"] == pytest.approx(1.0) and o["difference"] == pytest.approx(-1 / 12)
 
 
 def test_results_cached_until_a_reading_changes(taxonomy, users, make_user, django_assert_max_num_queries):
