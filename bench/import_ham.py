@@ -7,7 +7,8 @@ A throw-away database `derm_bench_import_<pid>` is created on the server of
 --database-url (default $DATABASE_URL or postgres://postgres@127.0.0.1:5432/test) and
 dropped at the end; stored photos go to a temporary DERM_VAR_DIR that is removed too.
 Prints the first-run and second-run seconds (target: < 300 s each; the second run must
-add nothing).
+add nothing). Measured on the 2-CPU dev machine while other jobs ran (load ~9): 21 s and
+1.1 s (row-by-row writes before the bulk path: 153-413 s and 0.4-0.7 s).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main() -> int:
     args = ap.parse_args()
 
     folder = Path(args.folder)
+    small = None
     if args.limit:
         small = Path(tempfile.mkdtemp(prefix="derm-bench-ham-subset-"))
         lines = (folder / "metadata.csv").read_text().splitlines()[: args.limit + 1]
@@ -93,6 +95,8 @@ def main() -> int:
 
         connections.close_all()
     finally:
+        if small is not None:
+            shutil.rmtree(small, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(var_dir, ignore_errors=True)
             with psycopg.connect(admin_url, autocommit=True) as conn:
