@@ -159,3 +159,18 @@ def test_missing_photo_file_is_404_not_500(client, users, case):
     photo.file.storage.delete(photo.file.name)
     assert client.get(f"/photos/{photo.pk}/file").status_code == 404
     assert client.get(f"/photos/{photo.pk}/file?w=100").status_code == 404
+
+
+@pytest.mark.django_db
+def test_login_page_errors_and_next(client, users, case):
+    response = client.get(f"/cases/{case.pk}/")
+    assert response.status_code == 302 and response["Location"] == f"/accounts/login/?next=/cases/{case.pk}/"
+    bad = client.post("/accounts/login/", {"username": users[roles.DERMATOLOGIST].username, "password": "wrong"})
+    assert bad.status_code == 200 and "didn't match" in bad.content.decode()
+    good = client.post("/accounts/login/", {"username": users[roles.DERMATOLOGIST].username, "password": "pw-test-123",
+                                            "next": f"/cases/{case.pk}/"})
+    assert good.status_code == 302 and good["Location"] == f"/cases/{case.pk}/"
+    # an open redirect to another site is refused
+    evil = client.post("/accounts/login/", {"username": users[roles.DERMATOLOGIST].username, "password": "pw-test-123",
+                                            "next": "https://evil.example/"})
+    assert evil["Location"] == "/"
