@@ -131,7 +131,9 @@ class GradCamOverlay(models.Model):
     rank = models.PositiveSmallIntegerField(default=0, help_text="0 = top-ranked.")
     image = models.FileField(upload_to=overlay_upload_to, max_length=255)
     scale_max = models.FloatField(null=True, blank=True, help_text="Raw CAM value mapped to the top of the shared colour scale.")
-    box_mass = models.FloatField(null=True, blank=True, help_text="Share of heat-map mass inside annotator boxes (0..1).")
+    box_mass = models.FloatField(null=True, blank=True, help_text="Share of heat-map mass inside annotator boxes (0..1) "
+                                 "when the prediction was computed; pages and API recompute it from `heatmap` with the current boxes.")
+    heatmap = models.JSONField(null=True, blank=True, help_text="32x32 heat map on the shared scale (0..1) over the centre square.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -6,7 +6,7 @@ from django.urls import reverse
 from annotation.models import MalignancyGrade, MetaClass, SubClass
 
 from .models import PredictionStatus
-from .services import CLOSE_MARGIN
+from .services import CLOSE_MARGIN, overlay_box_masses
 
 GRADE_ADVICE = {
     1: "Benign: self-monitor.",
@@ -58,6 +58,7 @@ def prediction_view(pred) -> dict:
                        "percent": round(100 * p, 1), "fused_percent": round(100 * sum(r["probability"] for r in items), 1),
                        "items": items})
     overlays = []
+    masses = overlay_box_masses(prediction=pred)
     for ov in sorted(pred.overlays.all(), key=lambda o: (o.target_kind != "sub", o.rank)):
         if ov.target_kind == "sub":
             s = subs.get(ov.target)
@@ -66,8 +67,8 @@ def prediction_view(pred) -> dict:
             m = metas.get(ov.target)
             label = f"Meta-class: {m.display_name if m else ov.target}"
         overlays.append({"id": ov.pk, "kind": ov.target_kind, "target": ov.target, "rank": ov.rank, "label": label,
-                         "url": reverse("inference:overlay_image", args=[ov.pk]), "box_mass": ov.box_mass,
-                         "box_mass_percent": None if ov.box_mass is None else round(100 * ov.box_mass)})
+                         "url": reverse("inference:overlay_image", args=[ov.pk]), "box_mass": masses.get(ov.pk),
+                         "box_mass_percent": None if masses.get(ov.pk) is None else round(100 * masses[ov.pk])})
     grade = pred.malignancy_grade
     d.update({
         "ranked": ranked,

@@ -1,7 +1,7 @@
 """Reads for models, predictions, overlays, assessments and training runs, scoped to the user."""
 from __future__ import annotations
 
-from django.db.models import Case as When_, IntegerField, QuerySet, Value, When
+from django.db.models import Case as CaseWhen, IntegerField, QuerySet, Value, When
 from django.http import Http404
 
 from annotation.selectors import cases_visible_to
@@ -38,7 +38,7 @@ def predictions_visible_to(user) -> QuerySet[Prediction]:
 
 def _active_first(qs: QuerySet[Prediction]) -> QuerySet[Prediction]:
     return qs.annotate(
-        _active=When_(When(model_version__status=ModelStatus.ACTIVE, then=Value(0)), default=Value(1),
+        _active=CaseWhen(When(model_version__status=ModelStatus.ACTIVE, then=Value(0)), default=Value(1),
                       output_field=IntegerField())
     ).order_by("photo_id", "_active", "-created_at", "-pk")
 

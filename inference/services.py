@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
@@ -317,6 +319,24 @@ def photo_boxes(photo: Photo) -> list[tuple[float, float, float, float]]:
     return out
 
 
+def overlay_box_masses(*, prediction: Prediction) -> dict[int, float | None]:
+    """overlay pk -> share of its heat map inside the photo's *current* annotator boxes (boxes are
+    usually drawn after the upload, so this is computed on read from the stored 32x32 map)."""
+    from inference.ml.explain import heatmap_mass_in_boxes
+
+    photo = prediction.photo
+    boxes = photo_boxes(photo)
+    out = {}
+    for ov in prediction.overlays.all():
+        if not boxes:
+            out[ov.pk] = None
+        elif ov.heatmap:
+            out[ov.pk] = heatmap_mass_in_boxes(np.asarray(ov.heatmap, np.float32), boxes, (photo.width, photo.height))
+        else:
+            out[ov.pk] = ov.box_mass
+    return out
+
+
 def _overlay_name(pred: Prediction, kind: str, target: str) -> str:
     return f"overlays/{pred.pk}/{kind}-{target}.png"
 
@@ -342,7 +362,7 @@ def _open_photo_rgb(photo: Photo):
 
 def prediction_compute(*, predictor, image, photo_size, boxes=()) -> dict:
     """Pure computation (no DB): differential + Grad-CAM overlay PNGs. Returns a dict."""
-    from inference.ml.explain import explain, heatmap_mass_in_boxes, render_overlay, shared_scale
+    from inference.ml.explain import downsample, explain, heatmap_mass_in_boxes, render_overlay, shared_scale
 
     t0 = time.perf_counter()
     diff = predictor.predict_one(image)
@@ -360,6 +380,7 @@ def prediction_compute(*, predictor, image, photo_size, boxes=()) -> dict:
             overlays.append({
                 "kind": m.kind, "target": m.target, "rank": m.rank, "png": buf.getvalue(), "scale_max": vmax,
                 "box_mass": heatmap_mass_in_boxes(m.cam, boxes, photo_size) if boxes else None,
+                "heatmap": np.round(downsample(m.cam / vmax), 4).tolist(),
             })
     except Exception as exc:   # heat maps are an aid: their failure must not hide the differential
         log.exception("Grad-CAM failed")
@@ -411,7 +432,7 @@ def _prediction_store(*, prediction_pk: int, task_id: str, out: dict, started: f
             _overlay_delete(ov)
         for o in out["overlays"]:
             ov = GradCamOverlay(prediction=pred, target_kind=o["kind"], target=o["target"], rank=o["rank"],
-                                scale_max=o["scale_max"], box_mass=o["box_mass"])
+                                scale_max=o["scale_max"], box_mass=o["box_mass"], heatmap=o.get("heatmap"))
             name = _overlay_name(pred, o["kind"], o["target"])
             if ov.image.storage.exists(name):      # leftover of a crashed attempt
                 ov.image.storage.delete(name)

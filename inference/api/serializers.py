@@ -26,10 +26,20 @@ class ActivateSerializer(serializers.Serializer):
 
 class OverlaySerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    box_mass = serializers.SerializerMethodField(help_text="Share (0..1) of the heat map inside the photo's current "
+                                                           "annotator boxes; null without boxes.")
 
     class Meta:
         model = GradCamOverlay
         fields = ["id", "target_kind", "target", "rank", "scale_max", "box_mass", "url"]
+
+    def get_box_mass(self, obj) -> float | None:
+        from ..services import overlay_box_masses
+
+        cache = self.context.setdefault("_box_masses", {})
+        if obj.prediction_id not in cache:
+            cache[obj.prediction_id] = overlay_box_masses(prediction=obj.prediction)
+        return cache[obj.prediction_id].get(obj.pk)
 
     def get_url(self, obj) -> str:
         from django.urls import reverse

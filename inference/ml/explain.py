@@ -179,6 +179,11 @@ def render_overlay(cam: np.ndarray, vmax: float, photo_size: tuple[int, int], ma
     return Image.fromarray(rgba, "RGBA")
 
 
+def downsample(cam: np.ndarray, n: int = 32) -> np.ndarray:
+    """Area-average a heat map to n x n (kept with the overlay to recompute box masses later)."""
+    return np.asarray(Image.fromarray(np.asarray(cam, np.float32), "F").resize((n, n), Image.BOX), np.float32)
+
+
 def heatmap_mass_in_boxes(heatmap: np.ndarray, boxes: Iterable[Sequence[float]], photo_size: tuple[int, int]) -> float | None:
     """Share (0..1) of the heat map's mass that falls inside the union of ``boxes``.
 

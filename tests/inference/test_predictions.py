@@ -1,6 +1,8 @@
 """Prediction on upload: hook, task idempotency, crash redelivery, warning rule, box mass."""
 from datetime import timedelta
 
+import numpy as np
+
 import pytest
 from django.utils import timezone
 
@@ -241,3 +243,32 @@ def test_assessment_never_touches_labels(active_model, case, users):
         services.assessment_record(photo=photo, doctor=users["dermatologist"], agrees=False)
     with pytest.raises(PermissionDenied):
         services.assessment_record(photo=photo, doctor=users["annotator"], agrees=True)
+
+
+def test_boxes_drawn_after_the_prediction_are_used_on_read(active_model, case, users, client):
+    """Boxes are usually drawn after upload: pages and API compute the share from the stored map."""
+    from annotation.models import Box, MetaClass, PhotoAnnotation
+    from inference.presenters import prediction_view
+
+    photo = make_photo(case, size=(90, 60))
+    pred = services.prediction_request(photo=photo, enqueue=False)
+    services.prediction_execute(prediction_pk=pred.pk, task_id="t")
+    pred.refresh_from_db()
+    assert prediction_view(pred)["box_mass"] is None
+    ov = pred.overlays.get(target_kind="sub", rank=0)
+    assert len(ov.heatmap) == 32 and len(ov.heatmap[0]) == 32 and max(map(max, ov.heatmap)) <= 1.0
+    ann = PhotoAnnotation.objects.create(photo=photo, annotator=users["annotator"])
+    meta = MetaClass.objects.filter(taxonomy=active_model.taxonomy).first()
+    # left half of the centre square (the model sees x in [15, 75))
+    Box.objects.create(annotation=ann, photo=photo, annotator=users["annotator"], x0=15, y0=0, x1=45, y1=60,
+                       image_width=90, image_height=60, meta_class=meta)
+    hm = np.asarray(ov.heatmap)
+    expected = hm[:, :16].sum() / hm.sum()
+    view = prediction_view(pred)
+    got = {o["id"]: o["box_mass"] for o in view["overlays"]}
+    assert got[ov.pk] == pytest.approx(expected, abs=1e-6)
+    client.force_login(users["dermatologist"])
+    api = client.get(f"/api/predictions/{pred.pk}/").json()
+    assert {o["id"]: o["box_mass"] for o in api["overlays"]}[ov.pk] == pytest.approx(expected, abs=1e-6)
+    html = client.get(f"/cases/{case.pk}/").content.decode()
+    assert "Heat map inside annotator boxes" in html and f"{round(100 * expected)}%" in html
