@@ -194,6 +194,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Several portals (or parallel test runs) may share one Redis: prefix every broker key.
 if os.environ.get("CELERY_KEY_PREFIX"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": os.environ["CELERY_KEY_PREFIX"]}
+# More kombu broker options as JSON, e.g. '{"visibility_timeout": 21600, "socket_timeout": 30}'.
+# With Redis and acks_late, a job whose worker died is handed out again after
+# visibility_timeout (kombu default 3600 s): keep it above the longest job.
+if os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS"):
+    import json as _json
+
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+        **_json.loads(os.environ["CELERY_BROKER_TRANSPORT_OPTIONS"]),
+    }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _q = VAR_DIR / "celery-queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
