@@ -25,7 +25,7 @@ def study_report_pdf(*, study, res: dict) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import cm
-    from reportlab.platypus import Image, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
     ss = getSampleStyleSheet()
     small = ss["BodyText"].clone("small", fontSize=8, leading=10)
@@ -62,14 +62,14 @@ def study_report_pdf(*, study, res: dict) -> bytes:
         return [Paragraph(f"<b>{escape(heading)}</b> ({m['n_readers']} readers, {escape(m['analysis'])})", body), t, Spacer(1, 6)]
 
     aided = {t["key"]: t for t in res["aided_tasks"]}
-    for i, task in enumerate(res["tasks"]):
+    for task in res["tasks"]:
         title = task_title(task, binary)
-        story.append(Paragraph(escape(title), ss["Heading3"]))
         png = render_matplotlib(task, aided_task=aided.get(task["key"]), title="", fmt="png", dpi=130)
-        story.append(Image(io.BytesIO(png), width=17.5 * cm, height=17.5 * cm * 5.4 / 8.6))
-        story.extend(mrmc_block(task, "Readers vs model (MRMC)"))
-        if not binary and i % 2 == 1 and i + 1 < len(res["tasks"]):
-            story.append(PageBreak())
+        story.append(KeepTogether([   # heading, chart and its MRMC table on one page
+            Paragraph(escape(title), ss["Heading3"]),
+            Image(io.BytesIO(png), width=17.5 * cm, height=17.5 * cm * 5.4 / 8.6),
+            *mrmc_block(task, "Readers vs model (MRMC)"),
+        ]))
 
     story.append(Paragraph("Per reader" + (" (unaided session)" if res["aided"] else ""), ss["Heading3"]))
     head = ["Reader", "Experience", "Read"] + (["Sens.", "Spec."] if binary else []) + ["Accuracy"] + \
@@ -109,6 +109,16 @@ def study_report_pdf(*, study, res: dict) -> bytes:
             t.setStyle(TableStyle([("BACKGROUND", (0, k), (-1, k), colors.HexColor("#fbe4e2"))]))
         story += [KeepTogether([aided_head, t]),
                   Paragraph("Harmed (red): lower accuracy with the model's differential than without.", small), Spacer(1, 4)]
+        for task in res["aided_tasks"]:
+            o = task.get("aided_vs_unaided")
+            if not o:
+                continue
+            label = "" if binary else f" ({task['label']})"
+            story.append(Paragraph(escape(
+                f"AI-aided vs unaided{label}: readers' mean AUC {_n(o['test_means'][0])} -> {_n(o['test_means'][1])}, "
+                f"difference {_n(o['difference'])} (95% CI {_n(o['ci_low'])} to {_n(o['ci_high'])}), "
+                f"F = {o['F']:.2f}, ddf = {_n(o['ddf'], 1)}, p = {_pv(o['p_value'])}; OR two-test analysis, "
+                f"Cov1 {o['cov1']:.5f}, Cov2 {o['cov2']:.5f}, Cov3 {o['cov3']:.5f}; {o['n_readers']} readers."), body))
 
     story.append(Paragraph("Method", ss["Heading3"]))
     story.append(Paragraph(escape("ROC, AUC with DeLong 95% CI and the Youden point from inference.ml.metrics. "
