@@ -70,7 +70,14 @@ def prediction_view(pred) -> dict:
                          "url": reverse("inference:overlay_image", args=[ov.pk]), "box_mass": masses.get(ov.pk),
                          "box_mass_percent": None if masses.get(ov.pk) is None else round(100 * masses[ov.pk])})
     grade = pred.malignancy_grade
+    photo = pred.photo
+    from .services import photo_boxes
+
+    boxes = [{"left": 100 * x0 / photo.width, "top": 100 * y0 / photo.height, "width": 100 * (x1 - x0) / photo.width,
+              "height": 100 * (y1 - y0) / photo.height} for x0, y0, x1, y1 in photo_boxes(photo)] if masses and any(
+        v is not None for v in masses.values()) else []
     d.update({
+        "boxes": boxes,
         "ranked": ranked,
         "top": ranked[0] if ranked else None,
         "meta_groups": groups,
