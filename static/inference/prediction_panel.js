@@ -7,7 +7,7 @@
   var blocks = document.getElementById('prediction-blocks');
   var stateUrl = panel.dataset.stateUrl;
   var blockUrl = function (pk) { return panel.dataset.blockUrl.replace(/\/0\//, '/' + pk + '/'); };
-  var timer = null, busy = false, fastUntil = 0;
+  var timer = null, busy = false, fastUntil = 0, pendingSince = 0;
 
   function opacityOf(block) {
     var s = block.querySelector('.ov-opacity');
@@ -60,7 +60,11 @@
       })
       .then(function (pending) {
         busy = false;
-        schedule(pending || Date.now() < fastUntil ? 500 : 4000);
+        if (pending && !pendingSince) pendingSince = Date.now();
+        if (!pending) pendingSince = 0;
+        // fast while a result is due; slower if a job seems stuck (e.g. no worker running)
+        var stuck = pendingSince && Date.now() - pendingSince > 60000;
+        schedule((pending && !stuck) || Date.now() < fastUntil ? 500 : (pending ? 3000 : 4000));
       })
       .catch(function () { busy = false; schedule(8000); });
   }
