@@ -75,9 +75,10 @@ def test_routes_send_training_to_long_and_predictions_to_interactive(settings):
     assert {q.name for q in portal_app.conf.task_queues} == {"interactive", "long"}
 
 
-def _start_worker(queue: str, prefix: str, tag: str, log: Path) -> subprocess.Popen:
+def _start_worker(queue: str, prefix: str, tag: str, log: Path, name: str = "", extra_env: dict | None = None) -> subprocess.Popen:
     env = dict(
         os.environ,
+        **(extra_env or {}),
         DJANGO_SETTINGS_MODULE="derm_portal.settings.test",
         CELERY_BROKER_URL=BROKER,
         CELERY_RESULT_BACKEND=BROKER,
@@ -87,17 +88,17 @@ def _start_worker(queue: str, prefix: str, tag: str, log: Path) -> subprocess.Po
         OMP_NUM_THREADS="1",
     )
     cmd = [
-        sys.executable, "-m", "celery", "-A", "derm_portal", "worker", "-Q", queue, "-n", f"{queue}-{tag}@%h",
+        sys.executable, "-m", "celery", "-A", "derm_portal", "worker", "-Q", queue, "-n", f"{name or queue}-{tag}@%h",
         "-P", "solo", "-c", "1", "-I", "tests.test_celery_worker", "--without-gossip", "--without-mingle",
         "--without-heartbeat", "-l", "info",
     ]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, sig)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
@@ -153,3 +154,50 @@ def test_real_workers_run_ping_and_long_jobs_do_not_block_interactive(tmp_path, 
         for key in r.scan_iter(match=f"{prefix}*"):
             r.delete(key)
     assert all(proc.poll() is not None for proc in workers.values())
+
+
+@pytest.mark.celery_worker
+def test_a_job_whose_worker_died_is_run_again_by_another_worker(tmp_path, settings):
+    """acks_late: the job is acknowledged only when it finishes, so when its worker is
+    killed mid-job another worker runs it (after the broker's visibility timeout,
+    shortened here to 3 s through CELERY_BROKER_TRANSPORT_OPTIONS)."""
+    need(_redis_ok(), f"Redis is not reachable at {BROKER}")
+    import json
+
+    import redis
+    from celery import Celery
+
+    tag = uuid.uuid4().hex[:10]
+    prefix = f"derm-test-{tag}:"
+    options = {"visibility_timeout": 3, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    extra = {"CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(options)}
+    client = Celery("derm-test-client", broker=BROKER, backend=BROKER)
+    client.conf.broker_transport_options = {"global_keyprefix": prefix, **options}
+    r = redis.Redis.from_url(BROKER)
+    hold_key = f"derm-test-hold-{tag}"
+    logs = {n: tmp_path / f"worker-{n}.log" for n in ("first", "second")}
+    first = _start_worker("long", prefix, tag, logs["first"], name="first", extra_env=extra)
+    second = None
+    try:
+        held = client.send_task("tests.hold_until_released", args=[hold_key], queue="long")
+        for _ in range(2400):
+            if r.get(f"{hold_key}:started"):
+                break
+            time.sleep(0.05)
+        assert r.get(f"{hold_key}:started"), logs["first"].read_text()[-2000:]
+        _stop(first, signal.SIGKILL)  # the worker dies in the middle of the job
+        assert first.poll() is not None
+        assert not held.ready()
+        r.delete(f"{hold_key}:started")
+        r.set(f"{hold_key}:release", "1", ex=600)  # the second run may finish at once
+        second = _start_worker("long", prefix, tag, logs["second"], name="second", extra_env=extra)
+        assert held.get(timeout=180) == "released", logs["second"].read_text()[-2000:]
+        assert r.get(f"{hold_key}:started")  # it really ran again
+        assert held.id in logs["second"].read_text()
+    finally:
+        _stop(first, signal.SIGKILL)
+        if second is not None:
+            _stop(second)
+        r.delete(f"{hold_key}:started", f"{hold_key}:release")
+        for key in r.scan_iter(match=f"{prefix}*"):
+            r.delete(key)
