@@ -149,7 +149,8 @@
 
   // ------------------------------------------------------------------ mouse
   canvas.addEventListener("contextmenu", (e) => e.preventDefault());
-  canvas.addEventListener("mousedown", (e) => {
+  canvas.addEventListener("mousedown", (e) => { if (e.button === 1) e.preventDefault(); }); // no auto-scroll on middle-drag
+  canvas.addEventListener("pointerdown", (e) => {  // pointer events: mouse, pen and touch
     canvas.focus();
     const sx = e.offsetX, sy = e.offsetY;
     if (e.button === 1 || (e.button === 0 && S.space)) { S.drag = { kind: "pan", sx, sy, ox: S.ox, oy: S.oy }; e.preventDefault(); return; }
@@ -168,7 +169,7 @@
     if (ix < 0 || iy < 0 || ix > W() || iy > H()) return;
     S.drag = { kind: "draw", box: { x0: ix, y0: iy, x1: ix, y1: iy } };
   });
-  window.addEventListener("mousemove", (e) => {
+  window.addEventListener("pointermove", (e) => {
     const r = canvas.getBoundingClientRect();
     const sx = e.clientX - r.left, sy = e.clientY - r.top;
     S.mouse = sx >= 0 && sy >= 0 && sx <= r.width && sy <= r.height ? [sx, sy] : null;
@@ -192,7 +193,7 @@
     }
     draw();
   });
-  window.addEventListener("mouseup", () => {
+  window.addEventListener("pointerup", () => {
     const d = S.drag; S.drag = null;
     if (!d) return;
     if (d.kind === "draw") {
