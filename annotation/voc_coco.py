@@ -578,6 +578,13 @@ CSV_COLUMNS = ["photo_id", "filename", "case_id", "case_ref", "annotator", "stat
                "label", "sub_class", "meta_class", "x0", "y0", "x1", "y1", "image_width", "image_height", "difficult", "truncated"]
 
 
+def _cell(value):
+    """Neutralise spreadsheet formulas in free-text cells (file names come from uploads)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def export_csv(anns: list[PhotoAnnotation]) -> str:
     """One row per box; a photo without boxes gets one row with empty box columns."""
     names, boxes = export_names(anns), _boxes_of(anns)
@@ -585,7 +592,7 @@ def export_csv(anns: list[PhotoAnnotation]) -> str:
     w = csv.writer(out)
     w.writerow(CSV_COLUMNS)
     for a in anns:
-        head = [a.photo_id, names[a.photo_id], a.photo.case_id, a.photo.case.reference, a.annotator.get_username(), a.status,
+        head = [a.photo_id, _cell(names[a.photo_id]), a.photo.case_id, _cell(a.photo.case.reference), _cell(a.annotator.get_username()), a.status,
                 int(a.excluded), a.exclusion_reason]
         bs = boxes.get(a.pk, [])
         if not bs:

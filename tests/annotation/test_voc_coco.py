@@ -250,3 +250,10 @@ def test_boxes_are_scaled_when_the_xml_describes_a_resized_copy(admin):
     assert "boxes scaled from 400×200" in rep.errors[0]["message"]
     assert "does not match the photo" in rep.errors[1]["message"] and rep.errors[1]["file"] == "odd.xml"
     assert list(Box.objects.values_list("x0", "y0", "x1", "y1")) == [(10, 5, 110, 55)]
+
+
+def test_csv_export_neutralises_formulas_in_file_names(admin):
+    photo_named("=HYPERLINK(1).jpg")
+    voc_coco.voc_import(files=[("x.xml", voc("=HYPERLINK(1).jpg", [("nv", 1, 1, 5, 5, 0, 0)]))], user=admin, status="accepted")
+    row = next(csv.DictReader(io.StringIO(voc_coco.export_csv(voc_coco.annotations_for_export(user=admin)))))
+    assert row["filename"] == "'=HYPERLINK(1).jpg"
