@@ -26,6 +26,11 @@ def _names(taxonomy_id: int):
     return subs, metas
 
 
+def prediction_signature(pred) -> str:
+    """Changes whenever what the panel shows for this prediction changes (cheap: polled)."""
+    return f"{pred.pk}:{pred.status}:{pred.finished_at.timestamp() if pred.finished_at else 0}"
+
+
 def prediction_view(pred) -> dict:
     """Everything the case panel and the JSON API show for one prediction."""
     if pred is None:
@@ -40,7 +45,7 @@ def prediction_view(pred) -> dict:
         "finished_at": pred.finished_at.isoformat() if pred.finished_at else None,
         "duration_ms": pred.duration_ms,
         "error": pred.error,
-        "signature": f"{pred.pk}:{pred.status}:{pred.finished_at.timestamp() if pred.finished_at else 0}",
+        "signature": prediction_signature(pred),
     }
     if pred.status != PredictionStatus.DONE:
         return d

@@ -19,7 +19,7 @@ from derm_portal import roles
 from . import charts, selectors, services
 from .models import ModelStatus, PredictionStatus, TrainingStatus
 from .panels import panel_common_context, photo_block_context
-from .presenters import prediction_view
+from .presenters import prediction_signature, prediction_view
 
 
 def require_role(*wanted):
@@ -51,7 +51,7 @@ def case_prediction_state(request, pk: int):
             "photo": ph.pk,
             "status": p.status if p else "none",
             "prediction": p.pk if p else None,
-            "signature": prediction_view(p)["signature"] if p else "none",
+            "signature": prediction_signature(p) if p else "none",
         })
     pending = any(x["status"] in (PredictionStatus.PENDING, PredictionStatus.RUNNING) for x in photos)
     return JsonResponse({"case": case.pk, "photos": photos, "pending": pending})

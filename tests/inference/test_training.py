@@ -191,3 +191,22 @@ def test_redelivered_training_after_worker_death_takes_over(labelled_cases, user
     assert services.training_run_execute(run_pk=run.pk) == "succeeded"
     run.refresh_from_db()
     assert run.attempts == 2 and run.model_version is not None and ModelVersion.objects.count() == 1
+
+
+@pytest.mark.parametrize("role", ["admin", "dermatologist", "annotator", "coordinator", "reader"])
+def test_training_api_create_and_cancel(client, taxonomy, users, monkeypatch, role):
+    monkeypatch.setattr(services, "_enqueue_training", lambda pk: None)
+    client.force_login(users[role])
+    r = client.post("/api/training-runs/", {"label_sources": ["histopathology", "consensus"], "config": {"epochs": 1}},
+                    content_type="application/json")
+    if role not in ("admin", "dermatologist"):
+        assert r.status_code == 403 and not TrainingRun.objects.exists()
+        return
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert body["status"] == "queued" and body["config"] == {"epochs": 1}
+    r = client.post(f"/api/training-runs/{body['id']}/cancel/")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = client.post("/api/training-runs/", {"label_sources": ["histopathology"], "config": {"lr0": 5}},
+                    content_type="application/json")
+    assert r.status_code == 400
