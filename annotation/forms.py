@@ -53,6 +53,7 @@ class StatusForm(forms.Form):
 
 
 class TaxonomyImportForm(forms.Form):
-    file = forms.FileField(help_text='JSON: {"meta_classes": {"<meta>": ["<sub>", ...]}, "malignancy": {...}}')
+    # help_text is rendered as HTML: no angle brackets in it.
+    file = forms.FileField(help_text='JSON, e.g. {"meta_classes": {"melanocytic": ["nv", "mel"]}, "malignancy": {"nv": 1, "mel": 3}}')
     name = forms.CharField(max_length=100, required=False)
     make_default = forms.BooleanField(required=False)

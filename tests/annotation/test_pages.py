@@ -174,3 +174,11 @@ def test_login_page_errors_and_next(client, users, case):
     evil = client.post("/accounts/login/", {"username": users[roles.DERMATOLOGIST].username, "password": "pw-test-123",
                                             "next": "https://evil.example/"})
     assert evil["Location"] == "/"
+
+
+@pytest.mark.django_db
+def test_taxonomy_import_help_is_text_not_markup(client, users, taxonomy):
+    client.force_login(users[roles.ADMIN])
+    html = client.get("/taxonomy/").content.decode()
+    assert '{"meta_classes": {"melanocytic": ["nv", "mel"]}' in html
+    assert "<meta>" not in html and "<sub>" not in html  # help_text is rendered unescaped by Django
