@@ -167,17 +167,28 @@ def annotation_reopen(*, annotation: PhotoAnnotation, by) -> PhotoAnnotation:
 
 
 def gold_set(*, annotation: PhotoAnnotation, by, is_gold: bool = True) -> PhotoAnnotation:
-    """Mark an accepted annotation as the reference ('gold') boxes of its photo."""
+    """Mark an annotation as the reference ('gold') boxes of its photo: an accepted one,
+    or a dermatologist's/admin's own submitted boxes (an expert reference is not sent
+    through peer review; it is accepted as it becomes gold, and the history says so)."""
     if not roles.has_role(by, roles.CAN_CONFIRM_LABEL):
         raise PermissionDenied("Only dermatologists and admins set gold reference boxes.")
     with transaction.atomic():
         annotation = _locked(annotation)
-        if is_gold and annotation.status != AnnotationStatus.ACCEPTED:
-            raise AnnotationError("Only an accepted annotation can become the gold reference.")
+        own_expert = annotation.annotator_id == by.pk and annotation.status == AnnotationStatus.ANNOTATED
+        if is_gold and annotation.status != AnnotationStatus.ACCEPTED and not own_expert:
+            raise AnnotationError("Only an accepted annotation, or your own submitted boxes, can become the gold reference.")
         if is_gold:
             PhotoAnnotation.objects.filter(photo_id=annotation.photo_id, is_gold=True).exclude(pk=annotation.pk).update(is_gold=False)
         annotation.is_gold = is_gold
-        annotation.save(update_fields=["is_gold", "updated_at"])
+        if is_gold and own_expert:
+            status_transition(annotation=annotation, to=AnnotationStatus.ACCEPTED)
+            annotation.reviewer, annotation.reviewed_at = by, timezone.now()
+            annotation.review_note = "Expert reference (gold)"
+            annotation.save()
+            event_log(annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="gold",
+                      note="expert reference accepted as gold")
+        else:
+            annotation.save(update_fields=["is_gold", "updated_at"])
     return annotation
 
 

@@ -90,7 +90,11 @@ def _editor(request, *, mode: str, api_url: str, photo: Photo, extra: dict | Non
 @require_role(*roles.CAN_ANNOTATE)
 def workspace_photo(request, pk: int):
     photo = photo_get(user=request.user, pk=pk)
-    return _editor(request, mode="annotate", api_url=reverse("workspace-detail", args=[photo.pk]), photo=photo)
+    mine = PhotoAnnotation.objects.filter(photo=photo, annotator=request.user).first()
+    can_gold = roles.has_role(request.user, roles.CAN_CONFIRM_LABEL)
+    return _editor(request, mode="annotate", api_url=reverse("workspace-detail", args=[photo.pk]), photo=photo,
+                   extra={"reviewed": mine if can_gold and mine and mine.status in (AnnotationStatus.ANNOTATED, AnnotationStatus.ACCEPTED) else None,
+                          "can_set_gold": can_gold})
 
 
 @require_role(*roles.CAN_ANNOTATE)

@@ -340,6 +340,8 @@
       li.addEventListener("click", () => { const j = S.boxes.findIndex((b) => b.id && b.id === c.box); if (j >= 0) { S.sel = j; renderList(); draw(); } });
       cl.appendChild(li);
     });
+    // the server-rendered gold button belongs to the photo the page was opened with
+    document.querySelectorAll(".ws-gold").forEach((f) => (f.hidden = f.dataset.photo !== String(p.id)));
     // status history
     const hl = $("#ws-history"); hl.innerHTML = "";
     ((a && a.history) || []).forEach((h) => {

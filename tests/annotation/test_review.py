@@ -228,3 +228,19 @@ def test_status_history_and_review_stats(setup):
     assert stats["rejection_rate"] == 0.5 and stats["fix_rate"] == 0.5
     history = boxes.annotation_payload(PhotoAnnotation.objects.get(pk=ann.pk))["history"]
     assert [h["action"] for h in history] == ["submit", "reject", "resubmit", "fix_accept"]
+
+
+def test_expert_reference_becomes_gold_without_peer_review(setup, users, client):
+    derm = users[roles.DERMATOLOGIST]
+    ann = boxes.annotation_save(photo=setup["photo"], user=derm, boxes=[BOX], submit=True)
+    with pytest.raises(boxes.AnnotationError):  # somebody else's unreviewed boxes cannot become gold
+        review.gold_set(annotation=setup["ann"], by=derm)
+    client.force_login(derm)
+    html = client.get(reverse("annotation:workspace_photo", args=[setup["photo"].pk])).content.decode()
+    assert "Use as gold reference" in html
+    client.post(reverse("annotation:workspace_gold", args=[ann.pk]), {"gold": "1"})
+    ann.refresh_from_db()
+    assert ann.is_gold and ann.status == AnnotationStatus.ACCEPTED and ann.reviewer == derm
+    assert ann.events.last().action == "gold"
+    client.force_login(setup["a2"])  # annotators get no such button
+    assert "Use as gold reference" not in client.get(reverse("annotation:workspace_photo", args=[setup["photo"].pk])).content.decode()
