@@ -98,6 +98,7 @@ def case_detail(request, pk: int):
             "can_record": roles.has_role(request.user, roles.CAN_RECORD_LABEL),
             "can_edit": roles.has_role(request.user, roles.CAN_EDIT_CASES),
             "modalities": Modality.choices,
+            "max_upload_bytes": settings.DERM_MAX_UPLOAD_BYTES,
             "panels": _case_panels(request, case),
         },
     )
@@ -149,7 +150,7 @@ def case_create(request):
                 return redirect("annotation:case_detail", pk=case.pk)
         if request.headers.get("accept", "").startswith("application/json"):
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    return render(request, "annotation/case_create.html", {"form": form})
+    return render(request, "annotation/case_create.html", {"form": form, "max_upload_bytes": settings.DERM_MAX_UPLOAD_BYTES})
 
 
 class _NothingStored(Exception):

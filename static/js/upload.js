@@ -17,6 +17,8 @@
     document.dispatchEvent(new CustomEvent('derm:photo-added', { detail: photo }));
   }
 
+  function mb(n) { var v = n / 1048576; return v === Math.round(v) ? String(v) : v.toFixed(1); }
+
   function report(list, cls, text) {
     var li = document.createElement('li'); li.className = cls; li.textContent = text; list.appendChild(li);
   }
@@ -24,7 +26,12 @@
   function uploadFiles(form, files) {
     var list = form.querySelector('.upload-results');
     var modality = form.querySelector('[name=modality]');
+    var maxBytes = parseInt(form.dataset.maxBytes || '0', 10);
     Array.prototype.forEach.call(files, function (file) {
+      if (maxBytes && file.size > maxBytes) {  // refused here: no point sending it
+        report(list, 'err', '✗ ' + file.name + ': the file is ' + mb(file.size) + ' MB; the limit is ' + mb(maxBytes) + ' MB.');
+        return;
+      }
       var data = new FormData();
       data.append('photos', file);
       if (modality) data.append('modality', modality.value);
@@ -61,7 +68,11 @@
     var flist = createZone.querySelector('.file-list');
     function show() {
       flist.innerHTML = '';
-      Array.prototype.forEach.call(cinput.files, function (f) { report(flist, '', f.name + ' (' + Math.round(f.size / 1024) + ' kB)'); });
+      var maxBytes = parseInt(createZone.dataset.maxBytes || '0', 10);
+      Array.prototype.forEach.call(cinput.files, function (f) {
+        if (maxBytes && f.size > maxBytes) report(flist, 'err', f.name + ' (' + mb(f.size) + ' MB): over the ' + mb(maxBytes) + ' MB limit, it will be refused');
+        else report(flist, '', f.name + ' (' + Math.round(f.size / 1024) + ' kB)');
+      });
     }
     createZone.addEventListener('dragover', function (e) { e.preventDefault(); createZone.classList.add('over'); });
     createZone.addEventListener('dragleave', function () { createZone.classList.remove('over'); });

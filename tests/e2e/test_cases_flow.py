@@ -100,6 +100,16 @@ def test_dermatologist_case_flow(live_server, browser, login, users, taxonomy, t
     err = _wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#dropzone .upload-results li.err")))
     assert err.text.startswith("✗ notes.jpg: ") and "not an image" in err.text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery figure.thumb")) == 3
+    # A file over the size limit is refused in the browser, before it is sent.
+    from tests.annotation.hostile.make_corpus import oversize_jpeg
+
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(oversize_jpeg())
+    browser.find_element(By.CSS_SELECTOR, "#dropzone input[type=file]").send_keys(str(big))
+    errors = _wait(browser).until(lambda b: [li.text for li in b.find_elements(By.CSS_SELECTOR, "#dropzone .upload-results li.err")
+                                             if "huge.jpg" in li.text])
+    assert errors == ["✗ huge.jpg: the file is 26 MB; the limit is 25 MB."]
+    assert case.photos.count() == 3
     shots(browser, "2a-upload-results")
 
     # Record a histopathology-confirmed diagnosis.
