@@ -273,6 +273,12 @@ def label_report_file(request, pk: int, label_pk: int):
     return response
 
 
+def _csv_text(value: str) -> str:
+    """Free text typed by users must not become a formula when the CSV is opened in a
+    spreadsheet (=, +, -, @ at the start): prefix such cells with an apostrophe."""
+    return "'" + value if value and value[0] in "=+-@\t\r" else value
+
+
 @require_role(*roles.CAN_EXPORT_PATIENT_DATA)
 def cases_export(request):
     """CSV of cases with patient pseudonyms and labels. Admins only."""
@@ -281,10 +287,11 @@ def cases_export(request):
     writer.writerow(["case_id", "external_id", "patient_code", "sex", "birth_year", "body_site", "status", "diagnosis", "source", "confirmed", "photos"])
     for case in selectors.case_list(user=request.user).iterator(chunk_size=2000):
         writer.writerow([
-            case.pk, case.external_id, case.patient.code, case.patient.sex, case.patient.birth_year or "",
-            case.body_site, case.status, case.diagnosis_code or "", case.diagnosis_source or "",
+            case.pk, _csv_text(case.external_id), _csv_text(case.patient.code), case.patient.sex, case.patient.birth_year or "",
+            _csv_text(case.body_site), case.status, case.diagnosis_code or "", case.diagnosis_source or "",
             bool(case.diagnosis_confirmed), case.photo_count or 0,
         ])
+    logging.getLogger("derm_portal.audit").info("cases CSV export by %s", request.user.get_username())
     response = HttpResponse(out.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = 'attachment; filename="derm-portal-cases.csv"'
     return response

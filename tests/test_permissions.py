@@ -288,3 +288,13 @@ def test_csv_export_contains_pseudonyms_and_labels_only(client, users):
     assert header.startswith("case_id,external_id,patient_code")
     assert w.patient.code in first and ",nv,consensus,False,1" in first
     assert response["Content-Disposition"].startswith("attachment")
+
+
+@pytest.mark.django_db
+def test_csv_export_neutralises_spreadsheet_formulas(client, users):
+    w = World(users)
+    w.case.body_site = '=HYPERLINK("http://evil.example","click")'
+    w.case.save()
+    client.force_login(users[roles.ADMIN])
+    row = client.get("/cases/export.csv").content.decode().splitlines()[1]
+    assert "'=HYPERLINK" in row and ",=HYPERLINK" not in row
