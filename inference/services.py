@@ -580,6 +580,13 @@ def training_cases(*, taxonomy: Taxonomy, label_sources: Iterable[str]):
     return [(p, best[p.case_id], p.case_id) for p in photos]
 
 
+def training_case_counts(*, taxonomy: Taxonomy, label_sources: Iterable[str]) -> tuple[int, int]:
+    """(cases, photos) training_cases would export, counted in the database."""
+    cases = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
+             .exclude(case__status="excluded").values("case_id").distinct())
+    return cases.count(), Photo.objects.filter(case_id__in=cases).count()
+
+
 def training_data_export(*, run: TrainingRun, dest: Path) -> dict:
     """Write the run's cases as an inference.ml generic data folder: images/ + labels.csv
     (image,label,case_id). Returns counts."""

@@ -237,8 +237,7 @@ def training_list(request):
     counts = {}
     if taxonomy:
         for key, _ in SOURCE_SETS:
-            rows = services.training_cases(taxonomy=taxonomy, label_sources=services.LABEL_SOURCE_SETS[key])
-            counts[key] = (len({c for _, _, c in rows}), len(rows))
+            counts[key] = services.training_case_counts(taxonomy=taxonomy, label_sources=services.LABEL_SOURCE_SETS[key])
     return render(request, "inference/training_list.html", {
         "runs": selectors.training_runs_visible_to(request.user)[:50],
         "source_sets": [(k, label, counts.get(k, (0, 0))) for k, label in SOURCE_SETS],
