@@ -473,3 +473,25 @@ def test_two_simultaneous_uploads_of_one_photo_store_it_once(case, monkeypatch):
     assert Photo.objects.filter(case=case).count() == 1
     assert len(media_files()) == len(before) + 1
     assert len(deleted) == 1  # the loser's file was written, then removed when the insert failed
+
+
+@pytest.mark.django_db
+def test_unreadable_colour_profile_does_not_hide_a_good_photo(case):
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 80, 70)).save(out, "JPEG", quality=95, icc_profile=b"not an ICC profile" * 20)
+    photo = services.photo_attach(case=case, data=out.getvalue(), filename="odd-profile.jpg", run_hooks=False)
+    img = stored_image(photo)
+    assert "icc_profile" not in img.info and b"not an ICC profile" not in stored_bytes(photo)
+
+
+@pytest.mark.django_db
+def test_embedded_rgb_profile_is_applied_then_dropped(case):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(out, "PNG", icc_profile=srgb)
+    photo = services.photo_attach(case=case, data=out.getvalue(), filename="srgb.png", run_hooks=False)
+    img = stored_image(photo)
+    assert img.getpixel((3, 3)) == (200, 40, 40)  # sRGB -> sRGB is the identity
+    assert "icc_profile" not in img.info

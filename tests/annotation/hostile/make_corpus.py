@@ -50,6 +50,13 @@ def corrupt_crc_png() -> bytes:
     return bytes(data)
 
 
+def png_text_bomb() -> bytes:
+    """A valid 32x32 PNG carrying a zTXt chunk that inflates to 8 MB (a memory bomb)."""
+    png = _image("PNG", size=(32, 32), color=(1, 2, 3))
+    ztxt = _png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (8 * 1024 * 1024), 9))
+    return png[:33] + ztxt + png[33:]  # right after IHDR
+
+
 def gif_js_polyglot() -> bytes:
     """A GIF whose header doubles as JavaScript (GIF89a/*...*/=alert(1))."""
     gif = bytearray(_image("GIF", size=(8, 8)))
@@ -76,6 +83,7 @@ def committed_files() -> dict[str, bytes]:
         "garbage_after_signature.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2,
         "bomb_100mp.png": png_claiming(10_000, 10_000),
         "bomb_61mp.jpg": jpeg_claiming(8_000, 7_700),
+        "text_bomb.png": png_text_bomb(),
         "animation.gif": _image("GIF", size=(32, 32)),
         "bitmap.bmp": _image("BMP", size=(32, 32)),
         "scan.tiff": _image("TIFF", size=(32, 32)),
@@ -97,6 +105,7 @@ REJECTED: dict[str, str] = {
     "garbage_after_signature.png": "corrupt",
     "bomb_100mp.png": "megapixels",
     "bomb_61mp.jpg": "megapixels",
+    "text_bomb.png": "corrupt",
     "animation.gif": "GIF images are not accepted",
     "bitmap.bmp": "BMP images are not accepted",
     "scan.tiff": "TIFF images are not accepted",
