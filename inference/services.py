@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +42,7 @@ CLOSE_MARGIN = float(getattr(settings, "DERM_PREDICTION_CLOSE_MARGIN", 0.10))
 # A prediction left "running" longer than this by a worker that died is taken over.
 STALE_RUNNING = timedelta(seconds=int(getattr(settings, "DERM_PREDICTION_STALE_SECONDS", 120)))
 GRADCAM_TOP_SUB = 3
+_CAM_LOCK = threading.Lock()
 # A training run whose worker has not reported progress for this long is taken over by a redelivered job.
 TRAINING_STALE = timedelta(seconds=int(getattr(settings, "DERM_TRAINING_STALE_SECONDS", 900)))
 
@@ -372,7 +374,10 @@ def prediction_compute(*, predictor, image, photo_size, boxes=()) -> dict:
     t1 = time.perf_counter()
     overlays, cam_error = [], ""
     try:
-        maps = explain(predictor, image, [r["sub_class"] for r in ranked[:GRADCAM_TOP_SUB]], [metas[0][0]] if metas else [])
+        # Grad-CAM hooks live on the shared (cached) model: one photo at a time per process
+        # (matters only with threads, e.g. eager jobs in a threaded dev server)
+        with _CAM_LOCK:
+            maps = explain(predictor, image, [r["sub_class"] for r in ranked[:GRADCAM_TOP_SUB]], [metas[0][0]] if metas else [])
         vmax = shared_scale(maps)
         for m in maps:
             buf = io.BytesIO()
