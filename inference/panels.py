@@ -8,7 +8,7 @@ from django.template.loader import render_to_string
 from annotation.models import SubClass
 
 from . import selectors
-from .presenters import WARNING_RULE, prediction_view
+from .presenters import prediction_view, warning_rule
 from .services import model_active_for
 
 
@@ -25,7 +25,7 @@ def panel_common_context() -> dict:
     return {
         "active_model": active,
         "sub_classes": list(SubClass.objects.filter(taxonomy_id=taxonomy_id).select_related("meta_class")) if taxonomy_id else [],
-        "warning_rule": WARNING_RULE,
+        "warning_rule": warning_rule(active),
     }
 
 

@@ -13,11 +13,17 @@ GRADE_ADVICE = {
     2: "Low malignancy: see a dermatologist at a nearby hospital.",
     3: "High malignancy: refer urgently to a tertiary hospital.",
 }
-WARNING_RULE = (
-    "A warning is shown when the photo looks unlike the training photos (its out-of-distribution score is above "
-    "the 99th percentile of the training photos' scores) or when the top two diagnoses are less than "
-    f"{CLOSE_MARGIN * 100:.0f} percentage points apart."
-)
+def warning_rule(model_version=None) -> str:
+    """The rule behind the case page's warning, with the model's own out-of-distribution quantile."""
+    q = ((getattr(model_version, "manifest", None) or {}).get("ood") or {}).get("quantile", 0.99)
+    return (
+        "A warning is shown when the photo looks unlike the training photos (its out-of-distribution score is above "
+        f"the {q * 100:.0f}th percentile of the training photos' scores) or when the top two diagnoses are less than "
+        f"{CLOSE_MARGIN * 100:.0f} percentage points apart."
+    )
+
+
+WARNING_RULE = warning_rule()
 
 
 def _names(taxonomy_id: int):
