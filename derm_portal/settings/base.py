@@ -211,7 +211,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_q),
         "processed_folder": str(VAR_DIR / "celery-processed"),
         "store_processed": False,
+        "control_folder": str(VAR_DIR / "celery-control"),
     }
+    for _d in ("celery-queue", "celery-processed", "celery-control"):
+        (VAR_DIR / _d).mkdir(parents=True, exist_ok=True)
 
 LOGGING = {
     "version": 1,
