@@ -233,9 +233,10 @@ DERM_CASE_PANELS: list[str] = []
 # shows the ranked differential with Grad-CAM overlays.
 DERM_PHOTO_ATTACHED_HOOKS.append("inference.services.prediction_request_for_photo")
 DERM_CASE_PANELS.append("inference.panels.prediction_panel")
-# torch threads of a prediction worker (empty: torch default = all cores). On a CPU shared with
-# other jobs 1 is faster (bench/gradcam_speed.py --threads 1).
-DERM_INFERENCE_THREADS = int(os.environ.get("DERM_INFERENCE_THREADS", 0)) or None
+# torch threads of a prediction worker (0: torch default = all cores). 1 by default: on the shared
+# 2-core CPU one thread per worker is ~8x faster than two (bench/prediction_latency.py --threads);
+# run more worker processes for throughput.
+DERM_INFERENCE_THREADS = int(os.environ.get("DERM_INFERENCE_THREADS", 1)) or None
 
 # Upload from phone (QR code on the case page -> /m/upload/<token>/, no login on the phone).
 DERM_CASE_PANELS.append("annotation.phone.views.case_panel")
