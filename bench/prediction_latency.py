@@ -37,7 +37,8 @@ def main():
     ap.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/derm_bench_latency")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/7")
     ap.add_argument("--var", default="/tmp/derm-bench-latency-var")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads of the worker (DERM_INFERENCE_THREADS; 0 = torch default)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of the worker (DERM_INFERENCE_THREADS; default: the setting's default, 1; 0 = torch default)")
     args = ap.parse_args()
 
     from _artefact import fresh_lite0_artefact, loadavg, pct, sample_images
@@ -46,8 +47,10 @@ def main():
     env = {
         "DJANGO_SETTINGS_MODULE": "derm_portal.settings.base", "DATABASE_URL": args.database,
         "CELERY_BROKER_URL": args.redis, "CELERY_TASK_ALWAYS_EAGER": "0", "DERM_VAR_DIR": args.var,
-        "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0", "DERM_INFERENCE_THREADS": str(args.threads),
+        "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0",
     }
+    if args.threads is not None:
+        env["DERM_INFERENCE_THREADS"] = str(args.threads)
     os.environ.update(env)
     Path(args.var).mkdir(parents=True, exist_ok=True)
     _create_database(args.database)
@@ -117,7 +120,7 @@ def main():
 
         first = one(imgs[0], "warmup.jpg")    # the worker loads the model here
         print(f"model {model_dir.name} ({mv.manifest.get('backbone')}, {mv.manifest['preprocessing']['size']} px), "
-              f"worker torch threads {args.threads or 'default'}; "
+              f"worker torch threads {'setting default (1)' if args.threads is None else args.threads or 'torch default'}; "
               f"first photo {first['total']:.0f} ms; load {loadavg()}")
         rows = [one(img, f"p{i}.jpg") for i, img in enumerate(imgs[1:])]
         print(f"{len(rows)} photos, one at a time")
