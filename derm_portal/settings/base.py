@@ -204,6 +204,11 @@ if os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS"):
         **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
         **_json.loads(os.environ["CELERY_BROKER_TRANSPORT_OPTIONS"]),
     }
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A prediction whose worker died is handed out again after 15 minutes (not kombu's
+    # hour); every task re-checks its row, so a long training run that is redelivered
+    # while its worker still beats its heartbeat is answered "busy" and left alone.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 900, **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {})}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _q = VAR_DIR / "celery-queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
