@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--cuts", default="none,4,8,11,all")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--class-balance", default=None, help="override the coarse model's class balancing")
     a = ap.parse_args()
     torch.set_num_threads(2)
     P = Predictor.load(a.model)
@@ -40,6 +41,8 @@ def main():
     fields = {k: v for k, v in tr_settings.items() if k in TrainConfig.__dataclass_fields__}
     cfg = TrainConfig(**{**fields, "data": a.data, "taxonomy": P.taxonomy.to_dict(), "out": "/nonexistent"})
     D = prepare_data(cfg, P.taxonomy)
+    if a.class_balance:
+        cfg = replace(cfg, class_balance=a.class_balance)
     assert D["fingerprint"] == P.manifest["data"]["fingerprint"], "DATA_DIR is not the artefact's training data"
     tr, te = split_by_cases(D["records"], set(P.manifest["split"]["test_cases"]))
     imgs, y_sub, y_meta = D["images"], D["y_sub"], D["y_meta"]
@@ -61,7 +64,7 @@ def main():
         info = fit(coarse, imgs, y_meta, tr, cfg, "coarse", a.epochs, None, frozen)
         pc = model_outputs(coarse, xte, pre["mean"], pre["std"], 64, P.tta)
         rep = report_from_probs(pf, pc, y_sub[te], P.taxonomy)
-        row = {"cut": c, "train_seconds": time.time() - t, "train_images_per_second": info["images_per_second"]}
+        row = {"cut": c, "class_balance": cfg.class_balance, "epochs": a.epochs, "train_seconds": time.time() - t, "train_images_per_second": info["images_per_second"]}
         for k in ("coarse", "hierarchical_product", "hierarchical_hard", "flat"):
             row[k] = {m: rep[k][m] for m in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")}
         results[str(c)] = row

@@ -50,6 +50,20 @@ def main():
     P.predict(pil, batch_size=a.batch)
     dt = time.time() - t
     res["batched_photos_per_second"] = len(pil) / dt
+    # batch size / thread sweep of the full path
+    sweep = {}
+    for th in sorted({1, a.threads}):
+        torch.set_num_threads(th)
+        for bsz in (1, 4, 8, 16, 32):
+            P.predict(pil[:bsz], batch_size=bsz)
+            t = time.time()
+            P.predict(pil[:128], batch_size=bsz)
+            sweep[f"threads{th}_batch{bsz}"] = 128 / (time.time() - t)
+    torch.set_num_threads(a.threads)
+    res["batched_photos_per_second_sweep"] = sweep
+    best = max(sweep, key=sweep.get)
+    res["best_setting"] = best
+    res["best_photos_per_second"] = sweep[best]
     # single photo latency
     lat = []
     for im in pil[:40]:
@@ -74,6 +88,8 @@ def main():
         res[f"forward_single_ms_tta_{tta}"] = statistics.median(lat)
     res["loadavg_after"] = load()
     for k, v in res.items():
+        if isinstance(v, dict):
+            v = {kk: round(vv, 1) for kk, vv in v.items()}
         print(f"{k:40s} {v:.1f}" if isinstance(v, float) else f"{k:40s} {v}")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

@@ -66,6 +66,8 @@ def add_train_args(p):
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--class-balance", default=d.class_balance,
                    choices=["none", "weights", "sqrt_weights", "focal", "sampler"])
+    p.add_argument("--coarse-class-balance", default=d.coarse_class_balance,
+                   choices=["none", "weights", "sqrt_weights", "focal", "sampler"])
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--holdout", type=float, default=None)
@@ -78,6 +80,7 @@ def add_train_args(p):
     p.add_argument("--positive", default=None, help="comma-separated sub-classes of a binary question, e.g. mel")
     p.add_argument("--binary-epochs", type=int, default=0)
     p.add_argument("--max-train-images", type=int, default=None)
+    p.add_argument("--fine-from", default=None, help="re-use the fine model of this artefact; train the coarse model only")
     p.add_argument("--augment", default=None, help="JSON object overriding augmentation settings")
 
 
@@ -88,11 +91,12 @@ def config_from_args(a):
         image_size=a.image_size, epochs=a.epochs, coarse_epochs=a.coarse_epochs, transfer_cut=a.transfer_cut,
         freeze_transferred=not a.no_freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
-        class_balance=a.class_balance, label_smoothing=a.label_smoothing,
+        class_balance=a.class_balance, coarse_class_balance=a.coarse_class_balance,
+        label_smoothing=a.label_smoothing,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, tta=not a.no_tta, threads=a.threads, cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
-        augment=json.loads(a.augment) if a.augment else {})
+        augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from)
 
 
 def cmd_train(a):

@@ -29,7 +29,7 @@ import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from . import artefact as art
 from .data import (AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
-                   holdout_split, kfold_split, read_dataset)
+                   holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
 from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
                        transfer_cut, transferred_prefixes)
@@ -85,6 +85,7 @@ class TrainConfig:
     burn_in: int = 50
     burn_in_power: float = 4.0
     class_balance: str = "weights"      # "none" | "weights" | "sqrt_weights" | "focal" | "sampler"
+    coarse_class_balance: str | None = None   # None: same as class_balance
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     holdout: float | None = 0.2
@@ -100,6 +101,7 @@ class TrainConfig:
     binary_epochs: int = 0              # >0: also train a single-stage binary baseline
     augment: dict = field(default_factory=dict)   # overrides of AugmentConfig fields
     max_train_images: int | None = None  # subsample the training split (probes, search)
+    fine_from: str | None = None        # re-use the fine model of this artefact (same data, split, taxonomy)
     eval_batch_size: int = 64
     ood_quantile: float = 0.99
 
@@ -109,6 +111,7 @@ class TrainConfig:
         d["data"] = None   # never store machine paths in the artefact
         d["out"] = None
         d["cache_dir"] = None
+        d["fine_from"] = None if self.fine_from is None else Path(str(self.fine_from)).name
         d["coarse_epochs"] = self.coarse_epochs if self.coarse_epochs is not None else max(1, round(self.epochs / 2))
         return d
 
@@ -369,10 +372,24 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
 
     # 1. fine model
     fine = build_model(cfg, len(tax.sub_classes))
-    frozen_fine = freeze_first_blocks(fine, cfg.freeze_blocks)
-    fine_info = fit(fine, images, y_sub, tr, cfg, "fine", cfg.epochs, work / "fine.ckpt", frozen_fine,
-                    progress, should_stop)
-    timings["fine"] = fine_info["seconds"]
+    if cfg.fine_from:
+        src = art.read_manifest(cfg.fine_from)
+        src_tax = Taxonomy.from_json(Path(cfg.fine_from) / "taxonomy.json")
+        if (src["data"]["fingerprint"] != D["fingerprint"] or src_tax.sub_classes != tax.sub_classes
+                or src["backbone"] != cfg.backbone or src["preprocessing"]["size"] != cfg.image_size):
+            raise ValueError("fine_from: the artefact was trained on other data, taxonomy, backbone or size")
+        tr_src, te_src = split_by_cases(records, set(src["split"]["test_cases"]))
+        if not np.array_equal(te_src, te):
+            raise ValueError("fine_from: the artefact's held-out split differs from this run's split")
+        fine.load_state_dict(art.load_state(Path(cfg.fine_from) / "fine.safetensors"))
+        fine_info = {**src["fine_training"], "reused_from_artefact_created": src.get("created")}
+        timings["fine_reused_seconds"] = src["timings_seconds"]["fine"]
+        timings["fine"] = 0.0
+    else:
+        frozen_fine = freeze_first_blocks(fine, cfg.freeze_blocks)
+        fine_info = fit(fine, images, y_sub, tr, cfg, "fine", cfg.epochs, work / "fine.ckpt", frozen_fine,
+                        progress, should_stop)
+        timings["fine"] = fine_info["seconds"]
 
     # 2. transfer + 3. coarse model
     t0 = time.time()
@@ -385,7 +402,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     if cut == "all" and cfg.freeze_transferred:
         frozen_c = ["backbone."]
     coarse_epochs = settings["coarse_epochs"]
-    coarse_info = fit(coarse, images, y_meta, tr, cfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
+    ccfg = cfg if cfg.coarse_class_balance is None else replace(cfg, class_balance=cfg.coarse_class_balance)
+    coarse_info = fit(coarse, images, y_meta, tr, ccfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
                       progress, should_stop)
     coarse_info["transferred_tensors"] = len(copied)
     coarse_info["cut"] = cut

@@ -136,3 +136,14 @@ def test_progress_fields_and_kfold(tmp_path, taxonomy_file, tiny_data):
     assert {"epoch", "epochs", "batch", "loss", "eta_seconds"} <= set(b)
     man = json.loads((out / "model.json").read_text())
     assert man["split"]["kind"] == "kfold" and man["split"]["fold"] == 1
+
+
+def test_fine_from_reuses_fine_model(tmp_path, taxonomy_file, tiny_data):
+    from safetensors.torch import load_file
+    a = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "a"), **FAST))
+    b = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
+                          fine_from=str(a), coarse_class_balance="none", **FAST))
+    fa, fb = load_file(str(a / "fine.safetensors")), load_file(str(b / "fine.safetensors"))
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+    man = json.loads((b / "model.json").read_text())
+    assert man["timings_seconds"]["fine"] == 0.0 and man["training"]["coarse_class_balance"] == "none"
