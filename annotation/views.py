@@ -24,18 +24,7 @@ from .forms import CaseCreateForm, LabelForm, StatusForm, TaxonomyImportForm
 from .models import CaseStatus, LabelSource, MetaClass, Modality, SubClass, Taxonomy
 
 
-def require_role(*wanted):
-    def decorator(view):
-        def wrapped(request, *args, **kwargs):
-            if not roles.has_role(request.user, *wanted):
-                raise PermissionDenied("Your role may not open this page.")
-            return view(request, *args, **kwargs)
-
-        wrapped.__name__ = view.__name__
-        wrapped.__doc__ = view.__doc__
-        return wrapped
-
-    return decorator
+require_role = roles.require_role
 
 
 @require_role(*roles.CAN_VIEW_CLINICAL)

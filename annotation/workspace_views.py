@@ -19,7 +19,7 @@ from derm_portal import roles
 from . import agreement, boxes, review
 from .models import AnnotationStatus, AnnotatorGroup, Assignment, Crop, ExclusionReason, Photo, PhotoAnnotation
 from .selectors import photo_get, taxonomy_default, taxonomy_tree
-from .views import require_role
+from derm_portal.roles import require_role
 
 
 def _taxonomy_context() -> dict:

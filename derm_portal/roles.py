@@ -77,3 +77,21 @@ def ensure_groups() -> None:
 
     for name in ALL_ROLES:
         Group.objects.get_or_create(name=name)
+
+
+def require_role(*wanted: str):
+    """View decorator: 403 unless the user holds one of `wanted`."""
+    from functools import wraps
+
+    from django.core.exceptions import PermissionDenied
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not has_role(request.user, *wanted):
+                raise PermissionDenied("Your role may not open this page.")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator

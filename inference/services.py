@@ -24,7 +24,6 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import DiagnosisLabel, LabelSource, Photo, SubClass, Taxonomy
@@ -32,7 +31,7 @@ from derm_portal import roles
 
 from . import loader
 from .models import (DoctorAssessment, GradCamOverlay, ModelActivation, ModelStatus, ModelVersion, Prediction,
-                     PredictionStatus, TargetKind, TrainingRun, TrainingStatus)
+                     PredictionStatus, TrainingRun, TrainingStatus)
 
 log = logging.getLogger(__name__)
 

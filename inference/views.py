@@ -1,11 +1,10 @@
 """HTML pages and small JSON endpoints for decision support. Thin: they call services/selectors."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -13,27 +12,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import selectors as annotation_selectors
-from annotation.models import LabelSource, SubClass
+from annotation.models import SubClass
 from derm_portal import roles
 
 from . import charts, selectors, services
-from .models import ModelStatus, PredictionStatus, TrainingStatus
+from .models import PredictionStatus, TrainingStatus
 from .panels import panel_common_context, photo_block_context
 from .presenters import prediction_signature, prediction_view
 
 
-def require_role(*wanted):
-    def decorator(view):
-        def wrapped(request, *args, **kwargs):
-            if not roles.has_role(request.user, *wanted):
-                raise PermissionDenied("Your role may not open this page.")
-            return view(request, *args, **kwargs)
-
-        wrapped.__name__ = view.__name__
-        wrapped.__doc__ = view.__doc__
-        return wrapped
-
-    return decorator
+require_role = roles.require_role
 
 
 # --------------------------------------------------------------------------- case panel

@@ -13,12 +13,10 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_POST
 
-from annotation.views import require_role, stream_photo
+from annotation.views import stream_photo
+from derm_portal.roles import require_role
 from derm_portal import roles
 
 from . import charts, questions, results, selectors, services

@@ -77,7 +77,6 @@ class AssessmentSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs):
         sub = attrs.get("sub_class")
-        photo = attrs.get("photo")
         if sub is not None and isinstance(self.initial_data.get("sub_class"), str):
             # the code is unique per taxonomy: prefer the active model's taxonomy
             from ..services import model_active_for
