@@ -29,7 +29,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("data")
     ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()

@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--binary-epochs", type=int, default=0)
     ap.add_argument("--results", default=str(HERE / "results" / "pipeline.json"))
     ap.add_argument("overrides", nargs="*")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     over = {}
     for s in a.overrides:
         k, v = s.split("=", 1)

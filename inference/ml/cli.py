@@ -56,7 +56,8 @@ def add_train_args(p):
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--coarse-epochs", type=int, default=None)
     p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')
-    p.add_argument("--no-freeze-transferred", action="store_true")
+    p.add_argument("--freeze-transferred", action="store_true",
+                   help="coarse model: keep the transferred part frozen (about 4x cheaper coarse stage)")
     p.add_argument("--freeze-blocks", type=int, default=d.freeze_blocks)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])
@@ -89,7 +90,7 @@ def config_from_args(a):
     return TrainConfig(
         data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained,
         image_size=a.image_size, epochs=a.epochs, coarse_epochs=a.coarse_epochs, transfer_cut=a.transfer_cut,
-        freeze_transferred=not a.no_freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
+        freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
         class_balance=a.class_balance, coarse_class_balance=a.coarse_class_balance,
         label_smoothing=a.label_smoothing,

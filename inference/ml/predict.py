@@ -129,7 +129,7 @@ class Predictor:
             pf, pc = (pf[:n] + pf[n:]) / 2, (pc[:n] + pc[n:]) / 2
         return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
 
-    def predict(self, images, method: str = "product", batch_size: int = 32) -> list[Differential]:
+    def predict(self, images, method: str = "product", batch_size: int = 4) -> list[Differential]:
         from .infer import ood_scores
         out: list[Differential] = []
         tax = self.taxonomy

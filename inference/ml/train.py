@@ -14,7 +14,9 @@ Checkpoints are written to ``<out>/.work`` after every epoch; calling ``train`` 
 config resumes from the last completed epoch.
 
 Defaults (the recipe used for the HAM10000 benchmark, chosen for a 2-core CPU and ~1 hour):
-EfficientNet-Lite0 from ImageNet at 160 px, channels_last, stem + first 3 blocks frozen,
+EfficientNet-Lite0 from ImageNet at 160 px, channels_last, stem + first 3 blocks frozen (fine
+model, 12 epochs); coarse model from the fine model up to block 11 of 16 and ImageNet after it,
+all of it fine-tuned for 6 epochs;
 AdamW (see README "ML engine" for the measured comparison with the thesis SGD recipe),
 cosine schedule with 50-batch burn-in (power 4), inverse-frequency class weights,
 the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips, flip TTA at evaluation.
@@ -74,7 +76,7 @@ class TrainConfig:
     epochs: int = 12                    # fine model
     coarse_epochs: int | None = None    # default: max(1, round(epochs / 2))
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
-    freeze_transferred: bool = True     # coarse model: do not update the transferred part
+    freeze_transferred: bool = False    # True: do not update the transferred part (4x cheaper coarse stage)
     freeze_blocks: int = 3              # fine model: stem + first N blocks frozen (-1: none)
     batch_size: int = 32
     optimizer: str = "adamw"            # "adamw" | "sgd" (thesis)
@@ -102,7 +104,7 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)   # overrides of AugmentConfig fields
     max_train_images: int | None = None  # subsample the training split (probes, search)
     fine_from: str | None = None        # re-use the fine model of this artefact (same data, split, taxonomy)
-    eval_batch_size: int = 64
+    eval_batch_size: int = 8            # small batches are faster on this CPU (bench/inference_speed.py sweep)
     ood_quantile: float = 0.99
 
     def resolved(self) -> dict:
