@@ -23,7 +23,7 @@ def main():
             over[k] = json.loads(v)
         except json.JSONDecodeError:
             over[k] = v
-    out = Path(os.environ.get("PROBE_DIR", "/tmp/probes")) / name
+    out = Path(os.environ.get("PROBE_DIR", Path(__file__).resolve().parents[1] / "models" / "probes")) / name
     cfg = TrainConfig(data=data, taxonomy=str(TAX), out=str(out), **over)
     last = {"t": 0}
 
