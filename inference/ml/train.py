@@ -157,8 +157,9 @@ def loss_fn(logits, y, weights, mode, gamma, smoothing):
 def lr_at(step, total, cfg: TrainConfig):
     cos = cfg.lrf + (1 - cfg.lrf) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
     lr = cfg.lr0 * cos
-    if cfg.burn_in and step < cfg.burn_in:
-        lr *= ((step + 1) / cfg.burn_in) ** cfg.burn_in_power
+    burn = min(int(cfg.burn_in), max(1, total // 5))   # warm-up never longer than 20 % of training
+    if cfg.burn_in and step < burn:
+        lr *= ((step + 1) / burn) ** cfg.burn_in_power
     return lr
 
 
