@@ -18,7 +18,7 @@ EfficientNet-Lite0 from ImageNet at 160 px, channels_last, stem + first 3 blocks
 model, 12 epochs); coarse model from the fine model up to block 11 of 16 and ImageNet after it,
 all of it fine-tuned for 6 epochs;
 AdamW (see README "ML engine" for the measured comparison with the thesis SGD recipe),
-cosine schedule with 50-batch burn-in (power 4), inverse-frequency class weights,
+cosine schedule with 50-batch burn-in (power 4), sqrt-inverse-frequency class weights,
 the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips, flip TTA at evaluation.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     burn_in: int = 50
     burn_in_power: float = 4.0
-    class_balance: str = "weights"      # "none" | "weights" | "sqrt_weights" | "focal" | "sampler"
+    class_balance: str = "sqrt_weights"  # "none" | "weights" | "sqrt_weights" | "focal" | "sampler"
     coarse_class_balance: str | None = None   # None: same as class_balance
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
