@@ -13,6 +13,7 @@ models/ or bench/results/); without it a freshly initialised Lite0 artefact is b
 Target: < 300 ms for one photo and three targets on this 2-core CPU. /proc/loadavg is printed
 because other processes share the CPU.
 """
+import tempfile
 import argparse
 import io
 import sys
@@ -55,7 +56,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model_dir = Path(args.model) if args.model else fresh_lite0_artefact(Path("/tmp/derm-bench-lite0-fresh"))
+    model_dir = Path(args.model) if args.model else fresh_lite0_artefact(Path(tempfile.gettempdir()) / "derm-bench-lite0-fresh")
     P = Predictor.load(model_dir)
     imgs = sample_images(args.data, args.n)
     print(f"model {model_dir.name} backbone {P.manifest['backbone']} size {P.size} threads {args.threads} "

@@ -15,6 +15,7 @@ database until the prediction is done with its 4 overlays. Prints p50/p95 of:
   worker   worker time (load photo, differential, Grad-CAM, overlays)
 Target: total p50 < 1 s on this 2-core CPU. /proc/loadavg is printed: other processes share the CPU.
 """
+import tempfile
 import argparse
 import io
 import os
@@ -36,14 +37,14 @@ def main():
     ap.add_argument("--data", default=None, help="data dir with images/*.jpg (default: generated photos)")
     ap.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/derm_bench_latency")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/7")
-    ap.add_argument("--var", default="/tmp/derm-bench-latency-var")
+    ap.add_argument("--var", default=str(Path(tempfile.gettempdir()) / "derm-bench-latency-var"))
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of the worker (DERM_INFERENCE_THREADS; default: the setting's default, 1; 0 = torch default)")
     args = ap.parse_args()
 
     from _artefact import fresh_lite0_artefact, loadavg, pct, sample_images
 
-    model_dir = Path(args.model).resolve() if args.model else fresh_lite0_artefact(Path("/tmp/derm-bench-lite0-fresh"))
+    model_dir = Path(args.model).resolve() if args.model else fresh_lite0_artefact(Path(tempfile.gettempdir()) / "derm-bench-lite0-fresh")
     env = {
         "DJANGO_SETTINGS_MODULE": "derm_portal.settings.base", "DATABASE_URL": args.database,
         "CELERY_BROKER_URL": args.redis, "CELERY_TASK_ALWAYS_EAGER": "0", "DERM_VAR_DIR": args.var,

@@ -3,8 +3,6 @@ import shutil
 
 import pytest
 
-from derm_portal import roles
-from tests.factories import CaseFactory, UserFactory
 
 
 def require_services() -> bool:
@@ -30,6 +28,8 @@ def taxonomy(db):
 
 @pytest.fixture
 def make_user(db):
+    from tests.factories import UserFactory
+
     def _make(role=None, **kwargs):
         return UserFactory(role=role, **kwargs)
 
@@ -39,11 +39,17 @@ def make_user(db):
 @pytest.fixture
 def users(db):
     """One user per role (admin as a group member, not a superuser)."""
+    from derm_portal import roles
+    from tests.factories import UserFactory
+
     return {role: UserFactory(username=f"u-{role}", role=role) for role in roles.ALL_ROLES}
 
 
 @pytest.fixture
 def case(db, users):
+    from derm_portal import roles
+    from tests.factories import CaseFactory
+
     return CaseFactory(created_by=users[roles.DERMATOLOGIST])
 
 
