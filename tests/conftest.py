@@ -91,6 +91,11 @@ def login(browser, live_server):
         browser.find_element(By.NAME, "username").send_keys(user.username)
         browser.find_element(By.NAME, "password").send_keys(password)
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        # Wait for the login POST to finish (session cookie set) before the test
+        # navigates on; otherwise a busy machine races the redirect.
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 30).until(lambda d: "/accounts/login/" not in d.current_url)
         return browser
 
     return _login
