@@ -147,3 +147,22 @@ def test_fine_from_reuses_fine_model(tmp_path, taxonomy_file, tiny_data):
     assert all(torch.equal(fa[k], fb[k]) for k in fa)
     man = json.loads((b / "model.json").read_text())
     assert man["timings_seconds"]["fine"] == 0.0 and man["training"]["coarse_class_balance"] == "none"
+
+
+def test_augmenting_thread_uses_one_intra_op_thread():
+    """The helper thread that prepares the next batch must not start a second team of intra-op
+    threads beside the training step's (on 2 cores that halved the training speed)."""
+    from inference.ml import train as tr
+    before = torch.get_num_threads()
+    assert tr._POOL.submit(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_keep_freed_memory_reports_glibc():
+    import platform
+    from inference.ml.train import keep_freed_memory
+    ok = keep_freed_memory()
+    if platform.libc_ver()[0] == "glibc":
+        assert ok is True
+    else:
+        assert ok is False
