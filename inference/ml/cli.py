@@ -68,7 +68,8 @@ def add_train_args(p):
     p.add_argument("--class-balance", default=d.class_balance,
                    choices=["none", "weights", "sqrt_weights", "focal", "sampler"])
     p.add_argument("--coarse-class-balance", default=d.coarse_class_balance,
-                   choices=["none", "weights", "sqrt_weights", "focal", "sampler"])
+                   choices=["same", "none", "weights", "sqrt_weights", "focal", "sampler"],
+                   help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--holdout", type=float, default=None)
@@ -92,7 +93,8 @@ def config_from_args(a):
         image_size=a.image_size, epochs=a.epochs, coarse_epochs=a.coarse_epochs, transfer_cut=a.transfer_cut,
         freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
-        class_balance=a.class_balance, coarse_class_balance=a.coarse_class_balance,
+        class_balance=a.class_balance,
+        coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
         label_smoothing=a.label_smoothing,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, tta=not a.no_tta, threads=a.threads, cache_dir=a.cache_dir,
