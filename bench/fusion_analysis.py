@@ -23,19 +23,9 @@ def probs(model_dir, data_dir, cache):
     if cache and Path(cache).is_file():
         z = np.load(cache)
         return z["pf"], z["pc"], z["y"]
-    import torch
-    from inference.ml.data import build_cache, filter_to_taxonomy, read_dataset, split_by_cases
-    from inference.ml.infer import model_outputs
-    from inference.ml.predict import Predictor
-    P = Predictor.load(model_dir)
-    records, _ = filter_to_taxonomy(read_dataset(data_dir)[0], P.taxonomy)
-    _, te = split_by_cases(records, set(P.manifest["split"]["test_cases"]))
-    records = [records[i] for i in te]
-    images, ok, _ = build_cache(records, P.size, None)
-    idx = {s: i for i, s in enumerate(P.taxonomy.sub_classes)}
-    y = np.array([idx[r.label] for r in records])
-    pf = model_outputs(P.fine_model, images, P.mean, P.std, 8, P.tta)
-    pc = model_outputs(P.coarse_model, images, P.mean, P.std, 8, P.tta)
+    from inference.ml.evaluate import model_probabilities
+    R = model_probabilities(model_dir, data_dir)
+    pf, pc, y = R["p_fine"], R["p_coarse"], R["y"]
     if cache:
         np.savez(cache, pf=pf, pc=pc, y=y)
     return pf, pc, y

@@ -1,6 +1,6 @@
 """Inference speed of a trained artefact: batched photos/s and single-photo ranked differential latency.
 
-    python bench/inference_speed.py MODEL_DIR DATA_DIR [--n 256] [--batch 32] [--threads 2]
+    python bench/inference_speed.py MODEL_DIR DATA_DIR [--n 256] [--batch 4] [--threads 2] [--precision auto|fp32|bf16]
 
 Measures the full ``Predictor`` path (decode + resize + fine and coarse forward passes with flip
 TTA + fusion + OOD score), plus the raw forward throughput on pre-decoded tensors, with and without
@@ -31,18 +31,19 @@ def main():
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t = time.time()
-    P = Predictor.load(a.model)
+    P = Predictor.load(a.model, precision=a.precision)
     load_s = time.time() - t
     paths = sorted((Path(a.data) / "images").glob("*.jpg"))[:a.n]
     pil = []
     for p in paths:
         with Image.open(p) as im:
             pil.append(im.convert("RGB"))
-    res = {"model": str(a.model), "image_size": P.size, "tta": P.tta, "threads": a.threads, "n": len(pil),
+    res = {"model": str(a.model), "precision": P.precision, "image_size": P.size, "tta": P.tta, "threads": a.threads, "n": len(pil),
            "load_seconds": load_s, "loadavg_before": load()}
     P.predict(pil[:a.batch])  # warm-up
     # batched, full path from PIL images

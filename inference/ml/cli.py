@@ -71,6 +71,8 @@ def add_train_args(p):
                    choices=["same", "none", "weights", "sqrt_weights", "focal", "sampler"],
                    help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                   help="exponential moving average of the weights (e.g. 0.998; 0 = off)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--holdout", type=float, default=None)
     g.add_argument("--folds", type=int, default=None)
@@ -96,6 +98,7 @@ def config_from_args(a):
         class_balance=a.class_balance,
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
         label_smoothing=a.label_smoothing,
+        ema_decay=a.ema_decay,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, tta=not a.no_tta, threads=a.threads, cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
@@ -131,7 +134,7 @@ def cmd_train(a):
 
 def cmd_evaluate(a):
     from .evaluate import evaluate, format_report
-    rep = evaluate(a.model, a.data, positive=_positive(a.positive))
+    rep = evaluate(a.model, a.data, positive=_positive(a.positive), precision=a.precision, views=a.views)
     print(format_report(rep))
     if a.json:
         from .artefact import write_json
@@ -195,6 +198,10 @@ def main(argv=None):
     e.add_argument("--data", required=True)
     e.add_argument("--json", default=None)
     e.add_argument("--positive", default=None)
+    e.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                   help="default auto: bfloat16 where the CPU has it natively (as the portal serves)")
+    e.add_argument("--views", type=int, default=None, choices=[1, 2, 4],
+                   help="test-time views per photo (default: the artefact's, 2 = photo + mirror)")
     p = sub.add_parser("predict", help="ranked differential for images")
     p.add_argument("--model", required=True)
     p.add_argument("--method", default="product", choices=["product", "hard", "flat"])

@@ -7,8 +7,10 @@ Public API:
   ``coarse_from_fine`` (each: accuracy, balanced_accuracy, macro_f1, top3_accuracy, macro_auc,
   per_class{recall, precision, specificity, f1, auc, ci_low, ci_high}, confusion matrices),
   ``two_stage`` (when ``positive`` is given) and ``malignancy`` (when the taxonomy has grades).
-- ``evaluate(model_dir, data_dir, positive=None) -> dict``: runs the artefact on the model's
+- ``evaluate(model_dir, data_dir, positive=None, precision=None, views=None) -> dict``: runs the
+  artefact as the portal serves it (``Predictor``: BN folded, precision, flip views) on the model's
   held-out split of ``data_dir`` when it is the training data (same fingerprint), else on all of it.
+- ``model_probabilities(...)``: the probabilities behind ``evaluate`` (also used by bench scripts).
 - ``format_report(report) -> str``: readable table.
 """
 from __future__ import annotations
@@ -79,12 +81,20 @@ def report_from_probs(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, positive=None
     return rep
 
 
-def evaluate(model_dir, data_dir, positive=None, batch_size: int = 64, progress=None) -> dict:
+def model_probabilities(model_dir, data_dir, precision: str | None = None, batch_size: int = 8,
+                        views: int | None = None, progress=None) -> dict:
+    """Run an artefact on ``data_dir`` the way the portal serves it (``Predictor.probabilities``).
+
+    Uses the model's held-out split when ``data_dir`` is its training data (same fingerprint), else
+    every image. Returns {predictor, y, p_fine, p_coarse, p_binary, scope, skipped_labels, bad_images}.
+    """
     import torch
     from .data import build_cache, data_fingerprint, filter_to_taxonomy, read_dataset, split_by_cases
     from .infer import model_outputs
     from .predict import Predictor
-    P = Predictor.load(model_dir)
+    P = Predictor.load(model_dir, precision=precision)
+    if views is not None:
+        P.tta, P.tta_views = views > 1, views
     tax = P.taxonomy
     records, _ = read_dataset(data_dir)
     records, skipped = filter_to_taxonomy(records, tax)
@@ -102,18 +112,35 @@ def evaluate(model_dir, data_dir, positive=None, batch_size: int = 64, progress=
     records = [records[i] for i in keep]
     images = images[torch.as_tensor(keep)]
     sub_idx = {s: i for i, s in enumerate(tax.sub_classes)}
-    y = np.array([sub_idx[r.label] for r in records])
-    pf = model_outputs(P.fine_model, images, P.mean, P.std, batch_size, P.tta)
-    pc = model_outputs(P.coarse_model, images, P.mean, P.std, batch_size, P.tta)
+    y = np.array([sub_idx[r.label] for r in records], dtype=int)
+    pf, pc = [], []
+    for s in range(0, len(images), batch_size):
+        f, c, _ = P.probabilities(images[s:s + batch_size])
+        pf.append(f)
+        pc.append(c)
     pb = None
+    if P.binary_model is not None:
+        pb = model_outputs(P.binary_model, images, P.mean, P.std, batch_size, P.tta)[:, 1]
+    C, K = len(tax.sub_classes), len(tax.meta_classes)
+    return {"predictor": P, "y": y, "scope": scope, "skipped_labels": skipped, "bad_images": bad,
+            "p_fine": np.concatenate(pf) if pf else np.zeros((0, C)),
+            "p_coarse": np.concatenate(pc) if pc else np.zeros((0, K)), "p_binary": pb}
+
+
+def evaluate(model_dir, data_dir, positive=None, batch_size: int = 8, progress=None,
+             precision: str | None = None, views: int | None = None) -> dict:
+    R = model_probabilities(model_dir, data_dir, precision, batch_size, views, progress)
+    P = R["predictor"]
+    man = P.manifest
     if positive is None:
         positive = man.get("positive")
-    if P.binary_model is not None and positive and list(positive) == list(man.get("positive") or []):
-        pb = model_outputs(P.binary_model, images, P.mean, P.std, batch_size, P.tta)[:, 1]
-    rep = report_from_probs(pf, pc, y, tax, positive=positive, p_binary=pb)
-    rep["scope"] = scope
-    rep["skipped_labels"] = skipped
-    rep["bad_images"] = bad
+    pb = R["p_binary"] if positive and list(positive) == list(man.get("positive") or []) else None
+    rep = report_from_probs(R["p_fine"], R["p_coarse"], R["y"], P.taxonomy, positive=positive, p_binary=pb)
+    rep["scope"] = R["scope"]
+    rep["skipped_labels"] = R["skipped_labels"]
+    rep["bad_images"] = R["bad_images"]
+    rep["precision"] = P.precision
+    rep["tta_views"] = P.tta_views if P.tta else 1
     return rep
 
 
@@ -124,7 +151,8 @@ def _f(x, nd=3):
 def format_report(rep: dict) -> str:
     lines = []
     if "scope" in rep:
-        lines.append(f"Evaluated on: {rep['scope']} ({rep['n']} images)")
+        lines.append(f"Evaluated on: {rep['scope']} ({rep['n']} images)"
+                     + (f", {rep['precision']}, {rep['tta_views']} view(s) per photo" if "precision" in rep else ""))
     if rep.get("skipped_labels"):
         lines.append("Skipped labels not in the taxonomy: " + ", ".join(f"{k}: {v}" for k, v in rep["skipped_labels"].items()))
     if rep.get("bad_images"):

@@ -218,3 +218,26 @@ def fuse_for_inference(model: Classifier) -> Classifier:
     for p in m.parameters():
         p.requires_grad_(False)
     return m
+
+
+def native_bf16() -> bool:
+    """True where the CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX) and oneDNN."""
+    try:
+        if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except (OSError, AttributeError, RuntimeError):
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str | None = None) -> str:
+    """"auto" (default; env DERM_ML_PRECISION) -> "bf16" on CPUs with native bfloat16, else "fp32"."""
+    import os
+    p = (precision or os.environ.get("DERM_ML_PRECISION") or "auto").lower()
+    if p not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {p!r}")
+    if p == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return p

@@ -89,6 +89,42 @@ class _NoTuner:
         pass
 
 
+class WeightAverage:
+    """Exponential moving average of a model's parameters and BatchNorm statistics.
+
+    decay_t = min(decay, (1 + t) / (10 + t)) so that the first steps do not drag the average
+    towards the starting weights. ``copy_to(model)`` replaces the model's weights by the average.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.steps = 0
+        self.names = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+        sd = model.state_dict()
+        self.avg = [sd[k].detach().clone() for k in self.names]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module):
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        sd = model.state_dict()
+        cur = [sd[k].detach() for k in self.names]
+        torch._foreach_lerp_(self.avg, cur, 1.0 - d)
+        self.steps += 1
+
+    def copy_to(self, model: torch.nn.Module):
+        sd = model.state_dict()
+        with torch.no_grad():
+            for k, v in zip(self.names, self.avg):
+                sd[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return {"steps": torch.tensor(self.steps), **{f"avg.{k}": v for k, v in zip(self.names, self.avg)}}
+
+    def load_state_dict(self, st: dict):
+        self.steps = int(st["steps"])
+        self.avg = [st[f"avg.{k}"].clone() for k in self.names]
+
+
 class TrainingCancelled(RuntimeError):
     """Raised when ``should_stop()`` returned True; no completed artefact is written."""
 
@@ -124,6 +160,7 @@ class TrainConfig:
     coarse_class_balance: str | None = "weights"
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0              # >0: keep an exponential moving average of the weights and use it
     holdout: float | None = 0.2
     folds: int | None = None
     fold: int = 0
@@ -248,10 +285,13 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     steps = max(1, len(idx) // bs)
     total = steps * epochs
     start_epoch, history = 0, []
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if ckpt is not None and ckpt.is_file():
         st = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(st["ema"])
         start_epoch = int(st["epoch"])
         history = json.loads(st.get("history", "[]"))
         _emit(progress, stage=stage, event="resumed", epoch=start_epoch, epochs=epochs)
@@ -299,6 +339,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(model)
             tuner.end(len(bi))
             run_loss += float(loss.detach())
             seen += len(bi)
@@ -311,10 +353,13 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         history.append({"epoch": epoch + 1, "loss": run_loss / steps, "seconds": time.time() - t_ep,
                         "threads": tuner.threads})
         if ckpt is not None:
+            extra = {} if ema is None else {"ema": ema.state_dict()}
             _save_ckpt(ckpt, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
-                       history=json.dumps(history))
+                       history=json.dumps(history), **extra)
         _emit(progress, stage=stage, event="epoch_end", epoch=epoch + 1, epochs=epochs,
               loss=run_loss / steps, seconds=time.time() - t_ep)
+    if ema is not None:
+        ema.copy_to(model)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()

@@ -62,8 +62,8 @@ def test_cli_module_entry_point():
 def test_artefact_round_trip_identical_predictions(tmp_path, taxonomy_file, tiny_data):
     out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), **FAST))
     imgs = [Image.open(p).convert("RGB") for p in sorted((tiny_data / "images").glob("*.jpg"))[:5]]
-    P1 = Predictor.load(out)
-    P2 = Predictor.load(out)
+    P1 = Predictor.load(out, precision="fp32")
+    P2 = Predictor.load(out, precision="fp32")
     d1, d2 = P1.predict(imgs), P2.predict(imgs)
     assert all(isinstance(d, Differential) for d in d1)
     for a, b in zip(d1, d2):
@@ -166,3 +166,79 @@ def test_keep_freed_memory_reports_glibc():
         assert ok is True
     else:
         assert ok is False
+
+
+def test_bf16_and_four_views_follow_the_fp32_path(tmp_path, taxonomy_file, tiny_data):
+    from inference.ml.predict import flip_views
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), **FAST))
+    imgs = [Image.open(p).convert("RGB") for p in sorted((tiny_data / "images").glob("*.jpg"))[:12]]
+    P32 = Predictor.load(out, precision="fp32")
+    P16 = Predictor.load(out, precision="bf16")
+    assert (P32.precision, P16.precision) == ("fp32", "bf16")
+    assert next(P16._fast_fine.parameters()).dtype == torch.bfloat16
+    assert next(P16.fine_model.parameters()).dtype == torch.float32      # Grad-CAM stays float32
+    u8 = torch.stack([P32.to_uint8(im) for im in imgs])
+    f32, c32, _ = P32.probabilities(u8)
+    f16, c16, feat16 = P16.probabilities(u8)
+    assert f16.dtype == np.float32 and feat16.dtype == np.float32
+    np.testing.assert_allclose(f16.sum(1), 1, atol=1e-5)
+    assert np.abs(f16 - f32).max() < 0.05 and np.abs(c16 - c32).max() < 0.05
+    assert not np.array_equal(f16, f32)      # it really ran in bfloat16
+    # four views = mean of the single-view probabilities of the photo and its three flips
+    P32.tta_views = 4
+    f4, c4, _ = P32.probabilities(u8)
+    P32.tta_views = 1
+    singles = [P32.probabilities(v.contiguous())[0] for v in flip_views(u8, 4).split(len(u8))]
+    np.testing.assert_allclose(f4, np.mean(singles, 0), atol=1e-5)
+    assert [v.shape for v in flip_views(u8, 4).split(len(u8))] == [u8.shape] * 4
+    with pytest.raises(ValueError, match="views must be 1, 2 or 4"):
+        flip_views(u8, 3)
+
+
+def test_precision_setting(monkeypatch):
+    from inference.ml.networks import native_bf16, resolve_precision
+    monkeypatch.delenv("DERM_ML_PRECISION", raising=False)
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("BF16") == "bf16"
+    assert resolve_precision() == ("bf16" if native_bf16() else "fp32")
+    monkeypatch.setenv("DERM_ML_PRECISION", "fp32")
+    assert resolve_precision() == "fp32"
+    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+        resolve_precision("fp16")
+
+
+def test_weight_average_and_resume(tmp_path, taxonomy_file, tiny_data):
+    from inference.ml.train import WeightAverage
+    m = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightAverage(m, 0.5)
+    start = m[0].weight.detach().clone()
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+    for _ in range(30):
+        ema.update(m)
+    assert ema.steps == 30
+    w = dict(zip(ema.names, ema.avg))["0.weight"]
+    np.testing.assert_allclose(w, start + 1.0, atol=1e-5)     # converges to constant weights
+    with torch.no_grad():
+        m[0].weight.add_(2.0)       # now start + 3
+    ema.update(m)      # decay 0.5 after warm-up: halfway from start + 1 to start + 3
+    np.testing.assert_allclose(dict(zip(ema.names, ema.avg))["0.weight"], start + 2.0, atol=1e-5)
+    e2 = WeightAverage(m, 0.5)
+    e2.load_state_dict(ema.state_dict())
+    e2.copy_to(m)
+    np.testing.assert_allclose(m[0].weight.detach(), start + 2.0, atol=1e-5)
+    # a run with the average interrupted and resumed ends with the same weights as one without a break
+    cfg = dict(FAST, epochs=2, coarse_epochs=1, ema_decay=0.9)
+    a = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "a"), **cfg))
+    seen = []
+
+    def stop():
+        return any(d.get("event") == "epoch_end" and d["stage"] == "fine" for d in seen) and seen[-1].get("epoch") == 2
+    with pytest.raises(TrainingCancelled):
+        train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"), **cfg),
+              progress=seen.append, should_stop=stop)
+    b = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"), **cfg))
+    from safetensors.torch import load_file
+    fa, fb = load_file(str(a / "fine.safetensors")), load_file(str(b / "fine.safetensors"))
+    for k in fa:
+        torch.testing.assert_close(fa[k], fb[k], atol=1e-5, rtol=1e-4)
+    assert json.loads((a / "model.json").read_text())["training"]["ema_decay"] == 0.9
