@@ -46,6 +46,9 @@ def report_from_probs(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, positive=None
     rep["coarse_from_fine"] = M.classification_report_dict(y_meta, meta_from_fine(p_fine, taxonomy), metas)
     rep["product_minus_flat"] = {k: rep["hierarchical_product"][k] - rep["flat"][k]
                                  for k in ("accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy")}
+    if len(y_sub):
+        p_flat = fuse(p_coarse, p_fine, taxonomy, "flat")
+        rep["product_minus_flat_bootstrap"] = M.paired_bootstrap(y_sub, p_flat.argmax(1), p_prod.argmax(1), len(subs))
     if positive:
         pos = np.isin(np.array(subs), list(positive))
         yb = pos[y_sub].astype(int)
@@ -165,6 +168,10 @@ def format_report(rep: dict) -> str:
     d = rep.get("product_minus_flat")
     if d:
         lines.append("product - flat: " + ", ".join(f"{k} {v:+.4f}" for k, v in d.items()))
+    b = rep.get("product_minus_flat_bootstrap")
+    if b:
+        lines.append("  95% CI (class-stratified paired bootstrap, " + str(b["n_boot"]) + " resamples): " + ", ".join(
+            f"{k} [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]" for k in ("balanced_accuracy", "macro_f1")))
     for k in ("hierarchical_product", "coarse"):
         r = rep[k]
         lines.append(f"\nper class ({k}): {'n':>5s} {'recall':>7s} {'prec':>7s} {'spec':>7s} {'AUC':>6s} {'95% CI (DeLong)':>16s}")

@@ -209,3 +209,53 @@ def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: i
         "confusion_matrix": cm.tolist(),
         "confusion_matrix_row_percent": np.round(cm_pct, 2).tolist(),
     }
+
+
+def _balacc_macro_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced accuracy and macro F1 (classes present in the truth) of stacked confusion matrices (B, C, C)."""
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
+    support = cm.sum(2)
+    predicted = cm.sum(1)
+    present = support > 0
+    recall = np.where(present, tp / np.maximum(support, 1), 0.0)
+    denom = support + predicted
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    k = present.sum(1)
+    return (recall * present).sum(1) / k, (f1 * present).sum(1) / k
+
+
+def paired_bootstrap(y_true, pred_a, pred_b, num_classes: int, n_boot: int = 2000, seed: int = 0,
+                     alpha: float = 0.05) -> dict:
+    """Difference b - a in balanced accuracy and macro F1 of two predictions of the same photos.
+
+    Class-stratified paired bootstrap (each class resampled within itself, so every class keeps
+    its support): {metric: {"diff", "ci_low", "ci_high", "share_below_zero"}}.
+    """
+    y = np.asarray(y_true, dtype=int)
+    pa, pb = np.asarray(pred_a, dtype=int), np.asarray(pred_b, dtype=int)
+    C = int(num_classes)
+    rng = np.random.default_rng(seed)
+    idx = np.empty((n_boot, len(y)), dtype=np.int64)
+    pos = 0
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        idx[:, pos:pos + len(members)] = rng.choice(members, (n_boot, len(members)), replace=True)
+        pos += len(members)
+    offs = (np.arange(n_boot) * C * C)[:, None]
+
+    def cms(pred, ix):
+        flat = (offs[:len(ix)] + y[ix] * C + pred[ix]).ravel()
+        return np.bincount(flat, minlength=len(ix) * C * C).reshape(len(ix), C, C)
+    full = np.arange(len(y))[None]
+    ba_a, f1_a = _balacc_macro_f1(cms(pa, full))
+    ba_b, f1_b = _balacc_macro_f1(cms(pb, full))
+    bba, bf1a = _balacc_macro_f1(cms(pa, idx))
+    bbb, bf1b = _balacc_macro_f1(cms(pb, idx))
+    out = {}
+    for name, point, boot in (("balanced_accuracy", ba_b[0] - ba_a[0], bbb - bba),
+                              ("macro_f1", f1_b[0] - f1_a[0], bf1b - bf1a)):
+        lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+        out[name] = {"diff": float(point), "ci_low": float(lo), "ci_high": float(hi),
+                     "share_below_zero": float((boot < 0).mean())}
+    out["n_boot"] = n_boot
+    return out

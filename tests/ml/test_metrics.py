@@ -78,3 +78,25 @@ def test_midranks_match_scipy_definition():
     np.testing.assert_allclose(metrics.rankdata(x), [6, 1.5, 4, 4, 7, 1.5, 4])
     t = metrics.delong_test([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9], [0.2, 0.3, 0.5, 0.6, 0.1, 0.7])
     assert 0 <= t["p_value"] <= 1
+
+
+def test_paired_bootstrap_matches_sklearn_and_brackets_the_difference():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    from inference.ml.metrics import paired_bootstrap
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 400)
+    a = np.where(rng.random(400) < 0.6, y, rng.integers(0, 4, 400))
+    b = np.where(rng.random(400) < 0.8, y, rng.integers(0, 4, 400))
+    r = paired_bootstrap(y, a, b, 4, n_boot=500)
+    want = balanced_accuracy_score(y, b) - balanced_accuracy_score(y, a)
+    assert abs(r["balanced_accuracy"]["diff"] - want) < 1e-12
+    want_f1 = f1_score(y, b, average="macro") - f1_score(y, a, average="macro")
+    assert abs(r["macro_f1"]["diff"] - want_f1) < 1e-12
+    for k in ("balanced_accuracy", "macro_f1"):
+        assert r[k]["ci_low"] < r[k]["diff"] < r[k]["ci_high"]
+        assert r[k]["ci_low"] > 0 and r[k]["share_below_zero"] == 0.0   # b is clearly better
+    same = paired_bootstrap(y, a, a, 4, n_boot=50)
+    assert same["balanced_accuracy"] == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "share_below_zero": 0.0}
+    # a class never predicted and a class absent from the truth
+    r2 = paired_bootstrap(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), np.array([0, 0, 1, 3]), 4, n_boot=20)
+    assert abs(r2["balanced_accuracy"]["diff"] - (0.75 - 0.5)) < 1e-12

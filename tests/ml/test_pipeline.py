@@ -43,6 +43,9 @@ def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
         for m in ("accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy", "macro_auc"):
             assert m in rep[k]
     assert "two_stage" in rep and "single_stage" in rep["two_stage"] and "malignancy" in rep
+    b = rep["product_minus_flat_bootstrap"]["balanced_accuracy"]
+    assert b["ci_low"] <= b["diff"] <= b["ci_high"]
+    assert abs(b["diff"] - rep["product_minus_flat"]["balanced_accuracy"]) < 1e-9
     test_cases = set(man["split"]["test_cases"])
     assert rep["n"] == sum(1 for c in test_cases for _ in range(2)) - sum(
         1 for n, _ in man["data"]["bad_images"] if n in ("images/img_0003.jpg", "images/img_0004.jpg")
