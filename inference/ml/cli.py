@@ -72,7 +72,7 @@ def add_train_args(p):
                    help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--ema-decay", type=float, default=d.ema_decay,
-                   help="exponential moving average of the weights (e.g. 0.998; 0 = off)")
+                   help="exponential moving average of the weights, used as the final model (0 = off)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--holdout", type=float, default=None)
     g.add_argument("--folds", type=int, default=None)

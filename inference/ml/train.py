@@ -160,7 +160,7 @@ class TrainConfig:
     coarse_class_balance: str | None = "weights"
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
-    ema_decay: float = 0.0              # >0: keep an exponential moving average of the weights and use it
+    ema_decay: float = 0.998            # >0: keep an exponential moving average of the weights and use it (0 = off)
     holdout: float | None = 0.2
     folds: int | None = None
     fold: int = 0
