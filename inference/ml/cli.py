@@ -163,7 +163,7 @@ def cmd_predict(a):
             continue
         print(f"{path}  (fusion: {d.fused_method})")
         for i, it in enumerate(d.ranked[:a.top], 1):
-            print(f"  {i}. {P.taxonomy.display_name(it.sub_class):40s} {it.probability:6.1%}   [{it.meta_class}]")
+            print(f"  {i}. {it.probability:6.1%}  {P.taxonomy.display_name(it.sub_class)}  [{it.meta_class}]")
         print("  meta-classes: " + ", ".join(f"{k} {v:.1%}" for k, v in sorted(d.meta_probabilities.items(), key=lambda kv: -kv[1])))
         if d.malignancy_score is not None:
             from .taxonomy import GRADE_ADVICE, GRADE_NAMES
