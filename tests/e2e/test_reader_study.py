@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
@@ -25,10 +26,14 @@ def _shot(browser, tmp_path, name):
 
 
 def _submit(browser, element):
-    """Click a button that loads a new page and wait until the old page is gone."""
+    """Click a button that loads a new page and wait until the old page is gone.
+
+    While the page is being replaced, chromedriver can answer a query about the old element with
+    a generic "unhandled inspector error" instead of "stale element": retried, not a failure."""
     element.click()
-    WebDriverWait(browser, 15).until(EC.staleness_of(element))
-    WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
+    wait = WebDriverWait(browser, 15, ignored_exceptions=(WebDriverException,))
+    wait.until(EC.staleness_of(element))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 def _login_as(browser, login, user):
