@@ -61,8 +61,10 @@ def test_qr_link_phone_upload_reaches_the_desk_gallery(browser, login, live_serv
     assert link.startswith(f"{live_server.url}/m/upload/")
     qr = browser.find_element(By.CSS_SELECTOR, "#phone-qr-code")
     assert qr.find_element(By.TAG_NAME, "svg").is_displayed()
-    # the code is scrolled into view and what a phone camera reads is the link shown
-    assert decode_qr(qr.screenshot_as_png) == link
+    # the code is scrolled into view and what a phone camera reads is the link shown; a screenshot
+    # taken while the dialog is still being painted can be unreadable, so read until one decodes
+    read = wait.until(lambda d: decode_qr(qr.screenshot_as_png))
+    assert read == link
     assert "0 of 10 photos received" in browser.find_element(By.ID, "phone-state").text
     assert PhoneUploadToken.objects.filter(case=case).count() == 1
 
