@@ -1,6 +1,6 @@
 """Compare two trained artefacts on the same held-out photos, with paired bootstrap intervals.
 
-    python bench/compare_runs.py MODEL_A MODEL_B DATA_DIR [--precision auto|fp32|bf16] [--views 2]
+    python bench/compare_runs.py MODEL_A MODEL_B DATA_DIR [--precision auto|fp32|bf16] [--views 2] [--members-a N] [--members-b N]
 
 Both artefacts must hold the same test cases (same data, split and seed). For flat and product
 fusion prints accuracy, balanced accuracy and macro F1 of A and B and the difference B - A in
@@ -27,8 +27,11 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--precision", default=None)
     ap.add_argument("--views", type=int, default=None)
+    ap.add_argument("--members-a", type=int, default=None, help="fine models of A to use (default: all)")
+    ap.add_argument("--members-b", type=int, default=None, help="fine models of B to use (default: all)")
     a = ap.parse_args()
-    R = [model_probabilities(m, a.data, a.precision, views=a.views) for m in (a.model_a, a.model_b)]
+    R = [model_probabilities(m, a.data, a.precision, views=a.views, members=k)
+         for m, k in ((a.model_a, a.members_a), (a.model_b, a.members_b))]
     ta, tb = (set(r["predictor"].manifest["split"]["test_cases"]) for r in R)
     if ta != tb or not np.array_equal(R[0]["y"], R[1]["y"]):
         sys.exit("the two artefacts were not evaluated on the same held-out photos (different split or data)")

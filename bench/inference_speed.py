@@ -1,6 +1,7 @@
 """Inference speed of a trained artefact: batched photos/s and single-photo ranked differential latency.
 
     python bench/inference_speed.py MODEL_DIR DATA_DIR [--n 256] [--batch 4] [--threads 2] [--precision auto|fp32|bf16]
+           [--members N] [--views 1|2|4]
 
 Measures the full ``Predictor`` path (decode + resize + fine and coarse forward passes with flip
 TTA + fusion + OOD score), plus the raw forward throughput on pre-decoded tensors, with and without
@@ -32,11 +33,15 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--members", type=int, default=None, help="fine models of an ensemble to use (default: all)")
+    ap.add_argument("--views", type=int, default=None, choices=[1, 2, 4], help="test-time views (default: the artefact's)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t = time.time()
-    P = Predictor.load(a.model, precision=a.precision)
+    P = Predictor.load(a.model, precision=a.precision, members=a.members)
+    if a.views is not None:
+        P.tta, P.tta_views = a.views > 1, a.views
     load_s = time.time() - t
     paths = sorted((Path(a.data) / "images").glob("*.jpg"))[:a.n]
     pil = []

@@ -1,7 +1,8 @@
 """Model artefact directory: one directory holds everything ``predict`` needs.
 
 Files: ``model.json`` (manifest, written last: its presence marks a complete artefact),
-``taxonomy.json``, ``fine.safetensors``, ``coarse.safetensors`` [, ``binary.safetensors``],
+``taxonomy.json``, ``fine.safetensors`` [, ``fine_1.safetensors`` ... for an ensemble of fine
+models, ``fine_members`` in the manifest], ``coarse.safetensors`` [, ``binary.safetensors``],
 ``ood.safetensors`` (per-class feature means), ``metrics.json``.
 """
 from __future__ import annotations
@@ -29,6 +30,11 @@ def code_version() -> str:
         pass
     from . import __version__
     return "inference.ml " + __version__
+
+
+def fine_file(member: int) -> str:
+    """File name of fine model ``member`` (0: ``fine.safetensors``, k: ``fine_k.safetensors``)."""
+    return "fine.safetensors" if member == 0 else f"fine_{member}.safetensors"
 
 
 def save_state(model: torch.nn.Module, path) -> None:

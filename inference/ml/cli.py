@@ -84,7 +84,10 @@ def add_train_args(p):
     p.add_argument("--positive", default=None, help="comma-separated sub-classes of a binary question, e.g. mel")
     p.add_argument("--binary-epochs", type=int, default=0)
     p.add_argument("--max-train-images", type=int, default=None)
-    p.add_argument("--fine-from", default=None, help="re-use the fine model of this artefact; train the coarse model only")
+    p.add_argument("--fine-models", type=int, default=d.fine_models,
+                   help="fine models in the ensemble (same split, other seeds; probabilities averaged)")
+    p.add_argument("--fine-from", default=None,
+                   help="re-use the fine model(s) of this artefact; train the missing members and the coarse model")
     p.add_argument("--augment", default=None, help="JSON object overriding augmentation settings")
 
 
@@ -98,7 +101,7 @@ def config_from_args(a):
         class_balance=a.class_balance,
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
         label_smoothing=a.label_smoothing,
-        ema_decay=a.ema_decay,
+        ema_decay=a.ema_decay, fine_models=a.fine_models,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, tta=not a.no_tta, threads=a.threads, cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
@@ -134,7 +137,8 @@ def cmd_train(a):
 
 def cmd_evaluate(a):
     from .evaluate import evaluate, format_report
-    rep = evaluate(a.model, a.data, positive=_positive(a.positive), precision=a.precision, views=a.views)
+    rep = evaluate(a.model, a.data, positive=_positive(a.positive), precision=a.precision, views=a.views,
+                   members=a.members)
     print(format_report(rep))
     if a.json:
         from .artefact import write_json
@@ -202,6 +206,8 @@ def main(argv=None):
                    help="default auto: bfloat16 where the CPU has it natively (as the portal serves)")
     e.add_argument("--views", type=int, default=None, choices=[1, 2, 4],
                    help="test-time views per photo (default: the artefact's, 2 = photo + mirror)")
+    e.add_argument("--members", type=int, default=None,
+                   help="use only the first N fine models of an ensemble (default: all)")
     p = sub.add_parser("predict", help="ranked differential for images")
     p.add_argument("--model", required=True)
     p.add_argument("--method", default="product", choices=["product", "hard", "flat"])

@@ -7,7 +7,7 @@ Public API:
   ``coarse_from_fine`` (each: accuracy, balanced_accuracy, macro_f1, top3_accuracy, macro_auc,
   per_class{recall, precision, specificity, f1, auc, ci_low, ci_high}, confusion matrices),
   ``two_stage`` (when ``positive`` is given) and ``malignancy`` (when the taxonomy has grades).
-- ``evaluate(model_dir, data_dir, positive=None, precision=None, views=None) -> dict``: runs the
+- ``evaluate(model_dir, data_dir, positive=None, precision=None, views=None, members=None) -> dict``: runs the
   artefact as the portal serves it (``Predictor``: BN folded, precision, flip views) on the model's
   held-out split of ``data_dir`` when it is the training data (same fingerprint), else on all of it.
 - ``model_probabilities(...)``: the probabilities behind ``evaluate`` (also used by bench scripts).
@@ -85,7 +85,7 @@ def report_from_probs(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, positive=None
 
 
 def model_probabilities(model_dir, data_dir, precision: str | None = None, batch_size: int = 8,
-                        views: int | None = None, progress=None) -> dict:
+                        views: int | None = None, progress=None, members: int | None = None) -> dict:
     """Run an artefact on ``data_dir`` the way the portal serves it (``Predictor.probabilities``).
 
     Uses the model's held-out split when ``data_dir`` is its training data (same fingerprint), else
@@ -95,7 +95,7 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
     from .data import build_cache, data_fingerprint, filter_to_taxonomy, read_dataset, split_by_cases
     from .infer import model_outputs
     from .predict import Predictor
-    P = Predictor.load(model_dir, precision=precision)
+    P = Predictor.load(model_dir, precision=precision, members=members)
     if views is not None:
         P.tta, P.tta_views = views > 1, views
     tax = P.taxonomy
@@ -131,8 +131,8 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
 
 
 def evaluate(model_dir, data_dir, positive=None, batch_size: int = 8, progress=None,
-             precision: str | None = None, views: int | None = None) -> dict:
-    R = model_probabilities(model_dir, data_dir, precision, batch_size, views, progress)
+             precision: str | None = None, views: int | None = None, members: int | None = None) -> dict:
+    R = model_probabilities(model_dir, data_dir, precision, batch_size, views, progress, members)
     P = R["predictor"]
     man = P.manifest
     if positive is None:
@@ -144,6 +144,7 @@ def evaluate(model_dir, data_dir, positive=None, batch_size: int = 8, progress=N
     rep["bad_images"] = R["bad_images"]
     rep["precision"] = P.precision
     rep["tta_views"] = P.tta_views if P.tta else 1
+    rep["fine_members"] = len(P.fine_models)
     return rep
 
 
@@ -155,7 +156,8 @@ def format_report(rep: dict) -> str:
     lines = []
     if "scope" in rep:
         lines.append(f"Evaluated on: {rep['scope']} ({rep['n']} images)"
-                     + (f", {rep['precision']}, {rep['tta_views']} view(s) per photo" if "precision" in rep else ""))
+                     + (f", {rep['precision']}, {rep['tta_views']} view(s) per photo" if "precision" in rep else "")
+                     + (f", {rep['fine_members']} fine models" if rep.get("fine_members", 1) > 1 else ""))
     if rep.get("skipped_labels"):
         lines.append("Skipped labels not in the taxonomy: " + ", ".join(f"{k}: {v}" for k, v in rep["skipped_labels"].items()))
     if rep.get("bad_images"):

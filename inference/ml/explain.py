@@ -17,6 +17,9 @@ How it stays fast (target: one photo, 3 + 1 targets, < 300 ms on 2 CPU cores):
 - targets are batched: the trunk output is expanded (no copy) to one row per target, so the
   target layer and classifier run once on a batch of N rows and one backward gives all N maps.
 
+With an ensemble of fine models, a sub-class map is the mean of the members' maps (the members
+see the same photo and their probabilities are averaged the same way).
+
 Heat maps are *raw* Grad-CAM values (ReLU of the gradient-weighted activations, no per-map
 min-max scaling as pytorch-grad-cam does by default), so all maps of one photo can share one colour
 scale: ``shared_scale`` is the maximum over them.
@@ -126,7 +129,9 @@ def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[s
     subs = list(tax.sub_classes)
     metas = list(tax.meta_classes)
     out: list[HeatMap] = []
-    fine = _cams(predictor.fine_model, layer, x, [subs.index(s) for s in sub_targets])
+    members = getattr(predictor, "fine_models", None) or [predictor.fine_model]
+    idx = [subs.index(s) for s in sub_targets]
+    fine = np.mean([_cams(m, layer, x, idx) for m in members], axis=0)   # ensemble: mean of the members' maps
     out += [HeatMap("sub", s, r, fine[r]) for r, s in enumerate(sub_targets)]
     coarse = _cams(predictor.coarse_model, layer, x, [metas.index(m) for m in meta_targets])
     out += [HeatMap("meta", m, r, coarse[r]) for r, m in enumerate(meta_targets)]

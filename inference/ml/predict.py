@@ -16,7 +16,12 @@ fine_probability), sorted by fused probability), ``meta_probabilities`` {meta: p
 training class mean) and ``looks_unfamiliar`` (ood_score above the 99th percentile of the
 training images' scores, stored in the artefact).
 
-For Grad-CAM: ``P.fine_model``, ``P.coarse_model`` (torch modules, eval mode),
+Ensembles: an artefact may hold several fine models (``fine_members`` in its manifest, trained
+with ``--fine-models N``); ``p_fine`` is the mean of their softmax outputs, the OOD features come
+from the first one. ``Predictor.load(model_dir, members=k)`` uses only the first k.
+
+For Grad-CAM: ``P.fine_model`` (the first fine model; ``P.fine_models`` lists all),
+``P.coarse_model`` (torch modules, eval mode),
 ``P.preprocess(img) -> tensor (1, 3, S, S)`` and ``P.gradcam_layer_name`` ("backbone.head"; use
 ``model.get_submodule(P.gradcam_layer_name)``).
 
@@ -85,10 +90,13 @@ class Differential:
 
 class Predictor:
     def __init__(self, model_dir, manifest, taxonomy, fine, coarse, binary, ood_means, precision: str | None = None):
+        fines = list(fine) if isinstance(fine, (list, tuple)) else [fine]
+        fine = fines[0]
         self.model_dir = Path(model_dir)
         self.manifest = manifest
         self.taxonomy: Taxonomy = taxonomy
         self.fine_model: Classifier = fine
+        self.fine_models: list[Classifier] = fines
         self.coarse_model: Classifier = coarse
         self.binary_model: Classifier | None = binary
         self.ood_means = ood_means
@@ -103,11 +111,14 @@ class Predictor:
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
         self.precision = resolve_precision(precision)
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self._fast_fine = fuse_for_inference(fine).to(memory_format=torch.channels_last, dtype=self._dtype)
+        self._fast_fines = [fuse_for_inference(m).to(memory_format=torch.channels_last, dtype=self._dtype)
+                            for m in fines]
+        self._fast_fine = self._fast_fines[0]
         self._fast_coarse = fuse_for_inference(coarse).to(memory_format=torch.channels_last, dtype=self._dtype)
 
     @classmethod
-    def load(cls, model_dir, threads: int | None = None, precision: str | None = None) -> "Predictor":
+    def load(cls, model_dir, threads: int | None = None, precision: str | None = None,
+             members: int | None = None) -> "Predictor":
         model_dir = Path(model_dir)
         man = art.read_manifest(model_dir)
         if threads:
@@ -116,13 +127,18 @@ class Predictor:
 
         def mk(name, n):
             m = Classifier(man["backbone"], n)
-            m.load_state_dict(art.load_state(model_dir / f"{name}.safetensors"))
+            m.load_state_dict(art.load_state(model_dir / (name if name.endswith(".safetensors") else f"{name}.safetensors")))
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
             return m.to(memory_format=torch.channels_last)
 
-        fine = mk("fine", len(tax.sub_classes))
+        n_members = int(man.get("fine_members", 1))
+        if members is not None:
+            if not 1 <= int(members) <= n_members:
+                raise ValueError(f"{model_dir}: members must be between 1 and {n_members}, not {members}")
+            n_members = int(members)
+        fine = [mk(art.fine_file(k), len(tax.sub_classes)) for k in range(n_members)]
         coarse = mk("coarse", len(tax.meta_classes))
         binary = mk("binary", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
@@ -144,9 +160,12 @@ class Predictor:
         n = len(x)
         views = self.tta_views if self.tta else 1
         xx = flip_views(x, views)
-        lf, feat = self._fast_fine.forward_with_features(xx)
-        lc = self._fast_coarse(xx)
+        lf, feat = self._fast_fines[0].forward_with_features(xx)
         pf = lf.float().softmax(1).view(views, n, -1).mean(0)
+        for m in self._fast_fines[1:]:
+            pf += m(xx).float().softmax(1).view(views, n, -1).mean(0)
+        pf /= len(self._fast_fines)
+        lc = self._fast_coarse(xx)
         pc = lc.float().softmax(1).view(views, n, -1).mean(0)
         return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
 

@@ -161,6 +161,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.998            # >0: keep an exponential moving average of the weights and use it (0 = off)
+    fine_models: int = 1                # fine models (ensemble members: same split, other seeds); the
+                                        # prediction averages their probabilities; the coarse model
+                                        # is transferred from the first one
     holdout: float | None = 0.2
     folds: int | None = None
     fold: int = 0
@@ -368,6 +371,20 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             "frozen": frozen, "class_weights": None if weights is None else weights.tolist()}
 
 
+def _member_progress(progress, k: int, n: int, batch_size: int):
+    """Progress of fine model k of n: adds member/members and extends the ETA over the members left."""
+    if progress is None or n == 1:
+        return progress
+
+    def wrapped(d):
+        d = {**d, "member": k + 1, "members": n}
+        ips = d.get("images_per_second")
+        if d.get("eta_seconds") is not None and ips:
+            d["eta_seconds"] += (n - 1 - k) * d["epochs"] * d["batches"] * batch_size / ips
+        progress(d)
+    return wrapped
+
+
 # ---------------------------------------------------------------------- pipeline
 def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_stop=None):
     """Read, filter, fingerprint, split and cache. Returns a dict used by train/evaluate."""
@@ -453,8 +470,10 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     tr = _subsample(tr, y_sub, cfg.max_train_images, cfg.seed)
     pre = preprocessing_for(cfg)
 
-    # 1. fine model
-    fine = build_model(cfg, len(tax.sub_classes))
+    # 1. fine model(s): member 0 as always; members 1.. get their own seed (head, order, augmentation)
+    n_members = max(1, int(cfg.fine_models))
+    fines, fine_infos = [], []
+    reused = 0
     if cfg.fine_from:
         src = art.read_manifest(cfg.fine_from)
         src_tax = Taxonomy.from_json(Path(cfg.fine_from) / "taxonomy.json")
@@ -464,15 +483,36 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         tr_src, te_src = split_by_cases(records, set(src["split"]["test_cases"]))
         if not np.array_equal(te_src, te):
             raise ValueError("fine_from: the artefact's held-out split differs from this run's split")
-        fine.load_state_dict(art.load_state(Path(cfg.fine_from) / "fine.safetensors"))
-        fine_info = {**src["fine_training"], "reused_from_artefact_created": src.get("created")}
-        timings["fine_reused_seconds"] = src["timings_seconds"]["fine"]
-        timings["fine"] = 0.0
-    else:
-        frozen_fine = freeze_first_blocks(fine, cfg.freeze_blocks)
-        fine_info = fit(fine, images, y_sub, tr, cfg, "fine", cfg.epochs, work / "fine.ckpt", frozen_fine,
-                        progress, should_stop)
-        timings["fine"] = fine_info["seconds"]
+        reused = min(n_members, int(src.get("fine_members", 1)))
+        src_infos = src.get("fine_members_training") or [src["fine_training"]]
+        for k in range(reused):
+            m = build_model(cfg, len(tax.sub_classes))
+            m.load_state_dict(art.load_state(Path(cfg.fine_from) / art.fine_file(k)))
+            m.eval()
+            fines.append(m)
+            fine_infos.append({**src_infos[k], "reused_from_artefact_created": src.get("created")})
+        timings["fine_reused_seconds"] = sum(i.get("seconds", 0.0) for i in src_infos[:reused])
+    coarse_rng = None
+    for k in range(reused, n_members):
+        if k > 0:
+            torch.manual_seed(cfg.seed + 1000 * k)
+        m = build_model(cfg, len(tax.sub_classes))
+        frozen_fine = freeze_first_blocks(m, cfg.freeze_blocks)
+        mcfg = cfg if k == 0 else replace(cfg, seed=cfg.seed + 1000 * k)
+        info = fit(m, images, y_sub, tr, mcfg, "fine", cfg.epochs,
+                   work / ("fine.ckpt" if k == 0 else f"fine_{k}.ckpt"), frozen_fine,
+                   _member_progress(progress, k, n_members, cfg.batch_size), should_stop)
+        info["seed"] = mcfg.seed
+        fines.append(m)
+        fine_infos.append(info)
+        if k == 0:
+            coarse_rng = torch.get_rng_state()   # the coarse model starts as in a one-model run
+    if coarse_rng is not None:
+        torch.set_rng_state(coarse_rng)
+    timings["fine"] = sum(i["seconds"] for i in fine_infos[reused:])
+    timings["fine_members"] = [i.get("seconds") for i in fine_infos]
+    fine = fines[0]
+    fine_info = fine_infos[0]
 
     # 2. transfer + 3. coarse model
     t0 = time.time()
@@ -517,7 +557,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         _check_stop(should_stop)
         ti = time.time()
         ximg = images[torch.as_tensor(te)]
-        pf = model_outputs(fine, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)
+        pf = np.mean([model_outputs(m, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)
+                      for m in fines], axis=0)
         pc = model_outputs(coarse, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)
         pb = model_outputs(binary, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)[:, 1] if binary is not None else None
         t_inf = time.time() - ti
@@ -533,7 +574,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         shutil.rmtree(part)
     part.mkdir(parents=True)
     tax.to_json(part / "taxonomy.json")
-    art.save_state(fine, part / "fine.safetensors")
+    for k, m in enumerate(fines):
+        art.save_state(m, part / art.fine_file(k))
     art.save_state(coarse, part / "coarse.safetensors")
     if binary is not None:
         art.save_state(binary, part / "binary.safetensors")
@@ -544,6 +586,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "format_version": art.FORMAT_VERSION,
         "backbone": cfg.backbone,
         "num_fine": len(tax.sub_classes), "num_coarse": len(tax.meta_classes),
+        "fine_members": len(fines),
         "transfer_cut": cut,
         "preprocessing": pre,
         "tta": cfg.tta,
@@ -561,6 +604,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "timings_seconds": timings,
         "train_images_per_second": {"fine": fine_info["images_per_second"], "coarse": coarse_info["images_per_second"]},
         "fine_training": fine_info, "coarse_training": coarse_info,
+        "fine_members_training": fine_infos,
         "code_version": art.code_version(),
         "torch_version": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

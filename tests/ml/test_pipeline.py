@@ -245,3 +245,66 @@ def test_weight_average_and_resume(tmp_path, taxonomy_file, tiny_data):
     for k in fa:
         torch.testing.assert_close(fa[k], fb[k], atol=1e-5, rtol=1e-4)
     assert json.loads((a / "model.json").read_text())["training"]["ema_decay"] == 0.9
+
+
+def test_ensemble_of_fine_models(tmp_path, taxonomy_file, tiny_data):
+    """Two fine models: both stored, the prediction is the mean of their probabilities, the first
+    alone is selectable, progress names the member, Grad-CAM averages the members' maps."""
+    from safetensors.torch import load_file
+    from inference.ml.explain import _cams, explain
+    from inference.ml.infer import model_outputs
+    seen = []
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "e"),
+                            fine_models=2, **FAST), progress=seen.append)
+    man = json.loads((out / "model.json").read_text())
+    assert man["fine_members"] == 2 and len(man["fine_members_training"]) == 2
+    assert len(man["timings_seconds"]["fine_members"]) == 2
+    f0, f1 = load_file(str(out / "fine.safetensors")), load_file(str(out / "fine_1.safetensors"))
+    assert not torch.equal(f0["fc.weight"], f1["fc.weight"])          # other seed, other model
+    members = {(d.get("member"), d.get("members")) for d in seen if d.get("stage") == "fine" and "batch" in d}
+    assert members == {(1, 2), (2, 2)}
+    first = [d for d in seen if d.get("stage") == "fine" and d.get("member") == 1 and "batch" in d][-1]
+    assert first["eta_seconds"] > 0                                  # the second member is still to come
+
+    imgs = [Image.open(p).convert("RGB") for p in sorted((tiny_data / "images").glob("*.jpg"))[:10]]
+    P = Predictor.load(out, precision="fp32")
+    P1 = Predictor.load(out, precision="fp32", members=1)
+    assert len(P.fine_models) == 2 and len(P1.fine_models) == 1
+    u8 = torch.stack([P.to_uint8(im) for im in imgs])
+    pf, _, feat = P.probabilities(u8)
+    pf1, _, feat1 = P1.probabilities(u8)
+    refs = [model_outputs(m, u8, P.mean, P.std, 8, P.tta) for m in P.fine_models]
+    np.testing.assert_allclose(pf, (refs[0] + refs[1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(pf1, refs[0], atol=1e-5)
+    assert np.abs(pf - pf1).max() > 1e-4
+    np.testing.assert_allclose(feat, feat1, atol=1e-6)                 # OOD features: first member
+    with pytest.raises(ValueError, match="members must be between 1 and 2"):
+        Predictor.load(out, members=3)
+    # the evaluation written at training time is the ensemble's
+    from inference.ml.evaluate import evaluate
+    rep = evaluate(out, tiny_data, precision="fp32")
+    assert rep["fine_members"] == 2
+    assert abs(rep["flat"]["accuracy"] - json.loads((out / "metrics.json").read_text())["flat"]["accuracy"]) < 1e-9
+    # Grad-CAM of a sub-class: mean of the members' maps
+    maps = explain(P, imgs[0], [P.taxonomy.sub_classes[0]])
+    x = P.preprocess(imgs[0]).contiguous(memory_format=torch.channels_last)
+    want = np.mean([_cams(m, P.gradcam_layer_name, x, [0])[0] for m in P.fine_models], axis=0)
+    np.testing.assert_allclose(maps[0].cam, want, rtol=1e-5, atol=1e-7)
+
+
+def test_fine_from_adds_a_member_to_an_artefact(tmp_path, taxonomy_file, tiny_data):
+    from safetensors.torch import load_file
+    a = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "a"), **FAST))
+    b = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
+                          fine_from=str(a), fine_models=2, **FAST))
+    fa, fb = load_file(str(a / "fine.safetensors")), load_file(str(b / "fine.safetensors"))
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)                   # member 0 reused as it was
+    assert (b / "fine_1.safetensors").is_file()
+    man = json.loads((b / "model.json").read_text())
+    assert man["fine_members"] == 2 and man["timings_seconds"]["fine"] > 0     # member 1 was trained
+    assert man["timings_seconds"]["fine_reused_seconds"] > 0
+    # the same member 1 as a run that trains both from scratch (same seeds)
+    c = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
+                          fine_models=2, **FAST))
+    f1b, f1c = load_file(str(b / "fine_1.safetensors")), load_file(str(c / "fine_1.safetensors"))
+    assert all(torch.equal(f1b[k], f1c[k]) for k in f1b)
