@@ -506,7 +506,7 @@ LABEL_SOURCE_SETS = {
     "all_but_clinical": [LabelSource.HISTOPATHOLOGY, LabelSource.CONSENSUS, LabelSource.FOLLOW_UP, LabelSource.CONFOCAL],
 }
 ALLOWED_CONFIG_KEYS = {"epochs": int, "coarse_epochs": int, "image_size": int, "batch_size": int, "backbone": str,
-                       "pretrained": bool, "seed": int, "threads": int, "holdout": float}
+                       "pretrained": bool, "seed": int, "threads": int, "holdout": float, "fine_models": int}
 
 
 def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy | None = None, name: str = "",
@@ -535,9 +535,11 @@ def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy 
                 clean[k] = kind(v)
         except (TypeError, ValueError):
             raise ValidationError({"config": f"{k} must be a {ALLOWED_CONFIG_KEYS[k].__name__}."})
-    for k in ("epochs", "image_size", "batch_size"):
+    for k in ("epochs", "image_size", "batch_size", "fine_models"):
         if k in clean and clean[k] < 1:
             raise ValidationError({"config": f"{k} must be positive."})
+    if clean.get("fine_models", 1) > 5:
+        raise ValidationError({"config": "fine_models must be at most 5 (each one adds a full fine training)."})
     taxonomy = taxonomy or taxonomy_default()
     if taxonomy is None:
         raise ValidationError("No taxonomy is loaded.")
@@ -687,7 +689,8 @@ def training_run_execute(*, run_pk: int) -> str:
             _run_update(run_pk, progress={**state["merged"], "updated": timezone.now().isoformat()},
                         heartbeat_at=timezone.now())
             if d.get("event") == "epoch_end":
-                _log_append(run_pk, f"{d.get('stage')} epoch {d.get('epoch')}/{d.get('epochs')}: loss "
+                member = f" model {d['member']}/{d['members']}" if d.get("members", 1) > 1 else ""
+                _log_append(run_pk, f"{d.get('stage')}{member} epoch {d.get('epoch')}/{d.get('epochs')}: loss "
                                     f"{d.get('loss', float('nan')):.4f} ({d.get('seconds', 0):.1f} s)")
 
     try:

@@ -200,7 +200,7 @@ def _engine_defaults() -> dict:
 
     from inference.ml.train import TrainConfig
 
-    d = {f.name: f.default for f in fields(TrainConfig) if f.name in ("epochs", "image_size", "batch_size", "backbone")}
+    d = {f.name: f.default for f in fields(TrainConfig) if f.name in ("epochs", "image_size", "batch_size", "backbone", "fine_models")}
     return d
 
 
@@ -212,7 +212,7 @@ def training_list(request):
         sources = services.LABEL_SOURCE_SETS.get(request.POST.get("source_set", ""), None)
         if sources is None:
             sources = request.POST.getlist("label_sources")
-        config = {k: request.POST.get(k, "").strip() for k in ("epochs", "image_size", "batch_size", "backbone")}
+        config = {k: request.POST.get(k, "").strip() for k in ("epochs", "image_size", "batch_size", "backbone", "fine_models")}
         try:
             run = services.training_run_create(by=request.user, label_sources=sources, name=request.POST.get("name", ""),
                                                config=config)

@@ -47,7 +47,7 @@ def test_training_cases_respect_label_sources(labelled_cases):
 def test_successful_run_registers_candidate(labelled_cases, users, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         run = services.training_run_create(by=users["dermatologist"], label_sources=["histopathology", "consensus"],
-                                           config=TINY, name="demo")
+                                           config={**TINY, "fine_models": "2"}, name="demo")
     run.refresh_from_db()
     assert run.status == TrainingStatus.SUCCEEDED, run.error + run.log
     mv = run.model_version
@@ -57,6 +57,7 @@ def test_successful_run_registers_candidate(labelled_cases, users, django_captur
     assert run.progress["stage"] == "done" and "registered candidate" in run.log
     assert (Path(services.loader.artefact_dir(mv)) / "model.json").is_file()
     assert mv.manifest["training"]["epochs"] == 1 and mv.manifest["preprocessing"]["size"] == 32
+    assert mv.manifest["fine_members"] == 2 and "fine model 2/2 epoch 1/1" in run.log
     # the run is idempotent: a redelivered message does nothing
     assert services.training_run_execute(run_pk=run.pk) == "skipped-succeeded"
     assert ModelVersion.objects.count() == 1
@@ -144,6 +145,9 @@ def test_config_validation(taxonomy, users):
         services.training_run_create(by=users["admin"], label_sources=["histopathology"], config={"epochs": "-1"})
     with pytest.raises(ValidationError):
         services.training_run_create(by=users["admin"], label_sources=["nonsense"])
+    for bad in ("0", "6"):
+        with pytest.raises(ValidationError, match="fine_models"):
+            services.training_run_create(by=users["admin"], label_sources=["histopathology"], config={"fine_models": bad})
     run = services.training_run_create(by=users["admin"], label_sources=["histopathology"],
                                        config={"epochs": "2", "image_size": "", "pretrained": "false"})
     assert run.config == {"epochs": 2, "pretrained": False}
