@@ -71,6 +71,8 @@ def main():
     res = {"command": " ".join(sys.argv), "wall_seconds_this_invocation": wall,
            "timings_seconds": tm,
            "training_minutes_fine_transfer_coarse": (tm["fine"] + tm["coarse"]) / 60,
+           # with --fine-from: the reused fine model(s) count towards the recipe's training time
+           "training_minutes_including_reused_fine": (tm["fine"] + tm.get("fine_reused_seconds", 0.0) + tm["coarse"]) / 60,
            "train_images_per_second": man["train_images_per_second"],
            "eval_inference_images_per_second_fine_plus_coarse_tta": m.get("inference_images_per_second_fine_plus_coarse"),
            "loadavg_samples": samples, "settings": man["training"], "data": {k: v for k, v in man["data"].items() if k != "bad_images"},
@@ -79,7 +81,8 @@ def main():
         r = m[k]
         print(f"{k:22s} acc {r['accuracy']:.4f} balacc {r['balanced_accuracy']:.4f} macroF1 {r['macro_f1']:.4f} "
               f"top3 {r['top3_accuracy']:.4f} macroAUC {r['macro_auc']:.4f}")
-    print("timings (s):", json.dumps({k: round(v, 1) for k, v in tm.items()}))
+    print("timings (s):", json.dumps({k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 1)
+                                      for k, v in tm.items()}))
     print("train images/s:", man["train_images_per_second"])
     print("loadavg samples:", samples[:3], "...", samples[-3:])
     Path(a.results).parent.mkdir(parents=True, exist_ok=True)

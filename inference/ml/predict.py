@@ -169,7 +169,7 @@ class Predictor:
         pc = lc.float().softmax(1).view(views, n, -1).mean(0)
         return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
 
-    def predict(self, images, method: str = "product", batch_size: int = 4) -> list[Differential]:
+    def predict(self, images, method: str = "product", batch_size: int = 8) -> list[Differential]:
         from .infer import ood_scores
         out: list[Differential] = []
         tax = self.taxonomy
