@@ -15,7 +15,9 @@ from inference.ml.train import TrainConfig, TrainingCancelled, train
 
 from .conftest import ROOT, make_dataset
 
-FAST = dict(backbone="tiny", image_size=32, epochs=2, coarse_epochs=1, batch_size=8, cache_dir="", threads=1)
+FAST = dict(backbone="tiny", image_size=32, epochs=2, coarse_epochs=1, batch_size=8, cache_dir="", threads=1,
+            fine_models=1)
+ENSEMBLE = {**FAST, "fine_models": 2}
 
 
 def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
@@ -255,7 +257,7 @@ def test_ensemble_of_fine_models(tmp_path, taxonomy_file, tiny_data):
     from inference.ml.infer import model_outputs
     seen = []
     out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "e"),
-                            fine_models=2, **FAST), progress=seen.append)
+                            **ENSEMBLE), progress=seen.append)
     man = json.loads((out / "model.json").read_text())
     assert man["fine_members"] == 2 and len(man["fine_members_training"]) == 2
     assert len(man["timings_seconds"]["fine_members"]) == 2
@@ -296,7 +298,7 @@ def test_fine_from_adds_a_member_to_an_artefact(tmp_path, taxonomy_file, tiny_da
     from safetensors.torch import load_file
     a = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "a"), **FAST))
     b = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
-                          fine_from=str(a), fine_models=2, **FAST))
+                          fine_from=str(a), **ENSEMBLE))
     fa, fb = load_file(str(a / "fine.safetensors")), load_file(str(b / "fine.safetensors"))
     assert all(torch.equal(fa[k], fb[k]) for k in fa)                   # member 0 reused as it was
     assert (b / "fine_1.safetensors").is_file()
@@ -304,7 +306,6 @@ def test_fine_from_adds_a_member_to_an_artefact(tmp_path, taxonomy_file, tiny_da
     assert man["fine_members"] == 2 and man["timings_seconds"]["fine"] > 0     # member 1 was trained
     assert man["timings_seconds"]["fine_reused_seconds"] > 0
     # the same member 1 as a run that trains both from scratch (same seeds)
-    c = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
-                          fine_models=2, **FAST))
+    c = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"), **ENSEMBLE))
     f1b, f1c = load_file(str(b / "fine_1.safetensors")), load_file(str(c / "fine_1.safetensors"))
     assert all(torch.equal(f1b[k], f1c[k]) for k in f1b)
