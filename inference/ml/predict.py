@@ -125,9 +125,9 @@ class Predictor:
             torch.set_num_threads(threads)
         tax = Taxonomy.from_json(model_dir / "taxonomy.json")
 
-        def mk(name, n):
+        def mk(file, n):
             m = Classifier(man["backbone"], n)
-            m.load_state_dict(art.load_state(model_dir / (name if name.endswith(".safetensors") else f"{name}.safetensors")))
+            m.load_state_dict(art.load_state(model_dir / file))
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
@@ -139,8 +139,8 @@ class Predictor:
                 raise ValueError(f"{model_dir}: members must be between 1 and {n_members}, not {members}")
             n_members = int(members)
         fine = [mk(art.fine_file(k), len(tax.sub_classes)) for k in range(n_members)]
-        coarse = mk("coarse", len(tax.meta_classes))
-        binary = mk("binary", 2) if man.get("has_binary") else None
+        coarse = mk("coarse.safetensors", len(tax.meta_classes))
+        binary = mk("binary.safetensors", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
         return cls(model_dir, man, tax, fine, coarse, binary, ood, precision)
 
