@@ -161,7 +161,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.998            # >0: keep an exponential moving average of the weights and use it (0 = off)
-    fine_models: int = 2                # fine models (ensemble members: same split, other seeds); the
+    fine_models: int = 1                # fine models (ensemble members: same split, other seeds); the
                                         # prediction averages their probabilities; the coarse model
                                         # is transferred from the first one
     holdout: float | None = 0.2
