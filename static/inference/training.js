@@ -12,7 +12,7 @@
     var p = st.progress || {};
     var status = $('run-status'); status.textContent = st.status_label; status.className = 'status ' + st.status;
     $('st-stage').textContent = (p.stage || '—') +
-      (p.stage === 'fine' && p.members > 1 ? ' (model ' + p.member + ' of ' + p.members + ')' : '');
+      (p.stage === 'fine' && p.members > 1 ? ' ' + p.member + '/' + p.members : '');
     $('st-epoch').textContent = p.epoch ? p.epoch + ' / ' + p.epochs : '—';
     $('st-loss').textContent = (typeof p.loss === 'number') ? p.loss.toFixed(4) : '—';
     $('st-eta').textContent = st.finished ? '—' : fmtEta(p.eta_seconds);
