@@ -86,6 +86,9 @@ def add_train_args(p):
     p.add_argument("--max-train-images", type=int, default=None)
     p.add_argument("--fine-models", type=int, default=d.fine_models,
                    help="fine models in the ensemble (same split, other seeds; probabilities averaged)")
+    p.add_argument("--member-class-balance", default=d.member_class_balance,
+                   choices=["none", "weights", "sqrt_weights", "focal", "sampler"],
+                   help="class balance of fine models 2..N (default: as --class-balance)")
     p.add_argument("--fine-from", default=None,
                    help="re-use the fine model(s) of this artefact; train the missing members and the coarse model")
     p.add_argument("--augment", default=None, help="JSON object overriding augmentation settings")
@@ -102,6 +105,7 @@ def config_from_args(a):
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
         label_smoothing=a.label_smoothing,
         ema_decay=a.ema_decay, fine_models=a.fine_models,
+        member_class_balance=a.member_class_balance,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, tta=not a.no_tta, threads=a.threads, cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,

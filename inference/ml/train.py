@@ -164,6 +164,8 @@ class TrainConfig:
     fine_models: int = 1                # fine models (ensemble members: same split, other seeds); the
                                         # prediction averages their probabilities; the coarse model
                                         # is transferred from the first one
+    member_class_balance: str | None = None  # class balance of fine models 2..N (None: class_balance);
+                                        # members that differ in their prior, not only in their seed
     holdout: float | None = 0.2
     folds: int | None = None
     fold: int = 0
@@ -371,6 +373,15 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             "frozen": frozen, "class_weights": None if weights is None else weights.tolist()}
 
 
+def member_config(cfg: TrainConfig, k: int) -> TrainConfig:
+    """Settings of fine model k: member 0 is the run's own; members 1.. get their own seed (head
+    init, batch order, augmentation) and, with member_class_balance, their own class balance."""
+    if k == 0:
+        return cfg
+    balance = cfg.member_class_balance or cfg.class_balance
+    return replace(cfg, seed=cfg.seed + 1000 * k, class_balance=balance)
+
+
 def _member_progress(progress, k: int, n: int, batch_size: int):
     """Progress of fine model k of n: adds member/members and extends the ETA over the members left."""
     if progress is None or n == 1:
@@ -486,6 +497,10 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         reused = min(n_members, int(src.get("fine_members", 1)))
         src_infos = src.get("fine_members_training") or [src["fine_training"]]
         for k in range(reused):
+            had = src_infos[k].get("class_balance")
+            if had is not None and had != member_config(cfg, k).class_balance:
+                raise ValueError(f"fine_from: fine model {k + 1} of the artefact was trained with class balance "
+                                 f"{had!r}, this run asks for {member_config(cfg, k).class_balance!r}")
             m = build_model(cfg, len(tax.sub_classes))
             m.load_state_dict(art.load_state(Path(cfg.fine_from) / art.fine_file(k)))
             m.eval()
@@ -494,15 +509,16 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         timings["fine_reused_seconds"] = sum(i.get("seconds", 0.0) for i in src_infos[:reused])
     coarse_rng = None
     for k in range(reused, n_members):
+        mcfg = member_config(cfg, k)
         if k > 0:
-            torch.manual_seed(cfg.seed + 1000 * k)
+            torch.manual_seed(mcfg.seed)
         m = build_model(cfg, len(tax.sub_classes))
         frozen_fine = freeze_first_blocks(m, cfg.freeze_blocks)
-        mcfg = cfg if k == 0 else replace(cfg, seed=cfg.seed + 1000 * k)
         info = fit(m, images, y_sub, tr, mcfg, "fine", cfg.epochs,
-                   work / ("fine.ckpt" if k == 0 else f"fine_{k}.ckpt"), frozen_fine,
+                   work / (Path(art.fine_file(k)).stem + ".ckpt"), frozen_fine,
                    _member_progress(progress, k, n_members, cfg.batch_size), should_stop)
         info["seed"] = mcfg.seed
+        info["class_balance"] = mcfg.class_balance
         fines.append(m)
         fine_infos.append(info)
         if k == 0:

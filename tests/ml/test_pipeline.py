@@ -309,3 +309,21 @@ def test_fine_from_adds_a_member_to_an_artefact(tmp_path, taxonomy_file, tiny_da
     c = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"), **ENSEMBLE))
     f1b, f1c = load_file(str(b / "fine_1.safetensors")), load_file(str(c / "fine_1.safetensors"))
     assert all(torch.equal(f1b[k], f1c[k]) for k in f1b)
+
+
+def test_members_with_their_own_class_balance(tmp_path, taxonomy_file, tiny_data):
+    """member_class_balance trains fine models 2..N with another loss; fine_from refuses to re-use a
+    member that was trained with another class balance than the run asks for."""
+    from safetensors.torch import load_file
+    a = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "a"), **ENSEMBLE))
+    b = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
+                          member_class_balance="focal", **ENSEMBLE))
+    fa0, fb0 = load_file(str(a / "fine.safetensors")), load_file(str(b / "fine.safetensors"))
+    assert all(torch.equal(fa0[k], fb0[k]) for k in fa0)               # member 0 keeps the run's balance
+    fa1, fb1 = load_file(str(a / "fine_1.safetensors")), load_file(str(b / "fine_1.safetensors"))
+    assert not all(torch.equal(fa1[k], fb1[k]) for k in fa1)           # member 1: same seed, other loss
+    infos = json.loads((b / "model.json").read_text())["fine_members_training"]
+    assert [i["class_balance"] for i in infos] == ["sqrt_weights", "focal"]
+    with pytest.raises(ValueError, match="fine model 2 of the artefact was trained with class balance 'focal'"):
+        train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
+                          fine_from=str(b), **ENSEMBLE))
