@@ -1,6 +1,6 @@
 """Inference speed of a trained artefact: batched photos/s and single-photo ranked differential latency.
 
-    python bench/inference_speed.py MODEL_DIR DATA_DIR [--n 256] [--batch 8] [--threads 2] [--precision auto|fp32|bf16]
+    python bench/inference_speed.py MODEL_DIR DATA_DIR [--n 256] [--batch 8] [--threads 2] [--precision auto|fp32|bf16|int8]
            [--members N] [--views 1|2|4]
 
 Measures the full ``Predictor`` path (decode + resize + fine and coarse forward passes with flip
@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"])
     ap.add_argument("--members", type=int, default=None, help="fine models of an ensemble to use (default: all)")
     ap.add_argument("--views", type=int, default=None, choices=[1, 2, 4], help="test-time views (default: the artefact's)")
     ap.add_argument("--json", default=None)

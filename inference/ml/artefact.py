@@ -3,7 +3,8 @@
 Files: ``model.json`` (manifest, written last: its presence marks a complete artefact),
 ``taxonomy.json``, ``fine.safetensors`` [, ``fine_1.safetensors`` ... for an ensemble of fine
 models, ``fine_members`` in the manifest], ``coarse.safetensors`` [, ``binary.safetensors``],
-``ood.safetensors`` (per-class feature means), ``metrics.json``.
+``ood.safetensors`` (per-class feature means), ``metrics.json`` [, ``int8.safetensors``: activation
+ranges for int8 serving, ``quantize.py``].
 """
 from __future__ import annotations
 

@@ -151,6 +151,14 @@ def cmd_evaluate(a):
     return 0
 
 
+def cmd_calibrate(a):
+    from .quantize import calibrate_artefact
+    entry = calibrate_artefact(a.model, a.data, a.images, a.seed)
+    print(f"int8 calibration from {entry['images']} photos ({entry['source']}) written to "
+          f"{Path(a.model) / entry['file']}; serve it with --precision int8 or DERM_ML_PRECISION=int8")
+    return 0
+
+
 def cmd_predict(a):
     from PIL import Image
     from .predict import Predictor
@@ -206,12 +214,17 @@ def main(argv=None):
     e.add_argument("--data", required=True)
     e.add_argument("--json", default=None)
     e.add_argument("--positive", default=None)
-    e.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+    e.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"],
                    help="default auto: bfloat16 where the CPU has it natively (as the portal serves)")
     e.add_argument("--views", type=int, default=None, choices=[1, 2, 4],
                    help="test-time views per photo (default: the artefact's, 2 = photo + mirror)")
     e.add_argument("--members", type=int, default=None,
                    help="use only the first N fine models of an ensemble (default: all)")
+    c = sub.add_parser("calibrate", help="add int8 serving (activation ranges from training photos) to an artefact")
+    c.add_argument("--model", required=True)
+    c.add_argument("--data", required=True, help="the training data (its training split is used) or other photos")
+    c.add_argument("--images", type=int, default=256)
+    c.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("predict", help="ranked differential for images")
     p.add_argument("--model", required=True)
     p.add_argument("--method", default="product", choices=["product", "hard", "flat"])
@@ -232,7 +245,8 @@ def main(argv=None):
     s.add_argument("--max-train-images", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "search": cmd_search}[a.cmd](a)
+    return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "search": cmd_search,
+            "calibrate": cmd_calibrate}[a.cmd](a)
 
 
 if __name__ == "__main__":

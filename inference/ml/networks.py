@@ -233,11 +233,12 @@ def native_bf16() -> bool:
 
 
 def resolve_precision(precision: str | None = None) -> str:
-    """"auto" (default; env DERM_ML_PRECISION) -> "bf16" on CPUs with native bfloat16, else "fp32"."""
+    """"auto" (default; env DERM_ML_PRECISION) -> "bf16" on CPUs with native bfloat16, else "fp32";
+    "int8" is only ever chosen explicitly (``quantize.py``)."""
     import os
     p = (precision or os.environ.get("DERM_ML_PRECISION") or "auto").lower()
-    if p not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {p!r}")
+    if p not in ("auto", "fp32", "bf16", "int8"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or int8, not {p!r}")
     if p == "auto":
         return "bf16" if native_bf16() else "fp32"
     return p

@@ -28,8 +28,10 @@ For Grad-CAM: ``P.fine_model`` (the first fine model; ``P.fine_models`` lists al
 Precision: ``Predictor.load(model_dir, precision="auto")`` runs the BN-folded copies in bfloat16
 where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX: 1.8x faster on this 2-core EPYC,
 ``bench/inference_speed.py``), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the
-environment variable ``DERM_ML_PRECISION`` sets the default. Grad-CAM always uses the float32
-originals. ``P.precision`` says which one runs.
+environment variable ``DERM_ML_PRECISION`` sets the default. ``"int8"`` serves statically
+quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
+at training time or by ``python -m inference.ml calibrate``): for CPUs without native bfloat16.
+Grad-CAM always uses the float32 originals. ``P.precision`` says which one runs.
 """
 from __future__ import annotations
 
@@ -89,8 +91,8 @@ class Differential:
 
 
 class Predictor:
-    def __init__(self, model_dir, manifest, taxonomy, fine, coarse, binary, ood_means, precision: str | None = None):
-        fines = list(fine) if isinstance(fine, (list, tuple)) else [fine]
+    def __init__(self, model_dir, manifest, taxonomy, fines: list, coarse, binary, ood_means,
+                 precision: str | None = None):
         fine = fines[0]
         self.model_dir = Path(model_dir)
         self.manifest = manifest
@@ -111,10 +113,21 @@ class Predictor:
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
         self.precision = resolve_precision(precision)
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self._fast_fines = [fuse_for_inference(m).to(memory_format=torch.channels_last, dtype=self._dtype)
-                            for m in fines]
+        if self.precision == "int8":
+            from . import quantize
+            if not (self.model_dir / quantize.FILE).is_file():
+                raise ValueError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
+                                 f"add one with `python -m inference.ml calibrate --model MODEL_DIR --data DIR`")
+            calib = quantize.unpack(art.load_state(self.model_dir / quantize.FILE))
+            self._fast_fines = [quantize.quantized(m, calib[f"fine.{k}"], self.size) for k, m in enumerate(fines)]
+            self._fast_coarse = quantize.quantized(coarse, calib["coarse"], self.size)
+        else:
+            from .quantize import WithFeatures
+            self._fast_fines = [WithFeatures(fuse_for_inference(m)).to(memory_format=torch.channels_last,
+                                                                       dtype=self._dtype) for m in fines]
+            self._fast_coarse = WithFeatures(fuse_for_inference(coarse)).to(memory_format=torch.channels_last,
+                                                                            dtype=self._dtype)
         self._fast_fine = self._fast_fines[0]
-        self._fast_coarse = fuse_for_inference(coarse).to(memory_format=torch.channels_last, dtype=self._dtype)
 
     @classmethod
     def load(cls, model_dir, threads: int | None = None, precision: str | None = None,
@@ -138,11 +151,11 @@ class Predictor:
             if not 1 <= int(members) <= n_members:
                 raise ValueError(f"{model_dir}: members must be between 1 and {n_members}, not {members}")
             n_members = int(members)
-        fine = [mk(art.fine_file(k), len(tax.sub_classes)) for k in range(n_members)]
+        fines = [mk(art.fine_file(k), len(tax.sub_classes)) for k in range(n_members)]
         coarse = mk("coarse.safetensors", len(tax.meta_classes))
         binary = mk("binary.safetensors", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
-        return cls(model_dir, man, tax, fine, coarse, binary, ood, precision)
+        return cls(model_dir, man, tax, fines, coarse, binary, ood, precision)
 
     # ------------------------------------------------------------------ preprocessing
     def to_uint8(self, img) -> torch.Tensor:
@@ -160,12 +173,12 @@ class Predictor:
         n = len(x)
         views = self.tta_views if self.tta else 1
         xx = flip_views(x, views)
-        lf, feat = self._fast_fines[0].forward_with_features(xx)
+        lf, feat = self._fast_fines[0](xx)          # every fast model returns (logits, features)
         pf = lf.float().softmax(1).view(views, n, -1).mean(0)
         for m in self._fast_fines[1:]:
-            pf += m(xx).float().softmax(1).view(views, n, -1).mean(0)
+            pf += m(xx)[0].float().softmax(1).view(views, n, -1).mean(0)
         pf /= len(self._fast_fines)
-        lc = self._fast_coarse(xx)
+        lc = self._fast_coarse(xx)[0]
         pc = lc.float().softmax(1).view(views, n, -1).mean(0)
         return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
 

@@ -182,6 +182,7 @@ class TrainConfig:
     fine_from: str | None = None        # re-use the fine model of this artefact (same data, split, taxonomy)
     eval_batch_size: int = 8            # small batches are faster on this CPU (bench/inference_speed.py sweep)
     ood_quantile: float = 0.99
+    int8_calibration_images: int = 256   # training images whose activation ranges int8 serving uses (0: none)
 
     def resolved(self) -> dict:
         d = asdict(self)
@@ -567,6 +568,14 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     _, ftr = model_outputs(fine, images[torch.as_tensor(ood_idx)], pre["mean"], pre["std"],
                            cfg.eval_batch_size, tta=False, want_features=True)
     ood_means, ood_thr = ood_fit(ftr, y_sub[ood_idx], len(tax.sub_classes), cfg.ood_quantile)
+    calib = None
+    if cfg.int8_calibration_images > 0:   # activation ranges for int8 serving, from training images only
+        from . import quantize
+        tq = time.time()
+        cal_idx = _subsample(tr, y_sub, cfg.int8_calibration_images, cfg.seed)
+        calib = quantize.calibrate_models(fines, coarse, images[torch.as_tensor(cal_idx)], pre["mean"], pre["std"],
+                                          cfg.image_size)
+        timings["int8_calibration"] = time.time() - tq
     metrics = None
     t_inf = None
     if len(te):
@@ -597,6 +606,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         art.save_state(binary, part / "binary.safetensors")
     from safetensors.torch import save_file
     save_file({"class_means": torch.from_numpy(ood_means)}, str(part / "ood.safetensors"))
+    if calib is not None:
+        save_file(calib, str(part / quantize.FILE))
     test_cases = sorted({records[i].case_id for i in te})
     manifest = {
         "format_version": art.FORMAT_VERSION,
@@ -615,6 +626,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
                  "skipped_labels": D["skipped_labels"], "bad_images": D["bad_images"],
                  "class_counts": {s: int((y_sub == i).sum()) for i, s in enumerate(tax.sub_classes)}},
         "split": {**split_kind, "seed": cfg.seed, "test_cases": test_cases},
+        "int8_calibration": None if calib is None else {"file": quantize.FILE, "images": len(cal_idx),
+                                                         "source": "training split"},
         "ood": {"method": "cosine distance of fine-model features to the nearest training class mean",
                 "threshold": ood_thr, "quantile": cfg.ood_quantile},
         "timings_seconds": timings,

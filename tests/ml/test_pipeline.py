@@ -203,11 +203,11 @@ def test_bf16_and_four_views_follow_the_fp32_path(tmp_path, taxonomy_file, tiny_
 def test_precision_setting(monkeypatch):
     from inference.ml.networks import native_bf16, resolve_precision
     monkeypatch.delenv("DERM_ML_PRECISION", raising=False)
-    assert resolve_precision("fp32") == "fp32" and resolve_precision("BF16") == "bf16"
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("BF16") == "bf16" and resolve_precision("int8") == "int8"
     assert resolve_precision() == ("bf16" if native_bf16() else "fp32")
     monkeypatch.setenv("DERM_ML_PRECISION", "fp32")
     assert resolve_precision() == "fp32"
-    with pytest.raises(ValueError, match="precision must be auto, fp32 or bf16"):
+    with pytest.raises(ValueError, match="precision must be auto, fp32, bf16 or int8"):
         resolve_precision("fp16")
 
 

@@ -1,0 +1,147 @@
+"""Int8 serving: post-training static quantization of the fine and coarse models.
+
+CPUs without bfloat16 dot-product instructions (AVX2-only x86) serve in float32, about half the
+speed of bf16 on CPUs that have them. Static int8 quantization (PyTorch FX graph mode, x86
+backend: per-channel int8 weights, uint8 activations, Conv+BN folded) roughly doubles the
+convolutions' speed there; EfficientNet-Lite was designed for it (ReLU6, no squeeze-excitation).
+
+Calibration: the ranges of every activation are observed on a few hundred *training* images
+(never the held-out split) and stored in the artefact as ``int8.safetensors`` (observer buffers
+only, about 10 kB per layer; no image data). ``Predictor.load(precision="int8")`` rebuilds the
+same observed graph from the float weights, loads those buffers and converts it, so the artefact
+keeps one copy of the weights. Grad-CAM always runs the float32 models.
+
+    state = calibration_state(model, batches)     # at training time (or `inference.ml calibrate`)
+    qmodel = quantized(model, state)              # at load time; qmodel(x) -> (logits, features)
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .networks import Classifier
+
+ENGINE = "x86"
+FILE = "int8.safetensors"
+_OBSERVER = "activation_post_process"
+
+
+class WithFeatures(nn.Module):
+    """Traceable wrapper: ``forward(x) -> (logits, pooled features)`` (eval: dropout is identity)."""
+
+    def __init__(self, model: Classifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        f = self.model.features(x)
+        return self.model.fc(f), f
+
+
+def _prepared(model: Classifier, size: int):
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+    torch.backends.quantized.engine = ENGINE
+    m = WithFeatures(copy.deepcopy(model).float().eval())
+    example = (torch.zeros(1, 3, size, size),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch.ao.quantization announces its move to torchao
+        return prepare_fx(m, get_default_qconfig_mapping(ENGINE), example)
+
+
+@torch.no_grad()   # not inference_mode: the observer buffers are loaded into another graph later
+def calibration_state(model: Classifier, batches: Iterable[torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """Observe the activation ranges of ``model`` on normalised float batches (N, 3, S, S)."""
+    prepared = _prepared(model, size)
+    n = 0
+    for x in batches:
+        prepared(x.float().contiguous())
+        n += len(x)
+    if n == 0:
+        raise ValueError("int8 calibration needs at least one image")
+    return {k: v.detach().clone() for k, v in prepared.state_dict().items() if _OBSERVER in k}
+
+
+def quantized(model: Classifier, state: dict[str, torch.Tensor], size: int) -> nn.Module:
+    """Int8 copy of ``model`` from its stored calibration; returns (logits, features) in float32."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+    prepared = _prepared(model, size)
+    want = {k for k in prepared.state_dict() if _OBSERVER in k}
+    if set(state) != want:
+        raise ValueError(f"int8 calibration does not fit this model ({len(state)} observer tensors stored, "
+                         f"{len(want)} expected); re-run `python -m inference.ml calibrate`")
+    prepared.load_state_dict(state, strict=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = convert_fx(prepared)
+    q.eval()
+    return q
+
+
+def pack(states: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{"fine.0": state, "coarse": state} -> one flat dict for safetensors."""
+    return {f"{name}/{k}": v.contiguous() for name, st in states.items() for k, v in st.items()}
+
+
+def unpack(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, v in flat.items():
+        name, k = key.split("/", 1)
+        out.setdefault(name, {})[k] = v
+    return out
+
+
+def calibrate_models(fines: list[Classifier], coarse: Classifier, images_u8: torch.Tensor, mean, std, size: int,
+                     batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Calibration of every served model on the same uint8 training images; flat dict for ``FILE``."""
+    from .data import normalise
+
+    def batches():
+        for s in range(0, len(images_u8), batch_size):
+            yield normalise(images_u8[s:s + batch_size], mean, std)
+    states = {f"fine.{k}": calibration_state(m, batches(), size) for k, m in enumerate(fines)}
+    states["coarse"] = calibration_state(coarse, batches(), size)
+    return pack(states)
+
+
+def calibrate_artefact(model_dir, data_dir, n_images: int = 256, seed: int = 0) -> dict:
+    """Add (or replace) the int8 calibration of an artefact, from photos of ``data_dir``.
+
+    When ``data_dir`` is the artefact's training data (same fingerprint) only its training split is
+    used, so the held-out evaluation stays untouched; otherwise any of its photos. Returns the
+    manifest entry written."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from . import artefact as art
+    from .data import build_cache, data_fingerprint, filter_to_taxonomy, read_dataset, split_by_cases
+    from .predict import Predictor
+    model_dir = Path(model_dir)
+    P = Predictor.load(model_dir, precision="fp32")
+    records, _ = read_dataset(data_dir)
+    records, _ = filter_to_taxonomy(records, P.taxonomy)
+    man = P.manifest
+    if data_fingerprint(records) == man["data"]["fingerprint"] and man["split"].get("test_cases"):
+        tr, _ = split_by_cases(records, set(man["split"]["test_cases"]))
+        records, source = [records[i] for i in tr], "training split"
+    else:
+        source = "photos of another directory"
+    if not records:
+        raise ValueError(f"{data_dir}: no photos with labels of this model's taxonomy to calibrate on")
+    pick = np.sort(np.random.default_rng(seed).permutation(len(records))[:n_images])
+    images, ok, _ = build_cache([records[i] for i in pick], P.size, None)
+    images = images[torch.as_tensor(np.flatnonzero(ok))]
+    flat = calibrate_models(P.fine_models, P.coarse_model, images, P.mean, P.std, P.size)
+    tmp = model_dir / (FILE + ".tmp")
+    save_file(flat, str(tmp))
+    os.replace(tmp, model_dir / FILE)
+    entry = {"file": FILE, "images": int(len(images)), "source": source}
+    art.write_json(model_dir / art.MANIFEST, {**man, "int8_calibration": entry})
+    return entry
