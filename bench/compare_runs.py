@@ -48,6 +48,7 @@ def main():
             rep = M.classification_report_dict(y, p, tax.sub_classes)
             preds.append(p.argmax(1))
             print(f"{meth:8s} {name:5s} {rep['accuracy']:6.3f} {rep['balanced_accuracy']:7.3f} {rep['macro_f1']:8.3f}")
+        print(f"{meth:8s} A and B rank the same class first for {np.mean(preds[0] == preds[1]):.1%} of the photos")
         b = M.paired_bootstrap(y, preds[0], preds[1], len(tax.sub_classes))
         for k in ("balanced_accuracy", "macro_f1"):
             print(f"{meth:8s} B - A {k:17s} {b[k]['diff']:+.4f}  95% CI [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
