@@ -35,6 +35,7 @@ Grad-CAM always uses the float32 originals. ``P.precision`` says which one runs.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -112,10 +113,16 @@ class Predictor:
         self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
         self.precision = resolve_precision(precision)
+        from . import quantize
+        calibrated = (self.model_dir / quantize.FILE).is_file()
+        if self.precision == "int8" and precision is None and not calibrated:
+            # int8 asked for by the environment (a server-wide preference): artefacts without a
+            # calibration are served as "auto" would; an explicit precision="int8" is an error
+            logging.getLogger(__name__).warning("%s has no %s: serving it in float", self.model_dir, quantize.FILE)
+            self.precision = resolve_precision("auto")
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         if self.precision == "int8":
-            from . import quantize
-            if not (self.model_dir / quantize.FILE).is_file():
+            if not calibrated:
                 raise ValueError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
                                  f"add one with `python -m inference.ml calibrate --model MODEL_DIR --data DIR`")
             calib = quantize.unpack(art.load_state(self.model_dir / quantize.FILE))

@@ -11,6 +11,11 @@ only, about 10 kB per layer; no image data). ``Predictor.load(precision="int8")`
 same observed graph from the float weights, loads those buffers and converts it, so the artefact
 keeps one copy of the weights. Grad-CAM always runs the float32 models.
 
+Upstream status: PyTorch marks ``torch.ao.quantization`` and its quantized CPU kernels as
+deprecated (moving to torchao, whose x86 int8 path needs ``torch.compile``). The pinned torch
+2.14.1 has them; should an upgrade remove them, ``precision="int8"`` fails with a message that
+says so and float serving is unaffected. This is why int8 is opt-in and not chosen by "auto".
+
     state = calibration_state(model, batches)     # at training time (or `inference.ml calibrate`)
     qmodel = quantized(model, state)              # at load time; qmodel(x) -> (logits, features)
 """
@@ -68,7 +73,11 @@ def calibration_state(model: Classifier, batches: Iterable[torch.Tensor], size: 
 
 def quantized(model: Classifier, state: dict[str, torch.Tensor], size: int) -> nn.Module:
     """Int8 copy of ``model`` from its stored calibration; returns (logits, features) in float32."""
-    from torch.ao.quantization.quantize_fx import convert_fx
+    try:
+        from torch.ao.quantization.quantize_fx import convert_fx
+    except ImportError as e:
+        raise ValueError(f"int8 serving needs torch.ao.quantization, which torch {torch.__version__} "
+                         f"does not have ({e}); serve with precision fp32 or bf16") from e
     prepared = _prepared(model, size)
     want = {k for k in prepared.state_dict() if _OBSERVER in k}
     if set(state) != want:

@@ -63,8 +63,14 @@ def test_artefact_serves_int8(tmp_path, taxonomy_file, tiny_data):
     with pytest.raises(ValueError, match="int8.safetensors is missing.*inference.ml calibrate"):
         Predictor.load(out, precision="int8")
     assert Predictor.load(out, precision="fp32").precision == "fp32"    # float serving does not need it
+    with pytest.MonkeyPatch.context() as mp:                           # a server-wide preference falls back
+        mp.setenv("DERM_ML_PRECISION", "int8")
+        assert Predictor.load(out).precision in ("fp32", "bf16")
     assert main(["calibrate", "--model", str(out), "--data", str(tiny_data), "--images", "12"]) == 0
     man = json.loads((out / "model.json").read_text())
     assert man["int8_calibration"] == {"file": Q.FILE, "images": 12, "source": "training split"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERM_ML_PRECISION", "int8")
+        assert Predictor.load(out).precision == "int8"
     f8b, _, _ = Predictor.load(out, precision="int8").probabilities(u8)
     assert np.abs(f8b - f32).max() < 0.1
