@@ -47,15 +47,25 @@ class WithFeatures(nn.Module):
         return self.model.fc(f), f
 
 
+# The stem and the first MBConv blocks stay in float32: folding the ImageNet checkpoint's
+# BatchNorms into them gives per-tensor activation ranges that int8 cannot carry (HAM10000 hold-out,
+# one fine model: all layers int8 ranked the same first class as float32 for 81.5 % of the photos,
+# balanced accuracy -0.33; with the stem + 4 blocks in float, 98.4 % on a 64-photo probe).
+FLOAT_BLOCKS = 4
+
+
 def _prepared(model: Classifier, size: int):
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx
     torch.backends.quantized.engine = ENGINE
     m = WithFeatures(copy.deepcopy(model).float().eval())
+    qmap = get_default_qconfig_mapping(ENGINE).set_module_name("model.backbone.stem", None)
+    for i in range(min(FLOAT_BLOCKS, model.num_blocks)):
+        qmap = qmap.set_module_name(f"model.backbone.blocks.{i}", None)
     example = (torch.zeros(1, 3, size, size),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch.ao.quantization announces its move to torchao
-        return prepare_fx(m, get_default_qconfig_mapping(ENGINE), example)
+        return prepare_fx(m, qmap, example)
 
 
 @torch.no_grad()   # not inference_mode: the observer buffers are loaded into another graph later

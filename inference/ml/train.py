@@ -182,7 +182,8 @@ class TrainConfig:
     fine_from: str | None = None        # re-use the fine model of this artefact (same data, split, taxonomy)
     eval_batch_size: int = 8            # small batches are faster on this CPU (bench/inference_speed.py sweep)
     ood_quantile: float = 0.99
-    int8_calibration_images: int = 256   # training images whose activation ranges int8 serving uses (0: none)
+    int8_calibration_images: int = 0    # >0: store int8 activation ranges from this many training images
+                                        # (opt-in int8 serving, quantize.py; costs accuracy, README)
 
     def resolved(self) -> dict:
         d = asdict(self)

@@ -43,7 +43,11 @@ def test_stored_calibration_gives_the_directly_converted_model():
 
 def test_artefact_serves_int8(tmp_path, taxonomy_file, tiny_data):
     from inference.ml.cli import main
-    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), **FAST))
+    plain = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "p"), **FAST))
+    assert not (plain / Q.FILE).exists()                               # opt-in: no calibration by default
+    assert json.loads((plain / "model.json").read_text())["int8_calibration"] is None
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
+                            int8_calibration_images=256, **FAST))
     man = json.loads((out / "model.json").read_text())
     assert (out / Q.FILE).is_file()
     assert man["int8_calibration"] == {"file": Q.FILE, "images": man["data"]["n_train"], "source": "training split"}
