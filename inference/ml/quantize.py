@@ -1,23 +1,26 @@
 """Int8 serving: post-training static quantization of the fine and coarse models.
 
-CPUs without bfloat16 dot-product instructions (AVX2-only x86) serve in float32, about half the
-speed of bf16 on CPUs that have them. Static int8 quantization (PyTorch FX graph mode, x86
-backend: per-channel int8 weights, uint8 activations, Conv+BN folded) roughly doubles the
-convolutions' speed there; EfficientNet-Lite was designed for it (ReLU6, no squeeze-excitation).
+Opt-in, for CPUs without bfloat16 dot-product instructions (AVX2-only x86), which serve in
+float32. Static int8 quantization (PyTorch FX graph mode, x86 backend: per-channel int8 weights,
+uint8 activations, Conv+BN folded) of everything after the stem and the first FLOAT_BLOCKS blocks.
+Measured on one HAM10000 model (README, session 6): 1.25x the float32 photos/s on a 2-core AVX2
+EPYC, the same first class for 97.5 % of the hold-out photos, product macro F1 -0.012. So it is
+never chosen by "auto", and training stores a calibration only when asked
+(``int8_calibration_images``).
 
-Calibration: the ranges of every activation are observed on a few hundred *training* images
-(never the held-out split) and stored in the artefact as ``int8.safetensors`` (observer buffers
-only, about 10 kB per layer; no image data). ``Predictor.load(precision="int8")`` rebuilds the
-same observed graph from the float weights, loads those buffers and converts it, so the artefact
-keeps one copy of the weights. Grad-CAM always runs the float32 models.
+Calibration: the ranges of the quantized activations are observed on a few hundred *training*
+images (never the held-out split) and stored in the artefact as ``int8.safetensors`` (observer
+buffers only, no image data). ``Predictor.load(precision="int8")`` rebuilds the same observed
+graph from the float weights, loads those buffers and converts it, so the artefact keeps one
+copy of the weights. Grad-CAM always runs the float32 models.
 
 Upstream status: PyTorch marks ``torch.ao.quantization`` and its quantized CPU kernels as
 deprecated (moving to torchao, whose x86 int8 path needs ``torch.compile``). The pinned torch
 2.14.1 has them; should an upgrade remove them, ``precision="int8"`` fails with a message that
-says so and float serving is unaffected. This is why int8 is opt-in and not chosen by "auto".
+says so and float serving is unaffected.
 
-    state = calibration_state(model, batches)     # at training time (or `inference.ml calibrate`)
-    qmodel = quantized(model, state)              # at load time; qmodel(x) -> (logits, features)
+    state = calibration_state(model, batches, size)   # `inference.ml calibrate` (or at training time)
+    qmodel = quantized(model, state, size)            # at load time; qmodel(x) -> (logits, features)
 """
 from __future__ import annotations
 
