@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+BALANCES = ["none", "weights", "sqrt_weights", "focal", "sampler"]   # TrainConfig.class_balance values
+
 
 def _fmt_eta(s):
     if s is None:
@@ -66,9 +68,8 @@ def add_train_args(p):
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--class-balance", default=d.class_balance,
-                   choices=["none", "weights", "sqrt_weights", "focal", "sampler"])
-    p.add_argument("--coarse-class-balance", default=d.coarse_class_balance,
-                   choices=["same", "none", "weights", "sqrt_weights", "focal", "sampler"],
+                   choices=BALANCES)
+    p.add_argument("--coarse-class-balance", default=d.coarse_class_balance, choices=["same", *BALANCES],
                    help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--ema-decay", type=float, default=d.ema_decay,
@@ -86,8 +87,7 @@ def add_train_args(p):
     p.add_argument("--max-train-images", type=int, default=None)
     p.add_argument("--fine-models", type=int, default=d.fine_models,
                    help="fine models in the ensemble (same split, other seeds; probabilities averaged)")
-    p.add_argument("--member-class-balance", default=d.member_class_balance,
-                   choices=["none", "weights", "sqrt_weights", "focal", "sampler"],
+    p.add_argument("--member-class-balance", default=d.member_class_balance, choices=BALANCES,
                    help="class balance of fine models 2..N (default: as --class-balance)")
     p.add_argument("--fine-from", default=None,
                    help="re-use the fine model(s) of this artefact; train the missing members and the coarse model")
