@@ -47,6 +47,7 @@ def _positive(s):
 
 
 def add_train_args(p):
+    from .data import COLOUR_CONSTANCY
     from .train import TrainConfig
     d = TrainConfig(data="", taxonomy="", out="")
     p.add_argument("--data", required=True)
@@ -55,6 +56,8 @@ def add_train_args(p):
     p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "tiny"])
     p.add_argument("--no-pretrained", action="store_true")
     p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--colour-constancy", default=d.colour_constancy, choices=list(COLOUR_CONSTANCY),
+                   help="shades_of_gray: make every photo's illuminant grey (training and prediction)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--coarse-epochs", type=int, default=None)
     p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')
@@ -98,7 +101,7 @@ def config_from_args(a):
     from .train import TrainConfig
     return TrainConfig(
         data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained,
-        image_size=a.image_size, epochs=a.epochs, coarse_epochs=a.coarse_epochs, transfer_cut=a.transfer_cut,
+        image_size=a.image_size, colour_constancy=a.colour_constancy, epochs=a.epochs, coarse_epochs=a.coarse_epochs, transfer_cut=a.transfer_cut,
         freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
         class_balance=a.class_balance,

@@ -7,8 +7,8 @@ Dataset directories:
   its own case); ``image`` is relative to ``images/`` (or to the directory).
 
 Public helpers: ``read_dataset(dir) -> (records, info)``, ``filter_to_taxonomy``,
-``data_fingerprint``, ``load_image(path_or_pil, size)``, ``build_cache``, ``holdout_split``,
-``kfold_split``, ``Augmenter`` / ``AugmentConfig``, ``normalise``.
+``data_fingerprint``, ``load_image(path_or_pil, size, colour)``, ``colour_constancy``,
+``build_cache``, ``holdout_split``, ``kfold_split``, ``Augmenter`` / ``AugmentConfig``, ``normalise``.
 """
 from __future__ import annotations
 
@@ -113,9 +113,37 @@ def data_fingerprint(records: Sequence[Record]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_image(src, size: int) -> np.ndarray:
-    """Decode (path or PIL image), fix EXIF orientation, RGB, resize the shorter side to ``size``
-    and centre-crop to ``size`` x ``size``. Returns uint8 HxWx3."""
+COLOUR_CONSTANCY = ("none", "shades_of_gray")
+
+
+def colour_constancy(img: np.ndarray, method: str = "shades_of_gray", p: int = 6) -> np.ndarray:
+    """Colour constancy of one uint8 H x W x 3 photo (returns a new uint8 array).
+
+    "shades_of_gray" (Finlayson & Trezzi 2004, as in Barata et al. 2015 for dermoscopy): the
+    illuminant of each channel is its Minkowski p-norm mean ``(mean(I_c^p))^(1/p)``; every channel
+    is scaled so that the illuminant becomes grey of the same length (gains
+    ``1 / (sqrt(3) * e_c / ||e||)``), then clipped to 0..255. A photo taken under another light or
+    white balance (a per-channel gain) gives the same result up to clipping, so a model trained on
+    corrected photos does not learn the colour cast of one camera or clinic. "none" returns the
+    photo unchanged.
+    """
+    if method == "none":
+        return img
+    if method != "shades_of_gray":
+        raise ValueError(f"colour constancy {method!r} is unknown; choose one of {', '.join(COLOUR_CONSTANCY)}")
+    x = img.astype(np.float32)
+    e = np.power(np.power(x / 255.0, p).reshape(-1, 3).mean(axis=0), 1.0 / p)
+    norm = float(np.sqrt((e ** 2).sum()))
+    if norm < 1e-6:          # an all-black photo has no illuminant to estimate
+        return img
+    gains = norm / (np.sqrt(3.0) * np.maximum(e, 1e-6))
+    return np.clip(x * gains + 0.5, 0, 255).astype(np.uint8)
+
+
+def load_image(src, size: int, colour: str = "none") -> np.ndarray:
+    """Decode (path or PIL image), fix EXIF orientation, RGB, resize the shorter side to ``size``,
+    centre-crop to ``size`` x ``size`` and apply ``colour`` constancy (``colour_constancy``).
+    Returns uint8 HxWx3."""
     im = Image.open(src) if not isinstance(src, Image.Image) else src
     if isinstance(src, Image.Image):
         im = src
@@ -130,17 +158,17 @@ def load_image(src, size: int) -> np.ndarray:
         im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
     l, t = (nw - size) // 2, (nh - size) // 2
     im = im.crop((l, t, l + size, t + size))
-    return np.asarray(im, dtype=np.uint8)
+    return colour_constancy(np.asarray(im, dtype=np.uint8), colour)
 
 
 def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprint: str | None = None,
                 progress: Callable[[int, int], None] | None = None, workers: int = 2,
-                should_stop: Callable[[], bool] | None = None):
-    """Decode every image once into a uint8 tensor (N, 3, size, size).
+                should_stop: Callable[[], bool] | None = None, colour: str = "none"):
+    """Decode every image once into a uint8 tensor (N, 3, size, size) (``load_image`` with ``colour``).
 
     Returns ``(images, ok_mask, bad)`` where ``bad`` lists ``(image, error)`` for corrupt or
     missing files (their rows are zero and ok_mask False). With ``cache_dir`` the array is
-    also stored on disk as ``<fingerprint>_<size>.npy`` and reused.
+    also stored on disk as ``<fingerprint>_<order>_<size>[_<colour>].npy`` and reused.
     """
     n = len(records)
     cache_file = None
@@ -148,7 +176,8 @@ def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprin
         fingerprint = fingerprint or data_fingerprint(records)
         order = hashlib.sha256("\n".join(r.image for r in records).encode()).hexdigest()[:8]
         cache_dir = Path(cache_dir)
-        cache_file = cache_dir / f"{fingerprint}_{order}_{size}.npy"
+        suffix = "" if colour == "none" else f"_{colour}"
+        cache_file = cache_dir / f"{fingerprint}_{order}_{size}{suffix}.npy"
         meta_file = cache_file.with_suffix(".json")
         if cache_file.is_file() and meta_file.is_file():
             try:
@@ -171,7 +200,7 @@ def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprin
 
     def work(i):
         try:
-            a = load_image(records[i].path, size)
+            a = load_image(records[i].path, size, colour)
             arr[i] = a.transpose(2, 0, 1)
             return i, None
         except FileNotFoundError:

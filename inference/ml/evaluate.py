@@ -10,7 +10,8 @@ Public API:
 - ``evaluate(model_dir, data_dir, positive=None, precision=None, views=None, members=None) -> dict``: runs the
   artefact as the portal serves it (``Predictor``: BN folded, precision, flip views) on the model's
   held-out split of ``data_dir`` when it is the training data (same fingerprint), else on all of it.
-- ``model_probabilities(...)``: the probabilities behind ``evaluate`` (also used by bench scripts).
+- ``model_probabilities(...)``: the probabilities behind ``evaluate`` (also used by bench scripts);
+  ``artefact_records(P, data_dir, side)``: which photos of a directory it measures (or calibrates) on.
 - ``format_report(report) -> str``: readable table.
 """
 from __future__ import annotations
@@ -84,33 +85,55 @@ def report_from_probs(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, positive=None
     return rep
 
 
+def artefact_records(P, data_dir, side: str = "test"):
+    """The photos of ``data_dir`` an artefact (a loaded ``Predictor``) is measured or calibrated on.
+
+    When ``data_dir`` is the artefact's training data (same fingerprint) ``side`` picks its held-out
+    split ("test", for evaluation) or its training split ("train", for int8 calibration), so the
+    held-out photos never shape what is measured on them; otherwise every photo of the directory.
+    Returns ``(records, scope, skipped_labels)``."""
+    from .data import data_fingerprint, filter_to_taxonomy, read_dataset, split_by_cases
+    if side not in ("test", "train"):
+        raise ValueError(f"side must be 'test' or 'train', not {side!r}")
+    records, _ = read_dataset(data_dir)
+    records, skipped = filter_to_taxonomy(records, P.taxonomy)
+    man = P.manifest
+    if data_fingerprint(records) == man["data"]["fingerprint"] and man["split"].get("test_cases"):
+        tr, te = split_by_cases(records, set(man["split"]["test_cases"]))
+        if side == "test":
+            return [records[i] for i in te], "held-out split of the training data", skipped
+        return [records[i] for i in tr], "training split", skipped
+    return records, "all images of the directory", skipped
+
+
 def model_probabilities(model_dir, data_dir, precision: str | None = None, batch_size: int = 8,
-                        views: int | None = None, progress=None, members: int | None = None) -> dict:
+                        views: int | None = None, progress=None, members: int | None = None,
+                        photo_transform=None) -> dict:
     """Run an artefact on ``data_dir`` the way the portal serves it (``Predictor.probabilities``).
+
+    ``photo_transform`` (optional) changes every decoded photo (uint8 H x W x 3, after resizing,
+    before the artefact's colour constancy) the way another camera or light would, e.g. a colour
+    cast (``bench/colour_shift.py``).
 
     Uses the model's held-out split when ``data_dir`` is its training data (same fingerprint), else
     every image. Returns {predictor, y, p_fine, p_coarse, p_binary, scope, skipped_labels, bad_images}.
     """
     import torch
-    from .data import build_cache, data_fingerprint, filter_to_taxonomy, read_dataset, split_by_cases
+    from .data import build_cache, colour_constancy
     from .infer import model_outputs
     from .predict import Predictor
     P = Predictor.load(model_dir, precision=precision, members=members)
     if views is not None:
         P.tta, P.tta_views = views > 1, views
     tax = P.taxonomy
-    records, _ = read_dataset(data_dir)
-    records, skipped = filter_to_taxonomy(records, tax)
-    fp = data_fingerprint(records)
-    man = P.manifest
-    same = fp == man["data"]["fingerprint"] and man["split"].get("test_cases")
-    if same:
-        _, te = split_by_cases(records, set(man["split"]["test_cases"]))
-        records = [records[i] for i in te]
-        scope = "held-out split of the training data"
+    records, scope, skipped = artefact_records(P, data_dir, "test")
+    if photo_transform is None:
+        images, ok, bad = build_cache(records, P.size, None, progress=progress, colour=P.colour)
     else:
-        scope = "all images of the directory"
-    images, ok, bad = build_cache(records, P.size, None, progress=progress)
+        images, ok, bad = build_cache(records, P.size, None, progress=progress)
+        images = torch.from_numpy(np.stack([
+            colour_constancy(photo_transform(im.transpose(1, 2, 0)), P.colour).transpose(2, 0, 1)
+            for im in images.numpy()])) if len(images) else images
     keep = np.flatnonzero(ok)
     records = [records[i] for i in keep]
     images = images[torch.as_tensor(keep)]

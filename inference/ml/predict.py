@@ -107,6 +107,7 @@ class Predictor:
         pre = manifest["preprocessing"]
         self.size = int(pre["size"])
         self.mean, self.std = tuple(pre["mean"]), tuple(pre["std"])
+        self.colour = pre.get("colour_constancy", "none")   # artefacts before it: "none"
         self.tta = bool(manifest.get("tta", True))
         self.tta_views = 2 if self.tta else 1    # 1, 2 (+ horizontal flip) or 4 (+ vertical, both)
         self.ood_threshold = float(manifest["ood"]["threshold"])
@@ -167,7 +168,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ preprocessing
     def to_uint8(self, img) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(load_image(img, self.size).transpose(2, 0, 1)))
+        return torch.from_numpy(np.ascontiguousarray(load_image(img, self.size, self.colour).transpose(2, 0, 1)))
 
     def preprocess(self, img) -> torch.Tensor:
         """PIL image -> normalised float tensor (1, 3, S, S), exactly as at training time."""

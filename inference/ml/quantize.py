@@ -143,27 +143,22 @@ def calibrate_artefact(model_dir, data_dir, n_images: int = 256, seed: int = 0) 
     from safetensors.torch import save_file
 
     from . import artefact as art
-    from .data import build_cache, data_fingerprint, filter_to_taxonomy, read_dataset, split_by_cases
+    from .data import build_cache
+    from .evaluate import artefact_records
     from .predict import Predictor
     model_dir = Path(model_dir)
     P = Predictor.load(model_dir, precision="fp32")
-    records, _ = read_dataset(data_dir)
-    records, _ = filter_to_taxonomy(records, P.taxonomy)
-    man = P.manifest
-    if data_fingerprint(records) == man["data"]["fingerprint"] and man["split"].get("test_cases"):
-        tr, _ = split_by_cases(records, set(man["split"]["test_cases"]))
-        records, source = [records[i] for i in tr], "training split"
-    else:
-        source = "photos of another directory"
+    records, scope, _ = artefact_records(P, data_dir, "train")
+    source = "training split" if scope == "training split" else "photos of another directory"
     if not records:
         raise ValueError(f"{data_dir}: no photos with labels of this model's taxonomy to calibrate on")
     pick = np.sort(np.random.default_rng(seed).permutation(len(records))[:n_images])
-    images, ok, _ = build_cache([records[i] for i in pick], P.size, None)
+    images, ok, _ = build_cache([records[i] for i in pick], P.size, None, colour=P.colour)
     images = images[torch.as_tensor(np.flatnonzero(ok))]
     flat = calibrate_models(P.fine_models, P.coarse_model, images, P.mean, P.std, P.size)
     tmp = model_dir / (FILE + ".tmp")
     save_file(flat, str(tmp))
     os.replace(tmp, model_dir / FILE)
     entry = {"file": FILE, "images": int(len(images)), "source": source}
-    art.write_json(model_dir / art.MANIFEST, {**man, "int8_calibration": entry})
+    art.write_json(model_dir / art.MANIFEST, {**P.manifest, "int8_calibration": entry})
     return entry

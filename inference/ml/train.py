@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import artefact as art
-from .data import (AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
+from .data import (COLOUR_CONSTANCY, AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
                    holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
 from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
@@ -137,6 +137,8 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int = 160
+    colour_constancy: str = "none"      # "shades_of_gray": every photo's illuminant made grey before
+                                        # training and prediction (data.colour_constancy)
     epochs: int = 12                    # fine model (16 measured worse on the hold-out: README)
     coarse_epochs: int | None = None    # default: max(1, round(epochs / 2))
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
@@ -266,7 +268,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
 def preprocessing_for(cfg: TrainConfig) -> dict:
     from .weights import IMAGENET_MEAN, IMAGENET_STD
     return {"size": cfg.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "resize": "shorter_side_then_centre_crop", "interpolation": "bicubic"}
+            "resize": "shorter_side_then_centre_crop", "interpolation": "bicubic",
+            "colour_constancy": cfg.colour_constancy}
 
 
 def _save_ckpt(path: Path, **obj):
@@ -412,7 +415,7 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_sto
     t0 = time.time()
     images, ok, bad = build_cache(records, cfg.image_size, cache_dir or None, fp,
                                   progress=lambda d, n: _emit(progress, stage="cache", batch=d, batches=n),
-                                  should_stop=should_stop)
+                                  should_stop=should_stop, colour=cfg.colour_constancy)
     cache_s = time.time() - t0
     keep = np.flatnonzero(ok)
     records = [records[i] for i in keep]
@@ -459,6 +462,9 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     keep_freed_memory()
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     tax = Taxonomy.from_dict(cfg.taxonomy) if isinstance(cfg.taxonomy, dict) else Taxonomy.from_json(cfg.taxonomy)
+    if cfg.colour_constancy not in COLOUR_CONSTANCY:
+        raise ValueError(f"colour_constancy {cfg.colour_constancy!r} is unknown; choose one of "
+                         f"{', '.join(COLOUR_CONSTANCY)}")
     if cfg.positive:
         unknown = [p for p in cfg.positive if p not in tax]
         if unknown:
@@ -491,8 +497,10 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         src = art.read_manifest(cfg.fine_from)
         src_tax = Taxonomy.from_json(Path(cfg.fine_from) / "taxonomy.json")
         if (src["data"]["fingerprint"] != D["fingerprint"] or src_tax.sub_classes != tax.sub_classes
-                or src["backbone"] != cfg.backbone or src["preprocessing"]["size"] != cfg.image_size):
-            raise ValueError("fine_from: the artefact was trained on other data, taxonomy, backbone or size")
+                or src["backbone"] != cfg.backbone or src["preprocessing"]["size"] != cfg.image_size
+                or src["preprocessing"].get("colour_constancy", "none") != cfg.colour_constancy):
+            raise ValueError("fine_from: the artefact was trained on other data, taxonomy, backbone, size "
+                             "or colour constancy")
         tr_src, te_src = split_by_cases(records, set(src["split"]["test_cases"]))
         if not np.array_equal(te_src, te):
             raise ValueError("fine_from: the artefact's held-out split differs from this run's split")

@@ -76,3 +76,35 @@ def test_augmenter_shapes_and_centre_sparing():
     assert centre < border
     y2 = Augmenter(AugmentConfig(), (0.5,) * 3, (0.5,) * 3, seed=1)(x)
     assert y2.shape == x.shape and torch.isfinite(y2).all()
+
+
+def test_shades_of_gray_removes_a_colour_cast():
+    from inference.ml.data import colour_constancy
+    rng = np.random.default_rng(0)
+    img = rng.integers(20, 180, (48, 48, 3)).astype(np.uint8)
+    img[10:30, 10:30] = (150, 80, 60)                       # a brownish "lesion"
+    cast = np.clip(img * np.array([1.25, 1.0, 0.7]), 0, 255).astype(np.uint8)   # warm light, no clipping
+    a, b = colour_constancy(img), colour_constancy(cast)
+    assert a.dtype == np.uint8 and a.shape == img.shape
+    k = b.astype(float).sum() / a.astype(float).sum()                # the cast is gone: what is left is
+    assert 0.9 < k < 1.1                                              # one common brightness factor
+    assert np.abs(k * a.astype(float) - b.astype(float)).max() <= 2
+    assert np.abs(img.astype(int) - cast.astype(int)).max() > 40      # ... and it was there
+    grey = np.full((8, 8, 3), 90, np.uint8)
+    assert np.array_equal(colour_constancy(grey), grey)              # a grey photo stays as it is
+    assert colour_constancy(img, "none") is img
+    assert np.array_equal(colour_constancy(np.zeros((4, 4, 3), np.uint8)), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="'grey_world' is unknown"):
+        colour_constancy(img, "grey_world")
+
+
+def test_cache_keeps_colour_corrected_images_apart(tmp_path):
+    from inference.ml.data import colour_constancy, load_image
+    recs, _ = read_dataset(make_dataset(tmp_path / "d", n_per_class=2))
+    raw, _, _ = build_cache(recs, 24, tmp_path / "c")
+    sog, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 2
+    assert not torch.equal(raw, sog)
+    assert np.array_equal(sog[0].numpy().transpose(1, 2, 0), colour_constancy(load_image(recs[0].path, 24)))
+    again, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")   # read back from disk
+    assert torch.equal(again, sog)

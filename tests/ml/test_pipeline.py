@@ -327,3 +327,47 @@ def test_members_with_their_own_class_balance(tmp_path, taxonomy_file, tiny_data
     with pytest.raises(ValueError, match="fine model 2 of the artefact was trained with class balance 'focal'"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
                           fine_from=str(b), **ENSEMBLE))
+
+
+def test_colour_constancy_from_training_to_prediction(tmp_path, taxonomy_file, tiny_data):
+    """A model trained with shades-of-gray colour constancy records it and applies it wherever it
+    sees a photo (predict, evaluate), so a colour cast does not change its differential; artefacts
+    from before the option keep "none"."""
+    import shutil
+
+    from inference.ml.evaluate import model_probabilities
+    sog = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "sog"),
+                            colour_constancy="shades_of_gray", **FAST))
+    assert json.loads((sog / "model.json").read_text())["preprocessing"]["colour_constancy"] == "shades_of_gray"
+    assert Predictor.load(sog, precision="fp32").colour == "shades_of_gray"
+    # the toy classes differ only by colour, so a corrected model learns little; to see the
+    # correction at work, serve a model that does react to colour with and without it
+    plain = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "plain"),
+                              **{**FAST, "epochs": 10, "lr0": 3e-2, "ema_decay": 0.0}))
+    corrected = Path(shutil.copytree(plain, tmp_path / "corrected"))
+    man = json.loads((corrected / "model.json").read_text())
+    assert man["preprocessing"]["colour_constancy"] == "none"
+    man["preprocessing"]["colour_constancy"] = "shades_of_gray"
+    (corrected / "model.json").write_text(json.dumps(man))
+
+    def cast(im):
+        return np.clip(im * np.array([0.75, 1.0, 1.3]), 0, 255).astype(np.uint8)
+    change = {}
+    for name, model in (("plain", plain), ("corrected", corrected)):
+        R0 = model_probabilities(model, tiny_data, "fp32")
+        R1 = model_probabilities(model, tiny_data, "fp32", photo_transform=cast)
+        change[name] = np.abs(R0["p_fine"] - R1["p_fine"]).max()
+        P = Predictor.load(model, precision="fp32")
+        img = Image.open(sorted((tiny_data / "images").glob("*.jpg"))[0]).convert("RGB")
+        a, b = P.predict([img, Image.fromarray(cast(np.asarray(img, np.float32)))])
+        pa, pb = (np.array([i.probability for i in sorted(d.ranked, key=lambda i: i.sub_class)]) for d in (a, b))
+        change[name + " predict"] = np.abs(pa - pb).max()
+    assert change["plain"] > 0.05 and change["plain predict"] > 0.05, change      # the cast matters ...
+    assert change["corrected"] < 0.3 * change["plain"], change                      # ... far less once corrected
+    assert change["corrected predict"] < 0.3 * change["plain predict"], change
+    with pytest.raises(ValueError, match="colour constancy"):
+        train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
+                          fine_from=str(sog), **FAST))
+    with pytest.raises(ValueError, match="'white_patch' is unknown"):
+        train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
+                          colour_constancy="white_patch", **FAST))
