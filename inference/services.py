@@ -506,7 +506,8 @@ LABEL_SOURCE_SETS = {
     "all_but_clinical": [LabelSource.HISTOPATHOLOGY, LabelSource.CONSENSUS, LabelSource.FOLLOW_UP, LabelSource.CONFOCAL],
 }
 ALLOWED_CONFIG_KEYS = {"epochs": int, "coarse_epochs": int, "image_size": int, "batch_size": int, "backbone": str,
-                       "pretrained": bool, "seed": int, "threads": int, "holdout": float, "fine_models": int}
+                       "pretrained": bool, "seed": int, "threads": int, "holdout": float, "fine_models": int,
+                       "colour_constancy": str}
 
 
 def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy | None = None, name: str = "",
@@ -540,6 +541,11 @@ def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy 
             raise ValidationError({"config": f"{k} must be positive."})
     if clean.get("fine_models", 1) > 5:
         raise ValidationError({"config": "fine_models must be at most 5 (each one adds a full fine training)."})
+    if "colour_constancy" in clean:
+        from inference.ml.data import COLOUR_CONSTANCY
+
+        if clean["colour_constancy"] not in COLOUR_CONSTANCY:
+            raise ValidationError({"config": f"colour_constancy must be one of {', '.join(COLOUR_CONSTANCY)}."})
     taxonomy = taxonomy or taxonomy_default()
     if taxonomy is None:
         raise ValidationError("No taxonomy is loaded.")

@@ -139,6 +139,7 @@ def model_detail(request, pk: int):
         "has_roc_points": charts.has_roc_points(m.metrics),
         "manifest": {
             "backbone": man.get("backbone"), "image_size": (man.get("preprocessing") or {}).get("size"),
+            "colour_constancy": (man.get("preprocessing") or {}).get("colour_constancy", "none"),
             "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
             "training": man.get("training") or {}, "timings": man.get("timings_seconds") or {},
         },
@@ -195,12 +196,15 @@ SOURCE_SETS = [
 ]
 
 
+FORM_SETTINGS = ("epochs", "image_size", "batch_size", "backbone", "fine_models", "colour_constancy")
+
+
 def _engine_defaults() -> dict:
     from dataclasses import fields
 
     from inference.ml.train import TrainConfig
 
-    d = {f.name: f.default for f in fields(TrainConfig) if f.name in ("epochs", "image_size", "batch_size", "backbone", "fine_models")}
+    d = {f.name: f.default for f in fields(TrainConfig) if f.name in FORM_SETTINGS}
     return d
 
 
@@ -212,7 +216,7 @@ def training_list(request):
         sources = services.LABEL_SOURCE_SETS.get(request.POST.get("source_set", ""), None)
         if sources is None:
             sources = request.POST.getlist("label_sources")
-        config = {k: request.POST.get(k, "").strip() for k in ("epochs", "image_size", "batch_size", "backbone", "fine_models")}
+        config = {k: request.POST.get(k, "").strip() for k in FORM_SETTINGS}
         try:
             run = services.training_run_create(by=request.user, label_sources=sources, name=request.POST.get("name", ""),
                                                config=config)

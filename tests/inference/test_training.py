@@ -44,10 +44,13 @@ def test_training_cases_respect_label_sources(labelled_cases):
     assert len({c for _, _, c in both}) == 12 and len(both) == 24
 
 
-def test_successful_run_registers_candidate(labelled_cases, users, django_capture_on_commit_callbacks):
+def test_successful_run_registers_candidate(client, labelled_cases, users, django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
     with django_capture_on_commit_callbacks(execute=True):
         run = services.training_run_create(by=users["dermatologist"], label_sources=["histopathology", "consensus"],
-                                           config={**TINY, "fine_models": "2"}, name="demo")
+                                           config={**TINY, "fine_models": "2", "colour_constancy": "shades_of_gray"},
+                                           name="demo")
     run.refresh_from_db()
     assert run.status == TrainingStatus.SUCCEEDED, run.error + run.log
     mv = run.model_version
@@ -58,6 +61,9 @@ def test_successful_run_registers_candidate(labelled_cases, users, django_captur
     assert (Path(services.loader.artefact_dir(mv)) / "model.json").is_file()
     assert mv.manifest["training"]["epochs"] == 1 and mv.manifest["preprocessing"]["size"] == 32
     assert mv.manifest["fine_members"] == 2 and "fine model 2/2 epoch 1/1" in run.log
+    assert mv.manifest["preprocessing"]["colour_constancy"] == "shades_of_gray"
+    client.force_login(users["dermatologist"])
+    assert b"colour constancy shades_of_gray" in client.get(reverse("inference:model_detail", args=[mv.pk])).content
     # the run is idempotent: a redelivered message does nothing
     assert services.training_run_execute(run_pk=run.pk) == "skipped-succeeded"
     assert ModelVersion.objects.count() == 1
@@ -148,6 +154,9 @@ def test_config_validation(taxonomy, users):
     for bad in ("0", "6"):
         with pytest.raises(ValidationError, match="fine_models"):
             services.training_run_create(by=users["admin"], label_sources=["histopathology"], config={"fine_models": bad})
+    with pytest.raises(ValidationError, match="colour_constancy must be one of none, shades_of_gray"):
+        services.training_run_create(by=users["admin"], label_sources=["histopathology"],
+                                     config={"colour_constancy": "grey_world"})
     run = services.training_run_create(by=users["admin"], label_sources=["histopathology"],
                                        config={"epochs": "2", "image_size": "", "pretrained": "false"})
     assert run.config == {"epochs": 2, "pretrained": False}
@@ -160,10 +169,12 @@ def test_training_page_starts_run(client, labelled_cases, users, django_capture_
     client.force_login(users["admin"])
     r = client.get(reverse("inference:training_list"))
     assert b"(9 cases, 18 photos)" in r.content
-    r = client.post(reverse("inference:training_list"), {"source_set": "confirmed_consensus", "epochs": "1", "image_size": "64"})
+    assert b'name="colour_constancy"' in r.content
+    r = client.post(reverse("inference:training_list"), {"source_set": "confirmed_consensus", "epochs": "1", "image_size": "64",
+                                                         "colour_constancy": "shades_of_gray"})
     run = TrainingRun.objects.get()
     assert r.status_code == 302 and run.label_sources == ["consensus", "histopathology"]
-    assert run.config == {"epochs": 1, "image_size": 64}
+    assert run.config == {"epochs": 1, "image_size": 64, "colour_constancy": "shades_of_gray"}
     state = client.get(reverse("inference:training_state", args=[run.pk])).json()
     assert state["status"] == "queued" and state["finished"] is False
     r = client.post(reverse("inference:training_cancel", args=[run.pk]))
