@@ -139,7 +139,7 @@ def model_detail(request, pk: int):
         "has_roc_points": charts.has_roc_points(m.metrics),
         "manifest": {
             "backbone": man.get("backbone"), "image_size": (man.get("preprocessing") or {}).get("size"),
-            "colour_constancy": (man.get("preprocessing") or {}).get("colour_constancy", "none"),
+            "colour_constancy": (man.get("preprocessing") or {}).get("colour_constancy", "none").replace("_", " "),
             "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
             "training": man.get("training") or {}, "timings": man.get("timings_seconds") or {},
         },

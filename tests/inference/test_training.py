@@ -63,7 +63,7 @@ def test_successful_run_registers_candidate(client, labelled_cases, users, djang
     assert mv.manifest["fine_members"] == 2 and "fine model 2/2 epoch 1/1" in run.log
     assert mv.manifest["preprocessing"]["colour_constancy"] == "shades_of_gray"
     client.force_login(users["dermatologist"])
-    assert b"colour constancy shades_of_gray" in client.get(reverse("inference:model_detail", args=[mv.pk])).content
+    assert b"colour constancy shades of gray" in client.get(reverse("inference:model_detail", args=[mv.pk])).content
     # the run is idempotent: a redelivered message does nothing
     assert services.training_run_execute(run_pk=run.pk) == "skipped-succeeded"
     assert ModelVersion.objects.count() == 1
