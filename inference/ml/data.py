@@ -279,6 +279,8 @@ class AugmentConfig:
     hsv_h: float = 0.0138      # hue shift, fraction of the colour circle
     hsv_s: float = 0.678       # saturation gain range
     hsv_v: float = 0.36        # value gain range
+    channel_gain: float = 0.0  # per-channel gains 1 +- this (a white-balance / light colour change; 0 = off)
+    gamma: float = 0.0         # gamma between 1/(1+g) and 1+g (another camera's tone curve; 0 = off)
     degrees: float = 10.0
     translate: float = 0.15
     scale: float = 0.358
@@ -335,6 +337,11 @@ class Augmenter:
                 M = Ti.unsqueeze(0) @ R @ T.unsqueeze(0)
                 x = torch.einsum("nij,njhw->nihw", M, x)
             x = x.clamp_(0, 1)
+        # --- another camera or light: per-channel gains, tone curve (no random draws when off)
+        if c.channel_gain:
+            x = (x * (1 + self._u(3 * n) * c.channel_gain).view(n, 3, 1, 1)).clamp_(0, 1)
+        if c.gamma:
+            x = x.clamp_(min=0).pow_(torch.exp(self._u(n) * float(np.log1p(c.gamma))).view(n, 1, 1, 1))
         # --- flips / 90 degree rotations
         if c.flip_h:
             m = torch.rand(n, generator=self.g) < c.flip_h

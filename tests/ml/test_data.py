@@ -108,3 +108,19 @@ def test_cache_keeps_colour_corrected_images_apart(tmp_path):
     assert np.array_equal(sog[0].numpy().transpose(1, 2, 0), colour_constancy(load_image(recs[0].path, 24)))
     again, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")   # read back from disk
     assert torch.equal(again, sog)
+
+
+def test_camera_augmentations_change_colour_balance_and_tone():
+    x = torch.full((32, 3, 8, 8), 128, dtype=torch.uint8)
+    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0)
+    mean, std = (0.0,) * 3, (1.0,) * 3
+    plain = Augmenter(AugmentConfig(**off), mean, std)(x)
+    assert torch.allclose(plain, x.float() / 255)
+    gains = Augmenter(AugmentConfig(**off, channel_gain=0.2), mean, std)(x)
+    ratio = gains[:, :, 0, 0] / (128 / 255)                     # per image and channel
+    assert ratio.min() >= 0.8 - 1e-5 and ratio.max() <= 1.2 + 1e-5
+    assert (ratio[:, 0] - ratio[:, 2]).abs().max() > 0.1         # channels move apart: a colour cast
+    tone = Augmenter(AugmentConfig(**off, gamma=0.4), mean, std)(x)[:, :, 0, 0]
+    assert torch.allclose(tone[:, 0], tone[:, 2])                 # a tone curve keeps grey grey ...
+    expo = torch.log(tone[:, 0]) / np.log(128 / 255)
+    assert expo.min() >= 1 / 1.4 - 1e-4 and expo.max() <= 1.4 + 1e-4 and expo.max() - expo.min() > 0.2
