@@ -330,25 +330,28 @@ def test_members_with_their_own_class_balance(tmp_path, taxonomy_file, tiny_data
 
 
 def test_colour_constancy_from_training_to_prediction(tmp_path, taxonomy_file, tiny_data):
-    """A model trained with shades-of-gray colour constancy records it and applies it wherever it
-    sees a photo (predict, evaluate), so a colour cast does not change its differential; artefacts
-    from before the option keep "none"."""
+    """A model trained with shades-of-gray colour constancy (the default) records it and applies it
+    wherever it sees a photo (predict, evaluate), so a colour cast does not change its differential;
+    "none" trains on the photos as taken."""
     import shutil
 
     from inference.ml.evaluate import model_probabilities
-    sog = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "sog"),
-                            colour_constancy="shades_of_gray", **FAST))
+    sog = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "sog"), **FAST))
     assert json.loads((sog / "model.json").read_text())["preprocessing"]["colour_constancy"] == "shades_of_gray"
     assert Predictor.load(sog, precision="fp32").colour == "shades_of_gray"
     # the toy classes differ only by colour, so a corrected model learns little; to see the
     # correction at work, serve a model that does react to colour with and without it
     plain = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "plain"),
-                              **{**FAST, "epochs": 10, "lr0": 3e-2, "ema_decay": 0.0}))
+                              colour_constancy="none", **{**FAST, "epochs": 10, "lr0": 3e-2, "ema_decay": 0.0}))
     corrected = Path(shutil.copytree(plain, tmp_path / "corrected"))
     man = json.loads((corrected / "model.json").read_text())
     assert man["preprocessing"]["colour_constancy"] == "none"
     man["preprocessing"]["colour_constancy"] = "shades_of_gray"
     (corrected / "model.json").write_text(json.dumps(man))
+    legacy = Path(shutil.copytree(plain, tmp_path / "legacy"))       # an artefact from before the option
+    del man["preprocessing"]["colour_constancy"]
+    (legacy / "model.json").write_text(json.dumps(man))
+    assert Predictor.load(legacy, precision="fp32").colour == "none"
 
     def cast(im):
         return np.clip(im * np.array([0.75, 1.0, 1.3]), 0, 255).astype(np.uint8)
@@ -367,7 +370,7 @@ def test_colour_constancy_from_training_to_prediction(tmp_path, taxonomy_file, t
     assert change["corrected predict"] < 0.3 * change["plain predict"], change
     with pytest.raises(ValueError, match="colour constancy"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
-                          fine_from=str(sog), **FAST))
+                          fine_from=str(sog), colour_constancy="none", **FAST))
     with pytest.raises(ValueError, match="'white_patch' is unknown"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
                           colour_constancy="white_patch", **FAST))
