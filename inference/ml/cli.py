@@ -101,7 +101,8 @@ def config_from_args(a):
     from .train import TrainConfig
     return TrainConfig(
         data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained,
-        image_size=a.image_size, colour_constancy=a.colour_constancy, epochs=a.epochs, coarse_epochs=a.coarse_epochs, transfer_cut=a.transfer_cut,
+        image_size=a.image_size, colour_constancy=a.colour_constancy, epochs=a.epochs, coarse_epochs=a.coarse_epochs,
+        transfer_cut=a.transfer_cut,
         freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
         class_balance=a.class_balance,

@@ -140,7 +140,7 @@ class TrainConfig:
     colour_constancy: str = "shades_of_gray"  # every photo's illuminant made grey before training and
                                         # prediction (data.colour_constancy; "none" = photos as taken).
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
-                                        # colour cast costs 0.5-3 points instead of 7-18 (README)
+                                        # colour cast costs 0.5-3 points instead of 6-18 (README)
     epochs: int = 12                    # fine model (16 measured worse on the hold-out: README)
     coarse_epochs: int | None = None    # default: max(1, round(epochs / 2))
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
