@@ -116,6 +116,13 @@ def data_fingerprint(records: Sequence[Record]) -> str:
 COLOUR_CONSTANCY = ("none", "shades_of_gray")
 
 
+def check_colour_constancy(method: str) -> str:
+    """``method`` if it is one of ``COLOUR_CONSTANCY``, else a ValueError that lists them."""
+    if method not in COLOUR_CONSTANCY:
+        raise ValueError(f"colour constancy {method!r} is unknown; choose one of {', '.join(COLOUR_CONSTANCY)}")
+    return method
+
+
 def colour_constancy(img: np.ndarray, method: str = "shades_of_gray", p: int = 6) -> np.ndarray:
     """Colour constancy of one uint8 H x W x 3 photo (returns a new uint8 array).
 
@@ -127,10 +134,8 @@ def colour_constancy(img: np.ndarray, method: str = "shades_of_gray", p: int = 6
     corrected photos does not learn the colour cast of one camera or clinic. "none" returns the
     photo unchanged.
     """
-    if method == "none":
+    if check_colour_constancy(method) == "none":
         return img
-    if method != "shades_of_gray":
-        raise ValueError(f"colour constancy {method!r} is unknown; choose one of {', '.join(COLOUR_CONSTANCY)}")
     x = img.astype(np.float32)
     e = np.power(np.power(x / 255.0, p).reshape(-1, 3).mean(axis=0), 1.0 / p)
     norm = float(np.sqrt((e ** 2).sum()))

@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from . import artefact as art
-from .data import (COLOUR_CONSTANCY, AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
-                   holdout_split, kfold_split, read_dataset, split_by_cases)
+from .data import (AugmentConfig, Augmenter, build_cache, check_colour_constancy, data_fingerprint,
+                   filter_to_taxonomy, holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
 from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
                        transfer_cut, transferred_prefixes)
@@ -464,9 +464,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     keep_freed_memory()
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     tax = Taxonomy.from_dict(cfg.taxonomy) if isinstance(cfg.taxonomy, dict) else Taxonomy.from_json(cfg.taxonomy)
-    if cfg.colour_constancy not in COLOUR_CONSTANCY:
-        raise ValueError(f"colour_constancy {cfg.colour_constancy!r} is unknown; choose one of "
-                         f"{', '.join(COLOUR_CONSTANCY)}")
+    check_colour_constancy(cfg.colour_constancy)
     if cfg.positive:
         unknown = [p for p in cfg.positive if p not in tax]
         if unknown:
