@@ -286,6 +286,8 @@ class AugmentConfig:
     hsv_v: float = 0.36        # value gain range
     channel_gain: float = 0.0  # per-channel gains 1 +- this (a white-balance / light colour change; 0 = off)
     gamma: float = 0.0         # gamma between 1/(1+g) and 1+g (another camera's tone curve; 0 = off)
+    blur: float = 0.0          # Gaussian blur, sd up to this many pixels (defocus, a softer lens; 0 = off)
+    noise: float = 0.0         # Gaussian noise, sd up to this fraction of the range (sensor noise; 0 = off)
     degrees: float = 10.0
     translate: float = 0.15
     scale: float = 0.358
@@ -309,6 +311,19 @@ def normalise(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return x.sub_(m).div_(s)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of ``x`` (N, C, H, W) with its own Gaussian sd ``sigma[i]`` in pixels (0 = unchanged)."""
+    n, ch, H, W = x.shape
+    r = max(1, min(int(np.ceil(3 * float(sigma.max()))), (min(H, W) - 1) // 2))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma.clamp(min=1e-3).view(n, 1).to(x.dtype)) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(ch, 0)           # (N*C, 2r+1)
+    y = F.pad(x.reshape(1, n * ch, H, W), (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, k.view(n * ch, 1, 1, -1), groups=n * ch)
+    y = F.conv2d(y, k.view(n * ch, 1, -1, 1), groups=n * ch)
+    return y.view(n, ch, H, W)
 
 
 class Augmenter:
@@ -347,6 +362,12 @@ class Augmenter:
             x = (x * (1 + self._u(3 * n) * c.channel_gain).view(n, 3, 1, 1)).clamp_(0, 1)
         if c.gamma:
             x = x.clamp_(min=0).pow_(torch.exp(self._u(n) * float(np.log1p(c.gamma))).view(n, 1, 1, 1))
+        # --- another camera's optics and sensor: defocus blur, noise (no random draws when off)
+        if c.blur:
+            x = gaussian_blur(x, self._u(n, 0.0, c.blur))
+        if c.noise:
+            sd = self._u(n, 0.0, c.noise).view(n, 1, 1, 1)
+            x = (x + sd * torch.randn(x.shape, generator=self.g)).clamp_(0, 1)
         # --- flips / 90 degree rotations
         if c.flip_h:
             m = torch.rand(n, generator=self.g) < c.flip_h

@@ -113,7 +113,7 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
 
     ``photo_transform`` (optional) changes every decoded photo (uint8 H x W x 3, after resizing,
     before the artefact's colour constancy) the way another camera or light would, e.g. a colour
-    cast (``bench/colour_shift.py``).
+    cast (``bench/photo_shift.py``).
 
     Uses the model's held-out split when ``data_dir`` is its training data (same fingerprint), else
     every image. Returns {predictor, y, p_fine, p_coarse, p_binary, scope, skipped_labels, bad_images}.

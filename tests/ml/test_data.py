@@ -124,3 +124,25 @@ def test_camera_augmentations_change_colour_balance_and_tone():
     assert torch.allclose(tone[:, 0], tone[:, 2])                 # a tone curve keeps grey grey ...
     expo = torch.log(tone[:, 0]) / np.log(128 / 255)
     assert expo.min() >= 1 / 1.4 - 1e-4 and expo.max() <= 1.4 + 1e-4 and expo.max() - expo.min() > 0.2
+
+
+def test_optics_augmentations_blur_and_add_noise():
+    from inference.ml.data import gaussian_blur
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    assert torch.allclose(gaussian_blur(x, torch.zeros(4)), x, atol=1e-6)          # sd 0: unchanged
+    step = torch.zeros(2, 3, 16, 16)
+    step[..., 8:] = 1.0
+    out = gaussian_blur(step, torch.tensor([0.0, 2.0]))
+    assert torch.equal(out[0], step[0])
+    row = out[1, 0, 8]
+    assert 0.05 < row[7] < 0.5 < row[8] < 0.95 and torch.allclose(row[:2], torch.zeros(2), atol=1e-3)
+    assert torch.allclose(out.mean(), step.mean(), atol=1e-5)                        # mass is kept
+    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0)
+    mean, std = (0.0,) * 3, (1.0,) * 3
+    flat = torch.full((64, 3, 8, 8), 128, dtype=torch.uint8)
+    noisy = Augmenter(AugmentConfig(**off, noise=0.05), mean, std)(flat)
+    sd = (noisy - 128 / 255).flatten(1).std(1)
+    assert sd.max() <= 0.06 and sd.max() > 0.03 and sd.min() < 0.02                # per-image sd in [0, 0.05]
+    a = Augmenter(AugmentConfig(**off, blur=1.5), mean, std, seed=3)(step.mul(255).to(torch.uint8).repeat(8, 1, 1, 1))
+    assert (a[:, 0, 8, 8] < 254 / 255).any() and (a[:, 0, 8, 8] > 0.9).any()         # some soft edges, some sharp
