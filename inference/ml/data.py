@@ -18,7 +18,7 @@ import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -304,6 +304,16 @@ class AugmentConfig:
         d = asdict(self)
         d["cutout_scales"] = list(self.cutout_scales)
         return d
+
+    @classmethod
+    def from_overrides(cls, overrides: dict | None) -> "AugmentConfig":
+        """The defaults with ``overrides`` (e.g. ``--augment '{"gamma": 0.4}'``); unknown names are refused."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides or {}) - set(known))
+        if unknown:
+            raise ValueError(f"unknown augmentation setting(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(known)}")
+        return cls(**(overrides or {}))
 
 
 def normalise(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:

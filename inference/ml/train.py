@@ -197,6 +197,7 @@ class TrainConfig:
         d["cache_dir"] = None
         d["fine_from"] = None if self.fine_from is None else Path(str(self.fine_from)).name
         d["coarse_epochs"] = self.coarse_epochs if self.coarse_epochs is not None else max(1, round(self.epochs / 2))
+        d["augmentation"] = AugmentConfig.from_overrides(self.augment).to_dict()   # every field, defaults included
         return d
 
 
@@ -317,7 +318,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             order = torch.multinomial(torch.tensor(cw[yt], dtype=torch.float64), len(idx), True, generator=g).numpy()
         else:
             order = torch.randperm(len(idx), generator=g).numpy()
-        aug = Augmenter(AugmentConfig(**cfg.augment), pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)))
+        aug = Augmenter(AugmentConfig.from_overrides(cfg.augment), pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)))
         model.train()
         for m in frozen_mods:
             m.eval()

@@ -146,3 +146,10 @@ def test_optics_augmentations_blur_and_add_noise():
     assert sd.max() <= 0.06 and sd.max() > 0.03 and sd.min() < 0.02                # per-image sd in [0, 0.05]
     a = Augmenter(AugmentConfig(**off, blur=1.5), mean, std, seed=3)(step.mul(255).to(torch.uint8).repeat(8, 1, 1, 1))
     assert (a[:, 0, 8, 8] < 254 / 255).any() and (a[:, 0, 8, 8] > 0.9).any()         # some soft edges, some sharp
+
+
+def test_augmentation_overrides_refuse_unknown_names():
+    assert AugmentConfig.from_overrides({"gamma": 0.4}).gamma == 0.4
+    assert AugmentConfig.from_overrides(None) == AugmentConfig()
+    with pytest.raises(ValueError, match="unknown augmentation setting.*'blurr'.*known: hsv_h"):
+        AugmentConfig.from_overrides({"blurr": 1.0})

@@ -37,6 +37,7 @@ def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
     man = json.loads((out / "model.json").read_text())
     assert man["preprocessing"]["size"] == 32 and man["split"]["test_cases"]
     assert man["training"]["data"] is None and str(tmp_path) not in json.dumps(man)
+    assert man["training"]["augmentation"]["cutout_p"] == 0.5 and "blur" in man["training"]["augmentation"]
     assert main(["evaluate", "--model", str(out), "--data", str(data), "--json", str(tmp_path / "e.json")]) == 0
     r = capsys.readouterr()
     assert "held-out split" in r.out
