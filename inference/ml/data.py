@@ -286,8 +286,8 @@ class AugmentConfig:
     hsv_v: float = 0.36        # value gain range
     channel_gain: float = 0.0  # per-channel gains 1 +- this (a white-balance / light colour change; 0 = off)
     gamma: float = 0.0         # gamma between 1/(1+g) and 1+g (another camera's tone curve; 0 = off)
-    blur: float = 0.0          # Gaussian blur, sd up to this many pixels (defocus, a softer lens; 0 = off)
-    noise: float = 0.0         # Gaussian noise, sd up to this fraction of the range (sensor noise; 0 = off)
+    blur: float = 1.0          # Gaussian blur, sd 0..this many pixels (defocus, a softer lens; 0 = off)
+    noise: float = 0.03        # Gaussian noise, sd 0..this fraction of the range (sensor noise; 0 = off)
     degrees: float = 10.0
     translate: float = 0.15
     scale: float = 0.358

@@ -58,7 +58,7 @@ class SearchBudget:
 
 def genes_of(cfg: TrainConfig) -> dict:
     from .data import AugmentConfig
-    aug = AugmentConfig(**cfg.augment)
+    aug = AugmentConfig.from_overrides(cfg.augment)
     return {k: float(getattr(cfg if w == "cfg" else aug, k)) for k, (_, _, _, _, w) in GENES.items()}
 
 

@@ -19,7 +19,8 @@ model, 12 epochs); coarse model from the fine model up to block 11 of 16 and Ima
 all of it fine-tuned for 6 epochs on inverse-frequency class weights (see coarse_class_balance);
 AdamW (see README "ML engine" for the measured comparison with the thesis SGD recipe),
 cosine schedule with 50-batch burn-in (power 4), sqrt-inverse-frequency class weights (fine),
-the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips, flip TTA at evaluation.
+the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips + another camera's optics
+(blur, sensor noise), flip TTA at evaluation.
 """
 from __future__ import annotations
 

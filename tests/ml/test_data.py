@@ -66,7 +66,7 @@ def test_corrupt_and_missing_images_reported(tmp_path):
 def test_augmenter_shapes_and_centre_sparing():
     x = torch.full((16, 3, 64, 64), 128, dtype=torch.uint8)
     cfg = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0,
-                        cutout_p=1.0)
+                        blur=0, noise=0, cutout_p=1.0)
     y = Augmenter(cfg, (0.5,) * 3, (0.5,) * 3, seed=0)(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     base = Augmenter(AugmentConfig(**{**cfg.__dict__, "cutout_p": 0.0}), (0.5,) * 3, (0.5,) * 3)(x)
@@ -112,7 +112,8 @@ def test_cache_keeps_colour_corrected_images_apart(tmp_path):
 
 def test_camera_augmentations_change_colour_balance_and_tone():
     x = torch.full((32, 3, 8, 8), 128, dtype=torch.uint8)
-    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0)
+    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0,
+               blur=0, noise=0)
     mean, std = (0.0,) * 3, (1.0,) * 3
     plain = Augmenter(AugmentConfig(**off), mean, std)(x)
     assert torch.allclose(plain, x.float() / 255)
@@ -138,13 +139,14 @@ def test_optics_augmentations_blur_and_add_noise():
     row = out[1, 0, 8]
     assert 0.05 < row[7] < 0.5 < row[8] < 0.95 and torch.allclose(row[:2], torch.zeros(2), atol=1e-3)
     assert torch.allclose(out.mean(), step.mean(), atol=1e-5)                        # mass is kept
-    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0)
+    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0,
+               blur=0, noise=0)
     mean, std = (0.0,) * 3, (1.0,) * 3
     flat = torch.full((64, 3, 8, 8), 128, dtype=torch.uint8)
-    noisy = Augmenter(AugmentConfig(**off, noise=0.05), mean, std)(flat)
+    noisy = Augmenter(AugmentConfig(**{**off, "noise": 0.05}), mean, std)(flat)
     sd = (noisy - 128 / 255).flatten(1).std(1)
     assert sd.max() <= 0.06 and sd.max() > 0.03 and sd.min() < 0.02                # per-image sd in [0, 0.05]
-    a = Augmenter(AugmentConfig(**off, blur=1.5), mean, std, seed=3)(step.mul(255).to(torch.uint8).repeat(8, 1, 1, 1))
+    a = Augmenter(AugmentConfig(**{**off, "blur": 1.5}), mean, std, seed=3)(step.mul(255).to(torch.uint8).repeat(8, 1, 1, 1))
     assert (a[:, 0, 8, 8] < 254 / 255).any() and (a[:, 0, 8, 8] > 0.9).any()         # some soft edges, some sharp
 
 
