@@ -124,6 +124,15 @@ def model_list(request):
     })
 
 
+def _camera_augmentation(training: dict) -> str:
+    """How training simulated other cameras and lights ("" when off or not recorded, as in older artefacts)."""
+    aug = training.get("augmentation") or {}
+    parts = [text.format(aug[k]) for k, text in (("blur", "blur up to {:g} px"), ("noise", "noise up to {:g}"),
+                                                 ("channel_gain", "light colour ±{:g}"), ("gamma", "tone curve ±{:g}"))
+             if aug.get(k)]
+    return ", ".join(parts)
+
+
 @require_role(*roles.CAN_VIEW_MODELS)
 def model_detail(request, pk: int):
     m = selectors.model_version_get(user=request.user, pk=pk)
@@ -142,6 +151,7 @@ def model_detail(request, pk: int):
             "colour_constancy": (man.get("preprocessing") or {}).get("colour_constancy", "none").replace("_", " "),
             "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
             "training": man.get("training") or {}, "timings": man.get("timings_seconds") or {},
+            "camera_augmentation": _camera_augmentation(man.get("training") or {}),
         },
         "activations": m.activations.select_related("activated_by", "previous")[:20],
         "artefact_present": (Path(services.loader.artefact_dir(m)) / "model.json").is_file(),

@@ -63,7 +63,9 @@ def test_successful_run_registers_candidate(client, labelled_cases, users, djang
     assert mv.manifest["fine_members"] == 2 and "fine model 2/2 epoch 1/1" in run.log
     assert mv.manifest["preprocessing"]["colour_constancy"] == "shades_of_gray"
     client.force_login(users["dermatologist"])
-    assert b"colour constancy shades of gray" in client.get(reverse("inference:model_detail", args=[mv.pk])).content
+    page = client.get(reverse("inference:model_detail", args=[mv.pk])).content.decode()
+    assert "colour constancy shades of gray" in page
+    assert "other cameras simulated: blur up to 1 px, noise up to 0.03" in page     # the default augmentation
     # the run is idempotent: a redelivered message does nothing
     assert services.training_run_execute(run_pk=run.pk) == "skipped-succeeded"
     assert ModelVersion.objects.count() == 1
