@@ -15,8 +15,11 @@ model's own preprocessing) and the model is evaluated again. Groups of shifts:
 Prints accuracy, balanced accuracy and macro F1 of flat and product fusion per shift, and the
 change against the unchanged photos. A model trained with ``--colour-constancy shades_of_gray``
 removes per-channel casts before it looks at a photo; the other shifts are not undone by it.
-Pixel sizes are of the model's input (160 px by default). These are simulated shifts: they say how
-a model reacts to a change of camera, not how it does on photos of another clinic.
+Pixel sizes are of the model's input (160 px by default): blur, noise and JPEG blocks applied there
+are harsher than the same applied to a full-size photo that is then reduced (reducing averages
+noise and 8x8 JPEG blocks away), so they stand for small or heavily compressed photos. These are
+simulated shifts: they say how a model reacts to a change of camera, not how it does on photos of
+another clinic.
 """
 import argparse
 import io
