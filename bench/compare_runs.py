@@ -1,7 +1,8 @@
 """Compare two trained artefacts on the same held-out photos, with paired bootstrap intervals.
 
     python bench/compare_runs.py MODEL_A MODEL_B DATA_DIR [--precision auto|fp32|bf16|int8]
-           [--precision-a P] [--precision-b P] [--views 2] [--members-a N] [--members-b N]
+           [--precision-a P] [--precision-b P] [--views 2] [--views-a V] [--views-b V]
+           [--members-a N] [--members-b N]
 
 Both artefacts must hold the same test cases (same data, split and seed). For flat and product
 fusion prints accuracy, balanced accuracy and macro F1 of A and B and the difference B - A in
@@ -29,12 +30,15 @@ def main():
     ap.add_argument("--precision", default=None, help="both models (default auto, as the portal serves)")
     ap.add_argument("--precision-a", default=None, help="A only, e.g. fp32 against --precision-b int8")
     ap.add_argument("--precision-b", default=None)
-    ap.add_argument("--views", type=int, default=None)
+    ap.add_argument("--views", type=int, default=None, help="test-time views of both (default: each artefact's)")
+    ap.add_argument("--views-a", type=int, default=None, help="A only, e.g. 2 against --views-b 1 on one artefact")
+    ap.add_argument("--views-b", type=int, default=None)
     ap.add_argument("--members-a", type=int, default=None, help="fine models of A to use (default: all)")
     ap.add_argument("--members-b", type=int, default=None, help="fine models of B to use (default: all)")
     a = ap.parse_args()
-    R = [model_probabilities(m, a.data, pr or a.precision, views=a.views, members=k)
-         for m, k, pr in ((a.model_a, a.members_a, a.precision_a), (a.model_b, a.members_b, a.precision_b))]
+    R = [model_probabilities(m, a.data, pr or a.precision, views=v or a.views, members=k)
+         for m, k, pr, v in ((a.model_a, a.members_a, a.precision_a, a.views_a),
+                             (a.model_b, a.members_b, a.precision_b, a.views_b))]
     ta, tb = (set(r["predictor"].manifest["split"]["test_cases"]) for r in R)
     if ta != tb or not np.array_equal(R[0]["y"], R[1]["y"]):
         sys.exit("the two artefacts were not evaluated on the same held-out photos (different split or data)")

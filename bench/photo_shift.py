@@ -1,7 +1,7 @@
 """How much a model's held-out results move when the photos come from another camera, light or distance.
 
     python bench/photo_shift.py MODEL DATA_DIR [--group colour|optics|framing|all] [--precision fp32]
-                                [--members N] [--json OUT]
+                                [--views 1|2|4] [--members N] [--json OUT]
 
 Every held-out photo is changed the same way (after resizing to the model's input size, before the
 model's own preprocessing) and the model is evaluated again. Groups of shifts:
@@ -145,16 +145,18 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--group", choices=[*SHIFTS, "all"], default="all")
     ap.add_argument("--precision", default=None)
+    ap.add_argument("--views", type=int, default=None, choices=[1, 2, 4],
+                    help="test-time views (default: the artefact's)")
     ap.add_argument("--members", type=int, default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     rows, base = {}, None
     for name, fn in {"unchanged": None, **shifts(a.group)}.items():
-        R = model_probabilities(a.model, a.data, a.precision, members=a.members, photo_transform=fn)
+        R = model_probabilities(a.model, a.data, a.precision, views=a.views, members=a.members, photo_transform=fn)
         tax, y, P = R["predictor"].taxonomy, R["y"], R["predictor"]
         if base is None:
             print(f"{a.model}: {len(y)} photos ({R['scope']}); colour constancy {P.colour!r}, precision {P.precision}, "
-                  f"{P.size} px")
+                  f"{P.size} px, {P.tta_views if P.tta else 1} view(s)")
             print(f"{'shift':36s} {'method':8s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s}   change in balacc / macroF1")
         rows[name] = {}
         for meth in ("flat", "product"):
@@ -168,7 +170,8 @@ def main():
         base = base or rows[name]
     if a.json:
         Path(a.json).write_text(json.dumps({"model": Path(a.model).name, "colour_constancy": P.colour,
-                                            "group": a.group, "n": int(len(y)), "shifts": rows}, indent=1))
+                                            "group": a.group, "views": P.tta_views if P.tta else 1,
+                                            "n": int(len(y)), "shifts": rows}, indent=1))
 
 
 if __name__ == "__main__":

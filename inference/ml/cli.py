@@ -82,7 +82,8 @@ def add_train_args(p):
     g.add_argument("--folds", type=int, default=None)
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-tta", action="store_true")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=d.tta,
+                   help="serve and evaluate with flip test-time averaging (photo + mirror: twice the compute)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache-dir", default=None, help='decoded-image cache directory ("" disables)')
     p.add_argument("--positive", default=None, help="comma-separated sub-classes of a binary question, e.g. mel")
@@ -111,7 +112,7 @@ def config_from_args(a):
         ema_decay=a.ema_decay, fine_models=a.fine_models,
         member_class_balance=a.member_class_balance,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
-        folds=a.folds, fold=a.fold, seed=a.seed, tta=not a.no_tta, threads=a.threads, cache_dir=a.cache_dir,
+        folds=a.folds, fold=a.fold, seed=a.seed, tta=a.tta, threads=a.threads, cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
         augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from)
 

@@ -20,7 +20,7 @@ all of it fine-tuned for 6 epochs on inverse-frequency class weights (see coarse
 AdamW (see README "ML engine" for the measured comparison with the thesis SGD recipe),
 cosine schedule with 50-batch burn-in (power 4), sqrt-inverse-frequency class weights (fine),
 the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips + another camera's optics
-(blur, sensor noise), flip TTA at evaluation.
+(blur, sensor noise); one view at evaluation (flip TTA optional, ``tta``).
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ class TrainConfig:
     folds: int | None = None
     fold: int = 0
     seed: int = 0
-    tta: bool = True
+    tta: bool = False   # flip TTA: no measurable gain with flip-augmented models, twice the compute (README session 8)
     channels_last: bool = True
     threads: int | None = None
     adaptive_threads: bool = True       # switch between 1 and N intra-op threads, whichever is faster

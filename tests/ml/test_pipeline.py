@@ -38,6 +38,7 @@ def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
     assert man["preprocessing"]["size"] == 32 and man["split"]["test_cases"]
     assert man["training"]["data"] is None and str(tmp_path) not in json.dumps(man)
     assert man["training"]["augmentation"]["cutout_p"] == 0.5 and "blur" in man["training"]["augmentation"]
+    assert man["tta"] is False                                        # one view by default
     assert main(["evaluate", "--model", str(out), "--data", str(data), "--json", str(tmp_path / "e.json")]) == 0
     r = capsys.readouterr()
     assert "held-out split" in r.out
@@ -191,7 +192,7 @@ def test_bf16_and_four_views_follow_the_fp32_path(tmp_path, taxonomy_file, tiny_
     assert np.abs(f16 - f32).max() < 0.05 and np.abs(c16 - c32).max() < 0.05
     assert not np.array_equal(f16, f32)      # it really ran in bfloat16
     # four views = mean of the single-view probabilities of the photo and its three flips
-    P32.tta_views = 4
+    P32.tta, P32.tta_views = True, 4
     f4, c4, _ = P32.probabilities(u8)
     P32.tta_views = 1
     singles = [P32.probabilities(v.contiguous())[0] for v in flip_views(u8, 4).split(len(u8))]
@@ -375,3 +376,15 @@ def test_colour_constancy_from_training_to_prediction(tmp_path, taxonomy_file, t
     with pytest.raises(ValueError, match="'white_patch' is unknown"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
                           colour_constancy="white_patch", **FAST))
+
+
+def test_tta_flag_of_train():
+    import argparse
+
+    from inference.ml.cli import add_train_args, config_from_args
+    p = argparse.ArgumentParser()
+    add_train_args(p)
+    base = ["--data", "d", "--taxonomy", "t.json", "--out", "o"]
+    assert config_from_args(p.parse_args(base)).tta is False
+    assert config_from_args(p.parse_args(base + ["--tta"])).tta is True
+    assert config_from_args(p.parse_args(base + ["--no-tta"])).tta is False
