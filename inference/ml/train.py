@@ -319,7 +319,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             order = torch.multinomial(torch.tensor(cw[yt], dtype=torch.float64), len(idx), True, generator=g).numpy()
         else:
             order = torch.randperm(len(idx), generator=g).numpy()
-        aug = Augmenter(AugmentConfig.from_overrides(cfg.augment), pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)))
+        aug = Augmenter(AugmentConfig.from_overrides(cfg.augment), pre["mean"], pre["std"],
+                        seed=int(g.initial_seed() % (2**31)))
         model.train()
         for m in frozen_mods:
             m.eval()

@@ -146,7 +146,8 @@ def test_optics_augmentations_blur_and_add_noise():
     noisy = Augmenter(AugmentConfig(**{**off, "noise": 0.05}), mean, std)(flat)
     sd = (noisy - 128 / 255).flatten(1).std(1)
     assert sd.max() <= 0.06 and sd.max() > 0.03 and sd.min() < 0.02                # per-image sd in [0, 0.05]
-    a = Augmenter(AugmentConfig(**{**off, "blur": 1.5}), mean, std, seed=3)(step.mul(255).to(torch.uint8).repeat(8, 1, 1, 1))
+    edges = step.mul(255).to(torch.uint8).repeat(8, 1, 1, 1)
+    a = Augmenter(AugmentConfig(**{**off, "blur": 1.5}), mean, std, seed=3)(edges)
     assert (a[:, 0, 8, 8] < 254 / 255).any() and (a[:, 0, 8, 8] > 0.9).any()         # some soft edges, some sharp
 
 
