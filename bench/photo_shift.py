@@ -156,7 +156,7 @@ def main():
         tax, y, P = R["predictor"].taxonomy, R["y"], R["predictor"]
         if base is None:
             print(f"{a.model}: {len(y)} photos ({R['scope']}); colour constancy {P.colour!r}, precision {P.precision}, "
-                  f"{P.size} px, {P.tta_views if P.tta else 1} view(s)")
+                  f"{P.size} px, {P.views} view(s)")
             print(f"{'shift':36s} {'method':8s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s}   change in balacc / macroF1")
         rows[name] = {}
         for meth in ("flat", "product"):
@@ -170,7 +170,7 @@ def main():
         base = base or rows[name]
     if a.json:
         Path(a.json).write_text(json.dumps({"model": Path(a.model).name, "colour_constancy": P.colour,
-                                            "group": a.group, "views": P.tta_views if P.tta else 1,
+                                            "group": a.group, "views": P.views,
                                             "n": int(len(y)), "shifts": rows}, indent=1))
 
 

@@ -175,12 +175,17 @@ class Predictor:
         return normalise(self.to_uint8(img)[None], self.mean, self.std)
 
     # ------------------------------------------------------------------ inference
+    @property
+    def views(self) -> int:
+        """Test-time views per photo as served: 1, or ``tta_views`` (2 or 4) when ``tta`` is on."""
+        return self.tta_views if self.tta else 1
+
     @torch.inference_mode()
     def probabilities(self, images_u8: torch.Tensor):
         """uint8 (N, 3, S, S) -> (p_fine, p_coarse, features) numpy arrays."""
         x = normalise(images_u8, self.mean, self.std).contiguous(memory_format=torch.channels_last).to(self._dtype)
         n = len(x)
-        views = self.tta_views if self.tta else 1
+        views = self.views
         xx = flip_views(x, views)
         lf, feat = self._fast_fines[0](xx)          # every fast model returns (logits, features)
         pf = lf.float().softmax(1).view(views, n, -1).mean(0)
