@@ -22,7 +22,6 @@ simulated shifts: they say how a model reacts to a change of camera, not how it 
 another clinic.
 """
 import argparse
-import io
 import json
 import sys
 import zlib
@@ -33,6 +32,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.ml import metrics as M  # noqa: E402
+from inference.ml.data import jpeg_roundtrip  # noqa: E402
 from inference.ml.evaluate import model_probabilities  # noqa: E402
 from inference.ml.taxonomy import fuse  # noqa: E402
 
@@ -71,11 +71,7 @@ def noise(sigma):
 
 
 def jpeg(quality):
-    def f(im):
-        buf = io.BytesIO()
-        Image.fromarray(im).save(buf, format="JPEG", quality=quality)
-        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return f
+    return lambda im: jpeg_roundtrip(im, quality)
 
 
 def low_resolution(factor):

@@ -128,6 +128,7 @@ def _camera_augmentation(training: dict) -> str:
     """How training simulated other cameras and lights ("" when off or not recorded, as in older artefacts)."""
     aug = training.get("augmentation") or {}
     parts = [text.format(aug[k]) for k, text in (("blur", "blur up to {:g} px"), ("noise", "noise up to {:g}"),
+                                                 ("jpeg", "JPEG down to quality {:g}"),
                                                  ("channel_gain", "light colour ±{:g}"), ("gamma", "tone curve ±{:g}"))
              if aug.get(k)]
     return ", ".join(parts)
@@ -137,6 +138,7 @@ def _camera_augmentation(training: dict) -> str:
 def model_detail(request, pk: int):
     m = selectors.model_version_get(user=request.user, pk=pk)
     man = m.manifest or {}
+    training = man.get("training") or {}
     return render(request, "inference/model_detail.html", {
         "m": m,
         "summary": charts.metrics_summary(m.metrics),
@@ -150,8 +152,8 @@ def model_detail(request, pk: int):
             "backbone": man.get("backbone"), "image_size": (man.get("preprocessing") or {}).get("size"),
             "colour_constancy": (man.get("preprocessing") or {}).get("colour_constancy", "none").replace("_", " "),
             "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
-            "training": man.get("training") or {}, "timings": man.get("timings_seconds") or {},
-            "camera_augmentation": _camera_augmentation(man.get("training") or {}),
+            "training": training, "timings": man.get("timings_seconds") or {},
+            "camera_augmentation": _camera_augmentation(training),
         },
         "activations": m.activations.select_related("activated_by", "previous")[:20],
         "artefact_present": (Path(services.loader.artefact_dir(m)) / "model.json").is_file(),

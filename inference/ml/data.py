@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections import Counter
@@ -288,6 +289,7 @@ class AugmentConfig:
     gamma: float = 0.0         # gamma between 1/(1+g) and 1+g (another camera's tone curve; 0 = off)
     blur: float = 1.0          # Gaussian blur, sd 0..this many pixels (defocus, a softer lens; 0 = off)
     noise: float = 0.03        # Gaussian noise, sd 0..this fraction of the range (sensor noise; 0 = off)
+    jpeg: int = 0              # JPEG re-compression at a quality drawn from this..95 (a compressing camera; 0 = off)
     degrees: float = 10.0
     translate: float = 0.15
     scale: float = 0.358
@@ -321,6 +323,13 @@ def normalise(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return x.sub_(m).div_(s)
+
+
+def jpeg_roundtrip(im: np.ndarray, quality: int) -> np.ndarray:
+    """An (H, W, 3) uint8 photo saved as JPEG at ``quality`` (1-95) and read back."""
+    buf = io.BytesIO()
+    Image.fromarray(im).save(buf, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -378,6 +387,11 @@ class Augmenter:
         if c.noise:
             sd = self._u(n, 0.0, c.noise).view(n, 1, 1, 1)
             x = (x + sd * torch.randn(x.shape, generator=self.g)).clamp_(0, 1)
+        if c.jpeg:
+            q = torch.randint(int(c.jpeg), 96, (n,), generator=self.g).tolist()
+            u8 = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            x = torch.from_numpy(np.stack([jpeg_roundtrip(u8[i], q[i]) for i in range(n)])).permute(0, 3, 1, 2)
+            x = x.float().div_(255)
         # --- flips / 90 degree rotations
         if c.flip_h:
             m = torch.rand(n, generator=self.g) < c.flip_h

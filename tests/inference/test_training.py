@@ -227,3 +227,10 @@ def test_training_api_create_and_cancel(client, taxonomy, users, monkeypatch, ro
     r = client.post("/api/training-runs/", {"label_sources": ["histopathology"], "config": {"lr0": 5}},
                     content_type="application/json")
     assert r.status_code == 400
+
+
+def test_camera_augmentation_line_names_each_simulated_camera_change():
+    from inference.views import _camera_augmentation
+    assert _camera_augmentation({}) == ""                                          # older artefacts: nothing said
+    assert _camera_augmentation({"augmentation": {"blur": 0, "noise": 0.03, "jpeg": 30, "gamma": 0}}) == (
+        "noise up to 0.03, JPEG down to quality 30")

@@ -151,6 +151,24 @@ def test_optics_augmentations_blur_and_add_noise():
     assert (a[:, 0, 8, 8] < 254 / 255).any() and (a[:, 0, 8, 8] > 0.9).any()         # some soft edges, some sharp
 
 
+def test_jpeg_augmentation_recompresses_each_photo_at_its_own_quality():
+    from inference.ml.data import jpeg_roundtrip
+    yy, xx = np.mgrid[0:32, 0:32]
+    im = np.stack([xx * 8 % 256, yy * 8 % 256, (xx + yy) * 4 % 256], -1).astype(np.uint8)   # ramps and a patch
+    im[8:20, 10:24] = (200, 40, 60)
+    err = {q: np.abs(jpeg_roundtrip(im, q).astype(int) - im).mean() for q in (20, 95)}
+    assert 0 < err[95] < err[20]                                    # lossy, more so at low quality
+    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0,
+               blur=0, noise=0)
+    x = torch.from_numpy(np.stack([im] * 16)).permute(0, 3, 1, 2).contiguous()
+    mean, std = (0.0,) * 3, (1.0,) * 3
+    out = Augmenter(AugmentConfig(**off, jpeg=20), mean, std, seed=5)(x)
+    per_photo = (out * 255 - x.float()).abs().flatten(1).mean(1)
+    assert per_photo.min() > 0 and per_photo.max() <= err[20] + 1e-3
+    assert per_photo.max() - per_photo.min() > 0.2 * err[20]          # qualities drawn per photo
+    assert torch.equal(out, Augmenter(AugmentConfig(**off, jpeg=20), mean, std, seed=5)(x))   # seeded
+
+
 def test_augmentation_overrides_refuse_unknown_names():
     assert AugmentConfig.from_overrides({"gamma": 0.4}).gamma == 0.4
     assert AugmentConfig.from_overrides(None) == AugmentConfig()
