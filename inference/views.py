@@ -131,6 +131,9 @@ def _camera_augmentation(training: dict) -> str:
                                                  ("jpeg", "JPEG down to quality {:g}"),
                                                  ("channel_gain", "light colour ±{:g}"), ("gamma", "tone curve ±{:g}"))
              if aug.get(k)]
+    share = aug.get("optics_p", 1)
+    if share < 1 and any(aug.get(k) for k in ("blur", "noise", "jpeg")):
+        parts.append(f"optics on {share:.0%} of the photos")
     return ", ".join(parts)
 
 

@@ -290,6 +290,7 @@ class AugmentConfig:
     blur: float = 1.0          # Gaussian blur, sd 0..this many pixels (defocus, a softer lens; 0 = off)
     noise: float = 0.03        # Gaussian noise, sd 0..this fraction of the range (sensor noise; 0 = off)
     jpeg: int = 0              # JPEG re-compression at a quality drawn from this..95 (a compressing camera; 0 = off)
+    optics_p: float = 1.0      # share of photos that get blur / noise / JPEG (the rest stay clean; 1 = all)
     degrees: float = 10.0
     translate: float = 0.15
     scale: float = 0.358
@@ -382,6 +383,11 @@ class Augmenter:
         if c.gamma:
             x = x.clamp_(min=0).pow_(torch.exp(self._u(n) * float(np.log1p(c.gamma))).view(n, 1, 1, 1))
         # --- another camera's optics and sensor: defocus blur, noise (no random draws when off)
+        if (c.blur or c.noise or c.jpeg) and c.optics_p < 1:
+            clean = x                                                  # the steps below return new tensors
+            keep = torch.rand(n, generator=self.g) >= c.optics_p       # photos that stay clean
+        else:
+            keep = None
         if c.blur:
             x = gaussian_blur(x, self._u(n, 0.0, c.blur))
         if c.noise:
@@ -392,6 +398,8 @@ class Augmenter:
             u8 = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             x = torch.from_numpy(np.stack([jpeg_roundtrip(u8[i], q[i]) for i in range(n)])).permute(0, 3, 1, 2)
             x = x.float().div_(255)
+        if keep is not None:
+            x[keep] = clean[keep]
         # --- flips / 90 degree rotations
         if c.flip_h:
             m = torch.rand(n, generator=self.g) < c.flip_h

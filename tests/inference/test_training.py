@@ -234,3 +234,6 @@ def test_camera_augmentation_line_names_each_simulated_camera_change():
     assert _camera_augmentation({}) == ""                                          # older artefacts: nothing said
     assert _camera_augmentation({"augmentation": {"blur": 0, "noise": 0.03, "jpeg": 30, "gamma": 0}}) == (
         "noise up to 0.03, JPEG down to quality 30")
+    assert _camera_augmentation({"augmentation": {"blur": 1.0, "optics_p": 0.5}}) == (
+        "blur up to 1 px, optics on 50% of the photos")
+    assert _camera_augmentation({"augmentation": {"blur": 0, "optics_p": 0.5}}) == ""

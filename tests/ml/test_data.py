@@ -169,6 +169,18 @@ def test_jpeg_augmentation_recompresses_each_photo_at_its_own_quality():
     assert torch.equal(out, Augmenter(AugmentConfig(**off, jpeg=20), mean, std, seed=5)(x))   # seeded
 
 
+def test_optics_share_leaves_the_other_photos_clean():
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(64, 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    off = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0, cutout_p=0)
+    mean, std = (0.0,) * 3, (1.0,) * 3
+    none = Augmenter(AugmentConfig(**off, blur=1.0, noise=0.05, optics_p=0.0), mean, std)(x)
+    assert torch.allclose(none, x.float() / 255)
+    half = Augmenter(AugmentConfig(**off, blur=1.0, noise=0.05, jpeg=30, optics_p=0.5), mean, std)(x)
+    clean = torch.isclose(half, x.float() / 255).flatten(1).all(1)
+    assert 16 <= int(clean.sum()) <= 48                            # about half the photos untouched, the rest changed
+
+
 def test_augmentation_overrides_refuse_unknown_names():
     assert AugmentConfig.from_overrides({"gamma": 0.4}).gamma == 0.4
     assert AugmentConfig.from_overrides(None) == AugmentConfig()
