@@ -303,6 +303,12 @@ class AugmentConfig:
     cutout_centre_radius: float = 0.5  # fraction of the half-diagonal protected progressively
     fill: float = 0.5          # constant fill of the geometric transform (0..1)
 
+    def __post_init__(self):
+        if not (self.jpeg == 0 or 1 <= self.jpeg <= 95):
+            raise ValueError(f"augmentation jpeg must be 0 (off) or a JPEG quality 1-95, not {self.jpeg!r}")
+        if not 0 <= self.optics_p <= 1:
+            raise ValueError(f"augmentation optics_p must be a share between 0 and 1, not {self.optics_p!r}")
+
     def to_dict(self):
         d = asdict(self)
         d["cutout_scales"] = list(self.cutout_scales)

@@ -186,3 +186,7 @@ def test_augmentation_overrides_refuse_unknown_names():
     assert AugmentConfig.from_overrides(None) == AugmentConfig()
     with pytest.raises(ValueError, match="unknown augmentation setting.*'blurr'.*known: hsv_h"):
         AugmentConfig.from_overrides({"blurr": 1.0})
+    with pytest.raises(ValueError, match="jpeg must be 0 .off. or a JPEG quality 1-95, not 100"):
+        AugmentConfig.from_overrides({"jpeg": 100})
+    with pytest.raises(ValueError, match="optics_p must be a share between 0 and 1, not 1.5"):
+        AugmentConfig.from_overrides({"optics_p": 1.5})
