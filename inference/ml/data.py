@@ -401,9 +401,10 @@ class Augmenter:
             x = (x + sd * torch.randn(x.shape, generator=self.g)).clamp_(0, 1)
         if c.jpeg:
             q = torch.randint(int(c.jpeg), 96, (n,), generator=self.g).tolist()
-            u8 = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            x = torch.from_numpy(np.stack([jpeg_roundtrip(u8[i], q[i]) for i in range(n)])).permute(0, 3, 1, 2)
-            x = x.float().div_(255)
+            u8 = x.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            skip = keep.tolist() if keep is not None else [False] * n       # photos that stay clean: no encoding
+            x = torch.from_numpy(np.stack([u8[i] if skip[i] else jpeg_roundtrip(u8[i], q[i]) for i in range(n)]))
+            x = x.permute(0, 3, 1, 2).float().div_(255)
         if keep is not None:
             x[keep] = clean[keep]
         # --- flips / 90 degree rotations
