@@ -507,7 +507,7 @@ LABEL_SOURCE_SETS = {
 }
 ALLOWED_CONFIG_KEYS = {"epochs": int, "coarse_epochs": int, "image_size": int, "batch_size": int, "backbone": str,
                        "pretrained": bool, "seed": int, "threads": int, "holdout": float, "fine_models": int,
-                       "colour_constancy": str}
+                       "colour_constancy": str, "augment": dict}
 
 
 def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy | None = None, name: str = "",
@@ -522,10 +522,13 @@ def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy 
         raise ValidationError({"label_sources": f"Choose label sources from {LabelSource.values}."})
     clean = {}
     for k, v in (config or {}).items():
-        if v in (None, ""):
+        if v in (None, "", {}):
             continue
         if k not in ALLOWED_CONFIG_KEYS:
             raise ValidationError({"config": f"Unknown training setting {k!r}."})
+        if k == "augment":
+            clean[k] = _augment_clean(v)
+            continue
         try:
             kind = ALLOWED_CONFIG_KEYS[k]
             if kind is bool and isinstance(v, str):
@@ -554,6 +557,25 @@ def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy 
                                          created_by=by, progress={"stage": "queued"})
         transaction.on_commit(lambda pk=run.pk: _enqueue_training(pk))
     return run
+
+
+def _augment_clean(value) -> dict:
+    """The ``augment`` training setting: overrides of the engine's augmentation (e.g. ``{"optics_p": 0.5}``),
+    as a mapping or its JSON text, checked by the engine so a bad one fails here and not in the worker."""
+    from inference.ml.data import AugmentConfig
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValidationError({"config": "augment must be a JSON object, e.g. {\"optics_p\": 0.5}."})
+    if not isinstance(value, dict):
+        raise ValidationError({"config": "augment must be a JSON object, e.g. {\"optics_p\": 0.5}."})
+    try:
+        AugmentConfig.from_overrides(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({"config": str(exc)})
+    return dict(value)
 
 
 def _enqueue_training(run_pk: int):

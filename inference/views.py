@@ -212,14 +212,24 @@ SOURCE_SETS = [
 
 
 FORM_SETTINGS = ("epochs", "image_size", "batch_size", "backbone", "fine_models", "colour_constancy")
+# "Other cameras" on the training form: presets of the engine's optics augmentation (blur, sensor noise,
+# JPEG re-compression of the training photos; README "Recipe"), by the value the form posts
+CAMERA_PRESETS = {
+    "off": ("off: dermoscopic photos as they are", {"blur": 0, "noise": 0}),
+    "half": ("blur and noise on half the photos", {"optics_p": 0.5}),
+    "all": ("blur and noise on every photo", {"optics_p": 1.0}),
+    "half_jpeg": ("blur, noise and JPEG on half the photos", {"optics_p": 0.5, "jpeg": 20}),
+}
 
 
 def _engine_defaults() -> dict:
     from dataclasses import fields
 
+    from inference.ml.data import AugmentConfig
     from inference.ml.train import TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig) if f.name in FORM_SETTINGS}
+    d["cameras"] = _camera_augmentation({"augmentation": AugmentConfig().to_dict()}) or "off"
     return d
 
 
@@ -232,6 +242,12 @@ def training_list(request):
         if sources is None:
             sources = request.POST.getlist("label_sources")
         config = {k: request.POST.get(k, "").strip() for k in FORM_SETTINGS}
+        cameras = request.POST.get("cameras", "")
+        if cameras and cameras not in CAMERA_PRESETS:
+            messages.error(request, f"Unknown choice for other cameras: {cameras!r}.")
+            return redirect("inference:training_list")
+        if cameras:
+            config["augment"] = CAMERA_PRESETS[cameras][1]
         try:
             run = services.training_run_create(by=request.user, label_sources=sources, name=request.POST.get("name", ""),
                                                config=config)
@@ -249,6 +265,7 @@ def training_list(request):
         "runs": selectors.training_runs_visible_to(request.user)[:50],
         "source_sets": [(k, label, counts.get(k, (0, 0))) for k, label in SOURCE_SETS],
         "defaults": _engine_defaults(),
+        "camera_presets": [(k, label) for k, (label, _) in CAMERA_PRESETS.items()],
         "taxonomy": taxonomy,
     })
 

@@ -322,7 +322,23 @@ class AugmentConfig:
         if unknown:
             raise ValueError(f"unknown augmentation setting(s) {', '.join(map(repr, unknown))}; "
                              f"known: {', '.join(known)}")
-        return cls(**(overrides or {}))
+        defaults = cls()
+        for k, v in (overrides or {}).items():
+            d = getattr(defaults, k)
+            if isinstance(d, bool):
+                ok = isinstance(v, bool)
+            elif isinstance(d, tuple):
+                ok = (isinstance(v, (list, tuple)) and len(v) > 0
+                      and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+            else:    # a number; an int setting (jpeg) takes whole numbers only
+                ok = (isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and (isinstance(d, float) or float(v).is_integer()))
+            if not ok:
+                kind = ("true or false" if isinstance(d, bool) else "a list of numbers" if isinstance(d, tuple)
+                        else "a number" if isinstance(d, float) else "a whole number")
+                raise ValueError(f"augmentation {k} must be {kind}, not {v!r}")
+        kinds = {k: type(getattr(defaults, k)) for k in overrides or {}}
+        return cls(**{k: kinds[k](v) if kinds[k] in (int, float, tuple) else v for k, v in (overrides or {}).items()})
 
 
 def normalise(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:

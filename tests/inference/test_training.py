@@ -49,7 +49,8 @@ def test_successful_run_registers_candidate(client, labelled_cases, users, djang
 
     with django_capture_on_commit_callbacks(execute=True):
         run = services.training_run_create(by=users["dermatologist"], label_sources=["histopathology", "consensus"],
-                                           config={**TINY, "fine_models": "2", "colour_constancy": "shades_of_gray"},
+                                           config={**TINY, "fine_models": "2", "colour_constancy": "shades_of_gray",
+                                                   "augment": {"optics_p": 0.5, "jpeg": 30}},
                                            name="demo")
     run.refresh_from_db()
     assert run.status == TrainingStatus.SUCCEEDED, run.error + run.log
@@ -65,7 +66,9 @@ def test_successful_run_registers_candidate(client, labelled_cases, users, djang
     client.force_login(users["dermatologist"])
     page = client.get(reverse("inference:model_detail", args=[mv.pk])).content.decode()
     assert "colour constancy shades of gray" in page
-    assert "other cameras simulated: blur up to 1 px, noise up to 0.03" in page     # the default augmentation
+    assert mv.manifest["training"]["augmentation"]["jpeg"] == 30    # the run's augment setting reached the engine
+    assert ("other cameras simulated: blur up to 1 px, noise up to 0.03, JPEG down to quality 30, "
+            "optics on 50% of the photos") in page
     # the run is idempotent: a redelivered message does nothing
     assert services.training_run_execute(run_pk=run.pk) == "skipped-succeeded"
     assert ModelVersion.objects.count() == 1
@@ -159,9 +162,17 @@ def test_config_validation(taxonomy, users):
     with pytest.raises(ValidationError, match="colour_constancy must be one of none, shades_of_gray"):
         services.training_run_create(by=users["admin"], label_sources=["histopathology"],
                                      config={"colour_constancy": "grey_world"})
+    for bad, msg in (({"blurr": 1}, "unknown augmentation setting.*'blurr'"), ({"jpeg": 100}, "jpeg must be 0"),
+                     ({"noise": "lots"}, "noise must be a number"), ("[1, 2]", "augment must be a JSON object"),
+                     ("{optics_p: 0.5}", "augment must be a JSON object")):
+        with pytest.raises(ValidationError, match=msg):
+            services.training_run_create(by=users["admin"], label_sources=["histopathology"], config={"augment": bad})
     run = services.training_run_create(by=users["admin"], label_sources=["histopathology"],
-                                       config={"epochs": "2", "image_size": "", "pretrained": "false"})
+                                       config={"epochs": "2", "image_size": "", "pretrained": "false", "augment": {}})
     assert run.config == {"epochs": 2, "pretrained": False}
+    run = services.training_run_create(by=users["admin"], label_sources=["histopathology"],
+                                       config={"augment": '{"optics_p": 0.5, "jpeg": 20}'})
+    assert run.config == {"augment": {"optics_p": 0.5, "jpeg": 20}}
 
 
 def test_training_page_starts_run(client, labelled_cases, users, django_capture_on_commit_callbacks, monkeypatch):
@@ -172,11 +183,16 @@ def test_training_page_starts_run(client, labelled_cases, users, django_capture_
     r = client.get(reverse("inference:training_list"))
     assert b"(9 cases, 18 photos)" in r.content
     assert b'name="colour_constancy"' in r.content
+    assert "engine default: blur up to 1 px, noise up to 0.03" in r.content.decode()
+    r = client.post(reverse("inference:training_list"), {"source_set": "confirmed", "cameras": "everything"}, follow=True)
+    assert "Unknown choice for other cameras: &#x27;everything&#x27;" in r.content.decode()
+    assert not TrainingRun.objects.exists()
     r = client.post(reverse("inference:training_list"), {"source_set": "confirmed_consensus", "epochs": "1", "image_size": "64",
-                                                         "colour_constancy": "shades_of_gray"})
+                                                         "colour_constancy": "shades_of_gray", "cameras": "half_jpeg"})
     run = TrainingRun.objects.get()
     assert r.status_code == 302 and run.label_sources == ["consensus", "histopathology"]
-    assert run.config == {"epochs": 1, "image_size": 64, "colour_constancy": "shades_of_gray"}
+    assert run.config == {"epochs": 1, "image_size": 64, "colour_constancy": "shades_of_gray",
+                          "augment": {"optics_p": 0.5, "jpeg": 20}}
     state = client.get(reverse("inference:training_state", args=[run.pk])).json()
     assert state["status"] == "queued" and state["finished"] is False
     r = client.post(reverse("inference:training_cancel", args=[run.pk]))
@@ -227,6 +243,12 @@ def test_training_api_create_and_cancel(client, taxonomy, users, monkeypatch, ro
     r = client.post("/api/training-runs/", {"label_sources": ["histopathology"], "config": {"lr0": 5}},
                     content_type="application/json")
     assert r.status_code == 400
+    r = client.post("/api/training-runs/", {"label_sources": ["histopathology"], "config": {"augment": {"optics_p": 2}}},
+                    content_type="application/json")
+    assert r.status_code == 400 and "optics_p must be a share between 0 and 1" in r.content.decode()
+    r = client.post("/api/training-runs/", {"label_sources": ["histopathology"], "config": {"augment": {"optics_p": 0.5}}},
+                    content_type="application/json")
+    assert r.status_code == 201 and r.json()["config"] == {"augment": {"optics_p": 0.5}}
 
 
 def test_camera_augmentation_line_names_each_simulated_camera_change():

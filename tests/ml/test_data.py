@@ -190,3 +190,16 @@ def test_augmentation_overrides_refuse_unknown_names():
         AugmentConfig.from_overrides({"jpeg": 100})
     with pytest.raises(ValueError, match="optics_p must be a share between 0 and 1, not 1.5"):
         AugmentConfig.from_overrides({"optics_p": 1.5})
+
+
+def test_augmentation_overrides_refuse_wrong_types_naming_the_setting():
+    a = AugmentConfig.from_overrides({"jpeg": 20.0, "blur": 1, "rot90": True, "cutout_scales": [0.25, 0.125]})
+    assert (a.jpeg, type(a.jpeg), a.blur, type(a.blur), a.rot90, a.cutout_scales) == (20, int, 1.0, float, True, (0.25, 0.125))
+    for bad, msg in (({"blur": "1"}, "blur must be a number, not '1'"),
+                     ({"noise": True}, "noise must be a number, not True"),
+                     ({"jpeg": 20.5}, "jpeg must be a whole number, not 20.5"),
+                     ({"rot90": 1}, "rot90 must be true or false, not 1"),
+                     ({"cutout_scales": []}, "cutout_scales must be a list of numbers"),
+                     ({"optics_p": None}, "optics_p must be a number, not None")):
+        with pytest.raises(ValueError, match=msg):
+            AugmentConfig.from_overrides(bad)
