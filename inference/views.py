@@ -229,6 +229,7 @@ def _engine_defaults() -> dict:
     from inference.ml.train import TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig) if f.name in FORM_SETTINGS}
+    d["colour_constancy"] = d["colour_constancy"].replace("_", " ")     # shown, not posted
     d["cameras"] = _camera_augmentation({"augmentation": AugmentConfig().to_dict()}) or "off"
     return d
 
