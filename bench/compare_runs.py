@@ -2,7 +2,7 @@
 
     python bench/compare_runs.py MODEL_A MODEL_B DATA_DIR [--precision auto|fp32|bf16|int8]
            [--precision-a P] [--precision-b P] [--views 2] [--views-a V] [--views-b V]
-           [--members-a N] [--members-b N]
+           [--members-a N] [--members-b N] [--size-a PX] [--size-b PX]
 
 Both artefacts must hold the same test cases (same data, split and seed). For flat and product
 fusion prints accuracy, balanced accuracy and macro F1 of A and B and the difference B - A in
@@ -35,15 +35,19 @@ def main():
     ap.add_argument("--views-b", type=int, default=None)
     ap.add_argument("--members-a", type=int, default=None, help="fine models of A to use (default: all)")
     ap.add_argument("--members-b", type=int, default=None, help="fine models of B to use (default: all)")
+    ap.add_argument("--size-a", type=int, default=None,
+                    help="input size of A in px (default: the artefact's), e.g. 160 against --size-b 192")
+    ap.add_argument("--size-b", type=int, default=None)
     a = ap.parse_args()
-    R = [model_probabilities(m, a.data, pr or a.precision, views=v or a.views, members=k)
-         for m, k, pr, v in ((a.model_a, a.members_a, a.precision_a, a.views_a),
-                             (a.model_b, a.members_b, a.precision_b, a.views_b))]
+    R = [model_probabilities(m, a.data, pr or a.precision, views=v or a.views, members=k, size=sz)
+         for m, k, pr, v, sz in ((a.model_a, a.members_a, a.precision_a, a.views_a, a.size_a),
+                                 (a.model_b, a.members_b, a.precision_b, a.views_b, a.size_b))]
     ta, tb = (set(r["predictor"].manifest["split"]["test_cases"]) for r in R)
     if ta != tb or not np.array_equal(R[0]["y"], R[1]["y"]):
         sys.exit("the two artefacts were not evaluated on the same held-out photos (different split or data)")
     tax, y = R[0]["predictor"].taxonomy, R[0]["y"]
-    print(f"{len(y)} held-out photos; A = {a.model_a}, B = {a.model_b}; precision {R[0]['predictor'].precision} / {R[1]['predictor'].precision}")
+    print(f"{len(y)} held-out photos; A = {a.model_a}, B = {a.model_b}; precision {R[0]['predictor'].precision} / {R[1]['predictor'].precision}"
+          f"; input {R[0]['predictor'].size} / {R[1]['predictor'].size} px")
     print(f"{'method':8s} {'model':5s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s}")
     for meth in ("flat", "product"):
         preds = []

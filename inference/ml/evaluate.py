@@ -108,8 +108,11 @@ def artefact_records(P, data_dir, side: str = "test"):
 
 def model_probabilities(model_dir, data_dir, precision: str | None = None, batch_size: int = 8,
                         views: int | None = None, progress=None, members: int | None = None,
-                        photo_transform=None) -> dict:
+                        photo_transform=None, size: int | None = None) -> dict:
     """Run an artefact on ``data_dir`` the way the portal serves it (``Predictor.probabilities``).
+
+    ``size`` (optional) feeds the photos at another input size than the artefact was trained at
+    (the network pools globally, so any size runs): does a 160 px model see more at 192 or 224 px?
 
     ``photo_transform`` (optional) changes every decoded photo (uint8 H x W x 3, after resizing,
     before the artefact's colour constancy) the way another camera or light would, e.g. a colour
@@ -125,6 +128,10 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
     P = Predictor.load(model_dir, precision=precision, members=members)
     if views is not None:
         P.tta, P.tta_views = views > 1, views
+    if size is not None:
+        if not 32 <= int(size) <= 1024:
+            raise ValueError(f"size must be between 32 and 1024 px, not {size}")
+        P.size = int(size)
     tax = P.taxonomy
     records, scope, skipped = artefact_records(P, data_dir, "test")
     if photo_transform is None:

@@ -341,6 +341,13 @@ def test_colour_constancy_from_training_to_prediction(tmp_path, taxonomy_file, t
     sog = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "sog"), **FAST))
     assert json.loads((sog / "model.json").read_text())["preprocessing"]["colour_constancy"] == "shades_of_gray"
     assert Predictor.load(sog, precision="fp32").colour == "shades_of_gray"
+    # served at another input size than trained (bench/compare_runs.py --size-b): same photos, other pixels
+    native, larger = (model_probabilities(sog, tiny_data, "fp32", size=s) for s in (None, 64))
+    assert larger["predictor"].size == 64 != native["predictor"].size
+    assert larger["p_fine"].shape == native["p_fine"].shape and np.array_equal(larger["y"], native["y"])
+    assert np.allclose(larger["p_fine"].sum(1), 1, atol=1e-4) and not np.allclose(larger["p_fine"], native["p_fine"])
+    with pytest.raises(ValueError, match="size must be between 32 and 1024 px, not 8"):
+        model_probabilities(sog, tiny_data, "fp32", size=8)
     # the toy classes differ only by colour, so a corrected model learns little; to see the
     # correction at work, serve a model that does react to colour with and without it
     plain = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "plain"),
