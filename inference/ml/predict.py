@@ -26,8 +26,11 @@ For Grad-CAM: ``P.fine_model`` (the first fine model; ``P.fine_models`` lists al
 ``model.get_submodule(P.gradcam_layer_name)``).
 
 Precision: ``Predictor.load(model_dir, precision="auto")`` runs the BN-folded copies in bfloat16
-where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX: 1.8x faster on this 2-core EPYC,
-``bench/inference_speed.py``), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the
+(stem and first ``networks.BF16_FLOAT_BLOCKS`` blocks in float32, see ``MixedBf16``)
+where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX; ``bench/inference_speed.py`` on a
+2-core EPYC with AVX512-BF16: 223-227 photos/s against 215 in float32 and 253-260 with every layer
+in bfloat16, which changed the first class of 0.7 % of the photos against float32; the float32
+front end brings that to 0-0.2 %), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the
 environment variable ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
 by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
@@ -45,7 +48,7 @@ import torch
 
 from . import artefact as art
 from .data import load_image, normalise
-from .networks import GRADCAM_LAYER, Classifier, fuse_for_inference, resolve_precision
+from .networks import GRADCAM_LAYER, Classifier, MixedBf16, fuse_for_inference, resolve_precision
 from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
 
 
@@ -122,7 +125,6 @@ class Predictor:
             # calibration are served as "auto" would; an explicit precision="int8" is an error
             logging.getLogger(__name__).warning("%s has no %s: serving it in float", self.model_dir, quantize.FILE)
             self.precision = resolve_precision("auto")
-        self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         if self.precision == "int8":
             if not calibrated:
                 raise ValueError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
@@ -130,12 +132,14 @@ class Predictor:
             calib = quantize.unpack(art.load_state(self.model_dir / quantize.FILE))
             self._fast_fines = [quantize.quantized(m, calib[f"fine.{k}"], self.size) for k, m in enumerate(fines)]
             self._fast_coarse = quantize.quantized(coarse, calib["coarse"], self.size)
+        elif self.precision == "bf16":
+            self._fast_fines = [MixedBf16(m).to(memory_format=torch.channels_last) for m in fines]
+            self._fast_coarse = MixedBf16(coarse).to(memory_format=torch.channels_last)
         else:
             from .quantize import WithFeatures
-            self._fast_fines = [WithFeatures(fuse_for_inference(m)).to(memory_format=torch.channels_last,
-                                                                       dtype=self._dtype) for m in fines]
-            self._fast_coarse = WithFeatures(fuse_for_inference(coarse)).to(memory_format=torch.channels_last,
-                                                                            dtype=self._dtype)
+            self._fast_fines = [WithFeatures(fuse_for_inference(m)).to(memory_format=torch.channels_last)
+                                for m in fines]
+            self._fast_coarse = WithFeatures(fuse_for_inference(coarse)).to(memory_format=torch.channels_last)
         self._fast_fine = self._fast_fines[0]
 
     @classmethod
@@ -183,7 +187,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images_u8: torch.Tensor):
         """uint8 (N, 3, S, S) -> (p_fine, p_coarse, features) numpy arrays."""
-        x = normalise(images_u8, self.mean, self.std).contiguous(memory_format=torch.channels_last).to(self._dtype)
+        x = normalise(images_u8, self.mean, self.std).contiguous(memory_format=torch.channels_last)
         n = len(x)
         views = self.views
         xx = flip_views(x, views)

@@ -182,7 +182,9 @@ def test_bf16_and_four_views_follow_the_fp32_path(tmp_path, taxonomy_file, tiny_
     P32 = Predictor.load(out, precision="fp32")
     P16 = Predictor.load(out, precision="bf16")
     assert (P32.precision, P16.precision) == ("fp32", "bf16")
-    assert next(P16._fast_fine.parameters()).dtype == torch.bfloat16
+    fast = P16._fast_fine      # stem + first blocks float32, the rest bfloat16 (networks.MixedBf16)
+    assert {p.dtype for p in fast.front.parameters()} == {torch.float32}
+    assert {p.dtype for p in fast.back.parameters()} == {torch.bfloat16}
     assert next(P16.fine_model.parameters()).dtype == torch.float32      # Grad-CAM stays float32
     u8 = torch.stack([P32.to_uint8(im) for im in imgs])
     f32, c32, _ = P32.probabilities(u8)
