@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-BALANCES = ["none", "weights", "sqrt_weights", "focal", "sampler"]   # TrainConfig.class_balance values
-
 
 def _fmt_eta(s):
     if s is None:
@@ -48,7 +46,7 @@ def _positive(s):
 
 def add_train_args(p):
     from .data import COLOUR_CONSTANCY
-    from .train import TrainConfig
+    from .train import BALANCES, SUBCLASS_BALANCES, TrainConfig
     d = TrainConfig(data="", taxonomy="", out="")
     p.add_argument("--data", required=True)
     p.add_argument("--taxonomy", required=True)
@@ -72,7 +70,7 @@ def add_train_args(p):
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--class-balance", default=d.class_balance,
                    choices=BALANCES)
-    p.add_argument("--coarse-class-balance", default=d.coarse_class_balance, choices=["same", *BALANCES],
+    p.add_argument("--coarse-class-balance", default=d.coarse_class_balance, choices=["same", *BALANCES, *SUBCLASS_BALANCES],
                    help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--ema-decay", type=float, default=d.ema_decay,

@@ -161,7 +161,10 @@ class TrainConfig:
     # trained on the natural prior counts it twice and pushes the product towards the largest
     # meta-class (HAM10000 hold-out, product - flat balanced accuracy: -0.015 with sqrt weights,
     # -0.003, 0.000 and +0.028 in three runs with full weights on the coarse model). None: same as
-    # class_balance.
+    # class_balance. "subclass_weights" / "subclass_sqrt_weights" weight every photo by the
+    # (square-root) inverse frequency of its *sub-class* instead of its meta-class, so a rare
+    # sub-class under a common meta-class (melanoma under melanocytic, beside nevi) counts as much
+    # as its siblings when the coarse model learns what its meta-class looks like.
     coarse_class_balance: str | None = "weights"
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
@@ -213,6 +216,21 @@ def _check_stop(should_stop):
         raise TrainingCancelled("training cancelled by request; no artefact was completed")
 
 
+BALANCES = ("none", "weights", "sqrt_weights", "focal", "sampler")
+SUBCLASS_BALANCES = ("subclass_weights", "subclass_sqrt_weights")   # coarse model only
+
+
+def check_class_balance(cfg: TrainConfig) -> None:
+    """Refuse unknown class-balance settings before any training (they used to train unweighted)."""
+    for name, val, allowed in (("class_balance", cfg.class_balance, BALANCES),
+                               ("member_class_balance", cfg.member_class_balance, (None, *BALANCES)),
+                               ("coarse_class_balance", cfg.coarse_class_balance,
+                                (None, *BALANCES, *SUBCLASS_BALANCES))):
+        if val not in allowed:
+            choices = ", ".join(a for a in allowed if a is not None)
+            raise ValueError(f"{name} {val!r} is unknown; choose one of {choices}")
+
+
 def class_weights(y: np.ndarray, C: int, mode: str) -> torch.Tensor | None:
     counts = np.bincount(y, minlength=C).astype(np.float64)
     present = counts > 0
@@ -236,6 +254,13 @@ def loss_fn(logits, y, weights, mode, gamma, smoothing):
         a = weights[y] if weights is not None else 1.0
         return (-a * (1 - p) ** gamma * lp).mean()
     return F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=smoothing)
+
+
+def weighted_loss(logits, y, sample_w, smoothing):
+    """Cross-entropy with a weight per photo, normalised like ``F.cross_entropy(weight=)``:
+    sum(w_n * loss_n) / sum(w_n)."""
+    per = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=smoothing)
+    return (per * sample_w).sum() / sample_w.sum()
 
 
 def lr_at(step, total, cfg: TrainConfig):
@@ -284,8 +309,12 @@ def _save_ckpt(path: Path, **obj):
 
 def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg: TrainConfig,
         stage: str, epochs: int, ckpt: Path | None, frozen: list[str], progress=None, should_stop=None,
-        num_classes: int | None = None) -> dict:
-    """Train ``model`` on ``images[idx]`` with labels ``y[idx]``; resumable via ``ckpt``."""
+        num_classes: int | None = None, groups: np.ndarray | None = None) -> dict:
+    """Train ``model`` on ``images[idx]`` with labels ``y[idx]``; resumable via ``ckpt``.
+
+    ``groups`` (the sub-class of every photo, for the coarse model): with ``class_balance``
+    "subclass_weights" / "subclass_sqrt_weights" each photo is weighted by its group's (square-root)
+    inverse frequency instead of its label's."""
     pre = preprocessing_for(cfg)
     C = num_classes or model.fc.out_features
     freeze_prefixes(model, frozen)
@@ -294,7 +323,16 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(cfg, model)
     yt = y[idx]
-    weights = class_weights(yt, C, cfg.class_balance)
+    sample_w = None
+    if cfg.class_balance in SUBCLASS_BALANCES:
+        if groups is None:
+            raise ValueError(f"class balance {cfg.class_balance!r} needs the sub-class of every photo")
+        G = int(groups.max()) + 1
+        gw = class_weights(groups[idx], G, cfg.class_balance.removeprefix("subclass_")).numpy()
+        sample_w = torch.tensor(gw[groups], dtype=torch.float32)     # indexed by photo, like y
+        weights = None
+    else:
+        weights = class_weights(yt, C, cfg.class_balance)
     bs = min(cfg.batch_size, len(idx))
     steps = max(1, len(idx) // bs)
     total = steps * epochs
@@ -349,8 +387,11 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             lr = lr_at(step, total, cfg)
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            loss = loss_fn(model(x), target, weights if cfg.class_balance != "sampler" else None,
-                           cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing)
+            if sample_w is not None:
+                loss = weighted_loss(model(x), target, sample_w[torch.as_tensor(bi)], cfg.label_smoothing)
+            else:
+                loss = loss_fn(model(x), target, weights if cfg.class_balance != "sampler" else None,
+                               cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -380,7 +421,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     model.eval()
     el = time.time() - t_stage
     return {"history": history, "seconds": el, "images_per_second": seen / el if seen else None,
-            "frozen": frozen, "class_weights": None if weights is None else weights.tolist()}
+            "frozen": frozen, "class_weights": None if weights is None else weights.tolist(),
+            **({} if sample_w is None else {"subclass_weights": gw.tolist()})}
 
 
 def member_config(cfg: TrainConfig, k: int) -> TrainConfig:
@@ -468,6 +510,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     tax = Taxonomy.from_dict(cfg.taxonomy) if isinstance(cfg.taxonomy, dict) else Taxonomy.from_json(cfg.taxonomy)
     check_colour_constancy(cfg.colour_constancy)
+    check_class_balance(cfg)
     if cfg.positive:
         unknown = [p for p in cfg.positive if p not in tax]
         if unknown:
@@ -556,7 +599,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     coarse_epochs = settings["coarse_epochs"]
     ccfg = cfg if cfg.coarse_class_balance is None else replace(cfg, class_balance=cfg.coarse_class_balance)
     coarse_info = fit(coarse, images, y_meta, tr, ccfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
-                      progress, should_stop)
+                      progress, should_stop, groups=y_sub)
     coarse_info["transferred_tensors"] = len(copied)
     coarse_info["cut"] = cut
     timings["coarse"] = time.time() - t0

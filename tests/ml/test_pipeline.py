@@ -156,6 +156,52 @@ def test_fine_from_reuses_fine_model(tmp_path, taxonomy_file, tiny_data):
     assert man["timings_seconds"]["fine"] == 0.0 and man["training"]["coarse_class_balance"] == "none"
 
 
+def test_coarse_model_weighted_by_sub_class(tmp_path, taxonomy_file, tiny_data):
+    """coarse_class_balance "subclass_weights" weights every photo of the coarse model by the inverse
+    frequency of its sub-class; unknown class balances are refused before training."""
+    from inference.ml.data import read_dataset, split_by_cases
+    from inference.ml.taxonomy import Taxonomy
+    from inference.ml.train import class_weights, weighted_loss
+    # the per-photo loss is normalised like F.cross_entropy(weight=): same value when the photo
+    # weights are the class weights of the labels
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(12, 3, generator=g), torch.tensor([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
+    w = class_weights(y.numpy(), 3, "weights")
+    ref = torch.nn.functional.cross_entropy(logits, y, weight=w)
+    assert torch.allclose(weighted_loss(logits, y, w[y], 0.0), ref, atol=1e-6)
+    assert not torch.allclose(weighted_loss(logits, y, torch.ones(12), 0.0), ref, atol=1e-3)
+    # with label smoothing the photo's weight covers its whole loss, smoothing term included
+    logp = logits.log_softmax(1)
+    per = -(0.9 * logp.gather(1, y[:, None]).squeeze(1) + 0.1 * logp.mean(1))
+    assert torch.allclose(weighted_loss(logits, y, w[y], 0.1), (per * w[y]).sum() / w[y].sum(), atol=1e-6)
+
+    lines = (tiny_data / "labels.csv").read_text().splitlines()     # make "orange" rare: 4 of 10 photos
+    orange = [ln for ln in lines if ",orange," in ln]
+    (tiny_data / "labels.csv").write_text("\n".join(ln for ln in lines if ln not in orange[4:]) + "\n")
+    a = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "a"), **FAST))
+    b = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
+                          fine_from=str(a), coarse_class_balance="subclass_weights", **FAST))
+    man = json.loads((b / "model.json").read_text())
+    assert man["training"]["coarse_class_balance"] == "subclass_weights"
+    info = man["coarse_training"]
+    # weight x training photos is the same for every sub-class (each counts as much as its siblings)
+    tax = Taxonomy.from_json(b / "taxonomy.json")
+    records, _ = read_dataset(tiny_data)
+    tr, _ = split_by_cases(records, set(man["split"]["test_cases"]))
+    counts = np.bincount([tax.sub_classes.index(records[i].label) for i in tr], minlength=len(tax.sub_classes))
+    assert info["class_weights"] is None and len(set(counts)) > 1
+    np.testing.assert_allclose(np.array(info["subclass_weights"]) * counts, counts.sum() / len(counts), rtol=1e-5)
+    assert len(Predictor.load(b, precision="fp32").predict([Image.new("RGB", (40, 40), "gray")])[0].ranked) > 0
+    for key in ("class_balance", "coarse_class_balance", "member_class_balance"):
+        with pytest.raises(ValueError, match=f"{key} 'balanced' is unknown; choose one of none, weights"):
+            train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / key),
+                              **{**FAST, key: "balanced"}))
+        assert not (tmp_path / key / "model.json").exists()
+    with pytest.raises(ValueError, match="class_balance 'subclass_weights' is unknown"):    # coarse model only
+        train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
+                          class_balance="subclass_weights", **FAST))
+
+
 def test_augmenting_thread_uses_one_intra_op_thread():
     """The helper thread that prepares the next batch must not start a second team of intra-op
     threads beside the training step's (on 2 cores that halved the training speed)."""
