@@ -163,8 +163,8 @@ class TrainConfig:
     # meta-classes instead ("weights", the default until session 11) let nevi define what
     # "melanocytic" looks like, so melanomas the fine model half-assigned to bkl moved to bkl
     # (product melanoma recall 0.41 against flat 0.59). Sub-class weights, same fine model,
-    # product: balanced accuracy +0.041 / +0.011, macro F1 +0.018 / +0.015 on splits 0 / 1
-    # (README). None: same as class_balance. "subclass_weights" / "subclass_sqrt_weights" weight
+    # product: balanced accuracy +0.041 / +0.011 / -0.011, macro F1 +0.018 / +0.015 / +0.003 on
+    # splits 0 / 1 / 2 (README). None: same as class_balance. "subclass_weights" / "subclass_sqrt_weights" weight
     # by the photo's sub-class, the others by its meta-class.
     coarse_class_balance: str | None = "subclass_weights"
     focal_gamma: float = 2.0
