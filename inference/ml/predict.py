@@ -26,11 +26,8 @@ For Grad-CAM: ``P.fine_model`` (the first fine model; ``P.fine_models`` lists al
 ``model.get_submodule(P.gradcam_layer_name)``).
 
 Precision: ``Predictor.load(model_dir, precision="auto")`` runs the BN-folded copies in bfloat16
-(stem and first ``networks.BF16_FLOAT_BLOCKS`` blocks in float32, see ``MixedBf16``)
-where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX; ``bench/inference_speed.py`` on a
-2-core EPYC with AVX512-BF16: 223-227 photos/s against 215 in float32 and 253-260 with every layer
-in bfloat16, which changed the first class of 0.7 % of the photos against float32; the float32
-front end brings that to 0-0.2 %), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the
+(stem and first blocks in float32: ``networks.MixedBf16``, whose comment gives the measured
+agreement and cost) where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the
 environment variable ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
 by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
