@@ -27,8 +27,8 @@ For Grad-CAM: ``P.fine_model`` (the first fine model; ``P.fine_models`` lists al
 
 Precision: ``Predictor.load(model_dir, precision="auto")`` runs the BN-folded copies in bfloat16
 (stem and first blocks in float32: ``networks.MixedBf16``, whose comment gives the measured
-agreement and cost) where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the
-environment variable ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
+agreement and cost) where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX), else in
+float32; ``"fp32"`` / ``"bf16"`` force one, and the environment variable ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
 by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
 macro F1 (README).
