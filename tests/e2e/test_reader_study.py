@@ -6,14 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 from derm_portal import roles
 from reports.models import Reading, ReaderStudy
+from tests.e2e.pages import submit_and_wait
 from tests.reports.test_study_flow import make_confirmed_case, make_model_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -23,17 +22,6 @@ def _shot(browser, tmp_path, name):
     folder = Path(os.environ.get("DERM_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(folder / f"reader-study-{name}.png"))
-
-
-def _submit(browser, element):
-    """Click a button that loads a new page and wait until the old page is gone.
-
-    While the page is being replaced, chromedriver can answer a query about the old element with
-    a generic "unhandled inspector error" instead of "stale element": retried, not a failure."""
-    element.click()
-    wait = WebDriverWait(browser, 15, ignored_exceptions=(WebDriverException,))
-    wait.until(EC.staleness_of(element))
-    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 def _login_as(browser, login, user):
@@ -46,7 +34,7 @@ def _login_as(browser, login, user):
 def _read_everything(browser, live_server, login, user, tmp_path):
     _login_as(browser, login, user)
     browser.get(live_server.url + "/reading/")
-    _submit(browser, browser.find_element(By.LINK_TEXT, "Start"))
+    submit_and_wait(browser, browser.find_element(By.LINK_TEXT, "Start"))
     for k in range(50):
         if "/case/" not in browser.current_url:
             break
@@ -57,7 +45,7 @@ def _read_everything(browser, live_server, login, user, tmp_path):
         radios = browser.find_elements(By.CSS_SELECTOR, "input[name=answer]")
         radios[k % 2].click()
         browser.find_element(By.CSS_SELECTOR, "input[name=confidence][value='4']").click()
-        _submit(browser, browser.find_element(By.ID, "submit-answer"))
+        submit_and_wait(browser, browser.find_element(By.ID, "submit-answer"))
     assert browser.current_url.endswith("/reading/")
 
 
@@ -81,19 +69,19 @@ def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser
     Select(browser.find_element(By.NAME, "positive_codes")).select_by_value("mel")
     Select(browser.find_element(By.NAME, "confidence_scale")).select_by_value("five")
     Select(browser.find_element(By.NAME, "model_version")).select_by_visible_text(str(mv))
-    _submit(browser, browser.find_element(By.CSS_SELECTOR, "#study-form button[type=submit]"))
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "#study-form button[type=submit]"))
     assert "/studies/" in browser.current_url and "Melanoma e2e study" in browser.page_source
-    _submit(browser, browser.find_element(By.ID, "add-cases"))
+    submit_and_wait(browser, browser.find_element(By.ID, "add-cases"))
     assert "4 case(s) added" in browser.page_source
     for user, level in ((reader_a, "resident"), (reader_b, "expert")):
         Select(browser.find_element(By.NAME, "user")).select_by_value(str(user.pk))
         Select(browser.find_element(By.NAME, "experience")).select_by_value(level)
-        _submit(browser, browser.find_element(By.ID, "invite"))
+        submit_and_wait(browser, browser.find_element(By.ID, "invite"))
         assert "Reader invited" in browser.page_source
-    _submit(browser, browser.find_element(By.ID, "refresh-model"))
+    submit_and_wait(browser, browser.find_element(By.ID, "refresh-model"))
     assert "model output for 4" in browser.page_source
     _shot(browser, tmp_path, "setup")
-    _submit(browser, browser.find_element(By.ID, "open-study"))
+    submit_and_wait(browser, browser.find_element(By.ID, "open-study"))
     study = ReaderStudy.objects.get(title="Melanoma e2e study")
     assert study.status == "open"
 

@@ -9,6 +9,7 @@ from derm_portal import roles
 from inference import services
 from inference.models import TrainingRun
 from inference.views import CAMERA_PRESETS
+from tests.e2e.pages import submit_and_wait
 from tests.inference.test_training import labelled_cases  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -27,8 +28,8 @@ def test_training_form_queues_run_with_camera_preset(browser, live_server, login
     form.find_element(By.NAME, "name").send_keys("clinic cameras")
     form.find_element(By.NAME, "epochs").send_keys("1")
     cameras.select_by_visible_text("blur and noise on half the photos")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(browser, 30).until(lambda d: "queued" in d.find_element(By.TAG_NAME, "body").text)
+    submit_and_wait(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    assert "queued" in browser.find_element(By.TAG_NAME, "body").text
     run = TrainingRun.objects.get()
     assert browser.current_url.endswith(f"/training/{run.pk}/")
     assert run.name == "clinic cameras" and run.label_sources == ["consensus", "histopathology"]
