@@ -1,5 +1,5 @@
 """Derm Portal ML engine: granularity-transfer hierarchical skin-lesion classification.
 
-Pure PyTorch; never imports Django. See ``inference/ml/README.md`` for the public API.
+Pure PyTorch; never imports Django. The public API and the command line: README.md, "ML engine".
 """
 __version__ = "0.1.0"

@@ -224,7 +224,7 @@ def fuse_for_inference(model: Classifier) -> Classifier:
 # wide activation ranges whose rounding to bfloat16's 8-bit mantissa moved the fine probabilities
 # by up to 0.10-0.17 (HAM10000 hold-out, one view; 0.7 % of the photos got another first class
 # than in float32). With the stem + 4 blocks in float32: at most 0.02, 0-0.4 % of the photos,
-# for 12-14 % of the all-bfloat16 throughput (README, session 11).
+# for 12-14 % of the all-bfloat16 throughput (bench/RESULTS.md, session 11).
 BF16_FLOAT_BLOCKS = 4
 
 

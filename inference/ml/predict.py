@@ -31,7 +31,7 @@ agreement and cost) where the CPU multiplies bfloat16 natively (AVX512-BF16 / AM
 float32; ``"fp32"`` / ``"bf16"`` force one, and the environment variable ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
 by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
-macro F1 (README).
+macro F1 (bench/RESULTS.md).
 Grad-CAM always uses the float32 originals. ``P.precision`` says which one runs.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ EfficientNet-Lite0 from ImageNet at 160 px, channels_last, stem + first 3 blocks
 model, 12 epochs); coarse model from the fine model up to block 11 of 16 and ImageNet after it,
 all of it fine-tuned for 6 epochs with each photo weighted by its sub-class's inverse frequency
 (see coarse_class_balance);
-AdamW (see README "ML engine" for the measured comparison with the thesis SGD recipe),
+AdamW (measured against the thesis SGD recipe: bench/RESULTS.md, "Recipe probes"),
 cosine schedule with 50-batch burn-in (power 4), sqrt-inverse-frequency class weights (fine),
 the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips + another camera's optics
 (blur, sensor noise); one view at evaluation (flip TTA optional, ``tta``).
@@ -142,8 +142,8 @@ class TrainConfig:
     colour_constancy: str = "shades_of_gray"  # every photo's illuminant made grey before training and
                                         # prediction (data.colour_constancy; "none" = photos as taken).
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
-                                        # colour cast costs 0.5-3 points instead of 6-18 (README)
-    epochs: int = 12                    # fine model (16 measured worse on the hold-out: README)
+                                        # colour cast costs 0.5-3 points instead of 6-18 (bench/RESULTS.md)
+    epochs: int = 12                    # fine model (16 measured worse on the hold-out: bench/RESULTS.md)
     coarse_epochs: int | None = None    # default: max(1, round(epochs / 2))
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
     freeze_transferred: bool = False    # True: do not update the transferred part (4x cheaper coarse stage)
@@ -165,7 +165,7 @@ class TrainConfig:
     # "melanocytic" looks like, so melanomas the fine model half-assigned to bkl moved to bkl
     # (product melanoma recall 0.41 against flat 0.59). Sub-class weights, same fine model,
     # product: balanced accuracy +0.041 / +0.011 / -0.011, macro F1 +0.018 / +0.015 / +0.003 on
-    # splits 0 / 1 / 2 (README). None: same as class_balance. "subclass_weights" / "subclass_sqrt_weights" weight
+    # splits 0 / 1 / 2 (bench/RESULTS.md). None: same as class_balance. "subclass_weights" / "subclass_sqrt_weights" weight
     # by the photo's sub-class, the others by its meta-class.
     coarse_class_balance: str | None = "subclass_weights"
     focal_gamma: float = 2.0
@@ -180,7 +180,7 @@ class TrainConfig:
     folds: int | None = None
     fold: int = 0
     seed: int = 0
-    tta: bool = False   # flip TTA: no measurable gain with flip-augmented models, twice the compute (README session 8)
+    tta: bool = False   # flip TTA: no measurable gain with flip-augmented models, twice the compute (bench/RESULTS.md session 8)
     channels_last: bool = True
     threads: int | None = None
     adaptive_threads: bool = True       # switch between 1 and N intra-op threads, whichever is faster
@@ -193,7 +193,7 @@ class TrainConfig:
     eval_batch_size: int = 8            # small batches are faster on this CPU (bench/inference_speed.py sweep)
     ood_quantile: float = 0.99
     int8_calibration_images: int = 0    # >0: store int8 activation ranges from this many training images
-                                        # (opt-in int8 serving, quantize.py; costs accuracy, README)
+                                        # (opt-in int8 serving, quantize.py; costs accuracy, bench/RESULTS.md)
 
     def resolved(self) -> dict:
         d = asdict(self)
