@@ -144,7 +144,8 @@ class TrainConfig:
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
                                         # colour cast costs 0.5-3 points instead of 6-18 (bench/RESULTS.md)
     epochs: int = 12                    # fine model (16 measured worse on the hold-out: bench/RESULTS.md)
-    coarse_epochs: int | None = None    # default: max(1, round(epochs / 2))
+    coarse_epochs: int | None = None    # default: half the fine model's, more on small training splits
+                                        # (coarse_epochs_for)
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
     freeze_transferred: bool = False    # True: do not update the transferred part (4x cheaper coarse stage)
     freeze_blocks: int = 3              # fine model: stem + first N blocks frozen (-1: none)
@@ -202,9 +203,28 @@ class TrainConfig:
         d["out"] = None
         d["cache_dir"] = None
         d["fine_from"] = None if self.fine_from is None else Path(str(self.fine_from)).name
-        d["coarse_epochs"] = self.coarse_epochs if self.coarse_epochs is not None else max(1, round(self.epochs / 2))
         d["augmentation"] = AugmentConfig.from_overrides(self.augment).to_dict()   # every field, defaults included
         return d
+
+
+# The coarse model's blocks after the cut and its head start from ImageNet, not from a model that
+# has seen these photos, so it needs optimisation steps more than epochs: with half the fine model's
+# epochs on a 600-photo training split (108 steps) it fell behind and product fusion lost 5 points of
+# macro F1 against the flat model (bench/RESULTS.md, session 12). By default it therefore gets at
+# least the steps it gets on a training split of COARSE_REFERENCE_PHOTOS photos (HAM10000's 80 %:
+# 4,787), in at most COARSE_MAX_FACTOR times its epochs.
+COARSE_REFERENCE_PHOTOS = 4800
+COARSE_MAX_FACTOR = 8
+
+
+def coarse_epochs_for(cfg: TrainConfig, n_train: int) -> int:
+    """The coarse model's epochs for a training split of ``n_train`` photos: ``cfg.coarse_epochs`` if
+    set; else half the fine model's epochs (6 of 12), raised on splits smaller than
+    COARSE_REFERENCE_PHOTOS so the number of photos seen stays the same, up to COARSE_MAX_FACTOR x."""
+    if cfg.coarse_epochs is not None:
+        return int(cfg.coarse_epochs)
+    base = max(1, round(cfg.epochs / 2))
+    return int(min(base * COARSE_MAX_FACTOR, max(base, math.ceil(base * COARSE_REFERENCE_PHOTOS / max(1, n_train)))))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -604,7 +624,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         frozen_c = freeze_first_blocks(coarse, cfg.freeze_blocks) if cut == "none" else []
     if cut == "all" and cfg.freeze_transferred:
         frozen_c = ["backbone."]
-    coarse_epochs = settings["coarse_epochs"]
+    coarse_epochs = coarse_epochs_for(cfg, len(tr))
     ccfg = cfg if cfg.coarse_class_balance is None else replace(cfg, class_balance=cfg.coarse_class_balance)
     coarse_info = fit(coarse, images, y_meta, tr, ccfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
                       progress, should_stop, groups=y_sub)
@@ -682,7 +702,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "tta": cfg.tta,
         "positive": cfg.positive,
         "has_binary": binary is not None,
-        "training": settings,
+        "training": {**settings, "coarse_epochs": coarse_epochs},
         "seed": cfg.seed,
         "data": {"fingerprint": D["fingerprint"], "format": D["format"], "n_images": len(records),
                  "n_train": int(len(tr)), "n_test": int(len(te)),
