@@ -56,9 +56,10 @@ def add_train_args(p):
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--colour-constancy", default=d.colour_constancy, choices=list(COLOUR_CONSTANCY),
                    help="shades_of_gray: make every photo's illuminant grey (training and prediction)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--coarse-epochs", type=int, default=None,
-                   help="default: half of --epochs, more on training splits under 4,800 photos (up to 8x)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="fine model; default 12, more on training splits under 4,800 photos (up to 36)")
+    p.add_argument("--coarse-epochs", type=int, default=d.coarse_epochs,
+                   help="default: half the fine model's")
     p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')
     p.add_argument("--freeze-transferred", action="store_true",
                    help="coarse model: keep the transferred part frozen (about 4x cheaper coarse stage)")

@@ -143,9 +143,9 @@ class TrainConfig:
                                         # prediction (data.colour_constancy; "none" = photos as taken).
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
                                         # colour cast costs 0.5-3 points instead of 6-18 (bench/RESULTS.md)
-    epochs: int = 12                    # fine model (16 measured worse on the hold-out: bench/RESULTS.md)
-    coarse_epochs: int | None = None    # default: half the fine model's, more on small training splits
-                                        # (coarse_epochs_for)
+    epochs: int | None = None           # fine model; None: 12 (16 measured worse on HAM10000), more on
+                                        # training splits under 4,800 photos (epochs_for)
+    coarse_epochs: int | None = None    # None: half the fine model's (epochs_for)
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
     freeze_transferred: bool = False    # True: do not update the transferred part (4x cheaper coarse stage)
     freeze_blocks: int = 3              # fine model: stem + first N blocks frozen (-1: none)
@@ -207,24 +207,31 @@ class TrainConfig:
         return d
 
 
-# The coarse model's blocks after the cut and its head start from ImageNet, not from a model that
-# has seen these photos, so it needs optimisation steps more than epochs: with half the fine model's
-# epochs on a 600-photo training split (108 steps) it fell behind and product fusion lost 5 points of
-# macro F1 against the flat model (bench/RESULTS.md, session 12). By default it therefore gets at
-# least the steps it gets on a training split of COARSE_REFERENCE_PHOTOS photos (HAM10000's 80 %:
-# 4,787), in at most COARSE_MAX_FACTOR times its epochs.
-COARSE_REFERENCE_PHOTOS = 4800
-COARSE_MAX_FACTOR = 8
+# Epochs scale with the training split. With 12 fine / 6 coarse epochs a 600-photo split gets 216 /
+# 108 optimisation steps instead of HAM10000's 1,800 / 900, and the hierarchy falls behind: product
+# fusion 5 points of macro F1 below the flat model. Three times the epochs on both stages gave product
+# balanced accuracy +0.053, macro F1 +0.098 (flat +0.026 macro F1); most of it came from the longer
+# fine model, from which the coarse model is transferred (bench/RESULTS.md, session 12). So by default
+# both stages see as many photos as on a REFERENCE_PHOTOS-photo split, in at most MAX_EPOCH_FACTOR
+# times their epochs. Epochs that are set are kept as they are.
+AUTO_EPOCHS = 12
+REFERENCE_PHOTOS = 4800          # HAM10000's 80 % training split: 4,787 photos
+MAX_EPOCH_FACTOR = 3
 
 
-def coarse_epochs_for(cfg: TrainConfig, n_train: int) -> int:
-    """The coarse model's epochs for a training split of ``n_train`` photos: ``cfg.coarse_epochs`` if
-    set; else half the fine model's epochs (6 of 12), raised on splits smaller than
-    COARSE_REFERENCE_PHOTOS so the number of photos seen stays the same, up to COARSE_MAX_FACTOR x."""
+def epochs_for(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
+    """(fine, coarse) epochs for a training split of ``n_train`` photos. Unset fine epochs: 12, raised
+    on splits smaller than REFERENCE_PHOTOS to keep the photos seen, up to MAX_EPOCH_FACTOR x. Unset
+    coarse epochs: half the fine model's (raised the same way when the fine epochs are unset)."""
+    factor = min(MAX_EPOCH_FACTOR, max(1.0, REFERENCE_PHOTOS / max(1, n_train)))
+    fine = cfg.epochs if cfg.epochs is not None else round(AUTO_EPOCHS * factor)
     if cfg.coarse_epochs is not None:
-        return int(cfg.coarse_epochs)
-    base = max(1, round(cfg.epochs / 2))
-    return int(min(base * COARSE_MAX_FACTOR, max(base, math.ceil(base * COARSE_REFERENCE_PHOTOS / max(1, n_train)))))
+        coarse = cfg.coarse_epochs
+    elif cfg.epochs is not None:
+        coarse = max(1, round(cfg.epochs / 2))
+    else:
+        coarse = round(AUTO_EPOCHS / 2 * factor)
+    return int(fine), int(coarse)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -563,6 +570,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     tr = _subsample(tr, y_sub, cfg.max_train_images, cfg.seed)
     pre = preprocessing_for(cfg)
 
+    fine_epochs, coarse_epochs = epochs_for(cfg, len(tr))
+
     # 1. fine model(s): member 0 as always; members 1.. get their own seed (head, order, augmentation)
     n_members = max(1, int(cfg.fine_models))
     fines, fine_infos = [], []
@@ -598,7 +607,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
             torch.manual_seed(mcfg.seed)
         m = build_model(cfg, len(tax.sub_classes))
         frozen_fine = freeze_first_blocks(m, cfg.freeze_blocks)
-        info = fit(m, images, y_sub, tr, mcfg, "fine", cfg.epochs,
+        info = fit(m, images, y_sub, tr, mcfg, "fine", fine_epochs,
                    work / (Path(art.fine_file(k)).stem + ".ckpt"), frozen_fine,
                    _member_progress(progress, k, n_members, cfg.batch_size), should_stop)
         info["seed"] = mcfg.seed
@@ -624,7 +633,6 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         frozen_c = freeze_first_blocks(coarse, cfg.freeze_blocks) if cut == "none" else []
     if cut == "all" and cfg.freeze_transferred:
         frozen_c = ["backbone."]
-    coarse_epochs = coarse_epochs_for(cfg, len(tr))
     ccfg = cfg if cfg.coarse_class_balance is None else replace(cfg, class_balance=cfg.coarse_class_balance)
     coarse_info = fit(coarse, images, y_meta, tr, ccfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
                       progress, should_stop, groups=y_sub)
@@ -702,7 +710,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "tta": cfg.tta,
         "positive": cfg.positive,
         "has_binary": binary is not None,
-        "training": {**settings, "coarse_epochs": coarse_epochs},
+        "training": {**settings, "epochs": fine_epochs, "coarse_epochs": coarse_epochs,
+                     "epochs_set": {"fine": cfg.epochs is not None, "coarse": cfg.coarse_epochs is not None}},
         "seed": cfg.seed,
         "data": {"fingerprint": D["fingerprint"], "format": D["format"], "n_images": len(records),
                  "n_train": int(len(tr)), "n_test": int(len(te)),

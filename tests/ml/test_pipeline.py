@@ -145,29 +145,31 @@ def test_progress_fields_and_kfold(tmp_path, taxonomy_file, tiny_data):
     assert man["split"]["kind"] == "kfold" and man["split"]["fold"] == 1
 
 
-def test_coarse_epochs_rule():
-    """Default coarse epochs: half the fine model's; on small training splits as many as keep the photos
-    seen (steps) at what a 4,800-photo split gets, at most 8x; a set value is kept."""
-    from inference.ml.train import coarse_epochs_for
+def test_epochs_rule():
+    """Unset epochs: 12 fine / 6 coarse, raised on training splits under 4,800 photos so both stages see
+    as many photos, at most 3x; epochs that are set are kept (coarse default: half the fine model's)."""
+    from inference.ml.train import epochs_for
     cfg = TrainConfig(data="", taxonomy="", out="")
-    assert cfg.epochs == 12 and cfg.coarse_epochs is None
-    assert [coarse_epochs_for(cfg, n) for n in (20000, 4800, 4787, 1500, 600, 100)] == [6, 6, 7, 20, 48, 48]
-    assert coarse_epochs_for(TrainConfig(data="", taxonomy="", out="", epochs=2), 300) == 8
-    assert coarse_epochs_for(TrainConfig(data="", taxonomy="", out="", coarse_epochs=3), 100) == 3
+    assert cfg.epochs is None and cfg.coarse_epochs is None
+    assert [epochs_for(cfg, n) for n in (20000, 4800, 4787, 3200, 1500, 100)] == [
+        (12, 6), (12, 6), (12, 6), (18, 9), (36, 18), (36, 18)]
+    assert epochs_for(TrainConfig(data="", taxonomy="", out="", epochs=2), 300) == (2, 1)
+    assert epochs_for(TrainConfig(data="", taxonomy="", out="", epochs=5, coarse_epochs=3), 100) == (5, 3)
+    assert epochs_for(TrainConfig(data="", taxonomy="", out="", coarse_epochs=4), 100) == (36, 4)
 
 
-def test_default_coarse_epochs_follow_the_training_split(tmp_path, taxonomy_file, tiny_data):
-    from inference.ml.train import coarse_epochs_for
+def test_default_epochs_follow_the_training_split(tmp_path, taxonomy_file, tiny_data):
     seen = []
     cfg = TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
-                      **{**FAST, "coarse_epochs": None})
+                      **{**FAST, "epochs": None, "coarse_epochs": None})
     out = train(cfg, progress=seen.append)
     man = json.loads((out / "model.json").read_text())
-    n_train = man["data"]["n_train"]
-    assert n_train < 100 and coarse_epochs_for(cfg, n_train) == 8        # 1 epoch (half of 2) x 8
-    assert man["training"]["coarse_epochs"] == 8 and len(man["coarse_training"]["history"]) == 8
-    assert len(man["fine_training"]["history"]) == 2
-    assert {d["epochs"] for d in seen if d.get("stage") == "coarse" and "epochs" in d} == {8}
+    assert man["data"]["n_train"] < 1600                                  # small split: 3x the epochs
+    assert man["training"]["epochs"] == 36 and man["training"]["coarse_epochs"] == 18
+    assert man["training"]["epochs_set"] == {"fine": False, "coarse": False}
+    assert len(man["fine_training"]["history"]) == 36 and len(man["coarse_training"]["history"]) == 18
+    assert {d["epochs"] for d in seen if d.get("stage") == "coarse" and "epochs" in d} == {18}
+    assert {d["epochs"] for d in seen if d.get("stage") == "fine" and "epochs" in d} == {36}
 
 
 def test_fine_from_reuses_fine_model(tmp_path, taxonomy_file, tiny_data):
