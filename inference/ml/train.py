@@ -17,7 +17,8 @@ Defaults (the recipe used for the HAM10000 benchmark, chosen for a 2-core CPU an
 EfficientNet-Lite0 from ImageNet at 160 px, channels_last, stem + first 3 blocks frozen (fine
 model, 12 epochs); coarse model from the fine model up to block 11 of 16 and ImageNet after it,
 all of it fine-tuned for 6 epochs with each photo weighted by its sub-class's inverse frequency
-(see coarse_class_balance);
+(see coarse_class_balance); on training splits under 4,800 photos both stages get up to 3x the
+epochs (epochs_for);
 AdamW (measured against the thesis SGD recipe: bench/RESULTS.md, "Recipe probes"),
 cosine schedule with 50-batch burn-in (power 4), sqrt-inverse-frequency class weights (fine),
 the thesis augmentation (HSV, affine, centre-sparing Cutout) + flips + another camera's optics
