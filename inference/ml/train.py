@@ -17,7 +17,7 @@ Defaults (the recipe used for the HAM10000 benchmark, chosen for a 2-core CPU an
 EfficientNet-Lite0 from ImageNet at 160 px, channels_last, stem + first 3 blocks frozen (fine
 model, 12 epochs); coarse model from the fine model up to block 11 of 16 and ImageNet after it,
 all of it fine-tuned for 6 epochs with each photo weighted by its sub-class's inverse frequency
-(see coarse_class_balance); on training splits under 4,800 photos both stages get up to 3x the
+(see coarse_class_balance); on training splits under 1,800 photos both stages get up to 3x the
 epochs (epochs_for);
 AdamW (measured against the thesis SGD recipe: bench/RESULTS.md, "Recipe probes"),
 cosine schedule with 50-batch burn-in (power 4), sqrt-inverse-frequency class weights (fine),
@@ -145,7 +145,7 @@ class TrainConfig:
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
                                         # colour cast costs 0.5-3 points instead of 6-18 (bench/RESULTS.md)
     epochs: int | None = None           # fine model; None: 12 (16 measured worse on HAM10000), more on
-                                        # training splits under 4,800 photos (epochs_for)
+                                        # training splits under 1,800 photos (epochs_for)
     coarse_epochs: int | None = None    # None: half the fine model's (epochs_for)
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
     freeze_transferred: bool = False    # True: do not update the transferred part (4x cheaper coarse stage)
@@ -214,9 +214,9 @@ class TrainConfig:
 # balanced accuracy +0.053, macro F1 +0.098 (flat +0.026 macro F1); most of it came from the longer
 # fine model, from which the coarse model is transferred (bench/RESULTS.md, session 12). So by default
 # both stages see as many photos as on a REFERENCE_PHOTOS-photo split, in at most MAX_EPOCH_FACTOR
-# times their epochs. Epochs that are set are kept as they are.
+# times their epochs (with 4,800, a 1,500-photo split lost 4-7 points of balanced accuracy). Epochs that are set are kept as they are.
 AUTO_EPOCHS = 12
-REFERENCE_PHOTOS = 4800          # HAM10000's 80 % training split: 4,787 photos
+REFERENCE_PHOTOS = 1800          # 4,800 (HAM10000's split) cost 1,500-photo splits balanced accuracy
 MAX_EPOCH_FACTOR = 3
 
 
