@@ -226,11 +226,10 @@ def _engine_defaults() -> dict:
     from dataclasses import fields
 
     from inference.ml.data import AugmentConfig
-    from inference.ml.train import AUTO_EPOCHS, MAX_EPOCH_FACTOR, REFERENCE_PHOTOS, TrainConfig
+    from inference.ml.train import AUTO_EPOCHS_RULE, TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig) if f.name in FORM_SETTINGS}
-    d["epochs"] = (f"{AUTO_EPOCHS}, up to {AUTO_EPOCHS * MAX_EPOCH_FACTOR} with fewer than "   # shown, not posted
-                   f"{REFERENCE_PHOTOS:,} training photos")
+    d["epochs"] = AUTO_EPOCHS_RULE                                       # shown, not posted
     d["colour_constancy"] = d["colour_constancy"].replace("_", " ")     # shown, not posted
     d["cameras"] = _camera_augmentation({"augmentation": AugmentConfig().to_dict()}) or "off"
     return d

@@ -46,7 +46,7 @@ def _positive(s):
 
 def add_train_args(p):
     from .data import COLOUR_CONSTANCY
-    from .train import BALANCES, SUBCLASS_BALANCES, TrainConfig
+    from .train import AUTO_EPOCHS_RULE, BALANCES, SUBCLASS_BALANCES, TrainConfig
     d = TrainConfig(data="", taxonomy="", out="")
     p.add_argument("--data", required=True)
     p.add_argument("--taxonomy", required=True)
@@ -57,7 +57,7 @@ def add_train_args(p):
     p.add_argument("--colour-constancy", default=d.colour_constancy, choices=list(COLOUR_CONSTANCY),
                    help="shades_of_gray: make every photo's illuminant grey (training and prediction)")
     p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="fine model; default 12, more on training splits under 1,800 photos (up to 36)")
+                   help=f"fine model; default {AUTO_EPOCHS_RULE}")
     p.add_argument("--coarse-epochs", type=int, default=d.coarse_epochs,
                    help="default: half the fine model's")
     p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')

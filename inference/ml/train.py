@@ -208,16 +208,16 @@ class TrainConfig:
         return d
 
 
-# Epochs scale with the training split. With 12 fine / 6 coarse epochs a 600-photo split gets 216 /
-# 108 optimisation steps instead of HAM10000's 1,800 / 900, and the hierarchy falls behind: product
-# fusion 5 points of macro F1 below the flat model. Three times the epochs on both stages gave product
-# balanced accuracy +0.053, macro F1 +0.098 (flat +0.026 macro F1); most of it came from the longer
-# fine model, from which the coarse model is transferred (bench/RESULTS.md, session 12). So by default
-# both stages see as many photos as on a REFERENCE_PHOTOS-photo split, in at most MAX_EPOCH_FACTOR
-# times their epochs (with 4,800, a 1,500-photo split lost 4-7 points of balanced accuracy). Epochs that are set are kept as they are.
+# Epochs scale with the training split: with 12 fine / 6 coarse epochs a 600-photo split gets 216 / 108
+# optimisation steps instead of HAM10000's 1,800 / 900, and product fusion fell 5 points of macro F1
+# below the flat model; 3x the epochs fixed that, mostly through the longer fine model, but cost
+# 1,500-photo splits balanced accuracy (bench/RESULTS.md, session 12). So unset epochs keep the
+# photos seen at what a REFERENCE_PHOTOS-photo split gets, in at most MAX_EPOCH_FACTOR x the epochs.
 AUTO_EPOCHS = 12
-REFERENCE_PHOTOS = 1800          # 4,800 (HAM10000's split) cost 1,500-photo splits balanced accuracy
+REFERENCE_PHOTOS = 1800
 MAX_EPOCH_FACTOR = 3
+AUTO_EPOCHS_RULE = (f"{AUTO_EPOCHS}, up to {AUTO_EPOCHS * MAX_EPOCH_FACTOR} with fewer than "
+                    f"{REFERENCE_PHOTOS:,} training photos")     # said by the CLI help and the portal form
 
 
 def epochs_for(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
