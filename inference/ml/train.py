@@ -276,19 +276,21 @@ def class_weights(y: np.ndarray, C: int, mode: str) -> torch.Tensor | None:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def loss_fn(logits, y, weights, mode, gamma, smoothing):
+def loss_fn(logits, y, photo_w, mode, gamma, smoothing):
+    """Training loss of a batch; ``photo_w``: the weight of every photo of the batch (its class's or
+    its sub-class's, ``class_weights``) or None."""
     if mode == "focal":
         logp = F.log_softmax(logits.float(), 1)
         lp = logp.gather(1, y[:, None]).squeeze(1)
         p = lp.exp()
-        a = weights[y] if weights is not None else 1.0
+        a = photo_w if photo_w is not None else 1.0
         return (-a * (1 - p) ** gamma * lp).mean()
-    if weights is not None:
+    if photo_w is not None:
         # per photo: F.cross_entropy(weight=, label_smoothing=) would weight the smoothing term of
         # every photo by the weights of *all* classes, so with inverse-frequency weights it pulls
         # each photo towards the rare classes (HAM10000, smoothing 0.1 with full weights: coarse
         # accuracy 0.165). Equal to F.cross_entropy(weight=) without smoothing.
-        return weighted_loss(logits, y, weights[y], smoothing)
+        return weighted_loss(logits, y, photo_w, smoothing)
     return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
 
@@ -359,7 +361,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(cfg, model)
     yt = y[idx]
-    sample_w = None
+    sample_w, gw = None, None      # weight of every photo (indexed like y); sub-class weights
     if cfg.class_balance in SUBCLASS_BALANCES:
         if groups is None:
             raise ValueError(f"class balance {cfg.class_balance!r} needs the sub-class of every photo")
@@ -369,6 +371,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         weights = None
     else:
         weights = class_weights(yt, C, cfg.class_balance)
+        if weights is not None:     # None: "none", or "sampler" (balances by drawing, not weighting)
+            sample_w = weights[torch.as_tensor(y, dtype=torch.long)]
     bs = min(cfg.batch_size, len(idx))
     steps = max(1, len(idx) // bs)
     total = steps * epochs
@@ -423,11 +427,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             lr = lr_at(step, total, cfg)
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            if sample_w is not None:
-                loss = weighted_loss(model(x), target, sample_w[torch.as_tensor(bi)], cfg.label_smoothing)
-            else:
-                loss = loss_fn(model(x), target, weights if cfg.class_balance != "sampler" else None,
-                               cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing)
+            photo_w = None if sample_w is None else sample_w[torch.as_tensor(bi)]
+            loss = loss_fn(model(x), target, photo_w, cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -458,7 +459,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     el = time.time() - t_stage
     return {"history": history, "seconds": el, "images_per_second": seen / el if seen else None,
             "frozen": frozen, "class_weights": None if weights is None else weights.tolist(),
-            **({} if sample_w is None else {"subclass_weights": gw.tolist()})}
+            **({} if gw is None else {"subclass_weights": gw.tolist()})}
 
 
 def member_config(cfg: TrainConfig, k: int) -> TrainConfig:

@@ -201,13 +201,12 @@ def test_coarse_model_weighted_by_sub_class(tmp_path, taxonomy_file, tiny_data):
     logp = logits.log_softmax(1)
     per = -(0.9 * logp.gather(1, y[:, None]).squeeze(1) + 0.1 * logp.mean(1))
     assert torch.allclose(weighted_loss(logits, y, w[y], 0.1), (per * w[y]).sum() / w[y].sum(), atol=1e-6)
-    # the training loss: class weights with label smoothing weigh each photo by its own class only,
-    # so the weight of a class absent from the batch does not change it
-    common = torch.zeros(12, dtype=torch.long)
-    w2 = w.clone()
-    w2[2] *= 10
-    assert torch.allclose(loss_fn(logits, common, w, "weights", 2.0, 0.1), loss_fn(logits, common, w2, "weights", 2.0, 0.1))
-    assert torch.allclose(loss_fn(logits, y, w, "sqrt_weights", 2.0, 0.0), ref, atol=1e-6)
+    # the training loss takes one weight per photo: focal loss uses it as the photo's alpha
+    lp = logits.log_softmax(1).gather(1, y[:, None]).squeeze(1)
+    focal = (-w[y] * (1 - lp.exp()) ** 2.0 * lp).mean()
+    assert torch.allclose(loss_fn(logits, y, w[y], "focal", 2.0, 0.0), focal, atol=1e-6)
+    assert not torch.allclose(loss_fn(logits, y, None, "focal", 2.0, 0.0), focal, atol=1e-3)
+    assert torch.allclose(loss_fn(logits, y, w[y], "sqrt_weights", 2.0, 0.0), ref, atol=1e-6)
 
     lines = (tiny_data / "labels.csv").read_text().splitlines()     # make "orange" rare: 4 of 10 photos
     orange = [ln for ln in lines if ",orange," in ln]
