@@ -96,6 +96,11 @@ def test_shades_of_gray_removes_a_colour_cast():
     assert np.array_equal(colour_constancy(np.zeros((4, 4, 3), np.uint8)), np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="'grey_world' is unknown"):
         colour_constancy(img, "grey_world")
+    # the per-value lookup gives the per-pixel formula: Minkowski p=6 illuminant, grey gains
+    x = cast.astype(np.float64)
+    e = ((x / 255.0) ** 6).reshape(-1, 3).mean(0) ** (1 / 6)
+    ref = np.clip(x * (np.linalg.norm(e) / (np.sqrt(3.0) * e)) + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(b, ref)
 
 
 def test_cache_keeps_colour_corrected_images_apart(tmp_path):
