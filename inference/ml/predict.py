@@ -32,7 +32,9 @@ float32; ``"fp32"`` / ``"bf16"`` force one, and the environment variable ``DERM_
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
 by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
 macro F1 (bench/RESULTS.md).
-Grad-CAM always uses the float32 originals. ``P.precision`` says which one runs.
+Float32 runs through ONNX Runtime (``runtime.OrtModel``; ``runtime="torch"`` or
+``DERM_ML_RUNTIME=torch`` keeps PyTorch's kernels, which also serve when ONNX Runtime is missing).
+Grad-CAM always uses the float32 originals. ``P.precision`` and ``P.runtime`` say which one runs.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ import torch
 from . import artefact as art
 from .data import load_image, normalise
 from .networks import GRADCAM_LAYER, Classifier, MixedBf16, fuse_for_inference, resolve_precision
+from .runtime import OrtModel, resolve_runtime
 from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
 
 
@@ -94,7 +97,7 @@ class Differential:
 
 class Predictor:
     def __init__(self, model_dir, manifest, taxonomy, fines: list, coarse, binary, ood_means,
-                 precision: str | None = None):
+                 precision: str | None = None, runtime: str | None = None):
         fine = fines[0]
         self.model_dir = Path(model_dir)
         self.manifest = manifest
@@ -115,6 +118,7 @@ class Predictor:
         self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
         self.precision = resolve_precision(precision)
+        self.runtime = "torch"        # float32 runs through ONNX Runtime (runtime.py) unless "torch"
         from . import quantize
         calibrated = (self.model_dir / quantize.FILE).is_file()
         if self.precision == "int8" and precision is None and not calibrated:
@@ -134,14 +138,23 @@ class Predictor:
             self._fast_coarse = MixedBf16(coarse).to(memory_format=torch.channels_last)
         else:
             from .quantize import WithFeatures
-            self._fast_fines = [WithFeatures(fuse_for_inference(m)).to(memory_format=torch.channels_last)
-                                for m in fines]
-            self._fast_coarse = WithFeatures(fuse_for_inference(coarse)).to(memory_format=torch.channels_last)
+            folded = [WithFeatures(fuse_for_inference(m)) for m in [*fines, coarse]]
+            self.runtime = resolve_runtime(runtime)
+            if self.runtime == "onnxruntime":
+                try:
+                    fast = [OrtModel(m) for m in folded]
+                except Exception as e:  # onnxruntime missing or the export failed: PyTorch still serves
+                    logging.getLogger(__name__).warning("%s: ONNX Runtime unavailable (%s: %s); serving with PyTorch",
+                                                        self.model_dir, type(e).__name__, e)
+                    self.runtime = "torch"
+            if self.runtime == "torch":
+                fast = [m.to(memory_format=torch.channels_last) for m in folded]
+            self._fast_fines, self._fast_coarse = fast[:-1], fast[-1]
         self._fast_fine = self._fast_fines[0]
 
     @classmethod
     def load(cls, model_dir, threads: int | None = None, precision: str | None = None,
-             members: int | None = None) -> "Predictor":
+             members: int | None = None, runtime: str | None = None) -> "Predictor":
         model_dir = Path(model_dir)
         man = art.read_manifest(model_dir)
         if threads:
@@ -165,7 +178,7 @@ class Predictor:
         coarse = mk("coarse.safetensors", len(tax.meta_classes))
         binary = mk("binary.safetensors", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
-        return cls(model_dir, man, tax, fines, coarse, binary, ood, precision)
+        return cls(model_dir, man, tax, fines, coarse, binary, ood, precision, runtime)
 
     # ------------------------------------------------------------------ preprocessing
     def to_uint8(self, img) -> torch.Tensor:
