@@ -197,7 +197,9 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images_u8: torch.Tensor):
         """uint8 (N, 3, S, S) -> (p_fine, p_coarse, features) numpy arrays."""
-        x = normalise(images_u8, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        x = normalise(images_u8, self.mean, self.std)
+        if self.runtime == "torch":      # ONNX Runtime takes the photos as they are (N, C, H, W)
+            x = x.contiguous(memory_format=torch.channels_last)
         n = len(x)
         views = self.views
         xx = flip_views(x, views)
