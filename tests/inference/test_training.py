@@ -184,7 +184,7 @@ def test_training_page_starts_run(client, labelled_cases, users, django_capture_
     assert b"(9 cases, 18 photos)" in r.content
     assert b'name="colour_constancy"' in r.content
     assert "engine default: blur up to 1 px, noise up to 0.03" in r.content.decode()
-    assert "default 12, up to 36 with fewer than 1,800 training photos" in r.content.decode()
+    assert "default 12, up to 36 with fewer than 1,200 training photos" in r.content.decode()
     r = client.post(reverse("inference:training_list"), {"source_set": "confirmed", "cameras": "everything"}, follow=True)
     assert "Unknown choice for other cameras: &#x27;everything&#x27;" in r.content.decode()
     assert not TrainingRun.objects.exists()

@@ -146,13 +146,13 @@ def test_progress_fields_and_kfold(tmp_path, taxonomy_file, tiny_data):
 
 
 def test_epochs_rule():
-    """Unset epochs: 12 fine / 6 coarse, raised on training splits under 1,800 photos so both stages see
+    """Unset epochs: 12 fine / 6 coarse, raised on training splits under 1,200 photos so both stages see
     as many photos, at most 3x; epochs that are set are kept (coarse default: half the fine model's)."""
     from inference.ml.train import epochs_for
     cfg = TrainConfig(data="", taxonomy="", out="")
     assert cfg.epochs is None and cfg.coarse_epochs is None
-    assert [epochs_for(cfg, n) for n in (20000, 4787, 1800, 1200, 600, 100)] == [
-        (12, 6), (12, 6), (12, 6), (18, 9), (36, 18), (36, 18)]
+    assert [epochs_for(cfg, n) for n in (20000, 4787, 1200, 900, 600, 400, 100)] == [
+        (12, 6), (12, 6), (12, 6), (16, 8), (24, 12), (36, 18), (36, 18)]
     assert epochs_for(TrainConfig(data="", taxonomy="", out="", epochs=2), 300) == (2, 1)
     assert epochs_for(TrainConfig(data="", taxonomy="", out="", epochs=5, coarse_epochs=3), 100) == (5, 3)
     assert epochs_for(TrainConfig(data="", taxonomy="", out="", coarse_epochs=4), 100) == (36, 4)
