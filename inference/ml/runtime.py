@@ -2,14 +2,15 @@
 
 On CPUs without native bfloat16 the engine serves float32, and PyTorch's eager kernels for the
 depthwise convolutions of EfficientNet-Lite0 are slow there: on a 2-core AVX2 EPYC the full
-``Predictor`` path gave 53 photos/s (target >= 80). ONNX Runtime runs the same BN-folded graph
-faster, with the same probabilities to 1e-5 (bench/RESULTS.md, session 13).
+``Predictor`` path gave 50-58 photos/s (target >= 80) and 34-37 ms for one photo; through ONNX
+Runtime 69-82 photos/s and 18-21 ms, with the same probabilities to 1e-5 (bench/RESULTS.md,
+session 13).
 
 ``OrtModel(module)`` exports a BN-folded ``(logits, features)`` module to ONNX in memory (batch,
 height and width dynamic) and runs it; it is called like the torch module it replaces. One
 inference session per intra-op thread count, so ``torch.set_num_threads`` still sets the threads.
 ``resolve_runtime()`` reads ``DERM_ML_RUNTIME`` ("auto" = "onnxruntime", or "torch").
-The artefact is unchanged: the conversion happens when a ``Predictor`` loads it (about 2 s per
+The artefact is unchanged: the conversion happens when a ``Predictor`` loads it (about 1 s per
 EfficientNet-Lite0 model).
 """
 from __future__ import annotations
