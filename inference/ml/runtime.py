@@ -1,10 +1,8 @@
 """Float32 serving through ONNX Runtime.
 
 On CPUs without native bfloat16 the engine serves float32, and PyTorch's eager kernels for the
-depthwise convolutions of EfficientNet-Lite0 are slow there: on a 2-core AVX2 EPYC the full
-``Predictor`` path gave 50-58 photos/s (target >= 80) and 34-37 ms for one photo; through ONNX
-Runtime 69-82 photos/s and 18-21 ms, with the same probabilities to 1e-5 (bench/RESULTS.md,
-session 13).
+depthwise convolutions of EfficientNet-Lite0 are slow there; ONNX Runtime runs the same graph
+faster, with the same probabilities to 1e-5 (measurements: bench/RESULTS.md, session 13).
 
 ``OrtModel(module)`` exports a BN-folded ``(logits, features)`` module to ONNX in memory (batch,
 height and width dynamic) and runs it; it is called like the torch module it replaces. One
@@ -72,8 +70,7 @@ class OrtModel:
                     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                     so.log_severity_level = 3
                     # no busy-waiting between runs: PyTorch's own threads work between them (normalise,
-                    # softmax), and spinning ORT threads took their cores (2-core AVX2: 124 against
-                    # 214 img/s for one model with a PyTorch op between runs)
+                    # softmax), and spinning ORT threads took their cores (bench/RESULTS.md, session 13)
                     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     s = ort.InferenceSession(self._onnx, so, providers=["CPUExecutionProvider"])
                     self._sessions[threads] = s
