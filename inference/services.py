@@ -712,6 +712,8 @@ def training_run_execute(*, run_pk: int) -> str:
             clean.setdefault("eta_seconds", None)
             clean.setdefault("batch", None)
         state["merged"].update(clean)     # the last epoch / loss stay visible through evaluation
+        if d.get("message"):
+            _log_append(run_pk, d["message"])
         if stage_changed or d.get("event") or now - state["last_write"] >= 1.0:
             state["last_write"] = now
             _run_update(run_pk, progress={**state["merged"], "updated": timezone.now().isoformat()},

@@ -226,10 +226,12 @@ def _engine_defaults() -> dict:
     from dataclasses import fields
 
     from inference.ml.data import AugmentConfig
+    from inference.ml.budget import AUTO_IMAGE_SIZE_RULE
     from inference.ml.train import AUTO_EPOCHS_RULE, TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig) if f.name in FORM_SETTINGS}
     d["epochs"] = AUTO_EPOCHS_RULE                                       # shown, not posted
+    d["image_size"] = AUTO_IMAGE_SIZE_RULE                               # shown, not posted
     d["colour_constancy"] = d["colour_constancy"].replace("_", " ")     # shown, not posted
     d["cameras"] = _camera_augmentation({"augmentation": AugmentConfig().to_dict()}) or "off"
     return d

@@ -27,6 +27,8 @@ class ConsoleProgress:
         if ev == "epoch_end":
             print(f"[{st}] epoch {d['epoch']}/{d['epochs']} done: loss {d['loss']:.4f} ({d['seconds']:.0f} s)",
                   file=self.stream, flush=True)
+        elif d.get("message"):
+            print(f"[{st}] {d['message']}", file=self.stream, flush=True)
         elif ev:
             print(f"[{st}] {ev} " + " ".join(f"{k}={v}" for k, v in d.items() if k not in ('stage', 'event')),
                   file=self.stream, flush=True)
@@ -46,6 +48,7 @@ def _positive(s):
 
 def add_train_args(p):
     from .data import COLOUR_CONSTANCY
+    from .budget import AUTO_IMAGE_SIZE_RULE
     from .train import AUTO_EPOCHS_RULE, BALANCES, SUBCLASS_BALANCES, TrainConfig
     d = TrainConfig(data="", taxonomy="", out="")
     p.add_argument("--data", required=True)
@@ -53,7 +56,10 @@ def add_train_args(p):
     p.add_argument("--out", required=True)
     p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "tiny"])
     p.add_argument("--no-pretrained", action="store_true")
-    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--image-size", type=int, default=d.image_size,
+                   help=f"px; default {AUTO_IMAGE_SIZE_RULE} (--image-budget-minutes)")
+    p.add_argument("--image-budget-minutes", type=float, default=d.image_budget_minutes,
+                   help="time budget (minutes of fine + coarse training) for the default image size")
     p.add_argument("--colour-constancy", default=d.colour_constancy, choices=list(COLOUR_CONSTANCY),
                    help="shades_of_gray: make every photo's illuminant grey (training and prediction)")
     p.add_argument("--epochs", type=int, default=d.epochs,
@@ -102,7 +108,8 @@ def config_from_args(a):
     from .train import TrainConfig
     return TrainConfig(
         data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained,
-        image_size=a.image_size, colour_constancy=a.colour_constancy, epochs=a.epochs, coarse_epochs=a.coarse_epochs,
+        image_size=a.image_size, image_budget_minutes=a.image_budget_minutes, colour_constancy=a.colour_constancy,
+        epochs=a.epochs, coarse_epochs=a.coarse_epochs,
         transfer_cut=a.transfer_cut,
         freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from . import artefact as art
+from .budget import AUTO_SIZES, DEFAULT_BUDGET_MINUTES, choose_image_size
 from .data import (AugmentConfig, Augmenter, build_cache, check_colour_constancy, data_fingerprint,
                    filter_to_taxonomy, holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
@@ -139,7 +140,9 @@ class TrainConfig:
     out: str
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
-    image_size: int = 160
+    image_size: int | None = None       # None: 224 px if this machine's estimated training time fits
+                                        # image_budget_minutes, else 160 (budget.py; bench/RESULTS.md session 14)
+    image_budget_minutes: float = DEFAULT_BUDGET_MINUTES
     colour_constancy: str = "shades_of_gray"  # every photo's illuminant made grey before training and
                                         # prediction (data.colour_constancy; "none" = photos as taken).
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
@@ -536,6 +539,42 @@ def _subsample(idx, y, n, seed):
     return np.sort(keep)
 
 
+def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=None) -> dict:
+    """The image size of a run whose ``image_size`` is unset (budget.choose_image_size), with how it
+    was chosen. Kept in ``work`` so that a resumed run keeps it; a run with ``fine_from`` takes the
+    size of the reused fine model."""
+    kept = work / "image_size.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())
+    if cfg.fine_from:
+        size = int(art.read_manifest(cfg.fine_from)["preprocessing"]["size"])
+        choice = {"chosen": size, "from": "fine_from", "message": f"image size {size} px, as the reused fine model"}
+    else:
+        _emit(progress, stage="image_size", event="probe", sizes=list(AUTO_SIZES),
+              message=f"timing a few training steps at {AUTO_SIZES[0]} px to choose the image size")
+        records, _ = read_dataset(cfg.data)
+        records, _ = filter_to_taxonomy(records, tax)
+        tr, _, _ = make_split(cfg, records)
+        n_train = len(tr) if cfg.max_train_images is None else min(len(tr), cfg.max_train_images)
+        fine_epochs, coarse_epochs = epochs_for(cfg, n_train)
+
+        def make_fine(size):
+            m = build_model(replace(cfg, image_size=size), len(tax.sub_classes))
+            freeze_prefixes(m, freeze_first_blocks(m, cfg.freeze_blocks))
+            return m
+
+        def make_coarse(size):
+            return build_model(replace(cfg, image_size=size), len(tax.meta_classes))
+
+        size, choice = choose_image_size(make_fine, make_coarse, max(1, n_train), fine_epochs, coarse_epochs,
+                                         max(1, int(cfg.fine_models)), cfg.batch_size,
+                                         cfg.image_budget_minutes, cfg.channels_last)
+        choice["n_train"] = n_train
+    _emit(progress, stage="image_size", event="chosen", **choice)
+    art.write_json(kept, choice)
+    return choice
+
+
 def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> Path:
     cfg = config
@@ -566,6 +605,10 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         art.write_json(settings_file, settings)
     timings = {}
     t_all = time.time()
+    size_choice = None
+    if cfg.image_size is None:
+        size_choice = resolve_image_size(cfg, tax, work, progress)
+        cfg = replace(cfg, image_size=size_choice["chosen"])
     D = prepare_data(cfg, tax, progress, should_stop)
     timings["cache"] = D["cache_seconds"]
     records, images, y_sub, y_meta = D["records"], D["images"], D["y_sub"], D["y_meta"]
@@ -713,7 +756,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "tta": cfg.tta,
         "positive": cfg.positive,
         "has_binary": binary is not None,
-        "training": {**settings, "epochs": fine_epochs, "coarse_epochs": coarse_epochs,
+        "training": {**settings, "image_size": cfg.image_size, "image_size_choice": size_choice,
+                     "epochs": fine_epochs, "coarse_epochs": coarse_epochs,
                      "epochs_set": {"fine": cfg.epochs is not None, "coarse": cfg.coarse_epochs is not None}},
         "seed": cfg.seed,
         "data": {"fingerprint": D["fingerprint"], "format": D["format"], "n_images": len(records),

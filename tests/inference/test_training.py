@@ -37,6 +37,26 @@ def run_now(run, django_capture_on_commit_callbacks=None):
     return services.training_run_execute(run_pk=run.pk)
 
 
+def test_unset_image_size_is_chosen_by_the_engine_and_shown(client, labelled_cases, users, monkeypatch,
+                                                            django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    from inference.ml import budget
+
+    monkeypatch.setattr(budget, "AUTO_SIZES", (48, 32))     # the tiny network, timed at 48 px
+    config = {k: v for k, v in TINY.items() if k != "image_size"}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.training_run_create(by=users["dermatologist"], label_sources=["histopathology"], config=config)
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.SUCCEEDED, run.error + run.log
+    assert "image size 48 px: training estimated at" in run.log
+    man = run.model_version.manifest
+    assert man["preprocessing"]["size"] == 48 and man["training"]["image_size_choice"]["chosen"] == 48
+    client.force_login(users["dermatologist"])
+    page = client.get(reverse("inference:model_detail", args=[run.model_version.pk])).content.decode()
+    assert "<dt>Image size</dt><dd>image size 48 px: training estimated at" in page
+
+
 def test_training_cases_respect_label_sources(labelled_cases):
     confirmed = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology"])
     both = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology", "consensus"])
@@ -185,6 +205,7 @@ def test_training_page_starts_run(client, labelled_cases, users, django_capture_
     assert b'name="colour_constancy"' in r.content
     assert "engine default: blur up to 1 px, noise up to 0.03" in r.content.decode()
     assert "default 12, up to 36 with fewer than 1,200 training photos" in r.content.decode()
+    assert "px, default 224 if this machine&#x27;s training is estimated to fit 45 min, else 160" in r.content.decode()
     r = client.post(reverse("inference:training_list"), {"source_set": "confirmed", "cameras": "everything"}, follow=True)
     assert "Unknown choice for other cameras: &#x27;everything&#x27;" in r.content.decode()
     assert not TrainingRun.objects.exists()

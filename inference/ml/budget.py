@@ -1,0 +1,79 @@
+"""The image size a training run can afford: the largest of ``AUTO_SIZES`` whose fine + coarse
+training is estimated to fit in the time budget on this machine.
+
+EfficientNet-Lite0 was pretrained at 224 px, and on the HAM10000 hold-out a 224 px hierarchy scored
+higher than a 160 px one, at twice the training time (bench/RESULTS.md, session 14). That time fits
+the hour on a CPU with native bfloat16 (about 30 min) but not on a 2-core AVX2 CPU (about 85 min),
+so an unset ``--image-size`` is chosen per machine: a few training steps at the larger size on
+random photos give its speed, and the speed gives the minutes.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+AUTO_SIZES = (224, 160)          # largest first; the last one is used whatever the estimate
+DEFAULT_BUDGET_MINUTES = 45.0    # the target is 60 min for fine + transfer + coarse; 15 left for
+                                 # a busier machine than at the probe, and the evaluation
+AUTO_IMAGE_SIZE_RULE = (f"{AUTO_SIZES[0]} if this machine's training is estimated to fit {DEFAULT_BUDGET_MINUTES:g} min, "
+                        f"else {AUTO_SIZES[-1]}")   # said by the CLI help and the portal form
+# A whole run is slower than its training steps alone (augmentation in a helper thread, weight
+# averaging, checkpoints): whole-run images/s over probe images/s, measured (session 14).
+RUN_OVER_PROBE = 1.25
+
+
+def step_speed(model: torch.nn.Module, size: int, batch_size: int, channels_last: bool = True,
+               steps: int = 3, warmup: int = 3) -> float:
+    """Images per second of AdamW training steps on random ``size`` px photos (the model's
+    frozen parameters, if any, already have requires_grad=False). The model is changed."""
+    x = torch.randn(batch_size, 3, size, size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, model.fc.out_features, (batch_size,))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    t0 = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def estimate_minutes(n_train: int, fine_epochs: int, coarse_epochs: int, fine_models: int,
+                     fine_ips: float, coarse_ips: float) -> float:
+    """Minutes of fine + coarse training from the probed images/s."""
+    seconds = n_train * (fine_models * fine_epochs / fine_ips + coarse_epochs / coarse_ips)
+    return seconds * RUN_OVER_PROBE / 60
+
+
+def choose_image_size(make_fine: Callable[[int], torch.nn.Module], make_coarse: Callable[[int], torch.nn.Module],
+                      n_train: int, fine_epochs: int, coarse_epochs: int, fine_models: int,
+                      batch_size: int, budget_minutes: float = DEFAULT_BUDGET_MINUTES,
+                      channels_last: bool = True, sizes: tuple[int, ...] | None = None) -> tuple[int, dict]:
+    """(size, record of the choice). ``make_fine(size)`` / ``make_coarse(size)`` build the models as
+    the run will train them (frozen blocks set). Sizes are tried largest first; the smallest is
+    taken without a probe when no larger one fits."""
+    sizes = tuple(sizes or AUTO_SIZES)
+    bs = max(1, min(batch_size, n_train))
+    probes = []
+    for size in sizes[:-1]:
+        fine_ips = step_speed(make_fine(size), size, bs, channels_last)
+        coarse_ips = step_speed(make_coarse(size), size, bs, channels_last)
+        minutes = estimate_minutes(n_train, fine_epochs, coarse_epochs, fine_models, fine_ips, coarse_ips)
+        probes.append({"size": size, "fine_images_per_second": round(fine_ips, 1),
+                       "coarse_images_per_second": round(coarse_ips, 1), "estimated_minutes": round(minutes, 1)})
+        if minutes <= budget_minutes:
+            return size, {"chosen": size, "budget_minutes": budget_minutes, "probes": probes,
+                          "message": f"image size {size} px: training estimated at {minutes:.0f} min on this "
+                                     f"machine (budget {budget_minutes:g} min)"}
+    tried = "; ".join(f"{p['size']} px would take about {p['estimated_minutes']:.0f} min" for p in probes)
+    return sizes[-1], {"chosen": sizes[-1], "budget_minutes": budget_minutes, "probes": probes,
+                       "message": f"image size {sizes[-1]} px: {tried} on this machine (budget {budget_minutes:g} min)"}

@@ -1,0 +1,65 @@
+"""The image size chosen within a time budget (budget.py): the estimate, the choice, and a training
+run with the size unset."""
+import json
+
+import pytest
+
+from inference.ml import budget
+from inference.ml.networks import Classifier
+from inference.ml.train import TrainConfig, resolve_image_size, train
+
+from .conftest import make_dataset
+
+
+def test_estimate_minutes_adds_fine_members_and_coarse():
+    # 600 photos: 2 members x 10 epochs at 100 img/s + 5 epochs at 50 img/s = 120 + 60 s
+    m = budget.estimate_minutes(600, 10, 5, 2, 100.0, 50.0)
+    assert m == pytest.approx(180 * budget.RUN_OVER_PROBE / 60)
+
+
+def test_step_speed_times_training_steps():
+    ips = budget.step_speed(Classifier("tiny", 3), 32, 4, steps=2, warmup=1)
+    assert 0 < ips < 1e6
+
+
+def _tiny(size):
+    return Classifier("tiny", 3)
+
+
+def test_choose_image_size_largest_that_fits_else_smallest():
+    size, info = budget.choose_image_size(_tiny, _tiny, 100, 2, 1, 1, 8, budget_minutes=1e6, sizes=(48, 32))
+    assert size == 48 and info["chosen"] == 48 and len(info["probes"]) == 1
+    assert info["probes"][0]["size"] == 48 and info["probes"][0]["estimated_minutes"] <= 1e6
+    assert "48 px" in info["message"] and "budget 1e+06 min" in info["message"]
+    size, info = budget.choose_image_size(_tiny, _tiny, 100, 2, 1, 1, 8, budget_minutes=0.0, sizes=(64, 48, 32))
+    assert size == 32 and [p["size"] for p in info["probes"]] == [64, 48]      # the smallest is never probed
+    assert info["message"].startswith("image size 32 px: 64 px would take about")
+
+
+def test_unset_image_size_is_chosen_recorded_and_kept_on_resume(tmp_path, taxonomy_file, monkeypatch):
+    monkeypatch.setattr(budget, "AUTO_SIZES", (48, 32))
+    data = make_dataset(tmp_path / "data", n_per_class=6)
+    events = []
+    cfg = TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), backbone="tiny",
+                      pretrained=False, image_size=None, image_budget_minutes=1e6, epochs=1, coarse_epochs=1,
+                      batch_size=8, cache_dir="", threads=1)
+    out = train(cfg, progress=events.append)
+    man = json.loads((out / "model.json").read_text())
+    assert man["preprocessing"]["size"] == 48 and man["training"]["image_size"] == 48
+    choice = man["training"]["image_size_choice"]
+    assert choice["chosen"] == 48 and choice["probes"][0]["size"] == 48 and choice["n_train"] > 0
+    assert any(e.get("stage") == "image_size" and e.get("event") == "chosen" and "48 px" in e["message"]
+               for e in events)
+    # a run that resumes keeps the size its .work directory recorded, whatever the budget says now
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "image_size.json").write_text(json.dumps({"chosen": 48, "message": "kept"}))
+    kept = resolve_image_size(TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out="", image_size=None,
+                                          image_budget_minutes=0.0), None, work)
+    assert kept["chosen"] == 48
+    # fine_from takes the reused model's size without a probe
+    w2 = tmp_path / "w2"
+    w2.mkdir()
+    c2 = resolve_image_size(TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out="", image_size=None,
+                                        fine_from=str(out)), None, w2)
+    assert c2 == {"chosen": 48, "from": "fine_from", "message": "image size 48 px, as the reused fine model"}
