@@ -227,7 +227,7 @@ def main(argv=None):
     e.add_argument("--json", default=None)
     e.add_argument("--positive", default=None)
     e.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"],
-                   help="default auto: bfloat16 where the CPU has it natively (as the portal serves)")
+                   help="default auto: float32 through ONNX Runtime (as the portal serves)")
     e.add_argument("--views", type=int, default=None, choices=[1, 2, 4],
                    help="test-time views per photo (default: the artefact's, 2 = photo + mirror)")
     e.add_argument("--members", type=int, default=None,

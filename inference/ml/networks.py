@@ -259,13 +259,15 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str | None = None) -> str:
-    """"auto" (default; env DERM_ML_PRECISION) -> "bf16" on CPUs with native bfloat16, else "fp32";
-    "int8" is only ever chosen explicitly (``quantize.py``)."""
+def resolve_precision(precision: str | None = None, onnxruntime: bool = True) -> str:
+    """"auto" (default; env DERM_ML_PRECISION) -> "fp32" when float32 runs through ONNX Runtime
+    (``onnxruntime``: faster than bfloat16 through PyTorch even on CPUs with native bfloat16,
+    bench/RESULTS.md session 14); with PyTorch's kernels, "bf16" on CPUs with native bfloat16, else
+    "fp32". "int8" is only ever chosen explicitly (``quantize.py``)."""
     import os
     p = (precision or os.environ.get("DERM_ML_PRECISION") or "auto").lower()
     if p not in ("auto", "fp32", "bf16", "int8"):
         raise ValueError(f"precision must be auto, fp32, bf16 or int8, not {p!r}")
     if p == "auto":
-        return "bf16" if native_bf16() else "fp32"
+        return "bf16" if native_bf16() and not onnxruntime else "fp32"
     return p

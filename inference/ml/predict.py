@@ -25,10 +25,12 @@ For Grad-CAM: ``P.fine_model`` (the first fine model; ``P.fine_models`` lists al
 ``P.preprocess(img) -> tensor (1, 3, S, S)`` and ``P.gradcam_layer_name`` ("backbone.head"; use
 ``model.get_submodule(P.gradcam_layer_name)``).
 
-Precision: ``Predictor.load(model_dir, precision="auto")`` runs the BN-folded copies in bfloat16
-(stem and first blocks in float32: ``networks.MixedBf16``, whose comment gives the measured
-agreement and cost) where the CPU multiplies bfloat16 natively (AVX512-BF16 / AMX), else in
-float32; ``"fp32"`` / ``"bf16"`` force one, and the environment variable ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
+Precision: ``Predictor.load(model_dir, precision="auto")`` runs the BN-folded copies in float32
+through ONNX Runtime (below). Where ONNX Runtime is not used (``runtime="torch"`` or not installed),
+"auto" runs them in bfloat16 (stem and first blocks in float32: ``networks.MixedBf16``, whose
+comment gives the measured agreement and cost) where the CPU multiplies bfloat16 natively
+(AVX512-BF16 / AMX), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the environment variable
+``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
 by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
 macro F1 (bench/RESULTS.md).
@@ -37,6 +39,8 @@ Float32 runs through ONNX Runtime (``runtime.OrtModel``; ``runtime="torch"`` or
 Grad-CAM always uses the float32 originals. ``P.precision`` and ``P.runtime`` say which one runs.
 """
 from __future__ import annotations
+
+import importlib.util
 
 import logging
 from dataclasses import asdict, dataclass, field
@@ -117,7 +121,9 @@ class Predictor:
         self.gradcam_layer_name = GRADCAM_LAYER
         self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
-        self.precision = resolve_precision(precision)
+        rt = resolve_runtime(runtime)
+        ort = rt == "onnxruntime" and importlib.util.find_spec("onnxruntime") is not None
+        self.precision = resolve_precision(precision, onnxruntime=ort)
         self.runtime = "torch"        # float32 runs through ONNX Runtime (runtime.py) unless "torch"
         from . import quantize
         calibrated = (self.model_dir / quantize.FILE).is_file()
@@ -125,7 +131,7 @@ class Predictor:
             # int8 asked for by the environment (a server-wide preference): artefacts without a
             # calibration are served as "auto" would; an explicit precision="int8" is an error
             logging.getLogger(__name__).warning("%s has no %s: serving it in float", self.model_dir, quantize.FILE)
-            self.precision = resolve_precision("auto")
+            self.precision = resolve_precision("auto", onnxruntime=ort)
         if self.precision == "int8":
             if not calibrated:
                 raise ValueError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
@@ -139,7 +145,7 @@ class Predictor:
         else:
             from .quantize import WithFeatures
             folded = [WithFeatures(fuse_for_inference(m)) for m in [*fines, coarse]]
-            self.runtime = resolve_runtime(runtime)
+            self.runtime = rt
             if self.runtime == "onnxruntime":
                 try:
                     fast = [OrtModel(m) for m in folded]

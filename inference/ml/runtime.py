@@ -1,8 +1,10 @@
 """Float32 serving through ONNX Runtime.
 
-On CPUs without native bfloat16 the engine serves float32, and PyTorch's eager kernels for the
-depthwise convolutions of EfficientNet-Lite0 are slow there; ONNX Runtime runs the same graph
-faster, with the same probabilities to 1e-5 (measurements: bench/RESULTS.md, session 13).
+PyTorch's eager float32 kernels for the depthwise convolutions of EfficientNet-Lite0 are slow on
+CPUs without native bfloat16; ONNX Runtime runs the same graph faster, with the same probabilities
+to 1e-5, and on a CPU with native bfloat16 it is faster than PyTorch in bfloat16 too, so float32
+through ONNX Runtime is what "auto" serves everywhere (measurements: bench/RESULTS.md, sessions 13
+and 14).
 
 ``OrtModel(module)`` exports a BN-folded ``(logits, features)`` module to ONNX in memory (batch,
 height and width dynamic) and runs it; it is called like the torch module it replaces. One

@@ -287,7 +287,8 @@ def test_precision_setting(monkeypatch):
     from inference.ml.networks import native_bf16, resolve_precision
     monkeypatch.delenv("DERM_ML_PRECISION", raising=False)
     assert resolve_precision("fp32") == "fp32" and resolve_precision("BF16") == "bf16" and resolve_precision("int8") == "int8"
-    assert resolve_precision() == ("bf16" if native_bf16() else "fp32")
+    assert resolve_precision() == "fp32"                  # float32 through ONNX Runtime
+    assert resolve_precision(onnxruntime=False) == ("bf16" if native_bf16() else "fp32")
     monkeypatch.setenv("DERM_ML_PRECISION", "fp32")
     assert resolve_precision() == "fp32"
     with pytest.raises(ValueError, match="precision must be auto, fp32, bf16 or int8"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from inference.ml.networks import native_bf16
 from inference.ml.predict import Predictor
 from inference.ml.runtime import OrtModel, resolve_runtime
 from inference.ml.train import TrainConfig, train
@@ -65,10 +66,17 @@ def test_runtime_setting_and_fallback(model_dir, monkeypatch, caplog):
     assert Predictor.load(model_dir, precision="fp32").runtime == "torch"
     with pytest.raises(ValueError, match="runtime must be one of auto, onnxruntime, torch, not 'tvm'"):
         resolve_runtime("tvm")
+    # "auto" serves float32 through ONNX Runtime; with PyTorch's kernels, bfloat16 where the CPU has it
+    with_torch = "bf16" if native_bf16() else "fp32"
+    P = Predictor.load(model_dir)
+    assert (P.precision, P.runtime) == (with_torch, "torch")
+    monkeypatch.delenv("DERM_ML_RUNTIME")
+    P = Predictor.load(model_dir)
+    assert (P.precision, P.runtime) == ("fp32", "onnxruntime")
+    assert Predictor.load(model_dir, runtime="torch").precision == with_torch
     # bfloat16 and int8 copies are PyTorch's own
     assert Predictor.load(model_dir, precision="bf16", runtime="onnxruntime").runtime == "torch"
     # without ONNX Runtime the predictor says so and serves with PyTorch
-    monkeypatch.delenv("DERM_ML_RUNTIME")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)      # import fails
     P = Predictor.load(model_dir, precision="fp32")
     assert P.runtime == "torch"
