@@ -54,6 +54,10 @@ def estimate_minutes(n_train: int, fine_epochs: int, coarse_epochs: int, fine_mo
     return seconds * RUN_OVER_PROBE / 60
 
 
+def _minutes(m: float) -> str:
+    return f"{m:.0f} min" if m >= 1 else "under 1 min"
+
+
 def choose_image_size(make_fine: Callable[[int], torch.nn.Module], make_coarse: Callable[[int], torch.nn.Module],
                       n_train: int, fine_epochs: int, coarse_epochs: int, fine_models: int,
                       batch_size: int, budget_minutes: float = DEFAULT_BUDGET_MINUTES,
@@ -72,8 +76,8 @@ def choose_image_size(make_fine: Callable[[int], torch.nn.Module], make_coarse: 
                        "coarse_images_per_second": round(coarse_ips, 1), "estimated_minutes": round(minutes, 1)})
         if minutes <= budget_minutes:
             return size, {"chosen": size, "budget_minutes": budget_minutes, "probes": probes,
-                          "message": f"image size {size} px: training estimated at {minutes:.0f} min on this "
+                          "message": f"image size {size} px: training estimated at {_minutes(minutes)} on this "
                                      f"machine (budget {budget_minutes:g} min)"}
-    tried = "; ".join(f"{p['size']} px would take about {p['estimated_minutes']:.0f} min" for p in probes)
+    tried = "; ".join(f"{p['size']} px would take about {_minutes(p['estimated_minutes'])}" for p in probes)
     return sizes[-1], {"chosen": sizes[-1], "budget_minutes": budget_minutes, "probes": probes,
                        "message": f"image size {sizes[-1]} px: {tried} on this machine (budget {budget_minutes:g} min)"}
