@@ -47,8 +47,8 @@ def _positive(s):
 
 
 def add_train_args(p):
-    from .data import COLOUR_CONSTANCY
     from .budget import AUTO_IMAGE_SIZE_RULE
+    from .data import COLOUR_CONSTANCY
     from .train import AUTO_EPOCHS_RULE, BALANCES, SUBCLASS_BALANCES, TrainConfig
     d = TrainConfig(data="", taxonomy="", out="")
     p.add_argument("--data", required=True)

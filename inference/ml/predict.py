@@ -41,7 +41,6 @@ Grad-CAM always uses the float32 originals. ``P.precision`` and ``P.runtime`` sa
 from __future__ import annotations
 
 import importlib.util
-
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from . import artefact as art
-from .budget import AUTO_SIZES, DEFAULT_BUDGET_MINUTES, choose_image_size
+from . import budget
+from .budget import DEFAULT_BUDGET_MINUTES, choose_image_size
 from .data import (AugmentConfig, Augmenter, build_cache, check_colour_constancy, data_fingerprint,
                    filter_to_taxonomy, holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
@@ -550,8 +551,8 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
         size = int(art.read_manifest(cfg.fine_from)["preprocessing"]["size"])
         choice = {"chosen": size, "from": "fine_from", "message": f"image size {size} px, as the reused fine model"}
     else:
-        _emit(progress, stage="image_size", event="probe", sizes=list(AUTO_SIZES),
-              message=f"timing a few training steps at {AUTO_SIZES[0]} px to choose the image size")
+        _emit(progress, stage="image_size", event="probe", sizes=list(budget.AUTO_SIZES),
+              message=f"timing a few training steps at {budget.AUTO_SIZES[0]} px to choose the image size")
         records, _ = read_dataset(cfg.data)
         records, _ = filter_to_taxonomy(records, tax)
         tr, _, _ = make_split(cfg, records)

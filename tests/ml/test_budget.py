@@ -48,6 +48,8 @@ def test_unset_image_size_is_chosen_recorded_and_kept_on_resume(tmp_path, taxono
     assert man["preprocessing"]["size"] == 48 and man["training"]["image_size"] == 48
     choice = man["training"]["image_size_choice"]
     assert choice["chosen"] == 48 and choice["probes"][0]["size"] == 48 and choice["n_train"] > 0
+    assert any(e.get("event") == "probe" and e["message"] == "timing a few training steps at 48 px to choose the image size"
+               for e in events)
     assert any(e.get("stage") == "image_size" and e.get("event") == "chosen" and "48 px" in e["message"]
                for e in events)
     # a run that resumes keeps the size its .work directory recorded, whatever the budget says now
