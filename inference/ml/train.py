@@ -559,13 +559,13 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
         n_train = len(tr) if cfg.max_train_images is None else min(len(tr), cfg.max_train_images)
         fine_epochs, coarse_epochs = epochs_for(cfg, n_train)
 
-        def make_fine(size):
-            m = build_model(replace(cfg, image_size=size), len(tax.sub_classes))
+        def make_fine(size):     # the network does not depend on the size; the probe feeds it
+            m = build_model(cfg, len(tax.sub_classes))
             freeze_prefixes(m, freeze_first_blocks(m, cfg.freeze_blocks))
             return m
 
         def make_coarse(size):
-            return build_model(replace(cfg, image_size=size), len(tax.meta_classes))
+            return build_model(cfg, len(tax.meta_classes))
 
         size, choice = choose_image_size(make_fine, make_coarse, max(1, n_train), fine_epochs, coarse_epochs,
                                          max(1, int(cfg.fine_models)), cfg.batch_size,
