@@ -75,9 +75,10 @@ def choose_image_size(make_fine: Callable[[int], torch.nn.Module], make_coarse: 
         probes.append({"size": size, "fine_images_per_second": round(fine_ips, 1),
                        "coarse_images_per_second": round(coarse_ips, 1), "estimated_minutes": round(minutes, 1)})
         if minutes <= budget_minutes:
+            reason = f"{size} px: training estimated at {_minutes(minutes)} on this machine (budget {budget_minutes:g} min)"
             return size, {"chosen": size, "budget_minutes": budget_minutes, "probes": probes,
-                          "message": f"image size {size} px: training estimated at {_minutes(minutes)} on this "
-                                     f"machine (budget {budget_minutes:g} min)"}
+                          "reason": reason, "message": f"image size {reason}"}
     tried = "; ".join(f"{p['size']} px would take about {_minutes(p['estimated_minutes'])}" for p in probes)
+    reason = f"{sizes[-1]} px: {tried} on this machine (budget {budget_minutes:g} min)"
     return sizes[-1], {"chosen": sizes[-1], "budget_minutes": budget_minutes, "probes": probes,
-                       "message": f"image size {sizes[-1]} px: {tried} on this machine (budget {budget_minutes:g} min)"}
+                       "reason": reason, "message": f"image size {reason}"}

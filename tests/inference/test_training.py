@@ -54,7 +54,7 @@ def test_unset_image_size_is_chosen_by_the_engine_and_shown(client, labelled_cas
     assert man["preprocessing"]["size"] == 48 and man["training"]["image_size_choice"]["chosen"] == 48
     client.force_login(users["dermatologist"])
     page = client.get(reverse("inference:model_detail", args=[run.model_version.pk])).content.decode()
-    assert "<dt>Image size</dt><dd>image size 48 px: training estimated at" in page
+    assert "<dt>Image size</dt><dd>48 px: training estimated at under 1 min on this machine (budget 45 min)</dd>" in page
 
 
 def test_training_cases_respect_label_sources(labelled_cases):

@@ -64,4 +64,5 @@ def test_unset_image_size_is_chosen_recorded_and_kept_on_resume(tmp_path, taxono
     w2.mkdir()
     c2 = resolve_image_size(TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out="", image_size=None,
                                         fine_from=str(out)), None, w2)
-    assert c2 == {"chosen": 48, "from": "fine_from", "message": "image size 48 px, as the reused fine model"}
+    assert c2 == {"chosen": 48, "from": "fine_from", "reason": "48 px, as the reused fine model",
+                  "message": "image size 48 px, as the reused fine model"}
