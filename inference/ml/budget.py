@@ -3,7 +3,8 @@ training is estimated to fit in the time budget on this machine.
 
 EfficientNet-Lite0 was pretrained at 224 px, and on the HAM10000 hold-out a 224 px hierarchy scored
 higher than a 160 px one, at twice the training time (bench/RESULTS.md, session 14). That time fits
-the hour on a CPU with native bfloat16 (about 30 min) but not on a 2-core AVX2 CPU (about 85 min),
+the hour on a CPU with native bfloat16 (about 30 min) but not on a 2-core AVX2 CPU (estimated at
+106-126 min there; 160 px took 46 min, session 15),
 so an unset ``--image-size`` is chosen per machine: a few training steps at the larger size on
 random photos give its speed, and the speed gives the minutes.
 """
@@ -20,8 +21,9 @@ DEFAULT_BUDGET_MINUTES = 45.0    # the target is 60 min for fine + transfer + co
                                  # a busier machine than at the probe, and the evaluation
 AUTO_IMAGE_SIZE_RULE = (f"{AUTO_SIZES[0]} if this machine's training is estimated to fit {DEFAULT_BUDGET_MINUTES:g} min, "
                         f"else {AUTO_SIZES[-1]}")   # said by the CLI help and the portal form
-# A whole run is slower than its training steps alone (augmentation in a helper thread, weight
-# averaging, checkpoints): whole-run images/s over probe images/s, measured (session 14).
+# A whole run can be slower than its training steps alone (augmentation in a helper thread, weight
+# averaging, checkpoints): probe images/s over whole-run images/s was 1.13-1.16 on a CPU with native
+# bfloat16 (session 14) and 0.93-0.96 on an AVX2 CPU (session 15); 1.25 errs on the safe side.
 RUN_OVER_PROBE = 1.25
 
 
