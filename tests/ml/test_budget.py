@@ -34,6 +34,7 @@ def test_choose_image_size_largest_that_fits_else_smallest():
     size, info = budget.choose_image_size(_tiny, _tiny, 100, 2, 1, 1, 8, budget_minutes=0.0, sizes=(64, 48, 32))
     assert size == 32 and [p["size"] for p in info["probes"]] == [64, 48]      # the smallest is never probed
     assert info["message"].startswith("image size 32 px: 64 px would take about")
+    assert info["reason"].startswith("32 px: 64 px would take about") and info["message"] == "image size " + info["reason"]
 
 
 def test_unset_image_size_is_chosen_recorded_and_kept_on_resume(tmp_path, taxonomy_file, monkeypatch):
