@@ -60,6 +60,11 @@ def _minutes(m: float) -> str:
     return f"{m:.0f} min" if m >= 1 else "under 1 min"
 
 
+def size_choice(chosen: int, reason: str, **fields) -> dict:
+    """The record of a size choice: ``reason`` for the model page, ``message`` for the run's log."""
+    return {"chosen": chosen, **fields, "reason": reason, "message": f"image size {reason}"}
+
+
 def choose_image_size(make_fine: Callable[[int], torch.nn.Module], make_coarse: Callable[[int], torch.nn.Module],
                       n_train: int, fine_epochs: int, coarse_epochs: int, fine_models: int,
                       batch_size: int, budget_minutes: float = DEFAULT_BUDGET_MINUTES,
@@ -77,10 +82,8 @@ def choose_image_size(make_fine: Callable[[int], torch.nn.Module], make_coarse: 
         probes.append({"size": size, "fine_images_per_second": round(fine_ips, 1),
                        "coarse_images_per_second": round(coarse_ips, 1), "estimated_minutes": round(minutes, 1)})
         if minutes <= budget_minutes:
-            reason = f"{size} px: training estimated at {_minutes(minutes)} on this machine (budget {budget_minutes:g} min)"
-            return size, {"chosen": size, "budget_minutes": budget_minutes, "probes": probes,
-                          "reason": reason, "message": f"image size {reason}"}
+            return size, size_choice(size, f"{size} px: training estimated at {_minutes(minutes)} on this machine "
+                                           f"(budget {budget_minutes:g} min)", budget_minutes=budget_minutes, probes=probes)
     tried = "; ".join(f"{p['size']} px would take about {_minutes(p['estimated_minutes'])}" for p in probes)
-    reason = f"{sizes[-1]} px: {tried} on this machine (budget {budget_minutes:g} min)"
-    return sizes[-1], {"chosen": sizes[-1], "budget_minutes": budget_minutes, "probes": probes,
-                       "reason": reason, "message": f"image size {reason}"}
+    return sizes[-1], size_choice(sizes[-1], f"{sizes[-1]} px: {tried} on this machine (budget {budget_minutes:g} min)",
+                                  budget_minutes=budget_minutes, probes=probes)

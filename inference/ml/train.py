@@ -549,8 +549,7 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
         return json.loads(kept.read_text())
     if cfg.fine_from:
         size = int(art.read_manifest(cfg.fine_from)["preprocessing"]["size"])
-        reason = f"{size} px, as the reused fine model"
-        choice = {"chosen": size, "from": "fine_from", "reason": reason, "message": f"image size {reason}"}
+        choice = budget.size_choice(size, f"{size} px, as the reused fine model", **{"from": "fine_from"})
     else:
         _emit(progress, stage="image_size", event="probe", sizes=list(budget.AUTO_SIZES),
               message=f"timing a few training steps at {budget.AUTO_SIZES[0]} px to choose the image size")
