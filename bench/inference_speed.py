@@ -1,7 +1,7 @@
 """Inference speed of a trained artefact: batched photos/s and single-photo ranked differential latency.
 
     python bench/inference_speed.py MODEL_DIR DATA_DIR [--n 256] [--batch 8] [--threads 2] [--precision auto|fp32|bf16|int8]
-           [--members N] [--views 1|2|4] [--runtime auto|onnxruntime|torch]
+           [--members N] [--views 1|2|4] [--runtime auto|onnxruntime|torch] [--no-share-trunk]
 
 Measures the full ``Predictor`` path (decode + resize + fine and coarse forward passes with flip
 TTA + fusion + OOD score), plus the raw forward throughput on pre-decoded tensors, with and without
@@ -37,11 +37,14 @@ def main():
     ap.add_argument("--views", type=int, default=None, choices=[1, 2, 4], help="test-time views (default: the artefact's)")
     ap.add_argument("--runtime", default=None, choices=["auto", "onnxruntime", "torch"],
                     help="float32 through ONNX Runtime or PyTorch (default: DERM_ML_RUNTIME, else auto = onnxruntime)")
+    ap.add_argument("--no-share-trunk", action="store_true",
+                    help="run the fine and coarse models apart even where they share their first blocks")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t = time.time()
-    P = Predictor.load(a.model, precision=a.precision, members=a.members, runtime=a.runtime)
+    P = Predictor.load(a.model, precision=a.precision, members=a.members, runtime=a.runtime,
+                       share_trunk=not a.no_share_trunk)
     if a.views is not None:
         P.tta, P.tta_views = a.views > 1, a.views
     load_s = time.time() - t
@@ -50,7 +53,7 @@ def main():
     for p in paths:
         with Image.open(p) as im:
             pil.append(im.convert("RGB"))
-    res = {"model": str(a.model), "precision": P.precision, "runtime": P.runtime, "image_size": P.size, "tta": P.tta, "threads": a.threads, "n": len(pil),
+    res = {"model": str(a.model), "precision": P.precision, "runtime": P.runtime, "shared_depth": P.shared_depth, "image_size": P.size, "tta": P.tta, "threads": a.threads, "n": len(pil),
            "load_seconds": load_s, "loadavg_before": load()}
     P.predict(pil[:a.batch])  # warm-up
     # batched, full path from PIL images

@@ -220,6 +220,47 @@ def fuse_for_inference(model: Classifier) -> Classifier:
     return m
 
 
+def trunk(model: Classifier) -> list[nn.Module]:
+    """The stem and the MBConv blocks, in order: the part a coarse model can take from a fine model."""
+    return [model.backbone.stem, *model.backbone.blocks]
+
+
+def shared_depth(a: Classifier, b: Classifier) -> int:
+    """How many leading modules of ``trunk(a)`` and ``trunk(b)`` hold exactly the same tensors
+    (0: not even the stem). A coarse model trained with ``freeze_transferred`` shares the stem and
+    the blocks before the cut with its fine model."""
+    if a.backbone_name != b.backbone_name:
+        return 0
+    depth = 0
+    for ma, mb in zip(trunk(a), trunk(b)):
+        sa, sb = ma.state_dict(), mb.state_dict()
+        if sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
+            break
+        depth += 1
+    return depth
+
+
+class SharedTrunkPair(nn.Module):
+    """A fine and a coarse model whose first ``depth`` trunk modules are identical
+    (``shared_depth``), run as one module that computes that part once.
+    ``forward(x) -> (fine logits, fine pooled features, coarse logits)``. Eval only (dropout off)."""
+
+    def __init__(self, fine: Classifier, coarse: Classifier, depth: int):
+        super().__init__()
+        if not 1 <= depth <= len(trunk(fine)):
+            raise ValueError(f"shared depth must be between 1 and {len(trunk(fine))}, not {depth}")
+        self.depth = depth
+        self.shared = nn.Sequential(*trunk(fine)[:depth])
+        self.fine_rest = nn.Sequential(*trunk(fine)[depth:], fine.backbone.head, fine.pool, nn.Flatten(1))
+        self.coarse_rest = nn.Sequential(*trunk(coarse)[depth:], coarse.backbone.head, coarse.pool, nn.Flatten(1))
+        self.fine_fc, self.coarse_fc = fine.fc, coarse.fc
+
+    def forward(self, x):
+        z = self.shared(x)
+        f = self.fine_rest(z)
+        return self.fine_fc(f), f, self.coarse_fc(self.coarse_rest(z))
+
+
 # bfloat16 serving keeps the stem and the first blocks in float32: the BN-folded early layers carry
 # wide activation ranges whose rounding to bfloat16's 8-bit mantissa moved the fine probabilities
 # by up to 0.10-0.17 (HAM10000 hold-out, one view; 0.7 % of the photos got another first class

@@ -37,6 +37,11 @@ macro F1 (bench/RESULTS.md).
 Float32 runs through ONNX Runtime (``runtime.OrtModel``; ``runtime="torch"`` or
 ``DERM_ML_RUNTIME=torch`` keeps PyTorch's kernels, which also serve when ONNX Runtime is missing).
 Grad-CAM always uses the float32 originals. ``P.precision`` and ``P.runtime`` say which one runs.
+
+Shared trunk: where the coarse model holds the first fine model's stem and first blocks unchanged
+(trained with ``freeze_transferred``), float32 serving computes that part once for both
+(``networks.SharedTrunkPair``); ``P.shared_depth`` says how many trunk modules are shared (0: none),
+``share_trunk=False`` turns it off. The probabilities are the same to float rounding.
 """
 from __future__ import annotations
 
@@ -50,9 +55,12 @@ import torch
 
 from . import artefact as art
 from .data import load_image, normalise
-from .networks import GRADCAM_LAYER, Classifier, MixedBf16, fuse_for_inference, resolve_precision
+from .networks import (GRADCAM_LAYER, Classifier, MixedBf16, SharedTrunkPair, fuse_for_inference, resolve_precision,
+                       shared_depth)
 from .runtime import OrtModel, resolve_runtime
 from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
+
+PAIR_OUTPUTS = ("logits", "features", "coarse_logits")    # SharedTrunkPair's outputs
 
 
 def flip_views(x: torch.Tensor, views: int) -> torch.Tensor:
@@ -100,7 +108,7 @@ class Differential:
 
 class Predictor:
     def __init__(self, model_dir, manifest, taxonomy, fines: list, coarse, binary, ood_means,
-                 precision: str | None = None, runtime: str | None = None):
+                 precision: str | None = None, runtime: str | None = None, share_trunk: bool = True):
         fine = fines[0]
         self.model_dir = Path(model_dir)
         self.manifest = manifest
@@ -124,6 +132,11 @@ class Predictor:
         ort = rt == "onnxruntime" and importlib.util.find_spec("onnxruntime") is not None
         self.precision = resolve_precision(precision, onnxruntime=ort)
         self.runtime = "torch"        # float32 runs through ONNX Runtime (runtime.py) unless "torch"
+        # with a shared trunk, _fast_pair gives fine model 1's logits and features and the coarse
+        # logits in one pass, and _fast_fines holds the other fine models; else _fast_fines holds all
+        # fine models and _fast_coarse the coarse model
+        self.shared_depth = 0
+        self._fast_pair = self._fast_coarse = None
         from . import quantize
         calibrated = (self.model_dir / quantize.FILE).is_file()
         if self.precision == "int8" and precision is None and not calibrated:
@@ -143,23 +156,35 @@ class Predictor:
             self._fast_coarse = MixedBf16(coarse).to(memory_format=torch.channels_last)
         else:
             from .quantize import WithFeatures
-            folded = [WithFeatures(fuse_for_inference(m)) for m in [*fines, coarse]]
+            # a coarse model trained with frozen transfer holds the fine model's stem and first blocks
+            # unchanged: that part is computed once for both (networks.SharedTrunkPair)
+            self.shared_depth = shared_depth(fines[0], coarse) if share_trunk else 0
+            folded = [WithFeatures(fuse_for_inference(m)) for m in fines[1:]]
+            if self.shared_depth:
+                folded.insert(0, SharedTrunkPair(fuse_for_inference(fines[0]), fuse_for_inference(coarse),
+                                                 self.shared_depth))
+            else:
+                folded = [WithFeatures(fuse_for_inference(fines[0])), *folded, WithFeatures(fuse_for_inference(coarse))]
+            outputs = [PAIR_OUTPUTS if isinstance(m, SharedTrunkPair) else ("logits", "features") for m in folded]
             self.runtime = rt
             if self.runtime == "onnxruntime":
                 try:
-                    fast = [OrtModel(m) for m in folded]
+                    fast = [OrtModel(m, o) for m, o in zip(folded, outputs)]
                 except Exception as e:  # onnxruntime missing or the export failed: PyTorch still serves
                     logging.getLogger(__name__).warning("%s: ONNX Runtime unavailable (%s: %s); serving with PyTorch",
                                                         self.model_dir, type(e).__name__, e)
                     self.runtime = "torch"
             if self.runtime == "torch":
                 fast = [m.to(memory_format=torch.channels_last) for m in folded]
-            self._fast_fines, self._fast_coarse = fast[:-1], fast[-1]
-        self._fast_fine = self._fast_fines[0]
+            if self.shared_depth:
+                self._fast_pair, self._fast_fines = fast[0], fast[1:]
+            else:
+                self._fast_fines, self._fast_coarse = fast[:-1], fast[-1]
+        self._fast_fine = self._fast_fines[0] if self._fast_fines else None
 
     @classmethod
     def load(cls, model_dir, threads: int | None = None, precision: str | None = None,
-             members: int | None = None, runtime: str | None = None) -> "Predictor":
+             members: int | None = None, runtime: str | None = None, share_trunk: bool = True) -> "Predictor":
         model_dir = Path(model_dir)
         man = art.read_manifest(model_dir)
         if threads:
@@ -183,7 +208,7 @@ class Predictor:
         coarse = mk("coarse.safetensors", len(tax.meta_classes))
         binary = mk("binary.safetensors", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
-        return cls(model_dir, man, tax, fines, coarse, binary, ood, precision, runtime)
+        return cls(model_dir, man, tax, fines, coarse, binary, ood, precision, runtime, share_trunk)
 
     # ------------------------------------------------------------------ preprocessing
     def to_uint8(self, img) -> torch.Tensor:
@@ -208,12 +233,19 @@ class Predictor:
         n = len(x)
         views = self.views
         xx = flip_views(x, views)
-        lf, feat = self._fast_fines[0](xx)          # every fast model returns (logits, features)
+        if self._fast_pair is not None:
+            lf, feat, lc = self._fast_pair(xx)
+            others = self._fast_fines
+        else:
+            lf, feat = self._fast_fines[0](xx)      # every fast model returns (logits, features)
+            others = self._fast_fines[1:]
+            lc = None
         pf = lf.float().softmax(1).view(views, n, -1).mean(0)
-        for m in self._fast_fines[1:]:
+        for m in others:
             pf += m(xx)[0].float().softmax(1).view(views, n, -1).mean(0)
-        pf /= len(self._fast_fines)
-        lc = self._fast_coarse(xx)[0]
+        pf /= 1 + len(others)
+        if lc is None:
+            lc = self._fast_coarse(xx)[0]
         pc = lc.float().softmax(1).view(views, n, -1).mean(0)
         return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
 

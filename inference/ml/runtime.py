@@ -6,8 +6,9 @@ to 1e-5, and on a CPU with native bfloat16 it is faster than PyTorch in bfloat16
 through ONNX Runtime is what "auto" serves everywhere (measurements: bench/RESULTS.md, sessions 13
 and 14).
 
-``OrtModel(module)`` exports a BN-folded ``(logits, features)`` module to ONNX in memory (batch,
-height and width dynamic) and runs it; it is called like the torch module it replaces. One
+``OrtModel(module)`` exports a BN-folded ``(logits, features)`` module (or, with ``outputs``, any
+module of one input) to ONNX in memory (batch, height and width dynamic) and runs it; it is called
+like the torch module it replaces. One
 inference session per intra-op thread count, so ``torch.set_num_threads`` still sets the threads.
 ``resolve_runtime()`` reads ``DERM_ML_RUNTIME`` ("auto" = "onnxruntime", or "torch").
 The artefact is unchanged: the conversion happens when a ``Predictor`` loads it (about 1 s per
@@ -34,27 +35,28 @@ def resolve_runtime(runtime: str | None = None) -> str:
     return "onnxruntime" if r == "auto" else r
 
 
-def export_onnx(module: nn.Module, channels: int = 3, size: int = 64) -> bytes:
-    """ONNX bytes of ``module`` (eval, float32): input ``x`` (N, C, H, W), outputs ``logits`` and
-    ``features``; N, H and W are dynamic."""
+def export_onnx(module: nn.Module, channels: int = 3, size: int = 64,
+                outputs: tuple[str, ...] = ("logits", "features")) -> bytes:
+    """ONNX bytes of ``module`` (eval, float32): input ``x`` (N, C, H, W), one output per name in
+    ``outputs`` (each (N, ...)); N, H and W are dynamic."""
     module = module.eval()
     x = torch.zeros(1, channels, size, size)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")      # the exporter's deprecation and tracer notices
         torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=17, input_names=["x"],
-                          output_names=["logits", "features"],
-                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n"}, "features": {0: "n"}})
+                          output_names=list(outputs),
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, **{o: {0: "n"} for o in outputs}})
     return buf.getvalue()
 
 
 class OrtModel:
-    """A BN-folded ``(logits, features)`` module run by ONNX Runtime; ``model(x) -> (logits, features)``
-    as torch float32 tensors, like the module."""
+    """A BN-folded module run by ONNX Runtime, called like the module: ``model(x)`` gives its outputs
+    (``(logits, features)`` by default; ``outputs`` names them) as a tuple of torch float32 tensors."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, outputs: tuple[str, ...] = ("logits", "features")):
         import onnxruntime  # noqa: F401  (fail here, at load, when it is not installed)
-        self._onnx = export_onnx(module)
+        self._onnx = export_onnx(module, outputs=outputs)
         self._sessions: dict[int, object] = {}
         self._lock = threading.Lock()
 
@@ -80,5 +82,4 @@ class OrtModel:
 
     def __call__(self, x: torch.Tensor):
         a = x.detach().float().contiguous().numpy()
-        logits, features = self._session().run(None, {"x": a})
-        return torch.from_numpy(logits), torch.from_numpy(features)
+        return tuple(torch.from_numpy(o) for o in self._session().run(None, {"x": a}))

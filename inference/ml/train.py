@@ -329,6 +329,17 @@ def make_optimizer(cfg: TrainConfig, model):
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def coarse_frozen(cfg: TrainConfig, coarse: Classifier, cut) -> list[str]:
+    """Freeze and return the prefixes the coarse stage does not train: the part taken from the fine
+    model when ``freeze_transferred``; the stem and first blocks, as in the fine model, when nothing
+    is transferred; else nothing."""
+    if cut == "none":
+        return freeze_first_blocks(coarse, cfg.freeze_blocks)
+    frozen = transferred_prefixes(coarse, cut) if cfg.freeze_transferred else []
+    freeze_prefixes(coarse, frozen)
+    return frozen
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
     m = Classifier(cfg.backbone, num_classes)
     if cfg.pretrained and cfg.backbone == "efficientnet_lite0":
@@ -565,7 +576,9 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
             return m
 
         def make_coarse(size):
-            return build_model(cfg, len(tax.meta_classes))
+            m = build_model(cfg, len(tax.meta_classes))
+            coarse_frozen(cfg, m, parse_cut(cfg.transfer_cut, m))
+            return m
 
         size, choice = choose_image_size(make_fine, make_coarse, max(1, n_train), fine_epochs, coarse_epochs,
                                          max(1, int(cfg.fine_models)), cfg.batch_size,
@@ -675,11 +688,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     coarse = build_model(cfg, len(tax.meta_classes))
     cut = parse_cut(cfg.transfer_cut, coarse)
     copied = transfer_cut(coarse, fine, cut)
-    frozen_c = transferred_prefixes(coarse, cut) if cfg.freeze_transferred else []
-    if not frozen_c:
-        frozen_c = freeze_first_blocks(coarse, cfg.freeze_blocks) if cut == "none" else []
-    if cut == "all" and cfg.freeze_transferred:
-        frozen_c = ["backbone."]
+    frozen_c = coarse_frozen(cfg, coarse, cut)
     ccfg = cfg if cfg.coarse_class_balance is None else replace(cfg, class_balance=cfg.coarse_class_balance)
     coarse_info = fit(coarse, images, y_meta, tr, ccfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
                       progress, should_stop, groups=y_sub)

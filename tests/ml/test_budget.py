@@ -6,6 +6,7 @@ import pytest
 
 from inference.ml import budget
 from inference.ml.networks import Classifier
+from inference.ml.taxonomy import Taxonomy
 from inference.ml.train import TrainConfig, resolve_image_size, train
 
 from .conftest import make_dataset
@@ -67,3 +68,26 @@ def test_unset_image_size_is_chosen_recorded_and_kept_on_resume(tmp_path, taxono
                                         fine_from=str(out)), None, w2)
     assert c2 == {"chosen": 48, "from": "fine_from", "reason": "48 px, as the reused fine model",
                   "message": "image size 48 px, as the reused fine model"}
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_probe_trains_the_coarse_model_as_the_run_will(tmp_path, taxonomy_file, monkeypatch, freeze):
+    """With frozen transfer the coarse stage updates only the blocks after the cut; the probe times that."""
+    trainable = []
+
+    def speed(model, size, batch_size, channels_last=True):
+        trainable.append({n.split(".")[1] if n.startswith("backbone.") else n.split(".")[0]
+                          for n, p in model.named_parameters() if p.requires_grad})
+        return 100.0
+
+    monkeypatch.setattr(budget, "step_speed", speed)
+    monkeypatch.setattr(budget, "AUTO_SIZES", (48, 32))
+    data = make_dataset(tmp_path / "data", n_per_class=6)
+    cfg = TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out="", backbone="tiny", pretrained=False,
+                      image_size=None, freeze_transferred=freeze, freeze_blocks=1)
+    (tmp_path / "w").mkdir()
+    assert resolve_image_size(cfg, Taxonomy.from_json(taxonomy_file), tmp_path / "w")["chosen"] == 48
+    fine, coarse = trainable
+    assert fine == {"blocks", "head", "fc"}            # stem and block 0 frozen (freeze_blocks=1)
+    # tiny: 4 blocks, cut 3; frozen transfer leaves blocks 3.., the head and fc to train
+    assert coarse == ({"blocks", "head", "fc"} if freeze else {"stem", "blocks", "head", "fc"})

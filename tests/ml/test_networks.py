@@ -72,3 +72,25 @@ def test_thread_tuner_picks_faster_setting(monkeypatch):
         clock2["t"] += 3.0 if torch.get_num_threads() == 1 else 1.0
         t2.end()
     assert t2.threads == 2
+
+
+def test_shared_depth_and_the_pair_that_computes_it_once():
+    from inference.ml.networks import SharedTrunkPair, shared_depth
+    torch.manual_seed(0)
+    fine, coarse = Classifier("tiny", 5).eval(), Classifier("tiny", 2).eval()
+    assert shared_depth(fine, coarse) == 0                  # different random stems
+    transfer_cut(coarse, fine, 2)
+    assert shared_depth(fine, coarse) == 3                  # stem + blocks 0 and 1
+    with torch.no_grad():
+        coarse.backbone.blocks[1].dw.bn.running_mean += 1e-6    # one buffer differs: block 1 is not shared
+    assert shared_depth(fine, coarse) == 2
+    assert shared_depth(fine, Classifier("efficientnet_lite0", 2)) == 0
+    pair = SharedTrunkPair(fine, coarse, 2)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        lf, f, lc = pair(x)
+        torch.testing.assert_close(lf, fine(x))
+        torch.testing.assert_close(f, fine.features(x))
+        torch.testing.assert_close(lc, coarse(x))
+    with pytest.raises(ValueError, match="shared depth must be between 1 and 5, not 0"):
+        SharedTrunkPair(fine, coarse, 0)

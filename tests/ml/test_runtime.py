@@ -82,3 +82,32 @@ def test_runtime_setting_and_fallback(model_dir, monkeypatch, caplog):
     assert P.runtime == "torch"
     assert "ONNX Runtime unavailable" in caplog.text and "serving with PyTorch" in caplog.text
     assert P.predict([Image.new("RGB", (40, 40))])[0].ranked
+
+
+@pytest.fixture
+def frozen_dir(tmp_path, taxonomy_file, tiny_data):
+    return train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "frozen"),
+                             **{**FAST, "fine_models": 2, "freeze_transferred": True}))
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_frozen_transfer_is_served_with_one_shared_trunk(frozen_dir, model_dir, runtime):
+    shared = Predictor.load(frozen_dir, precision="fp32", runtime=runtime)
+    apart = Predictor.load(frozen_dir, precision="fp32", runtime=runtime, share_trunk=False)
+    # tiny backbone: 4 blocks, cut 3 -> the stem and 3 blocks are the fine model's, unchanged
+    assert (shared.shared_depth, apart.shared_depth) == (4, 0)
+    assert shared.runtime == runtime and shared._fast_coarse is None and len(shared._fast_fines) == 1
+    g = torch.Generator().manual_seed(1)
+    for n, size in [(1, 32), (6, 32), (2, 40)]:
+        u8 = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+        for a, b in zip(shared.probabilities(u8), apart.probabilities(u8)):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    one = Predictor.load(frozen_dir, precision="fp32", runtime=runtime, members=1)
+    assert one.shared_depth == 4 and one._fast_fines == []
+    u8 = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=g)
+    ref = Predictor.load(frozen_dir, precision="fp32", runtime=runtime, members=1, share_trunk=False)
+    for a, b in zip(one.probabilities(u8), ref.probabilities(u8)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # a coarse model trained after the transfer shares nothing: its stem's statistics moved
+    assert Predictor.load(model_dir, precision="fp32", runtime=runtime).shared_depth == 0
