@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.ml.data import split_by_cases  # noqa: E402
 from inference.ml.evaluate import report_from_probs  # noqa: E402
 from inference.ml.infer import model_outputs  # noqa: E402
-from inference.ml.networks import parse_cut, transfer_cut, transferred_prefixes, freeze_first_blocks  # noqa: E402
+from inference.ml.networks import parse_cut, transfer_cut  # noqa: E402
 from inference.ml.predict import Predictor  # noqa: E402
-from inference.ml.train import TrainConfig, build_model, fit, prepare_data  # noqa: E402
+from inference.ml.train import TrainConfig, build_model, coarse_frozen, fit, prepare_data  # noqa: E402
 
 
 def main():
@@ -58,9 +58,7 @@ def main():
         coarse = build_model(cfg, len(P.taxonomy.meta_classes))
         c = parse_cut(cut, coarse)
         transfer_cut(coarse, fine, c)
-        frozen = transferred_prefixes(coarse, c) if cfg.freeze_transferred else []
-        if c == "none":
-            frozen = freeze_first_blocks(coarse, cfg.freeze_blocks)
+        frozen = coarse_frozen(cfg, coarse, c)
         info = fit(coarse, imgs, y_meta, tr, cfg, "coarse", a.epochs, None, frozen)
         pc = model_outputs(coarse, xte, pre["mean"], pre["std"], 64, P.tta)
         rep = report_from_probs(pf, pc, y_sub[te], P.taxonomy)

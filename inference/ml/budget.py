@@ -4,7 +4,7 @@ training is estimated to fit in the time budget on this machine.
 EfficientNet-Lite0 was pretrained at 224 px, and on the HAM10000 hold-out a 224 px hierarchy scored
 higher than a 160 px one, at twice the training time (bench/RESULTS.md, session 14). That time fits
 the hour on a CPU with native bfloat16 (about 30 min) but not on a 2-core AVX2 CPU (estimated at
-106-126 min there; 160 px took 46 min, session 15),
+106-126 min there with the coarse model trained whole; 160 px took 46 min, session 15),
 so an unset ``--image-size`` is chosen per machine: a few training steps at the larger size on
 random photos give its speed, and the speed gives the minutes.
 """

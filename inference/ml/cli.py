@@ -67,8 +67,9 @@ def add_train_args(p):
     p.add_argument("--coarse-epochs", type=int, default=d.coarse_epochs,
                    help="default: half the fine model's")
     p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')
-    p.add_argument("--freeze-transferred", action="store_true",
-                   help="coarse model: keep the transferred part frozen (about 4x cheaper coarse stage)")
+    p.add_argument("--freeze-transferred", action=argparse.BooleanOptionalAction, default=d.freeze_transferred,
+                   help="coarse model: keep the part taken from the fine model frozen (about 2x cheaper coarse "
+                        "stage; serving computes that part once for both models)")
     p.add_argument("--freeze-blocks", type=int, default=d.freeze_blocks)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])

@@ -152,7 +152,10 @@ class TrainConfig:
                                         # training splits under 1,200 photos (epochs_for)
     coarse_epochs: int | None = None    # None: half the fine model's (epochs_for)
     transfer_cut: str = "auto"          # "none" | "all" | block index | "auto" (= 2/3 of the blocks)
-    freeze_transferred: bool = False    # True: do not update the transferred part (4x cheaper coarse stage)
+    freeze_transferred: bool = True     # the coarse model trains only the blocks after the cut: its stage
+                                        # is 2.4x faster, serving computes the shared part once (1.5x),
+                                        # product fusion within noise of the whole coarse model's
+                                        # (bench/RESULTS.md session 16); False trains it whole
     freeze_blocks: int = 3              # fine model: stem + first N blocks frozen (-1: none)
     batch_size: int = 32
     optimizer: str = "adamw"            # "adamw" | "sgd" (thesis)

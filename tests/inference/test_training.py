@@ -55,6 +55,7 @@ def test_unset_image_size_is_chosen_by_the_engine_and_shown(client, labelled_cas
     client.force_login(users["dermatologist"])
     page = client.get(reverse("inference:model_detail", args=[run.model_version.pk])).content.decode()
     assert "<dt>Image size</dt><dd>48 px: training estimated at under 1 min on this machine (budget 45 min)</dd>" in page
+    assert "tiny · 48 px · transfer cut 3 (kept frozen: shared with the fine model)" in page
 
 
 def test_training_cases_respect_label_sources(labelled_cases):

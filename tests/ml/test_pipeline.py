@@ -39,6 +39,10 @@ def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
     assert man["training"]["data"] is None and str(tmp_path) not in json.dumps(man)
     assert man["training"]["augmentation"]["cutout_p"] == 0.5 and "blur" in man["training"]["augmentation"]
     assert man["tta"] is False                                        # one view by default
+    # frozen transfer by default: the coarse model trained only what follows the cut (tiny: 3 of 4 blocks)
+    assert man["training"]["freeze_transferred"] is True and man["transfer_cut"] == 3
+    assert man["coarse_training"]["frozen"] == ["backbone.stem.", "backbone.blocks.0.", "backbone.blocks.1.",
+                                                "backbone.blocks.2."]
     assert main(["evaluate", "--model", str(out), "--data", str(data), "--json", str(tmp_path / "e.json")]) == 0
     r = capsys.readouterr()
     assert "held-out split" in r.out
@@ -58,6 +62,17 @@ def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
     r = capsys.readouterr()
     assert "img_0000.jpg" in r.out and "meta-classes" in r.out
     assert "img_0003.jpg" in r.err and rc == 1
+
+
+def test_cli_freeze_transferred_flag():
+    import argparse
+
+    from inference.ml.cli import add_train_args, config_from_args
+    p = argparse.ArgumentParser()
+    add_train_args(p)
+    base = ["--data", "d", "--taxonomy", "t.json", "--out", "o"]
+    assert config_from_args(p.parse_args(base)).freeze_transferred is True
+    assert config_from_args(p.parse_args(base + ["--no-freeze-transferred"])).freeze_transferred is False
 
 
 def test_cli_module_entry_point():

@@ -18,7 +18,7 @@ from .test_pipeline import FAST
 @pytest.fixture
 def model_dir(tmp_path, taxonomy_file, tiny_data):
     return train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
-                             **{**FAST, "fine_models": 2}))
+                             **{**FAST, "fine_models": 2, "freeze_transferred": False}))
 
 
 def test_onnxruntime_serves_the_probabilities_of_pytorch(model_dir, monkeypatch):
@@ -109,5 +109,5 @@ def test_frozen_transfer_is_served_with_one_shared_trunk(frozen_dir, model_dir, 
     ref = Predictor.load(frozen_dir, precision="fp32", runtime=runtime, members=1, share_trunk=False)
     for a, b in zip(one.probabilities(u8), ref.probabilities(u8)):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    # a coarse model trained after the transfer shares nothing: its stem's statistics moved
+    # a coarse model trained whole after the transfer shares nothing: its stem's statistics moved
     assert Predictor.load(model_dir, precision="fp32", runtime=runtime).shared_depth == 0
