@@ -68,8 +68,8 @@ def add_train_args(p):
                    help="default: half the fine model's")
     p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')
     p.add_argument("--freeze-transferred", action=argparse.BooleanOptionalAction, default=d.freeze_transferred,
-                   help="coarse model: keep the part taken from the fine model frozen (about 2x cheaper coarse "
-                        "stage; serving computes that part once for both models)")
+                   help="coarse model: keep the part taken from the fine model frozen (default; coarse stage "
+                        "2.4x faster on HAM10000, and serving computes that part once for both models)")
     p.add_argument("--freeze-blocks", type=int, default=d.freeze_blocks)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])

@@ -159,12 +159,12 @@ class Predictor:
             # a coarse model trained with frozen transfer holds the fine model's stem and first blocks
             # unchanged: that part is computed once for both (networks.SharedTrunkPair)
             self.shared_depth = shared_depth(fines[0], coarse) if share_trunk else 0
-            folded = [WithFeatures(fuse_for_inference(m)) for m in fines[1:]]
+            first, last = fuse_for_inference(fines[0]), fuse_for_inference(coarse)
+            others = [WithFeatures(fuse_for_inference(m)) for m in fines[1:]]
             if self.shared_depth:
-                folded.insert(0, SharedTrunkPair(fuse_for_inference(fines[0]), fuse_for_inference(coarse),
-                                                 self.shared_depth))
+                folded = [SharedTrunkPair(first, last, self.shared_depth), *others]
             else:
-                folded = [WithFeatures(fuse_for_inference(fines[0])), *folded, WithFeatures(fuse_for_inference(coarse))]
+                folded = [WithFeatures(first), *others, WithFeatures(last)]
             outputs = [PAIR_OUTPUTS if isinstance(m, SharedTrunkPair) else ("logits", "features") for m in folded]
             self.runtime = rt
             if self.runtime == "onnxruntime":
@@ -180,7 +180,7 @@ class Predictor:
                 self._fast_pair, self._fast_fines = fast[0], fast[1:]
             else:
                 self._fast_fines, self._fast_coarse = fast[:-1], fast[-1]
-        self._fast_fine = self._fast_fines[0] if self._fast_fines else None
+        self._fast_fine = None if self._fast_pair is not None else self._fast_fines[0]    # fine model 1 alone
 
     @classmethod
     def load(cls, model_dir, threads: int | None = None, precision: str | None = None,

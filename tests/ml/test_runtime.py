@@ -104,7 +104,7 @@ def test_frozen_transfer_is_served_with_one_shared_trunk(frozen_dir, model_dir, 
             assert a.shape == b.shape
             np.testing.assert_allclose(a, b, atol=1e-5)
     one = Predictor.load(frozen_dir, precision="fp32", runtime=runtime, members=1)
-    assert one.shared_depth == 4 and one._fast_fines == []
+    assert one.shared_depth == 4 and one._fast_fines == [] and one._fast_fine is None
     u8 = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=g)
     ref = Predictor.load(frozen_dir, precision="fp32", runtime=runtime, members=1, share_trunk=False)
     for a, b in zip(one.probabilities(u8), ref.probabilities(u8)):
