@@ -64,17 +64,6 @@ def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
     assert "img_0003.jpg" in r.err and rc == 1
 
 
-def test_cli_freeze_transferred_flag():
-    import argparse
-
-    from inference.ml.cli import add_train_args, config_from_args
-    p = argparse.ArgumentParser()
-    add_train_args(p)
-    base = ["--data", "d", "--taxonomy", "t.json", "--out", "o"]
-    assert config_from_args(p.parse_args(base)).freeze_transferred is True
-    assert config_from_args(p.parse_args(base + ["--no-freeze-transferred"])).freeze_transferred is False
-
-
 def test_cli_module_entry_point():
     r = subprocess.run([sys.executable, "-m", "inference.ml", "--help"], capture_output=True, text=True, cwd=ROOT,
                        timeout=60)
@@ -482,7 +471,7 @@ def test_colour_constancy_from_training_to_prediction(tmp_path, taxonomy_file, t
                           colour_constancy="white_patch", **FAST))
 
 
-def test_tta_flag_of_train():
+def test_boolean_flags_of_train():
     import argparse
 
     from inference.ml.cli import add_train_args, config_from_args
@@ -492,3 +481,5 @@ def test_tta_flag_of_train():
     assert config_from_args(p.parse_args(base)).tta is False
     assert config_from_args(p.parse_args(base + ["--tta"])).tta is True
     assert config_from_args(p.parse_args(base + ["--no-tta"])).tta is False
+    assert config_from_args(p.parse_args(base)).freeze_transferred is True
+    assert config_from_args(p.parse_args(base + ["--no-freeze-transferred"])).freeze_transferred is False
