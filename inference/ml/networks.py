@@ -243,7 +243,9 @@ def shared_depth(a: Classifier, b: Classifier) -> int:
 class SharedTrunkPair(nn.Module):
     """A fine and a coarse model whose first ``depth`` trunk modules are identical
     (``shared_depth``), run as one module that computes that part once.
-    ``forward(x) -> (fine logits, fine pooled features, coarse logits)``. Eval only (dropout off)."""
+    ``forward(x) -> (fine logits, fine pooled features, coarse logits)``, named ``OUTPUTS`` for the
+    ONNX export. Eval only (dropout off)."""
+    OUTPUTS = ("logits", "features", "coarse_logits")
 
     def __init__(self, fine: Classifier, coarse: Classifier, depth: int):
         super().__init__()

@@ -60,8 +60,6 @@ from .networks import (GRADCAM_LAYER, Classifier, MixedBf16, SharedTrunkPair, fu
 from .runtime import OrtModel, resolve_runtime
 from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
 
-PAIR_OUTPUTS = ("logits", "features", "coarse_logits")    # SharedTrunkPair's outputs
-
 
 def flip_views(x: torch.Tensor, views: int) -> torch.Tensor:
     """Stack 1, 2 (horizontal flip) or 4 (+ vertical flip, both) views of a batch along dim 0."""
@@ -165,11 +163,11 @@ class Predictor:
                 folded = [SharedTrunkPair(first, last, self.shared_depth), *others]
             else:
                 folded = [WithFeatures(first), *others, WithFeatures(last)]
-            outputs = [PAIR_OUTPUTS if isinstance(m, SharedTrunkPair) else ("logits", "features") for m in folded]
             self.runtime = rt
             if self.runtime == "onnxruntime":
                 try:
-                    fast = [OrtModel(m, o) for m, o in zip(folded, outputs)]
+                    fast = [OrtModel(m, m.OUTPUTS if isinstance(m, SharedTrunkPair) else ("logits", "features"))
+                            for m in folded]
                 except Exception as e:  # onnxruntime missing or the export failed: PyTorch still serves
                     logging.getLogger(__name__).warning("%s: ONNX Runtime unavailable (%s: %s); serving with PyTorch",
                                                         self.model_dir, type(e).__name__, e)
