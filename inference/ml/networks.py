@@ -156,7 +156,13 @@ def transferred_prefixes(model: Classifier, cut) -> list[str]:
         return []
     if cut == "all":
         return ["backbone."]
-    return ["backbone.stem."] + [f"backbone.blocks.{i}." for i in range(cut)]
+    return trunk_prefixes(model, cut)
+
+
+def trunk_prefixes(model: Classifier, n_blocks: int) -> list[str]:
+    """Module name prefixes of the stem and the first ``n_blocks`` MBConv blocks (the leading
+    ``1 + n_blocks`` modules of ``trunk``)."""
+    return ["backbone.stem."] + [f"backbone.blocks.{i}." for i in range(min(n_blocks, model.num_blocks))]
 
 
 def transfer_cut(coarse: Classifier, fine: Classifier, cut) -> list[str]:
@@ -200,7 +206,7 @@ def freeze_first_blocks(model: Classifier, n_blocks: int) -> list[str]:
     """Freeze stem + the first n MBConv blocks (n=0: stem only; n<0: nothing)."""
     if n_blocks < 0:
         return []
-    pre = ["backbone.stem."] + [f"backbone.blocks.{i}." for i in range(min(n_blocks, model.num_blocks))]
+    pre = trunk_prefixes(model, n_blocks)
     freeze_prefixes(model, pre)
     return pre
 

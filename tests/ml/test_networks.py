@@ -94,3 +94,16 @@ def test_shared_depth_and_the_pair_that_computes_it_once():
         torch.testing.assert_close(lc, coarse(x))
     with pytest.raises(ValueError, match="shared depth must be between 1 and 5, not 0"):
         SharedTrunkPair(fine, coarse, 0)
+
+
+def test_trunk_prefixes_name_the_leading_trunk_modules():
+    """Freezing, transfer and shared serving agree on what "stem + first n blocks" is."""
+    from inference.ml.networks import freeze_first_blocks, trunk, trunk_prefixes
+    model = Classifier("tiny", 3)
+    names = {id(m): n for n, m in model.named_modules()}
+    for n in range(model.num_blocks + 1):
+        assert trunk_prefixes(model, n) == [names[id(m)] + "." for m in trunk(model)[:n + 1]]
+    assert freeze_first_blocks(model, 2) == trunk_prefixes(model, 2)
+    frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(k.startswith(tuple(trunk_prefixes(model, 2))) for k in frozen)
+    assert not any(k.startswith("backbone.blocks.2.") for k in frozen)
