@@ -13,7 +13,7 @@ import sys, time, torch
 from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 mode = sys.argv[1]
-from inference.ml.networks import Classifier, freeze_first_blocks, freeze_prefixes
+from inference.ml.networks import Classifier, freeze_first_blocks
 from inference.ml.data import Augmenter, AugmentConfig
 from inference.ml.train import keep_freed_memory
 if "m" in mode:
@@ -23,7 +23,7 @@ torch.set_num_threads(2)
 init = (lambda: torch.set_num_threads(1)) if "t" in mode else None
 pool = ThreadPoolExecutor(1, initializer=init)
 m = Classifier("efficientnet_lite0", 7).to(memory_format=torch.channels_last)
-fr = freeze_first_blocks(m, 3); freeze_prefixes(m, fr)
+freeze_first_blocks(m, 3)
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
 a = Augmenter(AugmentConfig(), [0.5]*3, [0.25]*3)
 X = torch.randint(0, 255, (32, 3, size, size), dtype=torch.uint8); y = torch.randint(0, 7, (bs,))

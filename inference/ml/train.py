@@ -575,7 +575,7 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
 
         def make_fine(size):     # the network does not depend on the size; the probe feeds it
             m = build_model(cfg, len(tax.sub_classes))
-            freeze_prefixes(m, freeze_first_blocks(m, cfg.freeze_blocks))
+            freeze_first_blocks(m, cfg.freeze_blocks)
             return m
 
         def make_coarse(size):
