@@ -166,8 +166,7 @@ class Predictor:
             self.runtime = rt
             if self.runtime == "onnxruntime":
                 try:
-                    fast = [OrtModel(m, m.OUTPUTS if isinstance(m, SharedTrunkPair) else ("logits", "features"))
-                            for m in folded]
+                    fast = [OrtModel(m, m.OUTPUTS) for m in folded]     # WithFeatures or SharedTrunkPair
                 except Exception as e:  # onnxruntime missing or the export failed: PyTorch still serves
                     logging.getLogger(__name__).warning("%s: ONNX Runtime unavailable (%s: %s); serving with PyTorch",
                                                         self.model_dir, type(e).__name__, e)

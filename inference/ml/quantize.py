@@ -39,7 +39,9 @@ _OBSERVER = "activation_post_process"
 
 
 class WithFeatures(nn.Module):
-    """Traceable wrapper: ``forward(x) -> (logits, pooled features)`` (eval: dropout is identity)."""
+    """Traceable wrapper: ``forward(x) -> (logits, pooled features)``, named ``OUTPUTS`` for the ONNX
+    export (eval: dropout is identity)."""
+    OUTPUTS = ("logits", "features")
 
     def __init__(self, model: Classifier):
         super().__init__()
