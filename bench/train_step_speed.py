@@ -1,9 +1,10 @@
 """Training-step speed on this CPU: augmentation placement and malloc settings.
 
-    python bench/train_step_speed.py MODE SIZE
+    python bench/train_step_speed.py MODE SIZE [FROZEN_BLOCKS]
 MODE letters: p = augment the next batch in a helper thread (as train.fit does), s = augment in
 the step; m = keep_freed_memory() (glibc keeps freed blocks); t = the helper thread uses one
-intra-op thread (as train.fit does); b = bfloat16 autocast. Prints training images/s of EfficientNet-Lite0, batch 32.
+intra-op thread (as train.fit does); b = bfloat16 autocast. Prints training images/s of EfficientNet-Lite0, batch 32;
+FROZEN_BLOCKS (default 3, the fine model's) is freeze_first_blocks's n (-1: nothing frozen).
 Measured 2026-11-22 at 192 px: p 21.3, pm 29.3, pmt 33.9, sm 35.0 img/s.
 bfloat16 autocast does not pay off for training on these CPUs: at 160 px pmt 48.4 vs pmtb 29.6 img/s
 (2026-11-29, AMD EPYC with AVX512-BF16) and pmt 56.9 vs pmtb 29.3 img/s (2026-11-30, Intel Xeon with
@@ -23,7 +24,7 @@ torch.set_num_threads(2)
 init = (lambda: torch.set_num_threads(1)) if "t" in mode else None
 pool = ThreadPoolExecutor(1, initializer=init)
 m = Classifier("efficientnet_lite0", 7).to(memory_format=torch.channels_last)
-freeze_first_blocks(m, 3)
+freeze_first_blocks(m, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
 a = Augmenter(AugmentConfig(), [0.5]*3, [0.25]*3)
 X = torch.randint(0, 255, (32, 3, size, size), dtype=torch.uint8); y = torch.randint(0, 7, (bs,))
