@@ -4,7 +4,7 @@
 MODE letters: p = augment the next batch in a helper thread (as train.fit does), s = augment in
 the step; m = keep_freed_memory() (glibc keeps freed blocks); t = the helper thread uses one
 intra-op thread (as train.fit does); b = bfloat16 autocast. Prints training images/s of EfficientNet-Lite0, batch 32;
-FROZEN_BLOCKS (default 3, the fine model's) is freeze_first_blocks's n (-1: nothing frozen).
+FROZEN_BLOCKS (default: the fine model's, TrainConfig.freeze_blocks) is freeze_first_blocks's n (-1: nothing frozen).
 Measured 2026-11-22 at 192 px: p 21.3, pm 29.3, pmt 33.9, sm 35.0 img/s.
 bfloat16 autocast does not pay off for training on these CPUs: at 160 px pmt 48.4 vs pmtb 29.6 img/s
 (2026-11-29, AMD EPYC with AVX512-BF16) and pmt 56.9 vs pmtb 29.3 img/s (2026-11-30, Intel Xeon with
@@ -16,7 +16,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 mode = sys.argv[1]
 from inference.ml.networks import Classifier, freeze_first_blocks
 from inference.ml.data import Augmenter, AugmentConfig
-from inference.ml.train import keep_freed_memory
+from inference.ml.train import TrainConfig, keep_freed_memory
 if "m" in mode:
     keep_freed_memory()
 size = int(sys.argv[2]); bs = 32
@@ -24,7 +24,7 @@ torch.set_num_threads(2)
 init = (lambda: torch.set_num_threads(1)) if "t" in mode else None
 pool = ThreadPoolExecutor(1, initializer=init)
 m = Classifier("efficientnet_lite0", 7).to(memory_format=torch.channels_last)
-freeze_first_blocks(m, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+freeze_first_blocks(m, int(sys.argv[3]) if len(sys.argv) > 3 else TrainConfig.freeze_blocks)
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
 a = Augmenter(AugmentConfig(), [0.5]*3, [0.25]*3)
 X = torch.randint(0, 255, (32, 3, size, size), dtype=torch.uint8); y = torch.randint(0, 7, (bs,))
