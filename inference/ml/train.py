@@ -166,7 +166,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     burn_in: int = 50
     burn_in_power: float = 4.0
-    class_balance: str = "sqrt_weights"  # "none" | "weights" | "sqrt_weights" | "focal" | "sampler"
+    class_balance: str = "sqrt_weights"  # "none" | "weights" | "sqrt_weights" | "focal" | "sampler" | "logit_adjust"
+    logit_adjust_tau: float = 1.0       # "logit_adjust": the loss sees logits + tau * log(training prior)
+                                        # (Menon et al., ICLR 2021); prediction uses the plain logits, whose
+                                        # softmax then carries the prior to the power 1 - tau (1: none, the
+                                        # balanced-error optimum; 0.5: the prior sqrt_weights aims at)
     # The coarse model is trained with every photo weighted by the inverse frequency of its
     # *sub-class* ("subclass_weights"): product fusion multiplies its probabilities with the fine
     # model's, which already carry the class prior, so a coarse model trained on the natural prior
@@ -255,7 +259,7 @@ def _check_stop(should_stop):
         raise TrainingCancelled("training cancelled by request; no artefact was completed")
 
 
-BALANCES = ("none", "weights", "sqrt_weights", "focal", "sampler")
+BALANCES = ("none", "weights", "sqrt_weights", "focal", "sampler", "logit_adjust")
 SUBCLASS_BALANCES = ("subclass_weights", "subclass_sqrt_weights")   # coarse model only
 
 
@@ -285,9 +289,19 @@ def class_weights(y: np.ndarray, C: int, mode: str) -> torch.Tensor | None:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def loss_fn(logits, y, photo_w, mode, gamma, smoothing):
+def logit_offsets(y: np.ndarray, C: int, tau: float) -> torch.Tensor:
+    """tau * log(prior) of the training labels, one per class, for the logit-adjusted loss. A class
+    with no training photo counts as one photo (a finite offset; it has no photo to learn from)."""
+    counts = np.maximum(np.bincount(y, minlength=C), 1).astype(np.float64)
+    return torch.tensor(tau * np.log(counts / counts.sum()), dtype=torch.float32)
+
+
+def loss_fn(logits, y, photo_w, mode, gamma, smoothing, offsets=None):
     """Training loss of a batch; ``photo_w``: the weight of every photo of the batch (its class's or
-    its sub-class's, ``class_weights``) or None."""
+    its sub-class's, ``class_weights``) or None; ``offsets``: added to the logits before the loss
+    ("logit_adjust", ``logit_offsets``)."""
+    if offsets is not None:
+        logits = logits.float() + offsets
     if mode == "focal":
         logp = F.log_softmax(logits.float(), 1)
         lp = logp.gather(1, y[:, None]).squeeze(1)
@@ -391,8 +405,9 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         weights = None
     else:
         weights = class_weights(yt, C, cfg.class_balance)
-        if weights is not None:     # None: "none", or "sampler" (balances by drawing, not weighting)
+        if weights is not None:     # None: "none", "sampler" (balances by drawing, not weighting), "logit_adjust"
             sample_w = weights[torch.as_tensor(y, dtype=torch.long)]
+    offsets = logit_offsets(yt, C, cfg.logit_adjust_tau) if cfg.class_balance == "logit_adjust" else None
     bs = min(cfg.batch_size, len(idx))
     steps = max(1, len(idx) // bs)
     total = steps * epochs
@@ -448,7 +463,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             for grp in opt.param_groups:
                 grp["lr"] = lr
             photo_w = None if sample_w is None else sample_w[torch.as_tensor(bi)]
-            loss = loss_fn(model(x), target, photo_w, cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing)
+            loss = loss_fn(model(x), target, photo_w, cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing,
+                           offsets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -479,6 +495,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     el = time.time() - t_stage
     return {"history": history, "seconds": el, "images_per_second": seen / el if seen else None,
             "frozen": frozen, "class_weights": None if weights is None else weights.tolist(),
+            **({} if offsets is None else {"logit_offsets": offsets.tolist()}),
             **({} if gw is None else {"subclass_weights": gw.tolist()})}
 
 

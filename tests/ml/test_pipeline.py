@@ -187,6 +187,30 @@ def test_fine_from_reuses_fine_model(tmp_path, taxonomy_file, tiny_data):
     assert man["timings_seconds"]["fine"] == 0.0 and man["training"]["coarse_class_balance"] == "none"
 
 
+@pytest.mark.parametrize("tau", [0.0, 0.5, 1.0])
+def test_logit_adjusted_loss_learns_the_prior_to_the_power_one_minus_tau(tau):
+    """A model that can only learn a bias, trained with the logit-adjusted loss on labels with prior
+    0.8 / 0.2, ends with softmax(bias) proportional to prior ** (1 - tau): the training prior for
+    tau 0 (plain cross-entropy), its square root for 0.5, equal classes for 1."""
+    from inference.ml.train import logit_offsets, loss_fn
+    y = torch.tensor([0] * 8 + [1] * 2)
+    offsets = logit_offsets(y.numpy(), 2, tau)
+    np.testing.assert_allclose(offsets.numpy(), tau * np.log([0.8, 0.2]), rtol=1e-6)
+    bias = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.LBFGS([bias], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(bias.expand(len(y), 2), y, None, "logit_adjust", 2.0, 0.0, offsets)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    want = np.array([0.8, 0.2]) ** (1 - tau)
+    np.testing.assert_allclose(bias.detach().softmax(0).numpy(), want / want.sum(), atol=1e-3)
+    # a class with no training photo gets a finite offset
+    assert np.isfinite(logit_offsets(np.array([0, 0, 1]), 3, 1.0).numpy()).all()
+
+
 def test_coarse_model_weighted_by_sub_class(tmp_path, taxonomy_file, tiny_data):
     """coarse_class_balance "subclass_weights" weights every photo of the coarse model by the inverse
     frequency of its sub-class; unknown class balances are refused before training."""
