@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -237,11 +238,23 @@ def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprin
                 progress(done, n)
     if cache_file is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, cache_file)
-        cache_file.with_suffix(".json").write_text(json.dumps({"bad": bad}))
+        # every writer has its own temporary files: two trainings that decode the same photos at
+        # once used to share one, and the second os.replace found it gone (FileNotFoundError)
+        _write_atomic(cache_file.with_suffix(".json"), lambda f: f.write(json.dumps({"bad": bad}).encode()))
+        _write_atomic(cache_file, lambda f: np.save(f, arr))
     return torch.from_numpy(arr), ok, bad
+
+
+def _write_atomic(path: Path, write: Callable) -> None:
+    """``write(file)`` into a temporary file of this writer alone, then move it to ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------- splits

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,27 @@ def test_corrupt_and_missing_images_reported(tmp_path):
     imgs1, ok1, bad1 = build_cache(recs, 24, tmp_path / "c")
     imgs2, ok2, bad2 = build_cache(recs, 24, tmp_path / "c")
     assert torch.equal(imgs1, imgs2) and (ok1 == ok2).all() and [tuple(b) for b in bad1] == bad2
+
+
+def test_two_writers_of_one_cache_do_not_collide(tmp_path, monkeypatch):
+    """Two trainings decoding the same photos at once: another writer finishes between this one's
+    save and its move into place. Both succeed, and no temporary file is left behind."""
+    from inference.ml import data
+    recs, _ = read_dataset(make_dataset(tmp_path / "d", n_per_class=2))
+    real_replace, nested = os.replace, []
+
+    def replace_after_another_writer(src, dst):
+        if not nested:
+            nested.append(None)
+            nested[0] = build_cache(recs, 24, tmp_path / "c")       # the other training
+        real_replace(src, dst)
+    monkeypatch.setattr(data.os, "replace", replace_after_another_writer)
+    imgs, ok, bad = build_cache(recs, 24, tmp_path / "c")
+    assert nested and torch.equal(imgs, nested[0][0]) and ok.all() and bad == []
+    assert sorted(f.suffix for f in (tmp_path / "c").iterdir()) == [".json", ".npy"]
+    monkeypatch.setattr(data.os, "replace", real_replace)
+    again, _, _ = build_cache(recs, 24, tmp_path / "c")     # read back from disk
+    assert torch.equal(again, imgs)
 
 
 def test_augmenter_shapes_and_centre_sparing():
