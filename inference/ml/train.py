@@ -170,7 +170,10 @@ class TrainConfig:
     logit_adjust_tau: float = 1.0       # "logit_adjust": the loss sees logits + tau * log(training prior)
                                         # (Menon et al., ICLR 2021); prediction uses the plain logits, whose
                                         # softmax then carries the prior to the power 1 - tau (1: none, the
-                                        # balanced-error optimum; 0.5: the prior sqrt_weights aims at)
+                                        # balanced-error optimum; 0.5: the prior sqrt_weights aims at).
+                                        # HAM10000 split 0 against sqrt_weights: 0.5 flat balanced accuracy
+                                        # and macro F1 -0.041; 1 trades accuracy (-0.050) for balanced
+                                        # accuracy (+0.027), no better than a prior shift (session 19)
     # The coarse model is trained with every photo weighted by the inverse frequency of its
     # *sub-class* ("subclass_weights"): product fusion multiplies its probabilities with the fine
     # model's, which already carry the class prior, so a coarse model trained on the natural prior
