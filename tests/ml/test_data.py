@@ -74,7 +74,7 @@ def test_two_writers_of_one_cache_do_not_collide(tmp_path, monkeypatch):
 
     def replace_after_another_writer(src, dst):
         if not nested:
-            nested.append(None)
+            nested.append(None)     # first: the other writer's own os.replace comes back here
             nested[0] = build_cache(recs, 24, tmp_path / "c")       # the other training
         real_replace(src, dst)
     monkeypatch.setattr(data.os, "replace", replace_after_another_writer)

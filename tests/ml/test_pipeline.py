@@ -253,6 +253,14 @@ def test_coarse_model_weighted_by_sub_class(tmp_path, taxonomy_file, tiny_data):
     assert info["class_weights"] is None and len(set(counts)) > 1
     np.testing.assert_allclose(np.array(info["subclass_weights"]) * counts, counts.sum() / len(counts), rtol=1e-5)
     assert len(Predictor.load(b, precision="fp32").predict([Image.new("RGB", (40, 40), "gray")])[0].ranked) > 0
+    # the logit-adjusted loss: the coarse model's offsets are tau * log(meta-class prior), no weights
+    c = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "la"),
+                          fine_from=str(a), coarse_class_balance="logit_adjust", logit_adjust_tau=0.5, **FAST))
+    info = json.loads((c / "model.json").read_text())["coarse_training"]
+    meta = np.bincount(tax.parent_index[[tax.sub_classes.index(records[i].label) for i in tr]],
+                       minlength=len(tax.meta_classes))
+    assert info["class_weights"] is None and len(set(meta)) > 1
+    np.testing.assert_allclose(info["logit_offsets"], 0.5 * np.log(meta / meta.sum()), rtol=1e-5)
     for key in ("class_balance", "coarse_class_balance", "member_class_balance"):
         with pytest.raises(ValueError, match=f"{key} 'balanced' is unknown; choose one of none, weights"):
             train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / key),
