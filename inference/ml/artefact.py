@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import torch
@@ -47,11 +48,24 @@ def load_state(path) -> dict:
     return load_file(str(path), device="cpu")
 
 
-def write_json(path, obj) -> None:
+def write_atomic(path, write) -> None:
+    """``write(binary file)`` into a temporary file of this writer alone beside ``path``, then move it
+    to ``path``: readers see the old file or the whole new one, and two writers of one path (two
+    trainings filling the same image cache) never share a temporary file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, obj) -> None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _json_default(o):

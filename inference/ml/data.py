@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+
+from .artefact import write_atomic
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -240,21 +241,9 @@ def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprin
         cache_dir.mkdir(parents=True, exist_ok=True)
         # every writer has its own temporary files: two trainings that decode the same photos at
         # once used to share one, and the second os.replace found it gone (FileNotFoundError)
-        _write_atomic(cache_file.with_suffix(".json"), lambda f: f.write(json.dumps({"bad": bad}).encode()))
-        _write_atomic(cache_file, lambda f: np.save(f, arr))
+        write_atomic(cache_file.with_suffix(".json"), lambda f: f.write(json.dumps({"bad": bad}).encode()))
+        write_atomic(cache_file, lambda f: np.save(f, arr))
     return torch.from_numpy(arr), ok, bad
-
-
-def _write_atomic(path: Path, write: Callable) -> None:
-    """``write(file)`` into a temporary file of this writer alone, then move it to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------- splits

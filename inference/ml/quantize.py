@@ -138,11 +138,10 @@ def calibrate_artefact(model_dir, data_dir, n_images: int = 256, seed: int = 0) 
     When ``data_dir`` is the artefact's training data (same fingerprint) only its training split is
     used, so the held-out evaluation stays untouched; otherwise any of its photos. Returns the
     manifest entry written."""
-    import os
     from pathlib import Path
 
     import numpy as np
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     from . import artefact as art
     from .data import build_cache
@@ -158,9 +157,7 @@ def calibrate_artefact(model_dir, data_dir, n_images: int = 256, seed: int = 0) 
     images, ok, _ = build_cache([records[i] for i in pick], P.size, None, colour=P.colour)
     images = images[torch.as_tensor(np.flatnonzero(ok))]
     flat = calibrate_models(P.fine_models, P.coarse_model, images, P.mean, P.std, P.size)
-    tmp = model_dir / (FILE + ".tmp")
-    save_file(flat, str(tmp))
-    os.replace(tmp, model_dir / FILE)
+    art.write_atomic(model_dir / FILE, lambda f: f.write(safetensors_bytes(flat)))
     entry = {"file": FILE, "images": int(len(images)), "source": source}
     art.write_json(model_dir / art.MANIFEST, {**P.manifest, "int8_calibration": entry})
     return entry

@@ -377,9 +377,7 @@ def preprocessing_for(cfg: TrainConfig) -> dict:
 
 
 def _save_ckpt(path: Path, **obj):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    art.write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg: TrainConfig,
