@@ -718,7 +718,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     coarse_info["cut"] = cut
     timings["coarse"] = time.time() - t0
 
-    binary = None
+    binary, binary_info = None, None
     if cfg.positive and cfg.binary_epochs > 0:
         t0 = time.time()
         binary = build_model(cfg, 2)
@@ -803,7 +803,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
                 "threshold": ood_thr, "quantile": cfg.ood_quantile},
         "timings_seconds": timings,
         "train_images_per_second": {"fine": fine_info["images_per_second"], "coarse": coarse_info["images_per_second"]},
-        "fine_training": fine_info, "coarse_training": coarse_info,
+        "fine_training": fine_info, "coarse_training": coarse_info, "binary_training": binary_info,
         "fine_members_training": fine_infos,
         "code_version": art.code_version(),
         "torch_version": torch.__version__,

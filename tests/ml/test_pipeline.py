@@ -43,6 +43,9 @@ def test_cli_train_evaluate_predict(tmp_path, taxonomy_file, capsys):
     assert man["training"]["freeze_transferred"] is True and man["transfer_cut"] == 3
     assert man["coarse_training"]["frozen"] == ["backbone.stem.", "backbone.blocks.0.", "backbone.blocks.1.",
                                                 "backbone.blocks.2."]
+    # the single-stage binary baseline's training is recorded like the other stages'
+    assert man["has_binary"] and len(man["binary_training"]["history"]) == 1
+    assert man["binary_training"]["images_per_second"] > 0
     assert main(["evaluate", "--model", str(out), "--data", str(data), "--json", str(tmp_path / "e.json")]) == 0
     r = capsys.readouterr()
     assert "held-out split" in r.out
