@@ -310,8 +310,18 @@ class AugmentConfig:
     cutout_scales: tuple = (0.25, 0.125, 0.125, 0.0625, 0.0625, 0.0625, 0.0625)
     cutout_centre_radius: float = 0.5  # fraction of the half-diagonal protected progressively
     fill: float = 0.5          # constant fill of the geometric transform (0..1)
+    # batch mixing (BatchMixer): share of batches that get CutMix / mixup, and the Beta(a, a) of the
+    # mixing proportion; 0 = off
+    cutmix_p: float = 0.0
+    mixup_p: float = 0.0
+    mix_alpha: float = 1.0
 
     def __post_init__(self):
+        if min(self.cutmix_p, self.mixup_p) < 0 or self.cutmix_p + self.mixup_p > 1:
+            raise ValueError(f"augmentation cutmix_p and mixup_p must be shares with a sum of at most 1, not "
+                             f"{self.cutmix_p!r} and {self.mixup_p!r}")
+        if self.mix_alpha <= 0:
+            raise ValueError(f"augmentation mix_alpha must be positive, not {self.mix_alpha!r}")
         if not (self.jpeg == 0 or 1 <= self.jpeg <= 95):
             raise ValueError(f"augmentation jpeg must be 0 (off) or a JPEG quality 1-95, not {self.jpeg!r}")
         if not 0 <= self.optics_p <= 1:
@@ -374,6 +384,43 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     y = F.conv2d(y, k.view(n * ch, 1, 1, -1), groups=n * ch)
     y = F.conv2d(y, k.view(n * ch, 1, -1, 1), groups=n * ch)
     return y.view(n, ch, H, W)
+
+
+class BatchMixer:
+    """CutMix (Yun et al., ICCV 2019) or mixup (Zhang et al., ICLR 2018) of a batch with a permutation
+    of itself.
+
+    ``mixer(x)`` returns ``(x, None)`` for a batch left alone, else ``(mixed, (perm, lam))``: photo i
+    is ``lam`` of photo i and ``1 - lam`` of photo ``perm[i]``, so its loss is ``lam * loss(y) +
+    (1 - lam) * loss(y[perm])`` (``train.mixed_loss``). CutMix pastes one box of photo ``perm[i]`` into
+    photo i, the same box for the whole batch, and ``lam`` is the share of pixels outside the box
+    after clipping at the border."""
+
+    def __init__(self, cfg: AugmentConfig, seed: int = 0):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def active(self) -> bool:
+        return self.cfg.cutmix_p > 0 or self.cfg.mixup_p > 0
+
+    def __call__(self, x: torch.Tensor):
+        c = self.cfg
+        u = self.rng.random()
+        if u >= c.cutmix_p + c.mixup_p or len(x) < 2:
+            return x, None
+        lam = float(self.rng.beta(c.mix_alpha, c.mix_alpha))
+        perm = torch.from_numpy(self.rng.permutation(len(x)))
+        if u >= c.cutmix_p:                                            # mixup
+            return x * lam + x[perm] * (1 - lam), (perm, lam)
+        H, W = x.shape[-2:]
+        h, w = int(round(H * np.sqrt(1 - lam))), int(round(W * np.sqrt(1 - lam)))
+        cy, cx = int(self.rng.integers(H)), int(self.rng.integers(W))
+        y0, y1 = max(cy - h // 2, 0), min(cy + h - h // 2, H)
+        x0, x1 = max(cx - w // 2, 0), min(cx + w - w // 2, W)
+        out = x.clone()
+        out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        return out, (perm, 1.0 - (y1 - y0) * (x1 - x0) / (H * W))
 
 
 class Augmenter:

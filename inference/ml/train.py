@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from . import artefact as art
 from . import budget
 from .budget import DEFAULT_BUDGET_MINUTES, choose_image_size
-from .data import (AugmentConfig, Augmenter, build_cache, check_colour_constancy, data_fingerprint,
+from .data import (AugmentConfig, Augmenter, BatchMixer, build_cache, check_colour_constancy, data_fingerprint,
                    filter_to_taxonomy, holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
 from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
@@ -320,6 +320,18 @@ def loss_fn(logits, y, photo_w, mode, gamma, smoothing, offsets=None):
     return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
 
+def mixed_loss(logits, y, photo_w, mix, loss):
+    """``loss(logits, y, photo_w)`` of a batch mixed by ``data.BatchMixer`` (``mix`` = (perm, lam), or
+    None for a batch left alone): lam * loss against each photo's own label + (1 - lam) * loss
+    against the label of the photo mixed into it, each with that photo's weight."""
+    own = loss(logits, y, photo_w)
+    if mix is None:
+        return own
+    perm, lam = mix
+    other = loss(logits, y[perm], None if photo_w is None else photo_w[perm])
+    return lam * own + (1 - lam) * other
+
+
 def weighted_loss(logits, y, sample_w, smoothing):
     """Cross-entropy with a weight per photo, normalised like ``F.cross_entropy(weight=)``:
     sum(w_n * loss_n) / sum(w_n)."""
@@ -433,19 +445,20 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             order = torch.multinomial(torch.tensor(cw[yt], dtype=torch.float64), len(idx), True, generator=g).numpy()
         else:
             order = torch.randperm(len(idx), generator=g).numpy()
-        aug = Augmenter(AugmentConfig.from_overrides(cfg.augment), pre["mean"], pre["std"],
-                        seed=int(g.initial_seed() % (2**31)))
+        acfg = AugmentConfig.from_overrides(cfg.augment)
+        aug = Augmenter(acfg, pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)))
+        mixer = BatchMixer(acfg, seed=int(g.initial_seed() % (2**31)) + 1)
         model.train()
         for m in frozen_mods:
             m.eval()
         run_loss, t_ep = 0.0, time.time()
 
-        def make_batch(b, order=order, aug=aug):
+        def make_batch(b, order=order, aug=aug, mixer=mixer):
             bi = idx[order[b * bs:(b + 1) * bs]]
-            x = aug(images[torch.as_tensor(bi)])
+            x, mix = mixer(aug(images[torch.as_tensor(bi)]))
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return bi, x
+            return bi, x, mix
         # augment the next batch in a helper thread while the model trains on this one
         fut = _POOL.submit(make_batch, 0)
         for b in range(steps):
@@ -454,7 +467,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             except TrainingCancelled:
                 fut.result()
                 raise
-            bi, x = fut.result()
+            bi, x, mix = fut.result()
             if b + 1 < steps:
                 fut = _POOL.submit(make_batch, b + 1)
             tuner.begin()
@@ -464,8 +477,9 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             for grp in opt.param_groups:
                 grp["lr"] = lr
             photo_w = None if sample_w is None else sample_w[torch.as_tensor(bi)]
-            loss = loss_fn(model(x), target, photo_w, cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing,
-                           offsets)
+            loss = mixed_loss(model(x), target, photo_w, mix,
+                              lambda lg, t, w: loss_fn(lg, t, w, cfg.class_balance, cfg.focal_gamma,
+                                                       cfg.label_smoothing, offsets))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.ml.data import (AugmentConfig, Augmenter, build_cache, data_fingerprint, filter_to_taxonomy,
+from inference.ml.data import (AugmentConfig, Augmenter, BatchMixer, build_cache, data_fingerprint, filter_to_taxonomy,
                                holdout_split, kfold_split, read_dataset)
 from inference.ml.taxonomy import Taxonomy
 
@@ -218,6 +218,10 @@ def test_augmentation_overrides_refuse_unknown_names():
         AugmentConfig.from_overrides({"jpeg": 100})
     with pytest.raises(ValueError, match="optics_p must be a share between 0 and 1, not 1.5"):
         AugmentConfig.from_overrides({"optics_p": 1.5})
+    with pytest.raises(ValueError, match="cutmix_p and mixup_p must be shares with a sum of at most 1, not 0.7 and 0.5"):
+        AugmentConfig.from_overrides({"cutmix_p": 0.7, "mixup_p": 0.5})
+    with pytest.raises(ValueError, match="mix_alpha must be positive, not 0.0"):
+        AugmentConfig.from_overrides({"mix_alpha": 0})
 
 
 def test_augmentation_overrides_refuse_wrong_types_naming_the_setting():
@@ -231,3 +235,40 @@ def test_augmentation_overrides_refuse_wrong_types_naming_the_setting():
                      ({"optics_p": None}, "optics_p must be a number, not None")):
         with pytest.raises(ValueError, match=msg):
             AugmentConfig.from_overrides(bad)
+
+
+def _distinct_photos(n=8, size=20):
+    """n photos, each one constant value that no other photo has."""
+    return torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size).clone()
+
+
+def test_cutmix_pastes_one_box_and_lam_is_the_share_outside_it():
+    x = _distinct_photos()
+    mixer = BatchMixer(AugmentConfig(cutmix_p=1.0), seed=3)
+    lams = []
+    for _ in range(20):
+        out, (perm, lam) = mixer(x)
+        assert sorted(perm.tolist()) == list(range(8)) and torch.equal(x, _distinct_photos())   # input untouched
+        own = out == x                                    # pixels still from the photo itself
+        pasted = out == x[perm]
+        fixed = perm == torch.arange(8)                   # a photo mixed with itself shows no box
+        assert torch.all(own | pasted)
+        moved = ~fixed
+        if moved.any():
+            # one box, the same place in every photo; lam = the share of pixels outside it
+            assert torch.equal(pasted[moved][:, 0], pasted[moved][:1, 0].expand(int(moved.sum()), -1, -1))
+            assert abs(float(own[moved][0, 0].float().mean()) - lam) < 1e-6
+        lams.append(lam)
+    assert 0.0 <= min(lams) and max(lams) <= 1.0 and len(set(lams)) > 10     # Beta(1, 1): spread out
+
+
+def test_mixup_blends_whole_photos_and_off_leaves_the_batch_alone():
+    x = _distinct_photos()
+    out, (perm, lam) = BatchMixer(AugmentConfig(mixup_p=1.0, mix_alpha=0.4), seed=1)(x)
+    assert torch.allclose(out, lam * x + (1 - lam) * x[perm])
+    off = BatchMixer(AugmentConfig(), seed=1)
+    assert not off.active and off(x)[1] is None and off(x)[0] is x
+    # shares: about half the batches mixed, the rest left alone
+    half = BatchMixer(AugmentConfig(cutmix_p=0.25, mixup_p=0.25), seed=0)
+    mixed = sum(half(x)[1] is not None for _ in range(400))
+    assert 160 <= mixed <= 240

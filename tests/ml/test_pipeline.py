@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from inference.ml.predict import Differential, Predictor
@@ -212,6 +213,33 @@ def test_logit_adjusted_loss_learns_the_prior_to_the_power_one_minus_tau(tau):
     np.testing.assert_allclose(bias.detach().softmax(0).numpy(), want / want.sum(), atol=1e-3)
     # a class with no training photo gets a finite offset
     assert np.isfinite(logit_offsets(np.array([0, 0, 1]), 3, 1.0).numpy()).all()
+
+
+def test_mixed_loss_is_cross_entropy_against_the_mixed_labels():
+    """For a batch mixed by BatchMixer the loss is lam * loss(own label) + (1 - lam) * loss(label of
+    the photo mixed in); unweighted it equals cross-entropy against the mixed one-hot labels, and
+    each part keeps its photo's weight."""
+    from inference.ml.train import loss_fn, mixed_loss, weighted_loss
+    g = torch.Generator().manual_seed(4)
+    logits, y = torch.randn(6, 3, generator=g), torch.tensor([0, 1, 2, 0, 1, 0])
+    perm, lam = torch.tensor([3, 4, 5, 0, 1, 2]), 0.3
+    plain = lambda lg, t, w: loss_fn(lg, t, w, "none", 2.0, 0.0)
+    soft = lam * F.one_hot(y, 3).float() + (1 - lam) * F.one_hot(y[perm], 3).float()
+    assert torch.allclose(mixed_loss(logits, y, None, (perm, lam), plain), F.cross_entropy(logits, soft), atol=1e-6)
+    assert torch.equal(mixed_loss(logits, y, None, None, plain), plain(logits, y, None))
+    w = torch.tensor([1.0, 2.0, 3.0, 1.0, 2.0, 1.0])
+    want = lam * weighted_loss(logits, y, w, 0.0) + (1 - lam) * weighted_loss(logits, y[perm], w[perm], 0.0)
+    weighted = lambda lg, t, pw: loss_fn(lg, t, pw, "sqrt_weights", 2.0, 0.0)
+    assert torch.allclose(mixed_loss(logits, y, w, (perm, lam), weighted), want, atol=1e-6)
+
+
+def test_training_with_cutmix_and_mixup_records_them(tmp_path, taxonomy_file, tiny_data):
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
+                            augment={"cutmix_p": 0.5, "mixup_p": 0.5}, **FAST))
+    man = json.loads((out / "model.json").read_text())
+    aug = man["training"]["augmentation"]
+    assert (aug["cutmix_p"], aug["mixup_p"], aug["mix_alpha"]) == (0.5, 0.5, 1.0)
+    assert all(np.isfinite(h["loss"]) for h in man["fine_training"]["history"] + man["coarse_training"]["history"])
 
 
 def test_coarse_model_weighted_by_sub_class(tmp_path, taxonomy_file, tiny_data):
