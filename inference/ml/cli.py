@@ -60,6 +60,10 @@ def add_train_args(p):
                    help=f"px; default {AUTO_IMAGE_SIZE_RULE} (--image-budget-minutes)")
     p.add_argument("--image-budget-minutes", type=float, default=d.image_budget_minutes,
                    help="time budget (minutes of fine + coarse training) for the default image size")
+    p.add_argument("--progressive-size", type=int, default=d.progressive_size,
+                   help="px; progressive resizing: the fine model's first --progressive-share of epochs train at "
+                        "this smaller size (default off)")
+    p.add_argument("--progressive-share", type=float, default=d.progressive_share)
     p.add_argument("--colour-constancy", default=d.colour_constancy, choices=list(COLOUR_CONSTANCY),
                    help="shades_of_gray: make every photo's illuminant grey (training and prediction)")
     p.add_argument("--epochs", type=int, default=d.epochs,
@@ -112,6 +116,7 @@ def config_from_args(a):
     return TrainConfig(
         data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained,
         image_size=a.image_size, image_budget_minutes=a.image_budget_minutes, colour_constancy=a.colour_constancy,
+        progressive_size=a.progressive_size, progressive_share=a.progressive_share,
         epochs=a.epochs, coarse_epochs=a.coarse_epochs,
         transfer_cut=a.transfer_cut,
         freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,

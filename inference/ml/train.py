@@ -144,6 +144,10 @@ class TrainConfig:
     image_size: int | None = None       # None: 224 px if this machine's estimated training time fits
                                         # image_budget_minutes, else 160 (budget.py; bench/RESULTS.md session 14)
     image_budget_minutes: float = DEFAULT_BUDGET_MINUTES
+    progressive_size: int | None = None  # progressive resizing of the fine model: the first progressive_share
+                                        # of its epochs see the photos downscaled to this size, the rest
+                                        # image_size (the weight average restarts at the switch); None = off
+    progressive_share: float = 2 / 3
     colour_constancy: str = "shades_of_gray"  # every photo's illuminant made grey before training and
                                         # prediction (data.colour_constancy; "none" = photos as taken).
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
@@ -264,6 +268,27 @@ def _check_stop(should_stop):
 
 BALANCES = ("none", "weights", "sqrt_weights", "focal", "sampler", "logit_adjust")
 SUBCLASS_BALANCES = ("subclass_weights", "subclass_sqrt_weights")   # coarse model only
+
+
+def progressive_epochs(cfg: TrainConfig, epochs: int) -> int:
+    """How many of ``epochs`` train at ``progressive_size`` (0: progressive resizing is off)."""
+    if cfg.progressive_size is None or epochs < 2:
+        return 0
+    return min(epochs - 1, max(1, round(epochs * cfg.progressive_share)))
+
+
+def check_progressive(cfg: TrainConfig) -> None:
+    """Refuse progressive-resizing settings that cannot work, before any training."""
+    if cfg.progressive_size is None:
+        return
+    if not isinstance(cfg.progressive_size, int) or cfg.progressive_size < 32:
+        raise ValueError(f"progressive_size must be a whole number of pixels of at least 32, not "
+                         f"{cfg.progressive_size!r}")
+    if cfg.image_size is not None and cfg.progressive_size >= cfg.image_size:
+        raise ValueError(f"progressive_size {cfg.progressive_size} must be smaller than image_size {cfg.image_size}")
+    if not 0 < cfg.progressive_share < 1:
+        raise ValueError(f"progressive_share must be a share between 0 and 1 (exclusive), not "
+                         f"{cfg.progressive_share!r}")
 
 
 def check_class_balance(cfg: TrainConfig) -> None:
@@ -438,7 +463,11 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     t_stage = time.time()
     seen = 0
     tuner = ThreadTuner(cfg.threads or os.cpu_count() or 1) if cfg.adaptive_threads else _NoTuner()
+    low_epochs = progressive_epochs(cfg, epochs)
     for epoch in range(start_epoch, epochs):
+        if ema is not None and low_epochs and epoch == low_epochs:
+            ema = WeightAverage(model, cfg.ema_decay)    # forget the low-resolution weights
+        size = cfg.progressive_size if epoch < low_epochs else None
         g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + zlib.crc32(stage.encode()) % 1000)
         if cfg.class_balance == "sampler":
             cw = class_weights(yt, C, "weights").numpy()
@@ -453,9 +482,11 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             m.eval()
         run_loss, t_ep = 0.0, time.time()
 
-        def make_batch(b, order=order, aug=aug, mixer=mixer):
+        def make_batch(b, order=order, aug=aug, mixer=mixer, size=size):
             bi = idx[order[b * bs:(b + 1) * bs]]
             x, mix = mixer(aug(images[torch.as_tensor(bi)]))
+            if size is not None:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return bi, x, mix
@@ -510,6 +541,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     el = time.time() - t_stage
     return {"history": history, "seconds": el, "images_per_second": seen / el if seen else None,
             "frozen": frozen, "class_weights": None if weights is None else weights.tolist(),
+            **({"progressive": {"size": cfg.progressive_size, "epochs": low_epochs}} if low_epochs else {}),
             **({} if offsets is None else {"logit_offsets": offsets.tolist()}),
             **({} if gw is None else {"subclass_weights": gw.tolist()})}
 
@@ -638,6 +670,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     tax = Taxonomy.from_dict(cfg.taxonomy) if isinstance(cfg.taxonomy, dict) else Taxonomy.from_json(cfg.taxonomy)
     check_colour_constancy(cfg.colour_constancy)
     check_class_balance(cfg)
+    check_progressive(cfg)
     if cfg.positive:
         unknown = [p for p in cfg.positive if p not in tax]
         if unknown:
@@ -659,6 +692,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     if cfg.image_size is None:
         size_choice = resolve_image_size(cfg, tax, work, progress)
         cfg = replace(cfg, image_size=size_choice["chosen"])
+        check_progressive(cfg)
     D = prepare_data(cfg, tax, progress, should_stop)
     timings["cache"] = D["cache_seconds"]
     records, images, y_sub, y_meta = D["records"], D["images"], D["y_sub"], D["y_meta"]
@@ -725,7 +759,9 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     cut = parse_cut(cfg.transfer_cut, coarse)
     copied = transfer_cut(coarse, fine, cut)
     frozen_c = coarse_frozen(cfg, coarse, cut)
-    ccfg = cfg if cfg.coarse_class_balance is None else replace(cfg, class_balance=cfg.coarse_class_balance)
+    ccfg = replace(cfg, progressive_size=None)    # the coarse model trains at image_size throughout
+    if cfg.coarse_class_balance is not None:
+        ccfg = replace(ccfg, class_balance=cfg.coarse_class_balance)
     coarse_info = fit(coarse, images, y_meta, tr, ccfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,
                       progress, should_stop, groups=y_sub)
     coarse_info["transferred_tensors"] = len(copied)

@@ -546,3 +546,30 @@ def test_boolean_flags_of_train():
     assert config_from_args(p.parse_args(base + ["--no-tta"])).tta is False
     assert config_from_args(p.parse_args(base)).freeze_transferred is True
     assert config_from_args(p.parse_args(base + ["--no-freeze-transferred"])).freeze_transferred is False
+
+
+def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, taxonomy_file, tiny_data):
+    """progressive_size: the fine model's first progressive_share of epochs see the photos downscaled,
+    the last ones image_size; the coarse model trains at image_size throughout; sizes that cannot
+    work are refused before training."""
+    from inference.ml.train import build_model, check_progressive, fit
+    cfg = TrainConfig(data="", taxonomy={}, out="", **{**FAST, "image_size": 48}, progressive_size=32)
+    model = build_model(cfg, 3)
+    sizes = []
+    model.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[-1]) if m.training else None)
+    images = torch.randint(0, 256, (24, 3, 48, 48), dtype=torch.uint8)
+    info = fit(model, images, np.arange(24) % 3, np.arange(24), cfg, "fine", 3, None, [])
+    assert sizes == [32] * 6 + [48] * 3            # 3 batches of 8 per epoch; 2 of 3 epochs at 32 px
+    assert info["progressive"] == {"size": 32, "epochs": 2}
+    for bad, msg in (({"progressive_size": 48}, "smaller than image_size 48"),
+                     ({"progressive_size": 16}, "at least 32"),
+                     ({"progressive_share": 1.0}, "progressive_share")):
+        with pytest.raises(ValueError, match=msg):
+            check_progressive(TrainConfig(data="", taxonomy={}, out="", image_size=48,
+                                          **{"progressive_size": 32, **bad}))
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
+                            **{**FAST, "image_size": 48, "epochs": 3}, progressive_size=32))
+    man = json.loads((out / "model.json").read_text())
+    assert man["fine_training"]["progressive"] == {"size": 32, "epochs": 2}
+    assert "progressive" not in man["coarse_training"] and man["preprocessing"]["size"] == 48
+    assert man["training"]["progressive_size"] == 32
