@@ -157,6 +157,7 @@ def model_detail(request, pk: int):
             "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
             "training": training, "timings": man.get("timings_seconds") or {},
             "camera_augmentation": _camera_augmentation(training),
+            "progressive": (man.get("fine_training") or {}).get("progressive"),
         },
         "activations": m.activations.select_related("activated_by", "previous")[:20],
         "artefact_present": (Path(services.loader.artefact_dir(m)) / "model.json").is_file(),

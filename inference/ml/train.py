@@ -147,7 +147,7 @@ class TrainConfig:
     progressive_size: int | None = None  # progressive resizing of the fine model: the first progressive_share
                                         # of its epochs see the photos downscaled to this size, the rest
                                         # image_size (the weight average restarts at the switch); None = off
-    progressive_share: float = 2 / 3
+    progressive_share: float = budget.DEFAULT_PROGRESSIVE_SHARE
     colour_constancy: str = "shades_of_gray"  # every photo's illuminant made grey before training and
                                         # prediction (data.colour_constancy; "none" = photos as taken).
                                         # HAM10000 hold-out: +0.033 product balanced accuracy, and a
@@ -272,9 +272,7 @@ SUBCLASS_BALANCES = ("subclass_weights", "subclass_sqrt_weights")   # coarse mod
 
 def progressive_epochs(cfg: TrainConfig, epochs: int) -> int:
     """How many of ``epochs`` train at ``progressive_size`` (0: progressive resizing is off)."""
-    if cfg.progressive_size is None or epochs < 2:
-        return 0
-    return min(epochs - 1, max(1, round(epochs * cfg.progressive_share)))
+    return 0 if cfg.progressive_size is None else budget.progressive_split(epochs, cfg.progressive_share)
 
 
 def check_progressive(cfg: TrainConfig) -> None:
@@ -650,7 +648,8 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
 
         size, choice = choose_image_size(make_fine, make_coarse, max(1, n_train), fine_epochs, coarse_epochs,
                                          max(1, int(cfg.fine_models)), cfg.batch_size,
-                                         cfg.image_budget_minutes, cfg.channels_last)
+                                         cfg.image_budget_minutes, cfg.channels_last,
+                                         progressive_share=cfg.progressive_share if cfg.progressive_size is None else None)
         choice["n_train"] = n_train
     _emit(progress, stage="image_size", event="chosen", **choice)
     art.write_json(kept, choice)
@@ -692,6 +691,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     if cfg.image_size is None:
         size_choice = resolve_image_size(cfg, tax, work, progress)
         cfg = replace(cfg, image_size=size_choice["chosen"])
+        if cfg.progressive_size is None and size_choice.get("progressive_size"):
+            cfg = replace(cfg, progressive_size=size_choice["progressive_size"])
         check_progressive(cfg)
     D = prepare_data(cfg, tax, progress, should_stop)
     timings["cache"] = D["cache_seconds"]
@@ -838,7 +839,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "tta": cfg.tta,
         "positive": cfg.positive,
         "has_binary": binary is not None,
-        "training": {**settings, "image_size": cfg.image_size, "image_size_choice": size_choice,
+        "training": {**settings, "image_size": cfg.image_size, "progressive_size": cfg.progressive_size, "image_size_choice": size_choice,
                      "epochs": fine_epochs, "coarse_epochs": coarse_epochs,
                      "epochs_set": {"fine": cfg.epochs is not None, "coarse": cfg.coarse_epochs is not None}},
         "seed": cfg.seed,

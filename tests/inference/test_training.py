@@ -58,6 +58,33 @@ def test_unset_image_size_is_chosen_by_the_engine_and_shown(client, labelled_cas
     assert "tiny · 48 px · transfer cut 3 (kept frozen: shared with the fine model)" in page
 
 
+def test_progressive_plan_is_trained_and_shown(client, labelled_cases, users, monkeypatch,
+                                               django_capture_on_commit_callbacks):
+    """Where 48 px throughout is estimated over the budget and 48 px with the first fine epochs at 32 px
+    within it, the run trains that way and the model page says so."""
+    from django.urls import reverse
+
+    from inference.ml import budget
+
+    monkeypatch.setattr(budget, "AUTO_SIZES", (48, 32))
+    # 48 px is slow, 32 px fast: 3 fine + 1 coarse epochs at 48 px throughout, 1 + 1 in the progressive
+    # plan; the speed puts the default 45-min budget sqrt(2) x above the progressive plan's estimate for
+    # the 14 training photos (9 histopathology cases x 2 photos, 2 cases held out)
+    ips = 14 * 2 * 2 ** 0.5 * budget.RUN_OVER_PROBE / 60 / budget.DEFAULT_BUDGET_MINUTES
+    monkeypatch.setattr(budget, "step_speed", lambda model, size, bs, cl=True: ips if size == 48 else 1e9)
+    config = {**{k: v for k, v in TINY.items() if k != "image_size"}, "epochs": 3}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.training_run_create(by=users["dermatologist"], label_sources=["histopathology"], config=config)
+    run.refresh_from_db()
+    assert run.status == TrainingStatus.SUCCEEDED, run.error + run.log
+    man = run.model_version.manifest
+    assert man["training"]["image_size_choice"]["n_train"] == 14 and man["training"]["progressive_size"] == 32
+    client.force_login(users["dermatologist"])
+    page = client.get(reverse("inference:model_detail", args=[run.model_version.pk])).content.decode()
+    assert "tiny · 48 px (the fine model's first 2 epochs at 32 px) · transfer cut" in page
+    assert "48 px, the first 2 of 3 fine epochs at 32 px: training estimated at" in page
+
+
 def test_training_cases_respect_label_sources(labelled_cases):
     confirmed = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology"])
     both = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology", "consensus"])
@@ -206,7 +233,7 @@ def test_training_page_starts_run(client, labelled_cases, users, django_capture_
     assert b'name="colour_constancy"' in r.content
     assert "engine default: blur up to 1 px, noise up to 0.03" in r.content.decode()
     assert "default 12, up to 36 with fewer than 1,200 training photos" in r.content.decode()
-    assert "px, default 224 if this machine&#x27;s training is estimated to fit 45 min, else 160" in r.content.decode()
+    assert "px, default 224 if this machine&#x27;s training is estimated to fit 45 min, else 224 with the first 2/3 of the fine epochs at 160 if that fits, else 160" in r.content.decode()
     r = client.post(reverse("inference:training_list"), {"source_set": "confirmed", "cameras": "everything"}, follow=True)
     assert "Unknown choice for other cameras: &#x27;everything&#x27;" in r.content.decode()
     assert not TrainingRun.objects.exists()

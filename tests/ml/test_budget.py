@@ -33,9 +33,49 @@ def test_choose_image_size_largest_that_fits_else_smallest():
     assert info["probes"][0]["size"] == 48 and info["probes"][0]["estimated_minutes"] <= 1e6
     assert "48 px" in info["message"] and "budget 1e+06 min" in info["message"]
     size, info = budget.choose_image_size(_tiny, _tiny, 100, 2, 1, 1, 8, budget_minutes=0.0, sizes=(64, 48, 32))
-    assert size == 32 and [p["size"] for p in info["probes"]] == [64, 48]      # the smallest is never probed
+    # each larger size throughout, then progressively from the smallest; the smallest alone is never probed
+    assert size == 32 and [(p["size"], p.get("progressive_size")) for p in info["probes"]] == [
+        (64, None), (64, 32), (48, None), (48, 32)]
+    assert info["progressive_size"] is None and "64 px from 32 px would take about" in info["message"]
     assert info["message"].startswith("image size 32 px: 64 px would take about")
     assert info["reason"].startswith("32 px: 64 px would take about") and info["message"] == "image size " + info["reason"]
+
+
+def test_progressive_plan_when_the_larger_size_does_not_fit_throughout(monkeypatch):
+    """100 photos, 3 fine epochs (2 of them at 32 px) + 1 coarse epoch: 48 px throughout takes
+    4 epochs at 100 img/s, the progressive plan 2 at 1,000 img/s and 2 at 100 img/s."""
+    monkeypatch.setattr(budget, "step_speed", lambda model, size, bs, cl=True: 100.0 if size == 48 else 1000.0)
+    full = 100 * 4 / 100 * budget.RUN_OVER_PROBE / 60
+    prog = 100 * (2 / 1000 + 1 / 100 + 1 / 100) * budget.RUN_OVER_PROBE / 60
+    size, info = budget.choose_image_size(_tiny, _tiny, 100, 3, 1, 1, 8, budget_minutes=(full + prog) / 2,
+                                          sizes=(48, 32))
+    assert size == 48 and info["progressive_size"] == 32
+    assert info["probes"][0]["estimated_minutes"] == pytest.approx(full, abs=0.05)
+    assert info["probes"][1]["estimated_minutes"] == pytest.approx(prog, abs=0.05)
+    assert info["reason"].startswith("48 px, the first 2 of 3 fine epochs at 32 px: training estimated at")
+    # without a progressive share only whole sizes are planned
+    size, info = budget.choose_image_size(_tiny, _tiny, 100, 3, 1, 1, 8, budget_minutes=(full + prog) / 2,
+                                          sizes=(48, 32), progressive_share=None)
+    assert size == 32 and len(info["probes"]) == 1 and info["progressive_size"] is None
+    assert budget.progressive_split(1, 2 / 3) == 0 and budget.progressive_split(2, 0.99) == 1
+
+
+def test_unset_image_size_takes_a_progressive_plan_into_training(tmp_path, taxonomy_file, monkeypatch):
+    """Fine model slow at 48 px, everything else fast: 48 px throughout does not fit the budget, 48 px
+    with 9 of 10 fine epochs at 32 px does, and the run trains that way."""
+    monkeypatch.setattr(budget, "AUTO_SIZES", (48, 32))
+    monkeypatch.setattr(budget, "step_speed", lambda model, size, bs, cl=True:
+                        budget.RUN_OVER_PROBE / 60 if size == 48 and model.fc.out_features == 4 else 1e9)
+    data = make_dataset(tmp_path / "data", n_per_class=6)
+    # photos x epochs at 48 px = minutes: throughout 10 n, progressive n (n: 10-40 training photos)
+    cfg = TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), backbone="tiny",
+                      pretrained=False, image_size=None, image_budget_minutes=50, epochs=10, coarse_epochs=1,
+                      progressive_share=0.9, batch_size=8, cache_dir="", threads=1)
+    man = json.loads((train(cfg) / "model.json").read_text())
+    assert 10 <= man["training"]["image_size_choice"]["n_train"] <= 40
+    assert man["training"]["image_size_choice"]["progressive_size"] == 32
+    assert man["preprocessing"]["size"] == 48 and man["training"]["progressive_size"] == 32
+    assert man["fine_training"]["progressive"] == {"size": 32, "epochs": 9}
 
 
 def test_unset_image_size_is_chosen_recorded_and_kept_on_resume(tmp_path, taxonomy_file, monkeypatch):
