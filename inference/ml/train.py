@@ -142,11 +142,13 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int | None = None       # None: 224 px if this machine's estimated training time fits
-                                        # image_budget_minutes, else 160 (budget.py; bench/RESULTS.md session 14)
+                                        # image_budget_minutes, else 224 with progressive_size 160 if that
+                                        # fits, else 160 (budget.py; bench/RESULTS.md sessions 14 and 21)
     image_budget_minutes: float = DEFAULT_BUDGET_MINUTES
     progressive_size: int | None = None  # progressive resizing of the fine model: the first progressive_share
                                         # of its epochs see the photos downscaled to this size, the rest
-                                        # image_size (the weight average restarts at the switch); None = off
+                                        # image_size (the weight average restarts at the switch; the binary
+                                        # baseline trains the same way, the coarse model at image_size); None = off
     progressive_share: float = budget.DEFAULT_PROGRESSIVE_SHARE
     colour_constancy: str = "shades_of_gray"  # every photo's illuminant made grey before training and
                                         # prediction (data.colour_constancy; "none" = photos as taken).
