@@ -88,6 +88,8 @@ def add_train_args(p):
     p.add_argument("--coarse-class-balance", default=d.coarse_class_balance, choices=["same", *BALANCES, *SUBCLASS_BALANCES],
                    help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--layer-decay", type=float, default=d.layer_decay,
+                   help="layer-wise learning rates: block k of D trains at lr * DECAY ** (D - k) (1 = off)")
     p.add_argument("--ema-decay", type=float, default=d.ema_decay,
                    help="exponential moving average of the weights, used as the final model (0 = off)")
     g = p.add_mutually_exclusive_group()
@@ -123,7 +125,7 @@ def config_from_args(a):
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
         class_balance=a.class_balance, logit_adjust_tau=a.logit_adjust_tau,
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
-        label_smoothing=a.label_smoothing,
+        label_smoothing=a.label_smoothing, layer_decay=a.layer_decay,
         ema_decay=a.ema_decay, fine_models=a.fine_models,
         member_class_balance=a.member_class_balance,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),

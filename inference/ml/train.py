@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 import zlib
@@ -193,6 +194,7 @@ class TrainConfig:
     coarse_class_balance: str | None = "subclass_weights"
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
+    layer_decay: float = 1.0            # <1: layer-wise learning rates, block k of D at lr * layer_decay ** (D - k)
     ema_decay: float = 0.998            # >0: keep an exponential moving average of the weights and use it (0 = off)
     fine_models: int = 1                # fine models (ensemble members: same split, other seeds); the
                                         # prediction averages their probabilities; the coarse model
@@ -291,6 +293,11 @@ def check_progressive(cfg: TrainConfig) -> None:
                          f"{cfg.progressive_share!r}")
 
 
+def check_layer_decay(cfg: TrainConfig) -> None:
+    if not 0 < cfg.layer_decay <= 1:
+        raise ValueError(f"layer_decay must be above 0 and at most 1 (1: one learning rate), not {cfg.layer_decay!r}")
+
+
 def check_class_balance(cfg: TrainConfig) -> None:
     """Refuse unknown class-balance settings before any training (they used to train unweighted)."""
     for name, val, allowed in (("class_balance", cfg.class_balance, BALANCES),
@@ -373,13 +380,29 @@ def lr_at(step, total, cfg: TrainConfig):
     return lr
 
 
+def layer_depth(name: str, num_blocks: int) -> int:
+    """Depth of a parameter for layer-wise learning rates: stem 0, MBConv block i at i + 1, the head
+    convolution and the classifier at num_blocks + 1."""
+    m = re.match(r"backbone\.blocks\.(\d+)\.", name)
+    if m:
+        return int(m.group(1)) + 1
+    return 0 if name.startswith("backbone.stem.") else num_blocks + 1
+
+
 def make_optimizer(cfg: TrainConfig, model):
-    decay, no_decay = [], []
+    """AdamW or SGD; no weight decay on biases and norms. With ``layer_decay`` d < 1 a parameter at
+    depth k of D (``layer_depth``) trains at lr * d ** (D - k): the head at the full rate, earlier
+    blocks ever slower. Every group carries its ``lr_scale``; ``fit`` multiplies the schedule by it."""
+    D = model.num_blocks + 1 if isinstance(model, Classifier) else 0
+    buckets: dict[tuple[bool, int], list] = {}
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        depth = layer_depth(n, model.num_blocks) if cfg.layer_decay < 1 and D else D
+        buckets.setdefault((p.ndim <= 1, depth), []).append(p)
+    groups = [{"params": ps, "weight_decay": 0.0 if no_wd else cfg.weight_decay,
+               "lr_scale": cfg.layer_decay ** (D - depth)}
+              for (no_wd, depth), ps in sorted(buckets.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
     if cfg.optimizer == "adamw":
@@ -506,7 +529,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             step = epoch * steps + b
             lr = lr_at(step, total, cfg)
             for grp in opt.param_groups:
-                grp["lr"] = lr
+                grp["lr"] = lr * grp.get("lr_scale", 1.0)
             photo_w = None if sample_w is None else sample_w[torch.as_tensor(bi)]
             loss = mixed_loss(model(x), target, photo_w, mix,
                               lambda lg, t, w: loss_fn(lg, t, w, cfg.class_balance, cfg.focal_gamma,
@@ -671,6 +694,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     tax = Taxonomy.from_dict(cfg.taxonomy) if isinstance(cfg.taxonomy, dict) else Taxonomy.from_json(cfg.taxonomy)
     check_colour_constancy(cfg.colour_constancy)
     check_class_balance(cfg)
+    check_layer_decay(cfg)
     check_progressive(cfg)
     if cfg.positive:
         unknown = [p for p in cfg.positive if p not in tax]

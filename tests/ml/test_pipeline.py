@@ -573,3 +573,32 @@ def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, taxonomy
     assert man["fine_training"]["progressive"] == {"size": 32, "epochs": 2}
     assert "progressive" not in man["coarse_training"] and man["preprocessing"]["size"] == 48
     assert man["training"]["progressive_size"] == 32
+
+
+def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(monkeypatch):
+    """layer_decay d: block k of D trains at lr * d ** (D - k), the head at lr; fit applies the scale
+    at every step; 1 keeps one rate; values outside (0, 1] are refused."""
+    from inference.ml import train as T
+    cfg = TrainConfig(data="", taxonomy={}, out="", **FAST, layer_decay=0.5)
+    model = T.build_model(cfg, 3)
+    D = model.num_blocks + 1
+    opts = []
+    real = T.make_optimizer
+    monkeypatch.setattr(T, "make_optimizer", lambda c, m: opts.append(real(c, m)) or opts[-1])
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    T.fit(model, images, np.arange(16) % 3, np.arange(16), cfg, "fine", 1, None, [])
+    group_of = {id(p): g for g in opts[0].param_groups for p in g["params"]}
+    last_lr = T.lr_at(1, 2, cfg)         # 2 batches of 8: the schedule's value at the last step
+    for name, p in model.named_parameters():
+        depth = 0 if name.startswith("backbone.stem.") else (
+            int(name.split(".")[2]) + 1 if name.startswith("backbone.blocks.") else D)
+        g = group_of[id(p)]
+        assert g["lr_scale"] == 0.5 ** (D - depth), name
+        assert g["lr"] == pytest.approx(last_lr * 0.5 ** (D - depth)), name
+        assert g["weight_decay"] == (0.0 if p.ndim <= 1 else cfg.weight_decay), name
+    assert group_of[id(model.fc.weight)]["lr_scale"] == 1.0
+    one = T.make_optimizer(TrainConfig(data="", taxonomy={}, out="", **FAST), model)
+    assert len(one.param_groups) == 2 and {g["lr_scale"] for g in one.param_groups} == {1.0}
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="layer_decay"):
+            T.check_layer_decay(TrainConfig(data="", taxonomy={}, out="", layer_decay=bad))
