@@ -602,3 +602,12 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(monkeypatch):
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="layer_decay"):
             T.check_layer_decay(TrainConfig(data="", taxonomy={}, out="", layer_decay=bad))
+
+
+def test_eta_of_a_progressive_stage_counts_the_full_size_epochs_slower():
+    """During the low-resolution epochs the ETA prices the full-size batches by the pixel ratio; at
+    one resolution it is batches x batch size / speed."""
+    from inference.ml.train import eta_seconds
+    assert eta_seconds(0, 10, 32, 64.0) == pytest.approx(5.0)
+    # 4 batches left at 112 px and 10 at 224 px, at 64 img/s measured at 112 px: 2 s + 10 x 0.5 s x 4
+    assert eta_seconds(4, 10, 32, 64.0, (112 / 224) ** 2) == pytest.approx(2.0 + 20.0)
