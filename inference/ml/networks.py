@@ -165,6 +165,16 @@ def trunk_prefixes(model: Classifier, n_blocks: int) -> list[str]:
     return ["backbone.stem."] + [f"backbone.blocks.{i}." for i in range(min(n_blocks, model.num_blocks))]
 
 
+def layer_depth(model: Classifier, name: str) -> int:
+    """Depth of parameter ``name`` for layer-wise learning rates: the stem 0, MBConv block i at i + 1,
+    the head convolution and the classifier at ``num_blocks + 1``."""
+    if name.startswith("backbone.stem."):
+        return 0
+    if name.startswith("backbone.blocks."):
+        return int(name.split(".")[2]) + 1
+    return model.num_blocks + 1
+
+
 def transfer_cut(coarse: Classifier, fine: Classifier, cut) -> list[str]:
     """Copy fine-model tensors (parameters and BN buffers) up to the cut into ``coarse``.
 

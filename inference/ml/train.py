@@ -30,7 +30,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import time
 import zlib
@@ -49,7 +48,7 @@ from .budget import DEFAULT_BUDGET_MINUTES, choose_image_size
 from .data import (AugmentConfig, Augmenter, BatchMixer, build_cache, check_colour_constancy, data_fingerprint,
                    filter_to_taxonomy, holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
-from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, parse_cut,
+from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, layer_depth, parse_cut,
                        transfer_cut, transferred_prefixes)
 from .taxonomy import Taxonomy
 
@@ -380,25 +379,16 @@ def lr_at(step, total, cfg: TrainConfig):
     return lr
 
 
-def layer_depth(name: str, num_blocks: int) -> int:
-    """Depth of a parameter for layer-wise learning rates: stem 0, MBConv block i at i + 1, the head
-    convolution and the classifier at num_blocks + 1."""
-    m = re.match(r"backbone\.blocks\.(\d+)\.", name)
-    if m:
-        return int(m.group(1)) + 1
-    return 0 if name.startswith("backbone.stem.") else num_blocks + 1
-
-
 def make_optimizer(cfg: TrainConfig, model):
     """AdamW or SGD; no weight decay on biases and norms. With ``layer_decay`` d < 1 a parameter at
     depth k of D (``layer_depth``) trains at lr * d ** (D - k): the head at the full rate, earlier
     blocks ever slower. Every group carries its ``lr_scale``; ``fit`` multiplies the schedule by it."""
-    D = model.num_blocks + 1 if isinstance(model, Classifier) else 0
+    D = model.num_blocks + 1
     buckets: dict[tuple[bool, int], list] = {}
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        depth = layer_depth(n, model.num_blocks) if cfg.layer_decay < 1 and D else D
+        depth = layer_depth(model, n) if cfg.layer_decay < 1 else D
         buckets.setdefault((p.ndim <= 1, depth), []).append(p)
     groups = [{"params": ps, "weight_decay": 0.0 if no_wd else cfg.weight_decay,
                "lr_scale": cfg.layer_decay ** (D - depth)}
