@@ -611,3 +611,27 @@ def test_eta_of_a_progressive_stage_counts_the_full_size_epochs_slower():
     assert eta_seconds(0, 10, 32, 64.0) == pytest.approx(5.0)
     # 4 batches left at 112 px and 10 at 224 px, at 64 img/s measured at 112 px: 2 s + 10 x 0.5 s x 4
     assert eta_seconds(4, 10, 32, 64.0, (112 / 224) ** 2) == pytest.approx(2.0 + 20.0)
+
+
+def test_eta_speed_follows_a_load_that_ends_rather_than_averaging_since_the_start():
+    """The ETA's speed is measured over the last window of batches: after 4 slow batches (10 img/s)
+    and 4 fast ones (40 img/s) with a window of 4 it is 40, where the average since the start is 16;
+    a reset (new resolution) forgets the old batches."""
+    from inference.ml.train import RecentSpeed
+    now = [0.0]
+    r = RecentSpeed(4, clock=lambda: now[0])
+    for dt in [3.2] * 4 + [0.8] * 4:
+        now[0] += dt
+        r.add(32)
+    assert r.speed() == pytest.approx(40.0)
+    assert 8 * 32 / now[0] == pytest.approx(16.0)
+    r.reset()
+    now[0] += 1.0
+    r.add(32)
+    assert r.speed() == pytest.approx(32.0)
+    r2 = RecentSpeed(4, clock=lambda: now[0])     # fewer batches than the window: all of them count
+    now[0] += 3.2
+    r2.add(32)
+    now[0] += 0.8
+    r2.add(32)
+    assert r2.speed() == pytest.approx(16.0)
