@@ -623,8 +623,7 @@ def test_eta_speed_follows_a_load_that_ends_rather_than_averaging_since_the_star
     for dt in [3.2] * 4 + [0.8] * 4:
         now[0] += dt
         r.add(32)
-    assert r.speed() == pytest.approx(40.0)
-    assert 8 * 32 / now[0] == pytest.approx(16.0)
+    assert r.speed() == pytest.approx(40.0)     # the average since the start would say 8 x 32 / 16 s = 16
     r.reset()
     now[0] += 1.0
     r.add(32)
