@@ -7,7 +7,8 @@ Public API (stable):
                  progress=lambda d: print(d), should_stop=lambda: False)
 
 ``progress`` receives dicts with keys stage ("cache" | "fine" | "coarse" | "binary" | "evaluate"),
-epoch, epochs, batch, batches, loss, eta_seconds (remaining time of the stage), images_per_second.
+epoch, epochs, batch, batches, loss, eta_seconds (remaining time of the stage), images_per_second,
+elapsed_seconds (time in the stage so far).
 ``should_stop()`` is polled between batches; when it returns True ``TrainingCancelled`` is raised
 and no completed artefact is left (``model.json`` is written last, after everything else).
 Checkpoints are written to ``<out>/.work`` after every epoch; calling ``train`` again with the same
@@ -580,7 +581,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
                                     (cfg.progressive_size / cfg.image_size) ** 2 if low else 1.0)
             _emit(progress, stage=stage, epoch=epoch + 1, epochs=epochs, batch=b + 1, batches=steps,
                   loss=run_loss / (b + 1), lr=lr, eta_seconds=remaining, images_per_second=ips,
-                  threads=tuner.threads)
+                  elapsed_seconds=el, threads=tuner.threads)
         history.append({"epoch": epoch + 1, "loss": run_loss / steps, "seconds": time.time() - t_ep,
                         "threads": tuner.threads})
         if ckpt is not None:
@@ -611,16 +612,18 @@ def member_config(cfg: TrainConfig, k: int) -> TrainConfig:
     return replace(cfg, seed=cfg.seed + 1000 * k, class_balance=balance)
 
 
-def _member_progress(progress, k: int, n: int, batch_size: int):
-    """Progress of fine model k of n: adds member/members and extends the ETA over the members left."""
+def _member_progress(progress, k: int, n: int):
+    """Progress of fine model k of n: adds member/members and extends the ETA over the members left,
+    each as long as this one's time so far plus its ETA (so a progressive plan's slower full-size
+    epochs and a changing load count as they do for this member; after a resume this member's time
+    counts from the resume)."""
     if progress is None or n == 1:
         return progress
 
     def wrapped(d):
         d = {**d, "member": k + 1, "members": n}
-        ips = d.get("images_per_second")
-        if d.get("eta_seconds") is not None and ips:
-            d["eta_seconds"] += (n - 1 - k) * d["epochs"] * d["batches"] * batch_size / ips
+        if d.get("eta_seconds") is not None and d.get("elapsed_seconds") is not None:
+            d["eta_seconds"] += (n - 1 - k) * (d["elapsed_seconds"] + d["eta_seconds"])
         progress(d)
     return wrapped
 
@@ -799,7 +802,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         frozen_fine = freeze_first_blocks(m, cfg.freeze_blocks)
         info = fit(m, images, y_sub, tr, mcfg, "fine", fine_epochs,
                    work / (Path(art.fine_file(k)).stem + ".ckpt"), frozen_fine,
-                   _member_progress(progress, k, n_members, cfg.batch_size), should_stop)
+                   _member_progress(progress, k, n_members), should_stop)
         info["seed"] = mcfg.seed
         info["class_balance"] = mcfg.class_balance
         fines.append(m)

@@ -634,3 +634,16 @@ def test_eta_speed_follows_a_load_that_ends_rather_than_averaging_since_the_star
     now[0] += 0.8
     r2.add(32)
     assert r2.speed() == pytest.approx(16.0)
+
+
+def test_ensemble_eta_adds_each_member_left_as_long_as_this_one():
+    """Member 1 of 3, 100 s in with 50 s left: two more members of 150 s each, so 350 s in all;
+    the last member adds nothing; plain progress passes through without member keys."""
+    from inference.ml.train import _member_progress
+    seen = []
+    _member_progress(seen.append, 0, 3)({"stage": "fine", "eta_seconds": 50.0, "elapsed_seconds": 100.0})
+    _member_progress(seen.append, 2, 3)({"stage": "fine", "eta_seconds": 50.0, "elapsed_seconds": 100.0})
+    assert [d["eta_seconds"] for d in seen] == [pytest.approx(350.0), pytest.approx(50.0)]
+    assert (seen[0]["member"], seen[0]["members"]) == (1, 3)
+    add = seen.append
+    assert _member_progress(add, 0, 1) is add
