@@ -111,6 +111,10 @@ def add_train_args(p):
     p.add_argument("--fine-from", default=None,
                    help="re-use the fine model(s) of this artefact; train the missing members and the coarse model")
     p.add_argument("--augment", default=None, help="JSON object overriding augmentation settings")
+    p.add_argument("--metadata", action=argparse.BooleanOptionalAction, default=d.metadata,
+                   help="fit the metadata model (age, sex, body site columns, when the data has them)")
+    p.add_argument("--metadata-weight", type=float, default=d.metadata_weight,
+                   help="exponent of the metadata factors (1: Bayes' rule, 0: off)")
 
 
 def config_from_args(a):
@@ -131,7 +135,8 @@ def config_from_args(a):
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, tta=a.tta, threads=a.threads, cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
-        augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from)
+        augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from,
+        metadata=a.metadata, metadata_weight=a.metadata_weight)
 
 
 def cmd_train(a):
@@ -185,13 +190,17 @@ def cmd_predict(a):
     from PIL import Image
     from .predict import Predictor
     P = Predictor.load(a.model)
+    meta = {k: v for k, v in (("age", a.age), ("sex", a.sex), ("site", a.site)) if v is not None} or None
+    if meta and P.metadata_fine is None:
+        print(f"{a.model}: this model was trained without patient metadata; --age/--sex/--site are ignored",
+              file=sys.stderr)
     rc = 0
     results = []
     for path in a.images:
         try:
             with Image.open(path) as im:
                 im.load()
-                d = P.predict_one(im, method=a.method)
+                d = P.predict_one(im, method=a.method, metadata=meta)
         except Exception as e:
             print(f"{path}: cannot read image ({type(e).__name__}: {e})", file=sys.stderr)
             rc = 1
@@ -207,6 +216,8 @@ def cmd_predict(a):
             from .taxonomy import GRADE_ADVICE, GRADE_NAMES
             print(f"  malignancy score {d.malignancy_score:.2f} -> grade {d.malignancy_grade} "
                   f"({GRADE_NAMES[d.malignancy_grade]}: {GRADE_ADVICE[d.malignancy_grade]})")
+        if d.extra.get("metadata_used"):
+            print("  with patient metadata: " + ", ".join(f"{k} {v}" for k, v in d.extra["metadata_used"].items()))
         print(f"  top-1 {d.max_probability:.1%}, margin {d.margin:.1%}, OOD score {d.ood_score:.3f}"
               + ("  ** looks unfamiliar: unlike the training images **" if d.looks_unfamiliar else ""))
     if a.json:
@@ -252,6 +263,9 @@ def main(argv=None):
     p.add_argument("--method", default="product", choices=["product", "hard", "flat"])
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--age", default=None, help="patient's age in years (all images), if the model has metadata")
+    p.add_argument("--sex", default=None, help="male / female")
+    p.add_argument("--site", default=None, help='body site as in the training data, e.g. "lower extremity"')
     p.add_argument("images", nargs="+")
     s = sub.add_parser("search", help="evolutionary hyperparameter search (METHODS.md section 5)")
     s.add_argument("--data", required=True)

@@ -85,6 +85,31 @@ def report_from_probs(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, positive=None
     return rep
 
 
+def metadata_report(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, fine_mm, coarse_mm, metas) -> dict:
+    """The photo models with the metadata model applied (``Predictor.fuse``'s rules): ``flat``,
+    ``hierarchical_hard``, ``hierarchical_product``, ``coarse`` as in ``report_from_probs``, plus
+    ``with_minus_without`` (paired bootstrap of flat and product), ``with_metadata_share`` (photos
+    with at least one usable field) and ``fields`` (values per field the model knows)."""
+    y_sub = np.asarray(y_sub, dtype=int)
+    subs, metas_ = taxonomy.sub_classes, taxonomy.meta_classes
+    pc = coarse_mm.apply(p_coarse, metas)
+    flat0, prod0 = fuse(p_coarse, p_fine, taxonomy, "flat"), fuse(p_coarse, p_fine, taxonomy, "product")
+    flat1, prod1 = fine_mm.apply(flat0, metas), fine_mm.apply(prod0, metas)
+    hard1 = fuse(pc, fine_mm.apply(p_fine, metas), taxonomy, "hard")
+    rep = {"flat": M.classification_report_dict(y_sub, flat1, subs),
+           "hierarchical_hard": M.classification_report_dict(y_sub, hard1, subs),
+           "hierarchical_product": M.classification_report_dict(y_sub, prod1, subs),
+           "coarse": M.classification_report_dict(taxonomy.parent_index[y_sub], pc, metas_),
+           "with_metadata_share": float(np.mean(np.any(fine_mm.log_factors(metas) != 0, axis=1))) if len(metas) else 0.0,
+           "fields": {k: len(v) for k, v in fine_mm.tables.items()}, "weight": fine_mm.weight}
+    if len(y_sub):
+        rep["with_minus_without"] = {
+            "flat": M.paired_bootstrap(y_sub, flat0.argmax(1), flat1.argmax(1), len(subs)),
+            "hierarchical_product": M.paired_bootstrap(y_sub, prod0.argmax(1), prod1.argmax(1), len(subs))}
+        rep["product_minus_flat_bootstrap"] = M.paired_bootstrap(y_sub, flat1.argmax(1), prod1.argmax(1), len(subs))
+    return rep
+
+
 def artefact_records(P, data_dir, side: str = "test"):
     """The photos of ``data_dir`` an artefact (a loaded ``Predictor``) is measured or calibrated on.
 
@@ -119,7 +144,8 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
     cast (``bench/photo_shift.py``).
 
     Uses the model's held-out split when ``data_dir`` is its training data (same fingerprint), else
-    every image. Returns {predictor, y, p_fine, p_coarse, p_binary, scope, skipped_labels, bad_images}.
+    every image. Returns {predictor, y, records (the photos measured, in order), p_fine, p_coarse,
+    p_binary, scope, skipped_labels, bad_images}.
     """
     import torch
     from .data import build_cache, colour_constancy
@@ -155,7 +181,7 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
     if P.binary_model is not None:
         pb = model_outputs(P.binary_model, images, P.mean, P.std, batch_size, P.tta)[:, 1]
     C, K = len(tax.sub_classes), len(tax.meta_classes)
-    return {"predictor": P, "y": y, "scope": scope, "skipped_labels": skipped, "bad_images": bad,
+    return {"predictor": P, "y": y, "records": records, "scope": scope, "skipped_labels": skipped, "bad_images": bad,
             "p_fine": np.concatenate(pf) if pf else np.zeros((0, C)),
             "p_coarse": np.concatenate(pc) if pc else np.zeros((0, K)), "p_binary": pb}
 
@@ -175,6 +201,9 @@ def evaluate(model_dir, data_dir, positive=None, batch_size: int = 8, progress=N
     rep["precision"] = P.precision
     rep["tta_views"] = P.tta_views if P.tta else 1
     rep["fine_members"] = len(P.fine_models)
+    if P.metadata_fine is not None:
+        rep["with_metadata"] = metadata_report(R["p_fine"], R["p_coarse"], R["y"], P.taxonomy, P.metadata_fine,
+                                               P.metadata_coarse, [r.meta for r in R["records"]])
     return rep
 
 
@@ -204,6 +233,18 @@ def format_report(rep: dict) -> str:
     if b:
         lines.append("  95% CI (class-stratified paired bootstrap, " + str(b["n_boot"]) + " resamples): " + ", ".join(
             f"{k} [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]" for k in ("balanced_accuracy", "macro_f1")))
+    wm = rep.get("with_metadata")
+    if wm:
+        lines.append(f"\nwith patient metadata ({', '.join(f'{k}: {n} values' for k, n in wm['fields'].items())}; "
+                     f"{wm['with_metadata_share']:.0%} of these photos carry a usable field):")
+        for k in ("flat", "hierarchical_hard", "hierarchical_product", "coarse"):
+            r = wm[k]
+            lines.append(f"{k:24s} {_f(r['accuracy'])} {_f(r['balanced_accuracy'])} {_f(r['macro_f1'])} "
+                         f"{_f(r['top3_accuracy'])} {_f(r['macro_auc'])}")
+        for k, b in (wm.get("with_minus_without") or {}).items():
+            lines.append(f"  {k} with - without metadata: " + ", ".join(
+                f"{m} {b[m]['diff']:+.4f} [{b[m]['ci_low']:+.4f}, {b[m]['ci_high']:+.4f}]"
+                for m in ("balanced_accuracy", "macro_f1")))
     for k in ("hierarchical_product", "coarse"):
         r = rep[k]
         lines.append(f"\nper class ({k}): {'n':>5s} {'recall':>7s} {'prec':>7s} {'spec':>7s} {'AUC':>6s} {'95% CI (DeLong)':>16s}")

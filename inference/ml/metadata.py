@@ -34,6 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
+FILE = "metadata.json"    # in the artefact: {"fine": MetadataModel dict, "coarse": ..., "fields": ...}
 FIELDS = {
     "age": ("age", "age_approx"),
     "sex": ("sex", "gender"),

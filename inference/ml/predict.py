@@ -46,6 +46,7 @@ Shared trunk: where the coarse model holds the first fine model's stem and first
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ import torch
 
 from . import artefact as art
 from .data import load_image, normalise
+from .metadata import FILE as METADATA_FILE
+from .metadata import MetadataModel, read_fields
 from .networks import (GRADCAM_LAYER, Classifier, MixedBf16, SharedTrunkPair, fuse_for_inference, resolve_precision,
                        shared_depth)
 from .runtime import OrtModel, resolve_runtime
@@ -124,6 +127,8 @@ class Predictor:
         self.tta_views = 2 if self.tta else 1    # 1, 2 (+ horizontal flip) or 4 (+ vertical, both)
         self.ood_threshold = float(manifest["ood"]["threshold"])
         self.gradcam_layer_name = GRADCAM_LAYER
+        self.metadata_fine: MetadataModel | None = None     # metadata.json (age, sex, body site), if trained with it
+        self.metadata_coarse: MetadataModel | None = None
         self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
         rt = resolve_runtime(runtime)
@@ -205,7 +210,11 @@ class Predictor:
         coarse = mk("coarse.safetensors", len(tax.meta_classes))
         binary = mk("binary.safetensors", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
-        return cls(model_dir, man, tax, fines, coarse, binary, ood, precision, runtime, share_trunk)
+        P = cls(model_dir, man, tax, fines, coarse, binary, ood, precision, runtime, share_trunk)
+        if (model_dir / METADATA_FILE).is_file():
+            d = json.loads((model_dir / METADATA_FILE).read_text())
+            P.metadata_fine, P.metadata_coarse = MetadataModel.from_dict(d["fine"]), MetadataModel.from_dict(d["coarse"])
+        return P
 
     # ------------------------------------------------------------------ preprocessing
     def to_uint8(self, img) -> torch.Tensor:
@@ -246,16 +255,41 @@ class Predictor:
         pc = lc.float().softmax(1).view(views, n, -1).mean(0)
         return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
 
-    def predict(self, images, method: str = "product", batch_size: int = 8) -> list[Differential]:
+    def fuse(self, p_fine, p_coarse, method: str = "product", metadata=None):
+        """(fused sub-class probabilities, coarse probabilities) of a batch, with the artefact's
+        metadata model applied when ``metadata`` (one dict per photo: age, sex, site/localization) is
+        given and the artefact has one: flat = fine x factors, product = (coarse x fine) x factors,
+        hard = the gate of coarse x meta-class factors on fine x factors; coarse x meta-class factors."""
+        tax = self.taxonomy
+        if metadata is None or self.metadata_fine is None:
+            return fuse(p_coarse, p_fine, tax, method), p_coarse
+        pc = self.metadata_coarse.apply(p_coarse, metadata)
+        if method == "product":
+            return self.metadata_fine.apply(fuse(p_coarse, p_fine, tax, method), metadata), pc
+        return fuse(pc, self.metadata_fine.apply(p_fine, metadata), tax, method), pc
+
+    def metadata_used(self, meta: dict | None) -> dict:
+        """The fields of one photo's metadata the artefact's metadata model takes (value as read)."""
+        if self.metadata_fine is None or not meta:
+            return {}
+        r = read_fields(meta)
+        return {k: v for k, v in r.items() if v is not None and v in self.metadata_fine.tables.get(k, {})}
+
+    def predict(self, images, method: str = "product", batch_size: int = 8, metadata=None) -> list[Differential]:
+        """Ranked differentials of PIL images (or paths). ``metadata`` (optional): one dict per image
+        with any of age, sex, site (or localization); see ``Predictor.fuse``."""
         from .infer import ood_scores
         out: list[Differential] = []
         tax = self.taxonomy
         subs = tax.sub_classes
+        if metadata is not None and len(metadata) != len(images):
+            raise ValueError(f"{len(metadata)} metadata rows for {len(images)} images")
         for s in range(0, len(images), batch_size):
             u8 = torch.stack([self.to_uint8(im) for im in images[s:s + batch_size]])
-            pf, pc, feat = self.probabilities(u8)
-            fused = fuse(pc, pf, tax, method)
-            S = malignancy_score(fused if method == "product" else fuse(pc, pf, tax, "product"), tax)
+            pf, pc_raw, feat = self.probabilities(u8)
+            metas = None if metadata is None else list(metadata[s:s + batch_size])
+            fused, pc = self.fuse(pf, pc_raw, method, metas)
+            S = malignancy_score(fused if method == "product" else self.fuse(pf, pc_raw, "product", metas)[0], tax)
             ood = ood_scores(feat, self.ood_means)
             for i in range(len(u8)):
                 order = np.argsort(-fused[i], kind="stable")
@@ -273,8 +307,9 @@ class Predictor:
                     ood_score=float(ood[i]),
                     looks_unfamiliar=bool(ood[i] > self.ood_threshold),
                     model_version=self.version.strip(),
+                    extra={"metadata_used": self.metadata_used(metas[i])} if metas is not None else {},
                 ))
         return out
 
-    def predict_one(self, img, method: str = "product") -> Differential:
-        return self.predict([img], method)[0]
+    def predict_one(self, img, method: str = "product", metadata: dict | None = None) -> Differential:
+        return self.predict([img], method, metadata=None if metadata is None else [metadata])[0]

@@ -218,6 +218,9 @@ class TrainConfig:
     fine_from: str | None = None        # re-use the fine model of this artefact (same data, split, taxonomy)
     eval_batch_size: int = 8            # small batches are faster on this CPU (bench/inference_speed.py sweep)
     ood_quantile: float = 0.99
+    metadata: bool = True               # fit the metadata model (age, sex, body site; metadata.py) when the data has them
+    metadata_alpha: float = 20.0        # its smoothing toward the class prior, in photos
+    metadata_weight: float = 1.0        # exponent of its factors (1: Bayes' rule; <1 tempers)
     int8_calibration_images: int = 0    # >0: store int8 activation ranges from this many training images
                                         # (opt-in int8 serving, quantize.py; costs accuracy, bench/RESULTS.md)
 
@@ -858,6 +861,15 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         calib = quantize.calibrate_models(fines, coarse, images[torch.as_tensor(cal_idx)], pre["mean"], pre["std"],
                                           cfg.image_size)
         timings["int8_calibration"] = time.time() - tq
+    meta_models = None
+    if cfg.metadata:     # age, sex, body site: counted on the training split only
+        from .metadata import MetadataModel
+        train_meta = [records[i].meta for i in tr]
+        mf = MetadataModel.fit(train_meta, y_sub[tr], tax.sub_classes, cfg.metadata_alpha, cfg.metadata_weight)
+        if mf is not None:
+            mc = MetadataModel.fit(train_meta, tax.parent_index[y_sub[tr]], tax.meta_classes, cfg.metadata_alpha,
+                                   cfg.metadata_weight)
+            meta_models = (mf, mc)
     metrics = None
     t_inf = None
     if len(te):
@@ -870,6 +882,10 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         pb = model_outputs(binary, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)[:, 1] if binary is not None else None
         t_inf = time.time() - ti
         metrics = report_from_probs(pf, pc, y_sub[te], tax, positive=cfg.positive, p_binary=pb)
+        if meta_models is not None:
+            from .evaluate import metadata_report
+            metrics["with_metadata"] = metadata_report(pf, pc, y_sub[te], tax, *meta_models,
+                                                       [records[i].meta for i in te])
         metrics["inference_images_per_second_fine_plus_coarse"] = len(te) / t_inf
     timings["evaluate"] = time.time() - t0
     timings["total"] = time.time() - t_all
@@ -890,6 +906,9 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     save_file({"class_means": torch.from_numpy(ood_means)}, str(part / "ood.safetensors"))
     if calib is not None:
         save_file(calib, str(part / quantize.FILE))
+    if meta_models is not None:
+        from .metadata import FILE as METADATA_FILE
+        art.write_json(part / METADATA_FILE, {"fine": meta_models[0].to_dict(), "coarse": meta_models[1].to_dict()})
     test_cases = sorted({records[i].case_id for i in te})
     manifest = {
         "format_version": art.FORMAT_VERSION,
@@ -912,6 +931,9 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "split": {**split_kind, "seed": cfg.seed, "test_cases": test_cases},
         "int8_calibration": None if calib is None else {"file": quantize.FILE, "images": len(cal_idx),
                                                          "source": "training split"},
+        "metadata": None if meta_models is None else {
+            "file": "metadata.json", "fields": {k: len(v) for k, v in meta_models[0].tables.items()},
+            "alpha": cfg.metadata_alpha, "weight": cfg.metadata_weight, "source": "training split"},
         "ood": {"method": "cosine distance of fine-model features to the nearest training class mean",
                 "threshold": ood_thr, "quantile": cfg.ood_quantile},
         "timings_seconds": timings,

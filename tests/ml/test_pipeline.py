@@ -647,3 +647,79 @@ def test_ensemble_eta_adds_each_member_left_as_long_as_this_one():
     assert (seen[0]["member"], seen[0]["members"]) == (1, 3)
     add = seen.append
     assert _member_progress(add, 0, 1) is add
+
+
+def _with_metadata(root):
+    """Add age, sex and site columns to a generic dataset: red lesions on the face of the old,
+    blue ones on the trunk of the young, the others anywhere; one photo in five without them."""
+    import csv
+    rows = list(csv.DictReader(open(root / "labels.csv")))
+    rng = np.random.default_rng(1)
+    for i, r in enumerate(rows):
+        if i % 5 == 4:
+            r.update(age="", sex="unknown", site="")
+        elif r["label"] == "red":
+            r.update(age="72", sex="female", site="face")
+        elif r["label"] == "blue":
+            r.update(age="25", sex="male", site="trunk")
+        else:
+            r.update(age=str(rng.integers(20, 80)), sex=rng.choice(["male", "female"]),
+                     site=rng.choice(["face", "trunk", "back"]))
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "label", "case_id", "age", "sex", "site"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_metadata_model_trained_stored_served_and_evaluated(tmp_path, taxonomy_file):
+    data = _with_metadata(make_dataset(tmp_path / "data", n_per_class=12))
+    out = train(TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), **FAST))
+    man = json.loads((out / "model.json").read_text())
+    assert (out / "metadata.json").is_file()
+    assert set(man["metadata"]["fields"]) == {"age", "sex", "site"} and man["metadata"]["source"] == "training split"
+    metrics = json.loads((out / "metrics.json").read_text())
+    wm = metrics["with_metadata"]
+    assert {"flat", "hierarchical_hard", "hierarchical_product", "coarse", "with_minus_without"} <= set(wm)
+    import csv
+    test_rows = [r for r in csv.DictReader(open(data / "labels.csv")) if r["case_id"] in set(man["split"]["test_cases"])]
+    assert wm["with_metadata_share"] == pytest.approx(np.mean([bool(r["site"]) for r in test_rows]))
+    P = Predictor.load(out, precision="fp32")
+    imgs = [Image.open(p).convert("RGB") for p in sorted((data / "images").glob("*.jpg"))[:4]]
+    plain = P.predict(imgs)
+    red = P.taxonomy.sub_classes.index("red")
+
+    def probs(d):
+        return {i.sub_class: i.probability for i in d.ranked}
+    # no usable field: exactly the photo models' differential
+    same = P.predict(imgs, metadata=[{}, {"site": "elbow"}, {"age": "?"}, {"sex": "unknown"}])
+    for a, b in zip(plain, same):
+        assert probs(a) == pytest.approx(probs(b), abs=1e-9)
+        assert b.extra["metadata_used"] == {}
+    face = P.predict(imgs, metadata=[{"age": 75, "site": "Face", "sex": "F"}] * 4)
+    for a, b in zip(plain, face):
+        assert probs(b)["red"] > probs(a)["red"]
+        assert b.meta_probabilities["warm"] > a.meta_probabilities["warm"]
+        assert b.extra["metadata_used"] == {"age": "7", "sex": "female", "site": "face"}
+        assert sum(probs(b).values()) == pytest.approx(1, abs=1e-6)
+    one = P.predict_one(imgs[0], metadata={"site": "trunk"})
+    assert probs(one)["red"] < probs(plain[0])["red"]
+    with pytest.raises(ValueError, match="1 metadata rows for 4 images"):
+        P.predict(imgs, metadata=[{}])
+    assert P.metadata_fine.classes[red] == "red"
+    # evaluate reports the block too; the CLI takes --age/--sex/--site
+    from inference.ml.evaluate import evaluate, format_report
+    rep = evaluate(out, data)
+    assert "with_metadata" in rep and "with patient metadata" in format_report(rep)
+    r = subprocess.run([sys.executable, "-m", "inference.ml", "predict", "--model", str(out), "--site", "face",
+                        "--age", "70", str(sorted((data / "images").glob("*.jpg"))[0])],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "with patient metadata: age 7, site face" in r.stdout
+    # --no-metadata: no file, no block
+    off = train(TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m2"), metadata=False,
+                            **FAST))
+    assert not (off / "metadata.json").exists()
+    assert json.loads((off / "model.json").read_text())["metadata"] is None
+    assert Predictor.load(off, precision="fp32").predict(imgs[:1], metadata=[{"site": "face"}])[0].extra == {
+        "metadata_used": {}}
