@@ -124,9 +124,22 @@ def make_crops_task(*, margin: float = 0.0, min_size: int = 0) -> dict:
     return crops_make(margin=margin, min_size=min_size).as_dict()
 
 
+EXPORT_COLUMNS = ["image", "label", "case_id", "photo_id", "box_id", "margin", "age", "sex", "site"]
+
+
+def _export_row(name, label, case_id, crop) -> list:
+    """One labels.csv row; age, sex and site (``case_metadata``) let training fit the metadata model."""
+    from .selectors import case_metadata
+
+    m = case_metadata(crop.case, when=crop.photo.acquired_at or crop.photo.created_at)
+    return [name, label, case_id, crop.photo_id, crop.box_id or "", crop.margin,
+            m.get("age", ""), m.get("sex", ""), m.get("site", "")]
+
+
 def crops_export_rows(*, level: str = "sub", margin: float | None = None):
     """(crop, label, case_id) for every crop, skipping meta-only crops at sub level."""
-    qs = Crop.objects.select_related("case", "sub_class", "meta_class").order_by("case_id", "photo_id", "id")
+    qs = Crop.objects.select_related("case", "case__patient", "photo", "sub_class", "meta_class").order_by(
+        "case_id", "photo_id", "id")
     if margin is not None:
         qs = qs.filter(margin=margin)
     for crop in qs:
@@ -138,7 +151,7 @@ def crops_export_rows(*, level: str = "sub", margin: float | None = None):
 
 
 def crops_export_folder(*, folder: Path, level: str = "sub", margin: float | None = None) -> dict:
-    """Write `folder/images/*.jpg` + `folder/labels.csv` (image,label,case_id,photo_id,box_id)."""
+    """Write `folder/images/*.jpg` + `folder/labels.csv` (``EXPORT_COLUMNS``)."""
     if level not in ("sub", "meta"):
         raise ValueError("level is 'sub' or 'meta'")
     folder = Path(folder)
@@ -146,7 +159,7 @@ def crops_export_folder(*, folder: Path, level: str = "sub", margin: float | Non
     written = skipped = 0
     with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["image", "label", "case_id", "photo_id", "box_id", "margin"])
+        w.writerow(EXPORT_COLUMNS)
         for crop, label, case_id in crops_export_rows(level=level, margin=margin):
             if not label:
                 skipped += 1
@@ -154,7 +167,7 @@ def crops_export_folder(*, folder: Path, level: str = "sub", margin: float | Non
             name = f"crop-{crop.pk}.jpg"
             with crop.file.open("rb") as src:
                 (folder / "images" / name).write_bytes(src.read())
-            w.writerow([name, label, case_id, crop.photo_id, crop.box_id or "", crop.margin])
+            w.writerow(_export_row(name, label, case_id, crop))
             written += 1
     return {"crops": written, "skipped_meta_only": skipped, "folder": str(folder)}
 
@@ -166,7 +179,7 @@ def crops_export_zip(fh, *, level: str = "sub", margin: float | None = None) -> 
     written = skipped = 0
     rows = io.StringIO()
     w = csv.writer(rows)
-    w.writerow(["image", "label", "case_id", "photo_id", "box_id", "margin"])
+    w.writerow(EXPORT_COLUMNS)
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
         for crop, label, case_id in crops_export_rows(level=level, margin=margin):
             if not label:
@@ -175,7 +188,7 @@ def crops_export_zip(fh, *, level: str = "sub", margin: float | None = None) -> 
             name = f"crop-{crop.pk}.jpg"
             with crop.file.open("rb") as src:
                 zf.writestr(f"crops/images/{name}", src.read())
-            w.writerow([name, label, case_id, crop.photo_id, crop.box_id or "", crop.margin])
+            w.writerow(_export_row(name, label, case_id, crop))
             written += 1
         zf.writestr("crops/labels.csv", rows.getvalue())
     return {"crops": written, "skipped_meta_only": skipped}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
+from django.utils import timezone
 
 from derm_portal import roles
 
@@ -129,3 +130,22 @@ def taxonomy_export(*, taxonomy: Taxonomy) -> dict:
         "malignancy": malignancy,
         "display_names": display,
     }
+
+
+def case_metadata(case, when=None) -> dict:
+    """Age (at the visit, or from the birth year and ``when``), sex and body site of a case, for the
+    engine's metadata model (``inference/ml/metadata.py``) and the training export; unknown fields
+    are left out."""
+    patient = case.patient
+    out = {}
+    age = case.age_at_visit
+    if age is None and patient.birth_year:
+        year = (when or timezone.now()).year
+        age = year - patient.birth_year if year >= patient.birth_year else None
+    if age is not None:
+        out["age"] = age
+    if patient.sex in ("male", "female"):
+        out["sex"] = patient.sex
+    if case.body_site.strip():
+        out["site"] = case.body_site.strip()
+    return out

@@ -44,6 +44,11 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["artefact_path"], name="modelversion_artefact_unique"),
         ]
 
+    @property
+    def has_metadata(self) -> bool:
+        """Trained with a metadata model (age, sex, body site: inference/ml/metadata.py)."""
+        return bool((self.manifest or {}).get("metadata"))
+
     def __str__(self) -> str:
         return f"{self.name} ({self.get_status_display()})"
 
@@ -87,6 +92,8 @@ class Prediction(models.Model):
     margin = models.FloatField(null=True, blank=True, help_text="Top-1 minus top-2 fused probability.")
     ood_score = models.FloatField(null=True, blank=True)
     looks_unfamiliar = models.BooleanField(default=False)
+    # Patient metadata the model's metadata model took for this photo ({"age": decade, "sex", "site"}; empty: photo only).
+    metadata_used = models.JSONField(default=dict, blank=True)
     warning = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

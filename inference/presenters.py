@@ -46,7 +46,7 @@ def prediction_view(pred) -> dict:
         "id": pred.pk,
         "photo": pred.photo_id,
         "status": pred.status,
-        "model_version": {"id": mv.pk, "name": mv.name, "status": mv.status},
+        "model_version": {"id": mv.pk, "name": mv.name, "status": mv.status, "has_metadata": mv.has_metadata},
         "created_at": pred.created_at.isoformat() if pred.created_at else None,
         "finished_at": pred.finished_at.isoformat() if pred.finished_at else None,
         "duration_ms": pred.duration_ms,
@@ -101,8 +101,23 @@ def prediction_view(pred) -> dict:
         "close_call": pred.margin is not None and len(ranked) > 1 and pred.margin < CLOSE_MARGIN,
         "ood_score": pred.ood_score,
         "looks_unfamiliar": pred.looks_unfamiliar,
+        "metadata_used": pred.metadata_used,
+        "metadata_labels": metadata_labels(pred.metadata_used),
         "warning": pred.warning,
         "overlays": overlays,
         "box_mass": {o["target"]: o["box_mass"] for o in overlays if o["box_mass"] is not None} or None,
     })
     return d
+
+
+def metadata_labels(used: dict | None) -> list[str]:
+    """Readable chips for the patient metadata a prediction took: "age 40-49", "female", "site: trunk"."""
+    out = []
+    for k, v in (used or {}).items():
+        if k == "age":
+            out.append("age 80+" if v == "8" else f"age {int(v) * 10}-{int(v) * 10 + 9}")
+        elif k == "sex":
+            out.append(str(v))
+        else:
+            out.append(f"{k}: {v}")
+    return out

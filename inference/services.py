@@ -361,12 +361,20 @@ def _open_photo_rgb(photo: Photo):
     return img.convert("RGB")
 
 
-def prediction_compute(*, predictor, image, photo_size, boxes=()) -> dict:
-    """Pure computation (no DB): differential + Grad-CAM overlay PNGs. Returns a dict."""
+def photo_metadata(photo: Photo) -> dict:
+    """What the model's metadata model may take for a photo (``annotation.selectors.case_metadata``)."""
+    from annotation.selectors import case_metadata
+
+    return case_metadata(photo.case, when=photo.acquired_at or photo.created_at)
+
+
+def prediction_compute(*, predictor, image, photo_size, boxes=(), metadata: dict | None = None) -> dict:
+    """Pure computation (no DB): differential + Grad-CAM overlay PNGs. Returns a dict. ``metadata``
+    (age, sex, site) enters where the artefact has a metadata model (``Predictor.fuse``)."""
     from inference.ml.explain import downsample, explain, heatmap_mass_in_boxes, render_overlay, shared_scale
 
     t0 = time.perf_counter()
-    diff = predictor.predict_one(image)
+    diff = predictor.predict_one(image, metadata=metadata)
     d = diff.to_dict()
     ranked = [{k: r[k] for k in ("sub_class", "meta_class", "probability", "fine_probability")} for r in d["ranked"]]
     metas = sorted(d["meta_probabilities"].items(), key=lambda kv: -kv[1])
@@ -398,6 +406,7 @@ def prediction_compute(*, predictor, image, photo_size, boxes=()) -> dict:
         "margin": d["margin"],
         "ood_score": d["ood_score"],
         "looks_unfamiliar": bool(d["looks_unfamiliar"]),
+        "metadata_used": d["extra"].get("metadata_used") or {},
         "overlays": overlays,
         "cam_error": cam_error,
         "seconds": {"predict": t1 - t0, "gradcam": time.perf_counter() - t1},
@@ -416,7 +425,7 @@ def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
         photo = pred.photo
         image = _open_photo_rgb(photo)
         out = prediction_compute(predictor=predictor, image=image, photo_size=(photo.width, photo.height),
-                                 boxes=photo_boxes(photo))
+                                 boxes=photo_boxes(photo), metadata=photo_metadata(photo))
     except Exception as exc:
         log.exception("prediction %s failed", prediction_pk)
         with transaction.atomic():
@@ -450,6 +459,7 @@ def _prediction_store(*, prediction_pk: int, task_id: str, out: dict, started: f
         pred.margin = out["margin"]
         pred.ood_score = out["ood_score"]
         pred.looks_unfamiliar = out["looks_unfamiliar"]
+        pred.metadata_used = out.get("metadata_used") or {}
         pred.warning = " ".join(x for x in (
             prediction_warning(looks_unfamiliar=out["looks_unfamiliar"], ranked=out["ranked"], margin=out["margin"]),
             out["cam_error"]) if x)

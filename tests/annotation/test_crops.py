@@ -107,6 +107,11 @@ def test_export_is_an_inference_ml_data_folder_grouped_by_case(accepted, tmp_pat
     records, info = read_dataset(tmp_path / "ds")
     assert info["format"] == "generic"
     assert [(r.label, r.case_id) for r in records] == [("mel", "LES-1")]   # meta-only crop left out at sub level
+    # the case's age (from the birth year and the photo's date), sex and site, for the metadata model
+    from inference.ml.metadata import read_fields
+    year = accepted["photo"].created_at.year
+    assert records[0].meta["age"] == str(year - 1970) and records[0].meta["sex"] == "female"
+    assert read_fields(records[0].meta) == {"age": str(min((year - 1970) // 10, 8)), "sex": "female", "site": "back"}
     assert Image.open(records[0].path).size == (96, 96)
     res = crops.crops_export_folder(folder=tmp_path / "meta", level="meta", margin=0.1)
     records, _ = read_dataset(tmp_path / "meta")

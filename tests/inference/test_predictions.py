@@ -172,8 +172,8 @@ def test_warning_stored_from_model_output(active_model, case, monkeypatch):
 
     real = Predictor.predict_one
 
-    def fake(self, img, method="product"):
-        d = real(self, img, method)
+    def fake(self, img, method="product", metadata=None):
+        d = real(self, img, method, metadata)
         d.looks_unfamiliar = True
         return d
 
@@ -272,3 +272,62 @@ def test_boxes_drawn_after_the_prediction_are_used_on_read(active_model, case, u
     assert {o["id"]: o["box_mass"] for o in api["overlays"]}[ov.pk] == pytest.approx(expected, abs=1e-6)
     html = client.get(f"/cases/{case.pk}/").content.decode()
     assert "Heat map inside annotator boxes" in html and f"{round(100 * expected)}%" in html
+
+
+def test_case_metadata_enters_the_prediction_where_the_model_has_a_metadata_model(active_model, case):
+    """The model takes the case's age, sex and site; the photo page says so; without a metadata model
+    (or a field it knows) the differential comes from the photo alone."""
+    import json
+
+    from django.template.loader import render_to_string
+
+    from annotation.selectors import case_metadata
+    from inference import loader, presenters
+    from inference.ml.metadata import FILE, MetadataModel
+
+    photo = make_photo(case)
+    case.body_site, case.age_at_visit = "back", 67
+    case.save()
+    assert case_metadata(case) == {"age": 67, "sex": "female", "site": "back"}
+    pred = services.prediction_request(photo=photo, enqueue=False)
+    services.prediction_execute(prediction_pk=pred.pk, task_id="t1")
+    pred.refresh_from_db()
+    assert pred.metadata_used == {}          # the tiny model has no metadata model
+    plain = {r["sub_class"]: r["probability"] for r in pred.ranked}
+
+    # give the artefact one: melanoma on the back of the old
+    subs = [r["sub_class"] for r in pred.ranked]
+    metas = [{"age": 65, "site": "back", "sex": "female"}] * 30 + [{"age": 20, "site": "face", "sex": "male"}] * 30
+    y = [subs.index("mel")] * 30 + [subs.index("nv")] * 30
+    tax_subs = loader.predictor_for(active_model).taxonomy.sub_classes
+    y = [tax_subs.index(subs[i]) for i in y]
+    mm = MetadataModel.fit(metas, y, tax_subs, weight=0.5)
+    tax = loader.predictor_for(active_model).taxonomy
+    mc = MetadataModel.fit(metas, [int(tax.parent_index[i]) for i in y], tax.meta_classes, weight=0.5)
+    from pathlib import Path
+    d = Path(loader.predictor_for(active_model).model_dir)
+    (d / FILE).write_text(json.dumps({"fine": mm.to_dict(), "coarse": mc.to_dict()}))
+    active_model.manifest = {**active_model.manifest, "metadata": {"fields": {"age": 2, "sex": 2, "site": 2}}}
+    active_model.save()
+    loader.cache_clear()
+    services.prediction_request(photo=photo, force=True, enqueue=False)
+    services.prediction_execute(prediction_pk=pred.pk, task_id="t2")
+    pred.refresh_from_db()
+    assert pred.metadata_used == {"age": "6", "sex": "female", "site": "back"}
+    adjusted = {r["sub_class"]: r["probability"] for r in pred.ranked}
+    assert adjusted["mel"] > plain["mel"] and adjusted["nv"] < plain["nv"]
+    html = render_to_string("inference/_photo_block.html", {"photo": photo, "p": presenters.prediction_view(pred)})
+    assert "Adjusted for the patient" in html and "age 60-69" in html and "site: back" in html
+
+    # a case whose fields the model does not know: the photo alone, and the page says so
+    case.body_site, case.age_at_visit = "left shin", None
+    case.patient.birth_year, case.patient.sex = None, "unknown"
+    case.patient.save()
+    case.save()
+    services.prediction_request(photo=photo, force=True, enqueue=False)
+    services.prediction_execute(prediction_pk=pred.pk, task_id="t3")
+    pred.refresh_from_db()
+    assert pred.metadata_used == {}
+    assert {r["sub_class"]: r["probability"] for r in pred.ranked} == pytest.approx(plain, abs=1e-6)
+    html = render_to_string("inference/_photo_block.html", {"photo": photo, "p": presenters.prediction_view(pred)})
+    assert "From the photo alone: no age, sex or body site of this case the model knows" in html
