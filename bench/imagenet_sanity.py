@@ -17,14 +17,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.ml.networks import Classifier  # noqa: E402
-from inference.ml.weights import load_imagenet_lite0  # noqa: E402
+from inference.ml.weights import load_imagenet  # noqa: E402
 
 NAMES = {698: "palace", 442: "bell cote", 483: "castle", 449: "boathouse", 985: "daisy", 947: "mushroom",
          619: "lampshade", 108: "sea anemone", 599: "honeycomb", 738: "pot", 883: "vase"}
 
 torch.set_num_threads(2)
-m = Classifier("efficientnet_lite0", 1000)
-rep = load_imagenet_lite0(m, include_classifier=True)
+BACKBONE = sys.argv[1] if len(sys.argv) > 1 else "efficientnet_lite0"   # or efficientnet_lite1 / efficientnet_lite2
+m = Classifier(BACKBONE, 1000)
+rep = load_imagenet(m, include_classifier=True)
 m.eval()
 print("mapped tensors:", rep["tensors"])
 imgs = []

