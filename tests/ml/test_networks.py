@@ -23,6 +23,24 @@ def test_imagenet_mapping_all_shapes_in_order():
     assert sum(1 for b in m.backbone.blocks if b.expand is None) == 1
 
 
+@pytest.mark.parametrize("backbone,blocks,last", [("efficientnet_lite1", 21, 320), ("efficientnet_lite2", 21, 352)])
+def test_lite1_and_lite2_map_every_tensor_of_their_wheels_in_order(backbone, blocks, last):
+    from inference.ml.weights import CHECKPOINTS, load_imagenet
+    m = Classifier(backbone, 1000)
+    rep = load_imagenet(m, include_classifier=True)
+    assert rep["tensors"] == CHECKPOINTS[backbone][2] == 386
+    src = load_source_state(backbone)
+    sd = m.state_dict()
+    for (sk, tk, shape), (k2, v2) in zip(rep["pairs"], src.items()):
+        assert sk == k2 and torch.equal(sd[tk], v2)
+    assert len(m.backbone.blocks) == blocks and m.backbone.blocks[-1].project.conv.out_channels == last
+    # a fine-tuning model gets the backbone and keeps its own head
+    c = Classifier(backbone, 7)
+    assert load_imagenet(c)["loaded"] == 384 and c.fc.weight.shape == (7, 1280)
+    with pytest.raises(WeightMappingError, match="no ImageNet weights for backbone 'tiny'"):
+        imagenet_state_path("tiny")
+
+
 def test_mapping_fails_loudly_on_mismatch():
     src = load_source_state()
     m = Classifier("efficientnet_lite0", 1000)
