@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.ml import metrics as M  # noqa: E402
 from inference.ml.evaluate import artefact_records, model_probabilities  # noqa: E402
-from inference.ml.metadata import MetadataModel  # noqa: E402
+from inference.ml.metadata import MetadataModel, fuse_with_metadata  # noqa: E402
 from inference.ml.taxonomy import fuse  # noqa: E402
 
 
@@ -48,10 +48,8 @@ def main():
     have = np.mean([bool(np.any(fine_mm.log_factors([m]) != 0)) for m in test_meta])
     pf, pc = R["p_fine"], R["p_coarse"]
     y_meta = tax.parent_index[y]
-    variants = {
-        "flat": (pf, fine_mm.apply(pf, test_meta)),
-        "product": (fuse(pc, pf, tax, "product"), fine_mm.apply(fuse(pc, pf, tax, "product"), test_meta)),
-    }
+    variants = {m: (fuse(pc, pf, tax, m), fuse_with_metadata(pc, pf, tax, m, fine_mm, coarse_mm, test_meta)[0])
+                for m in ("flat", "product")}
     prior = np.tile(np.asarray(fine_mm.prior), (len(y), 1))
     print(f"{len(y)} held-out photos, {have:.1%} with at least one usable field; fields "
           f"{ {k: len(v) for k, v in fine_mm.tables.items()} } values; alpha {a.alpha}, weight {a.weight}")

@@ -90,12 +90,12 @@ def metadata_report(p_fine, p_coarse, y_sub, taxonomy: Taxonomy, fine_mm, coarse
     ``hierarchical_hard``, ``hierarchical_product``, ``coarse`` as in ``report_from_probs``, plus
     ``with_minus_without`` (paired bootstrap of flat and product), ``with_metadata_share`` (photos
     with at least one usable field) and ``fields`` (values per field the model knows)."""
+    from .metadata import fuse_with_metadata
     y_sub = np.asarray(y_sub, dtype=int)
     subs, metas_ = taxonomy.sub_classes, taxonomy.meta_classes
-    pc = coarse_mm.apply(p_coarse, metas)
     flat0, prod0 = fuse(p_coarse, p_fine, taxonomy, "flat"), fuse(p_coarse, p_fine, taxonomy, "product")
-    flat1, prod1 = fine_mm.apply(flat0, metas), fine_mm.apply(prod0, metas)
-    hard1 = fuse(pc, fine_mm.apply(p_fine, metas), taxonomy, "hard")
+    (flat1, pc), (prod1, _), (hard1, _) = (fuse_with_metadata(p_coarse, p_fine, taxonomy, m, fine_mm, coarse_mm, metas)
+                                           for m in ("flat", "product", "hard"))
     rep = {"flat": M.classification_report_dict(y_sub, flat1, subs),
            "hierarchical_hard": M.classification_report_dict(y_sub, hard1, subs),
            "hierarchical_product": M.classification_report_dict(y_sub, prod1, subs),

@@ -24,7 +24,9 @@ meta-classes (applied to the coarse model's), so each output counts the metadata
 
 Public API: ``read_fields(meta) -> {"age", "sex", "site"}``, ``MetadataModel.fit(metas, y, classes)``
 (``None`` when no training photo has any field), ``.factors(metas) -> (N, C)``,
-``.apply(p, metas)``, ``.to_dict()`` / ``MetadataModel.from_dict(d)``, ``FIELDS``.
+``.apply(p, metas)``, ``.to_dict()`` / ``MetadataModel.from_dict(d)``, ``FIELDS``;
+``fuse_with_metadata(p_coarse, p_fine, taxonomy, method, fine_mm, coarse_mm, metas)``: the fusion
+methods of ``taxonomy.fuse`` with the metadata in (what ``Predictor`` serves and ``evaluate`` measures).
 """
 from __future__ import annotations
 
@@ -158,3 +160,18 @@ class MetadataModel:
     def from_dict(cls, d: dict) -> "MetadataModel":
         return cls(list(d["classes"]), list(d["prior"]), {k: dict(v) for k, v in d["tables"].items()},
                    dict(d.get("counts") or {}), float(d.get("alpha", 20.0)), float(d.get("weight", 1.0)))
+
+
+def fuse_with_metadata(p_coarse, p_fine, taxonomy, method: str, fine_mm: MetadataModel | None,
+                       coarse_mm: MetadataModel | None, metas: Sequence[dict] | None):
+    """(fused sub-class probabilities, coarse probabilities) with the metadata applied so that each
+    output counts it once: flat = fine x sub-class factors; product = (coarse x fine, renormalised) x
+    sub-class factors; hard = the gate of (coarse x meta-class factors) on fine x sub-class factors;
+    coarse = coarse x meta-class factors. Without metadata or a model: ``taxonomy.fuse`` unchanged."""
+    from .taxonomy import fuse
+    if metas is None or fine_mm is None or coarse_mm is None:
+        return fuse(p_coarse, p_fine, taxonomy, method), np.asarray(p_coarse)
+    pc = coarse_mm.apply(p_coarse, metas)
+    if method == "product":
+        return fine_mm.apply(fuse(p_coarse, p_fine, taxonomy, "product"), metas), pc
+    return fuse(pc, fine_mm.apply(p_fine, metas), taxonomy, method), pc

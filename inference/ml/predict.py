@@ -38,6 +38,11 @@ Float32 runs through ONNX Runtime (``runtime.OrtModel``; ``runtime="torch"`` or
 ``DERM_ML_RUNTIME=torch`` keeps PyTorch's kernels, which also serve when ONNX Runtime is missing).
 Grad-CAM always uses the float32 originals. ``P.precision`` and ``P.runtime`` say which one runs.
 
+Patient metadata: where the artefact holds ``metadata.json`` (trained on data with age, sex or body
+site; ``metadata.py``), ``P.predict(images, metadata=[{"age": 63, "sex": "female", "site": "back"}, ...])``
+multiplies in what those say (a missing or unknown field changes nothing) and
+``Differential.extra["metadata_used"]`` lists the fields that entered; ``P.metadata_fine`` is None otherwise.
+
 Shared trunk: where the coarse model holds the first fine model's stem and first blocks unchanged
 (trained with ``freeze_transferred``), float32 serving computes that part once for both
 (``networks.SharedTrunkPair``); ``P.shared_depth`` says how many trunk modules are shared (0: none),
@@ -57,7 +62,7 @@ import torch
 from . import artefact as art
 from .data import load_image, normalise
 from .metadata import FILE as METADATA_FILE
-from .metadata import MetadataModel, read_fields
+from .metadata import MetadataModel, fuse_with_metadata, read_fields
 from .networks import (GRADCAM_LAYER, Classifier, MixedBf16, SharedTrunkPair, fuse_for_inference, resolve_precision,
                        shared_depth)
 from .runtime import OrtModel, resolve_runtime
@@ -256,17 +261,11 @@ class Predictor:
         return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
 
     def fuse(self, p_fine, p_coarse, method: str = "product", metadata=None):
-        """(fused sub-class probabilities, coarse probabilities) of a batch, with the artefact's
-        metadata model applied when ``metadata`` (one dict per photo: age, sex, site/localization) is
-        given and the artefact has one: flat = fine x factors, product = (coarse x fine) x factors,
-        hard = the gate of coarse x meta-class factors on fine x factors; coarse x meta-class factors."""
-        tax = self.taxonomy
-        if metadata is None or self.metadata_fine is None:
-            return fuse(p_coarse, p_fine, tax, method), p_coarse
-        pc = self.metadata_coarse.apply(p_coarse, metadata)
-        if method == "product":
-            return self.metadata_fine.apply(fuse(p_coarse, p_fine, tax, method), metadata), pc
-        return fuse(pc, self.metadata_fine.apply(p_fine, metadata), tax, method), pc
+        """(fused sub-class probabilities, coarse probabilities) of a batch; ``metadata`` (one dict per
+        photo: age, sex, site/localization) enters where the artefact has a metadata model
+        (``metadata.fuse_with_metadata``)."""
+        return fuse_with_metadata(p_coarse, p_fine, self.taxonomy, method, self.metadata_fine, self.metadata_coarse,
+                                  metadata)
 
     def metadata_used(self, meta: dict | None) -> dict:
         """The fields of one photo's metadata the artefact's metadata model takes (value as read)."""

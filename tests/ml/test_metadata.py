@@ -99,3 +99,25 @@ def test_round_trip_through_json_gives_the_same_factors():
     probe = [{"age": "30", "localization": "trunk"}, {"sex": "male"}, {"localization": "face"}]
     np.testing.assert_allclose(back.factors(probe), mm.factors(probe))
     assert (back.alpha, back.weight, back.classes) == (5.0, 0.7, list("abc"))
+
+
+def test_fuse_with_metadata_counts_the_metadata_once_per_output():
+    from inference.ml.metadata import fuse_with_metadata
+    from inference.ml.taxonomy import Taxonomy, fuse
+    tax = Taxonomy.from_dict({"meta_classes": {"M": ["a", "b"], "N": ["c"]}})
+    metas, y = _toy()
+    fm = MetadataModel.fit(metas, y, ["a", "b", "c"])
+    cm = MetadataModel.fit(metas, tax.parent_index[y], ["M", "N"])
+    pf, pc = np.array([[0.3, 0.3, 0.4]]), np.array([[0.5, 0.5]])
+    m = [{"localization": "trunk"}]            # b's site
+    f = fm.factors(m)[0]
+    flat, coarse = fuse_with_metadata(pc, pf, tax, "flat", fm, cm, m)
+    np.testing.assert_allclose(flat[0], pf[0] * f / (pf[0] * f).sum())
+    np.testing.assert_allclose(coarse[0], pc[0] * cm.factors(m)[0] / (pc[0] * cm.factors(m)[0]).sum())
+    prod, _ = fuse_with_metadata(pc, pf, tax, "product", fm, cm, m)
+    p0 = fuse(pc, pf, tax, "product")[0]
+    np.testing.assert_allclose(prod[0], p0 * f / (p0 * f).sum())
+    hard, _ = fuse_with_metadata(pc, pf, tax, "hard", fm, cm, m)
+    assert hard[0, 2] == 0 and hard[0, 1] > hard[0, 0]      # trunk moves the gate to M and b above a
+    for method in ("flat", "product", "hard"):
+        np.testing.assert_array_equal(fuse_with_metadata(pc, pf, tax, method, fm, cm, None)[0], fuse(pc, pf, tax, method))
