@@ -1,6 +1,6 @@
 """Does patient metadata (age, sex, body site) add to the photo? Paired, on an artefact's hold-out.
 
-    python bench/metadata_fusion.py MODEL_DIR DATA_DIR [--weight 1.0] [--alpha 20] [--json OUT]
+    python bench/metadata_fusion.py MODEL_DIR DATA_DIR [--weight 0.5] [--alpha 20] [--json OUT]
 
 Fits ``inference.ml.metadata.MetadataModel`` (per-field naive Bayes, sub-class and meta-class
 tables) on the artefact's training split of DATA_DIR, runs the artefact on its held-out split (as
@@ -8,8 +8,8 @@ the portal serves it) and prints, for flat and product fusion and the coarse lev
 balanced accuracy, macro F1 and macro AUC without and with metadata, and the difference with a 95 %
 class-stratified paired bootstrap interval. Also the metadata alone (the naive Bayes on the prior).
 
-Where the metadata enters: flat = fine x sub-class factors; product = (coarse x fine, renormalised)
-x sub-class factors, so every output counts the metadata once; coarse = coarse x meta-class factors.
+The numbers with metadata are ``evaluate.metadata_report``'s (the rules of
+``metadata.fuse_with_metadata``, as the portal serves them).
 """
 import argparse
 import json
@@ -20,16 +20,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.ml import metrics as M  # noqa: E402
-from inference.ml.evaluate import artefact_records, model_probabilities  # noqa: E402
-from inference.ml.metadata import MetadataModel, fuse_with_metadata  # noqa: E402
-from inference.ml.taxonomy import fuse  # noqa: E402
+from inference.ml.evaluate import artefact_records, metadata_report, model_probabilities, report_from_probs  # noqa: E402
+from inference.ml.metadata import MetadataModel  # noqa: E402
+from inference.ml.train import TrainConfig  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("data")
-    ap.add_argument("--weight", type=float, default=1.0, help="exponent of the metadata factors (0-1)")
+    ap.add_argument("--weight", type=float, default=TrainConfig.metadata_weight,
+                    help="exponent of the metadata factors (0-1; default: train's)")
     ap.add_argument("--alpha", type=float, default=20.0, help="smoothing toward the prior, in photos")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -45,33 +46,28 @@ def main():
     if fine_mm is None:
         sys.exit("no training photo carries age, sex or body site")
     test_meta = [r.meta for r in R["records"]]
-    have = np.mean([bool(np.any(fine_mm.log_factors([m]) != 0)) for m in test_meta])
     pf, pc = R["p_fine"], R["p_coarse"]
-    y_meta = tax.parent_index[y]
-    variants = {m: (fuse(pc, pf, tax, m), fuse_with_metadata(pc, pf, tax, m, fine_mm, coarse_mm, test_meta)[0])
-                for m in ("flat", "product")}
+    base = report_from_probs(pf, pc, y, tax)                      # the photo models alone
+    wm = metadata_report(pf, pc, y, tax, fine_mm, coarse_mm, test_meta)   # what evaluate reports with metadata
     prior = np.tile(np.asarray(fine_mm.prior), (len(y), 1))
-    print(f"{len(y)} held-out photos, {have:.1%} with at least one usable field; fields "
-          f"{ {k: len(v) for k, v in fine_mm.tables.items()} } values; alpha {a.alpha}, weight {a.weight}")
+    print(f"{len(y)} held-out photos, {wm['with_metadata_share']:.1%} with at least one usable field; fields "
+          f"{wm['fields']} values; alpha {a.alpha}, weight {a.weight}")
     print(f"{'method':22s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s} {'AUC':>6s}")
-    out = {"n": int(len(y)), "with_field_share": float(have), "alpha": a.alpha, "weight": a.weight}
+    out = {"n": int(len(y)), "with_field_share": wm["with_metadata_share"], "alpha": a.alpha, "weight": a.weight}
     meta_only = M.classification_report_dict(y, fine_mm.apply(prior, test_meta), subs)
     _row("metadata alone", meta_only)
     out["metadata_alone"] = _slim(meta_only)
-    for name, (p0, p1) in variants.items():
-        r0, r1 = (M.classification_report_dict(y, p, subs) for p in (p0, p1))
+    for name, key in (("flat", "flat"), ("product", "hierarchical_product")):
+        r0, r1, b = base[key], wm[key], wm["with_minus_without"][key]
         _row(f"{name}", r0)
         _row(f"{name} + metadata", r1)
-        b = M.paired_bootstrap(y, p0.argmax(1), p1.argmax(1), len(subs))
         for k in ("balanced_accuracy", "macro_f1"):
             print(f"  {name} with - without {k:17s} {b[k]['diff']:+.4f}  95% CI [{b[k]['ci_low']:+.4f}, "
                   f"{b[k]['ci_high']:+.4f}]")
         out[name] = {"without": _slim(r0), "with": _slim(r1), "with_minus_without": b}
-    rc0 = M.classification_report_dict(y_meta, pc, metas)
-    rc1 = M.classification_report_dict(y_meta, coarse_mm.apply(pc, test_meta), metas)
-    _row("coarse", rc0)
-    _row("coarse + metadata", rc1)
-    out["coarse"] = {"without": _slim(rc0), "with": _slim(rc1)}
+    _row("coarse", base["coarse"])
+    _row("coarse + metadata", wm["coarse"])
+    out["coarse"] = {"without": _slim(base["coarse"]), "with": _slim(wm["coarse"])}
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1, default=float))
 

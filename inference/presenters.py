@@ -112,10 +112,12 @@ def prediction_view(pred) -> dict:
 
 def metadata_labels(used: dict | None) -> list[str]:
     """Readable chips for the patient metadata a prediction took: "age 40-49", "female", "site: trunk"."""
+    from inference.ml.metadata import AGE_MAX_BIN
+
     out = []
     for k, v in (used or {}).items():
         if k == "age":
-            out.append("age 80+" if v == "8" else f"age {int(v) * 10}-{int(v) * 10 + 9}")
+            out.append(f"age {AGE_MAX_BIN * 10}+" if int(v) >= AGE_MAX_BIN else f"age {int(v) * 10}-{int(v) * 10 + 9}")
         elif k == "sex":
             out.append(str(v))
         else:
