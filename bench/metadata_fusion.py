@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inference.ml import metrics as M  # noqa: E402
 from inference.ml.evaluate import artefact_records, metadata_report, model_probabilities, report_from_probs  # noqa: E402
-from inference.ml.metadata import MetadataModel  # noqa: E402
+from inference.ml.metadata import fit_levels  # noqa: E402
 from inference.ml.train import TrainConfig  # noqa: E402
 
 
@@ -39,12 +39,12 @@ def main():
     train, scope, _ = artefact_records(P, a.data, "train")
     if scope != "training split":
         sys.exit(f"{a.data} is not the artefact's training data: no training split to fit the metadata on")
-    subs, metas = tax.sub_classes, tax.meta_classes
+    subs = tax.sub_classes
     ytr = np.array([subs.index(r.label) for r in train])
-    fine_mm = MetadataModel.fit([r.meta for r in train], ytr, subs, a.alpha, a.weight)
-    coarse_mm = MetadataModel.fit([r.meta for r in train], tax.parent_index[ytr], metas, a.alpha, a.weight)
-    if fine_mm is None:
+    models = fit_levels([r.meta for r in train], ytr, tax, a.alpha, a.weight)
+    if models is None:
         sys.exit("no training photo carries age, sex or body site")
+    fine_mm, coarse_mm = models
     test_meta = [r.meta for r in R["records"]]
     pf, pc = R["p_fine"], R["p_coarse"]
     base = report_from_probs(pf, pc, y, tax)                      # the photo models alone

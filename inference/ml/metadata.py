@@ -25,6 +25,7 @@ meta-classes (applied to the coarse model's), so each output counts the metadata
 Public API: ``read_fields(meta) -> {"age", "sex", "site"}``, ``MetadataModel.fit(metas, y, classes)``
 (``None`` when no training photo has any field), ``.factors(metas) -> (N, C)``,
 ``.apply(p, metas)``, ``.to_dict()`` / ``MetadataModel.from_dict(d)``, ``FIELDS``;
+``fit_levels(metas, y_sub, taxonomy, alpha, weight) -> (sub-class model, meta-class model) | None``;
 ``fuse_with_metadata(p_coarse, p_fine, taxonomy, method, fine_mm, coarse_mm, metas)``: the fusion
 methods of ``taxonomy.fuse`` with the metadata in (what ``Predictor`` serves and ``evaluate`` measures).
 """
@@ -160,6 +161,16 @@ class MetadataModel:
     def from_dict(cls, d: dict) -> "MetadataModel":
         return cls(list(d["classes"]), list(d["prior"]), {k: dict(v) for k, v in d["tables"].items()},
                    dict(d.get("counts") or {}), float(d.get("alpha", 20.0)), float(d.get("weight", 1.0)))
+
+
+def fit_levels(metas: Sequence[dict], y_sub, taxonomy, alpha: float = 20.0, weight: float = 1.0):
+    """The two tables a hierarchy needs, counted on the same training photos: sub-classes (``y_sub``)
+    and their meta-classes. ``None`` when no photo has any field."""
+    y_sub = np.asarray(y_sub, dtype=int)
+    fine = MetadataModel.fit(metas, y_sub, taxonomy.sub_classes, alpha, weight)
+    if fine is None:
+        return None
+    return fine, MetadataModel.fit(metas, taxonomy.parent_index[y_sub], taxonomy.meta_classes, alpha, weight)
 
 
 def fuse_with_metadata(p_coarse, p_fine, taxonomy, method: str, fine_mm: MetadataModel | None,

@@ -864,13 +864,9 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         timings["int8_calibration"] = time.time() - tq
     meta_models = None
     if cfg.metadata:     # age, sex, body site: counted on the training split only
-        from .metadata import MetadataModel
-        train_meta = [records[i].meta for i in tr]
-        mf = MetadataModel.fit(train_meta, y_sub[tr], tax.sub_classes, cfg.metadata_alpha, cfg.metadata_weight)
-        if mf is not None:
-            mc = MetadataModel.fit(train_meta, tax.parent_index[y_sub[tr]], tax.meta_classes, cfg.metadata_alpha,
-                                   cfg.metadata_weight)
-            meta_models = (mf, mc)
+        from .metadata import fit_levels
+        meta_models = fit_levels([records[i].meta for i in tr], y_sub[tr], tax, cfg.metadata_alpha,
+                                 cfg.metadata_weight)
     metrics = None
     t_inf = None
     if len(te):
