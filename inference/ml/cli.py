@@ -88,6 +88,8 @@ def add_train_args(p):
                    choices=BALANCES)
     p.add_argument("--logit-adjust-tau", type=float, default=d.logit_adjust_tau,
                    help="--class-balance logit_adjust: the loss adds tau * log(training prior) to the logits")
+    p.add_argument("--reweight-from", type=float, default=d.reweight_from,
+                   help="deferred re-weighting: the fine model's first SHARE of epochs trains unweighted (0 = off)")
     p.add_argument("--coarse-class-balance", default=d.coarse_class_balance, choices=["same", *BALANCES, *SUBCLASS_BALANCES],
                    help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
@@ -130,7 +132,7 @@ def config_from_args(a):
         transfer_cut=a.transfer_cut,
         freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
         optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
-        class_balance=a.class_balance, logit_adjust_tau=a.logit_adjust_tau,
+        class_balance=a.class_balance, logit_adjust_tau=a.logit_adjust_tau, reweight_from=a.reweight_from,
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
         label_smoothing=a.label_smoothing, layer_decay=a.layer_decay,
         ema_decay=a.ema_decay, fine_models=a.fine_models,

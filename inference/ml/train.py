@@ -175,6 +175,10 @@ class TrainConfig:
     burn_in: int = 50
     burn_in_power: float = 4.0
     class_balance: str = "sqrt_weights"  # "none" | "weights" | "sqrt_weights" | "focal" | "sampler" | "logit_adjust"
+    reweight_from: float = 0.0          # deferred re-weighting (Cao et al., NeurIPS 2019): the fine model's first
+                                        # share of epochs trains unweighted, class_balance's photo weights apply
+                                        # from epoch round(share * epochs); 0: weighted throughout. The coarse
+                                        # model keeps its weights throughout
     logit_adjust_tau: float = 1.0       # "logit_adjust": the loss sees logits + tau * log(training prior)
                                         # (Menon et al., ICLR 2021); prediction uses the plain logits, whose
                                         # softmax then carries the prior to the power 1 - tau (1: none, the
@@ -312,6 +316,9 @@ def check_class_balance(cfg: TrainConfig) -> None:
         if val not in allowed:
             choices = ", ".join(a for a in allowed if a is not None)
             raise ValueError(f"{name} {val!r} is unknown; choose one of {choices}")
+    if not 0 <= cfg.reweight_from < 1:
+        raise ValueError(f"reweight_from must be a share of the epochs from 0 (weighted throughout) to below 1, "
+                         f"not {cfg.reweight_from!r}")
 
 
 def class_weights(y: np.ndarray, C: int, mode: str) -> torch.Tensor | None:
@@ -516,6 +523,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     seen = 0
     tuner = ThreadTuner(cfg.threads or os.cpu_count() or 1) if cfg.adaptive_threads else _NoTuner()
     low_epochs = progressive_epochs(cfg, epochs)
+    weighted_from = round(cfg.reweight_from * epochs)    # epochs before it train unweighted (deferred re-weighting)
     phase, recent = None, RecentSpeed(steps)     # speed of the current resolution over its last epoch, for the ETA
     for epoch in range(start_epoch, epochs):
         if ema is not None and low_epochs and epoch == low_epochs:
@@ -564,7 +572,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
             lr = lr_at(step, total, cfg)
             for grp in opt.param_groups:
                 grp["lr"] = lr * grp.get("lr_scale", 1.0)
-            photo_w = None if sample_w is None else sample_w[torch.as_tensor(bi)]
+            photo_w = None if sample_w is None or epoch < weighted_from else sample_w[torch.as_tensor(bi)]
             loss = mixed_loss(model(x), target, photo_w, mix,
                               lambda lg, t, w: loss_fn(lg, t, w, cfg.class_balance, cfg.focal_gamma,
                                                        cfg.label_smoothing, offsets))
@@ -826,7 +834,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     cut = parse_cut(cfg.transfer_cut, coarse)
     copied = transfer_cut(coarse, fine, cut)
     frozen_c = coarse_frozen(cfg, coarse, cut)
-    ccfg = replace(cfg, progressive_size=None)    # the coarse model trains at image_size throughout
+    ccfg = replace(cfg, progressive_size=None, reweight_from=0.0)  # the coarse model: image_size, weighted throughout
     if cfg.coarse_class_balance is not None:
         ccfg = replace(ccfg, class_balance=cfg.coarse_class_balance)
     coarse_info = fit(coarse, images, y_meta, tr, ccfg, "coarse", coarse_epochs, work / "coarse.ckpt", frozen_c,

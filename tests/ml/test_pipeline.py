@@ -604,6 +604,28 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(monkeypatch):
             T.check_layer_decay(TrainConfig(data="", taxonomy={}, out="", layer_decay=bad))
 
 
+def test_deferred_reweighting_weights_only_the_last_epochs(monkeypatch):
+    """reweight_from s: the first round(s * epochs) epochs train with no photo weights, the rest with
+    class_balance's; 0 weights every epoch; shares outside [0, 1) are refused before training."""
+    from inference.ml import train as T
+    seen = []
+    real = T.loss_fn
+    monkeypatch.setattr(T, "loss_fn", lambda lg, t, w, *a: seen.append((t.clone(), w)) or real(lg, t, w, *a))
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    y = np.array([0] * 10 + [1] * 4 + [2] * 2)
+    expected = T.class_weights(y, 3, "sqrt_weights")
+    for share, unweighted in ((0.67, 4), (0.0, 0)):     # 3 epochs of 2 batches
+        seen.clear()
+        cfg = TrainConfig(data="", taxonomy={}, out="", **FAST, reweight_from=share)
+        T.fit(T.build_model(cfg, 3), images, y, np.arange(16), cfg, "fine", 3, None, [])
+        assert [w is None for _, w in seen] == [True] * unweighted + [False] * (6 - unweighted)
+        for t, w in seen[unweighted:]:
+            torch.testing.assert_close(w, expected[t])        # each photo weighted by its class
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="reweight_from"):
+            T.check_class_balance(TrainConfig(data="", taxonomy={}, out="", reweight_from=bad))
+
+
 def test_eta_of_a_progressive_stage_counts_the_full_size_epochs_slower():
     """During the low-resolution epochs the ETA prices the full-size batches by the pixel ratio; at
     one resolution it is batches x batch size / speed."""
