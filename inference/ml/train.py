@@ -175,10 +175,12 @@ class TrainConfig:
     burn_in: int = 50
     burn_in_power: float = 4.0
     class_balance: str = "sqrt_weights"  # "none" | "weights" | "sqrt_weights" | "focal" | "sampler" | "logit_adjust"
-    reweight_from: float = 0.0          # deferred re-weighting (Cao et al., NeurIPS 2019): the fine model's first
-                                        # share of epochs trains unweighted, class_balance's photo weights apply
-                                        # from epoch round(share * epochs); 0: weighted throughout. The coarse
-                                        # model keeps its weights throughout
+    reweight_from: float = 0.0          # deferred re-weighting (Cao et al., NeurIPS 2019): the fine models' (and
+                                        # the binary baseline's) first share of epochs trains unweighted,
+                                        # class_balance's photo weights apply from epoch round(share * epochs);
+                                        # 0: weighted throughout. The coarse model keeps its weights throughout.
+                                        # HAM10000 split 0, 0.67 with "weights": accuracy -0.05, macro F1 -0.06
+                                        # against the default (bench/RESULTS.md session 26)
     logit_adjust_tau: float = 1.0       # "logit_adjust": the loss sees logits + tau * log(training prior)
                                         # (Menon et al., ICLR 2021); prediction uses the plain logits, whose
                                         # softmax then carries the prior to the power 1 - tau (1: none, the
