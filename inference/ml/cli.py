@@ -88,8 +88,9 @@ def add_train_args(p):
                    choices=BALANCES)
     p.add_argument("--logit-adjust-tau", type=float, default=d.logit_adjust_tau,
                    help="--class-balance logit_adjust: the loss adds tau * log(training prior) to the logits")
-    p.add_argument("--reweight-from", type=float, default=d.reweight_from,
-                   help="deferred re-weighting: the fine model's first SHARE of epochs trains unweighted (0 = off)")
+    p.add_argument("--reweight-from", type=float, default=d.reweight_from, metavar="SHARE",
+                   help="deferred re-weighting: the fine models' and the binary baseline's first SHARE of epochs "
+                        "train unweighted, --class-balance's weights after (0 = off; the coarse model is weighted throughout)")
     p.add_argument("--coarse-class-balance", default=d.coarse_class_balance, choices=["same", *BALANCES, *SUBCLASS_BALANCES],
                    help='coarse model ("same": as --class-balance)')
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
