@@ -6,11 +6,13 @@ bench/run_pipeline.py, then the mean and spread over them and how many runs reac
 A row gives the split (seed), the image plan (224, "224 from 160", 160; "set" when the command set
 the size, else the size probe chose it), the training minutes (fine + transfer + coarse), whether
 the CPU was shared (mean 1-minute load average above SHARED_LOAD: the run alone keeps it near 2 on
-2 cores, so its minutes are then not a valid time), product and flat accuracy / balanced accuracy /
+2 cores, so its minutes are then not a valid time), the command's other settings (the lever; a column
+only when some run has them), product and flat accuracy / balanced accuracy /
 macro F1 / macro AUC, and product minus flat with its paired-bootstrap 95 % interval.
 """
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -28,6 +30,21 @@ def plan(settings: dict, command: str) -> str:
     return text + (" (set)" if "image_size=" in command else "")
 
 
+def overrides(command: str) -> str:
+    """The TrainConfig overrides of the run besides the split and the image plan (the lever it measures)."""
+    found, current = [], None     # the command was stored joined with spaces: re-join a value's words
+    for t in command.split():
+        if re.match(r"[A-Za-z_]\w*=", t):
+            current = [t]
+            found.append(current)
+        elif current is not None and not t.startswith("-"):
+            current.append(t)
+        else:
+            current = None
+    keep = [" ".join(w) for w in found if not w[0].startswith(("seed=", "image_size=", "progressive_size="))]
+    return " ".join(keep)
+
+
 def mean_load(samples: list) -> float | None:
     loads = [float(s[1][0]) for s in samples[2:]]    # the first minute still shows the load before the run
     return statistics.fmean(loads) if loads else None
@@ -39,6 +56,7 @@ def row(name: str, r: dict) -> dict:
     load = mean_load(r.get("loadavg_samples") or [])
     return {
         "name": name, "seed": r["settings"].get("seed"), "plan": plan(r["settings"], r.get("command", "")),
+        "overrides": overrides(r.get("command", "")),
         "minutes": r["training_minutes_fine_transfer_coarse"], "load": load,
         "shared": load is not None and load > SHARED_LOAD,
         "product": {k: m["hierarchical_product"][k] for k in METRICS},
@@ -82,6 +100,10 @@ def render(rows: list[dict], s: dict, markdown: bool) -> str:
         minutes = f"{r['minutes']:.1f} min" + (f" (shared CPU, load {r['load']:.1f})" if r["shared"] else "")
         lines.append([r["name"], str(r["seed"]), r["plan"], minutes, _m(r["product"]), _m(r["flat"]),
                       _minus(r["minus"]["balanced_accuracy"]), _minus(r["minus"]["macro_f1"])])
+    if any(r["overrides"] for r in rows):     # runs of a lever beside the default's: say which is which
+        head.insert(1, "overrides")
+        for cells, r in zip(lines, rows):
+            cells.insert(1, r["overrides"] or "(default)")
     if markdown:
         text = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         text += ["| " + " | ".join(c) + " |" for c in lines]

@@ -31,10 +31,11 @@ def test_rows_flag_a_shared_cpu_and_count_the_targets(tmp_path):
     alone = _result(0, _metrics(0.86, 0.76, 0.70, 0.96), _metrics(0.85, 0.74, 0.69, 0.96), 35.0, 2.1,
                     progressive=160)
     shared = _result(1, _metrics(0.80, 0.70, 0.60, 0.94), _metrics(0.81, 0.69, 0.62, 0.95), 70.0, 4.0,
-                     command="bench/run_pipeline.py DATA --out M image_size=224")
+                     command='bench/run_pipeline.py DATA seed=1 image_size=224 augment={"cutout_p": 0} --out M')
     rows = [summarize_runs.row("a", alone), summarize_runs.row("b", shared)]
     assert rows[0]["plan"] == "224 from 160" and not rows[0]["shared"]
     assert rows[1]["plan"] == "224 (set)" and rows[1]["shared"]     # load 4 on 2 cores: another run beside it
+    assert rows[0]["overrides"] == "" and rows[1]["overrides"] == 'augment={"cutout_p": 0}'
     s = summarize_runs.summarize(rows)
     assert s["reached"] == {"accuracy": 1, "balanced_accuracy": 1, "macro_auc": 1,
                             "product_ge_flat": 1, "training_minutes": 1}
@@ -42,7 +43,8 @@ def test_rows_flag_a_shared_cpu_and_count_the_targets(tmp_path):
     assert s["mean"]["accuracy"] == pytest.approx(0.83)
     assert s["sd"]["balanced_accuracy"] == pytest.approx(0.0424264, abs=1e-6)
     text = summarize_runs.render(rows, s, markdown=True)
-    assert "| a | 0 | 224 from 160 | 35.0 min |" in text
+    assert "| a | (default) | 0 | 224 from 160 | 35.0 min |" in text
+    assert '| b | augment={"cutout_p": 0} | 1 | 224 (set) |' in text
     assert "70.0 min (shared CPU, load 4.0)" in text
     assert "product >= flat in balanced accuracy and macro F1: 1 of 2" in text
 
