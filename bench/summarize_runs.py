@@ -3,46 +3,48 @@ bench/run_pipeline.py, then the mean and spread over them and how many runs reac
 
     python bench/summarize_runs.py bench/results/def_s*.json [--markdown]
 
-A row gives the split (seed), the image plan (224, "224 from 160", 160; "set" when the command set
-the size, else the size probe chose it), the training minutes (fine + transfer + coarse), whether
+A row gives the split (seed), the image plan (224, "224 from 160", 160; "set" when the run set the
+size, else the size probe chose it), the training minutes (fine + transfer + coarse), whether
 the CPU was shared (mean 1-minute load average above SHARED_LOAD: the run alone keeps it near 2 on
-2 cores, so its minutes are then not a valid time), the command's other settings (the lever; a column
-only when some run has them), product and flat accuracy / balanced accuracy /
+2 cores, so its minutes are then not a valid time), the training settings that differ from the
+defaults (the lever; a column only when some run has them), product and flat accuracy / balanced accuracy /
 macro F1 / macro AUC, and product minus flat with its paired-bootstrap 95 % interval.
 """
 import argparse
 import json
-import re
 import statistics
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inference.ml.train import TrainConfig  # noqa: E402
 
 # the issue's targets (issue 3); product fusion is the differential the portal shows
 TARGETS = {"accuracy": 0.85, "balanced_accuracy": 0.75, "macro_auc": 0.95}
 TRAIN_MINUTES = 60.0
 SHARED_LOAD = 2.6
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+# settings every pipeline run has of its own (not a lever): paths, split, image plan, the binary question
+RUN_SETTINGS = ("data", "taxonomy", "out", "seed", "image_size", "progressive_size", "positive", "cache_dir", "threads")
 
 
-def plan(settings: dict, command: str) -> str:
+def plan(settings: dict) -> str:
     size, low = settings.get("image_size"), settings.get("progressive_size")
     text = f"{size} from {low}" if low else f"{size}"
-    return text + (" (set)" if "image_size=" in command else "")
+    return text + (" (set)" if settings.get("image_size_choice") is None else "")    # no record: the size was set
 
 
-def overrides(command: str) -> str:
-    """The TrainConfig overrides of the run besides the split and the image plan (the lever it measures)."""
-    found, current = [], None     # the command was stored joined with spaces: re-join a value's words
-    for t in command.split():
-        if re.match(r"[A-Za-z_]\w*=", t):
-            current = [t]
-            found.append(current)
-        elif current is not None and not t.startswith("-"):
-            current.append(t)
-        else:
-            current = None
-    keep = [" ".join(w) for w in found if not w[0].startswith(("seed=", "image_size=", "progressive_size="))]
-    return " ".join(keep)
+def overrides(settings: dict) -> str:
+    """The run's training settings that differ from TrainConfig's defaults, besides the split, the image
+    plan and what every pipeline run sets (the lever it measures), from the settings the artefact records."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                for f in fields(TrainConfig) if f.default is not MISSING or f.default_factory is not MISSING}
+    epochs_set = settings.get("epochs_set") or {}
+    skip = set(RUN_SETTINGS) | {k for k, stage in (("epochs", "fine"), ("coarse_epochs", "coarse"))
+                                if not epochs_set.get(stage)}       # resolved from None, not set
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in settings.items()
+                    if k in defaults and k not in skip and v != defaults[k])
 
 
 def mean_load(samples: list) -> float | None:
@@ -55,8 +57,8 @@ def row(name: str, r: dict) -> dict:
     boot = m.get("product_minus_flat_bootstrap") or {}
     load = mean_load(r.get("loadavg_samples") or [])
     return {
-        "name": name, "seed": r["settings"].get("seed"), "plan": plan(r["settings"], r.get("command", "")),
-        "overrides": overrides(r.get("command", "")),
+        "name": name, "seed": r["settings"].get("seed"), "plan": plan(r["settings"]),
+        "overrides": overrides(r["settings"]),
         "minutes": r["training_minutes_fine_transfer_coarse"], "load": load,
         "shared": load is not None and load > SHARED_LOAD,
         "product": {k: m["hierarchical_product"][k] for k in METRICS},

@@ -15,11 +15,16 @@ def _metrics(acc, bal, f1, auc):
     return {"accuracy": acc, "balanced_accuracy": bal, "macro_f1": f1, "macro_auc": auc}
 
 
-def _result(seed, product, flat, minutes, load, command="bench/run_pipeline.py DATA --out M", progressive=None):
+PROBED = {"chosen": 224, "reason": "224 px: training estimated at 37 min on this machine (budget 45 min)"}
+
+
+def _result(seed, product, flat, minutes, load, choice=PROBED, progressive=None, **settings):
     minus = {k: product[k] - flat[k] for k in ("balanced_accuracy", "macro_f1")}
     return {
-        "command": command, "training_minutes_fine_transfer_coarse": minutes,
-        "settings": {"seed": seed, "image_size": 224, "progressive_size": progressive},
+        "training_minutes_fine_transfer_coarse": minutes,
+        "settings": {"seed": seed, "image_size": 224, "progressive_size": progressive, "image_size_choice": choice,
+                     "epochs": 12, "epochs_set": {"fine": False, "coarse": False}, "positive": ["mel"],
+                     "class_balance": "sqrt_weights", **settings},
         "loadavg_samples": [["t", [str(0.3), "0", "0"]]] * 2 + [["t", [str(load), "0", "0"]]] * 5,
         "metrics": {"hierarchical_product": product, "flat": flat, "product_minus_flat": minus,
                     "product_minus_flat_bootstrap": {k: {"diff": v, "ci_low": v - 0.03, "ci_high": v + 0.03}
@@ -27,11 +32,11 @@ def _result(seed, product, flat, minutes, load, command="bench/run_pipeline.py D
     }
 
 
-def test_rows_flag_a_shared_cpu_and_count_the_targets(tmp_path):
+def test_rows_flag_a_shared_cpu_and_count_the_targets():
     alone = _result(0, _metrics(0.86, 0.76, 0.70, 0.96), _metrics(0.85, 0.74, 0.69, 0.96), 35.0, 2.1,
                     progressive=160)
     shared = _result(1, _metrics(0.80, 0.70, 0.60, 0.94), _metrics(0.81, 0.69, 0.62, 0.95), 70.0, 4.0,
-                     command='bench/run_pipeline.py DATA seed=1 image_size=224 augment={"cutout_p": 0} --out M')
+                     choice=None, augment={"cutout_p": 0})
     rows = [summarize_runs.row("a", alone), summarize_runs.row("b", shared)]
     assert rows[0]["plan"] == "224 from 160" and not rows[0]["shared"]
     assert rows[1]["plan"] == "224 (set)" and rows[1]["shared"]     # load 4 on 2 cores: another run beside it
@@ -49,7 +54,7 @@ def test_rows_flag_a_shared_cpu_and_count_the_targets(tmp_path):
     assert "product >= flat in balanced accuracy and macro F1: 1 of 2" in text
 
 
-def test_a_file_that_is_not_a_results_file_is_named(tmp_path, capsys):
+def test_a_file_that_is_not_a_results_file_is_named(tmp_path):
     bad = tmp_path / "notes.json"
     bad.write_text(json.dumps({"metrics": {}}))
     with pytest.raises(SystemExit) as e:
