@@ -4,7 +4,8 @@ bench/run_pipeline.py, then the mean and spread over them and how many runs reac
     python bench/summarize_runs.py bench/results/def_s*.json [--markdown]
 
 A row gives the split (seed), the image plan (224, "224 from 160", 160; "set" when the run set the
-size, else the size probe chose it), the training minutes (fine + transfer + coarse), whether
+size, else the size probe chose it), the training minutes (fine + transfer + coarse; with a reused fine model, its recorded
+training time included), whether
 the CPU was shared (mean 1-minute load average above SHARED_LOAD: the run alone keeps it near 2 on
 2 cores, so its minutes are then not a valid time), the training settings that differ from the
 defaults (the lever; a column only when some run has them), product and flat accuracy / balanced accuracy /
@@ -59,7 +60,9 @@ def row(name: str, r: dict) -> dict:
     return {
         "name": name, "seed": r["settings"].get("seed"), "plan": plan(r["settings"]),
         "overrides": overrides(r["settings"]),
-        "minutes": r["training_minutes_fine_transfer_coarse"], "load": load,
+        # a run that reused a fine model (fine_from) counts that model's recorded training time too
+        "minutes": r.get("training_minutes_including_reused_fine", r["training_minutes_fine_transfer_coarse"]),
+        "fine_reused": bool(r.get("timings_seconds", {}).get("fine_reused_seconds")), "load": load,
         "shared": load is not None and load > SHARED_LOAD,
         "product": {k: m["hierarchical_product"][k] for k in METRICS},
         "flat": {k: m["flat"][k] for k in METRICS},
@@ -99,7 +102,8 @@ def render(rows: list[dict], s: dict, markdown: bool) -> str:
             "product - flat: bal. acc.", "macro F1"]
     lines = []
     for r in rows:
-        minutes = f"{r['minutes']:.1f} min" + (f" (shared CPU, load {r['load']:.1f})" if r["shared"] else "")
+        minutes = (f"{r['minutes']:.1f} min" + (" (fine model reused)" if r["fine_reused"] else "")
+                   + (f" (shared CPU, load {r['load']:.1f})" if r["shared"] else ""))
         lines.append([r["name"], str(r["seed"]), r["plan"], minutes, _m(r["product"]), _m(r["flat"]),
                       _minus(r["minus"]["balanced_accuracy"]), _minus(r["minus"]["macro_f1"])])
     if any(r["overrides"] for r in rows):     # runs of a lever beside the default's: say which is which

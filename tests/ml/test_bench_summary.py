@@ -60,3 +60,15 @@ def test_a_file_that_is_not_a_results_file_is_named(tmp_path):
     with pytest.raises(SystemExit) as e:
         summarize_runs.main([str(bad)])
     assert "notes.json: not a results file of bench/run_pipeline.py" in str(e.value)
+
+
+def test_a_run_that_reused_a_fine_model_counts_its_training_time():
+    r = _result(4, _metrics(0.84, 0.69, 0.65, 0.97), _metrics(0.84, 0.69, 0.67, 0.97), 5.3, 2.0,
+                fine_from="models/def_s4", transfer_cut="all")
+    r["timings_seconds"] = {"fine": 0.0, "fine_reused_seconds": 1758.0, "coarse": 318.0}
+    r["training_minutes_including_reused_fine"] = (1758.0 + 318.0) / 60
+    row = summarize_runs.row("call_s4", r)
+    assert row["minutes"] == pytest.approx(34.6) and row["fine_reused"]
+    assert 'fine_from="models/def_s4" transfer_cut="all"' == row["overrides"]
+    text = summarize_runs.render([row], summarize_runs.summarize([row]), markdown=False)
+    assert "34.6 min (fine model reused)" in text
