@@ -721,10 +721,16 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
             coarse_frozen(cfg, m, parse_cut(cfg.transfer_cut, m))
             return m
 
-        size, choice = choose_image_size(make_fine, make_coarse, max(1, n_train), fine_epochs, coarse_epochs,
-                                         max(1, int(cfg.fine_models)), cfg.batch_size,
-                                         cfg.image_budget_minutes, cfg.channels_last,
-                                         progressive_share=cfg.progressive_share if cfg.progressive_size is None else None)
+        # the probe's networks and random photos must not move the run's draws: a run whose size the probe
+        # chose trains the model the same run with that size set trains (how many probes run depends on the CPU)
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            size, choice = choose_image_size(make_fine, make_coarse, max(1, n_train), fine_epochs, coarse_epochs,
+                                             max(1, int(cfg.fine_models)), cfg.batch_size,
+                                             cfg.image_budget_minutes, cfg.channels_last,
+                                             progressive_share=cfg.progressive_share if cfg.progressive_size is None else None)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
         choice["n_train"] = n_train
     _emit(progress, stage="image_size", event="chosen", **choice)
     art.write_json(kept, choice)

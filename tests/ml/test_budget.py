@@ -3,8 +3,9 @@ run with the size unset."""
 import json
 
 import pytest
+import torch
 
-from inference.ml import budget
+from inference.ml import artefact as art, budget
 from inference.ml.networks import Classifier
 from inference.ml.taxonomy import Taxonomy
 from inference.ml.train import TrainConfig, resolve_image_size, train
@@ -131,3 +132,18 @@ def test_probe_trains_the_coarse_model_as_the_run_will(tmp_path, taxonomy_file, 
     assert fine == {"blocks", "head", "fc"}            # stem and block 0 frozen (freeze_blocks=1)
     # tiny: 4 blocks, cut 3; frozen transfer leaves blocks 3.., the head and fc to train
     assert coarse == ({"blocks", "head", "fc"} if freeze else {"stem", "blocks", "head", "fc"})
+
+
+def test_the_probe_leaves_the_runs_random_draws_as_they_were(tmp_path, taxonomy_file, monkeypatch):
+    """A run whose size the probe chose trains the same model as the same run with that size set: the
+    probe's timing steps (random photos, new networks) draw from the generators the run was seeded with."""
+    monkeypatch.setattr(budget, "AUTO_SIZES", (48, 32))
+    data = make_dataset(tmp_path / "data", n_per_class=6)
+    base = dict(data=str(data), taxonomy=str(taxonomy_file), backbone="tiny", pretrained=False, epochs=1,
+                coarse_epochs=1, batch_size=8, cache_dir="", threads=1, image_budget_minutes=1e6)
+    probed = train(TrainConfig(out=str(tmp_path / "probed"), image_size=None, **base))
+    set_ = train(TrainConfig(out=str(tmp_path / "set"), image_size=48, **base))
+    assert json.loads((probed / "model.json").read_text())["training"]["image_size_choice"]["chosen"] == 48
+    for name in (art.fine_file(0), "coarse.safetensors"):
+        a, b = art.load_state(probed / name), art.load_state(set_ / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
