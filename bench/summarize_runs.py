@@ -4,12 +4,12 @@ bench/run_pipeline.py, then the mean and spread over them and how many runs reac
     python bench/summarize_runs.py bench/results/def_s*.json [--markdown]
 
 A row gives the split (seed), the image plan (224, "224 from 160", 160; "set" when the run set the
-size, else the size probe chose it), the training minutes (fine + transfer + coarse; with a reused fine model, its recorded
-training time included), whether
-the CPU was shared (mean 1-minute load average above SHARED_LOAD: the run alone keeps it near 2 on
-2 cores, so its minutes are then not a valid time), the training settings that differ from the
-defaults (the lever; a column only when some run has them), product and flat accuracy / balanced accuracy /
-macro F1 / macro AUC, and product minus flat with its paired-bootstrap 95 % interval.
+size, else the size probe chose it), the training minutes (fine + transfer + coarse; with a reused
+fine model, its recorded training time included), whether the CPU was shared (mean 1-minute load
+average above SHARED_LOAD: the run alone keeps it near 2 on 2 cores, so its minutes are then not a
+valid time), the training settings that differ from the defaults (the lever; a column only when
+some run has them), product and flat accuracy / balanced accuracy / macro F1 / macro AUC, and
+product minus flat with its paired-bootstrap 95 % interval.
 """
 import argparse
 import json
