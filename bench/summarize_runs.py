@@ -62,7 +62,7 @@ def row(name: str, r: dict) -> dict:
         "overrides": overrides(r["settings"]),
         # a run that reused a fine model (fine_from) counts that model's recorded training time too
         "minutes": r.get("training_minutes_including_reused_fine", r["training_minutes_fine_transfer_coarse"]),
-        "fine_reused": bool(r.get("timings_seconds", {}).get("fine_reused_seconds")), "load": load,
+        "fine_reused": bool(r["settings"].get("fine_from")), "load": load,
         "shared": load is not None and load > SHARED_LOAD,
         "product": {k: m["hierarchical_product"][k] for k in METRICS},
         "flat": {k: m["flat"][k] for k in METRICS},
