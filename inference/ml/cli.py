@@ -51,7 +51,7 @@ def _positive(s):
 def add_train_args(p):
     from .budget import AUTO_IMAGE_SIZE_RULE
     from .data import COLOUR_CONSTANCY
-    from .train import AUTO_EPOCHS_RULE, BALANCES, SUBCLASS_BALANCES, TrainConfig
+    from .train import AUTO_EPOCHS_RULE, BALANCES, HEAD_INITS, SUBCLASS_BALANCES, TrainConfig
     d = TrainConfig(data="", taxonomy="", out="")
     p.add_argument("--data", required=True)
     p.add_argument("--taxonomy", required=True)
@@ -98,6 +98,8 @@ def add_train_args(p):
                    help="layer-wise learning rates: block k of D trains at lr * DECAY ** (D - k) (1 = off)")
     p.add_argument("--ema-decay", type=float, default=d.ema_decay,
                    help="exponential moving average of the weights, used as the final model (0 = off)")
+    p.add_argument("--head-init", default=d.head_init, choices=HEAD_INITS,
+                   help="probe: fit each new head as a linear probe on the frozen features before fine-tuning (LP-FT)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--holdout", type=float, default=None)
     g.add_argument("--folds", type=int, default=None)
@@ -136,7 +138,7 @@ def config_from_args(a):
         class_balance=a.class_balance, logit_adjust_tau=a.logit_adjust_tau, reweight_from=a.reweight_from,
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
         label_smoothing=a.label_smoothing, layer_decay=a.layer_decay,
-        ema_decay=a.ema_decay, fine_models=a.fine_models,
+        ema_decay=a.ema_decay, head_init=a.head_init, fine_models=a.fine_models,
         member_class_balance=a.member_class_balance,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, tta=a.tta, threads=a.threads, cache_dir=a.cache_dir,

@@ -203,6 +203,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     layer_decay: float = 1.0            # <1: layer-wise learning rates, block k of D at lr * layer_decay ** (D - k)
     ema_decay: float = 0.998            # >0: keep an exponential moving average of the weights and use it (0 = off)
+    head_init: str = "random"           # "random" | "probe": before fine-tuning, fit the new head as a linear probe
+                                        # on the network's features of the (un-augmented) training photos, with the
+                                        # stage's photo weights (LP-FT, Kumar et al., ICLR 2022); every stage
     fine_models: int = 1                # fine models (ensemble members: same split, other seeds); the
                                         # prediction averages their probabilities; the coarse model
                                         # is transferred from the first one
@@ -310,8 +313,9 @@ def check_layer_decay(cfg: TrainConfig) -> None:
 
 
 def check_class_balance(cfg: TrainConfig) -> None:
-    """Refuse unknown class-balance settings before any training (they used to train unweighted)."""
-    for name, val, allowed in (("class_balance", cfg.class_balance, BALANCES),
+    """Refuse unknown class-balance (or head-initialisation) settings before any training (they used to
+    train unweighted)."""
+    for name, val, allowed in (("class_balance", cfg.class_balance, BALANCES), ("head_init", cfg.head_init, HEAD_INITS),
                                ("member_class_balance", cfg.member_class_balance, (None, *BALANCES)),
                                ("coarse_class_balance", cfg.coarse_class_balance,
                                 (None, *BALANCES, *SUBCLASS_BALANCES))):
@@ -392,6 +396,39 @@ def lr_at(step, total, cfg: TrainConfig):
     if cfg.burn_in and step < burn:
         lr *= ((step + 1) / burn) ** cfg.burn_in_power
     return lr
+
+
+HEAD_INITS = ("random", "probe")
+
+
+def probe_head(fc: torch.nn.Linear, feats: torch.Tensor, y: torch.Tensor, photo_w: torch.Tensor | None = None,
+               offsets: torch.Tensor | None = None, max_iter: int = 200) -> dict:
+    """Fit ``fc`` as a multinomial logistic regression on fixed ``feats`` (N, F): the mean photo-weighted
+    cross-entropy plus an L2 penalty of 1 / (2N) on the weights (scikit-learn's ``C = 1``), by full-batch
+    L-BFGS from zero. ``offsets`` (logit adjustment) are added to the logits as in the stage's loss.
+    Returns the training loss and accuracy of the fitted head."""
+    feats = feats.float()
+    n = len(y)
+    w = torch.ones(n) if photo_w is None else photo_w.float()
+    W = torch.zeros(fc.out_features, feats.shape[1], requires_grad=True)
+    b = torch.zeros(fc.out_features, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    shift = 0.0 if offsets is None else offsets
+
+    def closure():
+        opt.zero_grad()
+        loss = weighted_loss(feats @ W.T + b + shift, y, w, 0.0) + W.pow(2).sum() / (2 * n)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        fc.weight.copy_(W)
+        fc.bias.copy_(b)
+        logits = feats @ W.T + b
+        loss = float(weighted_loss(logits + shift, y, w, 0.0))
+        acc = float((logits.argmax(1) == y).float().mean())
+    return {"loss": loss, "train_accuracy": acc}
 
 
 def make_optimizer(cfg: TrainConfig, model):
@@ -511,8 +548,18 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     steps = max(1, len(idx) // bs)
     total = steps * epochs
     start_epoch, history = 0, []
+    resuming = ckpt is not None and ckpt.is_file()
+    probe = None
+    if cfg.head_init == "probe" and not resuming:    # before the weight average starts from the model
+        t_probe = time.time()
+        _emit(progress, stage=stage, event="head_probe")
+        _, feats = model_outputs(model, images[torch.as_tensor(idx)], pre["mean"], pre["std"], cfg.eval_batch_size,
+                                 tta=False, want_features=True)
+        probe = probe_head(model.fc, torch.from_numpy(feats), torch.as_tensor(yt, dtype=torch.long),
+                           None if sample_w is None else sample_w[torch.as_tensor(idx)], offsets)
+        probe["seconds"] = time.time() - t_probe
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    if ckpt is not None and ckpt.is_file():
+    if resuming:
         st = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
@@ -612,6 +659,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     el = time.time() - t_stage
     return {"history": history, "seconds": el, "images_per_second": seen / el if seen else None,
             "frozen": frozen, "class_weights": None if weights is None else weights.tolist(),
+            **({} if probe is None else {"head_probe": probe}),
             **({"progressive": {"size": cfg.progressive_size, "epochs": low_epochs}} if low_epochs else {}),
             **({} if offsets is None else {"logit_offsets": offsets.tolist()}),
             **({} if gw is None else {"subclass_weights": gw.tolist()})}

@@ -745,3 +745,45 @@ def test_metadata_model_trained_stored_served_and_evaluated(tmp_path, taxonomy_f
     assert json.loads((off / "model.json").read_text())["metadata"] is None
     assert Predictor.load(off, precision="fp32").predict(imgs[:1], metadata=[{"site": "face"}])[0].extra == {
         "metadata_used": {}}
+
+
+def test_probe_head_is_scikit_learns_logistic_regression():
+    """The linear probe of LP-FT minimises what scikit-learn's LogisticRegression (lbfgs, multinomial)
+    does at C = N / sum(weights): same probabilities, with and without photo weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    from inference.ml.train import probe_head
+    rng = np.random.default_rng(0)
+    n, f, c = 240, 12, 3
+    y = rng.integers(0, c, n)
+    x = rng.normal(size=(n, f)) + np.eye(c, f)[y] * 1.5       # overlapping classes: a finite optimum
+    for w in (None, rng.uniform(0.2, 3.0, n)):
+        fc = torch.nn.Linear(f, c)
+        info = probe_head(fc, torch.tensor(x, dtype=torch.float32), torch.as_tensor(y),
+                          None if w is None else torch.tensor(w, dtype=torch.float32))
+        C = 1.0 if w is None else n / w.sum()
+        ref = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(x, y, sample_weight=w)
+        ours = torch.softmax(fc(torch.tensor(x, dtype=torch.float32)), 1).detach().numpy()
+        np.testing.assert_allclose(ours, ref.predict_proba(x), atol=2e-3)
+        assert info["train_accuracy"] == pytest.approx((ours.argmax(1) == y).mean())
+
+
+def test_head_probe_before_fine_tuning(tmp_path, taxonomy_file, tiny_data):
+    """head_init="probe": every stage's head starts as a linear probe (recorded, with its training
+    accuracy), the run trains and evaluates as usual, and unknown settings are refused."""
+    seen = []
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
+                            head_init="probe", **FAST), progress=seen.append)
+    man = json.loads((out / "model.json").read_text())
+    assert man["training"]["head_init"] == "probe"
+    for stage in ("fine_training", "coarse_training"):
+        probe = man[stage]["head_probe"]
+        assert 0.0 <= probe["train_accuracy"] <= 1.0 and np.isfinite(probe["loss"]) and probe["seconds"] >= 0
+    assert [d["stage"] for d in seen if d.get("event") == "head_probe"] == ["fine", "coarse"]
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["hierarchical_product"]["accuracy"])
+    plain = json.loads((train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file),
+                                          out=str(tmp_path / "p"), **FAST)) / "model.json").read_text())
+    assert "head_probe" not in plain["fine_training"]
+    with pytest.raises(ValueError, match="head_init 'lp' is unknown"):
+        train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "x"),
+                          head_init="lp", **FAST))
