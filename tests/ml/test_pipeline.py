@@ -760,12 +760,39 @@ def test_probe_head_is_scikit_learns_logistic_regression():
     for w in (None, rng.uniform(0.2, 3.0, n)):
         fc = torch.nn.Linear(f, c)
         info = probe_head(fc, torch.tensor(x, dtype=torch.float32), torch.as_tensor(y),
-                          None if w is None else torch.tensor(w, dtype=torch.float32))
-        C = 1.0 if w is None else n / w.sum()
+                          None if w is None else torch.tensor(w, dtype=torch.float32), strengths=(1.0,))
+        C = 1.0 if w is None else n / w.sum()       # our mean is weighted, the penalty divided by N
         ref = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(x, y, sample_weight=w)
         ours = torch.softmax(fc(torch.tensor(x, dtype=torch.float32)), 1).detach().numpy()
         np.testing.assert_allclose(ours, ref.predict_proba(x), atol=2e-3)
         assert info["train_accuracy"] == pytest.approx((ours.argmax(1) == y).mean())
+    # several strengths: the one with the lowest held-out loss; on 40 photos in 12 noisy dimensions
+    # the weakest L2 overfits, so a stronger one wins
+    few = rng.choice(n, 40, replace=False)
+    info = probe_head(torch.nn.Linear(f, c), torch.tensor(x[few] + rng.normal(size=(40, f)) * 2, dtype=torch.float32),
+                      torch.as_tensor(y[few]), strengths=(100.0, 1.0, 0.01))
+    assert set(info["validation_loss"]) == {"100.0", "1.0", "0.01"}
+    assert info["validation_loss"][str(info["C"])] == min(info["validation_loss"].values())
+    assert info["C"] != 100.0
+
+
+def test_training_features_leave_batchnorm_statistics_alone():
+    from inference.ml.networks import Classifier, freeze_first_blocks
+    from inference.ml.train import training_features
+    m = Classifier("tiny", 3)
+    from inference.ml.train import frozen_modules
+    frozen_bn = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)][0]
+    frozen = frozen_modules(m, freeze_first_blocks(m, 1))
+    m.eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    imgs = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    feats = training_features(m, imgs, np.arange(10), lambda xb: xb.float() / 255, 4, frozen)
+    assert feats.shape == (10, m.backbone.num_features)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    assert not m.training and not frozen_bn.training
+    with torch.no_grad():        # batch statistics, not the running ones: differs from eval mode
+        assert not torch.allclose(feats, m.features(imgs.float() / 255), atol=1e-4)
 
 
 def test_head_probe_before_fine_tuning(tmp_path, taxonomy_file, tiny_data):
@@ -779,6 +806,7 @@ def test_head_probe_before_fine_tuning(tmp_path, taxonomy_file, tiny_data):
     for stage in ("fine_training", "coarse_training"):
         probe = man[stage]["head_probe"]
         assert 0.0 <= probe["train_accuracy"] <= 1.0 and np.isfinite(probe["loss"]) and probe["seconds"] >= 0
+        assert probe["C"] in (1.0, 0.1, 0.01, 0.001) and len(probe["validation_loss"]) == 4
     assert [d["stage"] for d in seen if d.get("event") == "head_probe"] == ["fine", "coarse"]
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["hierarchical_product"]["accuracy"])
     plain = json.loads((train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file),
