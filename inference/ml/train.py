@@ -833,7 +833,8 @@ def resolve_image_size(cfg: TrainConfig, tax: Taxonomy, work: Path, progress=Non
             size, choice = choose_image_size(make_fine, make_coarse, max(1, n_train), fine_epochs, coarse_epochs,
                                              max(1, int(cfg.fine_models)), cfg.batch_size,
                                              cfg.image_budget_minutes, cfg.channels_last,
-                                             progressive_share=cfg.progressive_share if cfg.progressive_size is None else None)
+                                             progressive_share=cfg.progressive_share if cfg.progressive_size is None else None,
+                                             probe_epochs=budget.PROBE_EPOCHS if cfg.head_init == "probe" else 0.0)
         random.setstate(py_state)
         np.random.set_state(np_state)
         choice["n_train"] = n_train

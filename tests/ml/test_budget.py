@@ -17,6 +17,9 @@ def test_estimate_minutes_adds_fine_members_and_coarse():
     # 600 photos: 2 members x 10 epochs at 100 img/s + 5 epochs at 50 img/s = 120 + 60 s
     m = budget.estimate_minutes(600, 10, 5, 2, 100.0, 50.0)
     assert m == pytest.approx(180 * budget.RUN_OVER_PROBE / 60)
+    # a head probe of half an epoch per stage: 2 x 0.5 x 6 s + 0.5 x 12 s more
+    m = budget.estimate_minutes(600, 10, 5, 2, 100.0, 50.0, probe_epochs=0.5)
+    assert m == pytest.approx(192 * budget.RUN_OVER_PROBE / 60)
 
 
 def test_step_speed_times_training_steps():
