@@ -796,11 +796,13 @@ def test_training_features_leave_batchnorm_statistics_alone():
 
 
 def test_head_probe_before_fine_tuning(tmp_path, taxonomy_file, tiny_data):
-    """head_init="probe": every stage's head starts as a linear probe (recorded, with its training
-    accuracy), the run trains and evaluates as usual, and unknown settings are refused."""
+    """head_init="probe" (the default): every stage's head starts as a linear probe (recorded, with
+    its training accuracy), the run trains and evaluates as usual; "random" skips it; unknown
+    settings are refused."""
+    assert TrainConfig(data="d", taxonomy="t", out="o").head_init == "probe"
     seen = []
-    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
-                            head_init="probe", **FAST), progress=seen.append)
+    out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), **FAST),
+                progress=seen.append)
     man = json.loads((out / "model.json").read_text())
     assert man["training"]["head_init"] == "probe"
     for stage in ("fine_training", "coarse_training"):
@@ -808,9 +810,11 @@ def test_head_probe_before_fine_tuning(tmp_path, taxonomy_file, tiny_data):
         assert 0.0 <= probe["train_accuracy"] <= 1.0 and np.isfinite(probe["loss"]) and probe["seconds"] >= 0
         assert probe["C"] in (1.0, 0.1, 0.01, 0.001) and len(probe["validation_loss"]) == 4
     assert [d["stage"] for d in seen if d.get("event") == "head_probe"] == ["fine", "coarse"]
+    assert sum("head probe: L2 strength C" in d.get("message", "") for d in seen) == 2     # the log says what it chose
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["hierarchical_product"]["accuracy"])
-    plain = json.loads((train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file),
-                                          out=str(tmp_path / "p"), **FAST)) / "model.json").read_text())
+    plain = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "p"),
+                              head_init="random", **FAST))
+    plain = json.loads((plain / "model.json").read_text())
     assert "head_probe" not in plain["fine_training"]
     with pytest.raises(ValueError, match="head_init 'lp' is unknown"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "x"),
