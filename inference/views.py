@@ -137,6 +137,14 @@ def _camera_augmentation(training: dict) -> str:
     return ", ".join(parts)
 
 
+def _head_start(man: dict) -> str:
+    """How the new heads started ("" for random heads and older artefacts): the linear probe's L2
+    strength per stage, chosen on held-out training photos."""
+    probes = [(name, (man.get(f"{name}_training") or {}).get("head_probe")) for name in ("fine", "coarse")]
+    said = [f"{name} C {p['C']:g}" for name, p in probes if p]
+    return f"heads started as linear probes (LP-FT; {', '.join(said)})" if said else ""
+
+
 @require_role(*roles.CAN_VIEW_MODELS)
 def model_detail(request, pk: int):
     m = selectors.model_version_get(user=request.user, pk=pk)
@@ -156,7 +164,7 @@ def model_detail(request, pk: int):
             "colour_constancy": (man.get("preprocessing") or {}).get("colour_constancy", "none").replace("_", " "),
             "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
             "training": training, "timings": man.get("timings_seconds") or {},
-            "camera_augmentation": _camera_augmentation(training),
+            "camera_augmentation": _camera_augmentation(training), "head_start": _head_start(man),
             "progressive": (man.get("fine_training") or {}).get("progressive"),
         },
         "activations": m.activations.select_related("activated_by", "previous")[:20],

@@ -114,6 +114,8 @@ def test_successful_run_registers_candidate(client, labelled_cases, users, djang
     client.force_login(users["dermatologist"])
     page = client.get(reverse("inference:model_detail", args=[mv.pk])).content.decode()
     assert "colour constancy shades of gray" in page
+    assert "heads started as linear probes (LP-FT; fine C " in page and ", coarse C " in page   # the default
+    assert run.log.count("head probe: L2 strength C") == 3          # two fine models and the coarse model
     assert mv.manifest["training"]["augmentation"]["jpeg"] == 30    # the run's augment setting reached the engine
     assert ("other cameras simulated: blur up to 1 px, noise up to 0.03, JPEG down to quality 30, "
             "optics on 50% of the photos") in page
@@ -299,6 +301,13 @@ def test_training_api_create_and_cancel(client, taxonomy, users, monkeypatch, ro
     r = client.post("/api/training-runs/", {"label_sources": ["histopathology"], "config": {"augment": {"optics_p": 0.5}}},
                     content_type="application/json")
     assert r.status_code == 201 and r.json()["config"] == {"augment": {"optics_p": 0.5}}
+
+
+def test_head_start_line_names_each_probed_stage():
+    from inference.views import _head_start
+    assert _head_start({}) == "" and _head_start({"fine_training": {}}) == ""      # random heads, older artefacts
+    assert _head_start({"fine_training": {"head_probe": {"C": 0.01}}, "coarse_training": {"head_probe": {"C": 0.1}}}) == (
+        "heads started as linear probes (LP-FT; fine C 0.01, coarse C 0.1)")
 
 
 def test_camera_augmentation_line_names_each_simulated_camera_change():
