@@ -406,9 +406,10 @@ HEAD_INITS = ("random", "probe")
 PROBE_CS = (1.0, 0.1, 0.01, 0.001)     # inverse L2 strengths the probe chooses from (scikit-learn's C)
 
 
-def fit_linear(feats: torch.Tensor, y: torch.Tensor, C: int, strength: float, photo_w: torch.Tensor | None = None,
-               offsets: torch.Tensor | None = None, max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression on fixed ``feats`` (N, F) into ``C`` classes: the mean
+def fit_linear(feats: torch.Tensor, y: torch.Tensor, n_classes: int, strength: float,
+               photo_w: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
+               max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression on fixed ``feats`` (N, F) into ``n_classes`` classes: the mean
     photo-weighted cross-entropy plus an L2 penalty of 1 / (2 N ``strength``) on the weights, which is
     what scikit-learn's LogisticRegression minimises at ``C = strength`` (unweighted). Full-batch
     L-BFGS from zero; ``offsets`` (logit adjustment) are added to the logits as in the stage's loss.
@@ -416,8 +417,8 @@ def fit_linear(feats: torch.Tensor, y: torch.Tensor, C: int, strength: float, ph
     feats = feats.float()
     n = len(y)
     w = torch.ones(n) if photo_w is None else photo_w.float()
-    W = torch.zeros(C, feats.shape[1], requires_grad=True)
-    b = torch.zeros(C, requires_grad=True)
+    W = torch.zeros(n_classes, feats.shape[1], requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
     shift = 0.0 if offsets is None else offsets
 
@@ -441,18 +442,17 @@ def probe_head(fc: torch.nn.Linear, feats: torch.Tensor, y: torch.Tensor, photo_
     feats, n = feats.float(), len(y)
     w = torch.ones(n) if photo_w is None else photo_w.float()
     shift = 0.0 if offsets is None else offsets
-    C = fc.out_features
     val_losses = {}
     if len(strengths) > 1:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         va, fi = perm[: max(1, n // 5)], perm[max(1, n // 5):]
         for c in strengths:
-            W, b = fit_linear(feats[fi], y[fi], C, c, w[fi], offsets)
+            W, b = fit_linear(feats[fi], y[fi], fc.out_features, c, w[fi], offsets)
             val_losses[c] = float(weighted_loss(feats[va] @ W.T + b + shift, y[va], w[va], 0.0))
         best = min(val_losses, key=val_losses.get)
     else:
         best = strengths[0]
-    W, b = fit_linear(feats, y, C, best, w, offsets)
+    W, b = fit_linear(feats, y, fc.out_features, best, w, offsets)
     with torch.no_grad():
         fc.weight.copy_(W)
         fc.bias.copy_(b)
@@ -460,6 +460,21 @@ def probe_head(fc: torch.nn.Linear, feats: torch.Tensor, y: torch.Tensor, photo_
     return {"C": best, "validation_loss": {str(k): v for k, v in val_losses.items()},
             "loss": float(weighted_loss(logits + shift, y, w, 0.0)),
             "train_accuracy": float((logits.argmax(1) == y).float().mean())}
+
+
+def train_mode(model, frozen_mods=()) -> None:
+    """Train mode as fine-tuning runs: BatchNorm on batch statistics, except the frozen modules."""
+    model.train()
+    for m in frozen_mods:
+        m.eval()
+
+
+def network_input(x: torch.Tensor, size: int | None, channels_last: bool) -> torch.Tensor:
+    """An augmented batch as the network takes it: resized to ``size`` (progressive resizing; None
+    keeps it) and in channels_last memory where the run uses it."""
+    if size is not None:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def training_features(model, images: torch.Tensor, idx: np.ndarray, make_input, batch_size: int,
@@ -470,9 +485,7 @@ def training_features(model, images: torch.Tensor, idx: np.ndarray, make_input, 
     module's mode are left as they were."""
     saved = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
     was = {m: m.training for m in model.modules()}
-    model.train()
-    for m in frozen_mods:
-        m.eval()
+    train_mode(model, frozen_mods)
     out = []
     with torch.no_grad():
         for s in range(0, len(idx), batch_size):
@@ -610,10 +623,7 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         psize = cfg.progressive_size if progressive_epochs(cfg, epochs) else None
 
         def probe_input(xb, paug=paug, psize=psize):
-            x = paug(xb)
-            if psize is not None:
-                x = F.interpolate(x, size=(psize, psize), mode="bilinear", antialias=True, align_corners=False)
-            return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+            return network_input(paug(xb), psize, cfg.channels_last)
 
         feats = training_features(model, images, idx, probe_input, min(cfg.batch_size, len(idx)), frozen_mods)
         probe = probe_head(model.fc, feats, torch.as_tensor(yt, dtype=torch.long),
@@ -654,19 +664,13 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         acfg = AugmentConfig.from_overrides(cfg.augment)
         aug = Augmenter(acfg, pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)))
         mixer = BatchMixer(acfg, seed=int(g.initial_seed() % (2**31)) + 1)
-        model.train()
-        for m in frozen_mods:
-            m.eval()
+        train_mode(model, frozen_mods)
         run_loss, t_ep = 0.0, time.time()
 
         def make_batch(b, order=order, aug=aug, mixer=mixer, size=size):
             bi = idx[order[b * bs:(b + 1) * bs]]
             x, mix = mixer(aug(images[torch.as_tensor(bi)]))
-            if size is not None:
-                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return bi, x, mix
+            return bi, network_input(x, size, cfg.channels_last), mix
         # augment the next batch in a helper thread while the model trains on this one
         fut = _POOL.submit(make_batch, 0)
         for b in range(steps):

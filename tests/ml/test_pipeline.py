@@ -778,9 +778,8 @@ def test_probe_head_is_scikit_learns_logistic_regression():
 
 def test_training_features_leave_batchnorm_statistics_alone():
     from inference.ml.networks import Classifier, freeze_first_blocks
-    from inference.ml.train import training_features
+    from inference.ml.train import frozen_modules, training_features
     m = Classifier("tiny", 3)
-    from inference.ml.train import frozen_modules
     frozen_bn = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)][0]
     frozen = frozen_modules(m, freeze_first_blocks(m, 1))
     m.eval()
