@@ -207,9 +207,9 @@ class TrainConfig:
                                         # (LP-FT, Kumar et al., ICLR 2022) on the network's features of the training
                                         # photos as fine-tuning meets them (augmented, BatchNorm on batch statistics),
                                         # with the stage's photo weights, L2 chosen on a held-out fifth; every stage.
-                                        # HAM10000 against "random", paired on splits 0 and 1: product accuracy +0.021 /
-                                        # +0.012, macro F1 +0.033 / +0.037; split 2 (unpaired) -0.001 / -0.001 and
-                                        # balanced accuracy -0.028 (bench/RESULTS.md, sessions 32-33)
+                                        # HAM10000 against "random", paired on splits 0 / 1 / 2: product accuracy +0.021 /
+                                        # +0.012 / +0.009, balanced accuracy +0.011 / +0.006 / +0.016, macro F1 +0.033 /
+                                        # +0.037 / +0.024 (bench/RESULTS.md, sessions 32-34)
     fine_models: int = 1                # fine models (ensemble members: same split, other seeds); the
                                         # prediction averages their probabilities; the coarse model
                                         # is transferred from the first one
