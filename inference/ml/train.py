@@ -165,7 +165,9 @@ class TrainConfig:
                                         # product fusion within noise of the whole coarse model's
                                         # (bench/RESULTS.md session 16); False trains it whole
     freeze_blocks: int = 3              # fine model: stem + first N blocks frozen (-1: none; trained whole it took
-                                        # 1.2x the time for product +0.013 / -0.011, accuracy -0.015: session 18)
+                                        # 1.2x the time for product +0.013 / -0.011, accuracy -0.015: session 18;
+                                        # with LP-FT heads 1.4x, +0.021 / +0.014 on split 4, -0.004 / -0.017 on
+                                        # split 1: session 35)
     batch_size: int = 32
     optimizer: str = "adamw"            # "adamw" | "sgd" (thesis)
     lr0: float = 1e-3
