@@ -104,7 +104,10 @@ def add_train_args(p):
     g.add_argument("--holdout", type=float, default=None)
     g.add_argument("--folds", type=int, default=None)
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="draws the split and, unless --train-seed is given, training")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="draws of training only (initial heads, photo order, augmentation); the split stays --seed's")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=d.tta,
                    help="serve and evaluate with flip test-time averaging (photo + mirror: twice the compute)")
     p.add_argument("--threads", type=int, default=None)
@@ -141,7 +144,8 @@ def config_from_args(a):
         ema_decay=a.ema_decay, head_init=a.head_init, fine_models=a.fine_models,
         member_class_balance=a.member_class_balance,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
-        folds=a.folds, fold=a.fold, seed=a.seed, tta=a.tta, threads=a.threads, cache_dir=a.cache_dir,
+        folds=a.folds, fold=a.fold, seed=a.seed, train_seed=a.train_seed, tta=a.tta, threads=a.threads,
+        cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
         augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from,
         metadata=a.metadata, metadata_weight=a.metadata_weight)

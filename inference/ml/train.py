@@ -220,7 +220,11 @@ class TrainConfig:
     holdout: float | None = 0.2
     folds: int | None = None
     fold: int = 0
-    seed: int = 0
+    seed: int = 0                       # draws the split (hold-out or folds) and, unless train_seed is set,
+                                        # every draw of training
+    train_seed: int | None = None       # draws of training only (head probe's held-out fifth, initial
+                                        # weights, photo order, augmentation): on one split, other train_seeds
+                                        # measure the recipe's own spread (bench/RESULTS.md session 36)
     tta: bool = False   # flip TTA: no measurable gain with flip-augmented models, twice the compute (bench/RESULTS.md session 8)
     channels_last: bool = True
     threads: int | None = None
@@ -864,7 +868,8 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         return out
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     keep_freed_memory()
-    random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
+    train_seed = cfg.seed if cfg.train_seed is None else cfg.train_seed
+    random.seed(train_seed); np.random.seed(train_seed); torch.manual_seed(train_seed)
     tax = Taxonomy.from_dict(cfg.taxonomy) if isinstance(cfg.taxonomy, dict) else Taxonomy.from_json(cfg.taxonomy)
     check_colour_constancy(cfg.colour_constancy)
     check_class_balance(cfg)
@@ -899,6 +904,7 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     records, images, y_sub, y_meta = D["records"], D["images"], D["y_sub"], D["y_meta"]
     tr, te, split_kind = make_split(cfg, records)
     tr = _subsample(tr, y_sub, cfg.max_train_images, cfg.seed)
+    split_seed, cfg = cfg.seed, replace(cfg, seed=train_seed)   # from here on cfg.seed is training's
     pre = preprocessing_for(cfg)
 
     fine_epochs, coarse_epochs = epochs_for(cfg, len(tr))
@@ -1054,12 +1060,13 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
         "training": {**settings, "image_size": cfg.image_size, "progressive_size": cfg.progressive_size, "image_size_choice": size_choice,
                      "epochs": fine_epochs, "coarse_epochs": coarse_epochs,
                      "epochs_set": {"fine": cfg.epochs is not None, "coarse": cfg.coarse_epochs is not None}},
-        "seed": cfg.seed,
+        "seed": split_seed,
+        "train_seed": train_seed,
         "data": {"fingerprint": D["fingerprint"], "format": D["format"], "n_images": len(records),
                  "n_train": int(len(tr)), "n_test": int(len(te)),
                  "skipped_labels": D["skipped_labels"], "bad_images": D["bad_images"],
                  "class_counts": {s: int((y_sub == i).sum()) for i, s in enumerate(tax.sub_classes)}},
-        "split": {**split_kind, "seed": cfg.seed, "test_cases": test_cases},
+        "split": {**split_kind, "seed": split_seed, "test_cases": test_cases},
         "int8_calibration": None if calib is None else {"file": quantize.FILE, "images": len(cal_idx),
                                                          "source": "training split"},
         "metadata": None if meta_models is None else {

@@ -546,6 +546,10 @@ def test_boolean_flags_of_train():
     assert config_from_args(p.parse_args(base + ["--no-tta"])).tta is False
     assert config_from_args(p.parse_args(base)).freeze_transferred is True
     assert config_from_args(p.parse_args(base + ["--no-freeze-transferred"])).freeze_transferred is False
+    # not a flag, but the same parser: --train-seed beside --seed
+    seeds = config_from_args(p.parse_args(base + ["--seed", "2", "--train-seed", "5"]))
+    assert (seeds.seed, seeds.train_seed) == (2, 5)
+    assert config_from_args(p.parse_args(base)).train_seed is None
 
 
 def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, taxonomy_file, tiny_data):
@@ -818,3 +822,25 @@ def test_head_probe_before_fine_tuning(tmp_path, taxonomy_file, tiny_data):
     with pytest.raises(ValueError, match="head_init 'lp' is unknown"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "x"),
                           head_init="lp", **FAST))
+
+
+def test_train_seed_redraws_training_but_keeps_the_split(tmp_path, taxonomy_file, tiny_data):
+    """train_seed: the same held-out cases as seed alone, other weights; train_seed equal to seed is
+    the run seed alone gives (the default is unchanged); the manifest records both seeds."""
+    from safetensors.torch import load_file
+    runs = {}
+    for name, extra in {"a": {}, "same": {"train_seed": 0}, "other": {"train_seed": 3}}.items():
+        out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / name),
+                                **FAST, **extra))
+        runs[name] = (json.loads((out / "model.json").read_text()), load_file(str(out / "fine.safetensors")))
+    (ma, wa), (ms, ws), (mo, wo) = runs["a"], runs["same"], runs["other"]
+    assert ma["split"]["test_cases"] == ms["split"]["test_cases"] == mo["split"]["test_cases"]
+    assert ma["split"]["seed"] == mo["split"]["seed"] == mo["seed"] == 0
+    assert (ma["train_seed"], ms["train_seed"], mo["train_seed"]) == (0, 0, 3)
+    assert all(torch.equal(wa[k], ws[k]) for k in wa)
+    assert not torch.equal(wa["fc.weight"], wo["fc.weight"])
+    # another seed draws another split
+    b = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "b"),
+                          **{**FAST, "seed": 1}))
+    assert json.loads((b / "model.json").read_text())["split"]["test_cases"] != ma["split"]["test_cases"]
+
