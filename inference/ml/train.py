@@ -223,8 +223,9 @@ class TrainConfig:
     seed: int = 0                       # draws the split (hold-out or folds) and, unless train_seed is set,
                                         # every draw of training
     train_seed: int | None = None       # draws of training only (head probe's held-out fifth, initial
-                                        # weights, photo order, augmentation): on one split, other train_seeds
-                                        # measure the recipe's own spread (bench/RESULTS.md session 36)
+                                        # weights, photo order, augmentation, the OOD and int8 reference
+                                        # photos): on one split, other train_seeds measure the recipe's own
+                                        # spread (bench/RESULTS.md session 36)
     tta: bool = False   # flip TTA: no measurable gain with flip-augmented models, twice the compute (bench/RESULTS.md session 8)
     channels_last: bool = True
     threads: int | None = None

@@ -825,8 +825,8 @@ def test_head_probe_before_fine_tuning(tmp_path, taxonomy_file, tiny_data):
 
 
 def test_train_seed_redraws_training_but_keeps_the_split(tmp_path, taxonomy_file, tiny_data):
-    """train_seed: the same held-out cases as seed alone, other weights; train_seed equal to seed is
-    the run seed alone gives (the default is unchanged); the manifest records both seeds."""
+    """train_seed: the same held-out cases as seed alone, other weights; train_seed equal to seed gives
+    the same weights as seed alone (the default is unchanged); the manifest records both seeds."""
     from safetensors.torch import load_file
     runs = {}
     for name, extra in {"a": {}, "same": {"train_seed": 0}, "other": {"train_seed": 3}}.items():
