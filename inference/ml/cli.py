@@ -96,6 +96,9 @@ def add_train_args(p):
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--layer-decay", type=float, default=d.layer_decay,
                    help="layer-wise learning rates: block k of D trains at lr * DECAY ** (D - k) (1 = off)")
+    p.add_argument("--drop-path", type=float, default=d.drop_path,
+                   help="stochastic depth: the last block's residual branch is skipped with this probability "
+                        "in training, earlier blocks less (0 = off)")
     p.add_argument("--ema-decay", type=float, default=d.ema_decay,
                    help="exponential moving average of the weights, used as the final model (0 = off)")
     p.add_argument("--head-init", default=d.head_init, choices=HEAD_INITS,
@@ -141,7 +144,7 @@ def config_from_args(a):
         class_balance=a.class_balance, logit_adjust_tau=a.logit_adjust_tau, reweight_from=a.reweight_from,
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
         label_smoothing=a.label_smoothing, layer_decay=a.layer_decay,
-        ema_decay=a.ema_decay, head_init=a.head_init, fine_models=a.fine_models,
+        drop_path=a.drop_path, ema_decay=a.ema_decay, head_init=a.head_init, fine_models=a.fine_models,
         member_class_balance=a.member_class_balance,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
         folds=a.folds, fold=a.fold, seed=a.seed, train_seed=a.train_seed, tta=a.tta, threads=a.threads,

@@ -78,30 +78,41 @@ class ConvBNAct(nn.Sequential):
 class MBConv(nn.Module):
     """Inverted residual: [expand 1x1] -> depthwise kxk -> project 1x1 (+ identity skip)."""
 
-    def __init__(self, cin, cout, k, stride, expand):
+    def __init__(self, cin, cout, k, stride, expand, drop_path: float = 0.0):
         super().__init__()
         mid = cin * expand
         self.expand = ConvBNAct(cin, mid, 1) if expand != 1 else None
         self.dw = ConvBNAct(mid, mid, k, stride, groups=mid)
         self.project = ConvBNAct(mid, cout, 1, act=False)
         self.has_skip = stride == 1 and cin == cout
+        self.drop_path = drop_path if self.has_skip else 0.0
 
     def forward(self, x):
         y = x
         if self.expand is not None:
             y = self.expand(y)
         y = self.project(self.dw(y))
-        return x + y if self.has_skip else y
+        if not self.has_skip:
+            return y
+        if self.training and self.drop_path > 0:
+            # stochastic depth: each photo skips the block with probability drop_path (the kept
+            # branch scaled to keep its expectation); a frozen block is in eval mode and never drops
+            keep = 1.0 - self.drop_path
+            y = y * x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(keep).div_(keep)
+        return x + y
 
 
 class EfficientNetLite(nn.Module):
-    def __init__(self, stages, stem=32, head=1280, **_):
+    def __init__(self, stages, stem=32, head=1280, drop_path_rate: float = 0.0, **_):
         super().__init__()
         self.stem = ConvBNAct(3, stem, 3, 2)
         blocks, cin = [], stem
+        n_blocks = sum(r for *_, r in stages)
         for k, s, e, c, r in stages:
             for i in range(r):
-                blocks.append(MBConv(cin, c, k, s if i == 0 else 1, e))
+                # stochastic depth grows linearly with depth, 0 at the first block (Huang et al. 2016)
+                blocks.append(MBConv(cin, c, k, s if i == 0 else 1, e,
+                                     drop_path=drop_path_rate * len(blocks) / max(n_blocks - 1, 1)))
                 cin = c
         self.blocks = nn.Sequential(*blocks)
         self.head = ConvBNAct(cin, head, 1)
@@ -119,13 +130,16 @@ class EfficientNetLite(nn.Module):
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: str = "efficientnet_lite0", num_classes: int = 1000, dropout: float | None = None):
+    def __init__(self, backbone: str = "efficientnet_lite0", num_classes: int = 1000, dropout: float | None = None,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         cfg = BACKBONES[backbone]
         self.backbone_name = backbone
-        self.backbone = EfficientNetLite(**cfg)
+        self.backbone = EfficientNetLite(**cfg, drop_path_rate=drop_path_rate)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(cfg["dropout"] if dropout is None else dropout)
         self.fc = nn.Linear(self.backbone.num_features, num_classes)

@@ -204,6 +204,8 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     layer_decay: float = 1.0            # <1: layer-wise learning rates, block k of D at lr * layer_decay ** (D - k)
+    drop_path: float = 0.0              # stochastic depth of the trained blocks' residual branches, rising
+                                        # linearly to this rate at the last block (0 = off)
     ema_decay: float = 0.998            # >0: keep an exponential moving average of the weights and use it (0 = off)
     head_init: str = "probe"            # "probe" | "random": before fine-tuning, fit the new head as a linear probe
                                         # (LP-FT, Kumar et al., ICLR 2022) on the network's features of the training
@@ -319,8 +321,11 @@ def check_progressive(cfg: TrainConfig) -> None:
 
 
 def check_layer_decay(cfg: TrainConfig) -> None:
+    """Refuse layer-wise learning rates and stochastic depth that cannot work, before any training."""
     if not 0 < cfg.layer_decay <= 1:
         raise ValueError(f"layer_decay must be above 0 and at most 1 (1: one learning rate), not {cfg.layer_decay!r}")
+    if not 0 <= cfg.drop_path < 1:
+        raise ValueError(f"drop_path must be a probability from 0 (off) to below 1, not {cfg.drop_path!r}")
 
 
 def check_class_balance(cfg: TrainConfig) -> None:
@@ -536,7 +541,7 @@ def coarse_frozen(cfg: TrainConfig, coarse: Classifier, cut) -> list[str]:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
-    m = Classifier(cfg.backbone, num_classes)
+    m = Classifier(cfg.backbone, num_classes, drop_path_rate=cfg.drop_path)
     from .weights import has_imagenet, load_imagenet
     if cfg.pretrained and has_imagenet(cfg.backbone):
         load_imagenet(m)

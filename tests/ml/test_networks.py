@@ -125,3 +125,40 @@ def test_trunk_prefixes_name_the_leading_trunk_modules():
     frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(k.startswith(tuple(trunk_prefixes(model, 2))) for k in frozen)
     assert not any(k.startswith("backbone.blocks.2.") for k in frozen)
+
+
+def test_stochastic_depth_rises_with_depth_keeps_the_expectation_and_spares_eval_and_frozen_blocks():
+    """drop_path_rate r: block i of n skips its residual branch with probability r * i / (n - 1)
+    (blocks without a skip never drop); the kept branch is scaled so the mean output is unchanged;
+    in eval mode, and in a block put in eval mode because it is frozen, nothing is dropped."""
+    from inference.ml.networks import EfficientNetLite, MBConv
+    stages = [(3, 1, 1, 8, 2), (3, 2, 2, 16, 2)]   # blocks 0, 1, 3 have a skip; block 2 halves the size
+    net = EfficientNetLite(stages, stem=8, head=16, drop_path_rate=0.3)
+    assert [b.drop_path for b in net.blocks] == pytest.approx([0.0, 0.1, 0.0, 0.3])
+    assert [b.has_skip for b in net.blocks] == [True, True, False, True]
+    assert all(b.drop_path == 0.0 for b in EfficientNetLite(stages, stem=8, head=16).blocks)
+
+    torch.manual_seed(0)
+    block = MBConv(8, 8, 3, 1, 2, drop_path=0.5)
+    plain = MBConv(8, 8, 3, 1, 2)
+    plain.load_state_dict(block.state_dict())
+    x = torch.randn(4000, 8, 4, 4)
+    block.train(), plain.train()
+    a, b = block(x), plain(x)
+    branch = b - x                                    # BatchNorm on batch statistics: same in both
+    kept = ((a - x).abs().flatten(1).amax(1) > 0)
+    assert 0.45 < kept.float().mean() < 0.55          # about half the photos keep the branch
+    assert torch.allclose((a - x)[kept], 2 * branch[kept], atol=1e-5)
+    assert torch.allclose(a.mean(0), b.mean(0), atol=0.05)
+    assert not torch.equal(block(x), a)               # a new draw at every step
+    block.eval(), plain.eval()
+    plain.load_state_dict(block.state_dict())         # the same running statistics
+    assert torch.equal(block(x), plain(x))
+    block.train()
+    net.train()
+    net.blocks[3].eval()                              # a frozen block: fine-tuning keeps it in eval mode
+    y = torch.randn(2, 16, 4, 4)
+    assert torch.equal(net.blocks[3](y), net.blocks[3](y))
+
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        Classifier("tiny", 3, drop_path_rate=1.0)

@@ -550,6 +550,8 @@ def test_boolean_flags_of_train():
     seeds = config_from_args(p.parse_args(base + ["--seed", "2", "--train-seed", "5"]))
     assert (seeds.seed, seeds.train_seed) == (2, 5)
     assert config_from_args(p.parse_args(base)).train_seed is None
+    assert config_from_args(p.parse_args(base)).drop_path == 0.0
+    assert config_from_args(p.parse_args(base + ["--drop-path", "0.1"])).drop_path == 0.1
 
 
 def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, taxonomy_file, tiny_data):
@@ -606,6 +608,12 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(monkeypatch):
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="layer_decay"):
             T.check_layer_decay(TrainConfig(data="", taxonomy={}, out="", layer_decay=bad))
+    for bad in (-0.1, 1.0):                       # stochastic depth is checked beside it
+        with pytest.raises(ValueError, match="drop_path"):
+            T.check_layer_decay(TrainConfig(data="", taxonomy={}, out="", drop_path=bad))
+    dp = T.build_model(TrainConfig(data="", taxonomy={}, out="", backbone="efficientnet_lite0", pretrained=False,
+                                   drop_path=0.2), 3)
+    assert max(b.drop_path for b in dp.backbone.blocks) == pytest.approx(0.2 * 14 / 15)  # the last block has no skip
 
 
 def test_deferred_reweighting_weights_only_the_last_epochs(monkeypatch):
