@@ -550,8 +550,8 @@ def test_boolean_flags_of_train():
     seeds = config_from_args(p.parse_args(base + ["--seed", "2", "--train-seed", "5"]))
     assert (seeds.seed, seeds.train_seed) == (2, 5)
     assert config_from_args(p.parse_args(base)).train_seed is None
-    assert config_from_args(p.parse_args(base)).drop_path == 0.0
-    assert config_from_args(p.parse_args(base + ["--drop-path", "0.1"])).drop_path == 0.1
+    assert config_from_args(p.parse_args(base)).drop_path == 0.2
+    assert config_from_args(p.parse_args(base + ["--drop-path", "0"])).drop_path == 0.0
 
 
 def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, taxonomy_file, tiny_data):
