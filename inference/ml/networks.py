@@ -129,14 +129,19 @@ class EfficientNetLite(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
+def check_drop_path(rate: float, name: str = "drop_path") -> None:
+    """Refuse a stochastic-depth rate outside [0, 1) (1 would drop every residual branch)."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"{name} must be a probability from 0 (off) to below 1, not {rate!r}")
+
+
 class Classifier(nn.Module):
     def __init__(self, backbone: str = "efficientnet_lite0", num_classes: int = 1000, dropout: float | None = None,
                  drop_path_rate: float = 0.0):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        check_drop_path(drop_path_rate, "drop_path_rate")
         cfg = BACKBONES[backbone]
         self.backbone_name = backbone
         self.backbone = EfficientNetLite(**cfg, drop_path_rate=drop_path_rate)

@@ -50,8 +50,8 @@ from .budget import DEFAULT_BUDGET_MINUTES, choose_image_size
 from .data import (AugmentConfig, Augmenter, BatchMixer, build_cache, check_colour_constancy, data_fingerprint,
                    filter_to_taxonomy, holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
-from .networks import (Classifier, freeze_first_blocks, freeze_prefixes, frozen_modules, layer_depth, parse_cut,
-                       transfer_cut, transferred_prefixes)
+from .networks import (Classifier, check_drop_path, freeze_first_blocks, freeze_prefixes, frozen_modules, layer_depth,
+                       parse_cut, transfer_cut, transferred_prefixes)
 from .taxonomy import Taxonomy
 
 
@@ -327,8 +327,7 @@ def check_layer_decay(cfg: TrainConfig) -> None:
     """Refuse layer-wise learning rates and stochastic depth that cannot work, before any training."""
     if not 0 < cfg.layer_decay <= 1:
         raise ValueError(f"layer_decay must be above 0 and at most 1 (1: one learning rate), not {cfg.layer_decay!r}")
-    if not 0 <= cfg.drop_path < 1:
-        raise ValueError(f"drop_path must be a probability from 0 (off) to below 1, not {cfg.drop_path!r}")
+    check_drop_path(cfg.drop_path)
 
 
 def check_class_balance(cfg: TrainConfig) -> None:
