@@ -206,9 +206,10 @@ class TrainConfig:
     layer_decay: float = 1.0            # <1: layer-wise learning rates, block k of D at lr * layer_decay ** (D - k)
     drop_path: float = 0.2              # stochastic depth of the trained blocks' residual branches, rising
                                         # linearly to this rate at the last block (0 = off). HAM10000, five
-                                        # splits against 0: product balanced accuracy and macro F1 +0.007 on
-                                        # average, within the training's own spread (a paired loss on split 0
-                                        # of a Zen 4), same cost (bench/RESULTS.md, sessions 37-39)
+                                        # splits against 0: product balanced accuracy and macro F1 +0.005 /
+                                        # +0.006 on average, within the training's own spread (on split 0,
+                                        # three seeds paired: -0.002 / -0.019), same cost (bench/RESULTS.md,
+                                        # sessions 37-40)
     ema_decay: float = 0.998            # >0: keep an exponential moving average of the weights and use it (0 = off)
     head_init: str = "probe"            # "probe" | "random": before fine-tuning, fit the new head as a linear probe
                                         # (LP-FT, Kumar et al., ICLR 2022) on the network's features of the training
