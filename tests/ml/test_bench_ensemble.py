@@ -32,7 +32,7 @@ def test_both_mode_averages_both_levels():
     assert np.allclose(pc, [[0.6, 0.4]])
 
 
-def test_models_of_another_split_are_refused(monkeypatch, capsys):
+def test_models_of_another_split_are_refused(monkeypatch):
     class P:
         def __init__(self, cases):
             self.manifest = {"split": {"test_cases": cases}}
