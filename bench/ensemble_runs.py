@@ -45,6 +45,12 @@ def ensemble(runs: list[dict], subset, mode: str) -> tuple[np.ndarray, np.ndarra
     return pf, pc
 
 
+def diffs(b: dict) -> str:
+    """A paired bootstrap's balanced-accuracy and macro-F1 differences with their intervals."""
+    return ", ".join(f"{k} {b[k]['diff']:+.4f} [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
+                     for k in ("balanced_accuracy", "macro_f1"))
+
+
 def fmt(v: np.ndarray) -> str:
     return " / ".join(f"{x:.3f}" for x in v)
 
@@ -83,21 +89,14 @@ def main():
                       + (f"  range of balanced accuracy {min(s[1] for s in sub):.3f}-{max(s[1] for s in sub):.3f}"
                          if len(sub) > 1 else ""))
     first = {m: fuse(runs[0]["p_coarse"], runs[0]["p_fine"], tax, m).argmax(1) for m in ("flat", "product")}
+    full = {mode: ensemble(runs, tuple(range(n)), mode) for mode in ("fine", "both")}
     for meth, mode in (("flat", "fine"), ("product", "fine"), ("product", "both")):
-        pf, pc = ensemble(runs, tuple(range(n)), mode)
-        pred = fuse(pc, pf, tax, meth).argmax(1)
-        b = M.paired_bootstrap(y, first[meth], pred, len(names))
-        print(f"{meth} {mode} k={n} minus the first model: " + ", ".join(
-            f"{k} {b[k]['diff']:+.4f} [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
-            for k in ("balanced_accuracy", "macro_f1")))
-    for mode in ("fine", "both"):
-        pf, pc = ensemble(runs, tuple(range(n)), mode)
+        pf, pc = full[mode]
+        b = M.paired_bootstrap(y, first[meth], fuse(pc, pf, tax, meth).argmax(1), len(names))
+        print(f"{meth} {mode} k={n} minus the first model: {diffs(b)}")
+    for mode, (pf, pc) in full.items():
         flat, prod = (fuse(pc, pf, tax, m).argmax(1) for m in ("flat", "product"))
-        b = M.paired_bootstrap(y, flat, prod, len(names))
-        print(f"{mode} k={n}: product minus flat: " + ", ".join(
-            f"{k} {b[k]['diff']:+.4f} [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
-            for k in ("balanced_accuracy", "macro_f1")))
-
+        print(f"{mode} k={n}: product minus flat: {diffs(M.paired_bootstrap(y, flat, prod, len(names)))}")
 
 if __name__ == "__main__":
     main()
