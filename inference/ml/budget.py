@@ -2,14 +2,14 @@
 training is estimated to fit in the time budget on this machine.
 
 EfficientNet-Lite0 was pretrained at 224 px, and on the HAM10000 hold-out a 224 px hierarchy scored
-higher than a 160 px one, at twice the training time (bench/RESULTS.md, session 14). That time fits
+higher than a 160 px one, at twice the training time (bench/RESULTS.md, `image-size-224`). That time fits
 the hour on a CPU with native bfloat16 (about 30 min) but not on a 2-core AVX2 CPU (estimated at
-106-126 min there with the coarse model trained whole; 160 px took 46 min, session 15),
+106-126 min there with the coarse model trained whole; 160 px took 46 min, `image-size-probe`),
 so an unset ``--image-size`` is chosen per machine: a few training steps at the larger size on
 random photos give its speed, and the speed gives the minutes. Where the larger size does not fit,
 progressive resizing may: the fine model's first 2/3 of epochs at the smallest size and the rest,
 and the coarse model, at the larger one (HAM10000 splits 0 / 1 against 160 px throughout: product
-macro F1 +0.035 / +0.021, balanced accuracy +0.025 / +0.004; bench/RESULTS.md session 21).
+macro F1 +0.035 / +0.021, balanced accuracy +0.025 / +0.004; bench/RESULTS.md `progressive-resizing`).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ AUTO_IMAGE_SIZE_RULE = (f"{AUTO_SIZES[0]} if this machine's training is estimate
                         f"else {AUTO_SIZES[-1]}")   # said by the CLI help and the portal form
 # A whole run can be slower than its training steps alone (augmentation in a helper thread, weight
 # averaging, checkpoints): probe images/s over whole-run images/s was 1.13-1.16 on a CPU with native
-# bfloat16 (session 14) and 0.93-0.96 on an AVX2 CPU (session 15); 1.25 errs on the safe side.
+# bfloat16 and 0.93-0.96 on an AVX2 CPU (bench/RESULTS.md `image-size-probe`); 1.25 errs on the safe side.
 RUN_OVER_PROBE = 1.25
 
 
@@ -55,7 +55,7 @@ def step_speed(model: torch.nn.Module, size: int, batch_size: int, channels_last
 
 
 # The linear probe that starts a stage's head (head_init "probe") passes the training photos forward
-# once: 79 s of a 169-s fine epoch and 55 s of a 90-s coarse epoch at 224 px (HAM10000, session 32).
+# once: 79 s of a 169-s fine epoch and 55 s of a 90-s coarse epoch at 224 px (HAM10000, `lp-ft-heads`).
 PROBE_EPOCHS = 0.6
 
 

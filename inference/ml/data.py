@@ -305,7 +305,7 @@ class AugmentConfig:
     flip_h: float = 0.5
     flip_v: float = 0.5
     rot90: bool = False        # random multiples of 90 degrees (HAM10000 splits 0 / 1, product balanced
-                               # accuracy +0.009 / -0.015, accuracy -0.004 / -0.016: off; bench/RESULTS.md session 18)
+                               # accuracy +0.009 / -0.015, accuracy -0.004 / -0.016: off; bench/RESULTS.md `rot90`)
     cutout_p: float = 0.5      # probability that an image gets Cutout
     cutout_scales: tuple = (0.25, 0.125, 0.125, 0.0625, 0.0625, 0.0625, 0.0625)
     cutout_centre_radius: float = 0.5  # fraction of the half-diagonal protected progressively

@@ -324,7 +324,7 @@ class SharedTrunkPair(nn.Module):
 # wide activation ranges whose rounding to bfloat16's 8-bit mantissa moved the fine probabilities
 # by up to 0.10-0.17 (HAM10000 hold-out, one view; 0.7 % of the photos got another first class
 # than in float32). With the stem + 4 blocks in float32: at most 0.02, 0-0.4 % of the photos,
-# for 12-14 % of the all-bfloat16 throughput (bench/RESULTS.md, session 11).
+# for 12-14 % of the all-bfloat16 throughput (bench/RESULTS.md, `bf16-float-front-end`).
 BF16_FLOAT_BLOCKS = 4
 
 
@@ -362,7 +362,7 @@ def native_bf16() -> bool:
 def resolve_precision(precision: str | None = None, onnxruntime: bool = True) -> str:
     """"auto" (default; env DERM_ML_PRECISION) -> "fp32" when float32 runs through ONNX Runtime
     (``onnxruntime``: faster than bfloat16 through PyTorch even on CPUs with native bfloat16,
-    bench/RESULTS.md session 14); with PyTorch's kernels, "bf16" on CPUs with native bfloat16, else
+    bench/RESULTS.md `onnx-runtime-serving`); with PyTorch's kernels, "bf16" on CPUs with native bfloat16, else
     "fp32". "int8" is only ever chosen explicitly (``quantize.py``)."""
     import os
     p = (precision or os.environ.get("DERM_ML_PRECISION") or "auto").lower()

@@ -3,7 +3,7 @@
 Opt-in, for CPUs without bfloat16 dot-product instructions (AVX2-only x86), which serve in
 float32. Static int8 quantization (PyTorch FX graph mode, x86 backend: per-channel int8 weights,
 uint8 activations, Conv+BN folded) of everything after the stem and the first FLOAT_BLOCKS blocks.
-Measured on one HAM10000 model (bench/RESULTS.md, session 6): 1.25x the float32 photos/s on a 2-core AVX2
+Measured on one HAM10000 model (bench/RESULTS.md, `int8-serving`): 1.25x the float32 photos/s on a 2-core AVX2
 EPYC, the same first class for 97.5 % of the hold-out photos, product macro F1 -0.012. So it is
 never chosen by "auto", and training stores a calibration only when asked
 (``int8_calibration_images``).

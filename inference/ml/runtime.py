@@ -3,8 +3,8 @@
 PyTorch's eager float32 kernels for the depthwise convolutions of EfficientNet-Lite0 are slow on
 CPUs without native bfloat16; ONNX Runtime runs the same graph faster, with the same probabilities
 to 1e-5, and on a CPU with native bfloat16 it is faster than PyTorch in bfloat16 too, so float32
-through ONNX Runtime is what "auto" serves everywhere (measurements: bench/RESULTS.md, sessions 13
-and 14).
+through ONNX Runtime is what "auto" serves everywhere (measurements: bench/RESULTS.md,
+`onnx-runtime-serving`).
 
 ``OrtModel(module)`` exports a BN-folded ``(logits, features)`` module (or, with ``outputs``, any
 module of one input) to ONNX in memory (batch, height and width dynamic) and runs it; it is called
@@ -74,7 +74,7 @@ class OrtModel:
                     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                     so.log_severity_level = 3
                     # no busy-waiting between runs: PyTorch's own threads work between them (normalise,
-                    # softmax), and spinning ORT threads took their cores (bench/RESULTS.md, session 13)
+                    # softmax), and spinning ORT threads took their cores (bench/RESULTS.md, `onnx-runtime-serving`)
                     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     s = ort.InferenceSession(self._onnx, so, providers=["CPUExecutionProvider"])
                     self._sessions[threads] = s
