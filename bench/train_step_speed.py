@@ -5,10 +5,9 @@ MODE letters: p = augment the next batch in a helper thread (as train.fit does),
 the step; m = keep_freed_memory() (glibc keeps freed blocks); t = the helper thread uses one
 intra-op thread (as train.fit does); b = bfloat16 autocast. Prints training images/s of EfficientNet-Lite0, batch 32;
 FROZEN_BLOCKS (default: the fine model's, TrainConfig.freeze_blocks) is freeze_first_blocks's n (-1: nothing frozen).
-Measured 2026-11-22 at 192 px: p 21.3, pm 29.3, pmt 33.9, sm 35.0 img/s.
-bfloat16 autocast does not pay off for training on these CPUs: at 160 px pmt 48.4 vs pmtb 29.6 img/s
-(2026-11-29, AMD EPYC with AVX512-BF16) and pmt 56.9 vs pmtb 29.3 img/s (2026-11-30, Intel Xeon with
-AMX), so training stays float32 (serving uses bf16: bench/inference_speed.py).
+Measured at 192 px on a 2-core CPU: p 21.3, pm 29.3, pmt 33.9, sm 35.0 img/s.
+bfloat16 autocast does not pay off for training: at 160 px pmt 48.4 vs pmtb 29.6 img/s (AMD EPYC with
+AVX512-BF16) and pmt 56.9 vs pmtb 29.3 img/s (Intel Xeon with AMX), so training stays float32.
 """
 import sys, time, torch
 from concurrent.futures import ThreadPoolExecutor
