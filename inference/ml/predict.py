@@ -33,7 +33,7 @@ comment gives the measured agreement and cost) where the CPU multiplies bfloat16
 ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
 by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
-macro F1 (bench/RESULTS.md).
+macro F1 (bench/RESULTS.md, `int8-serving`).
 Float32 runs through ONNX Runtime (``runtime.OrtModel``; ``runtime="torch"`` or
 ``DERM_ML_RUNTIME=torch`` keeps PyTorch's kernels, which also serve when ONNX Runtime is missing).
 Grad-CAM always uses the float32 originals. ``P.precision`` and ``P.runtime`` say which one runs.
