@@ -64,7 +64,7 @@ def main() -> int:
         from django.conf import settings
         from django.core.management import call_command
 
-        from annotation.importers import import_dataset
+        from annotation.interchange.dataset import import_dataset
         from annotation.models import Case, DiagnosisLabel, Photo
         from annotation.services import taxonomy_load_default
 

@@ -8,8 +8,9 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from annotation import importers, services
-from annotation.importers import ImportErrorFatal, import_dataset
+from annotation import services
+from annotation.interchange import dataset as importers
+from annotation.interchange.dataset import ImportErrorFatal, import_dataset
 from annotation.models import Case, DiagnosisLabel, ImportRun, LabelChange, Photo
 from tests.factories import image_bytes
 

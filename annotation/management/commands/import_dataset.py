@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.importers import ImportErrorFatal, import_dataset
+from annotation.interchange.dataset import ImportErrorFatal, import_dataset
 from annotation.services import taxonomy_load_default
 
 

@@ -26,9 +26,9 @@ from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from . import services
-from .images import CleanImage, ImageRejected, clean_image
-from .models import Case, CaseStatus, DiagnosisLabel, ImportRun, LabelChange, LabelSource, Modality, Patient, Photo, SubClass, Taxonomy
+from .. import services
+from ..images import CleanImage, ImageRejected, clean_image
+from ..models import Case, CaseStatus, DiagnosisLabel, ImportRun, LabelChange, LabelSource, Modality, Patient, Photo, SubClass, Taxonomy
 
 SOURCE_MAP = {
     "histo": LabelSource.HISTOPATHOLOGY,
@@ -347,7 +347,7 @@ def _write_chunk_bulk(rows: list[_Row], known: _Known, summary: ImportSummary, *
                 ).update(status=CaseStatus.CONFIRMED, updated_at=now)
     except BaseException:
         for name in written:
-            services._delete_stored(name, keep_if_referenced=True)
+            services.stored_file_delete(name, keep_if_referenced=True)
         raise
     for key, value in counts.items():
         setattr(summary, key, getattr(summary, key) + value)
@@ -419,4 +419,4 @@ def _import_row(r: _Row, known: _Known, summary: ImportSummary, *, user, csv_nam
 def _forget(stored: Photo | None) -> None:
     """Remove the file of a photo whose row was rolled back."""
     if stored is not None:
-        services._delete_stored(stored.file.name, keep_if_referenced=True)
+        services.stored_file_delete(stored.file.name, keep_if_referenced=True)

@@ -1,0 +1,126 @@
+"""COCO JSON import."""
+from __future__ import annotations
+
+import json
+import re
+
+from django.db import transaction
+
+from ..boxes import LabelIndex, box_validate, label_index
+from ..models import AnnotationStatus, Photo
+from ..selectors import cases_visible_to
+from .matching import PhotoMatcher
+from .report import ImportReport
+from .store import check_import_rights, exclusion_from, store_boxes
+
+
+def _array_lines(text: str, key: str) -> list[int]:
+    """Line number of each element of the top-level array `key` (for error messages)."""
+    m = re.search(r'"%s"\s*:\s*\[' % re.escape(key), text)
+    if not m:
+        return []
+    dec, idx, lines = json.JSONDecoder(), m.end(), []
+    while True:
+        while idx < len(text) and text[idx] in " \t\r\n,":
+            idx += 1
+        if idx >= len(text) or text[idx] == "]":
+            return lines
+        lines.append(text.count("\n", 0, idx) + 1)
+        try:
+            _, idx = dec.raw_decode(text, idx)
+        except json.JSONDecodeError:
+            return lines
+
+
+def coco_import(
+    *,
+    data: bytes,
+    source: str,
+    user,
+    annotator=None,
+    status: str = AnnotationStatus.ANNOTATED,
+    replace_accepted: bool = False,
+    labels: LabelIndex | None = None,
+) -> ImportReport:
+    annotator = annotator or user
+    check_import_rights(user, annotator, status)
+    labels = labels or label_index()
+    report = ImportReport(files=1)
+    try:
+        text = data.decode("utf-8-sig")
+        doc = json.loads(text)
+    except UnicodeDecodeError:
+        report.error(source, None, "not UTF-8 text.")
+        return report
+    except json.JSONDecodeError as exc:
+        report.error(source, exc.lineno, f"malformed JSON: {exc.msg} (column {exc.colno}).")
+        return report
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("annotations"), list):
+        report.error(source, 1, 'expected a COCO object with "images", "annotations" and "categories" lists.')
+        return report
+    img_lines, ann_lines, cat_lines = (_array_lines(text, k) for k in ("images", "annotations", "categories"))
+    line = lambda lines, i: lines[i] if i < len(lines) else None  # noqa: E731
+    categories = {}
+    for i, c in enumerate(doc.get("categories") or []):
+        if not isinstance(c, dict) or "id" not in c:
+            report.error(source, line(cat_lines, i), f"categories[{i}] has no id.")
+            continue
+        ref = labels.resolve(c.get("name"))
+        if ref is None:
+            report.error(source, line(cat_lines, i), f"category {c.get('name')!r} is not a sub-class or meta-class of {labels.taxonomy}; its boxes are skipped.")
+        categories[c["id"]] = (c.get("name"), ref)
+    matcher = PhotoMatcher(Photo.objects.filter(case__in=cases_visible_to(user)))
+    images: dict = {}
+    for i, im in enumerate(doc["images"]):
+        if not isinstance(im, dict) or "id" not in im or not im.get("file_name"):
+            report.error(source, line(img_lines, i), f"images[{i}] needs an id and a file_name.")
+            continue
+        pk, why = matcher.match(str(im["file_name"]))
+        if pk is None:
+            report.error(source, line(img_lines, i), why)
+            continue
+        images[im["id"]] = {"photo": pk, "width": im.get("width"), "height": im.get("height"), "boxes": [], "line": line(img_lines, i),
+                            "excluded": exclusion_from(str(im.get("derm_excluded") or ""), source, line(img_lines, i), report)}
+    for i, a in enumerate(doc["annotations"]):
+        ln = line(ann_lines, i)
+        if not isinstance(a, dict):
+            report.error(source, ln, f"annotations[{i}] is not an object.")
+            continue
+        if a.get("image_id") not in images:
+            known = any(isinstance(im, dict) and im.get("id") == a.get("image_id") for im in doc["images"])
+            if not known:
+                report.error(source, ln, f"annotations[{i}] refers to image_id {a.get('image_id')!r}, which is not in images.")
+            continue
+        cat = categories.get(a.get("category_id"))
+        if cat is None:
+            report.error(source, ln, f"annotations[{i}]: unknown category_id {a.get('category_id')!r}.")
+            continue
+        if cat[1] is None:
+            report.error(source, ln, f"annotations[{i}]: label {cat[0]!r} is not in the taxonomy; skipped.")
+            continue
+        bbox = a.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+            report.error(source, ln, f"annotations[{i}]: bbox must be [x, y, width, height] numbers.")
+            continue
+        attrs = a.get("attributes") if isinstance(a.get("attributes"), dict) else {}
+        images[a["image_id"]]["boxes"].append(({
+            "x0": bbox[0], "y0": bbox[1], "x1": bbox[0] + bbox[2], "y1": bbox[1] + bbox[3], "label": cat[1].code,
+            "difficult": bool(attrs.get("difficult")), "truncated": bool(attrs.get("truncated")),
+        }, ln, i))
+    photo_objs = Photo.objects.in_bulk([im["photo"] for im in images.values()])
+    for im in images.values():
+        photo = photo_objs[im["photo"]]
+        if im["width"] and im["height"] and (im["width"], im["height"]) != (photo.width, photo.height):
+            report.error(source, im["line"], f"image size {im['width']}×{im['height']} does not match the stored photo {photo.width}×{photo.height}; its boxes are skipped.")
+            continue
+        clean = []
+        for raw, ln, i in im["boxes"]:
+            box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels, where=f"annotations[{i}]")
+            for e in errs:
+                report.error(source, ln, e["message"])
+            if box:
+                clean.append(box)
+        with transaction.atomic():
+            store_boxes(photo=photo, annotator=annotator, boxes=clean, status=status, excluded=im["excluded"], report=report,
+                   source=source, by=user, replace_accepted=replace_accepted)
+    return report
