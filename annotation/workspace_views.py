@@ -186,7 +186,8 @@ def gold_toggle(request, pk: int):
 # --------------------------------------------------------------------------- import / export
 @require_role(*roles.CAN_ANNOTATE)
 def io_page(request):
-    from .interchange import coco, export, voc
+    from .interchange import coco, export, jobs, voc
+    from .interchange.limits import limit
 
     report = None
     is_admin = roles.has_role(request.user, roles.ADMIN)
@@ -205,6 +206,11 @@ def io_page(request):
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
+                if upload.size > limit("INLINE_BYTES"):
+                    run = jobs.box_import_enqueue(data=upload.read(), source=upload.name, user=request.user, status=status)
+                    messages.success(request, f"{upload.name} is large: queued as import {run.pk} on the long queue; "
+                                              "its progress and result show below (reload).")
+                    return redirect("annotation:workspace_io")
                 report = coco.coco_import(data=upload.read(), source=upload.name, user=request.user, status=status)
             elif action == "export":
                 statuses = request.POST.getlist("export_status") or [AnnotationStatus.ACCEPTED]
@@ -227,6 +233,7 @@ def io_page(request):
     return render(request, "annotation/workspace_io.html", {
         "report": report, "is_admin": is_admin, "statuses": AnnotationStatus.choices,
         "can_create_cases": roles.has_role(request.user, roles.CAN_EDIT_CASES),
+        "runs": jobs.box_import_runs(user=request.user),
     })
 
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# A hostile or broken file can carry a problem per object; the first ones say what is wrong.
+MAX_ERRORS_KEPT = 1000
+
 
 @dataclass
 class ImportReport:
@@ -11,15 +14,24 @@ class ImportReport:
     boxes: int = 0
     created_cases: int = 0
     errors: list[dict] = field(default_factory=list)
+    errors_not_kept: int = 0
 
     def error(self, file: str, line: int | None, message: str) -> None:
+        if len(self.errors) >= MAX_ERRORS_KEPT:
+            self.errors_not_kept += 1
+            return
         self.errors.append({"file": file, "line": line, "message": message})
+
+    @property
+    def n_errors(self) -> int:
+        return len(self.errors) + self.errors_not_kept
 
     def as_dict(self) -> dict:
         return {"files": self.files, "photos": self.photos, "boxes": self.boxes, "created_cases": self.created_cases,
-                "errors": self.errors}
+                "errors": self.errors, "errors_not_kept": self.errors_not_kept}
 
     def summary(self) -> str:
         return (f"{self.files} file(s): {self.boxes} box(es) on {self.photos} photo(s)"
                 + (f", {self.created_cases} case(s) created" if self.created_cases else "")
-                + (f"; {len(self.errors)} problem(s)" if self.errors else ""))
+                + (f"; {self.n_errors} problem(s)" if self.n_errors else "")
+                + (f" (the first {len(self.errors)} listed)" if self.errors_not_kept else ""))

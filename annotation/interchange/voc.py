@@ -15,6 +15,7 @@ from ..boxes import LabelIndex, box_validate, label_index
 from ..images import ImageRejected
 from ..models import AnnotationStatus, Photo
 from ..selectors import cases_visible_to
+from .limits import check_count, check_size
 from .matching import IMAGE_EXTS, PhotoMatcher
 from .report import ImportReport
 from .store import check_import_rights, exclusion_from, scale, store_boxes
@@ -72,6 +73,9 @@ def voc_import(
     (patient code = patient_prefix + image stem)."""
     annotator = annotator or user
     check_import_rights(user, annotator, status)
+    if isinstance(files, (list, tuple)):
+        check_count("this import", "XML files", len(files), "MAX_IMAGES")
+        check_size("this import", sum(len(data) for _, data in files))
     if create_cases and not roles.has_role(user, roles.CAN_EDIT_CASES):
         raise PermissionDenied("Your role may not create cases.")
     labels = labels or label_index()
@@ -160,6 +164,8 @@ def voc_import_folder(*, folder: Path, user, **kwargs) -> ImportReport:
     """A labelImg folder: *.xml (anywhere below) and, for create_cases, the images."""
     folder = Path(folder)
     xmls = sorted(folder.rglob("*.xml"))
+    check_count(str(folder), "XML files", len(xmls), "MAX_IMAGES")
+    check_size(str(folder), sum(p.stat().st_size for p in xmls))
     images = None
     if kwargs.get("create_cases"):
         images = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_EXTS}
