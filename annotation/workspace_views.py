@@ -176,7 +176,7 @@ def gold_toggle(request, pk: int):
     ann = get_object_or_404(PhotoAnnotation, pk=pk)
     photo_get(user=request.user, pk=ann.photo_id)
     try:
-        review.gold_set(annotation=ann, by=request.user, is_gold=request.POST.get("gold") == "1")
+        ann = review.gold_set(annotation=ann, by=request.user, is_gold=request.POST.get("gold") == "1")
         messages.success(request, f"Annotation {ann.pk} is {'now' if ann.is_gold else 'no longer'} the gold reference of photo {ann.photo_id}.")
     except boxes.AnnotationError as exc:
         messages.error(request, str(exc))
