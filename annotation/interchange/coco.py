@@ -98,7 +98,8 @@ def coco_import(
         if pk is None:
             report.error(source, line(img_lines, i), why)
             continue
-        images[im["id"]] = {"photo": pk, "width": im.get("width"), "height": im.get("height"), "boxes": [], "line": line(img_lines, i),
+        images[im["id"]] = {"photo": pk, "file_name": str(im["file_name"]), "width": im.get("width"), "height": im.get("height"),
+                            "boxes": [], "n_annotations": 0, "line": line(img_lines, i),
                             "excluded": exclusion_from(str(im.get("derm_excluded") or ""), source, line(img_lines, i), report)}
     for i, a in enumerate(doc["annotations"]):
         ln = line(ann_lines, i)
@@ -106,7 +107,9 @@ def coco_import(
             report.error(source, ln, f"annotations[{i}] is not an object.")
             continue
         image_id = a.get("image_id")
-        if not isinstance(image_id, (int, str)) or image_id not in images:
+        if isinstance(image_id, (int, str)) and image_id in images:
+            images[image_id]["n_annotations"] += 1
+        else:
             if not isinstance(image_id, (int, str)) or image_id not in all_ids:
                 report.error(source, ln, f"annotations[{i}] refers to image_id {a.get('image_id')!r}, which is not in images.")
             continue
@@ -149,11 +152,16 @@ def _store_image(im: dict, photo: Photo, *, report: ImportReport, source: str, l
         return
     clean = []
     for raw, ln, i in im["boxes"]:
-        box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels, where=f"annotations[{i}]")
+        box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels, where=f"annotations[{i}]",
+                                 clip=True)
         for e in errs:
             report.error(source, ln, e["message"])
         if box:
             clean.append(box)
+    if im["n_annotations"] and not clean:  # an image with no annotations at all says "no lesion" on purpose
+        report.error(source, im["line"], f"none of the {im['n_annotations']} annotation(s) of image {im['file_name']!r} could "
+                                         "be imported, so nothing was stored for it.")
+        return
     with transaction.atomic():
         store_boxes(photo=photo, annotator=annotator, boxes=clean, status=status, excluded=im["excluded"], report=report,
                     source=source, by=user, replace_accepted=replace_accepted)

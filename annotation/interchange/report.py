@@ -13,6 +13,7 @@ class ImportReport:
     photos: int = 0
     boxes: int = 0
     created_cases: int = 0
+    clipped: int = 0  # boxes reaching past the photo's edge, cut to it
     errors: list[dict] = field(default_factory=list)
     errors_not_kept: int = 0
 
@@ -28,10 +29,11 @@ class ImportReport:
 
     def as_dict(self) -> dict:
         return {"files": self.files, "photos": self.photos, "boxes": self.boxes, "created_cases": self.created_cases,
-                "errors": self.errors, "errors_not_kept": self.errors_not_kept}
+                "clipped": self.clipped, "errors": self.errors, "errors_not_kept": self.errors_not_kept}
 
     def summary(self) -> str:
         return (f"{self.files} file(s): {self.boxes} box(es) on {self.photos} photo(s)"
                 + (f", {self.created_cases} case(s) created" if self.created_cases else "")
+                + (f", {self.clipped} box(es) clipped to the photo's edges" if self.clipped else "")
                 + (f"; {self.n_errors} problem(s)" if self.n_errors else "")
                 + (f" (the first {len(self.errors)} listed)" if self.errors_not_kept else ""))

@@ -44,6 +44,7 @@ def store_boxes(*, photo: Photo, annotator, boxes: list[CleanBox], status: str, 
     event_log(annotation=ann, actor=by, from_status=before, action="import", note=source)
     report.photos += 1
     report.boxes += len(boxes)
+    report.clipped += sum(b.clipped for b in boxes)
 
 
 def exclusion_from(value: str, source: str, line: int | None, report: ImportReport) -> str:

@@ -94,52 +94,37 @@ def voc_import(
             return
         filename = doc["filename"] or (PurePath(source).stem + ".jpg")
         pk, why = matcher.match(filename)
+        key = None
         if pk is None and create_cases:
             key = image_by_name.get(PurePath(filename).name.lower()) or image_by_stem.get(PurePath(source).stem.lower())
             if key is None:
                 report.error(source, doc["line"], f"{why} No image file {filename!r} next to the XML to create it from.")
                 return
-            try:
-                with transaction.atomic():
-                    case = services.case_create(patient_code=f"{patient_prefix}{PurePath(key).stem}", created_by=user)
-                    data = images[key].read_bytes() if isinstance(images[key], Path) else images[key]
-                    # bulk import of training data: no prediction per photo (as import_dataset)
-                    photo = services.photo_attach(case=case, data=data, filename=PurePath(key).name, uploaded_by=user,
-                                                  run_hooks=False)
-            except (ImageRejected, services.DuplicatePhoto) as exc:
-                report.error(source, None, str(exc))
-                return
-            except Exception as exc:  # e.g. validation of the generated patient code
-                report.error(source, None, f"could not create a case for {key}: {exc}")
-                return
-            report.created_cases += 1
-            matcher.add(photo.pk, photo.original_name)
-            photos[photo.pk] = photo
-            pk = photo.pk
         elif pk is None:
             report.error(source, doc["line"], why)
             return
-        photo = photos.get(pk) or Photo.objects.get(pk=pk)
-        sx = sy = 1.0
-        if doc["width"] and doc["height"] and (doc["width"], doc["height"]) != (photo.width, photo.height):
-            sx, sy = photo.width / doc["width"], photo.height / doc["height"]
-            if abs(sx - sy) > 0.01 * max(sx, sy):
-                report.error(source, doc["line"], f"size {doc['width']}×{doc['height']} in the XML does not match the photo ({photo.width}×{photo.height}); file skipped.")
-                return
-            report.error(source, doc["line"], f"note: boxes scaled from {doc['width']}×{doc['height']} to the stored photo size {photo.width}×{photo.height}.")
-        clean = []
-        for i, obj in enumerate(doc["objects"]):
-            raw = scale(obj, sx, sy) if sx != 1.0 and all(obj.get(k) is not None for k in ("x0", "y0", "x1", "y1")) and _all_numbers(obj) else obj
-            box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels,
-                                     where=f"object {obj.get('label')!r}")
-            for e in errs:
-                report.error(source, obj["line"], e["message"])
-            if box:
-                clean.append(box)
-        excluded = exclusion_from(doc["excluded"], source, doc["excluded_line"], report)
-        with transaction.atomic():
-            store_boxes(photo=photo, annotator=annotator, boxes=clean, status=status, excluded=excluded, report=report,
-                   source=source, by=user, replace_accepted=replace_accepted)
+        created: list[Photo] = []
+        try:
+            # A savepoint per file: a case created for it is rolled back if none of its boxes is accepted.
+            with transaction.atomic():
+                if key is not None:
+                    photo = _case_from_image(key, images[key], source=source, user=user, patient_prefix=patient_prefix,
+                                             report=report)
+                    if photo is None:
+                        return
+                    created.append(photo)
+                else:
+                    photo = photos.get(pk) or Photo.objects.get(pk=pk)
+                _boxes_of_file(doc, photo, source=source, filename=filename, report=report, labels=labels,
+                               annotator=annotator, status=status, user=user, replace_accepted=replace_accepted)
+        except _NothingStored:
+            for photo in created:
+                services.stored_file_delete(photo.file.name, keep_if_referenced=True)
+            return
+        for photo in created:
+            report.created_cases += 1
+            matcher.add(photo.pk, photo.original_name)
+            photos[photo.pk] = photo
 
     # Commit in chunks (each file in its own savepoint, so a bad file still leaves the
     # others imported): one commit per file made a 500-photo import disk-bound.
@@ -149,6 +134,58 @@ def voc_import(
             for source, data in chunk:
                 one(source, data)
     return report
+
+
+class _NothingStored(Exception):
+    """Leave the file's savepoint: the file is reported and nothing of it is kept."""
+
+
+def _case_from_image(key: str, image: bytes | Path, *, source: str, user, patient_prefix: str,
+                     report: ImportReport) -> Photo | None:
+    """A new case holding the image `key`, or None (reported) when it cannot be created."""
+    try:
+        with transaction.atomic():
+            case = services.case_create(patient_code=f"{patient_prefix}{PurePath(key).stem}", created_by=user)
+            data = image.read_bytes() if isinstance(image, Path) else image
+            # bulk import of training data: no prediction per photo (as import_dataset)
+            return services.photo_attach(case=case, data=data, filename=PurePath(key).name, uploaded_by=user,
+                                         run_hooks=False)
+    except (ImageRejected, services.DuplicatePhoto) as exc:
+        report.error(source, None, str(exc))
+    except Exception as exc:  # e.g. validation of the generated patient code
+        report.error(source, None, f"could not create a case for {key}: {exc}")
+    return None
+
+
+def _boxes_of_file(doc: dict, photo: Photo, *, source: str, filename: str, report: ImportReport, labels: LabelIndex,
+                   annotator, status: str, user, replace_accepted: bool) -> None:
+    """Validate and store one XML file's boxes on `photo`; raise _NothingStored when the file
+    cannot be used (wrong size) or has objects of which none is accepted. A file without
+    objects is stored: it says "no lesion" on purpose."""
+    sx = sy = 1.0
+    if doc["width"] and doc["height"] and (doc["width"], doc["height"]) != (photo.width, photo.height):
+        sx, sy = photo.width / doc["width"], photo.height / doc["height"]
+        if abs(sx - sy) > 0.01 * max(sx, sy):
+            report.error(source, doc["line"], f"size {doc['width']}×{doc['height']} in the XML does not match the photo ({photo.width}×{photo.height}); file skipped.")
+            raise _NothingStored
+        report.error(source, doc["line"], f"note: boxes scaled from {doc['width']}×{doc['height']} to the stored photo size {photo.width}×{photo.height}.")
+    clean = []
+    for i, obj in enumerate(doc["objects"]):
+        raw = scale(obj, sx, sy) if sx != 1.0 and all(obj.get(k) is not None for k in ("x0", "y0", "x1", "y1")) and _all_numbers(obj) else obj
+        box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels,
+                                 where=f"object {obj.get('label')!r}", clip=True)
+        for e in errs:
+            report.error(source, obj["line"], e["message"])
+        if box:
+            clean.append(box)
+    if doc["objects"] and not clean:
+        report.error(source, doc["line"], f"none of the {len(doc['objects'])} object(s) could be imported, so nothing was "
+                                          f"stored for {filename} (a file without objects records 'no lesion').")
+        raise _NothingStored
+    excluded = exclusion_from(doc["excluded"], source, doc["excluded_line"], report)
+    with transaction.atomic():
+        store_boxes(photo=photo, annotator=annotator, boxes=clean, status=status, excluded=excluded, report=report,
+                    source=source, by=user, replace_accepted=replace_accepted)
 
 
 def _all_numbers(obj: dict) -> bool:

@@ -107,7 +107,7 @@ def test_voc_errors_are_reported_per_file_and_line_and_the_rest_imported(admin):
         ("ok.xml", voc("ok.jpg", [("nv", 1, 1, 10, 10, 0, 0)])),
         ("broken.xml", b"<annotation>\n  <filename>ok.jpg</filename>\n  <object>\n</annotation>"),
         ("mixed.xml", voc("mixed.jpg", [("nv", 1, 1, 10, 10, 0, 0), ("psoriasis", 1, 1, 10, 10, 0, 0),
-                                        ("mel", 150, 50, 250, 90, 0, 0), ("bcc", 5, 5, 5, 9, 0, 0)])),
+                                        ("mel", 210, 50, 250, 90, 0, 0), ("bcc", 5, 5, 5, 9, 0, 0)])),
         ("missing.xml", voc("nowhere.jpg", [("nv", 1, 1, 10, 10, 0, 0)])),
         ("notvoc.xml", b"<coco/>"),
         ("evil.xml", b'<?xml version="1.0"?>\n<!DOCTYPE a [<!ENTITY x "y">]>\n<annotation/>'),
@@ -121,7 +121,7 @@ def test_voc_errors_are_reported_per_file_and_line_and_the_rest_imported(admin):
     mixed = sorted((e["line"], e["message"]) for e in by["mixed.xml"])
     assert [line for line, _ in mixed] == [10, 14, 18]
     assert "'psoriasis' is not a sub-class or meta-class" in mixed[0][1]
-    assert "outside the photo (200×100 pixels)" in mixed[1][1]
+    assert "lies wholly outside the photo (200×100 pixels)" in mixed[1][1]
     assert "empty box" in mixed[2][1]
     assert "no photo named 'nowhere.jpg'" in by["missing.xml"][0]["message"]
     assert "expected an <annotation> root" in by["notvoc.xml"][0]["message"]
@@ -138,7 +138,7 @@ def test_coco_errors_with_line_numbers(admin):
            "categories": [{"id": 1, "name": "nv"}, {"id": 2, "name": "wart"}],
            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
                            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},
-                           {"id": 3, "image_id": 1, "category_id": 1, "bbox": [190, 0, 20, 10]},
+                           {"id": 3, "image_id": 1, "category_id": 1, "bbox": [200, 0, 20, 10]},  # wholly outside
                            {"id": 4, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]},
                            {"id": 5, "image_id": 1, "category_id": 1, "bbox": "nope"}]}
     text = json.dumps(doc, indent=1)
@@ -212,10 +212,11 @@ def test_commands_round_trip(tmp_path, admin, users):
     photo_named("a.jpg")
     src = tmp_path / "in"
     src.mkdir()
-    (src / "a.xml").write_bytes(voc("a.jpg", [("mel", 3, 4, 50, 60, 0, 0), ("nv", 0, 0, 999, 5, 0, 0)]))
-    err = io.StringIO()
-    call_command("import_boxes", str(src), annotator=admin.username, status="accepted", stdout=io.StringIO(), stderr=err)
-    assert "a.xml:" in err.getvalue() and "outside the photo" in err.getvalue()
+    (src / "a.xml").write_bytes(voc("a.jpg", [("mel", 3, 4, 50, 60, 0, 0), ("nv", 0, 0, 999, 5, 0, 0), ("nv", 300, 0, 999, 5, 0, 0)]))
+    err, out = io.StringIO(), io.StringIO()
+    call_command("import_boxes", str(src), annotator=admin.username, status="accepted", stdout=out, stderr=err)
+    assert "a.xml:" in err.getvalue() and "wholly outside the photo" in err.getvalue()
+    assert "2 box(es) on 1 photo(s), 1 box(es) clipped to the photo's edges" in out.getvalue()
     first = state(admin)
     call_command("export_boxes", format="coco", out=str(tmp_path / "out.json"), as_user=admin.username, stdout=io.StringIO())
     call_command("export_boxes", format="voc", out=str(tmp_path / "voc"), as_user=admin.username, stdout=io.StringIO())
