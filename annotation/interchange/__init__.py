@@ -1,6 +1,10 @@
-"""Import and export: lesion boxes in labelImg / Pascal VOC XML, COCO JSON and CSV
-(report, xmltree, matching, store, voc, coco, export, tasks), and labelled photo
-folders as cases (dataset).
+"""Import and export.
+
+Lesion boxes: voc.py (labelImg / Pascal VOC XML in), coco.py (COCO JSON in), export.py
+(VOC, COCO and CSV out), jobs.py (large imports on the long queue), with their shared parts
+report.py, xmltree.py, matching.py, store.py and limits.py (caps on one import).
+Labelled photo folders as cases (manage.py import_dataset): dataset_rows.py checks every
+row, dataset.py writes them all or none.
 
 Box coordinates are written as they are stored: integer pixel edges of the original photo,
 xmin/ymin = x0/y0 and xmax/ymax = x1/y1, exactly what labelImg reads and writes; COCO
