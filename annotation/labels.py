@@ -11,7 +11,16 @@ from django.utils import timezone
 
 from derm_portal import roles
 
-from .models import Case, CaseStatus, DiagnosisLabel, LabelChange, LabelSource, MetaClass, SubClass, Taxonomy
+from .models import (
+    Case,
+    CaseStatus,
+    DiagnosisLabel,
+    LabelChange,
+    LabelSource,
+    MetaClass,
+    SubClass,
+    Taxonomy,
+)
 
 
 # --------------------------------------------------------------------------- labels

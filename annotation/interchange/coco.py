@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from django.db import transaction
 
@@ -75,7 +75,7 @@ def coco_import(
     check_count(source, "images", len(doc["images"]), "MAX_IMAGES")
     check_count(source, "annotations", len(doc["annotations"]), "MAX_ANNOTATIONS")
     img_lines, ann_lines, cat_lines = (_array_lines(text, k) for k in ("images", "annotations", "categories"))
-    line = lambda lines, i: lines[i] if i < len(lines) else None  # noqa: E731
+    line = lambda lines, i: lines[i] if i < len(lines) else None
     categories = {}
     for i, c in enumerate(doc.get("categories") or []):
         if not isinstance(c, dict) or not isinstance(c.get("id"), (int, str)):

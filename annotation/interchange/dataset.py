@@ -18,9 +18,9 @@ row is its own savepoint, so the row at fault is named.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -29,8 +29,27 @@ from django.utils import timezone
 
 from .. import services
 from ..images import ImageRejected, clean_image
-from ..models import Case, CaseStatus, DiagnosisLabel, ImportRun, LabelChange, LabelSource, Modality, Patient, Photo, SubClass, Taxonomy
-from .dataset_rows import ImportErrorFatal, ImportRejected, Row, detect, read_rows, validate_rows
+from ..models import (
+    Case,
+    CaseStatus,
+    DiagnosisLabel,
+    ImportRun,
+    LabelChange,
+    LabelSource,
+    Modality,
+    Patient,
+    Photo,
+    SubClass,
+    Taxonomy,
+)
+from .dataset_rows import (
+    ImportErrorFatal,
+    ImportRejected,
+    Row,
+    detect,
+    read_rows,
+    validate_rows,
+)
 
 __all__ = ["ImportErrorFatal", "ImportRejected", "ImportSummary", "import_dataset"]
 

@@ -5,8 +5,8 @@ import csv
 import io
 import zipfile
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import PurePath
-from typing import Iterable
 from xml.sax.saxutils import escape
 
 from django.db.models import QuerySet

@@ -1,9 +1,9 @@
 """labelImg / Pascal VOC import: one XML file per photo."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path, PurePath
-from typing import Iterable
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction

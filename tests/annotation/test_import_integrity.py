@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotation.interchange.dataset import ImportErrorFatal, ImportRejected, import_dataset
+from annotation.interchange.dataset import (
+    ImportErrorFatal,
+    ImportRejected,
+    import_dataset,
+)
 from annotation.models import Case, DiagnosisLabel, Photo
 from tests.factories import image_bytes
 
