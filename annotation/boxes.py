@@ -127,6 +127,7 @@ class CleanBox:
     id: int | None = None
     difficult: bool = False
     truncated: bool = False
+    clipped: bool = False  # reached past the photo's edge and was cut to it (imports only)
 
 
 def _num(value: Any) -> float | None:
@@ -142,9 +143,12 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def box_validate(raw: dict, *, index: int, width: int, height: int, labels: LabelIndex, where: str = "") -> tuple[CleanBox | None, list[dict]]:
+def box_validate(raw: dict, *, index: int, width: int, height: int, labels: LabelIndex, where: str = "",
+                 clip: bool = False) -> tuple[CleanBox | None, list[dict]]:
     """Check one box dict {x0,y0,x1,y1,label[,id,difficult,truncated]}; coordinates are
-    rounded to whole pixels. Returns (box or None, errors)."""
+    rounded to whole pixels. With clip (imports, as CVAT and Label Studio do), a box reaching
+    past the photo's edge is cut to it and marked clipped; only a box wholly outside is refused.
+    Returns (box or None, errors)."""
     prefix = where or f"Box {index + 1}"
     errors: list[dict] = []
 
@@ -167,9 +171,16 @@ def box_validate(raw: dict, *, index: int, width: int, height: int, labels: Labe
         err("label", f"label {got!r} is not a sub-class or meta-class of {labels.taxonomy}." if got else "a label (sub-class or meta-class) is required.")
     if len(coords) == 4:
         x0, y0, x1, y1 = coords["x0"], coords["y0"], coords["x1"], coords["y1"]
+        outside = x0 < 0 or y0 < 0 or x1 > width or y1 > height
         if x0 >= x1 or y0 >= y1:
             err("x1", f"empty box ({x0},{y0})-({x1},{y1}); x1 must be greater than x0 and y1 greater than y0.")
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        elif outside and clip:
+            cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+            if cx0 >= cx1 or cy0 >= cy1:
+                err("x0", f"box ({x0},{y0})-({x1},{y1}) lies wholly outside the photo ({width}×{height} pixels).")
+            else:
+                coords.update(x0=cx0, y0=cy0, x1=cx1, y1=cy1)
+        elif outside:
             err("x0", f"box ({x0},{y0})-({x1},{y1}) is outside the photo ({width}×{height} pixels).")
     if errors:
         return None, errors
@@ -178,6 +189,7 @@ def box_validate(raw: dict, *, index: int, width: int, height: int, labels: Labe
         coords["x0"], coords["y0"], coords["x1"], coords["y1"], label,
         id=box_id if isinstance(box_id, int) and not isinstance(box_id, bool) else None,
         difficult=bool(raw.get("difficult")), truncated=bool(raw.get("truncated")),
+        clipped=(coords["x0"], coords["y0"], coords["x1"], coords["y1"]) != (x0, y0, x1, y1),
     ), []
 
 

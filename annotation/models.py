@@ -245,7 +245,14 @@ class LabelChange(models.Model):
 
 
 class ImportRun(models.Model):
-    """One run of import_dataset, so an import is visible in the portal."""
+    """One import, visible in the portal: a run of import_dataset, or a box file too large to
+    import within the request, queued on the long queue (rules in annotation/interchange/jobs.py)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
 
     path = models.CharField(max_length=500)
     kind = models.CharField(max_length=20)
@@ -253,6 +260,10 @@ class ImportRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     summary = models.JSONField(default=dict)
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DONE)
+    progress = models.JSONField(default=dict, blank=True, help_text="{stage, done, total} while running")
+    upload = models.FileField(upload_to="imports/", blank=True, help_text="the queued file; removed once imported")
+    options = models.JSONField(default=dict, blank=True, help_text="how to import: annotator, status, replace_accepted")
 
 
 class PhoneUploadToken(models.Model):

@@ -70,6 +70,13 @@ def groups_split(*, group_a: AnnotatorGroup, group_b: AnnotatorGroup, photos: Qu
     return counts
 
 
+def group_unassign_untouched(*, group: AnnotatorGroup, by) -> int:
+    """Take back the group's photos nobody has annotated yet; returns how many."""
+    _require_admin(by)
+    n, _ = Assignment.objects.filter(group=group).exclude(photo__annotations__isnull=False).delete()
+    return n
+
+
 # --------------------------------------------------------------------------- rules
 def review_refusal(*, user, annotation: PhotoAnnotation) -> str | None:
     """Why `user` may not review `annotation`, or None when they may."""

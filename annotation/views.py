@@ -10,7 +10,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.module_loading import import_string
@@ -100,35 +99,23 @@ def case_create(request):
         if form.is_valid():
             d = form.cleaned_data
             uploads = request.FILES.getlist("photos")
-            result = None
             try:
-                with transaction.atomic():
-                    case = services.case_create(
-                        patient_code=d["patient_code"],
-                        sex=d["sex"],
-                        birth_year=d["birth_year"],
-                        body_site=d["body_site"],
-                        clinical_history=d["clinical_history"],
-                        age_at_visit=d["age_at_visit"],
-                        created_by=request.user,
-                    )
-                    result = services.photos_attach_batch(
-                        case=case, uploads=uploads, uploaded_by=request.user, modality=d["modality"]
-                    )
-                    if uploads and not result.photos:
-                        # Every photo was refused: create nothing, so a corrected resubmit
-                        # does not leave an empty duplicate case behind.
-                        raise _NothingStored()
-            except _NothingStored:
-                for err in result.errors:
+                case, result = services.case_create_with_photos(
+                    patient_code=d["patient_code"],
+                    sex=d["sex"],
+                    birth_year=d["birth_year"],
+                    body_site=d["body_site"],
+                    clinical_history=d["clinical_history"],
+                    age_at_visit=d["age_at_visit"],
+                    uploads=uploads,
+                    uploaded_by=request.user,
+                    modality=d["modality"],
+                )
+            except services.NothingStored as exc:
+                for err in exc.errors:
                     form.add_error(None, err["error"])
             except ValidationError as exc:
                 form.add_error(None, "; ".join(exc.messages))
-            except BaseException:
-                if result is not None:  # rolled back: remove the files already written
-                    for photo in result.photos:
-                        services._delete_stored(photo.file.name, keep_if_referenced=False)
-                raise
             else:
                 if request.headers.get("accept", "").startswith("application/json"):
                     return JsonResponse({"case": case.pk, "url": case_url(case), **result.as_dict()}, status=201)
@@ -140,10 +127,6 @@ def case_create(request):
         if request.headers.get("accept", "").startswith("application/json"):
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
     return render(request, "annotation/case_create.html", {"form": form, "max_upload_bytes": settings.DERM_MAX_UPLOAD_BYTES})
-
-
-class _NothingStored(Exception):
-    pass
 
 
 def case_url(case) -> str:
@@ -287,21 +270,24 @@ def cases_export(request):
 
 
 # ------------------------------------------------------------------ taxonomy
-def _taxonomy_edit(request, taxonomy) -> None:
+def _taxonomy_edits(request, taxonomy) -> tuple[dict, dict]:
+    """The edit form's names and grades, keyed by sub-class / meta-class pk (absent fields are left out)."""
+    subs, metas = {}, {}
     for sub in SubClass.objects.filter(taxonomy=taxonomy):
         name = request.POST.get(f"sub-{sub.pk}-name")
-        grade = request.POST.get(f"sub-{sub.pk}-grade")
         if name is None:
             continue
+        grade = request.POST.get(f"sub-{sub.pk}-grade")
         try:
             parsed = int(grade) if grade else None
         except ValueError:
             raise ValidationError({"malignancy_grade": f"Grade of {sub.code} must be 1, 2, 3 or empty (not a tumour)."})
-        services.subclass_update(sub_class=sub, by=request.user, display_name=name, malignancy_grade=parsed)
+        subs[sub.pk] = (name, parsed)
     for meta in MetaClass.objects.filter(taxonomy=taxonomy):
         name = request.POST.get(f"meta-{meta.pk}-name")
         if name is not None:
-            services.metaclass_update(meta_class=meta, by=request.user, display_name=name)
+            metas[meta.pk] = name
+    return subs, metas
 
 
 def taxonomy_page(request, pk: int | None = None):
@@ -331,8 +317,8 @@ def taxonomy_page(request, pk: int | None = None):
                 messages.success(request, f"{taxonomy} is now the default taxonomy.")
                 return redirect("annotation:taxonomy_version", pk=taxonomy.pk)
             elif action == "edit":
-                with transaction.atomic():  # all names and grades, or none
-                    _taxonomy_edit(request, taxonomy)
+                subs, metas = _taxonomy_edits(request, taxonomy)
+                services.taxonomy_edit(taxonomy=taxonomy, by=request.user, sub_classes=subs, meta_classes=metas)
                 messages.success(request, "Taxonomy saved.")
                 return redirect("annotation:taxonomy_version", pk=taxonomy.pk)
         except (services.TaxonomyError, ValidationError) as exc:

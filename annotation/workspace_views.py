@@ -1,5 +1,5 @@
 """HTML pages of the annotation workspace. Thin: services in boxes.py / review.py /
-voc_coco.py / crops.py, reads in boxes.py / agreement.py; the editor itself is
+interchange/ / crops.py, reads in boxes.py / agreement.py; the editor itself is
 static/annotation/workspace.js talking to annotation/workspace_api.py."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from derm_portal import roles
 
 from . import agreement, boxes, review
-from .models import AnnotationStatus, AnnotatorGroup, Assignment, Crop, ExclusionReason, Photo, PhotoAnnotation
+from .models import AnnotationStatus, AnnotatorGroup, Crop, ExclusionReason, Photo, PhotoAnnotation
 from .selectors import photo_get, taxonomy_default, taxonomy_tree
 from derm_portal.roles import require_role
 
@@ -132,7 +132,7 @@ def groups_page(request):
                 messages.success(request, "Assigned: " + ", ".join(f"{k} {v} photo(s)" for k, v in counts.items()))
             elif request.POST.get("action") == "unassign":
                 group = get_object_or_404(AnnotatorGroup, pk=request.POST.get("group"))
-                n, _ = Assignment.objects.filter(group=group).exclude(photo__annotations__isnull=False).delete()
+                n = review.group_unassign_untouched(group=group, by=request.user)
                 messages.success(request, f"{n} untouched photo(s) unassigned from {group.name}.")
         except boxes.AnnotationError as exc:
             messages.error(request, str(exc))
@@ -176,7 +176,7 @@ def gold_toggle(request, pk: int):
     ann = get_object_or_404(PhotoAnnotation, pk=pk)
     photo_get(user=request.user, pk=ann.photo_id)
     try:
-        review.gold_set(annotation=ann, by=request.user, is_gold=request.POST.get("gold") == "1")
+        ann = review.gold_set(annotation=ann, by=request.user, is_gold=request.POST.get("gold") == "1")
         messages.success(request, f"Annotation {ann.pk} is {'now' if ann.is_gold else 'no longer'} the gold reference of photo {ann.photo_id}.")
     except boxes.AnnotationError as exc:
         messages.error(request, str(exc))
@@ -186,7 +186,8 @@ def gold_toggle(request, pk: int):
 # --------------------------------------------------------------------------- import / export
 @require_role(*roles.CAN_ANNOTATE)
 def io_page(request):
-    from . import voc_coco
+    from .interchange import coco, export, jobs, voc
+    from .interchange.limits import limit
 
     report = None
     is_admin = roles.has_role(request.user, roles.ADMIN)
@@ -199,25 +200,30 @@ def io_page(request):
                 images = {f.name: f.read() for f in request.FILES.getlist("images")}
                 if not xmls:
                     raise boxes.AnnotationError("Choose one or more .xml files.")
-                report = voc_coco.voc_import(files=xmls, user=request.user, status=status, images=images,
+                report = voc.voc_import(files=xmls, user=request.user, status=status, images=images,
                                              create_cases=bool(request.POST.get("create_cases")))
             elif action == "import_coco":
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
-                report = voc_coco.coco_import(data=upload.read(), source=upload.name, user=request.user, status=status)
+                if upload.size > limit("INLINE_BYTES"):
+                    run = jobs.box_import_enqueue(data=upload.read(), source=upload.name, user=request.user, status=status)
+                    messages.success(request, f"{upload.name} is large: queued as import {run.pk} on the long queue; "
+                                              "its progress and result show below (reload).")
+                    return redirect("annotation:workspace_io")
+                report = coco.coco_import(data=upload.read(), source=upload.name, user=request.user, status=status)
             elif action == "export":
                 statuses = request.POST.getlist("export_status") or [AnnotationStatus.ACCEPTED]
-                anns = voc_coco.annotations_for_export(user=request.user, statuses=statuses)
+                anns = export.annotations_for_export(user=request.user, statuses=statuses)
                 fmt = request.POST.get("format")
                 if fmt == "coco":
-                    resp = HttpResponse(json.dumps(voc_coco.export_coco(anns), indent=1), content_type="application/json")
+                    resp = HttpResponse(json.dumps(export.export_coco(anns), indent=1), content_type="application/json")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes-coco.json"'
                 elif fmt == "csv":
-                    resp = HttpResponse(voc_coco.export_csv(anns), content_type="text/csv")
+                    resp = HttpResponse(export.export_csv(anns), content_type="text/csv")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes.csv"'
                 else:
-                    resp = HttpResponse(voc_coco.export_voc_zip(anns), content_type="application/zip")
+                    resp = HttpResponse(export.export_voc_zip(anns), content_type="application/zip")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes-voc.zip"'
                 return resp
         except boxes.AnnotationError as exc:
@@ -227,6 +233,7 @@ def io_page(request):
     return render(request, "annotation/workspace_io.html", {
         "report": report, "is_admin": is_admin, "statuses": AnnotationStatus.choices,
         "can_create_cases": roles.has_role(request.user, roles.CAN_EDIT_CASES),
+        "runs": jobs.box_import_runs(user=request.user),
     })
 
 

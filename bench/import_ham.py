@@ -64,7 +64,7 @@ def main() -> int:
         from django.conf import settings
         from django.core.management import call_command
 
-        from annotation.importers import import_dataset
+        from annotation.interchange.dataset import import_dataset
         from annotation.models import Case, DiagnosisLabel, Photo
         from annotation.services import taxonomy_load_default
 
@@ -79,11 +79,8 @@ def main() -> int:
             times.append(dt)
             print(
                 f"run {run}: {dt:7.1f} s  rows {summary.rows}  cases +{summary.cases_created}  photos +{summary.photos_added} "
-                f"(present {summary.photos_existing})  labels +{summary.labels_added} (present {summary.labels_existing})  "
-                f"bad rows {len(summary.bad_rows)}"
+                f"(present {summary.photos_existing})  labels +{summary.labels_added} (present {summary.labels_existing})"
             )
-            for line in summary.bad_rows[:5]:
-                print("   ", line)
         media = Path(settings.MEDIA_ROOT)
         files = sum(1 for p in media.rglob("*") if p.is_file())
         print(

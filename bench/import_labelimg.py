@@ -71,7 +71,7 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from annotation import voc_coco
+    from annotation.interchange import voc
     from annotation.models import Box, Photo
     from annotation.services import taxonomy_load_default
     from derm_portal import roles
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"generated {args.photos} photos {size[0]}x{size[1]} + XML ({n_boxes} boxes, {mb:.1f} MB) in {t_gen:.1f} s")
 
     t0 = time.perf_counter()
-    rep = voc_coco.voc_import_folder(folder=folder, user=admin, create_cases=True, patient_prefix="BENCH-")
+    rep = voc.voc_import_folder(folder=folder, user=admin, create_cases=True, patient_prefix="BENCH-")
     t_create = time.perf_counter() - t0
     assert not rep.errors, rep.errors[:3]
     assert Photo.objects.count() == args.photos and Box.objects.count() == n_boxes
@@ -101,7 +101,7 @@ def main() -> None:
           f"({args.photos / t_create:.0f} photos/s) -> {'PASS' if t_create < 60 else 'FAIL'} (< 60 s)")
 
     t0 = time.perf_counter()
-    rep = voc_coco.voc_import_folder(folder=folder, user=admin)
+    rep = voc.voc_import_folder(folder=folder, user=admin)
     t_boxes = time.perf_counter() - t0
     assert not rep.errors and Box.objects.count() == n_boxes
     print(f"re-import onto existing photos: {rep.summary()} in {t_boxes:.1f} s ({args.photos / t_boxes:.0f} photos/s)")

@@ -8,8 +8,9 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from annotation import importers, services
-from annotation.importers import ImportErrorFatal, import_dataset
+from annotation import services
+from annotation.interchange import dataset as importers
+from annotation.interchange.dataset import ImportErrorFatal, ImportRejected, import_dataset
 from annotation.models import Case, DiagnosisLabel, ImportRun, LabelChange, Photo
 from tests.factories import image_bytes
 
@@ -45,6 +46,15 @@ def ham_folder(tmp_path) -> Path:
         "HAM_B,ISIC_3,mel,follow_up,60.0,female,face",  # line 4
         "HAM_C,ISIC_4,bkl,consensus,,unknown,trunk",  # line 5
         "HAM_D,ISIC_5,bcc,confocal,70,male,scalp",  # line 6
+    ]
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def ham_bad_folder(ham_folder) -> Path:
+    """ham_folder with seven bad rows after its five good ones."""
+    rows = [
         "HAM_E,ISIC_6,xyz,histo,50,male,back",  # line 7: unknown label
         "HAM_F,ISIC_404,nv,histo,50,male,back",  # line 8: missing image
         "HAM_G,ISIC_7,nv,histo,50,male,back",  # line 9: corrupt image
@@ -53,8 +63,9 @@ def ham_folder(tmp_path) -> Path:
         "HAM_J,ISIC_10,nv,histo,-5,male,back",  # line 12: negative age
         "HAM_K,ISIC_11,nv,histo,inf,male,back",  # line 13: infinite age
     ]
-    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    with (ham_folder / "metadata.csv").open("a") as fh:
+        fh.write("\n".join(rows) + "\n")
+    return ham_folder
 
 
 EXPECTED_BAD = {
@@ -69,18 +80,29 @@ EXPECTED_BAD = {
 
 
 @pytest.mark.django_db
-def test_ham_import_creates_cases_photos_labels_and_reports_bad_rows(ham_folder, taxonomy):
+def test_bad_rows_are_all_reported_and_nothing_is_imported(ham_bad_folder, taxonomy):
+    files_before = media_files()
+    with pytest.raises(ImportRejected) as exc:
+        import_dataset(ham_bad_folder)
+    problems = exc.value.problems
+    assert len(problems) == len(EXPECTED_BAD)
+    for line, fragment in EXPECTED_BAD.items():
+        matching = [b for b in problems if b.startswith(f"metadata.csv line {line}: ")]
+        assert len(matching) == 1 and fragment in matching[0], (line, problems)
+    assert "corrupt" in next(b for b in problems if "line 9:" in b)
+    assert str(exc.value).startswith("metadata.csv: 7 bad row(s); nothing was imported.")
+    assert not Case.objects.exists() and not Photo.objects.exists() and not ImportRun.objects.exists()
+    assert media_files() == files_before
+
+
+@pytest.mark.django_db
+def test_ham_import_creates_cases_photos_labels(ham_folder, taxonomy):
     files_before = media_files()
     summary = import_dataset(ham_folder)
 
-    assert summary.kind == "ham10000" and summary.rows == 12
+    assert summary.kind == "ham10000" and summary.rows == 5
     assert (summary.cases_created, summary.photos_added, summary.labels_added) == (4, 5, 4)
     assert summary.labels_existing == 1  # the second photo of HAM_A shares its label
-    assert len(summary.bad_rows) == len(EXPECTED_BAD)
-    for line, fragment in EXPECTED_BAD.items():
-        matching = [b for b in summary.bad_rows if b.startswith(f"metadata.csv line {line}: ")]
-        assert len(matching) == 1 and fragment in matching[0], (line, summary.bad_rows)
-    assert "corrupt" in next(b for b in summary.bad_rows if "line 9:" in b)
 
     a = Case.objects.get(external_id="HAM_A")
     assert a.photos.count() == 2 and a.patient.code == "HAM-HAM_A" and a.patient.sex == "male"
@@ -97,9 +119,6 @@ def test_ham_import_creates_cases_photos_labels_and_reports_bad_rows(ham_folder,
         assert case.status == "open"
     assert Case.objects.get(external_id="HAM_C").age_at_visit is None
     assert LabelChange.objects.filter(note__startswith="imported from metadata.csv line").count() == 4
-
-    # Bad rows leave nothing: no case, no photo, no orphan file.
-    assert not Case.objects.filter(external_id__in=["HAM_E", "HAM_F", "HAM_G", "HAM_H", "HAM_I", "HAM_J", "HAM_K"]).exists()
     assert media_files() == files_before + 5
     assert ImportRun.objects.get().summary["photos_added"] == 5
 
@@ -121,19 +140,20 @@ def test_second_run_adds_nothing_and_reads_no_image(ham_folder, taxonomy, monkey
     again = import_dataset(ham_folder)
     assert (again.cases_created, again.photos_added, again.labels_added) == (0, 0, 0)
     assert again.photos_existing == 5 and again.labels_existing == 5
-    assert len(again.bad_rows) == len(EXPECTED_BAD)
-    assert decoded == ["ISIC_7.jpg"]  # only the bad row is tried again; present photos are not re-read
+    assert decoded == []  # present photos are not re-read
     assert (Case.objects.count(), Photo.objects.count(), DiagnosisLabel.objects.count(), LabelChange.objects.count()) == counts
     assert media_files() == files
 
 
 @pytest.mark.django_db
-def test_fixed_rows_import_on_the_next_run(ham_folder, taxonomy):
-    import_dataset(ham_folder)
-    csv = (ham_folder / "metadata.csv").read_text().replace("HAM_H,ISIC_8,nv,histo,forty", "HAM_H,ISIC_8,nv,histo,40")
-    (ham_folder / "metadata.csv").write_text(csv)
-    again = import_dataset(ham_folder)
-    assert (again.cases_created, again.photos_added, again.labels_added) == (1, 1, 1)
+def test_fixed_rows_import_on_the_next_run(ham_bad_folder, taxonomy):
+    with pytest.raises(ImportRejected):
+        import_dataset(ham_bad_folder)
+    lines = (ham_bad_folder / "metadata.csv").read_text().splitlines()
+    fixed = lines[:6] + ["HAM_H,ISIC_8,nv,histo,40,male,back"]
+    (ham_bad_folder / "metadata.csv").write_text("\n".join(fixed) + "\n")
+    again = import_dataset(ham_bad_folder)
+    assert (again.cases_created, again.photos_added, again.labels_added) == (5, 6, 5)
     assert Case.objects.get(external_id="HAM_H").age_at_visit == 40
 
 
@@ -148,14 +168,14 @@ def test_a_row_failing_after_its_photo_was_written_leaves_no_file(ham_folder, ta
 
     monkeypatch.setattr(importers.services, "label_record", flaky)
     before = media_files()
-    summary = import_dataset(ham_folder, bulk=False)  # the row-by-row path
-    assert any(b.startswith("metadata.csv line 4: label store unavailable") for b in summary.bad_rows)
-    assert not Case.objects.filter(external_id="HAM_B").exists()
-    assert summary.photos_added == 4 and media_files() == before + 4
-    # and the row imports fully on the next run
+    with pytest.raises(ImportRejected) as exc:
+        import_dataset(ham_folder, bulk=False)  # the row-by-row path
+    assert exc.value.problems == ["metadata.csv line 4: label store unavailable"]
+    assert not Case.objects.exists() and media_files() == before  # the photos of the other rows are gone too
+    # and everything imports on the next run
     monkeypatch.setattr(importers.services, "label_record", real)
     again = import_dataset(ham_folder)
-    assert (again.cases_created, again.photos_added, again.labels_added) == (1, 1, 1)
+    assert (again.cases_created, again.photos_added, again.labels_added) == (4, 5, 4)
 
 
 @pytest.mark.django_db
@@ -195,7 +215,6 @@ def test_a_failing_bulk_write_falls_back_to_rows_and_leaves_no_orphan_file(ham_f
     before = media_files()
     summary = import_dataset(ham_folder)
     assert (summary.cases_created, summary.photos_added, summary.labels_added) == (4, 5, 4)
-    assert len(summary.bad_rows) == len(EXPECTED_BAD)
     assert media_files() == before + 5  # the files of the failed bulk attempt were removed
     assert LabelChange.objects.count() == 4
 
@@ -217,12 +236,33 @@ def generic_folder(tmp_path) -> Path:
         "a2.jpg,bcc,1001,histopathology,dermoscopic\n"  # 3
         "b1.webp,df,1002,,clinical\n"  # 4: no source -> clinical impression
         "c1.jpg,vasc,1003,follow_up,\n"  # 5: no modality -> clinical
+    )
+    return folder
+
+
+@pytest.fixture
+def generic_bad_folder(generic_folder) -> Path:
+    with (generic_folder / "labels.csv").open("a") as fh:
+        fh.write(
         "d1.jpg,nv,1004,clinical,xray\n"  # 6: unknown modality
         "e1.gif,nv,1005,clinical,clinical\n"  # 7: GIF refused
         "missing.jpg,nv,1006,consensus,clinical\n"  # 8
         ",nv,1007,consensus,clinical\n"  # 9: empty image name
-    )
-    return folder
+        )
+    return generic_folder
+
+
+@pytest.mark.django_db
+def test_generic_bad_rows(generic_bad_folder, taxonomy):
+    with pytest.raises(ImportRejected) as exc:
+        import_dataset(generic_bad_folder)
+    bad = {int(b.split(" line ")[1].split(":")[0]): b for b in exc.value.problems}
+    assert sorted(bad) == [6, 7, 8, 9]
+    assert "unknown modality 'xray'" in bad[6]
+    assert "GIF images are not accepted" in bad[7]
+    assert "images/missing.jpg not found" in bad[8]
+    assert "empty case id or image name" in bad[9]
+    assert not Case.objects.exists()
 
 
 @pytest.mark.django_db
@@ -230,12 +270,6 @@ def test_generic_import(generic_folder, taxonomy):
     summary = import_dataset(generic_folder)
     assert summary.kind == "generic"
     assert (summary.cases_created, summary.photos_added, summary.labels_added) == (3, 4, 3)
-    bad = {int(b.split(" line ")[1].split(":")[0]): b for b in summary.bad_rows}
-    assert sorted(bad) == [6, 7, 8, 9]
-    assert "unknown modality 'xray'" in bad[6]
-    assert "GIF images are not accepted" in bad[7]
-    assert "images/missing.jpg not found" in bad[8]
-    assert "empty case id or image name" in bad[9]
 
     c1 = Case.objects.get(external_id="P:1001")
     assert c1.patient.code == "P-1001"
@@ -269,14 +303,21 @@ def test_folder_without_csv_is_fatal(tmp_path, taxonomy):
 
 
 @pytest.mark.django_db
-def test_command_prints_summary_with_line_numbers(ham_folder, taxonomy, capsys):
+def test_command_prints_summary(ham_folder, taxonomy, capsys):
     out = io.StringIO()
     call_command("import_dataset", str(ham_folder), stdout=out)
     text = out.getvalue()
-    assert "ham10000 import: 12 rows" in text
+    assert "ham10000 import: 5 rows" in text
     assert "cases created  4" in text and "photos added   5" in text
-    assert "bad rows       7" in text and "metadata.csv line 8:" in text
-    assert "12/12" in capsys.readouterr().err  # the tqdm progress bar
+    assert "5/5" in capsys.readouterr().err  # the tqdm progress bar
+
+
+@pytest.mark.django_db
+def test_command_lists_every_bad_row(ham_bad_folder, taxonomy):
+    with pytest.raises(CommandError) as exc:
+        call_command("import_dataset", str(ham_bad_folder), "--no-progress")
+    assert "nothing was imported" in str(exc.value)
+    assert all(f"metadata.csv line {line}:" in str(exc.value) for line in EXPECTED_BAD)
 
 
 @pytest.mark.django_db
@@ -292,6 +333,5 @@ def test_an_unexpected_crash_stops_the_import_and_leaves_no_orphan_file(ham_fold
     before = media_files()
     with pytest.raises(RuntimeError, match="disk full"):
         import_dataset(ham_folder, bulk=False)
-    # rows before the crash are committed; the crashing row left neither row nor file
-    assert sorted(Case.objects.values_list("external_id", flat=True)) == ["HAM_A", "HAM_B"]
-    assert media_files() == before + 3
+    # all or nothing: the rows before the crash are rolled back too, and their files removed
+    assert not Case.objects.exists() and media_files() == before

@@ -244,3 +244,16 @@ def test_expert_reference_becomes_gold_without_peer_review(setup, users, client)
     assert ann.events.last().action == "gold"
     client.force_login(setup["a2"])  # annotators get no such button
     assert "Use as gold reference" not in client.get(reverse("annotation:workspace_photo", args=[setup["photo"].pk])).content.decode()
+
+
+def test_gold_toggle_message_says_what_just_happened(setup, users, client):
+    derm = users[roles.DERMATOLOGIST]
+    ann = boxes.annotation_save(photo=setup["photo"], user=derm, boxes=[BOX], submit=True)
+    client.force_login(derm)
+    url = reverse("annotation:workspace_gold", args=[ann.pk])
+    page = client.post(url, {"gold": "1"}, follow=True).content.decode()
+    assert f"Annotation {ann.pk} is now the gold reference of photo {ann.photo_id}." in page
+    page = client.post(url, {"gold": "0"}, follow=True).content.decode()
+    assert f"Annotation {ann.pk} is no longer the gold reference of photo {ann.photo_id}." in page
+    ann.refresh_from_db()
+    assert not ann.is_gold

@@ -438,17 +438,19 @@ def test_two_simultaneous_uploads_of_one_photo_store_it_once(case, monkeypatch):
     from tests.conftest import need
 
     need(connection.vendor == "postgresql", "concurrent writers need PostgreSQL (SQLite serialises them)")
-    real_content_file = services.ContentFile
+    from annotation import cases
+
+    real_content_file = cases.ContentFile
     barrier = threading.Barrier(2, timeout=30)
 
     def after_the_check(content, *args, **kwargs):
         barrier.wait()  # both uploads have passed the "already in the case?" check
         return real_content_file(content, *args, **kwargs)
 
-    monkeypatch.setattr(services, "ContentFile", after_the_check)
+    monkeypatch.setattr(cases, "ContentFile", after_the_check)
     deleted = []
-    real_delete = services._delete_stored
-    monkeypatch.setattr(services, "_delete_stored", lambda name, **kw: deleted.append(name) or real_delete(name, **kw))
+    real_delete = cases.stored_file_delete
+    monkeypatch.setattr(cases, "stored_file_delete", lambda name, **kw: deleted.append(name) or real_delete(name, **kw))
     before = media_files()
     data = image_bytes("JPEG", color=(77, 66, 55))
     outcomes = []

@@ -9,7 +9,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import voc_coco
+from annotation.interchange import export
 from annotation.models import AnnotationStatus
 
 
@@ -34,17 +34,17 @@ class Command(BaseCommand):
             ann_user = User.objects.filter(username=annotator).first()
             if ann_user is None:
                 raise CommandError(f"unknown annotator {annotator}")
-        anns = voc_coco.annotations_for_export(user=user, statuses=status, annotator=ann_user)
+        anns = export.annotations_for_export(user=user, statuses=status, annotator=ann_user)
         out_path = Path(out)
         if format == "voc":
             out_path.mkdir(parents=True, exist_ok=True)
-            files = voc_coco.export_voc(anns)
+            files = export.export_voc(anns)
             for name, data in files.items():
                 (out_path / name).write_bytes(data)
         elif format == "coco":
             import json
 
-            out_path.write_text(json.dumps(voc_coco.export_coco(anns), indent=1))
+            out_path.write_text(json.dumps(export.export_coco(anns), indent=1))
         else:
-            out_path.write_text(voc_coco.export_csv(anns))
+            out_path.write_text(export.export_csv(anns))
         self.stdout.write(self.style.SUCCESS(f"{len(anns)} photo(s) exported as {format} to {out_path}"))

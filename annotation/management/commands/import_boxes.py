@@ -7,9 +7,11 @@ Problems are printed per file and line; everything else is imported."""
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import voc_coco
+from annotation.boxes import AnnotationError
+from annotation.interchange import coco, limits, voc
 from annotation.models import AnnotationStatus
 
 
@@ -40,12 +42,16 @@ class Command(BaseCommand):
             raise CommandError(f"{p} does not exist")
         fmt = format if format != "auto" else ("coco" if p.suffix.lower() == ".json" else "voc")
         common = dict(user=user, annotator=annotator_user, status=status, replace_accepted=replace_accepted)
-        if fmt == "coco":
-            report = voc_coco.coco_import(data=p.read_bytes(), source=p.name, **common)
-        elif p.is_dir():
-            report = voc_coco.voc_import_folder(folder=p, create_cases=create_cases, patient_prefix=patient_prefix, **common)
-        else:
-            report = voc_coco.voc_import(files=[(p.name, p.read_bytes())], **common)
+        try:
+            if fmt == "coco":
+                limits.check_size(p.name, p.stat().st_size)  # before reading it into memory
+                report = coco.coco_import(data=p.read_bytes(), source=p.name, **common)
+            elif p.is_dir():
+                report = voc.voc_import_folder(folder=p, create_cases=create_cases, patient_prefix=patient_prefix, **common)
+            else:
+                report = voc.voc_import(files=[(p.name, p.read_bytes())], **common)
+        except (AnnotationError, PermissionDenied) as exc:
+            raise CommandError(str(exc))
         for e in report.errors:
             where = f"{e['file']}:{e['line']}" if e["line"] else e["file"]
             self.stderr.write(f"{where}: {e['message']}")

@@ -4,12 +4,13 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.importers import ImportErrorFatal, import_dataset
+from annotation.interchange.dataset import ImportErrorFatal, import_dataset
 from annotation.services import taxonomy_load_default
 
 
 class Command(BaseCommand):
-    help = "Import a HAM10000-style (metadata.csv) or generic (labels.csv) photo folder. Idempotent."
+    help = ("Import a HAM10000-style (metadata.csv) or generic (labels.csv) photo folder. Every row is checked first; "
+            "any bad row is listed with its line and nothing is imported. Idempotent.")
 
     def add_arguments(self, parser):
         parser.add_argument("folder")

@@ -5,47 +5,53 @@ images/<image_id>.jpg. Generic: labels.csv (image, label, case_id[, source, moda
 age, site]) and images/<image>. lesion_id/case_id -> case, dx/label -> sub-class, dx_type
 histo -> confirmed histopathology, others -> their source.
 Idempotent: a second run adds nothing (present photos are recognised by (case, file name)
-without reading the file). Bad rows are reported with their line number and skipped.
+without reading the file). All or nothing: every row is checked first (dataset_rows.py)
+and the rows are written in one transaction; any bad row, a photo that cannot be decoded
+included, is reported with its line number and nothing is imported.
 
 Speed: rows are validated and their photos decoded first, then each chunk of rows is
 written with a handful of bulk INSERTs in one transaction (a few queries per 200 rows
 instead of ~20 per row). If a chunk's bulk write fails for any reason, its files are
 removed and the chunk is imported again row by row through the services, where each
-row is its own savepoint, so the row at fault is reported and the others land.
+row is its own savepoint, so the row at fault is named.
 """
 from __future__ import annotations
 
-import csv
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from . import services
-from .images import CleanImage, ImageRejected, clean_image
-from .models import Case, CaseStatus, DiagnosisLabel, ImportRun, LabelChange, LabelSource, Modality, Patient, Photo, SubClass, Taxonomy
+from .. import services
+from ..images import ImageRejected, clean_image
+from ..models import (
+    Case,
+    CaseStatus,
+    DiagnosisLabel,
+    ImportRun,
+    LabelChange,
+    LabelSource,
+    Modality,
+    Patient,
+    Photo,
+    SubClass,
+    Taxonomy,
+)
+from .dataset_rows import (
+    ImportErrorFatal,
+    ImportRejected,
+    Row,
+    detect,
+    read_rows,
+    validate_rows,
+)
 
-SOURCE_MAP = {
-    "histo": LabelSource.HISTOPATHOLOGY,
-    "histopathology": LabelSource.HISTOPATHOLOGY,
-    "follow_up": LabelSource.FOLLOW_UP,
-    "followup": LabelSource.FOLLOW_UP,
-    "consensus": LabelSource.CONSENSUS,
-    "confocal": LabelSource.CONFOCAL,
-    "clinical": LabelSource.CLINICAL,
-    "clinical_impression": LabelSource.CLINICAL,
-}
-SEX_MAP = {"male": "male", "m": "male", "female": "female", "f": "female", "": "unknown", "unknown": "unknown"}
-
-
-class ImportErrorFatal(ValueError):
-    """The folder itself cannot be imported (no CSV, wrong columns)."""
-
+__all__ = ["ImportErrorFatal", "ImportRejected", "ImportSummary", "import_dataset"]
 
 @dataclass
 class ImportSummary:
@@ -56,7 +62,6 @@ class ImportSummary:
     photos_existing: int = 0
     labels_added: int = 0
     labels_existing: int = 0
-    bad_rows: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -68,52 +73,11 @@ class ImportSummary:
             f"  cases created  {self.cases_created}",
             f"  photos added   {self.photos_added} (already present {self.photos_existing})",
             f"  labels added   {self.labels_added} (already present {self.labels_existing})",
-            f"  bad rows       {len(self.bad_rows)}",
         ]
-        lines += [f"    {b}" for b in self.bad_rows[:50]]
-        if len(self.bad_rows) > 50:
-            lines.append(f"    ... and {len(self.bad_rows) - 50} more")
         return "\n".join(lines)
 
 
-def detect(folder: Path) -> tuple[str, Path]:
-    if (folder / "metadata.csv").exists():
-        return "ham10000", folder / "metadata.csv"
-    if (folder / "labels.csv").exists():
-        return "generic", folder / "labels.csv"
-    raise ImportErrorFatal(f"{folder}: neither metadata.csv (HAM10000-style) nor labels.csv (generic) was found.")
-
-
 CHUNK_ROWS = 200
-
-REQUIRED = {"ham10000": ["lesion_id", "image_id", "dx"], "generic": ["image", "label", "case_id"]}
-
-
-def _find_image(images_dir: Path, name: str) -> Path | None:
-    p = images_dir / name
-    if p.suffix and p.exists():
-        return p
-    for ext in (".jpg", ".jpeg", ".png", ".webp", ".JPG", ".PNG"):
-        cand = images_dir / f"{name}{ext}"
-        if cand.exists():
-            return cand
-    return p if p.exists() else None
-
-
-@dataclass
-class _Row:
-    line: int
-    external_id: str
-    patient_code: str
-    sex: str
-    site: str
-    age: int | None
-    path: Path
-    modality: str
-    sub_class: SubClass
-    source: str
-    clean: CleanImage | None = None
-
 
 @dataclass
 class _Known:
@@ -121,53 +85,7 @@ class _Known:
 
     cases: dict[str, int]
     names: set[tuple[int, str]]
-    labels: set[tuple[int, str]]
-
-
-def _parse_row(kind: str, row: dict, line: int, *, subs, taxonomy, modality, prefix, images_dir) -> _Row:
-    """Validate one CSV row (no database, no image decoding); ValueError says what is wrong."""
-    if kind == "ham10000":
-        case_key, image_name, label = row["lesion_id"].strip(), row["image_id"].strip(), row["dx"].strip()
-        source_raw = (row.get("dx_type") or "").strip().lower()
-        site = (row.get("localization") or "").strip()
-        row_modality = modality
-    else:
-        case_key, image_name, label = row["case_id"].strip(), row["image"].strip(), row["label"].strip()
-        source_raw = (row.get("source") or "clinical").strip().lower()
-        site = (row.get("site") or row.get("body_site") or "").strip()
-        row_modality = modality or (row.get("modality") or Modality.CLINICAL).strip().lower()
-    sex = SEX_MAP.get((row.get("sex") or "").strip().lower(), "unknown")
-    age_raw = (row.get("age") or "").strip()
-    if not case_key or not image_name:
-        raise ValueError("empty case id or image name")
-    if label not in subs:
-        raise ValueError(f"label {label!r} is not a sub-class of {taxonomy}")
-    source = SOURCE_MAP.get(source_raw)
-    if source is None:
-        raise ValueError(f"unknown label source {source_raw!r} (expected one of {', '.join(sorted(SOURCE_MAP))})")
-    if row_modality not in Modality.values:
-        raise ValueError(f"unknown modality {row_modality!r}")
-    try:
-        age = int(float(age_raw)) if age_raw else None
-    except (ValueError, OverflowError):
-        raise ValueError(f"age {age_raw!r} is not a number")
-    if age is not None and not 0 <= age <= 130:
-        raise ValueError(f"age {age_raw!r} is outside 0-130")
-    path = _find_image(images_dir, image_name)
-    if path is None:
-        raise ValueError(f"image file images/{image_name} not found")
-    return _Row(
-        line=line,
-        external_id=f"{prefix}:{case_key}" if kind == "generic" else case_key,
-        patient_code=f"{prefix}-{case_key}",
-        sex=sex,
-        site=site,
-        age=age,
-        path=path,
-        modality=row_modality,
-        sub_class=subs[label],
-        source=source,
-    )
+    labels: dict[tuple[int, str], int]  # (case pk, source) -> sub-class pk
 
 
 def import_dataset(
@@ -180,6 +98,8 @@ def import_dataset(
     progress: Callable[[int, int], None] | None = None,
     bulk: bool = True,
 ) -> ImportSummary:
+    """Check every row, then import all of them in one transaction, or nothing: ImportRejected
+    lists every bad row (a photo that cannot be decoded included) with its line number."""
     folder = Path(folder)
     kind, csv_path = detect(folder)
     images_dir = folder / "images"
@@ -191,56 +111,66 @@ def import_dataset(
     prefix = patient_prefix if patient_prefix is not None else ("HAM" if kind == "ham10000" else "P")
     started = time.monotonic()
     summary = ImportSummary(kind=kind)
-
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED[kind] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ImportErrorFatal(f"{csv_path.name}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}.")
-        rows = list(reader)
+    rows, n_header = read_rows(kind, csv_path)
     total = len(rows)
 
     # What is already there, read once, so a re-run reads no image at all.
     known = _Known(
         cases=dict(Case.objects.exclude(external_id="").values_list("external_id", "pk")),
         names=set(Photo.objects.values_list("case_id", "original_name")),
-        labels=set(DiagnosisLabel.objects.values_list("case_id", "source")),
+        labels={(c, s): sub for c, s, sub in DiagnosisLabel.objects.values_list("case_id", "source", "sub_class_id")},
     )
-    bad: dict[int, str] = {}
+    ext_of = {pk: ext for ext, pk in known.cases.items()}
+    codes = dict(SubClass.objects.values_list("pk", "code"))
+    existing = {(ext_of[c], s): (sub, codes.get(sub, "?")) for (c, s), sub in known.labels.items() if c in ext_of}
+    parsed, problems = validate_rows(kind, rows, csv_name=csv_path.name, n_header=n_header, subs=subs, taxonomy=taxonomy,
+                                     modality=modality, prefix=prefix, images_dir=images_dir, existing_labels=existing)
+    bad: dict[int, str] = problems
+    written: list[str] = []  # every file stored by this run, removed again if the run is rolled back
 
     def report(line: int, message: str) -> None:
         bad[line] = f"{csv_path.name} line {line}: {message}"
 
-    for chunk_start in range(0, total, CHUNK_ROWS):
-        parsed: list[_Row] = []
-        for line, row in enumerate(rows[chunk_start : chunk_start + CHUNK_ROWS], start=chunk_start + 2):  # line 1: header
-            try:
-                parsed.append(
-                    _parse_row(kind, row, line, subs=subs, taxonomy=taxonomy, modality=modality, prefix=prefix, images_dir=images_dir)
-                )
-            except (ValueError, KeyError) as exc:
-                report(line, str(exc))
-        if bulk:
-            ready = _decode_new_photos(parsed, known, report)
-            try:
-                _write_chunk_bulk(ready, known, summary, user=user, csv_name=csv_path.name)
-            except Exception:  # anything at all: redo this chunk row by row, which names the bad row
-                for r in ready:
-                    _import_row(r, known, summary, user=user, csv_name=csv_path.name, report=report)
-        else:
-            for r in parsed:
-                _import_row(r, known, summary, user=user, csv_name=csv_path.name, report=report)
-        summary.rows = min(total, chunk_start + CHUNK_ROWS)
-        if progress:
-            progress(summary.rows, total)
-    summary.rows = total
-    summary.bad_rows = [bad[line] for line in sorted(bad)]
-    summary.seconds = time.monotonic() - started
-    ImportRun.objects.create(path=folder.name, kind=kind, summary=summary.as_dict(), started_by=user, finished_at=timezone.now())
+    if bad:  # refused: still decode the new photos of the other rows, to name every bad row at once
+        for r in parsed:
+            _decode_new_photos([r], known, report)
+            r.clean = None
+        raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
+
+    try:
+        with transaction.atomic():
+            for chunk_start in range(0, len(parsed), CHUNK_ROWS):
+                chunk = parsed[chunk_start : chunk_start + CHUNK_ROWS]
+                if bulk:
+                    ready = _decode_new_photos(chunk, known, report)
+                    if bad:
+                        continue  # the run will be refused: only look for more bad photos
+                    try:
+                        _write_chunk_bulk(ready, known, summary, user=user, csv_name=csv_path.name, written=written)
+                    except Exception:  # anything at all: redo this chunk row by row, which names the bad row
+                        for r in ready:
+                            _import_row(r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written)
+                elif not bad:
+                    for r in chunk:
+                        _import_row(r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written)
+                if progress:
+                    progress(min(total, chunk_start + CHUNK_ROWS), total)
+            if bad:
+                raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
+            summary.rows = total
+            summary.seconds = time.monotonic() - started
+            ImportRun.objects.create(path=folder.name, kind=kind, summary=summary.as_dict(), started_by=user,
+                                     finished_at=timezone.now())
+    except BaseException:
+        for name in written:
+            services.stored_file_delete(name, keep_if_referenced=True)
+        raise
+    if progress:
+        progress(total, total)
     return summary
 
 
-def _decode_new_photos(parsed: list[_Row], known: _Known, report) -> list[_Row]:
+def _decode_new_photos(parsed: list[Row], known: _Known, report) -> list[Row]:
     """Decode and clean the photos not yet in the database; rows with a bad photo are
     reported and dropped (they then create nothing, as in the row-by-row path)."""
     ready = []
@@ -259,19 +189,20 @@ def _decode_new_photos(parsed: list[_Row], known: _Known, report) -> list[_Row]:
     return ready
 
 
-def _write_chunk_bulk(rows: list[_Row], known: _Known, summary: ImportSummary, *, user, csv_name: str) -> None:
+def _write_chunk_bulk(rows: list[Row], known: _Known, summary: ImportSummary, *, user, csv_name: str,
+                      written: list[str]) -> None:
     """Write a chunk of validated rows with bulk INSERTs in one transaction. Same result
     as services.case_create / photo_attach / label_record row by row."""
     if not rows:
         return
     now = timezone.now()
     by = user if getattr(user, "pk", None) else None
-    written: list[str] = []
+    mine: list[str] = []
     counts = dict.fromkeys(("cases_created", "photos_added", "photos_existing", "labels_added", "labels_existing"), 0)
     try:
         with transaction.atomic():
             # Patients and cases for external ids not seen before (first row of a case wins).
-            new_cases: dict[str, _Row] = {}
+            new_cases: dict[str, Row] = {}
             for r in rows:
                 if r.external_id not in known.cases and r.external_id not in new_cases:
                     new_cases[r.external_id] = r
@@ -313,19 +244,19 @@ def _write_chunk_bulk(rows: list[_Row], known: _Known, summary: ImportSummary, *
                     original_name=r.path.name[:255], uploaded_by=by,
                 )
                 photo.file.save(f"upload.{r.clean.extension}", ContentFile(r.clean.content), save=False)
-                written.append(photo.file.name)
+                mine.append(photo.file.name)
                 photos.append(photo)
             Photo.objects.bulk_create(photos)
             counts["photos_added"] = len(photos)
 
             # Labels (one per case and source) and their history rows.
-            labels, changes, confirmed_cases, seen = [], [], set(), set()
+            labels, changes, confirmed_cases, seen = [], [], set(), {}
             for r in rows:
                 key = (case_pk[r.external_id], r.source)
                 if key in known.labels or key in seen:
                     counts["labels_existing"] += 1
                     continue
-                seen.add(key)
+                seen[key] = r.sub_class.pk
                 confirmed = r.source == LabelSource.HISTOPATHOLOGY
                 labels.append(DiagnosisLabel(
                     case_id=key[0], sub_class=r.sub_class, source=r.source, confirmed=confirmed, signed_by=by, signed_at=now,
@@ -346,9 +277,10 @@ def _write_chunk_bulk(rows: list[_Row], known: _Known, summary: ImportSummary, *
                     status__in=[CaseStatus.EXCLUDED, CaseStatus.CONFIRMED]
                 ).update(status=CaseStatus.CONFIRMED, updated_at=now)
     except BaseException:
-        for name in written:
-            services._delete_stored(name, keep_if_referenced=True)
+        for name in mine:
+            services.stored_file_delete(name, keep_if_referenced=True)
         raise
+    written.extend(mine)
     for key, value in counts.items():
         setattr(summary, key, getattr(summary, key) + value)
     known.cases.update(case_pk)
@@ -356,7 +288,7 @@ def _write_chunk_bulk(rows: list[_Row], known: _Known, summary: ImportSummary, *
     known.labels.update(seen)
 
 
-def _import_row(r: _Row, known: _Known, summary: ImportSummary, *, user, csv_name: str, report) -> None:
+def _import_row(r: Row, known: _Known, summary: ImportSummary, *, user, csv_name: str, report, written: list[str]) -> None:
     """One row through the services, in its own transaction: the slow, exact path."""
     stored = None
     counts = dict.fromkeys(("cases_created", "photos_added", "photos_existing", "labels_added", "labels_existing"), 0)
@@ -409,14 +341,16 @@ def _import_row(r: _Row, known: _Known, summary: ImportSummary, *, user, csv_nam
     except BaseException:
         _forget(stored)
         raise
+    if stored is not None:
+        written.append(stored.file.name)
     for key, value in counts.items():
         setattr(summary, key, getattr(summary, key) + value)
     known.names.add((case_pk, r.path.name))
-    known.labels.add((case_pk, r.source))
+    known.labels[(case_pk, r.source)] = r.sub_class.pk
     known.cases[r.external_id] = case_pk
 
 
 def _forget(stored: Photo | None) -> None:
     """Remove the file of a photo whose row was rolled back."""
     if stored is not None:
-        services._delete_stored(stored.file.name, keep_if_referenced=True)
+        services.stored_file_delete(stored.file.name, keep_if_referenced=True)

@@ -1,0 +1,76 @@
+"""Box imports too large to run within a web request: the file is stored, an ImportRun is
+queued, and a worker on the `long` queue imports it, writing its progress and report to the run."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from ..boxes import AnnotationError
+from ..models import AnnotationStatus, ImportRun
+from .coco import coco_import
+from .limits import check_size
+from .store import check_import_rights
+
+log = logging.getLogger(__name__)
+
+
+def box_import_enqueue(*, data: bytes, source: str, user, annotator=None, status: str = AnnotationStatus.ANNOTATED,
+                       replace_accepted: bool = False) -> ImportRun:
+    """Queue a COCO file for import on the long queue; rights and size are checked now."""
+    annotator = annotator or user
+    check_import_rights(user, annotator, status)
+    check_size(source, len(data))
+    with transaction.atomic():
+        run = ImportRun(path=source[:500], kind="coco", status=ImportRun.Status.QUEUED, started_by=user,
+                        options={"annotator": annotator.pk, "status": status, "replace_accepted": replace_accepted})
+        run.upload.save("boxes.json", ContentFile(data), save=False)
+        run.save()
+        transaction.on_commit(lambda pk=run.pk: import_boxes_task.delay(run_pk=pk))
+    return run
+
+
+def box_import_run(*, run_pk: int) -> str:
+    """Import a queued run. Idempotent: a run already done or failed (e.g. a redelivered task)
+    is left as it is; a run that was interrupted while running is imported again (re-importing
+    replaces that annotator's boxes, so the result is the same)."""
+    with transaction.atomic():
+        run = ImportRun.objects.select_for_update().filter(pk=run_pk).first()
+        if run is None or run.status in (ImportRun.Status.DONE, ImportRun.Status.FAILED):
+            return "skipped"
+        run.status, run.progress = ImportRun.Status.RUNNING, {"stage": "reading", "done": 0, "total": 0}
+        run.save(update_fields=["status", "progress"])
+
+    def progress(stage: str, done: int, total: int) -> None:
+        ImportRun.objects.filter(pk=run_pk).update(progress={"stage": stage, "done": done, "total": total})
+
+    users = get_user_model().objects
+    try:
+        with run.upload.open("rb") as fh:
+            data = fh.read()
+        report = coco_import(data=data, source=run.path, user=run.started_by, annotator=users.get(pk=run.options["annotator"]),
+                             status=run.options["status"], replace_accepted=run.options.get("replace_accepted", False),
+                             progress=progress)
+        summary, state = {**report.as_dict(), "text": report.summary()}, ImportRun.Status.DONE
+    except (AnnotationError, PermissionDenied, get_user_model().DoesNotExist) as exc:
+        summary, state = {"failure": str(exc)}, ImportRun.Status.FAILED
+    except FileNotFoundError:
+        summary, state = {"failure": "the queued file is missing from storage."}, ImportRun.Status.FAILED
+    run.upload.delete(save=False)
+    ImportRun.objects.filter(pk=run_pk).update(status=state, summary=summary, finished_at=timezone.now(), upload="")
+    return state
+
+
+def box_import_runs(*, user, limit: int = 10) -> list[ImportRun]:
+    """The user's latest queued box imports, newest first."""
+    return list(ImportRun.objects.filter(started_by=user, kind="coco").order_by("-started_at", "-id")[:limit])
+
+
+@shared_task(name="annotation.tasks.import_boxes")
+def import_boxes_task(*, run_pk: int) -> str:
+    return box_import_run(run_pk=run_pk)
