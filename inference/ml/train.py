@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from . import artefact as art
 from . import budget
 from .budget import DEFAULT_BUDGET_MINUTES, choose_image_size
+from .errors import TrainingCancelled
 from .data import (AugmentConfig, Augmenter, BatchMixer, build_cache, check_colour_constancy, data_fingerprint,
                    filter_to_taxonomy, holdout_split, kfold_split, read_dataset, split_by_cases)
 from .infer import ThreadTuner, model_outputs, ood_fit
@@ -130,10 +131,6 @@ class WeightAverage:
     def load_state_dict(self, st: dict):
         self.steps = int(st["steps"])
         self.avg = [st[f"avg.{k}"].clone() for k in self.names]
-
-
-class TrainingCancelled(RuntimeError):
-    """Raised when ``should_stop()`` returned True; no completed artefact is written."""
 
 
 @dataclass
