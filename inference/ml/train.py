@@ -51,7 +51,7 @@ from .progress import RecentSpeed, check_stop, emit, eta_seconds
 from .stages import Run, binary_model, build_model, coarse_frozen, coarse_model, evaluate_models, fine_models
 from .taxonomy import Taxonomy
 
-__all__ = [  # the API, and what callers of this module found here before it was split
+__all__ = [  # the API, and the helpers bench/ and the tests take from here
     "TrainConfig", "TrainingCancelled", "train", "resolve_image_size", "keep_freed_memory",
     "AUTO_EPOCHS_RULE", "BALANCES", "HEAD_INITS", "SUBCLASS_BALANCES", "check_class_balance", "check_layer_decay",
     "check_progressive", "epochs_for", "preprocessing_for", "WeightAverage", "fit", "lr_at", "make_optimizer",

@@ -475,7 +475,8 @@ def test_members_with_their_own_class_balance(tmp_path, taxonomy_file, tiny_data
     assert not all(torch.equal(fa1[k], fb1[k]) for k in fa1)           # member 1: same seed, other loss
     infos = json.loads((b / "model.json").read_text())["fine_members_training"]
     assert [i["class_balance"] for i in infos] == ["sqrt_weights", "focal"]
-    with pytest.raises(ValueError, match="fine model 2 of the artefact was trained with class balance 'focal'"):
+    from inference.ml.errors import ArtefactError
+    with pytest.raises(ArtefactError, match="fine model 2 of the artefact was trained with class balance 'focal'"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
                           fine_from=str(b), **ENSEMBLE))
 
