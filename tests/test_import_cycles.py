@@ -8,6 +8,7 @@ are left out. A strongly connected component of more than one module is a cycle.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,8 +129,13 @@ def _describe(comp: list[str], graph) -> str:
     return " <-> ".join(comp) + "\n" + "\n".join(edges)
 
 
+@functools.cache
+def _project_graph() -> dict[str, set[str]]:
+    return import_graph(ROOT, PACKAGES)
+
+
 def test_project_has_no_import_cycles():
-    graph = import_graph(ROOT, PACKAGES)
+    graph = _project_graph()
     assert len(graph) > 50 and any(graph.values())      # the parse found the project and its imports
     found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(_describe(c, graph) for c in found)
@@ -137,7 +143,7 @@ def test_project_has_no_import_cycles():
 
 def test_engine_has_no_import_cycles():
     """Named on its own: the engine (inference.ml) is free of cycles whatever the apps around it do."""
-    graph = import_graph(ROOT, PACKAGES)
+    graph = _project_graph()
     engine = {m: {t for t in ts if t.startswith("inference.ml")} for m, ts in graph.items()
               if m.startswith("inference.ml")}
     assert len(engine) > 10 and any(engine.values())
