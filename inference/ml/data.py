@@ -395,7 +395,7 @@ class BatchMixer:
 
     ``mixer(x)`` returns ``(x, None)`` for a batch left alone, else ``(mixed, (perm, lam))``: photo i
     is ``lam`` of photo i and ``1 - lam`` of photo ``perm[i]``, so its loss is ``lam * loss(y) +
-    (1 - lam) * loss(y[perm])`` (``train.mixed_loss``). CutMix pastes one box of photo ``perm[i]`` into
+    (1 - lam) * loss(y[perm])`` (``losses.mixed_loss``). CutMix pastes one box of photo ``perm[i]`` into
     photo i, the same box for the whole batch, and ``lam`` is the share of pixels outside the box
     after clipping at the border."""
 
