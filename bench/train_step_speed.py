@@ -1,9 +1,9 @@
 """Training-step speed on this CPU: augmentation placement and malloc settings.
 
     python bench/train_step_speed.py MODE SIZE [FROZEN_BLOCKS]
-MODE letters: p = augment the next batch in a helper thread (as train.fit does), s = augment in
+MODE letters: p = augment the next batch in a helper thread (as fit.fit does), s = augment in
 the step; m = keep_freed_memory() (glibc keeps freed blocks); t = the helper thread uses one
-intra-op thread (as train.fit does); b = bfloat16 autocast. Prints training images/s of EfficientNet-Lite0, batch 32;
+intra-op thread (as fit.fit does); b = bfloat16 autocast. Prints training images/s of EfficientNet-Lite0, batch 32;
 FROZEN_BLOCKS (default: the fine model's, TrainConfig.freeze_blocks) is freeze_first_blocks's n (-1: nothing frozen).
 Measured at 192 px on a 2-core CPU: p 21.3, pm 29.3, pmt 33.9, sm 35.0 img/s.
 bfloat16 autocast does not pay off for training: at 160 px pmt 48.4 vs pmtb 29.6 img/s (AMD EPYC with

@@ -194,7 +194,7 @@ def cmd_evaluate(a):
 
 
 def cmd_calibrate(a):
-    from .quantize import calibrate_artefact
+    from .calibrate import calibrate_artefact
     entry = calibrate_artefact(a.model, a.data, a.images, a.seed)
     print(f"int8 calibration from {entry['images']} photos ({entry['source']}) written to "
           f"{Path(a.model) / entry['file']}; serve it with --precision int8 or DERM_ML_PRECISION=int8")

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from .artefact import write_atomic
+from .errors import DataError, SplitError, TrainingCancelled
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DatasetError(ValueError):
-    pass
+class DatasetError(DataError):
+    """A data set directory or its label file that cannot be read (names the file and what is wrong)."""
 
 
 @dataclass
@@ -227,7 +228,6 @@ def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprin
     with ThreadPoolExecutor(max(1, workers)) as ex:
         for start in range(0, n, chunk):
             if should_stop is not None and should_stop():
-                from .train import TrainingCancelled
                 raise TrainingCancelled("cancelled while decoding images")
             for i, err in ex.map(work, range(start, min(n, start + chunk))):
                 if err is None:
@@ -266,9 +266,12 @@ def kfold_split(records: Sequence[Record], folds: int, fold: int, seed: int = 0)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for i, (tr, te) in enumerate(sgkf.split(np.zeros(len(labels)), labels, cases)):
-            if i == fold:
-                return np.sort(tr), np.sort(te)
+        try:
+            for i, (tr, te) in enumerate(sgkf.split(np.zeros(len(labels)), labels, cases)):
+                if i == fold:
+                    return np.sort(tr), np.sort(te)
+        except ValueError as exc:   # scikit-learn: every class has fewer photos than there are folds
+            raise SplitError(str(exc)) from exc
     raise AssertionError
 
 
@@ -392,7 +395,7 @@ class BatchMixer:
 
     ``mixer(x)`` returns ``(x, None)`` for a batch left alone, else ``(mixed, (perm, lam))``: photo i
     is ``lam`` of photo i and ``1 - lam`` of photo ``perm[i]``, so its loss is ``lam * loss(y) +
-    (1 - lam) * loss(y[perm])`` (``train.mixed_loss``). CutMix pastes one box of photo ``perm[i]`` into
+    (1 - lam) * loss(y[perm])`` (``losses.mixed_loss``). CutMix pastes one box of photo ``perm[i]`` into
     photo i, the same box for the whole batch, and ``lam`` is the share of pixels outside the box
     after clipping at the border."""
 

@@ -154,7 +154,8 @@ class Predictor:
             self.precision = resolve_precision("auto", onnxruntime=ort)
         if self.precision == "int8":
             if not calibrated:
-                raise ValueError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
+                from .errors import ArtefactError
+                raise ArtefactError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
                                  f"add one with `python -m inference.ml calibrate --model MODEL_DIR --data DIR`")
             calib = quantize.unpack(art.load_state(self.model_dir / quantize.FILE))
             self._fast_fines = [quantize.quantized(m, calib[f"fine.{k}"], self.size) for k, m in enumerate(fines)]

@@ -31,6 +31,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .errors import ArtefactError
 from .networks import Classifier
 
 ENGINE = "x86"
@@ -96,7 +97,7 @@ def quantized(model: Classifier, state: dict[str, torch.Tensor], size: int) -> n
     prepared = _prepared(model, size)
     want = {k for k in prepared.state_dict() if _OBSERVER in k}
     if set(state) != want:
-        raise ValueError(f"int8 calibration does not fit this model ({len(state)} observer tensors stored, "
+        raise ArtefactError(f"int8 calibration does not fit this model ({len(state)} observer tensors stored, "
                          f"{len(want)} expected); re-run `python -m inference.ml calibrate`")
     prepared.load_state_dict(state, strict=False)
     with warnings.catch_warnings():
@@ -130,34 +131,3 @@ def calibrate_models(fines: list[Classifier], coarse: Classifier, images_u8: tor
     states = {f"fine.{k}": calibration_state(m, batches(), size) for k, m in enumerate(fines)}
     states["coarse"] = calibration_state(coarse, batches(), size)
     return pack(states)
-
-
-def calibrate_artefact(model_dir, data_dir, n_images: int = 256, seed: int = 0) -> dict:
-    """Add (or replace) the int8 calibration of an artefact, from photos of ``data_dir``.
-
-    When ``data_dir`` is the artefact's training data (same fingerprint) only its training split is
-    used, so the held-out evaluation stays untouched; otherwise any of its photos. Returns the
-    manifest entry written."""
-    from pathlib import Path
-
-    import numpy as np
-    from safetensors.torch import save as safetensors_bytes
-
-    from . import artefact as art
-    from .data import build_cache
-    from .evaluate import artefact_records
-    from .predict import Predictor
-    model_dir = Path(model_dir)
-    P = Predictor.load(model_dir, precision="fp32")
-    records, scope, _ = artefact_records(P, data_dir, "train")
-    source = "training split" if scope == "training split" else "photos of another directory"
-    if not records:
-        raise ValueError(f"{data_dir}: no photos with labels of this model's taxonomy to calibrate on")
-    pick = np.sort(np.random.default_rng(seed).permutation(len(records))[:n_images])
-    images, ok, _ = build_cache([records[i] for i in pick], P.size, None, colour=P.colour)
-    images = images[torch.as_tensor(np.flatnonzero(ok))]
-    flat = calibrate_models(P.fine_models, P.coarse_model, images, P.mean, P.std, P.size)
-    art.write_atomic(model_dir / FILE, lambda f: f.write(safetensors_bytes(flat)))
-    entry = {"file": FILE, "images": int(len(images)), "source": source}
-    art.write_json(model_dir / art.MANIFEST, {**P.manifest, "int8_calibration": entry})
-    return entry

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataError
+
 GRADE_THRESHOLDS = (1.5, 2.5)
 GRADE_NAMES = {1: "benign", 2: "low malignancy", 3: "high malignancy"}
 GRADE_ADVICE = {
@@ -37,8 +39,8 @@ GRADE_ADVICE = {
 }
 
 
-class TaxonomyError(ValueError):
-    pass
+class TaxonomyError(DataError):
+    """A taxonomy that cannot be used (names the class and what is wrong)."""
 
 
 @dataclass

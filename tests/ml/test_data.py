@@ -36,6 +36,21 @@ def test_splits_never_leak_a_case(seed):
     assert seen == set(range(len(recs)))   # every image tested exactly once over the folds
 
 
+def test_split_with_too_few_photos_per_class_raises_split_error():
+    """Six cases of one photo, three per class, cannot be stratified into 5 folds: the typed SplitError
+    (a DataError and a ValueError, so older callers still catch it), whereas too few cases in all is a
+    plain data error."""
+    from inference.ml.data import DatasetError, Record
+    from inference.ml.errors import DataError, SplitError
+    recs = [Record(f"{c}.jpg", f"/x/{c}.jpg", "ab"[c % 2], f"case{c}") for c in range(6)]
+    with pytest.raises(SplitError, match="n_splits=5") as e:
+        holdout_split(recs, 0.2, 0)
+    assert isinstance(e.value, DataError) and isinstance(e.value, ValueError)
+    with pytest.raises(DatasetError, match="need at least 5 cases for 5 folds, found 4") as e:
+        holdout_split(recs[:4], 0.2, 0)
+    assert isinstance(e.value, DataError) and not isinstance(e.value, SplitError)
+
+
 def test_read_generic_and_ham(tmp_path):
     make_dataset(tmp_path / "g", n_per_class=4, extra_labels=("purple",))
     recs, info = read_dataset(tmp_path / "g")

@@ -305,7 +305,7 @@ def test_coarse_model_weighted_by_sub_class(tmp_path, taxonomy_file, tiny_data):
 def test_augmenting_thread_uses_one_intra_op_thread():
     """The helper thread that prepares the next batch must not start a second team of intra-op
     threads beside the training step's (on 2 cores that halved the training speed)."""
-    from inference.ml import train as tr
+    from inference.ml import fit as tr
     before = torch.get_num_threads()
     assert tr._POOL.submit(torch.get_num_threads).result() == 1
     assert torch.get_num_threads() == before
@@ -475,7 +475,8 @@ def test_members_with_their_own_class_balance(tmp_path, taxonomy_file, tiny_data
     assert not all(torch.equal(fa1[k], fb1[k]) for k in fa1)           # member 1: same seed, other loss
     infos = json.loads((b / "model.json").read_text())["fine_members_training"]
     assert [i["class_balance"] for i in infos] == ["sqrt_weights", "focal"]
-    with pytest.raises(ValueError, match="fine model 2 of the artefact was trained with class balance 'focal'"):
+    from inference.ml.errors import ArtefactError
+    with pytest.raises(ArtefactError, match="fine model 2 of the artefact was trained with class balance 'focal'"):
         train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "c"),
                           fine_from=str(b), **ENSEMBLE))
 
@@ -584,13 +585,14 @@ def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, taxonomy
 def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(monkeypatch):
     """layer_decay d: block k of D trains at lr * d ** (D - k), the head at lr; fit applies the scale
     at every step; 1 keeps one rate; values outside (0, 1] are refused."""
+    from inference.ml import fit as fitting  # fit() looks these up in its own module
     from inference.ml import train as T
     cfg = TrainConfig(data="", taxonomy={}, out="", **FAST, layer_decay=0.5)
     model = T.build_model(cfg, 3)
     D = model.num_blocks + 1
     opts = []
     real = T.make_optimizer
-    monkeypatch.setattr(T, "make_optimizer", lambda c, m: opts.append(real(c, m)) or opts[-1])
+    monkeypatch.setattr(fitting, "make_optimizer", lambda c, m: opts.append(real(c, m)) or opts[-1])
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     T.fit(model, images, np.arange(16) % 3, np.arange(16), cfg, "fine", 1, None, [])
     group_of = {id(p): g for g in opts[0].param_groups for p in g["params"]}
@@ -619,10 +621,11 @@ def test_layer_decay_gives_earlier_blocks_smaller_learning_rates(monkeypatch):
 def test_deferred_reweighting_weights_only_the_last_epochs(monkeypatch):
     """reweight_from s: the first round(s * epochs) epochs train with no photo weights, the rest with
     class_balance's; 0 weights every epoch; shares outside [0, 1) are refused before training."""
+    from inference.ml import fit as fitting  # fit() looks these up in its own module
     from inference.ml import train as T
     seen = []
     real = T.loss_fn
-    monkeypatch.setattr(T, "loss_fn", lambda lg, t, w, *a: seen.append((t.clone(), w)) or real(lg, t, w, *a))
+    monkeypatch.setattr(fitting, "loss_fn", lambda lg, t, w, *a: seen.append((t.clone(), w)) or real(lg, t, w, *a))
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     y = np.array([0] * 10 + [1] * 4 + [2] * 2)
     expected = T.class_weights(y, 3, "sqrt_weights")
@@ -673,7 +676,7 @@ def test_eta_speed_follows_a_load_that_ends_rather_than_averaging_since_the_star
 def test_ensemble_eta_adds_each_member_left_as_long_as_this_one():
     """Member 1 of 3, 100 s in with 50 s left: two more members of 150 s each, so 350 s in all;
     the last member adds nothing; plain progress passes through without member keys."""
-    from inference.ml.train import _member_progress
+    from inference.ml.progress import member_progress as _member_progress
     seen = []
     _member_progress(seen.append, 0, 3)({"stage": "fine", "eta_seconds": 50.0, "elapsed_seconds": 100.0})
     _member_progress(seen.append, 2, 3)({"stage": "fine", "eta_seconds": 50.0, "elapsed_seconds": 100.0})

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from inference.ml import quantize as Q
+from inference.ml.errors import ArtefactError
 from inference.ml.networks import Classifier
 from inference.ml.predict import Predictor
 from inference.ml.train import TrainConfig, train
@@ -64,7 +65,7 @@ def test_artefact_serves_int8(tmp_path, taxonomy_file, tiny_data):
     assert abs(sum(r.probability for r in d.ranked) - 1) < 1e-4 and np.isfinite(d.ood_score)
 
     (out / Q.FILE).unlink()
-    with pytest.raises(ValueError, match="int8.safetensors is missing.*inference.ml calibrate"):
+    with pytest.raises(ArtefactError, match="int8.safetensors is missing.*inference.ml calibrate"):
         Predictor.load(out, precision="int8")
     assert Predictor.load(out, precision="fp32").precision == "fp32"    # float serving does not need it
     with pytest.MonkeyPatch.context() as mp:                           # a server-wide preference falls back

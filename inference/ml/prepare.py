@@ -1,0 +1,68 @@
+"""A run's photos before any training: read, kept to the taxonomy's labels, decoded into the image
+cache, and split by case into training and held-out photos."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import build_cache, data_fingerprint, filter_to_taxonomy, holdout_split, kfold_split, read_dataset
+from .errors import DataError
+from .progress import emit
+from .taxonomy import Taxonomy
+
+
+def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_stop=None):
+    """Read, filter, fingerprint and cache. Returns a dict used by train/evaluate."""
+    records, info = read_dataset(cfg.data)
+    records, skipped = filter_to_taxonomy(records, taxonomy)
+    if not records:
+        raise DataError(f"no image of {cfg.data} has a label of the taxonomy (skipped: {skipped})")
+    fp = data_fingerprint(records)
+    cache_dir = cfg.cache_dir
+    if cache_dir is None:
+        cache_dir = os.environ.get("DERM_ML_CACHE") or str(
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "derm_portal_ml")
+    t0 = time.time()
+    images, ok, bad = build_cache(records, cfg.image_size, cache_dir or None, fp,
+                                  progress=lambda d, n: emit(progress, stage="cache", batch=d, batches=n),
+                                  should_stop=should_stop, colour=cfg.colour_constancy)
+    cache_s = time.time() - t0
+    keep = np.flatnonzero(ok)
+    records = [records[i] for i in keep]
+    images = images[torch.as_tensor(keep)] if len(keep) != len(ok) else images
+    sub_idx = {s: i for i, s in enumerate(taxonomy.sub_classes)}
+    y_sub = np.array([sub_idx[r.label] for r in records], dtype=np.int64)
+    y_meta = taxonomy.parent_index[y_sub]
+    return {"records": records, "images": images, "y_sub": y_sub, "y_meta": y_meta, "fingerprint": fp,
+            "skipped_labels": skipped, "bad_images": bad, "format": info["format"], "cache_seconds": cache_s}
+
+
+def make_split(cfg: TrainConfig, records):
+    """(training indices, held-out indices, how they were split): K-fold, hold-out or none."""
+    if cfg.folds:
+        tr, te = kfold_split(records, cfg.folds, cfg.fold, cfg.seed)
+        kind = {"kind": "kfold", "folds": cfg.folds, "fold": cfg.fold}
+    elif cfg.holdout:
+        tr, te = holdout_split(records, cfg.holdout, cfg.seed)
+        kind = {"kind": "holdout", "fraction": cfg.holdout}
+    else:
+        tr, te = np.arange(len(records)), np.zeros(0, dtype=np.int64)
+        kind = {"kind": "none"}
+    return tr, te, kind
+
+
+def subsample(idx, y, n, seed):
+    """At most ``n`` of the photos ``idx``, stratified by ``y`` where it can be, sorted."""
+    if n is None or n >= len(idx):
+        return idx
+    from sklearn.model_selection import train_test_split
+    try:
+        keep, _ = train_test_split(idx, train_size=n, stratify=y[idx], random_state=seed)
+    except ValueError:
+        keep = np.random.default_rng(seed).choice(idx, n, replace=False)
+    return np.sort(keep)
