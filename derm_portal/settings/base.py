@@ -99,7 +99,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = int(os.environ.get("DERM_LOGIN_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = float(os.environ.get("DERM_LOGIN_COOLOFF_MINUTES", 15)) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks out
-AXES_RESET_ON_SUCCESS = True
+# A successful login does not clear failures: axes would clear them for the whole address,
+# so an insider could keep guessing another account by logging in between guesses.
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_ENABLE_ADMIN = True
