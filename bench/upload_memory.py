@@ -9,6 +9,10 @@ kernel's high-water mark is reset (/proc/self/clear_refs), the upload is cleaned
 peak resident set size above the resident size just before is printed with the time.
 The bound it is checked against (tests/test_upload_memory.py) is
 annotation.images.PEAK_BYTES_PER_PIXEL bytes per pixel (5 for 16-bit grey) plus SLACK_BYTES.
+
+Measured at 59.5 MP on the busy 2-core dev machine (--kind all): 16-bit grey PNG +283 MB in
+3.8 s (bound 348 MB; through float64 it took +1,476 MB and 12.4 s), 16-bit RGB PNG +228 MB,
+RGBA PNG +454 MB (bound 518 MB), JPEG +230 MB in 1.4 s.
 """
 from __future__ import annotations
 
