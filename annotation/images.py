@@ -24,6 +24,13 @@ except Exception:  # pragma: no cover - optional decoder
     HEIF_ENABLED = False
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Peak memory while one upload is cleaned, in bytes per decoded pixel, above the upload
+# and the encoded result (Pillow keeps RGB at 4 bytes/pixel): 16-bit grey 2 -> 1 (strips)
+# -> 4, peak 1 + 4 = 5; 8-bit RGB 4 plus the encoder; with transparency 4 + 4 = 8. So at the
+# 60 MP pixel limit at most 480 MB, 300 MB for a 16-bit grey scan (bench/upload_memory.py;
+# tests/test_upload_memory.py checks both).
+PEAK_BYTES_PER_PIXEL = 8
+PEAK_BYTES_PER_PIXEL_HIGH_BIT_GREY = 5
 ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "jpg", "MPO": "jpg"}
 
 
@@ -55,7 +62,7 @@ def _mb(n: int) -> str:
 def _to_srgb(rgb: Image.Image, icc_profile: bytes | None) -> Image.Image:
     """Apply an embedded colour profile (Display P3 from phones, CMYK press profiles
     already handled by the decoder) so the stored pixels are sRGB; the profile itself
-    is then dropped with the rest of the metadata."""
+    is then dropped with the rest of the metadata. Converts in place (no second copy)."""
     if not icc_profile or rgb.mode != "RGB":
         return rgb
     try:
@@ -64,9 +71,43 @@ def _to_srgb(rgb: Image.Image, icc_profile: bytes | None) -> Image.Image:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
         if (src.profile.xcolor_space or "").strip() != "RGB":
             return rgb
-        return ImageCms.profileToProfile(rgb, src, ImageCms.createProfile("sRGB"), outputMode="RGB") or rgb
+        ImageCms.profileToProfile(rgb, src, ImageCms.createProfile("sRGB"), outputMode="RGB", inPlace=True)
     except Exception:  # an unreadable profile must not hide a good photo
-        return rgb
+        pass
+    return rgb
+
+
+# Pillow modes with more than 8 bits per sample (16-bit grey PNG/TIFF scans, 32-bit int, float).
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_STRIP_PIXELS = 1 << 18  # rows converted at a time: ~260 K pixels, about 4 MB of temporaries
+
+
+def _high_bit_to_grey(img: Image.Image) -> Image.Image:
+    """8-bit grey from a high-bit-depth image, a strip of rows at a time with integer
+    arithmetic: the only full-size buffer is the 1-byte-per-pixel result (no float64
+    copy of the image). 16-bit scales 0..65535 -> 0..255 rounded; 32-bit int the same
+    when any value is above 255 (else as is); float stretches min..max to 0..255."""
+    width, height = img.size
+    lo, hi = img.getextrema()
+    if img.mode == "F":
+        span = float(hi - lo) or 1.0
+    else:
+        top = 65535 if img.mode.startswith("I;16") or hi > 255 else 255
+    out = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        strip = np.asarray(img.crop((0, y0, width, y1)))
+        if img.mode == "F":
+            scaled = (strip.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / span)
+            out[y0:y1] = np.clip(scaled, 0, 255).astype(np.uint8)
+        else:  # round(v * 255 / top); 32-bit int may be negative or > 65535: clip first
+            v = np.clip(strip, 0, top).astype(np.uint32)  # 65535 * 255 + 32767 < 2**32
+            v *= 255
+            v += top // 2
+            v //= top
+            out[y0:y1] = v
+    return Image.fromarray(out, mode="L")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -74,24 +115,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr8 = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        span = float(arr.max() - arr.min()) or 1.0
-        return Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8), "L").convert("RGB")
+    if mode in HIGH_BIT_MODES:
+        return _high_bit_to_grey(img).convert("RGB")
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
         mode = img.mode
         if mode == "RGB":
             return img
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
+        # Paste through the alpha band onto white: one RGB buffer, no RGBA copies.
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba)
+        return background
     if mode == "CMYK":
         # JPEG CMYK from Adobe tools is stored inverted; Pillow's decoder undoes that.
         return img.convert("RGB")
@@ -160,14 +196,21 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(filename, f"the image is truncated or corrupt ({exc}).")
 
+    # Each step rebinds `img`, so at most two full-size pixel buffers live at once
+    # (PEAK_BYTES_PER_PIXEL): never keep a reference to an earlier stage here.
+    icc_profile = img.info.get("icc_profile")
     try:
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # a broken EXIF block must not hide a good photo
         pass
-    rgb = _to_srgb(_to_rgb(img), img.info.get("icc_profile"))
-    # A fresh image carries pixels only: no EXIF/GPS, no JPEG comment, no ICC or text
-    # chunks (Pillow would otherwise copy `info["comment"]` into the saved JPEG).
-    rgb = Image.frombytes("RGB", rgb.size, rgb.tobytes())
+    if img.mode in HIGH_BIT_MODES:
+        img = _high_bit_to_grey(img)  # 2-4 bytes/pixel in, 1 out; the source is freed here
+    rgb = _to_srgb(_to_rgb(img), icc_profile)
+    del img
+    # Pixels only: no EXIF/GPS, no JPEG comment, no ICC or text chunks. The JPEG and PNG
+    # encoders take metadata from `info` (comment, icc_profile, transparency) and from
+    # their own arguments only, so an empty `info` writes none (no copy of the pixels).
+    rgb.info = {}
     out = io.BytesIO()
     if fmt in ("JPEG", "HEIF", "MPO"):
         rgb.save(out, format="JPEG", quality=95, subsampling=0, optimize=False)

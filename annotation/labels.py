@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -81,15 +82,35 @@ class TaxonomyError(ValueError):
     pass
 
 
-def taxonomy_validate(data: dict) -> None:
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+TAXONOMY_CODE_MAX = 64  # MetaClass.code / SubClass.code
+TAXONOMY_NAME_MAX = 100  # Taxonomy.name
+DISPLAY_NAME_MAX = 200  # display_name
+
+
+def _check_text(value, what: str, limit: int) -> None:
+    """One line of text: a string, not blank, at most `limit` characters, no line breaks."""
+    if not isinstance(value, str):
+        raise TaxonomyError(f"{what} must be text, not {type(value).__name__} {value!r:.60}.")
+    if not value.strip():
+        raise TaxonomyError(f"{what} is empty.")
+    if len(value) > limit:
+        raise TaxonomyError(f'{what} "{value[:40]}..." is {len(value)} characters long; the limit is {limit}.')
+    if _CONTROL_CHARS.search(value):
+        raise TaxonomyError(f"{what} {value!r:.80} contains a line break or control character; use one line of text.")
+
+
+def taxonomy_validate(data: dict, *, name: str | None = None) -> None:
     """Raise TaxonomyError with a clear message for any structural problem."""
     if not isinstance(data, dict) or not isinstance(data.get("meta_classes"), dict) or not data["meta_classes"]:
         raise TaxonomyError('The taxonomy needs a non-empty "meta_classes" object: {"<meta>": ["<sub>", ...]}.')
     parents: dict[str, str] = {}
     for meta, subs in data["meta_classes"].items():
+        _check_text(meta, "A meta-class code", TAXONOMY_CODE_MAX)
         if not isinstance(subs, list) or not subs:
             raise TaxonomyError(f'Meta-class "{meta}" needs a non-empty list of sub-classes.')
         for sub in subs:
+            _check_text(sub, f'A sub-class code under "{meta}"', TAXONOMY_CODE_MAX)
             if sub in parents:
                 raise TaxonomyError(
                     f'Sub-class "{sub}" is listed under two parents, "{parents[sub]}" and "{meta}"; each sub-class has exactly one.'
@@ -97,17 +118,44 @@ def taxonomy_validate(data: dict) -> None:
             if sub in data["meta_classes"]:
                 raise TaxonomyError(f'"{sub}" is used both as a meta-class and as a sub-class.')
             parents[sub] = meta
-    for sub, grade in (data.get("malignancy") or {}).items():
+    malignancy = data.get("malignancy") or {}
+    if not isinstance(malignancy, dict):
+        raise TaxonomyError('"malignancy" must be an object {"<sub>": 1, 2, 3 or null}.')
+    for sub, grade in malignancy.items():
         if sub not in parents:
             raise TaxonomyError(f'Malignancy grade given for "{sub}", which is not a sub-class of this taxonomy.')
-        if grade not in (1, 2, 3, None):
+        if isinstance(grade, bool) or grade not in (1, 2, 3, None):
             raise TaxonomyError(f'Malignancy grade of "{sub}" must be 1, 2, 3 or null (not a tumour), not {grade!r}.')
+    display = data.get("display_names")
+    if display is not None:
+        if not isinstance(display, dict):
+            raise TaxonomyError('"display_names" must be an object {"<code>": "<name shown to people>"}, '
+                                f"not {type(display).__name__}.")
+        for code, text in display.items():
+            _check_text(text, f'The display name of "{code}"', DISPLAY_NAME_MAX)
+    if name is not None or data.get("name") is not None:
+        _check_text(name if name is not None else data.get("name"), "The taxonomy name", TAXONOMY_NAME_MAX)
+    if not isinstance(data.get("description", ""), str):
+        raise TaxonomyError('"description" must be text.')
+    version = data.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise TaxonomyError(f'"version" must be a whole number from 1, not {version!r}.')
+
+
+def _no_duplicate_keys(pairs):
+    """json object_pairs_hook: a key given twice in one object is an error, not a silent overwrite."""
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise TaxonomyError(f'the key "{key}" appears twice in one JSON object; give each key once.')
+        seen[key] = value
+    return seen
 
 
 def taxonomy_import(*, data: dict, created_by=None, make_default: bool = False, name: str | None = None) -> Taxonomy:
     """Create a new taxonomy version from the inference.ml JSON format
     (plus optional "name", "display_names" {code: text} and "description")."""
-    taxonomy_validate(data)
+    taxonomy_validate(data, name=name or None)
     name = name or data.get("name") or "taxonomy"
     display = data.get("display_names") or {}
     grades = data.get("malignancy") or {}
@@ -190,6 +238,8 @@ def metaclass_update(*, meta_class: MetaClass, by, display_name: str) -> MetaCla
 
 def taxonomy_from_json_bytes(raw: bytes, *, source_name: str) -> dict:
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TaxonomyError(f"{source_name}: not valid JSON ({exc}).")
+    except TaxonomyError as exc:
+        raise TaxonomyError(f"{source_name}: {exc}")

@@ -11,8 +11,12 @@ from .models import Case, DiagnosisLabel, LabelChange, Photo, SubClass, Taxonomy
 
 
 def cases_visible_to(user) -> QuerySet[Case]:
-    if roles.has_role(user, roles.CAN_VIEW_CLINICAL):
+    """Clinical roles see every case; a coordinator (and no other clinical role) only the
+    histopathology-confirmed ones, which are all a reader study can use (roles.py)."""
+    if roles.has_role(user, roles.CAN_VIEW_ALL_CASES):
         return Case.objects.all()
+    if roles.has_role(user, roles.CAN_VIEW_CONFIRMED_CASES):
+        return Case.objects.filter(Exists(DiagnosisLabel.objects.filter(case=OuterRef("pk"), confirmed=True)))
     return Case.objects.none()
 
 

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import logging
+import re
 
 from django.conf import settings
 from django.contrib import messages
@@ -342,5 +343,7 @@ def taxonomy_export(request, pk: int):
     response = HttpResponse(
         json.dumps(selectors.taxonomy_export(taxonomy=taxonomy), indent=2), content_type="application/json"
     )
-    response["Content-Disposition"] = f'attachment; filename="taxonomy-{taxonomy.name}-v{taxonomy.version}.json"'
+    # A header value: the name without quotes, line breaks or other non-filename characters.
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", taxonomy.name).strip("-") or "taxonomy"
+    response["Content-Disposition"] = f'attachment; filename="taxonomy-{safe_name}-v{taxonomy.version}.json"'
     return response

@@ -5,7 +5,8 @@ import os
 from celery import Celery
 from kombu import Queue
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "derm_portal.settings.base")
+# Production unless told otherwise: `./run serve` and the tests name their settings.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "derm_portal.settings.production")
 
 app = Celery("derm_portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")

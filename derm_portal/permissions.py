@@ -17,3 +17,9 @@ def role_permission(read_roles, write_roles=None, name="RolePermission"):
 
     _RolePermission.__name__ = name
     return _RolePermission
+
+
+# The OpenAPI schema and docs pages: staff who use the API, never readers of blinded studies.
+ApiDocsPermission = role_permission(
+    tuple(r for r in roles.ALL_ROLES if r != roles.READER), (), "ApiDocsPermission"
+)

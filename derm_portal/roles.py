@@ -2,7 +2,8 @@
 
 - dermatologist: sees and edits clinical data, confirms pathology labels, sees predictions
 - annotator: curates cases, photos and boxes; records non-confirmed labels
-- coordinator (study coordinator): sees confirmed cases to build reader studies, runs studies
+- coordinator (study coordinator): sees only histopathology-confirmed cases (the only ones a
+  reader study can use; annotation.selectors.cases_visible_to), builds and runs studies
 - reader: sees only the blinded cases of studies they are invited to
 - admin: everything, including taxonomy edits, model activation and patient-data export
 """
@@ -25,7 +26,9 @@ ROLE_LABELS = {
 }
 
 # Who may do what. One table, tested role by role in tests/annotation/test_permissions.py.
-CAN_VIEW_CLINICAL = (DERMATOLOGIST, ANNOTATOR, COORDINATOR, ADMIN)
+CAN_VIEW_CLINICAL = (DERMATOLOGIST, ANNOTATOR, COORDINATOR, ADMIN)  # case pages; which cases: below
+CAN_VIEW_ALL_CASES = (DERMATOLOGIST, ANNOTATOR, ADMIN)
+CAN_VIEW_CONFIRMED_CASES = (COORDINATOR,)  # confirmed cases only
 CAN_EDIT_CASES = (DERMATOLOGIST, ANNOTATOR, ADMIN)
 CAN_RECORD_LABEL = (DERMATOLOGIST, ANNOTATOR, ADMIN)
 CAN_CONFIRM_LABEL = (DERMATOLOGIST, ADMIN)

@@ -1,7 +1,9 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.static import serve as static_serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from . import views
@@ -26,3 +28,7 @@ for _module in ("inference.urls", "reports.urls"):
     except ModuleNotFoundError:
         continue
     urlpatterns.append(path("", include(_module)))
+
+# Production without a static-file proxy: the web process serves collectstatic's output.
+if getattr(settings, "DERM_SERVE_STATIC", False) and not settings.DEBUG:
+    urlpatterns.insert(0, re_path(r"^static/(?P<path>.*)$", static_serve, {"document_root": settings.STATIC_ROOT}))

@@ -4,7 +4,8 @@ and API endpoint of cases, photos, labels and taxonomy, plus the OpenAPI schema/
 Read the table: one row per endpoint, one column per role, the expected HTTP status.
 `login` = redirected to the login page. Writes are checked for their effect too: a
 refused request changes nothing, an allowed one changes what it should.
-Each (row, role) pair is its own test with a fresh database.
+Each (row, role) pair is its own test with a fresh database. The world's case has a
+consensus label only, so a coordinator (confirmed cases only) gets 404 on it.
 """
 from __future__ import annotations
 
@@ -26,16 +27,16 @@ MATRIX = """
 |------------------------------|--------|----------------------------------------------|-------|---------------|-----------|-------------|--------|-------|
 | case list page               | GET    | /cases/                                      | login | 200           | 200       | 200         | 403    | 200   |
 | case list page, filtered     | GET    | /cases/?status=open&confirmed=no&q=PSN       | login | 200           | 200       | 200         | 403    | 200   |
-| case detail page             | GET    | /cases/{case}/                               | login | 200           | 200       | 200         | 403    | 200   |
+| case detail page             | GET    | /cases/{case}/                               | login | 200           | 200       | 404         | 403    | 200   |
 | new case form                | GET    | /cases/new/                                  | login | 200           | 200       | 403         | 403    | 200   |
 | create case (+photo)         | POST   | /cases/new/                                  | login | 302           | 302       | 403         | 403    | 302   |
 | photo upload (drop zone)     | POST   | /cases/{case}/photos/                        | login | 201           | 201       | 403         | 403    | 201   |
-| photo file stream            | GET    | /photos/{photo}/file                         | login | 200           | 200       | 200         | 403    | 200   |
-| photo thumbnail stream       | GET    | /photos/{photo}/file?w=32                    | login | 200           | 200       | 200         | 403    | 200   |
+| photo file stream            | GET    | /photos/{photo}/file                         | login | 200           | 200       | 404         | 403    | 200   |
+| photo thumbnail stream       | GET    | /photos/{photo}/file?w=32                    | login | 200           | 200       | 404         | 403    | 200   |
 | record label (consensus)     | POST   | /cases/{case}/labels/                        | login | 302           | 302       | 403         | 403    | 302   |
 | confirm label (histopath.)   | POST   | /cases/{case}/labels/#histo                  | login | 302           | 403       | 403         | 403    | 302   |
 | change case status           | POST   | /cases/{case}/status/                        | login | 302           | 302       | 403         | 403    | 302   |
-| label report file            | GET    | /cases/{case}/labels/{label}/report          | login | 200           | 200       | 200         | 403    | 200   |
+| label report file            | GET    | /cases/{case}/labels/{label}/report          | login | 200           | 200       | 404         | 403    | 200   |
 | cases CSV export             | GET    | /cases/export.csv                            | login | 403           | 403       | 403         | 403    | 200   |
 | taxonomy page (view)         | GET    | /taxonomy/                                   | login | 200           | 200       | 200         | 200    | 200   |
 | taxonomy version page        | GET    | /taxonomy/{taxonomy}/                        | login | 200           | 200       | 200         | 200    | 200   |
@@ -44,28 +45,28 @@ MATRIX = """
 | taxonomy import (page)       | POST   | /taxonomy/#import                            | login | 403           | 403       | 403         | 403    | 302   |
 | API root                     | GET    | /api/                                        | 403   | 200           | 200       | 200         | 200    | 200   |
 | API patients list            | GET    | /api/patients/                               | 403   | 200           | 200       | 200         | 403    | 200   |
-| API patient detail           | GET    | /api/patients/{patient}/                     | 403   | 200           | 200       | 200         | 403    | 200   |
+| API patient detail           | GET    | /api/patients/{patient}/                     | 403   | 200           | 200       | 404         | 403    | 200   |
 | API patient create           | POST   | /api/patients/                               | 403   | 405           | 405       | 403         | 403    | 405   |
 | API cases list               | GET    | /api/cases/                                  | 403   | 200           | 200       | 200         | 403    | 200   |
 | API cases list, filtered     | GET    | /api/cases/?diagnosis=nv&modality=clinical   | 403   | 200           | 200       | 200         | 403    | 200   |
-| API case detail              | GET    | /api/cases/{case}/                           | 403   | 200           | 200       | 200         | 403    | 200   |
-| API case label history       | GET    | /api/cases/{case}/history/                   | 403   | 200           | 200       | 200         | 403    | 200   |
+| API case detail              | GET    | /api/cases/{case}/                           | 403   | 200           | 200       | 404         | 403    | 200   |
+| API case label history       | GET    | /api/cases/{case}/history/                   | 403   | 200           | 200       | 404         | 403    | 200   |
 | API case create              | POST   | /api/cases/                                  | 403   | 201           | 201       | 403         | 403    | 201   |
 | API photos list              | GET    | /api/photos/                                 | 403   | 200           | 200       | 200         | 403    | 200   |
-| API photo detail             | GET    | /api/photos/{photo}/                         | 403   | 200           | 200       | 200         | 403    | 200   |
-| API photo file               | GET    | /api/photos/{photo}/file/                    | 403   | 200           | 200       | 200         | 403    | 200   |
+| API photo detail             | GET    | /api/photos/{photo}/                         | 403   | 200           | 200       | 404         | 403    | 200   |
+| API photo file               | GET    | /api/photos/{photo}/file/                    | 403   | 200           | 200       | 404         | 403    | 200   |
 | API photo upload             | POST   | /api/photos/                                 | 403   | 201           | 201       | 403         | 403    | 201   |
 | API labels list              | GET    | /api/labels/                                 | 403   | 200           | 200       | 200         | 403    | 200   |
-| API label detail             | GET    | /api/labels/{label}/                         | 403   | 200           | 200       | 200         | 403    | 200   |
+| API label detail             | GET    | /api/labels/{label}/                         | 403   | 200           | 200       | 404         | 403    | 200   |
 | API label create (consensus) | POST   | /api/labels/                                 | 403   | 201           | 201       | 403         | 403    | 201   |
 | API label confirm (histo)    | POST   | /api/labels/#histo                           | 403   | 201           | 403       | 403         | 403    | 201   |
 | API taxonomies list          | GET    | /api/taxonomies/                             | 403   | 200           | 200       | 200         | 200    | 200   |
 | API taxonomy detail          | GET    | /api/taxonomies/{taxonomy}/                  | 403   | 200           | 200       | 200         | 200    | 200   |
 | API taxonomy export          | GET    | /api/taxonomies/{taxonomy}/export/           | 403   | 200           | 200       | 200         | 200    | 200   |
 | API taxonomy import          | POST   | /api/taxonomies/import/                      | 403   | 403           | 403       | 403         | 403    | 201   |
-| OpenAPI schema               | GET    | /api/schema/                                 | 403   | 200           | 200       | 200         | 200    | 200   |
-| API docs (Swagger UI)        | GET    | /api/docs/                                   | 403   | 200           | 200       | 200         | 200    | 200   |
-| API docs (ReDoc)             | GET    | /api/redoc/                                  | 403   | 200           | 200       | 200         | 200    | 200   |
+| OpenAPI schema               | GET    | /api/schema/                                 | 403   | 200           | 200       | 200         | 403    | 200   |
+| API docs (Swagger UI)        | GET    | /api/docs/                                   | 403   | 200           | 200       | 200         | 403    | 200   |
+| API docs (ReDoc)             | GET    | /api/redoc/                                  | 403   | 200           | 200       | 200         | 403    | 200   |
 """
 
 
@@ -87,11 +88,14 @@ ROWS = _parse(MATRIX)
 def test_matrix_has_every_role_and_no_reader_sees_clinical_data():
     assert all(set(ROLES) <= set(row) for row in ROWS)
     reader_ok = {row["name"] for row in ROWS if row["reader"].startswith("2")}
-    # What a reader may open: the taxonomy (not patient data) and the API description.
+    # What a reader may open: the taxonomy (not patient data); not the API description.
     assert reader_ok == {
         "taxonomy page (view)", "taxonomy version page", "taxonomy JSON export", "API root", "API taxonomies list",
-        "API taxonomy detail", "API taxonomy export", "OpenAPI schema", "API docs (Swagger UI)", "API docs (ReDoc)",
+        "API taxonomy detail", "API taxonomy export",
     }
+    # Coordinators see confirmed cases only: the world's case has a consensus label alone.
+    coordinator_404 = {row["name"] for row in ROWS if row["coordinator"] == "404"}
+    assert {"case detail page", "API case detail", "photo file stream", "API photo file"} <= coordinator_404
     assert all(row["anon"] in ("login", "403") for row in ROWS)
 
 
@@ -228,7 +232,7 @@ def test_reader_listing_pages_show_no_patient_codes(client, users):
     """Belt and braces: even pages a reader may open never carry a patient code."""
     w = World(users)
     client.force_login(users[roles.READER])
-    for url in ("/", "/taxonomy/", f"/taxonomy/{w.taxonomy.pk}/export.json", "/api/", "/api/taxonomies/", "/api/schema/"):
+    for url in ("/", "/taxonomy/", f"/taxonomy/{w.taxonomy.pk}/export.json", "/api/", "/api/taxonomies/"):
         response = client.get(url, follow=True)  # home may send a reader on to their readings
         assert response.status_code == 200, url
         body = b"".join(response.streaming_content) if response.streaming else response.content

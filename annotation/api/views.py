@@ -162,7 +162,10 @@ class TaxonomyViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=False, methods=["post"], url_path="import")
     def import_json(self, request):
         try:
-            tax = services.taxonomy_import(data=request.data, created_by=request.user, make_default=bool(request.query_params.get("default")))
+            # JSON bodies are read again strictly (a key given twice is an error, not dropped).
+            is_json = (request.content_type or "").startswith("application/json")
+            data = services.taxonomy_from_json_bytes(request.body, source_name="request body") if is_json else request.data
+            tax = services.taxonomy_import(data=data, created_by=request.user, make_default=bool(request.query_params.get("default")))
         except services.TaxonomyError as exc:
             raise ValidationError({"taxonomy": [str(exc)]})
         return Response(s.TaxonomySerializer(tax).data, status=status.HTTP_201_CREATED)

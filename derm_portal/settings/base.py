@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / ReDoc served from our static files (no CDN)
+    "axes",  # login lockout per account and per client address (admin, login page, API auth)
     "derm_portal",
     "annotation",
     "inference",
@@ -45,7 +46,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "derm_portal.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "derm_portal.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -53,6 +56,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "derm_portal.middleware.LoginRequiredMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into a 429 page
 ]
 
 ROOT_URLCONF = "derm_portal.urls"
@@ -84,6 +88,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Brute-force protection (django-axes): after DERM_LOGIN_FAILURE_LIMIT wrong passwords for
+# one account, or from one client address, further attempts are refused for
+# DERM_LOGIN_COOLOFF_MINUTES, even with the right password. Attempts live in the database,
+# so every web process shares them. `manage.py axes_reset` unlocks everyone.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("DERM_LOGIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = float(os.environ.get("DERM_LOGIN_COOLOFF_MINUTES", 15)) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks out
+# A successful login does not clear failures: axes would clear them for the whole address,
+# so an insider could keep guessing another account by logging in between guesses.
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_ENABLE_ADMIN = True
+# Behind a reverse proxy: how many proxies append to X-Forwarded-For (0: trust no header;
+# REMOTE_ADDR is the client). Used by login lockout and the phone-link rate limit.
+DERM_TRUSTED_PROXY_COUNT = int(os.environ.get("DERM_TRUSTED_PROXY_COUNT", 0))
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -135,10 +160,13 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 200
 # Trained model artefacts (inference.ml directories) live here.
 DERM_MODEL_ROOT = Path(os.environ.get("DERM_MODEL_ROOT", VAR_DIR / "models"))
 
+# HTTP Basic on the API is for scripts against a local portal; production turns it off
+# (DERM_API_BASIC_AUTH=0) so a password is never guessed through the API.
+DERM_API_BASIC_AUTH = env_bool("DERM_API_BASIC_AUTH", True)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        *(["rest_framework.authentication.BasicAuthentication"] if DERM_API_BASIC_AUTH else []),
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -155,7 +183,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Cases, photos, pathology-confirmed labels, taxonomy, predictions and reader studies.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The API description is for staff who use the API, not for readers of blinded studies.
+    "SERVE_PERMISSIONS": ["derm_portal.permissions.ApiDocsPermission"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -170,6 +199,26 @@ SPECTACULAR_SETTINGS = {
         "StudyStatusEnum": "reports.models.StudyStatus",
     },
 }
+
+# Cache: per process by default; DERM_CACHE_URL (redis://host:6379/1) shares it between
+# every web process, so the phone-link rate limit counts once for the whole deployment.
+DERM_CACHE_URL = os.environ.get("DERM_CACHE_URL", "")
+if DERM_CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": DERM_CACHE_URL,
+            "KEY_PREFIX": os.environ.get("DERM_CACHE_KEY_PREFIX", "derm"),
+        }
+    }
+
+# HTTPS (the production settings turn these on; configurable for a TLS-terminating proxy).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# /healthz answers plain HTTP too, so a load balancer can probe the web process directly.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 # Celery: two queues so a training run never delays a doctor's prediction.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")

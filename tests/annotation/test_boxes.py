@@ -191,6 +191,10 @@ def test_case_page_panel_shows_annotations_and_links_for_annotators(client, phot
     html = client.get(url).content.decode()
     assert 'id="lesion-boxes-panel"' in html and "Annotated (waiting for review)" in html
     assert reverse("annotation:workspace_photo", args=[photo.pk]) in html
+    from annotation.services import label_record  # coordinators see confirmed cases only
+
+    label_record(case=photo.case, sub_class=SubClass.objects.get(code="nv"), source="histopathology",
+                 by=users[roles.DERMATOLOGIST])
     client.force_login(users[roles.COORDINATOR])  # sees clinical data, does not annotate
     html = client.get(url).content.decode()
     assert 'id="lesion-boxes-panel"' in html and reverse("annotation:workspace_photo", args=[photo.pk]) not in html

@@ -130,6 +130,8 @@ def test_case_detail_gallery_streams_thumbnails(client, users, case):
     from tests.factories import make_photo
 
     photo = make_photo(case, size=(400, 300))
+    services.label_record(case=case, sub_class=services.taxonomy_load_default().sub_classes.get(code="nv"),
+                          source="histopathology", by=users[roles.DERMATOLOGIST])  # coordinators: confirmed cases only
     client.force_login(users[roles.COORDINATOR])
     html = client.get(f"/cases/{case.pk}/").content.decode()
     assert f'src="/photos/{photo.pk}/file?w=320"' in html
