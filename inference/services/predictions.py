@@ -172,10 +172,10 @@ def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
     pred, state = prediction_claim(prediction_pk=prediction_pk, task_id=task_id)
     if pred is None:
         return state
-    from inference.ml import serving
-
     t0 = time.perf_counter()
     try:
+        from inference.ml import serving
+
         predictor = loader.predictor_for(pred.model_version)
         photo = pred.photo
         image = _open_photo_rgb(photo)
