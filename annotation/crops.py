@@ -4,12 +4,11 @@
 each side, clamped to the photo); `crops_make` writes the crops through Django storage,
 each linked to its photo, box and case, idempotently (one crop per box and margin;
 re-running updates crops whose box moved and removes crops whose box is no longer
-accepted); `crops_export_folder` writes an inference.ml generic data folder
-(labels.csv with image,label,case_id + images/) so training splits by case.
+accepted); `crops_export_folder` and `crops_export_zip` write the engine's generic data
+folder through `annotation.datafolder` (the same writer as the portal's training runs).
 """
 from __future__ import annotations
 
-import csv
 import io
 from collections import defaultdict
 from dataclasses import dataclass
@@ -124,22 +123,18 @@ def make_crops_task(*, margin: float = 0.0, min_size: int = 0) -> dict:
     return crops_make(margin=margin, min_size=min_size).as_dict()
 
 
-EXPORT_COLUMNS = ["image", "label", "case_id", "photo_id", "box_id", "margin", "age", "sex", "site"]
+# after the data folder's own columns (annotation.datafolder.LABEL_COLUMNS)
+EXPORT_EXTRA_COLUMNS = ("photo_id", "box_id", "margin")
 
 
-def _export_row(name, label, case_id, crop) -> list:
-    """One labels.csv row; age, sex and site (``case_metadata``) let training fit the metadata model."""
-    from .selectors import case_metadata
-
-    m = case_metadata(crop.case, when=crop.photo.acquired_at or crop.photo.created_at)
-    return [name, label, case_id, crop.photo_id, crop.box_id or "", crop.margin,
-            m.get("age", ""), m.get("sex", ""), m.get("site", "")]
+def _export_extra(crop) -> dict:
+    return {"photo_id": crop.photo_id, "box_id": crop.box_id or "", "margin": crop.margin}
 
 
 def crops_export_rows(*, level: str = "sub", margin: float | None = None):
     """(crop, label, case_id) for every crop, skipping meta-only crops at sub level."""
-    qs = Crop.objects.select_related("case", "case__patient", "photo", "sub_class", "meta_class").order_by(
-        "case_id", "photo_id", "id")
+    qs = Crop.objects.select_related("case", "case__patient", "photo", "photo__case", "photo__case__patient",
+                                     "sub_class", "meta_class").order_by("case_id", "photo_id", "id")
     if margin is not None:
         qs = qs.filter(margin=margin)
     for crop in qs:
@@ -150,45 +145,34 @@ def crops_export_rows(*, level: str = "sub", margin: float | None = None):
         yield crop, label, crop.case.reference
 
 
+def _export(writer, *, level: str, margin: float | None) -> dict:
+    written = skipped = 0
+    with writer:
+        for crop, label, _ in crops_export_rows(level=level, margin=margin):
+            if not label:
+                skipped += 1
+                continue
+            writer.add(name=f"crop-{crop.pk}.jpg", file=crop.file, label=label, photo=crop.photo, **_export_extra(crop))
+            written += 1
+    return {"crops": written, "skipped_meta_only": skipped}
+
+
 def crops_export_folder(*, folder: Path, level: str = "sub", margin: float | None = None) -> dict:
-    """Write `folder/images/*.jpg` + `folder/labels.csv` (``EXPORT_COLUMNS``)."""
+    """Write the engine's data folder `folder/images/*.jpg` + `folder/labels.csv` (annotation.datafolder)."""
+    from .datafolder import DataFolderWriter
+
     if level not in ("sub", "meta"):
         raise ValueError("level is 'sub' or 'meta'")
     folder = Path(folder)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    written = skipped = 0
-    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(EXPORT_COLUMNS)
-        for crop, label, case_id in crops_export_rows(level=level, margin=margin):
-            if not label:
-                skipped += 1
-                continue
-            name = f"crop-{crop.pk}.jpg"
-            with crop.file.open("rb") as src:
-                (folder / "images" / name).write_bytes(src.read())
-            w.writerow(_export_row(name, label, case_id, crop))
-            written += 1
-    return {"crops": written, "skipped_meta_only": skipped, "folder": str(folder)}
+    res = _export(DataFolderWriter(folder, extra_columns=EXPORT_EXTRA_COLUMNS), level=level, margin=margin)
+    return {**res, "folder": str(folder)}
 
 
 def crops_export_zip(fh, *, level: str = "sub", margin: float | None = None) -> dict:
-    """The same data folder as a zip archive written to the file object `fh`."""
+    """The same data folder as a zip archive (folder `crops/`) written to the file object `fh`."""
     import zipfile
 
-    written = skipped = 0
-    rows = io.StringIO()
-    w = csv.writer(rows)
-    w.writerow(EXPORT_COLUMNS)
+    from .datafolder import DataFolderZipWriter
+
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
-        for crop, label, case_id in crops_export_rows(level=level, margin=margin):
-            if not label:
-                skipped += 1
-                continue
-            name = f"crop-{crop.pk}.jpg"
-            with crop.file.open("rb") as src:
-                zf.writestr(f"crops/images/{name}", src.read())
-            w.writerow(_export_row(name, label, case_id, crop))
-            written += 1
-        zf.writestr("crops/labels.csv", rows.getvalue())
-    return {"crops": written, "skipped_meta_only": skipped}
+        return _export(DataFolderZipWriter(zf, "crops", extra_columns=EXPORT_EXTRA_COLUMNS), level=level, margin=margin)

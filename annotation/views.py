@@ -11,13 +11,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 from PIL import Image
 
 from derm_portal import roles
+from derm_portal.http import private_file_response
 
 from . import selectors, services
 from .forms import CaseCreateForm, LabelForm, StatusForm, TaxonomyImportForm
@@ -175,15 +176,13 @@ def stream_photo(photo, width: str | None = None):
                 img.thumbnail((int(width), int(width) * 4))
                 out = io.BytesIO()
                 img.convert("RGB").save(out, "JPEG", quality=85)
-            response = HttpResponse(out.getvalue(), content_type="image/jpeg")
+            response = private_file_response(out.getvalue(), content_type="image/jpeg")
         else:
             ext = photo.file.name.rsplit(".", 1)[-1].lower()
-            response = FileResponse(photo.file.open("rb"), content_type="image/png" if ext == "png" else "image/jpeg")
+            response = private_file_response(photo.file.open("rb"), content_type="image/png" if ext == "png" else "image/jpeg")
     except FileNotFoundError:
         logging.getLogger(__name__).error("photo %s: file %s is missing from storage", photo.pk, photo.file.name)
         raise Http404("The photo file is missing from storage.")
-    response["Cache-Control"] = "private, max-age=300"
-    response["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -240,10 +239,7 @@ def label_report_file(request, pk: int, label_pk: int):
     label = get_object_or_404(case.labels, pk=label_pk)
     if not label.report_file:
         raise PermissionDenied("This label has no report file.")
-    response = FileResponse(label.report_file.open("rb"), as_attachment=True, filename=label.report_file.name.rsplit("/", 1)[-1])
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return private_file_response(label.report_file.open("rb"), max_age=0, filename=label.report_file.name.rsplit("/", 1)[-1])
 
 
 def _csv_text(value: str) -> str:

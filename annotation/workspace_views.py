@@ -288,14 +288,11 @@ def crops_page(request):
 
 @require_role(*roles.CAN_ANNOTATE)
 def crop_file(request, pk: int):
-    from django.http import FileResponse
+    from derm_portal.http import private_file_response
 
     crop = get_object_or_404(Crop, pk=pk)
     photo_get(user=request.user, pk=crop.photo_id)  # same visibility as the photo
-    response = FileResponse(crop.file.open("rb"), content_type="image/jpeg")
-    response["Cache-Control"] = "private, max-age=300"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return private_file_response(crop.file.open("rb"), content_type="image/jpeg")
 
 
 # --------------------------------------------------------------------------- case page panel

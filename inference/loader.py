@@ -1,7 +1,7 @@
 """Where artefacts live and the per-process Predictor cache.
 
 A worker process loads each model version once (first task that needs it) and keeps it; the cache
-is keyed by ModelVersion pk and holds at most ``MAX_CACHED`` predictors (the active one and the one
+is keyed by ModelVersion pk and artefact directory (a reused pk never serves another artefact) and holds at most ``MAX_CACHED`` predictors (the active one and the one
 before it, during a switch-over).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 MAX_CACHED = 2
-_cache: "OrderedDict[int, object]" = OrderedDict()
+_cache: "OrderedDict[tuple[int, str], object]" = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -24,6 +24,11 @@ def model_root() -> Path:
 def artefact_dir(model_version) -> Path:
     p = Path(model_version.artefact_path)
     return p if p.is_absolute() else model_root() / p
+
+
+def artefact_present(model_version) -> bool:
+    """True when the model's artefact (its model.json) is on this server."""
+    return (artefact_dir(model_version) / "model.json").is_file()
 
 
 def stored_artefact_path(model_dir) -> str:
@@ -39,16 +44,17 @@ def predictor_for(model_version):
     """The loaded inference.ml Predictor for a model version (cached per process)."""
     from inference.ml.predict import Predictor
 
+    key = (model_version.pk, str(artefact_dir(model_version)))
     with _lock:
-        pred = _cache.get(model_version.pk)
+        pred = _cache.get(key)
         if pred is not None:
-            _cache.move_to_end(model_version.pk)
+            _cache.move_to_end(key)
             return pred
     threads = getattr(settings, "DERM_INFERENCE_THREADS", None)
-    pred = Predictor.load(artefact_dir(model_version), threads=threads)
+    pred = Predictor.load(key[1], threads=threads)
     with _lock:
-        _cache[model_version.pk] = pred
-        _cache.move_to_end(model_version.pk)
+        _cache[key] = pred
+        _cache.move_to_end(key)
         while len(_cache) > MAX_CACHED:
             _cache.popitem(last=False)
     return pred
@@ -61,4 +67,4 @@ def cache_clear() -> None:
 
 def cached_versions() -> list[int]:
     with _lock:
-        return list(_cache)
+        return [pk for pk, _ in _cache]

@@ -1,6 +1,6 @@
 """Model registry, predictions, Grad-CAM overlays, doctors' assessments and training runs.
 
-Business rules live in services.py (writes) and selectors.py (reads); models hold
+Business rules live in services/ (writes) and selectors.py (reads); models hold
 fields, choices, constraints and small properties only. Other apps (reports) read
 ``Prediction`` (malignancy_score / malignancy_grade / model_version): keep field names stable.
 """

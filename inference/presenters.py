@@ -6,13 +6,16 @@ from django.urls import reverse
 from annotation.models import MalignancyGrade, MetaClass, SubClass
 
 from .models import PredictionStatus
-from .services import CLOSE_MARGIN, overlay_box_masses
+from .selectors import overlay_box_masses, photo_boxes
+from .services.predictions import CLOSE_MARGIN
 
 GRADE_ADVICE = {
     1: "Benign: self-monitor.",
     2: "Low malignancy: see a dermatologist at a nearby hospital.",
     3: "High malignancy: refer urgently to a tertiary hospital.",
 }
+
+
 def warning_rule(model_version=None) -> str:
     """The rule behind the case page's warning, with the model's own out-of-distribution quantile."""
     q = ((getattr(model_version, "manifest", None) or {}).get("ood") or {}).get("quantile", 0.99)
@@ -82,8 +85,6 @@ def prediction_view(pred) -> dict:
                          "box_mass_percent": None if masses.get(ov.pk) is None else round(100 * masses[ov.pk])})
     grade = pred.malignancy_grade
     photo = pred.photo
-    from .services import photo_boxes
-
     boxes = [{"left": 100 * x0 / photo.width, "top": 100 * y0 / photo.height, "width": 100 * (x1 - x0) / photo.width,
               "height": 100 * (y1 - y0) / photo.height} for x0, y0, x1, y1 in photo_boxes(photo)] if masses and any(
         v is not None for v in masses.values()) else []
@@ -123,3 +124,69 @@ def metadata_labels(used: dict | None) -> list[str]:
         else:
             out.append(f"{k}: {v}")
     return out
+
+
+# --------------------------------------------------------------------------- model registry pages
+def camera_augmentation(training: dict) -> str:
+    """How training simulated other cameras and lights ("" when off or not recorded, as in older artefacts)."""
+    aug = training.get("augmentation") or {}
+    parts = [text.format(aug[k]) for k, text in (("blur", "blur up to {:g} px"), ("noise", "noise up to {:g}"),
+                                                 ("jpeg", "JPEG down to quality {:g}"),
+                                                 ("channel_gain", "light colour ±{:g}"), ("gamma", "tone curve ±{:g}"))
+             if aug.get(k)]
+    share = aug.get("optics_p", 1)
+    if share < 1 and any(aug.get(k) for k in ("blur", "noise", "jpeg")):
+        parts.append(f"optics on {share:.0%} of the photos")
+    return ", ".join(parts)
+
+
+def head_start(man: dict) -> str:
+    """How the new heads started ("" for random heads and older artefacts): the linear probe's L2
+    strength per stage, chosen on held-out training photos."""
+    probes = [(name, (man.get(f"{name}_training") or {}).get("head_probe")) for name in ("fine", "coarse")]
+    said = [f"{name} C {p['C']:g}" for name, p in probes if p]
+    return f"heads started as linear probes (LP-FT; {', '.join(said)})" if said else ""
+
+
+def manifest_view(model_version) -> dict:
+    """What the model page shows of the artefact's manifest."""
+    man = model_version.manifest or {}
+    training = man.get("training") or {}
+    pre = man.get("preprocessing") or {}
+    return {
+        "backbone": man.get("backbone"), "image_size": pre.get("size"),
+        "colour_constancy": pre.get("colour_constancy", "none").replace("_", " "),
+        "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
+        "training": training, "timings": man.get("timings_seconds") or {},
+        "camera_augmentation": camera_augmentation(training), "head_start": head_start(man),
+        "progressive": (man.get("fine_training") or {}).get("progressive"),
+    }
+
+
+# --------------------------------------------------------------------------- training pages
+def training_form_defaults(settings_shown) -> dict:
+    """The engine's defaults of the training form's ``settings_shown`` (TrainConfig fields), with the
+    rules the engine applies when a setting is left empty."""
+    from dataclasses import fields
+
+    from inference.ml.budget import AUTO_IMAGE_SIZE_RULE
+    from inference.ml.data import AugmentConfig
+    from inference.ml.train import AUTO_EPOCHS_RULE, TrainConfig
+
+    d = {f.name: f.default for f in fields(TrainConfig) if f.name in settings_shown}
+    d["epochs"] = AUTO_EPOCHS_RULE                                       # shown, not posted
+    d["image_size"] = AUTO_IMAGE_SIZE_RULE                               # shown, not posted
+    d["colour_constancy"] = d["colour_constancy"].replace("_", " ")     # shown, not posted
+    d["cameras"] = camera_augmentation({"augmentation": AugmentConfig().to_dict()}) or "off"
+    return d
+
+
+def training_state(run) -> dict:
+    """A training run's state for its page and the polled JSON."""
+    return {
+        "id": run.pk, "status": run.status, "status_label": run.get_status_display(), "progress": run.progress,
+        "cancel_requested": run.cancel_requested, "finished": run.is_finished, "error": run.error,
+        "n_cases": run.n_cases, "n_photos": run.n_photos, "log": run.log[-4000:],
+        "model_version": run.model_version_id,
+        "model_url": reverse("inference:model_detail", args=[run.model_version_id]) if run.model_version_id else None,
+    }

@@ -93,3 +93,85 @@ def training_run_get(*, user, pk: int) -> TrainingRun:
 
 def pending_statuses() -> tuple[str, ...]:
     return (PredictionStatus.PENDING, PredictionStatus.RUNNING)
+
+
+# --------------------------------------------------------------------------- photos as the model sees them
+def photo_boxes(photo) -> list[tuple[float, float, float, float]]:
+    """Annotator boxes of the photo in original pixels (boxes drawn on a resized copy are scaled back)."""
+    out = []
+    for b in photo.boxes.all():
+        try:
+            sx = photo.width / b.image_width if b.image_width else 1.0
+            sy = photo.height / b.image_height if b.image_height else 1.0
+            out.append((float(b.x0) * sx, float(b.y0) * sy, float(b.x1) * sx, float(b.y1) * sy))
+        except (TypeError, ZeroDivisionError):
+            continue
+    return out
+
+
+def overlay_box_masses(*, prediction: Prediction) -> dict[int, float | None]:
+    """overlay pk -> share of its heat map inside the photo's *current* annotator boxes (boxes are
+    usually drawn after the upload, so this is computed on read from the stored 32x32 map)."""
+    import numpy as np
+
+    from inference.ml.explain import heatmap_mass_in_boxes
+
+    photo = prediction.photo
+    boxes = photo_boxes(photo)
+    out = {}
+    for ov in prediction.overlays.all():
+        if not boxes:
+            out[ov.pk] = None
+        elif ov.heatmap:
+            out[ov.pk] = heatmap_mass_in_boxes(np.asarray(ov.heatmap, np.float32), boxes, (photo.width, photo.height))
+        else:
+            out[ov.pk] = ov.box_mass
+    return out
+
+
+def photo_metadata(photo) -> dict:
+    """What the model's metadata model may take for a photo (``annotation.selectors.case_metadata``)."""
+    from annotation.selectors import case_metadata
+
+    return case_metadata(photo.case, when=photo.acquired_at or photo.created_at)
+
+
+def model_manifest(model_version) -> dict:
+    """The model's manifest: the registered copy, else read from its artefact ({} when unreadable)."""
+    from . import loader
+
+    if model_version.manifest:
+        return dict(model_version.manifest)
+    if not loader.artefact_present(model_version):
+        return {}
+    from inference.ml.artefact import read_manifest
+
+    try:
+        return read_manifest(loader.artefact_dir(model_version))
+    except Exception:   # an unreadable manifest says nothing about the model
+        return {}
+
+
+# --------------------------------------------------------------------------- what a training run would use
+def training_cases(*, taxonomy, label_sources) -> list[tuple]:
+    """(photo, sub_class_code, case_pk) for every photo of a non-excluded case with a label from the chosen
+    sources; per case the confirmed label wins, then the most recently signed."""
+    from annotation.models import DiagnosisLabel, Photo
+
+    labels = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
+              .select_related("sub_class").order_by("case_id", "-confirmed", "-signed_at", "-pk"))
+    best: dict[int, str] = {}
+    for lab in labels:
+        best.setdefault(lab.case_id, lab.sub_class.code)
+    photos = (Photo.objects.filter(case_id__in=list(best)).exclude(case__status="excluded")
+              .select_related("case", "case__patient").order_by("case_id", "pk"))
+    return [(p, best[p.case_id], p.case_id) for p in photos]
+
+
+def training_case_counts(*, taxonomy, label_sources) -> tuple[int, int]:
+    """(cases, photos) training_cases would export, counted in the database."""
+    from annotation.models import DiagnosisLabel, Photo
+
+    cases = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
+             .exclude(case__status="excluded").values("case_id").distinct())
+    return cases.count(), Photo.objects.filter(case_id__in=cases).count()

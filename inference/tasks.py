@@ -1,6 +1,7 @@
-"""Celery tasks: thin, primary keys only, idempotent. acks_late + reject_on_worker_lost (set
-globally in settings) mean a job whose worker dies is redelivered; the services re-check row status
-so a redelivered or duplicated message is harmless."""
+"""Celery tasks: thin, primary keys in, one service call each, idempotent. acks_late +
+reject_on_worker_lost (set globally in settings) mean a job whose worker dies is redelivered; the
+services re-check row status so a redelivered or duplicated message is harmless. The services send
+these jobs through ``inference.jobs`` (by task name), so they never import this module."""
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,9 @@ def _warm_active_model(**_):
             # one dummy photo through the whole path: first-call allocations and imports happen now
             from PIL import Image
 
-            services.prediction_compute(predictor=predictor, image=Image.new("RGB", (64, 48), (128, 100, 90)),
-                                        photo_size=(64, 48))
+            from inference.ml.serving import prediction_compute
+
+            prediction_compute(predictor=predictor, image=Image.new("RGB", (64, 48), (128, 100, 90)), photo_size=(64, 48))
             log.info("worker: model %s loaded and warmed up", mv.pk)
     except Exception:     # a missing artefact must not stop the worker; the task reports it
         log.warning("worker: could not preload the active model", exc_info=True)

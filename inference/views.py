@@ -14,8 +14,9 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation import selectors as annotation_selectors
 from annotation.models import SubClass
 from derm_portal import roles
+from derm_portal.http import private_file_response
 
-from . import charts, selectors, services
+from . import charts, loader, presenters, selectors, services
 from .models import PredictionStatus, TrainingStatus
 from .panels import panel_common_context, photo_block_context
 from .presenters import prediction_signature, prediction_view
@@ -71,10 +72,7 @@ def overlay_image(request, pk: int):
         fh = ov.image.open("rb")
     except FileNotFoundError:
         raise Http404("Overlay file missing.")
-    response = FileResponse(fh, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=300"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return private_file_response(fh, content_type="image/png")
 
 
 @require_POST
@@ -124,32 +122,9 @@ def model_list(request):
     })
 
 
-def _camera_augmentation(training: dict) -> str:
-    """How training simulated other cameras and lights ("" when off or not recorded, as in older artefacts)."""
-    aug = training.get("augmentation") or {}
-    parts = [text.format(aug[k]) for k, text in (("blur", "blur up to {:g} px"), ("noise", "noise up to {:g}"),
-                                                 ("jpeg", "JPEG down to quality {:g}"),
-                                                 ("channel_gain", "light colour ±{:g}"), ("gamma", "tone curve ±{:g}"))
-             if aug.get(k)]
-    share = aug.get("optics_p", 1)
-    if share < 1 and any(aug.get(k) for k in ("blur", "noise", "jpeg")):
-        parts.append(f"optics on {share:.0%} of the photos")
-    return ", ".join(parts)
-
-
-def _head_start(man: dict) -> str:
-    """How the new heads started ("" for random heads and older artefacts): the linear probe's L2
-    strength per stage, chosen on held-out training photos."""
-    probes = [(name, (man.get(f"{name}_training") or {}).get("head_probe")) for name in ("fine", "coarse")]
-    said = [f"{name} C {p['C']:g}" for name, p in probes if p]
-    return f"heads started as linear probes (LP-FT; {', '.join(said)})" if said else ""
-
-
 @require_role(*roles.CAN_VIEW_MODELS)
 def model_detail(request, pk: int):
     m = selectors.model_version_get(user=request.user, pk=pk)
-    man = m.manifest or {}
-    training = man.get("training") or {}
     return render(request, "inference/model_detail.html", {
         "m": m,
         "summary": charts.metrics_summary(m.metrics),
@@ -159,16 +134,9 @@ def model_detail(request, pk: int):
         "malignancy": charts.malignancy_table(m.metrics),
         "figures": charts.figures(m.metrics),
         "has_roc_points": charts.has_roc_points(m.metrics),
-        "manifest": {
-            "backbone": man.get("backbone"), "image_size": (man.get("preprocessing") or {}).get("size"),
-            "colour_constancy": (man.get("preprocessing") or {}).get("colour_constancy", "none").replace("_", " "),
-            "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
-            "training": training, "timings": man.get("timings_seconds") or {},
-            "camera_augmentation": _camera_augmentation(training), "head_start": _head_start(man),
-            "progressive": (man.get("fine_training") or {}).get("progressive"),
-        },
+        "manifest": presenters.manifest_view(m),
         "activations": m.activations.select_related("activated_by", "previous")[:20],
-        "artefact_present": (Path(services.loader.artefact_dir(m)) / "model.json").is_file(),
+        "artefact_present": loader.artefact_present(m),
         "can_activate": roles.has_role(request.user, *roles.CAN_ACTIVATE_MODELS),
         "n_predictions": m.predictions.count(),
         "n_done": m.predictions.filter(status=PredictionStatus.DONE).count(),
@@ -195,7 +163,7 @@ def model_activate(request, pk: int):
 @require_role(*roles.CAN_ACTIVATE_MODELS)
 def model_recompute(request, pk: int):
     m = selectors.model_version_get(user=request.user, pk=pk)
-    services._enqueue_recompute(m.pk)
+    services.model_recompute_request(model_version=m)
     messages.success(request, "Predictions for every photo without one are being computed (long queue).")
     return redirect("inference:model_detail", pk=m.pk)
 
@@ -231,21 +199,6 @@ CAMERA_PRESETS = {
 }
 
 
-def _engine_defaults() -> dict:
-    from dataclasses import fields
-
-    from inference.ml.data import AugmentConfig
-    from inference.ml.budget import AUTO_IMAGE_SIZE_RULE
-    from inference.ml.train import AUTO_EPOCHS_RULE, TrainConfig
-
-    d = {f.name: f.default for f in fields(TrainConfig) if f.name in FORM_SETTINGS}
-    d["epochs"] = AUTO_EPOCHS_RULE                                       # shown, not posted
-    d["image_size"] = AUTO_IMAGE_SIZE_RULE                               # shown, not posted
-    d["colour_constancy"] = d["colour_constancy"].replace("_", " ")     # shown, not posted
-    d["cameras"] = _camera_augmentation({"augmentation": AugmentConfig().to_dict()}) or "off"
-    return d
-
-
 @require_role(*roles.CAN_TRAIN_MODELS)
 def training_list(request):
     from annotation.selectors import taxonomy_default
@@ -273,11 +226,12 @@ def training_list(request):
     counts = {}
     if taxonomy:
         for key, _ in SOURCE_SETS:
-            counts[key] = services.training_case_counts(taxonomy=taxonomy, label_sources=services.LABEL_SOURCE_SETS[key])
+            counts[key] = selectors.training_case_counts(taxonomy=taxonomy,
+                                                          label_sources=services.LABEL_SOURCE_SETS[key])
     return render(request, "inference/training_list.html", {
         "runs": selectors.training_runs_visible_to(request.user)[:50],
         "source_sets": [(k, label, counts.get(k, (0, 0))) for k, label in SOURCE_SETS],
-        "defaults": _engine_defaults(),
+        "defaults": presenters.training_form_defaults(FORM_SETTINGS),
         "camera_presets": [(k, label) for k, (label, _) in CAMERA_PRESETS.items()],
         "taxonomy": taxonomy,
     })
@@ -286,23 +240,13 @@ def training_list(request):
 @require_role(*roles.CAN_TRAIN_MODELS)
 def training_detail(request, pk: int):
     run = selectors.training_run_get(user=request.user, pk=pk)
-    return render(request, "inference/training_detail.html", {"run": run, "state": training_state(run)})
-
-
-def training_state(run) -> dict:
-    return {
-        "id": run.pk, "status": run.status, "status_label": run.get_status_display(), "progress": run.progress,
-        "cancel_requested": run.cancel_requested, "finished": run.is_finished, "error": run.error,
-        "n_cases": run.n_cases, "n_photos": run.n_photos, "log": run.log[-4000:],
-        "model_version": run.model_version_id,
-        "model_url": reverse("inference:model_detail", args=[run.model_version_id]) if run.model_version_id else None,
-    }
+    return render(request, "inference/training_detail.html", {"run": run, "state": presenters.training_state(run)})
 
 
 @require_GET
 @require_role(*roles.CAN_TRAIN_MODELS)
 def training_state_json(request, pk: int):
-    return JsonResponse(training_state(selectors.training_run_get(user=request.user, pk=pk)))
+    return JsonResponse(presenters.training_state(selectors.training_run_get(user=request.user, pk=pk)))
 
 
 @require_POST

@@ -81,6 +81,10 @@ class ReaderStudy(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def results_changed(self) -> None:
+        """Invalidate the cached results: their cache key includes results_version."""
+        ReaderStudy.objects.filter(pk=self.pk).update(results_version=models.F("results_version") + 1)
+
 
 class StudyCase(models.Model):
     """A case in a study. Readers only ever see `number` (opaque, random), never the case id."""

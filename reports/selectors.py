@@ -93,7 +93,7 @@ def study_candidate_cases(*, user, study: ReaderStudy, diagnosis=(), modality: s
     if q:
         qs = qs.filter(Q(external_id__icontains=q) | Q(body_site__icontains=q))
     if exclude_training and study.model_version_id:
-        from .services import training_case_ids
+        from .model_outputs import training_case_ids
 
         kind, ids = training_case_ids(study.model_version)
         if kind == "train":

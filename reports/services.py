@@ -1,28 +1,24 @@
-"""Writes for reader studies: set-up, invitations, model outputs, opening/closing, readings."""
+"""Writes for reader studies: set-up, invitations, opening/closing, readings. The compared model's
+outputs and training overlap: ``model_outputs`` (re-exported here)."""
 from __future__ import annotations
 
 import logging
 import random
 import secrets
-from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import Max
 from django.utils import timezone
 
 from derm_portal import roles
 
 from . import questions
+from .model_outputs import study_model_outputs_refresh, study_training_overlap  # noqa: F401 (callers use services.*)
 from .models import (ClassLevel, ConfidenceScale, Experience, QuestionType, Reading, ReaderStudy, Session,
                      StudyCase, StudyReader, StudyStatus)
 
 log = logging.getLogger(__name__)
-
-
-def _bump(study: ReaderStudy) -> None:
-    ReaderStudy.objects.filter(pk=study.pk).update(results_version=F("results_version") + 1)
 
 
 def _require_draft(study: ReaderStudy, what: str) -> None:
@@ -170,7 +166,7 @@ def study_cases_add(*, study: ReaderStudy, cases) -> dict:
     StudyCase.objects.bulk_create([
         StudyCase(study=study, case=case, truth_sub_class_id=sub_pk, number=free[i]) for i, (case, sub_pk) in enumerate(added)
     ])
-    _bump(study)
+    study.results_changed()
     if study.model_version_id:
         study_training_overlap(study=study)
     return {"added": len(added), "skipped": skipped}
@@ -193,7 +189,7 @@ def study_case_remove(*, study: ReaderStudy, study_case: StudyCase) -> None:
     if study_case.study_id != study.pk:
         raise ValidationError("That case is not in this study.")
     study_case.delete()
-    _bump(study)
+    study.results_changed()
 
 
 @transaction.atomic
@@ -219,133 +215,7 @@ def study_reader_remove(*, study: ReaderStudy, study_reader: StudyReader) -> Non
     if study_reader.readings.exists() and study.status != StudyStatus.DRAFT:
         raise ValidationError("This reader has already read cases; close the study instead.")
     study_reader.delete()
-    _bump(study)
-
-
-# ------------------------------------------------------------------ the compared model
-def _artefact_dir(model_version) -> Path | None:
-    p = Path(model_version.artefact_path)
-    if not p.is_absolute():
-        p = Path(settings.DERM_MODEL_ROOT) / p
-    return p if (p / "model.json").is_file() else None
-
-
-def training_case_ids(model_version) -> tuple[str, set[str]]:
-    """What the model's manifest says about its training cases.
-
-    Returns ("train", ids) when it lists training case ids, ("test", ids) when it lists only the
-    held-out test cases, ("unknown", set()) otherwise."""
-    man = dict(getattr(model_version, "manifest", None) or {})
-    if not man:
-        d = _artefact_dir(model_version)
-        if d is not None:
-            try:
-                from inference.ml.artefact import read_manifest
-
-                man = read_manifest(d)
-            except Exception:  # unreadable manifest: unknown
-                man = {}
-    split = man.get("split") or {}
-    for key in ("train_cases", "training_cases", "train_case_ids"):
-        ids = split.get(key) or man.get(key)
-        if ids:
-            return "train", {str(i) for i in ids}
-    ids = split.get("test_cases")
-    if ids:
-        return "test", {str(i) for i in ids}
-    return "unknown", set()
-
-
-def study_training_overlap(*, study: ReaderStudy) -> str:
-    """Mark each study case: in_training yes / no / possible (not in the held-out split) / unknown."""
-    if study.model_version is None:
-        study.study_cases.update(in_training="unknown")
-        return "unknown"
-    kind, ids = training_case_ids(study.model_version)
-    rows = list(study.study_cases.select_related("case"))
-    for sc in rows:
-        keys = {sc.case.external_id, str(sc.case.pk), sc.case.reference} - {""}
-        if kind == "train":
-            sc.in_training = "yes" if keys & ids else "no"
-        elif kind == "test":
-            sc.in_training = "no" if keys & ids else ("possible" if sc.case.external_id else "unknown")
-        else:
-            sc.in_training = "unknown"
-    StudyCase.objects.bulk_update(rows, ["in_training"])
-    return kind
-
-
-def _mean_probs(rankeds: list[list[dict]]) -> dict[str, float] | None:
-    acc: dict[str, float] = {}
-    n = 0
-    for ranked in rankeds:
-        if not ranked:
-            continue
-        n += 1
-        for item in ranked:
-            acc[item["sub_class"]] = acc.get(item["sub_class"], 0.0) + float(item["probability"])
-    return {k: v / n for k, v in acc.items()} if n else None
-
-
-def study_model_outputs_refresh(*, study: ReaderStudy, use_predictor: bool = True) -> dict:
-    """Fill StudyCase.model_probs (case-level mean over photos of the fused probabilities) from the
-    inference app's finished predictions, else from the model artefact via inference.ml Predictor."""
-    result = {"from_predictions": 0, "from_predictor": 0, "missing": 0, "reason": ""}
-    if study.model_version is None:
-        result["reason"] = "No compared model is set."
-        return result
-    try:
-        from inference.models import Prediction
-    except ImportError:  # pragma: no cover - inference app absent
-        Prediction = None
-    rows = list(study.study_cases.select_related("case"))
-    missing = []
-    by_case: dict[int, list] = {}
-    if Prediction is not None:
-        for case_id, ranked in Prediction.objects.filter(
-            photo__case__in=[sc.case_id for sc in rows], model_version=study.model_version, status="done",
-        ).values_list("photo__case_id", "ranked"):
-            by_case.setdefault(case_id, []).append(ranked)
-    for sc in rows:
-        probs = _mean_probs(by_case.get(sc.case_id, []))
-        if probs:
-            sc.model_probs, sc.model_source = probs, "prediction"
-            result["from_predictions"] += 1
-        else:
-            missing.append(sc)
-    if missing and use_predictor:
-        d = _artefact_dir(study.model_version)
-        if d is None:
-            result["reason"] = "The model artefact is not available on this server."
-        else:
-            try:
-                from PIL import Image
-
-                from inference.ml.predict import Predictor
-
-                predictor = Predictor.load(d, threads=1)
-                for sc in missing[:]:
-                    imgs = []
-                    for photo in sc.case.photos.all():
-                        with photo.file.open("rb") as fh:
-                            imgs.append(Image.open(fh).convert("RGB"))
-                    if not imgs:
-                        continue
-                    diffs = predictor.predict(imgs)
-                    sc.model_probs = _mean_probs([[{"sub_class": r.sub_class, "probability": r.probability}
-                                                   for r in df.ranked] for df in diffs])
-                    sc.model_source = "predictor"
-                    result["from_predictor"] += 1
-                    missing.remove(sc)
-            except Exception as exc:  # a broken artefact must not break the study page
-                log.exception("predictor failed for study %s", study.pk)
-                result["reason"] = f"The model could not be run: {exc}"
-    elif missing:
-        result["reason"] = "No finished predictions of this model for these cases."
-    result["missing"] = len(missing)
-    StudyCase.objects.bulk_update(rows, ["model_probs", "model_source"])
-    _bump(study)
-    return result
+    study.results_changed()
 
 
 def study_problems(*, study: ReaderStudy) -> list[str]:
@@ -510,7 +380,7 @@ def reading_submit(
         else:
             study_reader.aided_done_at = now
         study_reader.save(update_fields=["unaided_done_at", "aided_done_at"])
-    _bump(study)
+    study.results_changed()
     return reading
 
 

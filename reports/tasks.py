@@ -10,7 +10,7 @@ def study_model_outputs(study_pk: int) -> dict:
     """Collect the compared model's case-level outputs for a study (idempotent: it recomputes the
     same snapshot from the same predictions / artefact)."""
     from .models import ReaderStudy
-    from .services import study_model_outputs_refresh, study_training_overlap
+    from .model_outputs import study_model_outputs_refresh, study_training_overlap
 
     study = ReaderStudy.objects.filter(pk=study_pk).select_related("model_version").first()
     if study is None or study.status != "draft":

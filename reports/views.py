@@ -19,7 +19,7 @@ from annotation.views import stream_photo
 from derm_portal.roles import require_role
 from derm_portal import roles
 
-from . import charts, questions, results, selectors, services
+from . import charts, model_outputs, questions, results, selectors, services
 from .forms import CaseFilterForm, InviteForm, StudyForm
 from .models import ConfidenceScale, QuestionType, Reading, Session, StudyCase, StudyReader, StudyStatus
 
@@ -74,7 +74,7 @@ def study_detail(request, pk: int):
     for sr in readers:
         sr.done_unaided = sr.readings.filter(session=Session.UNAIDED, answered_at__isnull=False).count()
         sr.done_aided = sr.readings.filter(session=Session.AIDED, answered_at__isnull=False).count()
-    training_kind = services.training_case_ids(study.model_version)[0] if study.model_version_id else None
+    training_kind = model_outputs.training_case_ids(study.model_version)[0] if study.model_version_id else None
     return render(request, "reports/study_detail.html", {
         "study": study,
         "question": questions.question_text(study, tmap),

@@ -34,7 +34,7 @@ class OverlaySerializer(serializers.ModelSerializer):
         fields = ["id", "target_kind", "target", "rank", "scale_max", "box_mass", "url"]
 
     def get_box_mass(self, obj) -> float | None:
-        from ..services import overlay_box_masses
+        from ..selectors import overlay_box_masses
 
         cache = self.context.setdefault("_box_masses", {})
         if obj.prediction_id not in cache:

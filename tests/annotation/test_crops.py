@@ -111,6 +111,7 @@ def test_export_is_an_inference_ml_data_folder_grouped_by_case(accepted, tmp_pat
     from inference.ml.metadata import read_fields
     year = accepted["photo"].created_at.year
     assert records[0].meta["age"] == str(year - 1970) and records[0].meta["sex"] == "female"
+    assert records[0].meta["modality"] == accepted["photo"].modality     # the same writer as training runs
     assert read_fields(records[0].meta) == {"age": str(min((year - 1970) // 10, 8)), "sex": "female", "site": "back"}
     assert Image.open(records[0].path).size == (96, 96)
     res = crops.crops_export_folder(folder=tmp_path / "meta", level="meta", margin=0.1)

@@ -6,7 +6,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from derm_portal import roles
-from inference import services
+from inference import jobs
 from inference.models import TrainingRun
 from inference.views import CAMERA_PRESETS
 from tests.e2e.pages import submit_and_wait
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def test_training_form_queues_run_with_camera_preset(browser, live_server, login, labelled_cases, users, monkeypatch):
-    monkeypatch.setattr(services, "_enqueue_training", lambda pk: None)
+    monkeypatch.setattr(jobs, "enqueue_training", lambda pk: None)
     login(users[roles.DERMATOLOGIST])
     WebDriverWait(browser, 30).until(lambda d: "/accounts/login" not in d.current_url)
     browser.get(f"{live_server.url}/training/")

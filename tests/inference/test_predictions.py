@@ -8,7 +8,8 @@ from django.utils import timezone
 
 from annotation import services as annotation_services
 from annotation.models import DiagnosisLabel
-from inference import services, tasks
+from inference import selectors, services, tasks
+from inference.services import predictions
 from inference.models import GradCamOverlay, Prediction, PredictionStatus
 from tests.factories import image_bytes, make_photo
 
@@ -131,14 +132,14 @@ def test_superseded_attempt_does_not_store(active_model, case):
     out = {"ranked": [], "meta_probabilities": {}, "fused_method": "product", "malignancy_score": None,
            "malignancy_grade": None, "margin": None, "ood_score": None, "looks_unfamiliar": False, "overlays": [],
            "cam_error": ""}
-    assert services._prediction_store(prediction_pk=pred.pk, task_id="slow", out=out, started=0) == "superseded"
+    assert predictions._prediction_store(prediction_pk=pred.pk, task_id="slow", out=out, started=0) == "superseded"
     pred.refresh_from_db()
     assert pred.status == PredictionStatus.RUNNING and pred.ranked == []
 
 
 def test_failure_is_recorded_and_retried_on_request(active_model, case, monkeypatch, django_capture_on_commit_callbacks):
     photo = make_photo(case)
-    monkeypatch.setattr(services, "_open_photo_rgb", lambda photo: (_ for _ in ()).throw(OSError("disk gone")))
+    monkeypatch.setattr(predictions, "_open_photo_rgb", lambda photo: (_ for _ in ()).throw(OSError("disk gone")))
     with django_capture_on_commit_callbacks(execute=True):
         services.prediction_request(photo=photo)
     pred = Prediction.objects.get()
@@ -186,7 +187,7 @@ def test_warning_stored_from_model_output(active_model, case, monkeypatch):
 
 def test_box_mass_reported_when_photo_has_boxes(active_model, case, users, monkeypatch):
     photo = make_photo(case, size=(80, 60))
-    monkeypatch.setattr(services, "photo_boxes", lambda p: [(10, 0, 70, 60)])     # the whole centre square
+    monkeypatch.setattr(selectors, "photo_boxes", lambda p: [(10, 0, 70, 60)])     # the whole centre square
     pred = services.prediction_request(photo=photo, enqueue=False)
     services.prediction_execute(prediction_pk=pred.pk, task_id="t")
     masses = [o.box_mass for o in Prediction.objects.get().overlays.all()]
@@ -198,13 +199,13 @@ def test_box_mass_from_annotator_boxes(active_model, case, users):
     from annotation.models import Box, MetaClass, PhotoAnnotation
 
     photo = make_photo(case, size=(80, 60))
-    assert services.photo_boxes(photo) == []
+    assert selectors.photo_boxes(photo) == []
     ann = PhotoAnnotation.objects.create(photo=photo, annotator=users["annotator"])
     meta = MetaClass.objects.filter(taxonomy=active_model.taxonomy).first()
     # drawn on a 2x downscaled copy (40x30): scaled back to photo pixels
     Box.objects.create(annotation=ann, photo=photo, annotator=users["annotator"], x0=5, y0=0, x1=35, y1=30,
                        image_width=40, image_height=30, meta_class=meta)
-    assert services.photo_boxes(photo) == [(10.0, 0.0, 70.0, 60.0)]
+    assert selectors.photo_boxes(photo) == [(10.0, 0.0, 70.0, 60.0)]
     pred = services.prediction_request(photo=photo, enqueue=False)
     services.prediction_execute(prediction_pk=pred.pk, task_id="t")
     overlays = list(Prediction.objects.get().overlays.all())

@@ -1,5 +1,6 @@
 """Training runs from the portal: success registers a candidate with its evaluation; failure and
 cancellation leave a clear status and no model (and no artefact directory)."""
+import time
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from annotation import services as annotation_services
 from annotation.models import SubClass
-from inference import services
+from inference import jobs, loader, selectors, services
+from inference.services import training_job
 from inference.models import ModelStatus, ModelVersion, TrainingRun, TrainingStatus
 from tests.factories import CaseFactory, make_photo
 
@@ -86,8 +88,8 @@ def test_progressive_plan_is_trained_and_shown(client, labelled_cases, users, mo
 
 
 def test_training_cases_respect_label_sources(labelled_cases):
-    confirmed = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology"])
-    both = services.training_cases(taxonomy=labelled_cases, label_sources=["histopathology", "consensus"])
+    confirmed = selectors.training_cases(taxonomy=labelled_cases, label_sources=["histopathology"])
+    both = selectors.training_cases(taxonomy=labelled_cases, label_sources=["histopathology", "consensus"])
     assert len({c for _, _, c in confirmed}) == 9 and len(confirmed) == 18
     assert len({c for _, _, c in both}) == 12 and len(both) == 24
 
@@ -107,7 +109,7 @@ def test_successful_run_registers_candidate(client, labelled_cases, users, djang
     assert mv.metrics["hierarchical_product"]["n"] > 0 and "flat" in mv.metrics
     assert (run.n_cases, run.n_photos) == (12, 24)
     assert run.progress["stage"] == "done" and "registered candidate" in run.log
-    assert (Path(services.loader.artefact_dir(mv)) / "model.json").is_file()
+    assert (Path(loader.artefact_dir(mv)) / "model.json").is_file()
     assert mv.manifest["training"]["epochs"] == 1 and mv.manifest["preprocessing"]["size"] == 32
     assert mv.manifest["fine_members"] == 2 and "fine model 2/2 epoch 1/1" in run.log
     assert mv.manifest["preprocessing"]["colour_constancy"] == "shades_of_gray"
@@ -138,19 +140,19 @@ def test_failed_run_leaves_no_model(labelled_cases, users, monkeypatch):
     run.refresh_from_db()
     assert run.status == TrainingStatus.FAILED and "out of memory" in run.error and run.model_version is None
     assert not ModelVersion.objects.exists()
-    assert list(Path(services.loader.model_root()).glob("run-*")) == []
+    assert list(Path(loader.model_root()).glob("run-*")) == []
 
 
 def test_registration_failure_is_a_failed_run_without_model(labelled_cases, users, monkeypatch):
     def refuse(**kw):
         raise services.RegistryError("disk full")
 
-    monkeypatch.setattr(services, "model_register", refuse)
+    monkeypatch.setattr(training_job, "model_register", refuse)
     run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
     assert run_now(run) == "failed"
     run.refresh_from_db()
     assert run.status == TrainingStatus.FAILED and "disk full" in run.error
-    assert not ModelVersion.objects.exists() and list(Path(services.loader.model_root()).glob("run-*")) == []
+    assert not ModelVersion.objects.exists() and list(Path(loader.model_root()).glob("run-*")) == []
 
 
 def test_cancelled_run_leaves_no_model(labelled_cases, users, monkeypatch):
@@ -168,13 +170,13 @@ def test_cancelled_run_leaves_no_model(labelled_cases, users, monkeypatch):
         return real(cfg, progress=spy, should_stop=should_stop)
 
     monkeypatch.setattr(engine, "train", cancel_then_train)
-    monkeypatch.setattr(services.time, "monotonic", lambda c=iter(range(0, 10**6, 5)): next(c))  # no throttling
+    monkeypatch.setattr(time, "monotonic", lambda c=iter(range(0, 10**6, 5)): next(c))  # no throttling
     run = services.training_run_create(by=users["admin"], label_sources=["histopathology"], config=TINY)
     assert run_now(run) == "cancelled"
     run.refresh_from_db()
     assert run.status == TrainingStatus.CANCELLED and run.cancel_requested and run.model_version is None
     assert "fine" in seen and "cancelled" in run.log
-    assert not ModelVersion.objects.exists() and list(Path(services.loader.model_root()).glob("run-*")) == []
+    assert not ModelVersion.objects.exists() and list(Path(loader.model_root()).glob("run-*")) == []
 
 
 def test_cancel_before_start(labelled_cases, users):
@@ -228,7 +230,7 @@ def test_config_validation(taxonomy, users):
 def test_training_page_starts_run(client, labelled_cases, users, django_capture_on_commit_callbacks, monkeypatch):
     from django.urls import reverse
 
-    monkeypatch.setattr(services, "_enqueue_training", lambda pk: None)
+    monkeypatch.setattr(jobs, "enqueue_training", lambda pk: None)
     client.force_login(users["admin"])
     r = client.get(reverse("inference:training_list"))
     assert b"(9 cases, 18 photos)" in r.content
@@ -280,7 +282,7 @@ def test_redelivered_training_after_worker_death_takes_over(labelled_cases, user
 
 @pytest.mark.parametrize("role", ["admin", "dermatologist", "annotator", "coordinator", "reader"])
 def test_training_api_create_and_cancel(client, taxonomy, users, monkeypatch, role):
-    monkeypatch.setattr(services, "_enqueue_training", lambda pk: None)
+    monkeypatch.setattr(jobs, "enqueue_training", lambda pk: None)
     client.force_login(users[role])
     r = client.post("/api/training-runs/", {"label_sources": ["histopathology", "consensus"], "config": {"epochs": 1}},
                     content_type="application/json")
@@ -304,14 +306,14 @@ def test_training_api_create_and_cancel(client, taxonomy, users, monkeypatch, ro
 
 
 def test_head_start_line_names_each_probed_stage():
-    from inference.views import _head_start
+    from inference.presenters import head_start as _head_start
     assert _head_start({}) == "" and _head_start({"fine_training": {}}) == ""      # random heads, older artefacts
     assert _head_start({"fine_training": {"head_probe": {"C": 0.01}}, "coarse_training": {"head_probe": {"C": 0.1}}}) == (
         "heads started as linear probes (LP-FT; fine C 0.01, coarse C 0.1)")
 
 
 def test_camera_augmentation_line_names_each_simulated_camera_change():
-    from inference.views import _camera_augmentation
+    from inference.presenters import camera_augmentation as _camera_augmentation
     assert _camera_augmentation({}) == ""                                          # older artefacts: nothing said
     assert _camera_augmentation({"augmentation": {"blur": 0, "noise": 0.03, "jpeg": 30, "gamma": 0}}) == (
         "noise up to 0.03, JPEG down to quality 30")

@@ -17,11 +17,11 @@ if os.environ.get("DERM_TEST_HANG_PREDICTION") == "1":
     django.setup()
     import redis
 
-    from inference import services
+    from inference.services import predictions
 
     def _hang(photo):     # called right after the row was claimed (status running)
         redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).set(os.environ["DERM_TEST_HANG_KEY"], "1", ex=600)
         while True:
             time.sleep(1)
 
-    services._open_photo_rgb = _hang
+    predictions._open_photo_rgb = _hang
