@@ -1,10 +1,21 @@
 """factory_boy factories of the inference models tests build directly: model versions without an
-artefact on disk, finished predictions, training runs."""
+artefact on disk, finished predictions and their heat maps, training runs."""
+
+import io
 
 import factory
 from django.utils import timezone
 
-from inference.models import ModelStatus, ModelVersion, Prediction, PredictionStatus, TrainingRun
+from inference.models import (
+    GradCamOverlay,
+    ModelStatus,
+    ModelVersion,
+    Prediction,
+    PredictionStatus,
+    TargetKind,
+    TrainingRun,
+)
+from tests.factories import image_bytes
 
 
 def _default_taxonomy():
@@ -53,3 +64,14 @@ class TrainingRunFactory(factory.django.DjangoModelFactory):
 
     taxonomy = factory.LazyFunction(_default_taxonomy)
     label_sources = factory.LazyFunction(lambda: ["histopathology"])
+
+
+class GradCamOverlayFactory(factory.django.DjangoModelFactory):
+    """The top sub-class's heat map of ``prediction`` (pass it), a small PNG."""
+
+    class Meta:
+        model = GradCamOverlay
+
+    target_kind = TargetKind.SUB
+    target = "mel"
+    image = factory.django.FileField(from_func=lambda: io.BytesIO(image_bytes("PNG", (32, 32))), filename="overlay.png")
