@@ -4,6 +4,7 @@ group assignments). Patients, cases and photos: tests/factories.py, shared by ev
 import factory
 
 from annotation.models import Assignment, Box, PhotoAnnotation
+from derm_portal import roles
 from tests.factories import UserFactory
 
 
@@ -13,7 +14,7 @@ class PhotoAnnotationFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = PhotoAnnotation
 
-    annotator = factory.SubFactory(UserFactory, role="annotator")
+    annotator = factory.SubFactory(UserFactory, role=roles.ANNOTATOR)
 
 
 class BoxFactory(factory.django.DjangoModelFactory):
