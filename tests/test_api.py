@@ -12,7 +12,7 @@ from PIL import Image
 from annotation import services
 from annotation.models import Case, LabelChange, Taxonomy
 from derm_portal import roles
-from tests.factories import image_bytes
+from tests.factories import CaseFactory, image_bytes
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_photo_file_action_streams_the_clean_image(api, case):
 
 @pytest.mark.django_db
 def test_filters_on_photos_and_labels(api, case, users):
-    other = Case.objects.create(patient=case.patient)
+    other = CaseFactory(patient=case.patient)
     services.photo_attach(case=case, data=image_bytes("JPEG", color=(1, 1, 1)), filename="a.jpg", modality="clinical", run_hooks=False)
     services.photo_attach(case=other, data=image_bytes("JPEG", color=(2, 2, 2)), filename="b.jpg", modality="dermoscopic", run_hooks=False)
     assert api.get(f"/api/photos/?case={case.pk}").json()["count"] == 1

@@ -8,6 +8,7 @@ from django.urls import reverse
 from annotation import boxes
 from annotation.models import AnnotationStatus, Box, MetaClass, PhotoAnnotation, SubClass
 from derm_portal import roles
+from tests.annotation.factories import BoxFactory, PhotoAnnotationFactory
 from tests.factories import CaseFactory, make_photo
 
 pytestmark = pytest.mark.django_db
@@ -49,14 +50,14 @@ def test_invalid_boxes_are_refused_with_a_clear_error(photo, users, box, field, 
 
 
 def test_database_constraints_keep_boxes_inside_and_labelled(photo, users):
-    ann = PhotoAnnotation.objects.create(photo=photo, annotator=users[roles.ANNOTATOR])
+    ann = PhotoAnnotationFactory(photo=photo, annotator=users[roles.ANNOTATOR])
     nv = SubClass.objects.get(code="nv")
-    common = dict(annotation=ann, photo=photo, annotator=ann.annotator, image_width=400, image_height=300)
+    common = dict(annotation=ann, image_width=400, image_height=300)
     for bad in (dict(x0=0, y0=0, x1=401, y1=10, sub_class=nv), dict(x0=5, y0=0, x1=5, y1=10, sub_class=nv),
                 dict(x0=-1, y0=0, x1=3, y1=10, sub_class=nv), dict(x0=0, y0=0, x1=10, y1=10)):
         with pytest.raises(IntegrityError), transaction.atomic():
-            Box.objects.create(**common, **bad)
-    Box.objects.create(**common, x0=0, y0=0, x1=400, y1=300, meta_class=MetaClass.objects.get(code="melanocytic"))
+            BoxFactory(**common, **bad)
+    BoxFactory(**common, x0=0, y0=0, x1=400, y1=300, meta_class=MetaClass.objects.get(code="melanocytic"))
 
 
 def test_save_updates_boxes_in_place_so_comments_stay_pinned(photo, users):

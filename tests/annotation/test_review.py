@@ -5,8 +5,9 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from annotation import boxes, review
-from annotation.models import AnnotationStatus, Assignment, Photo, PhotoAnnotation, ReviewComment
+from annotation.models import AnnotationStatus, Photo, PhotoAnnotation, ReviewComment
 from derm_portal import roles
+from tests.annotation.factories import AssignmentFactory
 from tests.factories import CaseFactory, make_photo
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +22,7 @@ def setup(taxonomy, users, make_user):
     gb = review.group_set_members(name="B", members=[b1], by=admin)
     case = CaseFactory()
     photo = make_photo(case, size=(64, 48), color=(61, 122, 183))  # not the default bytes other tests store
-    Assignment.objects.create(photo=photo, group=ga, assigned_by=admin)
+    AssignmentFactory(photo=photo, group=ga, assigned_by=admin)
     ann = boxes.annotation_save(photo=photo, user=a1, boxes=[BOX], submit=True)
     return {"admin": admin, "a1": a1, "a2": a2, "b1": b1, "ga": ga, "gb": gb, "photo": photo, "ann": ann}
 
@@ -174,7 +175,7 @@ def test_group_queue_one_annotator_per_photo(setup):
     """Within a group, a photo taken by one member leaves the others' queues; a fresh
     assigned photo is in every member's queue; the other group does not see it."""
     fresh = make_photo(CaseFactory(), size=(64, 48), color=(9, 99, 199))
-    Assignment.objects.create(photo=fresh, group=setup["ga"])
+    AssignmentFactory(photo=fresh, group=setup["ga"])
     assert fresh in boxes.queue_to_annotate(user=setup["a1"]) and fresh in boxes.queue_to_annotate(user=setup["a2"])
     assert fresh not in boxes.queue_to_annotate(user=setup["b1"])
     boxes.annotation_save(photo=fresh, user=setup["a2"], boxes=[BOX])  # a draft is enough to take it
@@ -207,7 +208,7 @@ def test_photos_of_excluded_cases_leave_the_queue(setup, users):
     from annotation.services import case_set_status
 
     fresh = make_photo(CaseFactory(), size=(64, 48), color=(9, 99, 199))
-    Assignment.objects.create(photo=fresh, group=setup["ga"])
+    AssignmentFactory(photo=fresh, group=setup["ga"])
     assert fresh in boxes.queue_to_annotate(user=setup["a2"])
     case_set_status(case=fresh.case, status="excluded", exclusion_reason="blur", by=users[roles.ADMIN])
     assert fresh not in boxes.queue_to_annotate(user=setup["a2"])

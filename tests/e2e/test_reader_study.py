@@ -11,9 +11,10 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 from derm_portal import roles
-from reports.models import Reading, ReaderStudy
+from reports.models import ReaderStudy, Reading
 from tests.e2e.pages import submit_and_wait
-from tests.reports.test_study_flow import make_confirmed_case, make_model_version
+from tests.inference.factories import PredictionFactory
+from tests.reports.factories import make_confirmed_case, make_model_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -50,8 +51,6 @@ def _read_everything(browser, live_server, login, user, tmp_path):
 
 
 def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser, login, users, taxonomy, make_user, tmp_path):
-    from inference.models import Prediction
-
     derm, coord = users[roles.DERMATOLOGIST], users[roles.COORDINATOR]
     reader_a = users[roles.READER]
     reader_b = make_user(roles.READER, username="reader-b", first_name="Bea", last_name="Second")
@@ -60,8 +59,8 @@ def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser
     mv = make_model_version(taxonomy, name="e2e model")
     for case, p in zip(cases, [0.9, 0.2, 0.6, 0.3]):
         for photo in case.photos.all():
-            Prediction.objects.create(photo=photo, model_version=mv, status="done",
-                                      ranked=[{"sub_class": "mel", "probability": p}, {"sub_class": "nv", "probability": 1 - p}])
+            PredictionFactory(photo=photo, model_version=mv,
+                              ranked=[{"sub_class": "mel", "probability": p}, {"sub_class": "nv", "probability": 1 - p}])
 
     _login_as(browser, login, coord)
     browser.get(live_server.url + "/studies/new/")

@@ -4,8 +4,9 @@ from django.urls import reverse
 
 from derm_portal import roles
 from inference import services
-from inference.models import GradCamOverlay, ModelStatus, TrainingRun
+from inference.models import ModelStatus
 from tests.factories import make_photo
+from tests.inference.factories import TrainingRunFactory
 
 pytestmark = pytest.mark.django_db
 ALL = [*roles.ALL_ROLES, None]
@@ -18,8 +19,7 @@ def world(active_model, case, users):
     pred = services.prediction_request(photo=photo, enqueue=False)
     services.prediction_execute(prediction_pk=pred.pk, task_id="t")
     pred.refresh_from_db()
-    run = TrainingRun.objects.create(taxonomy=active_model.taxonomy, label_sources=["histopathology"],
-                                     created_by=users["admin"], status="failed")
+    run = TrainingRunFactory(taxonomy=active_model.taxonomy, created_by=users["admin"], status="failed")
     return {"case": case, "photo": photo, "pred": pred, "overlay": pred.overlays.first(), "model": active_model,
             "run": run}
 

@@ -2,7 +2,6 @@
 from datetime import timedelta
 
 import numpy as np
-
 import pytest
 from django.utils import timezone
 
@@ -11,6 +10,7 @@ from annotation.models import DiagnosisLabel
 from inference import selectors, services, tasks
 from inference.services import predictions
 from inference.models import GradCamOverlay, Prediction, PredictionStatus
+from tests.annotation.factories import BoxFactory, PhotoAnnotationFactory
 from tests.factories import image_bytes, make_photo
 
 pytestmark = pytest.mark.django_db
@@ -196,15 +196,14 @@ def test_box_mass_reported_when_photo_has_boxes(active_model, case, users, monke
 
 def test_box_mass_from_annotator_boxes(active_model, case, users):
     """Wired to annotation.models.Box (x0, y0, x1, y1 in original pixels of the annotated size)."""
-    from annotation.models import Box, MetaClass, PhotoAnnotation
+    from annotation.models import MetaClass
 
     photo = make_photo(case, size=(80, 60))
     assert selectors.photo_boxes(photo) == []
-    ann = PhotoAnnotation.objects.create(photo=photo, annotator=users["annotator"])
+    ann = PhotoAnnotationFactory(photo=photo, annotator=users["annotator"])
     meta = MetaClass.objects.filter(taxonomy=active_model.taxonomy).first()
     # drawn on a 2x downscaled copy (40x30): scaled back to photo pixels
-    Box.objects.create(annotation=ann, photo=photo, annotator=users["annotator"], x0=5, y0=0, x1=35, y1=30,
-                       image_width=40, image_height=30, meta_class=meta)
+    BoxFactory(annotation=ann, x0=5, y0=0, x1=35, y1=30, image_width=40, image_height=30, meta_class=meta)
     assert selectors.photo_boxes(photo) == [(10.0, 0.0, 70.0, 60.0)]
     pred = services.prediction_request(photo=photo, enqueue=False)
     services.prediction_execute(prediction_pk=pred.pk, task_id="t")
@@ -217,11 +216,15 @@ def test_box_mass_from_annotator_boxes(active_model, case, users):
 def test_recompute_command_and_after_activation(active_model, case, users):
     from django.core.management import call_command
 
-    p1, p2 = make_photo(case, color=(10, 10, 10)), make_photo(case, color=(200, 200, 200))
+    make_photo(case, color=(10, 10, 10))
+    make_photo(case, color=(200, 200, 200))
     call_command("recompute_predictions")
     assert Prediction.objects.filter(status=PredictionStatus.DONE).count() == 2
+    done = sorted(Prediction.objects.values_list("pk", "finished_at"))
+    # both photos already have a done prediction by this model: each is visited and kept as it is
     counts = services.photos_recompute(model_version=active_model)
-    assert counts == {"skipped-done": 2} or counts == {}
+    assert counts == {"skipped-done": 2}
+    assert sorted(Prediction.objects.values_list("pk", "finished_at")) == done
 
 
 def test_assessment_never_touches_labels(active_model, case, users):
@@ -248,7 +251,7 @@ def test_assessment_never_touches_labels(active_model, case, users):
 
 def test_boxes_drawn_after_the_prediction_are_used_on_read(active_model, case, users, client):
     """Boxes are usually drawn after upload: pages and API compute the share from the stored map."""
-    from annotation.models import Box, MetaClass, PhotoAnnotation
+    from annotation.models import MetaClass
     from inference.presenters import prediction_view
 
     photo = make_photo(case, size=(90, 60))
@@ -262,11 +265,10 @@ def test_boxes_drawn_after_the_prediction_are_used_on_read(active_model, case, u
     # a class whose gradients weight every activation negatively has an all-zero Grad-CAM map
     # (the tiny model has some): it has no share to give; take a map with mass
     ov = next(o for o in overlays if np.asarray(o.heatmap).sum() > 0)
-    ann = PhotoAnnotation.objects.create(photo=photo, annotator=users["annotator"])
+    ann = PhotoAnnotationFactory(photo=photo, annotator=users["annotator"])
     meta = MetaClass.objects.filter(taxonomy=active_model.taxonomy).first()
     # left half of the centre square (the model sees x in [15, 75))
-    Box.objects.create(annotation=ann, photo=photo, annotator=users["annotator"], x0=15, y0=0, x1=45, y1=60,
-                       image_width=90, image_height=60, meta_class=meta)
+    BoxFactory(annotation=ann, x0=15, y0=0, x1=45, y1=60, image_width=90, image_height=60, meta_class=meta)
     hm = np.asarray(ov.heatmap)
     expected = hm[:, :16].sum() / hm.sum()
     view = prediction_view(pred)

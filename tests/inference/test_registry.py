@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from annotation.models import Taxonomy
 from inference import services
 from inference.models import ModelActivation, ModelStatus, ModelVersion
+from tests.inference.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +75,7 @@ def test_only_admin_activates(taxonomy, model_copy, users, role):
 def test_db_allows_one_active_model_per_taxonomy(taxonomy, model_copy):
     services.model_register(model_dir=model_copy, activate=True)
     with pytest.raises(IntegrityError), transaction.atomic():
-        ModelVersion.objects.create(name="rogue", taxonomy=taxonomy, artefact_path="elsewhere", status=ModelStatus.ACTIVE)
+        ModelVersionFactory(name="rogue", taxonomy=taxonomy, artefact_path="elsewhere", status=ModelStatus.ACTIVE)
 
 
 def test_activation_with_recompute_predicts_every_photo(taxonomy, model_copy, users, case,

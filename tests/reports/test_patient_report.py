@@ -10,34 +10,23 @@ from django.urls import reverse
 from django.utils import timezone
 
 from derm_portal import roles
-from inference.models import ModelStatus, ModelVersion, Prediction, PredictionStatus
+from inference.models import ModelStatus, Prediction, PredictionStatus
 from reports import patient_report as pr
 from tests.conftest import need
 from tests.factories import CaseFactory, PatientFactory, make_photo
-
-RANKED = [
-    {"sub_class": "mel", "meta_class": "melanocytic", "probability": 0.62, "fine_probability": 0.6},
-    {"sub_class": "nv", "meta_class": "melanocytic", "probability": 0.30, "fine_probability": 0.3},
-    {"sub_class": "bkl", "meta_class": "keratinocytic", "probability": 0.05, "fine_probability": 0.05},
-    {"sub_class": "bcc", "meta_class": "keratinocytic", "probability": 0.03, "fine_probability": 0.05},
-]
-_n = [0]
+from tests.inference.factories import ModelVersionFactory, PredictionFactory
 
 
 def make_model(taxonomy, *, status=ModelStatus.ACTIVE, name="lite0-ham10000"):
-    _n[0] += 1
-    return ModelVersion.objects.create(
-        name=name, taxonomy=taxonomy, artefact_path=f"test-models/{_n[0]}", status=status,
-        activated_at=timezone.now() if status == ModelStatus.ACTIVE else None,
-    )
+    return ModelVersionFactory(name=name, taxonomy=taxonomy, status=status)
 
 
-def make_prediction(photo, model, *, grade=3, score=2.27, status=PredictionStatus.DONE, ranked=RANKED, **extra):
-    return Prediction.objects.create(
-        photo=photo, model_version=model, status=status, ranked=ranked,
+def make_prediction(photo, model, *, grade=3, score=2.27, **extra):
+    """A graded prediction (mel first, RANKED) with a clear meta-class answer."""
+    return PredictionFactory(
+        photo=photo, model_version=model,
         meta_probabilities={"melanocytic": 0.92, "keratinocytic": 0.08, "dermal_vascular": 0.0},
-        malignancy_score=score if grade else None, malignancy_grade=grade, margin=0.32,
-        finished_at=timezone.now() if status == PredictionStatus.DONE else None, **extra,
+        malignancy_score=score if grade else None, malignancy_grade=grade, margin=0.32, **extra,
     )
 
 

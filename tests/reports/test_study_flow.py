@@ -1,6 +1,6 @@
 """Reader-study services: set-up, opening rules, model outputs, reading flow, timing, sessions.
 
-`build_study` is shared with the other tests/reports/test_study_*.py files.
+The study builders live in tests/reports/factories.py, shared with the other tests/reports files.
 """
 from datetime import timedelta
 
@@ -13,72 +13,9 @@ from annotation.models import LabelSource, SubClass
 from derm_portal import roles
 from reports import services
 from reports.models import Reading, Session, StudyCase, StudyStatus
-from tests.factories import CaseFactory, PatientFactory, make_photo
-
-COLOURS = [(30 + 9 * i, 200 - 7 * i, 90 + 5 * i) for i in range(40)]
-
-
-def make_confirmed_case(*, sub_code, taxonomy, by, i, external_id="", photos=1, patient_code=None, report_text="Histology."):
-    case = CaseFactory(external_id=external_id, patient=PatientFactory(code=patient_code) if patient_code else PatientFactory())
-    for k in range(photos):
-        make_photo(case, color=COLOURS[(i * 3 + k) % len(COLOURS)], user=by)
-    ann.label_record(case=case, sub_class=SubClass.objects.get(taxonomy=taxonomy, code=sub_code),
-                     source=LabelSource.HISTOPATHOLOGY, by=by, report_text=report_text)
-    return case
-
-
-def make_model_version(taxonomy, name="tiny test model", manifest=None):
-    from inference.models import ModelVersion
-
-    path = f"tests/{name.replace(' ', '-')}-{ModelVersion.objects.count()}"   # no artefact there
-    return ModelVersion.objects.create(name=name, taxonomy=taxonomy, artefact_path=path, manifest=manifest or {})
-
-
-def build_study(*, users, taxonomy, truths=("mel", "mel", "mel", "nv", "nv", "bkl"), readers=None, question_type="binary",
-                positive=("mel",), confidence="five", model=True, model_probs=None, aided=False, allow_back=False,
-                open_it=True, shuffle=True, class_level="sub", **kwargs):
-    derm = users[roles.DERMATOLOGIST]
-    coord = users[roles.COORDINATOR]
-    cases = [make_confirmed_case(sub_code=t, taxonomy=taxonomy, by=derm, i=i, external_id=f"EXT-{i:03d}") for i, t in enumerate(truths)]
-    mv = make_model_version(taxonomy) if model else None
-    study = services.study_create(
-        title="Test study", taxonomy=taxonomy, created_by=coord, question_type=question_type, positive_codes=positive,
-        confidence_scale=confidence, model_version=mv, aided_session=aided, allow_back=allow_back, shuffle=shuffle,
-        class_level=class_level, **kwargs)
-    out = services.study_cases_add(study=study, cases=cases)
-    assert out["added"] == len(cases)
-    if model:
-        rows = list(study.study_cases.select_related("truth_sub_class"))
-        for sc in rows:
-            probs = (model_probs or {}).get(sc.case.external_id)
-            if probs is None:   # a good model: most mass on the truth
-                probs = {c: 0.02 for c in ("nv", "mel", "akiec", "bcc", "bkl", "df", "vasc")}
-                probs[sc.truth_sub_class.code] = 0.88
-            sc.model_probs, sc.model_source = probs, "prediction"
-        StudyCase.objects.bulk_update(rows, ["model_probs", "model_source"])
-    for user, level in readers or [(users[roles.READER], "resident")]:
-        services.study_reader_invite(study=study, user=user, experience=level, by=coord)
-    if open_it:
-        services.study_open(study=study, by=coord)
-    study.refresh_from_db()
-    return study, cases
-
-
-def read_all(study, user, answers_by_external_id, *, session=Session.UNAIDED, confidence=4, comment=""):
-    """Answer every case through the services, in the reader's own order."""
-    sr = study.readers.get(user=user)
-    while True:
-        sr.refresh_from_db()
-        number = services.reading_next_number(study_reader=sr, session=session)
-        if number is None:
-            break
-        sc = StudyCase.objects.select_related("case").get(study=study, number=number)
-        services.reading_serve(study_reader=sr, study_case=sc, session=session)
-        services.reading_submit(study_reader=sr, study_case=sc, session=session,
-                                answer=answers_by_external_id[sc.case.external_id],
-                                confidence=confidence if study.confidence_scale != "none" else None, comment=comment)
-    sr.refresh_from_db()
-    return sr
+from tests.factories import CaseFactory, make_photo
+from tests.inference.factories import PredictionFactory
+from tests.reports.factories import build_study, make_confirmed_case, make_model_version, read_all
 
 
 # ------------------------------------------------------------------ set-up
@@ -158,8 +95,6 @@ def test_aided_session_needs_model_output_for_every_case(taxonomy, users):
 
 
 def test_model_outputs_from_predictions_mean_over_photos(taxonomy, users):
-    from inference.models import Prediction
-
     derm = users[roles.DERMATOLOGIST]
     mv = make_model_version(taxonomy)
     study = services.study_create(title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"],
@@ -168,10 +103,10 @@ def test_model_outputs_from_predictions_mean_over_photos(taxonomy, users):
     c2 = make_confirmed_case(sub_code="nv", taxonomy=taxonomy, by=derm, i=5)
     services.study_cases_add(study=study, cases=[c1, c2])
     p1, p2 = c1.photos.all()
-    Prediction.objects.create(photo=p1, model_version=mv, status="done",
-                              ranked=[{"sub_class": "mel", "probability": 0.8}, {"sub_class": "nv", "probability": 0.2}])
-    Prediction.objects.create(photo=p2, model_version=mv, status="done",
-                              ranked=[{"sub_class": "mel", "probability": 0.4}, {"sub_class": "nv", "probability": 0.6}])
+    PredictionFactory(photo=p1, model_version=mv,
+                      ranked=[{"sub_class": "mel", "probability": 0.8}, {"sub_class": "nv", "probability": 0.2}])
+    PredictionFactory(photo=p2, model_version=mv,
+                      ranked=[{"sub_class": "mel", "probability": 0.4}, {"sub_class": "nv", "probability": 0.6}])
     out = services.study_model_outputs_refresh(study=study)
     assert out["from_predictions"] == 1 and out["missing"] == 1
     assert "artefact is not available" in out["reason"]

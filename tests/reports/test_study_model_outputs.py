@@ -6,7 +6,7 @@ import torch
 
 from derm_portal import roles
 from reports import results, services
-from tests.reports.test_study_flow import make_confirmed_case
+from tests.reports.factories import make_confirmed_case
 
 
 @pytest.fixture(scope="module")

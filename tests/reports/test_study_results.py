@@ -13,7 +13,7 @@ from derm_portal import roles
 from inference.ml import metrics
 from reports import results, services
 from reports.models import Session
-from tests.reports.test_study_flow import build_study, read_all
+from tests.reports.factories import build_study, read_all
 
 TRUTHS = ("mel", "mel", "mel", "nv", "nv", "nv")           # EXT-000..EXT-005
 MODEL_MEL = [0.9, 0.8, 0.4, 0.3, 0.5, 0.1]                 # the hand example of test_mrmc.py
