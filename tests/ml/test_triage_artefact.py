@@ -139,3 +139,25 @@ def test_cli_calibrate_and_predict_json(trained, tmp_path, capsys):
     assert "trained on dermoscopic photos" in out[0]["triage"]["reason"]
     assert main(["predict", "--model", str(m), str(img)]) == 0
     assert "triage:" in capsys.readouterr().out
+
+
+def test_bench_triage_runs_on_a_calibrated_artefact(trained, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("bench_triage", Path(__file__).resolve().parents[2] / "bench" / "triage.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    root, data, plain = trained
+    m = tmp_path / "m"
+    shutil.copytree(plain, m)
+    fit_triage(m, data)
+    res = bench.main([str(m), str(data), "--repeats", "2", "--limit", "6", "--far", "2", "--json", str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    assert "in-sample" in out and "cross-fitted" in out and "far | drawing of a house" in out
+    # cross-fitting: every held-out photo judged once per repeat, by settings fitted on the other half
+    assert len(res["crossfit"]) == 2 and len(res["crossfit"][0]["temperatures"]) == 2
+    assert res["in_sample"]["urgent_sensitivity"] >= 0.9
+    for name, s in res["shifts"].items():
+        if name != "in_distribution_flagged":
+            assert 0 <= s["auroc"]["combined"] <= 1 and s["n"] > 0
+    assert json.loads((tmp_path / "b.json").read_text())["targets_met"].keys() == res["targets_met"].keys()
