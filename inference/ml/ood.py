@@ -13,7 +13,8 @@ Two feature-space scores from the literature, both on L2-normalised features z =
 ``combined`` (the default) standardises each score by its mean and standard deviation on held-out
 in-distribution photos and averages them: a photo far from every training photo, or off the
 classes' joint spread, scores high. The threshold is the held-out combined scores' quantile that
-flags at most ``max_false_alarm`` (default 5 %) of held-out in-distribution photos.
+flags at most ``max_false_alarm`` (default 5 %) of held-out in-distribution photos, with the
+split-conformal count (``threshold_for``) so that the rate holds for new photos too.
 
     det = FeatureOOD.fit(train_features, train_labels, num_classes)       # training split only
     comps = det.component_scores(heldout_features)                         # {"knn": ..., "mahalanobis": ...}
@@ -57,13 +58,16 @@ def combine(comps: dict, norm: dict, method: str = "combined") -> np.ndarray:
 
 
 def threshold_for(scores, max_false_alarm: float = 0.05) -> float:
-    """The smallest stored score s with share(scores > s) <= max_false_alarm."""
-    s = np.asarray(scores, dtype=np.float64)
+    """The ceil((1 - a)(n + 1))-th smallest of n in-distribution scores (split-conformal: a new
+    in-distribution photo scores above it with probability at most a on average; the plain quantile
+    would hold a only on these photos)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
     if not len(s):
         raise ValueError("no in-distribution scores to set the threshold on")
     if not 0 <= max_false_alarm < 1:
         raise ValueError(f"max_false_alarm must be in [0, 1), not {max_false_alarm}")
-    return float(np.quantile(s, 1 - max_false_alarm, method="higher"))
+    k = int(np.ceil((1 - max_false_alarm) * (len(s) + 1) - 1e-9))
+    return float(s[min(k, len(s)) - 1])
 
 
 class FeatureOOD:

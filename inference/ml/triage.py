@@ -11,9 +11,10 @@ The highest tier that applies wins, so advice is never softer than the photo's o
 
 Thresholds are chosen on the model's held-out photos for target sensitivities (defaults
 ``DEFAULT_TARGETS``: 0.90 of grade-3 photos urgent, 0.95 of grade >= 2 photos refer or urgent):
-the largest threshold that reaches the target with the rules above (halfway to the next positive
-photo's mass, so that a photo just below the last one counted still passes). The sensitivity and
-specificity they gave are stored beside them.
+the largest threshold that passes ceil(target x (n + 1)) of the n positive held-out photos with
+the rules above (the split-conformal count: the expected sensitivity on new photos is then at least
+the target, where ceil(target x n) would reach it only on these), set halfway to the next positive
+photo's mass. The sensitivity and specificity they gave are stored beside them.
 
 The model abstains (tier None, ``abstain`` says why, ``reason`` in plain words) when its taxonomy
 has no grades, the artefact has no triage calibration (``triage.json``, written by
@@ -124,7 +125,10 @@ def _threshold_for(score, forced, target: float):
     n = len(eff)
     if n == 0:
         return None
-    k = max(1, math.ceil(target * n - 1e-9))
+    # the k-th largest of n scores is passed by a new positive with probability k / (n + 1) on
+    # average (exchangeability, as in split conformal prediction): k = ceil(target (n + 1)) keeps the
+    # expected sensitivity on new photos at the target, not just on these
+    k = min(n, max(1, math.ceil(target * (n + 1) - 1e-9)))
     tk = eff[k - 1]
     if np.isinf(tk):
         return 1.0                      # the top-1 rule alone reaches the target
