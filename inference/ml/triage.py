@@ -22,12 +22,14 @@ has no grades, the artefact has no triage calibration (``triage.json``, written 
 one the model was trained on, or the photo looks unfamiliar (``ood.FeatureOOD``).
 
 Artefact files (``triage_fit.fit_triage`` writes them, ``triage.json`` last):
-- ``triage.json``: modality, modalities, temperature, calibration {ece_before, ece_after,
+- ``triage.json``: modality, modalities, temperature, with_metadata, calibration {ece_before, ece_after,
   nll_before, nll_after, bins, reliability_before, reliability_after}, targets, thresholds
   {urgent, malignant}, heldout {urgent, malignant: {threshold, target_sensitivity, sensitivity,
   specificity, n_pos, n_neg}, grade3_routine_share, tier_by_grade}, roc (per sub-class ROC points of
   the calibrated held-out probabilities), ood (detector description and threshold), files;
-- ``heldout.safetensors``: log_fused (uncalibrated product-fused log-probabilities, N x C),
+- ``heldout.safetensors``: log_fused (uncalibrated product-fused log-probabilities, N x C, with the
+  photos' metadata where the artefact has a metadata model: "with_metadata"), log_fused_photo
+  (the same from the photo alone),
   p_fine, p_coarse, labels (sub-class index), case (index into the manifest's sorted
   split.test_cases), ood_knn, ood_mahalanobis (the detector's component scores);
 - ``triage_ood.safetensors``: the detector's statistics (``ood.FeatureOOD.state``).

@@ -5,7 +5,8 @@
 Works on an existing artefact and its training data (same fingerprint as the manifest's): the
 photos of the manifest's held-out split (``split.test_cases``) are run as the portal serves them
 (``Predictor.probabilities``) for the temperature, ECE before and after, the tier thresholds and
-the detector's threshold; training-split photos (at most ``max_train_photos``, stratified) give the
+the detector's threshold (with each photo's age, sex and site where the artefact has a metadata
+model, as the portal serves); training-split photos (at most ``max_train_photos``, stratified) give the
 detector's statistics. Writes ``triage_ood.safetensors``, ``heldout.safetensors`` and, last,
 ``triage.json`` (each atomically). Also ``python -m inference.ml calibrate``.
 
@@ -130,7 +131,10 @@ def fit_triage(model_dir, data_dir, modality: str | None = None, targets: dict |
     k_te, pf, pc, f_te = run_photos(P, [records[i] for i in te], batch_size, progress=progress, label="held-out")
     te = te[k_te]
     y = y_all[te]
-    fused = fuse(pc, pf, tax, "product")
+    # as the portal serves: with the patient's age, sex and site where the artefact has a metadata model
+    with_meta = P.metadata_fine is not None
+    photo_only = fuse(pc, pf, tax, "product")
+    fused = P.fuse(pf, pc, "product", [records[i].meta for i in te])[0] if with_meta else photo_only
     logp = cal.log_probs(fused)
     T = cal.fit_temperature(logp, y)
     q = cal.apply_temperature(logp, T)
@@ -149,14 +153,15 @@ def fit_triage(model_dir, data_dir, modality: str | None = None, targets: dict |
     det.set_threshold(comps, max_false_alarm)
     false_alarm = float(np.mean(det.score(f_te) > det.threshold))
     case_pos = {c: i for i, c in enumerate(test_cases)}
-    held = {"log_fused": logp.astype(np.float32), "p_fine": pf.astype(np.float32), "p_coarse": pc.astype(np.float32),
+    held = {"log_fused": logp.astype(np.float32), "log_fused_photo": cal.log_probs(photo_only).astype(np.float32),
+            "p_fine": pf.astype(np.float32), "p_coarse": pc.astype(np.float32),
             "labels": y.astype(np.int64), "case": np.array([case_pos[records[i].case_id] for i in te], np.int64),
             "ood_knn": comps["knn"].astype(np.float32), "ood_mahalanobis": comps["mahalanobis"].astype(np.float32)}
     held = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in held.items()}
     cfg = {
         "format_version": 1,
         "modality": mods[0], "modalities": mods, "modality_source": mod_source,
-        "temperature": T, "calibration": calib,
+        "temperature": T, "calibration": calib, "with_metadata": with_meta,
         "targets": chosen["targets"], "thresholds": chosen["thresholds"],
         "heldout": {k: chosen[k] for k in ("urgent", "malignant", "grade3_routine_share", "tier_by_grade", "n")},
         "tiers": {"urgent": [s for s in tax.sub_classes if tax.grade(s) >= 3],

@@ -65,6 +65,7 @@ def test_fit_triage_round_trip_and_predictor_contract(trained, tmp_path):
     strict = tri.thresholds_for_targets(m, urgent=1.0, malignant=1.0)
     assert strict["urgent"]["sensitivity"] == 1.0 and strict["malignant"]["sensitivity"] == 1.0
     h = tri.load_heldout(m)
+    assert stored["with_metadata"] is False and np.array_equal(h["log_fused"], h["log_fused_photo"])
     assert h["log_fused"].shape == (stored["heldout"]["n"], 4) and h["labels"].shape == (stored["heldout"]["n"],)
     # the predictor: calibrated probabilities, a tier, abstention for another modality
     P = Predictor.load(m)
@@ -161,3 +162,14 @@ def test_bench_triage_runs_on_a_calibrated_artefact(trained, tmp_path, capsys):
         if name != "in_distribution_flagged":
             assert 0 <= s["auroc"]["combined"] <= 1 and s["n"] > 0
     assert json.loads((tmp_path / "b.json").read_text())["targets_met"].keys() == res["targets_met"].keys()
+
+
+def test_fit_triage_with_a_metadata_model(tmp_path, taxonomy_file):
+    data = make_dataset(tmp_path / "ham", n_per_class=8, fmt="ham10000")
+    out = train(TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"), **FAST))
+    assert (out / "metadata.json").is_file()
+    cfg = fit_triage(out, data)
+    h = tri.load_heldout(out)
+    assert cfg["with_metadata"] is True and h["log_fused"].shape == h["log_fused_photo"].shape
+    d = Predictor.load(out).predict_one(photo(), metadata={"age": 50, "sex": "male", "site": "trunk"})
+    assert d.calibrated and "metadata_used" in d.extra
