@@ -323,7 +323,8 @@ class Predictor:
             calibrated = self.triage is not None and method == "product"
             if self.triage is not None:     # tiers always from the calibrated product differential
                 q = self.triage.calibrate(prod)
-                blocks = self.triage.assess(q, feat, mods[s:s + batch_size], thresholds)
+                blocks = self.triage.assess(q, feat, mods[s:s + batch_size], thresholds,
+                                            shown=None if method == "product" else fused)
             else:
                 blocks = [unavailable(tax) for _ in range(len(u8))]
             shown = q if calibrated else fused

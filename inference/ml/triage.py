@@ -256,10 +256,11 @@ class TriageModel:
     def calibrate(self, p_fused) -> np.ndarray:
         return apply_temperature(log_probs(p_fused), self.temperature)
 
-    def assess(self, q, features=None, modalities=None, thresholds=None) -> list[dict]:
+    def assess(self, q, features=None, modalities=None, thresholds=None, shown=None) -> list[dict]:
         """Triage blocks of a batch: calibrated probabilities ``q`` (N, C), the fine model's pooled
         ``features`` (N, F) for the unfamiliar-photo check, one modality (or None: not given) per photo,
-        optional per-site ``thresholds`` (default: the stored ones)."""
+        optional per-site ``thresholds`` (default: the stored ones), and ``shown`` (N, C), the
+        differential displayed when it is not ``q`` (hard or flat fusion): its top-1 also sets a floor."""
         tax = self.taxonomy
         q = np.atleast_2d(np.asarray(q, dtype=np.float64))
         n = len(q)
@@ -270,6 +271,14 @@ class TriageModel:
         if len(mods) != n:
             raise ValueError(f"{len(mods)} modalities for {n} photos")
         codes, forced = tier_codes(q, tax, th)
+        top_idx = q.argmax(1)
+        if shown is not None:       # never softer than the top-1 of the differential on screen either
+            shown = np.atleast_2d(np.asarray(shown, dtype=np.float64))
+            g = tax.grade_vector
+            floor = np.where(g[shown.argmax(1)] >= 3, 2, np.where(g[shown.argmax(1)] >= 2, 1, 0))
+            raise_ = floor > codes
+            codes, forced = np.where(raise_, floor, codes), forced | raise_
+            top_idx = np.where(raise_, shown.argmax(1), top_idx)
         mu, mm = masses(q, tax)
         un_score = self.ood.score(features) if self.ood is not None and features is not None else None
         u_mask, m_mask = grade_masks(tax)
@@ -290,7 +299,7 @@ class TriageModel:
                                          "lesion, or taken another way), so the model gives no advice on it",
                                   abstain="unfamiliar", **base))
                 continue
-            top = tax.sub_classes[int(q[i].argmax())]
+            top = tax.sub_classes[int(top_idx[i])]
             c = int(codes[i])
             if c == 2 and forced[i]:
                 why = f"the most likely diagnosis, {tax.display_name(top)}, is a high-grade malignancy"

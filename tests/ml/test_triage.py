@@ -155,3 +155,15 @@ def test_chosen_thresholds_hold_their_targets_on_new_photos_on_average():
         conformal.append(np.mean(new > threshold_for(ref, 0.05)))
         plain.append(np.mean(new > np.quantile(ref, 0.95)))
     assert np.mean(conformal) <= 0.052 and np.mean(plain) > np.mean(conformal) + 0.005
+
+
+def test_the_differential_on_screen_also_sets_the_floor():
+    cfg = {"temperature": 1.0, "thresholds": {"urgent": 0.9, "malignant": 0.9}, "modality": "dermoscopic"}
+    model = tri.TriageModel(T, cfg)
+    q = np.array([P(0.3, 0.7)])                  # product: orange top-1, red mass under the threshold
+    assert model.assess(q)[0]["tier"] == "routine"
+    flat = np.array([P(0.6, 0.4)])               # a flat differential showing red first
+    b = model.assess(q, shown=flat)[0]
+    assert b["tier"] == "urgent" and "Red lesion" in b["reason"] and "high-grade" in b["reason"]
+    b = model.assess(q, modalities=["clinical"])[0]
+    assert b["tier"] is None and b["abstain"] == "modality" and "trained on dermoscopic photos" in b["reason"]
