@@ -19,8 +19,8 @@ Prints
    shifted photos it flags at the stored threshold. Far shifts are pictures made in code (scikit-learn's
    sample photos, drawings of a house, text, noise, flat colours, a phone-like snapshot); near shifts
    are the held-out photos changed (other cameras: bench/photo_shift.py's colour, blur, noise, JPEG;
-   no dermoscope field / clinical framing: zoomed out onto skin-coloured surroundings, cropped off
-   centre, a soft low-contrast clinical look).
+   framing: further away on the rim's colour, cropped off centre; no dermoscope field: the photo's
+   centre shrunk onto skin of its own skin colour, and the same softer and flatter, a clinical look).
 Targets of the product (HAM10000 hold-out): urgent sensitivity >= 0.90 at specificity >= 0.75,
 malignant refer-or-urgent >= 0.95, grade-3 routine <= 2 %, ECE <= 0.05, false alarms <= 5 %.
 """
@@ -147,16 +147,34 @@ def off_centre(im):
     return np.asarray(Image.fromarray(im[:h // 2, :w // 2]).resize((w, h), Image.BICUBIC))
 
 
+def on_skin(factor):
+    """No dermoscope field: the photo's centre (70 %, past any dark dermoscope rim) shrunk to ``factor``
+    of the side on skin of the photo's own skin colour (median of its brighter half) with a little texture."""
+    def f(im):
+        h, w = im.shape[:2]
+        x = ps.zoom_in(0.7)(im)
+        lum = x.astype(np.float32).mean(2)
+        skin = np.median(x[lum >= np.median(lum)], axis=0)
+        rng = np.random.default_rng(int(x.sum()) % (2 ** 32))
+        out = np.clip(skin + rng.normal(0, 4, (h, w, 1)), 0, 255).astype(np.uint8)
+        sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
+        top, left = (h - sh) // 2, (w - sw) // 2
+        out[top:top + sh, left:left + sw] = np.asarray(Image.fromarray(x).resize((sw, sh), Image.BILINEAR))
+        return out
+    return f
+
+
 def clinical_look(im):
-    """Zoomed out onto skin, softer and flatter: a lesion photographed without a dermoscope."""
-    x = ps.zoom_out(0.4)(im).astype(np.float32)
+    """No dermoscope field, softer and flatter: a lesion photographed without a dermoscope."""
+    x = on_skin(0.4)(im).astype(np.float32)
     x = x.mean(axis=(0, 1)) + 0.7 * (x - x.mean(axis=(0, 1)))
     return np.asarray(Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0)))
 
 
 NEAR = {**{f"camera: {k}": v for k, v in {**ps.SHIFTS["colour"], **ps.SHIFTS["optics"]}.items()},
         "framing: further away (x0.6 on skin)": ps.zoom_out(0.6),
-        "no dermoscope field: x0.4 on skin": ps.zoom_out(0.4),
+        "no dermoscope field: centre x0.6 on skin": on_skin(0.6),
+        "no dermoscope field: centre x0.4 on skin": on_skin(0.4),
         "framing: off-centre quarter": off_centre,
         "clinical look (x0.4 on skin, soft, flat)": clinical_look}
 
