@@ -99,7 +99,7 @@ def roc_points(prob, y, taxonomy, max_points: int = 60) -> dict:
 
 
 def fit_triage(model_dir, data_dir, modality: str | None = None, targets: dict | None = None, progress=None,
-               ood_method: str = "combined", max_false_alarm: float = 0.05, max_train_photos: int = 5000,
+               ood_method: str = "combined", max_false_alarm: float = 0.05, max_train_photos: int = 2000,
                batch_size: int = 16, seed: int = 0, precision: str | None = None) -> dict:
     import torch
     from safetensors.torch import save as st_bytes
