@@ -35,11 +35,11 @@ from PIL import Image, ImageDraw, ImageFilter
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-import photo_shift as ps  # noqa: E402
+import photo_shift as ps
 
-from inference.ml import calibration as cal  # noqa: E402
-from inference.ml import triage as tri  # noqa: E402
-from inference.ml.ood import COMPONENTS, combine, standardiser, threshold_for  # noqa: E402
+from inference.ml import calibration as cal
+from inference.ml import triage as tri
+from inference.ml.ood import COMPONENTS, combine, standardiser, threshold_for
 
 TARGETS = {"urgent_sensitivity": 0.90, "urgent_specificity": 0.75, "malignant_sensitivity": 0.95,
            "grade3_routine_max": 0.02, "ece_max": 0.05, "false_alarm_max": 0.05}
@@ -196,7 +196,7 @@ def shift_scores(P, records, limit: int, seed: int, far_n: int) -> dict:
     pick = np.sort(np.random.default_rng(seed).permutation(len(records))[:limit])
     raw, ok, _ = build_cache([records[i] for i in pick], P.size, None)
     raw = raw[torch.as_tensor(np.flatnonzero(ok))].numpy()
-    cc = lambda im: colour_constancy(im, P.colour).transpose(2, 0, 1)  # noqa: E731
+    cc = lambda im: colour_constancy(im, P.colour).transpose(2, 0, 1)
     out = {"in-distribution (held-out photos)": scores_of(P, torch.from_numpy(np.stack([cc(im.transpose(1, 2, 0))
                                                                                        for im in raw])))}
     for name, fn in NEAR.items():
@@ -294,7 +294,7 @@ def main(argv=None):
         for name, sc in S.items():
             au = {k: auroc(ref[k], sc[k]) for k in ("combined", "knn", "mahalanobis", "cosine")}
             fl = float(np.mean(sc["combined"] > thr))
-            res["shifts"][name] = {"auroc": au, "flagged": fl, "n": int(len(sc["combined"]))}
+            res["shifts"][name] = {"auroc": au, "flagged": fl, "n": len(sc["combined"])}
             print(f"  {name:52s} {au['combined']:8.3f} {au['knn']:6.3f} {au['mahalanobis']:6.3f} "
                   f"{au['cosine']:6.3f}   {fl:6.1%}")
         print(f"  unchanged held-out photos flagged (in-sample threshold): {res['shifts']['in_distribution_flagged']:.1%}")

@@ -84,7 +84,7 @@ class FeatureOOD:
         self.n_train = int(n_train)
 
     @classmethod
-    def fit(cls, features, labels, num_classes: int, method: str = "combined", seed: int = 0) -> "FeatureOOD":
+    def fit(cls, features, labels, num_classes: int, method: str = "combined", seed: int = 0) -> FeatureOOD:
         from sklearn.covariance import LedoitWolf
         if method not in METHODS:
             raise ValueError(f"unknown OOD method {method!r} (use {', '.join(METHODS)})")
@@ -151,7 +151,7 @@ class FeatureOOD:
                 "threshold": self.threshold, "max_false_alarm": self.max_false_alarm}
 
     @classmethod
-    def from_state(cls, tensors: dict, desc: dict) -> "FeatureOOD":
+    def from_state(cls, tensors: dict, desc: dict) -> FeatureOOD:
         norm = {k: (float(v["mean"]), float(v["sd"])) for k, v in (desc.get("standardisation") or {}).items()}
         return cls(tensors["bank"].float().numpy(), desc["k"], tensors["means_whitened"].float().numpy(),
                    tensors["whiten"].float().numpy(), desc.get("method", "combined"), norm, desc.get("threshold"),

@@ -180,7 +180,7 @@ def choose_thresholds(prob, y, taxonomy: Taxonomy, urgent: float = DEFAULT_TARGE
     rep["urgent"].update(threshold=t_u, target_sensitivity=float(urgent))
     rep["malignant"].update(threshold=t_m, target_sensitivity=float(malignant))
     return {"targets": {"urgent": float(urgent), "malignant": float(malignant)}, "thresholds": th,
-            **rep, "n": int(len(y))}
+            **rep, "n": len(y)}
 
 
 def load_heldout(model_dir) -> dict:
@@ -242,7 +242,7 @@ class TriageModel:
         self.ood = ood
 
     @classmethod
-    def load(cls, model_dir, taxonomy: Taxonomy) -> "TriageModel | None":
+    def load(cls, model_dir, taxonomy: Taxonomy) -> TriageModel | None:
         cfg = read_config(model_dir)
         if cfg is None or grade_masks(taxonomy) is None:
             return None
@@ -285,8 +285,8 @@ class TriageModel:
         out = []
         for i in range(n):
             given = normalise_modality(mods[i])
-            base = dict(thresholds=dict(th), urgent_probability=float(mu[i]), malignant_probability=float(mm[i]),
-                        modality=given, model_modality=self.modality)
+            base = {"thresholds": dict(th), "urgent_probability": float(mu[i]), "malignant_probability": float(mm[i]),
+                    "modality": given, "model_modality": self.modality}
             if un_score is not None:
                 base.update(unfamiliar=bool(un_score[i] > self.ood.threshold), unfamiliar_score=float(un_score[i]),
                             unfamiliar_threshold=float(self.ood.threshold))

@@ -76,7 +76,7 @@ def run_photos(P, records, batch_size: int = 16, chunk: int = 256, progress=None
             ft.append(x)
         keep.append(idx + s)
         _emit(progress, f"{label}: {min(s + chunk, len(records))}/{len(records)} photos")
-    cat = lambda a: np.concatenate(a) if a else np.zeros((0, 0), np.float32)  # noqa: E731
+    cat = lambda a: np.concatenate(a) if a else np.zeros((0, 0), np.float32)
     return (np.concatenate(keep) if keep else np.zeros(0, int)), cat(pf), cat(pc), cat(ft)
 
 
@@ -171,8 +171,8 @@ def fit_triage(model_dir, data_dir, modality: str | None = None, targets: dict |
                           "or the top-1 is grade 2; else routine"},
         "roc": roc_points(q, y, tax),
         "ood": {**det.describe(), "file": tri.OOD_FILE, "heldout_false_alarm": false_alarm},
-        "source": {"heldout_photos": int(len(te)), "heldout_cases": len(test_cases),
-                   "train_photos_for_ood": int(len(k_tr)), "precision": P.precision, "views": P.views,
+        "source": {"heldout_photos": len(te), "heldout_cases": len(test_cases),
+                   "train_photos_for_ood": len(k_tr), "precision": P.precision, "views": P.views,
                    "data_fingerprint": man["data"]["fingerprint"]},
         "files": {"heldout": tri.HELDOUT_FILE, "ood": tri.OOD_FILE},
         "seconds": None, "code_version": art.code_version(),

@@ -16,8 +16,8 @@ from inference.ml.triage_fit import fit_triage
 
 from .conftest import make_dataset
 
-FAST = dict(backbone="tiny", image_size=32, epochs=2, coarse_epochs=1, batch_size=8, cache_dir="", threads=1,
-            fine_models=1)
+FAST = {"backbone": "tiny", "image_size": 32, "epochs": 2, "coarse_epochs": 1, "batch_size": 8, "cache_dir": "", "threads": 1,
+        "fine_models": 1}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def photo(colour=(200, 40, 40), size=40):
 
 
 def test_fit_triage_round_trip_and_predictor_contract(trained, tmp_path):
-    root, data, plain = trained
+    _root, data, plain = trained
     m = tmp_path / "m"
     shutil.copytree(plain, m)
     # an artefact without triage.json serves as before, tier None with the reason
@@ -98,12 +98,13 @@ def test_fit_triage_round_trip_and_predictor_contract(trained, tmp_path):
 
 
 def test_modality_column_and_bad_data(trained, tmp_path):
-    root, data, plain = trained
+    _root, data, plain = trained
     m = tmp_path / "m"
     shutil.copytree(plain, m)
     d2 = tmp_path / "data"
     shutil.copytree(data, d2)
-    rows = list(csv.reader(open(d2 / "labels.csv")))
+    with open(d2 / "labels.csv", newline="") as f:
+        rows = list(csv.reader(f))
     with open(d2 / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(rows[0] + ["modality"])
@@ -122,7 +123,7 @@ def test_modality_column_and_bad_data(trained, tmp_path):
 
 def test_cli_calibrate_and_predict_json(trained, tmp_path, capsys):
     from inference.ml.cli import main
-    root, data, plain = trained
+    _root, data, plain = trained
     m = tmp_path / "m"
     shutil.copytree(plain, m)
     img = tmp_path / "x.png"
@@ -148,7 +149,7 @@ def test_bench_triage_runs_on_a_calibrated_artefact(trained, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_triage", Path(__file__).resolve().parents[2] / "bench" / "triage.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    root, data, plain = trained
+    _root, data, plain = trained
     m = tmp_path / "m"
     shutil.copytree(plain, m)
     fit_triage(m, data)
