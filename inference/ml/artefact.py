@@ -4,7 +4,9 @@ Files: ``model.json`` (manifest, written last: its presence marks a complete art
 ``taxonomy.json``, ``fine.safetensors`` [, ``fine_1.safetensors`` ... for an ensemble of fine
 models, ``fine_members`` in the manifest], ``coarse.safetensors`` [, ``binary.safetensors``],
 ``ood.safetensors`` (per-class feature means), ``metrics.json`` [, ``int8.safetensors``: activation
-ranges for int8 serving, ``quantize.py``].
+ranges for int8 serving, ``quantize.py``] [, ``triage.json`` with ``heldout.safetensors`` and
+``triage_ood.safetensors``: calibration, tier thresholds and the unfamiliar-photo detector,
+``triage.py``; written by ``python -m inference.ml calibrate``].
 """
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""Command line: ``python -m inference.ml train|evaluate|predict|search``."""
+"""Command line: ``python -m inference.ml train|evaluate|calibrate|predict|search``.
+
+``predict --json [--modality dermoscopic|clinical] IMAGE...`` prints one object per image:
+``{"image", **Differential.to_dict()}`` (``predict.py``), with ``triage`` {tier, reason, abstain,
+thresholds, ...} and ``calibrated``. ``calibrate --model M --data DIR [--modality M]
+[--urgent-sensitivity 0.9] [--malignant-sensitivity 0.95] [--int8]`` writes the triage calibration
+(``triage_fit.fit_triage``) and, with ``--int8`` or ``--images N``, the int8 calibration.
+"""
 from __future__ import annotations
 
 import argparse
@@ -194,11 +201,30 @@ def cmd_evaluate(a):
 
 
 def cmd_calibrate(a):
-    from .calibrate import calibrate_artefact
-    entry = calibrate_artefact(a.model, a.data, a.images, a.seed)
-    print(f"int8 calibration from {entry['images']} photos ({entry['source']}) written to "
-          f"{Path(a.model) / entry['file']}; serve it with --precision int8 or DERM_ML_PRECISION=int8")
+    from .triage_fit import fit_triage
+    if not a.no_triage:
+        cfg = fit_triage(a.model, a.data, modality=a.modality, progress=ConsoleProgress(),
+                         targets={"urgent": a.urgent_sensitivity, "malignant": a.malignant_sensitivity})
+        c, h, th = cfg["calibration"], cfg["heldout"], cfg["thresholds"]
+        print(f"triage calibration of {a.model} on {cfg['source']['heldout_photos']} held-out photos "
+              f"({cfg['modality']}): temperature {cfg['temperature']:.3f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+        for k in ("urgent", "malignant"):
+            b = h[k]
+            print(f"  {k:9s} threshold {_num(th[k])}  target sensitivity {b['target_sensitivity']:.2f}: "
+                  f"sensitivity {_num(b['sensitivity'])} specificity {_num(b['specificity'])} "
+                  f"({b['n_pos']} positive, {b['n_neg']} negative photos)")
+        print(f"  unfamiliar-photo detector: {cfg['ood']['method']}, threshold {cfg['ood']['threshold']:.3f}, "
+              f"flags {cfg['ood']['heldout_false_alarm']:.1%} of held-out photos")
+    if a.int8 or a.images is not None:
+        from .calibrate import calibrate_artefact
+        entry = calibrate_artefact(a.model, a.data, a.images or 256, a.seed)
+        print(f"int8 calibration from {entry['images']} photos ({entry['source']}) written to "
+              f"{Path(a.model) / entry['file']}; serve it with --precision int8 or DERM_ML_PRECISION=int8")
     return 0
+
+
+def _num(x):
+    return "  -  " if x is None else f"{x:.3f}"
 
 
 def cmd_predict(a):
@@ -215,7 +241,7 @@ def cmd_predict(a):
         try:
             with Image.open(path) as im:
                 im.load()
-                d = P.predict_one(im, method=a.method, metadata=meta)
+                d = P.predict_one(im, method=a.method, metadata=meta, modality=a.modality)
         except Exception as e:
             print(f"{path}: cannot read image ({type(e).__name__}: {e})", file=sys.stderr)
             rc = 1
@@ -233,6 +259,9 @@ def cmd_predict(a):
                   f"({GRADE_NAMES[d.malignancy_grade]}: {GRADE_ADVICE[d.malignancy_grade]})")
         if d.extra.get("metadata_used"):
             print("  with patient metadata: " + ", ".join(f"{k} {v}" for k, v in d.extra["metadata_used"].items()))
+        t = d.triage
+        print(f"  triage: {t['tier'] or 'no advice'} ({t['reason']})"
+              + ("" if d.calibrated else "; probabilities not calibrated"))
         print(f"  top-1 {d.max_probability:.1%}, margin {d.margin:.1%}, OOD score {d.ood_score:.3f}"
               + ("  ** looks unfamiliar: unlike the training images **" if d.looks_unfamiliar else ""))
     if a.json:
@@ -268,10 +297,20 @@ def main(argv=None):
                    help="test-time views per photo (default: the artefact's, 2 = photo + mirror)")
     e.add_argument("--members", type=int, default=None,
                    help="use only the first N fine models of an ensemble (default: all)")
-    c = sub.add_parser("calibrate", help="add int8 serving (activation ranges from training photos) to an artefact")
+    c = sub.add_parser("calibrate", help="triage calibration (temperature, tier thresholds, unfamiliar-photo "
+                                         "detector) from the held-out split; --int8 adds int8 serving")
     c.add_argument("--model", required=True)
-    c.add_argument("--data", required=True, help="the training data (its training split is used) or other photos")
-    c.add_argument("--images", type=int, default=256)
+    c.add_argument("--data", required=True, help="the model's training data (its held-out split calibrates triage; "
+                                                 "int8 uses its training split, or any photos)")
+    c.add_argument("--modality", default=None,
+                   help="modality of the training photos (default: a modality column of the data, else dermoscopic)")
+    c.add_argument("--urgent-sensitivity", type=float, default=None,
+                   help="target share of high-grade malignant (grade 3) held-out photos given urgent (default 0.90)")
+    c.add_argument("--malignant-sensitivity", type=float, default=None,
+                   help="target share of malignant (grade >= 2) held-out photos given refer or urgent (default 0.95)")
+    c.add_argument("--no-triage", action="store_true", help="skip the triage calibration (with --int8)")
+    c.add_argument("--int8", action="store_true", help="also add int8 serving (activation ranges)")
+    c.add_argument("--images", type=int, default=None, help="int8: training photos observed (default 256; implies --int8)")
     c.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("predict", help="ranked differential for images")
     p.add_argument("--model", required=True)
@@ -281,6 +320,9 @@ def main(argv=None):
     p.add_argument("--age", default=None, help="patient's age in years (all images), if the model has metadata")
     p.add_argument("--sex", default=None, help="male / female")
     p.add_argument("--site", default=None, help='body site as in the training data, e.g. "lower extremity"')
+    p.add_argument("--modality", default=None,
+                   help="dermoscopic or clinical (all images): a photo of another modality than the model's gets "
+                        "no triage tier")
     p.add_argument("images", nargs="+")
     s = sub.add_parser("search", help="evolutionary hyperparameter search (METHODS.md section 5)")
     s.add_argument("--data", required=True)

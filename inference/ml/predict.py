@@ -14,7 +14,23 @@ fine_probability), sorted by fused probability), ``meta_probabilities`` {meta: p
 ``malignancy_grade`` (1 if S < 1.5, 2 if S < 2.5, else 3), ``max_probability``, ``margin``
 (top1 - top2), ``ood_score`` (cosine distance of the fine model's pooled features to the nearest
 training class mean) and ``looks_unfamiliar`` (ood_score above the 99th percentile of the
-training images' scores, stored in the artefact).
+training images' scores, stored in the artefact; where the artefact has a triage calibration,
+the stronger detector of ``ood.py`` decides instead, its score in ``triage``).
+
+Triage (``triage.py``): ``P.predict(images, modality=None, thresholds=None)``. Where the artefact
+holds ``triage.json`` (``python -m inference.ml calibrate`` or ``triage_fit.fit_triage``), the
+product-fused probabilities are temperature-scaled: ``ranked[i].probability`` is the calibrated one,
+``ranked[i].uncalibrated_probability`` the fused one before, ``calibrated`` is True (False for
+``method`` "hard"/"flat", whose probabilities stay as fused; tiers always come from the calibrated
+product differential). ``triage`` = {"tier": "urgent"|"refer"|"routine"|None, "reason": plain
+words, "abstain": None|"no_grades"|"no_calibration"|"modality"|"unfamiliar", "thresholds":
+{"urgent", "malignant"}, "urgent_probability", "malignant_probability", "modality",
+"model_modality", "unfamiliar", "unfamiliar_score", "unfamiliar_threshold"}. ``modality`` (one
+string or one per image) abstains for photos of another modality than the model's;
+``thresholds`` takes per-site thresholds (``triage.thresholds_for_targets``). An artefact without
+``triage.json`` serves as before with tier None ("this model has no triage calibration; run
+calibrate"). ``malignancy_score`` / ``malignancy_grade`` stay the thesis' S and grade on the
+uncalibrated product probabilities: numbers only, never the source of advice.
 
 Ensembles: an artefact may hold several fine models (``fine_members`` in its manifest, trained
 with ``--fine-models N``); ``p_fine`` is the mean of their softmax outputs, the OOD features come
@@ -32,7 +48,7 @@ comment gives the measured agreement and cost) where the CPU multiplies bfloat16
 (AVX512-BF16 / AMX), else in float32; ``"fp32"`` / ``"bf16"`` force one, and the environment variable
 ``DERM_ML_PRECISION`` sets the default. ``"int8"`` (opt-in) serves statically
 quantized copies (``quantize.py``; needs the artefact's ``int8.safetensors`` calibration, written
-by ``python -m inference.ml calibrate``): 1.25x faster on an AVX2-only CPU for about one point of
+by ``python -m inference.ml calibrate --int8``): 1.25x faster on an AVX2-only CPU for about one point of
 macro F1 (bench/RESULTS.md, `int8-serving`).
 Float32 runs through ONNX Runtime (``runtime.OrtModel``; ``runtime="torch"`` or
 ``DERM_ML_RUNTIME=torch`` keeps PyTorch's kernels, which also serve when ONNX Runtime is missing).
@@ -67,6 +83,7 @@ from .networks import (GRADCAM_LAYER, Classifier, MixedBf16, SharedTrunkPair, fu
                        shared_depth)
 from .runtime import OrtModel, resolve_runtime
 from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
+from .triage import TriageModel, unavailable
 
 
 def flip_views(x: torch.Tensor, views: int) -> torch.Tensor:
@@ -87,6 +104,7 @@ class RankedItem:
     meta_class: str
     probability: float
     fine_probability: float
+    uncalibrated_probability: float | None = None   # the fused probability before temperature scaling
 
 
 @dataclass
@@ -102,6 +120,8 @@ class Differential:
     looks_unfamiliar: bool
     model_version: str = ""
     extra: dict = field(default_factory=dict)
+    triage: dict = field(default_factory=dict)      # triage.py's block: tier, reason, abstain, thresholds, ...
+    calibrated: bool = False                        # ranked probabilities are temperature-scaled
 
     @property
     def top(self) -> RankedItem:
@@ -134,6 +154,7 @@ class Predictor:
         self.gradcam_layer_name = GRADCAM_LAYER
         self.metadata_fine: MetadataModel | None = None     # metadata.json (age, sex, body site), if trained with it
         self.metadata_coarse: MetadataModel | None = None
+        self.triage: TriageModel | None = None             # triage.json (calibration, tiers, detector), if fitted
         self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
         rt = resolve_runtime(runtime)
@@ -156,7 +177,7 @@ class Predictor:
             if not calibrated:
                 from .errors import ArtefactError
                 raise ArtefactError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
-                                 f"add one with `python -m inference.ml calibrate --model MODEL_DIR --data DIR`")
+                                    f"add one with `python -m inference.ml calibrate --int8 --model MODEL_DIR --data DIR`")
             calib = quantize.unpack(art.load_state(self.model_dir / quantize.FILE))
             self._fast_fines = [quantize.quantized(m, calib[f"fine.{k}"], self.size) for k, m in enumerate(fines)]
             self._fast_coarse = quantize.quantized(coarse, calib["coarse"], self.size)
@@ -217,6 +238,7 @@ class Predictor:
         binary = mk("binary.safetensors", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
         P = cls(model_dir, man, tax, fines, coarse, binary, ood, precision, runtime, share_trunk)
+        P.triage = TriageModel.load(model_dir, tax)
         if (model_dir / METADATA_FILE).is_file():
             d = json.loads((model_dir / METADATA_FILE).read_text())
             P.metadata_fine, P.metadata_coarse = MetadataModel.from_dict(d["fine"]), MetadataModel.from_dict(d["coarse"])
@@ -275,27 +297,45 @@ class Predictor:
         r = read_fields(meta)
         return {k: v for k, v in r.items() if v is not None and v in self.metadata_fine.tables.get(k, {})}
 
-    def predict(self, images, method: str = "product", batch_size: int = 8, metadata=None) -> list[Differential]:
+    def predict(self, images, method: str = "product", batch_size: int = 8, metadata=None, modality=None,
+                thresholds=None) -> list[Differential]:
         """Ranked differentials of PIL images (or paths). ``metadata`` (optional): one dict per image
-        with any of age, sex, site (or localization); see ``Predictor.fuse``."""
+        with any of age, sex, site (or localization); see ``Predictor.fuse``. ``modality`` (optional):
+        "dermoscopic" / "clinical" for every image, or one per image (None: not known); a photo of
+        another modality than the model's gets no tier. ``thresholds`` (optional): per-site tier
+        thresholds, {"urgent": t, "malignant": t} or ``triage.thresholds_for_targets``' result."""
         from .infer import ood_scores
         out: list[Differential] = []
         tax = self.taxonomy
         subs = tax.sub_classes
         if metadata is not None and len(metadata) != len(images):
             raise ValueError(f"{len(metadata)} metadata rows for {len(images)} images")
+        mods = [modality] * len(images) if modality is None or isinstance(modality, str) else list(modality)
+        if len(mods) != len(images):
+            raise ValueError(f"{len(mods)} modalities for {len(images)} images")
         for s in range(0, len(images), batch_size):
             u8 = torch.stack([self.to_uint8(im) for im in images[s:s + batch_size]])
             pf, pc_raw, feat = self.probabilities(u8)
             metas = None if metadata is None else list(metadata[s:s + batch_size])
             fused, pc = self.fuse(pf, pc_raw, method, metas)
-            S = malignancy_score(fused if method == "product" else self.fuse(pf, pc_raw, "product", metas)[0], tax)
+            prod = fused if method == "product" else self.fuse(pf, pc_raw, "product", metas)[0]
+            S = malignancy_score(prod, tax)
             ood = ood_scores(feat, self.ood_means)
+            calibrated = self.triage is not None and method == "product"
+            if self.triage is not None:     # tiers always from the calibrated product differential
+                q = self.triage.calibrate(prod)
+                blocks = self.triage.assess(q, feat, mods[s:s + batch_size], thresholds,
+                                            shown=None if method == "product" else fused)
+            else:
+                blocks = [unavailable(tax) for _ in range(len(u8))]
+            shown = q if calibrated else fused
             for i in range(len(u8)):
-                order = np.argsort(-fused[i], kind="stable")
-                ranked = [RankedItem(subs[j], tax.parent(subs[j]), float(fused[i, j]), float(pf[i, j])) for j in order]
-                top2 = fused[i, order[:2]]
+                order = np.argsort(-shown[i], kind="stable")
+                ranked = [RankedItem(subs[j], tax.parent(subs[j]), float(shown[i, j]), float(pf[i, j]),
+                                     float(fused[i, j]) if calibrated else None) for j in order]
+                top2 = shown[i, order[:2]]
                 sc = None if S is None else float(S[i])
+                unfamiliar = blocks[i]["unfamiliar"]
                 out.append(Differential(
                     ranked=ranked,
                     meta_probabilities={m: float(pc[i, k]) for k, m in enumerate(tax.meta_classes)},
@@ -305,11 +345,15 @@ class Predictor:
                     max_probability=float(top2[0]),
                     margin=float(top2[0] - (top2[1] if len(top2) > 1 else 0.0)),
                     ood_score=float(ood[i]),
-                    looks_unfamiliar=bool(ood[i] > self.ood_threshold),
+                    looks_unfamiliar=bool(ood[i] > self.ood_threshold) if unfamiliar is None else bool(unfamiliar),
                     model_version=self.version.strip(),
                     extra={"metadata_used": self.metadata_used(metas[i])} if metas is not None else {},
+                    triage=blocks[i],
+                    calibrated=calibrated,
                 ))
         return out
 
-    def predict_one(self, img, method: str = "product", metadata: dict | None = None) -> Differential:
-        return self.predict([img], method, metadata=None if metadata is None else [metadata])[0]
+    def predict_one(self, img, method: str = "product", metadata: dict | None = None, modality: str | None = None,
+                    thresholds=None) -> Differential:
+        return self.predict([img], method, metadata=None if metadata is None else [metadata], modality=modality,
+                            thresholds=thresholds)[0]
