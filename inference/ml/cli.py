@@ -26,8 +26,9 @@ def _fmt_eta(s):
 
 
 class ConsoleProgress:
-    def __init__(self, every_s: float = 10.0, stream=sys.stderr):
-        self.every, self.last, self.stream = every_s, 0.0, stream
+    def __init__(self, every_s: float = 10.0, stream=None):
+        # sys.stderr as it is now (a default bound at import would keep a stream that may be closed since)
+        self.every, self.last, self.stream = every_s, 0.0, sys.stderr if stream is None else stream
 
     def __call__(self, d: dict):
         now = time.time()
