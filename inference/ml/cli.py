@@ -27,12 +27,8 @@ def _fmt_eta(s):
 
 class ConsoleProgress:
     def __init__(self, every_s: float = 10.0, stream=None):
-        # sys.stderr looked up per call: the stream in force when the class was defined may be closed since
-        self.every, self.last, self._stream = every_s, 0.0, stream
-
-    @property
-    def stream(self):
-        return self._stream or sys.stderr
+        # sys.stderr as it is now (a default bound at import would keep a stream that may be closed since)
+        self.every, self.last, self.stream = every_s, 0.0, sys.stderr if stream is None else stream
 
     def __call__(self, d: dict):
         now = time.time()
