@@ -137,6 +137,10 @@ def add_train_args(p):
                    help="fit the metadata model (age, sex, body site columns, when the data has them)")
     p.add_argument("--metadata-weight", type=float, default=d.metadata_weight,
                    help="exponent of the metadata factors (1: Bayes' rule, 0: off)")
+    p.add_argument("--triage", action=argparse.BooleanOptionalAction, default=d.triage,
+                   help="calibrate urgency tiers and the unfamiliar-photo detector on the held-out split")
+    p.add_argument("--modality", default=None,
+                   help="modality of the photos where the data has no modality column (default dermoscopic)")
 
 
 def config_from_args(a):
@@ -159,7 +163,7 @@ def config_from_args(a):
         cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
         augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from,
-        metadata=a.metadata, metadata_weight=a.metadata_weight)
+        metadata=a.metadata, metadata_weight=a.metadata_weight, triage=a.triage, modality=a.modality)
 
 
 def cmd_train(a):

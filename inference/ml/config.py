@@ -82,6 +82,8 @@ class TrainConfig:
     metadata_alpha: float = 20.0        # its smoothing toward the class prior, in photos
     metadata_weight: float = 0.5        # exponent of its factors (1: Bayes' rule; <1: the photo shows some of it too)
     int8_calibration_images: int = 0    # >0: store int8 activation ranges from this many training photos (quantize.py)
+    triage: bool = True                 # fit urgency tiers and the unfamiliar-photo detector on the held-out split
+    modality: str | None = None         # the photos' modality where the data has no modality column (triage_fit.py)
 
     def resolved(self) -> dict:
         d = asdict(self)

@@ -114,7 +114,7 @@ def run_search(base: TrainConfig, budget: SearchBudget, progress=None) -> dict:
                 tdir = out / "trials" / f"g{gen}_i{ind}_f{f}"
                 cfg = replace(apply_genes(base, genes), out=str(tdir), epochs=budget.epochs,
                               coarse_epochs=budget.coarse_epochs, holdout=None, folds=budget.folds, fold=f,
-                              binary_epochs=0, fine_models=1)   # one fine model ranks a recipe at half the cost
+                              binary_epochs=0, fine_models=1, triage=False)   # one fine model ranks a recipe at half the cost
                 train(cfg, progress=progress)
                 rep = json.loads((tdir / "metrics.json").read_text())
                 scores.append(fitness(rep, budget.weights))

@@ -98,8 +98,22 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     check_stop(should_stop)
     manifest = _manifest(run, fine_infos, coarse_info, binary_info, results)
     _write_artefact(out, run, fines, coarse, binary, results, manifest)
+    _fit_triage(out, run)
     emit(progress, stage="done", event="complete", seconds=run.timings["total"])
     return out
+
+
+def _fit_triage(out: Path, run: Run) -> None:
+    """Calibrated urgency tiers and the unfamiliar-photo detector from the held-out split (triage_fit.py).
+    The artefact is complete without them (its tiers then abstain), so a data problem here is reported, not raised."""
+    cfg = run.cfg
+    if not cfg.triage or not len(run.te) or not run.tax.has_grades:
+        return
+    from .triage_fit import fit_triage
+    try:
+        fit_triage(out, cfg.data, modality=cfg.modality, progress=run.progress)
+    except ValueError as exc:
+        emit(run.progress, stage="triage", message=f"no triage calibration: {exc}")
 
 
 def _start(cfg: TrainConfig, out: Path, progress, should_stop) -> Run:

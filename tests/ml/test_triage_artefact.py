@@ -28,8 +28,21 @@ def trained(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("triage")
     data = make_dataset(root / "data", n_per_class=12)
     (root / "tax.json").write_text(_json.dumps(TAX))
-    out = train(TrainConfig(data=str(data), taxonomy=str(root / "tax.json"), out=str(root / "plain"), **FAST))
+    out = train(TrainConfig(data=str(data), taxonomy=str(root / "tax.json"), out=str(root / "plain"), triage=False,
+                            **FAST))
     return root, data, out
+
+
+def test_training_writes_the_triage_calibration(trained, tmp_path):
+    """train() ends with fit_triage on its held-out split: the artefact serves tiers without a calibrate step."""
+    root, data, _plain = trained
+    out = train(TrainConfig(data=str(data), taxonomy=str(root / "tax.json"), out=str(tmp_path / "t"),
+                            modality="clinical", **FAST))
+    stored = json.loads((out / tri.FILE).read_text())
+    assert stored["modality"] == "clinical" and stored["modality_source"] == "given"
+    d = Predictor.load(out).predict_one(photo(), modality="clinical")
+    assert d.calibrated is True and d.triage["abstain"] in (None, "unfamiliar")
+    assert Predictor.load(out).predict_one(photo(), modality="dermoscopic").triage["abstain"] == "modality"
 
 
 def photo(colour=(200, 40, 40), size=40):
