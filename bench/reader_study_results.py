@@ -27,6 +27,10 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-aided", action="store_true")
+    ap.add_argument("--confidence", default="five", choices=["five", "none"],
+                    help="none: yes/no readers (adds the fair comparison at the readers' operating point)")
+    ap.add_argument("--incomplete", type=int, default=0,
+                    help="this many readers skip 10%% of their cases (the analysis switches to jackknife covariances)")
     args = ap.parse_args()
     if not os.environ.get("DATABASE_URL"):
         os.environ["DERM_VAR_DIR"] = tempfile.mkdtemp(prefix="bench-reader-study-")
@@ -70,7 +74,7 @@ def main() -> None:
 
     mv = ModelVersion.objects.create(name="bench model", taxonomy=tax, artefact_path=f"bench/{tag}")
     study = services.study_create(title="Bench study", taxonomy=tax, created_by=coord, positive_codes=["mel"],
-                                  confidence_scale="five", model_version=mv, aided_session=not args.no_aided)
+                                  confidence_scale=args.confidence, model_version=mv, aided_session=not args.no_aided)
     import random
 
     rng = random.Random(1)
@@ -87,6 +91,13 @@ def main() -> None:
     study.save(update_fields=["status"])
     study.refresh_from_db()
     n = write_simulated_readings(study=study, readers=readers, sim=sim, aided=not args.no_aided)
+    if args.confidence == "none":
+        from reports.models import Reading
+        Reading.objects.filter(study_reader__study=study).update(confidence=None)
+    if args.incomplete:
+        from reports.models import Reading
+        skip = [sc.pk for sc in StudyCase.objects.filter(study=study).order_by("number")][:: 10]
+        n -= Reading.objects.filter(study_reader__in=readers[:args.incomplete], study_case_id__in=skip).delete()[0]
     study.refresh_from_db()
     print(f"set-up: {args.readers} readers x {args.cases} cases, {n} readings stored in {time.perf_counter() - t0:.1f} s "
           f"({connection.vendor})")
@@ -111,6 +122,7 @@ def main() -> None:
         r = client.get(url)
         page_warm.append(time.perf_counter() - t)
     m = res["tasks"][0]["mrmc"]
+    print(f"covariances: {res['tasks'][0].get('covariance')}; {res['tasks'][0].get('missing_note', '')}")
     print(f"MRMC: readers' mean AUC {m['reader_mean_auc']:.3f} vs model {m['model_auc']:.3f}, "
           f"difference {m['estimate']:+.3f} (95% CI {m['ci'][0]:+.3f} to {m['ci'][1]:+.3f}), p = {m['p_value']:.3g}")
     med = statistics.median

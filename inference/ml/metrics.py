@@ -92,11 +92,16 @@ def _check_binary(y, *scores):
 
 
 def roc_curve(y, score):
-    """Return ``(fpr, tpr, thresholds)`` (sklearn's, with drop_intermediate=False)."""
-    from sklearn.metrics import roc_curve as _rc
-    y, (s,), _, _ = _check_binary(y, score)
-    fpr, tpr, thr = _rc(y, s, drop_intermediate=False)
-    return fpr, tpr, thr
+    """Return ``(fpr, tpr, thresholds)``: the same as sklearn's with drop_intermediate=False (a first
+    point (0, 0) at threshold +inf, then one point per distinct score, highest first), in numpy
+    without sklearn's per-call overhead (the reader-study page draws dozens of curves)."""
+    y, (s,), m, n = _check_binary(y, score)
+    order = np.argsort(-s, kind="mergesort")
+    ss, yy = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(ss)), ss.size - 1]     # last index of each run of equal scores
+    tps = np.cumsum(yy)[last]
+    fps = (last + 1) - tps
+    return np.r_[0.0, fps / n], np.r_[0.0, tps / m], np.r_[np.inf, ss[last]]
 
 
 def delong_covariance(y, scores: Sequence | np.ndarray):

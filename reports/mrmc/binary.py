@@ -20,10 +20,19 @@ from .compare import readers_vs_model
 N_BOOT = 1000
 
 
+def _weights(rng, k: int, n_boot: int) -> np.ndarray:
+    """Row 0 all ones (the data), then n_boot rows of resampling counts of k cases."""
+    idx = rng.integers(0, k, size=(n_boot, k)) + (np.arange(n_boot) * k)[:, None]
+    counts = np.bincount(idx.ravel(), minlength=n_boot * k).reshape(n_boot, k)
+    return np.vstack([np.ones((1, k)), counts]).astype(float)
+
+
 def _rates(W, C, R):
     """Per-reader rates in each resample: W (B, n) case weights, C/R (J, n) correct/read."""
+    # integer products: small, exact, and no BLAS thread start-up on a busy server
+    Wi, Ci, Ri = W.astype(np.int64), C.astype(np.int64), R.astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (W @ C.T) / (W @ R.T)
+        return (Wi @ Ci.T) / (Wi @ Ri.T)
 
 
 def _se_at_sp(pos, neg_sorted, Wp, Wn, target):
@@ -60,9 +69,7 @@ def fair_comparison(y, decisions, read, model_score, *, alpha: float = 0.05, n_b
     Cp, Rp = ((D[:, pi] == 1) & R[:, pi]).astype(float), R[:, pi].astype(float)
     Cn, Rn = ((D[:, ni] == 0) & R[:, ni]).astype(float), R[:, ni].astype(float)
     rng = np.random.default_rng(seed)
-    ones = np.ones((1, m)), np.ones((1, n))
-    Wp = np.vstack([ones[0], rng.multinomial(m, np.full(m, 1 / m), size=n_boot)]).astype(float)
-    Wn = np.vstack([ones[1], rng.multinomial(n, np.full(n, 1 / n), size=n_boot)]).astype(float)
+    Wp, Wn = _weights(rng, m, n_boot), _weights(rng, n, n_boot)
     rse = np.nanmean(_rates(Wp, Cp, Rp), axis=1)        # readers' mean sensitivity (B+1,)
     rsp = np.nanmean(_rates(Wn, Cn, Rn), axis=1)
     mse, v_sp = _se_at_sp(pos, neg[n_order], Wp, Wn[:, n_order], rsp)

@@ -169,3 +169,15 @@ def test_logit_ci_stays_inside_the_unit_interval():
     a, lo, hi = metrics.delong_ci(y, s, scale="logit")
     assert a > 0.99 and lo < a < hi < 1.0
     assert metrics.delong_ci(y, s)[2] == 1.0                          # the Wald interval hits the bound
+
+
+@pytest.mark.parametrize("seed,ties", [(0, False), (1, True), (2, True)])
+def test_roc_curve_equals_sklearn(seed, ties):
+    from sklearn.metrics import roc_curve as sk
+    y, s = _data(seed, n=80, ties=ties)
+    fpr, tpr, thr = metrics.roc_curve(y, s)
+    f2, t2, th2 = sk(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], th2[1:])
+    assert thr[0] > s.max()
