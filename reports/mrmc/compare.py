@@ -14,6 +14,7 @@ from .core import (METHOD, REFERENCE, fixed_reader_test, one_sided, or_one_sampl
                    random_readers_fixed_cases)
 from .covariance import covariance
 
+FOM_LABEL = {"auc": "AUC", "sensitivity": "sensitivity", "specificity": "specificity"}
 COVARIANCE_LABEL = {"delong": "DeLong covariances", "jackknife": "jackknife covariances"}
 
 
@@ -31,7 +32,7 @@ def tests_compared(y, scores_by_test, *, read=None, method: str = "delong", fom:
     out["reader_aucs"] = est.reshape(T, J).tolist()
     out["fom"] = fom
     out["covariance"] = method
-    out["method"] = (f"Obuchowski-Rockette two-test analysis of the {fom} with {COVARIANCE_LABEL[method]} "
+    out["method"] = (f"Obuchowski-Rockette two-test analysis of the {FOM_LABEL[fom]} with {COVARIANCE_LABEL[method]} "
                      "(Cov1, Cov2, Cov3), random readers and cases, Hillis (2007) ddf")
     if margin is not None and T == 2:
         ddf = out["ddf"]

@@ -195,11 +195,11 @@ def or_tests(aucs, cov, *, alpha: float = 0.05) -> dict:
     out["var_reader"] = (ms_r - var_e - (T - 1) * cov1 + cov2 + (T - 1) * cov3 - out["var_test_reader"]) / T
     # fixed readers, random cases: error terms only
     fr = var_e - cov1 + (J - 1) * (cov2 - cov3)
-    x2 = (T - 1) * ms_t / fr if fr > 0 else math.inf
+    x2 = (T - 1) * ms_t / fr if fr > 0 else (0.0 if ms_t == 0 else math.inf)
     out["frrc"] = {"generalises_to": "these readers, cases like these", "chi2": x2, "df": T - 1,
                    "p_value": float(stats.chi2.sf(x2, T - 1))}
     # random readers, fixed cases: reader-by-test interaction only
-    f_rc = ms_t / ms_tr if ms_tr > 0 else math.inf
+    f_rc = ms_t / ms_tr if ms_tr > 0 else (0.0 if ms_t == 0 else math.inf)
     out["rrfc"] = {"generalises_to": "readers like these, these cases", "F": f_rc, "ndf": T - 1,
                    "ddf": (T - 1) * (J - 1), "p_value": float(stats.f.sf(f_rc, T - 1, (T - 1) * (J - 1)))}
     if T == 2:

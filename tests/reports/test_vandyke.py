@@ -145,3 +145,17 @@ def test_planning_reproduces_the_pilot_and_grows_with_size(vd):
     assert need is not None
     assert planning.power(vdk, effect=0.05, n_readers=10, n_cases=need)["power"] >= 0.8
     assert planning.power(vdk, effect=0.05, n_readers=10, n_cases=need - 1)["power"] < 0.8
+
+
+def test_non_inferiority_one_sided(vd):
+    from scipy import stats
+    y, R = vd
+    o = mrmc.tests_compared(y, R, margin=0.05)
+    n = o["non_inferiority"]
+    q = stats.t.ppf(0.95, o["ddf"])
+    assert n["lower_bound"] == pytest.approx(o["difference"] - q * o["se"])
+    assert n["p_value"] == pytest.approx(stats.t.sf((o["difference"] + 0.05) / o["se"], o["ddf"]))
+    assert n["non_inferior"] and n["p_value"] < 0.05
+    # the reverse direction (treatment 1 against 2) with a small margin is not non-inferior
+    r = mrmc.tests_compared(y, R[::-1], margin=0.01)["non_inferiority"]
+    assert not r["non_inferior"] and r["p_value"] > 0.05
