@@ -10,13 +10,20 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.core.cache import cache
-from scipy import stats
 
 from inference.ml import metrics
 
 from . import mrmc, questions
+from .models import (
+    ConfidenceScale,
+    QuestionType,
+    ReaderStudy,
+    Reading,
+    Session,
+    StudyCase,
+    StudyReader,
+)
 from .mrmc.binary import fair_comparison
-from .models import ConfidenceScale, QuestionType, Reading, ReaderStudy, Session, StudyCase, StudyReader
 
 CACHE_SECONDS = 6 * 3600
 VALIDATION = (

@@ -8,7 +8,7 @@ from django.http import Http404
 
 from derm_portal import roles
 
-from .models import Reading, ReaderStudy, StudyCase, StudyReader, StudyStatus
+from .models import ReaderStudy, Reading, StudyCase, StudyReader, StudyStatus
 
 
 def studies_visible_to(user) -> QuerySet[ReaderStudy]:

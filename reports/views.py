@@ -16,12 +16,20 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 
 from annotation.views import _csv_text, stream_photo
-from derm_portal.roles import require_role
 from derm_portal import roles
+from derm_portal.roles import require_role
 
 from . import charts, questions, results, selectors, services
 from .forms import CaseFilterForm, InviteForm, StudyForm
-from .models import ConfidenceScale, QuestionType, Reading, Session, StudyCase, StudyReader, StudyStatus
+from .models import (
+    ConfidenceScale,
+    QuestionType,
+    Reading,
+    Session,
+    StudyCase,
+    StudyReader,
+    StudyStatus,
+)
 
 COORD = roles.CAN_COORDINATE_STUDIES
 

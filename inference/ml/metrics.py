@@ -31,8 +31,7 @@ Edge inputs (documented answers, tested in tests/ml/test_metrics.py):
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -53,8 +52,17 @@ def rankdata(x) -> np.ndarray:
     return out
 
 __all__ = [
-    "roc_curve", "auc", "delong_covariance", "delong_auc_variance", "delong_ci",
-    "delong_test", "delong_slow", "youden", "classification_report_dict", "one_vs_rest_auc",
+    "auc",
+    "classification_report_dict",
+    "delong_auc_variance",
+    "delong_ci",
+    "delong_covariance",
+    "delong_slow",
+    "delong_test",
+    "logit_ci",
+    "one_vs_rest_auc",
+    "roc_curve",
+    "youden",
 ]
 
 
@@ -242,8 +250,13 @@ def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: i
 
     ``prob`` is (N, C) (rows need not be normalised); ``y_true`` integer class indices.
     """
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                                 f1_score, precision_recall_fscore_support)
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
     y_true = np.asarray(y_true, dtype=int)
     prob = np.asarray(prob, dtype=np.float64)
     C = len(class_names)
@@ -266,7 +279,7 @@ def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: i
                      "specificity": float(tn / (tn + fp)) if (tn + fp) > 0 else None,
                      **{k: v for k, v in per_auc[name].items() if k != "n_pos"}}
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, pred)) if len(y_true) else 0.0,
         "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)) if len(y_true) else 0.0,
         # macro over classes present in the ground truth

@@ -10,8 +10,15 @@ from scipy import stats
 
 from inference.ml.metrics import logit_ci
 
-from .core import (METHOD, REFERENCE, fixed_reader_test, one_sided, or_one_sample, or_tests,
-                   random_readers_fixed_cases)
+from .core import (
+    METHOD,
+    REFERENCE,
+    fixed_reader_test,
+    one_sided,
+    or_one_sample,
+    or_tests,
+    random_readers_fixed_cases,
+)
 from .covariance import covariance
 
 FOM_LABEL = {"auc": "AUC", "sensitivity": "sensitivity", "specificity": "specificity"}

@@ -69,7 +69,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-
 METHOD = (
     "Obuchowski-Rockette analysis with DeLong covariances, random readers and random cases, "
     "the model as a fixed reader (its AUC's case-sampling variance and its covariance with the readers "

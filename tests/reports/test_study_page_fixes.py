@@ -10,7 +10,12 @@ from django.utils import timezone
 from derm_portal import roles
 from reports import results, services
 from reports.models import Reading, StudyCase
-from tests.reports.test_study_flow import build_study, make_confirmed_case, make_model_version, read_all
+from tests.reports.test_study_flow import (
+    build_study,
+    make_confirmed_case,
+    make_model_version,
+    read_all,
+)
 
 TRUTHS = ("mel", "mel", "mel", "nv", "nv", "nv", "bkl", "bkl")
 
@@ -29,7 +34,7 @@ def test_multiclass_results_page_renders_without_model_or_confidence(client, tax
 
 
 def test_reading_counter_counts_answers_not_answers_times_cases(client, taxonomy, users):
-    study, cases = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS, aided=True)
+    study, _ = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS, aided=True)
     reader = users[roles.READER]
     sr = study.readers.get(user=reader)
     for sc in StudyCase.objects.filter(study=study).order_by("number")[:5]:
@@ -41,7 +46,7 @@ def test_reading_counter_counts_answers_not_answers_times_cases(client, taxonomy
 
 
 def test_served_at_is_when_served_not_when_answered(taxonomy, users):
-    study, cases = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS)
+    study, _ = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS)
     sr = study.readers.get(user=users[roles.READER])
     sc = StudyCase.objects.filter(study=study).first()
     r = services.reading_serve(study_reader=sr, study_case=sc, session="unaided")

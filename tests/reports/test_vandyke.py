@@ -29,7 +29,8 @@ def _find() -> Path:
 
 @pytest.fixture(scope="module")
 def vd():
-    rows = list(csv.DictReader(open(_find(), newline="")))
+    with open(_find(), newline="") as fh:
+        rows = list(csv.DictReader(fh))
     T, J, N = 2, 5, 114
     R = np.full((T, J, N), np.nan)
     y = np.full(N, -1)
@@ -98,7 +99,7 @@ def test_jackknife_equals_refitting_and_missing_readings(vd):
     skipped cases keeps their place, and a complete reader's variance is unchanged by it."""
     from inference.ml.metrics import auc
     y, R = vd
-    est, S = mrmc.jackknife(y, R[0, :2])
+    _, S = mrmc.jackknife(y, R[0, :2])
     N = y.size
     loo = np.array([[auc(np.delete(y, k), np.delete(R[0, j], k)) for k in range(N)] for j in range(2)])
     d = loo - loo.mean(1, keepdims=True)
