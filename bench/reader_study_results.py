@@ -27,6 +27,11 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-aided", action="store_true")
+    ap.add_argument("--confidence", default="five", choices=["five", "none"],
+                    help="none: yes/no readers (adds the fair comparison at the readers' operating point)")
+    ap.add_argument("--profile", action="store_true", help="print where the results computation spends its time")
+    ap.add_argument("--incomplete", type=int, default=0,
+                    help="this many readers skip 10%% of their cases (the analysis switches to jackknife covariances)")
     args = ap.parse_args()
     if not os.environ.get("DATABASE_URL"):
         os.environ["DERM_VAR_DIR"] = tempfile.mkdtemp(prefix="bench-reader-study-")
@@ -35,6 +40,10 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings as dj_settings
+
+    # set-up only: 30 reader accounts hashed with the production hasher take minutes on a busy machine
+    dj_settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     from django.core.cache import cache
     from django.core.management import call_command
     from django.db import connection
@@ -70,7 +79,7 @@ def main() -> None:
 
     mv = ModelVersion.objects.create(name="bench model", taxonomy=tax, artefact_path=f"bench/{tag}")
     study = services.study_create(title="Bench study", taxonomy=tax, created_by=coord, positive_codes=["mel"],
-                                  confidence_scale="five", model_version=mv, aided_session=not args.no_aided)
+                                  confidence_scale=args.confidence, model_version=mv, aided_session=not args.no_aided)
     import random
 
     rng = random.Random(1)
@@ -87,6 +96,13 @@ def main() -> None:
     study.save(update_fields=["status"])
     study.refresh_from_db()
     n = write_simulated_readings(study=study, readers=readers, sim=sim, aided=not args.no_aided)
+    if args.confidence == "none":
+        from reports.models import Reading
+        Reading.objects.filter(study_reader__study=study).update(confidence=None)
+    if args.incomplete:
+        from reports.models import Reading
+        skip = [sc.pk for sc in StudyCase.objects.filter(study=study).order_by("number")][:: 10]
+        n -= Reading.objects.filter(study_reader__in=readers[:args.incomplete], study_case_id__in=skip).delete()[0]
     study.refresh_from_db()
     print(f"set-up: {args.readers} readers x {args.cases} cases, {n} readings stored in {time.perf_counter() - t0:.1f} s "
           f"({connection.vendor})")
@@ -95,6 +111,7 @@ def main() -> None:
     client = Client()
     client.force_login(coord)
     url = f"/studies/{study.pk}/results/"
+    client.get(url)   # a server process compiles templates and imports once: not part of a page view
     for _ in range(args.repeat):
         cache.clear()
         t = time.perf_counter()
@@ -110,7 +127,15 @@ def main() -> None:
         t = time.perf_counter()
         r = client.get(url)
         page_warm.append(time.perf_counter() - t)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(reader_study_results, study=study, use_cache=False)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
     m = res["tasks"][0]["mrmc"]
+    print(f"covariances: {res['tasks'][0].get('covariance')}; {res['tasks'][0].get('missing_note', '')}")
     print(f"MRMC: readers' mean AUC {m['reader_mean_auc']:.3f} vs model {m['model_auc']:.3f}, "
           f"difference {m['estimate']:+.3f} (95% CI {m['ci'][0]:+.3f} to {m['ci'][1]:+.3f}), p = {m['p_value']:.3g}")
     med = statistics.median

@@ -16,6 +16,8 @@ EXPERIENCE_LABELS = dict(Experience.choices)
 
 
 def model_legend(m: dict) -> str:
+    if m.get("ci_low") is None:      # fewer than two positives or negatives: no interval
+        return f"Model: AUC {m['auc']:.3f}"
     return f"Model: AUC {m['auc']:.3f} (95% CI {m['ci_low']:.3f}–{m['ci_high']:.3f}, DeLong)"
 
 
@@ -73,7 +75,7 @@ def plotly_figure(task: dict, *, aided_task: dict | None = None, title: str = ""
     mr = task.get("mean_reader")
     if mr:
         traces.append({"type": "scatter", "mode": "markers", "x": [mr["fpr"]], "y": [mr["tpr"]],
-                       "name": f"Mean reader (FPR {mr['fpr']:.2f}, TPR {mr['tpr']:.2f})",
+                       "name": f"Mean reader (FPR {mr['fpr']:.2f}, TPR {mr['tpr']:.2f}; {mr['n_readers']} {mr.get('which', 'readers')})",
                        "marker": {"symbol": "x", "size": 15, "color": "#1d2733", "line": {"color": "#1d2733", "width": 2}},
                        "hovertemplate": "Mean reader<br>FPR %{x:.3f}<br>TPR %{y:.3f}<extra></extra>"})
     if aided_task:

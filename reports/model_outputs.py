@@ -40,8 +40,9 @@ def study_training_overlap(*, study: ReaderStudy) -> str:
         keys = {sc.case.external_id, str(sc.case.pk), sc.case.reference} - {""}
         if kind == "train":
             sc.in_training = "yes" if keys & ids else "no"
-        elif kind == "test":
-            sc.in_training = "no" if keys & ids else ("possible" if sc.case.external_id else "unknown")
+        elif kind == "test":  # a case created after the model cannot have been trained on
+            after = sc.case.created_at > study.model_version.created_at
+            sc.in_training = "no" if keys & ids or after else ("possible" if sc.case.external_id else "unknown")
         else:
             sc.in_training = "unknown"
     StudyCase.objects.bulk_update(rows, ["in_training"])

@@ -2,12 +2,13 @@
 own invitations and nothing of the truth, of other readers or (unaided) of the model."""
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Func, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from derm_portal import roles
 
-from .models import Reading, ReaderStudy, StudyCase, StudyReader, StudyStatus
+from .models import ReaderStudy, Reading, StudyCase, StudyReader, StudyStatus
 
 
 def studies_visible_to(user) -> QuerySet[ReaderStudy]:
@@ -35,10 +36,18 @@ def invitations_for(*, user) -> QuerySet[StudyReader]:
         return StudyReader.objects.none()
     return (StudyReader.objects.filter(user=user, study__status__in=[StudyStatus.OPEN, StudyStatus.CLOSED])
             .select_related("study").annotate(
-                n_answered=Count("readings", filter=Q(readings__answered_at__isnull=False, readings__session="unaided")),
-                n_answered_aided=Count("readings", filter=Q(readings__answered_at__isnull=False, readings__session="aided")),
-                n_cases=Count("study__study_cases", distinct=True),
+                # subqueries: counting both joins in one query multiplied readings by cases
+                n_answered=_count(Reading.objects.filter(study_reader=OuterRef("pk"), answered_at__isnull=False,
+                                                         session="unaided")),
+                n_answered_aided=_count(Reading.objects.filter(study_reader=OuterRef("pk"), answered_at__isnull=False,
+                                                               session="aided")),
+                n_cases=_count(StudyCase.objects.filter(study=OuterRef("study_id"))),
             ))
+
+
+def _count(qs):
+    """COUNT(*) of a correlated queryset as a scalar subquery (Func, so Django adds no GROUP BY)."""
+    return Coalesce(Subquery(qs.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1]), 0)
 
 
 def invitation_get(*, user, study_pk: int) -> StudyReader:
@@ -98,6 +107,6 @@ def study_candidate_cases(*, user, study: ReaderStudy, diagnosis=(), modality: s
         kind, ids = training_case_ids(study.model_version)
         if kind == "train":
             qs = qs.exclude(external_id__in=ids)
-        elif kind == "test":
-            qs = qs.filter(Q(external_id="") | Q(external_id__in=ids))
+        elif kind == "test":   # held-out cases, cases of unknown origin, and cases created after the model
+            qs = qs.filter(Q(external_id="") | Q(external_id__in=ids) | Q(created_at__gt=study.model_version.created_at))
     return qs.order_by("pk")

@@ -234,8 +234,7 @@ def study_problems(*, study: ReaderStudy) -> list[str]:
             if no_out:
                 problems.append(
                     f"The AI-aided session needs the model's differential for every case; {no_out} of {n} have none "
-                    "(no finished predictions and the model artefact is not available). Refresh model outputs or "
-                    "switch the aided session off."
+                    "yet. Collect model outputs or switch the aided session off."
                 )
     if study.question_type == QuestionType.BINARY and n:
         pos = study.study_cases.filter(truth_sub_class__code__in=study.positive_codes).count()
@@ -356,7 +355,9 @@ def reading_submit(
         raise PermissionDenied("Open the case before answering it.")
     if reading.answered_at is not None and not study.allow_back:
         raise PermissionDenied("This study does not allow changing answers.")
-    elapsed = max(0, int((now - reading.served_at).total_seconds() * 1000))
+    # time since the case was served, or since the last answer when re-submitted without re-serving
+    since = max(reading.served_at, reading.answered_at) if reading.answered_at else reading.served_at
+    elapsed = max(0, int((now - since).total_seconds() * 1000))
     reading.server_ms = (reading.server_ms or 0) + elapsed
     if active_ms is not None:
         try:
@@ -369,8 +370,7 @@ def reading_submit(
     reading.answer = answer
     reading.confidence = value
     reading.comment = (comment or "")[:500]
-    reading.answered_at = now
-    reading.served_at = now
+    reading.answered_at = now   # served_at keeps when the case was served
     reading.save()
     total = StudyCase.objects.filter(study=study).count()
     done = Reading.objects.filter(study_reader=study_reader, session=session, answered_at__isnull=False).count()

@@ -15,13 +15,21 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 
-from annotation.views import stream_photo
-from derm_portal.roles import require_role
+from annotation.views import _csv_text, stream_photo
 from derm_portal import roles
+from derm_portal.roles import require_role
 
 from . import charts, model_outputs, questions, results, selectors, services
 from .forms import CaseFilterForm, InviteForm, StudyForm
-from .models import ConfidenceScale, QuestionType, Reading, Session, StudyCase, StudyReader, StudyStatus
+from .models import (
+    ConfidenceScale,
+    QuestionType,
+    Reading,
+    Session,
+    StudyCase,
+    StudyReader,
+    StudyStatus,
+)
 
 COORD = roles.CAN_COORDINATE_STUDIES
 
@@ -75,6 +83,7 @@ def study_detail(request, pk: int):
         sr.done_unaided = sr.readings.filter(session=Session.UNAIDED, answered_at__isnull=False).count()
         sr.done_aided = sr.readings.filter(session=Session.AIDED, answered_at__isnull=False).count()
     training_kind = model_outputs.training_case_ids(study.model_version)[0] if study.model_version_id else None
+    planning = _planning(request, study)
     return render(request, "reports/study_detail.html", {
         "study": study,
         "question": questions.question_text(study, tmap),
@@ -92,7 +101,30 @@ def study_detail(request, pk: int):
         "form": StudyForm(initial=_study_initial(study), taxonomy=study.taxonomy) if study.status == StudyStatus.DRAFT else None,
         "filter_form": CaseFilterForm(taxonomy=study.taxonomy, initial={"exclude_training": True}),
         "invite_form": InviteForm(study=study),
+        "planning": planning,
     })
+
+
+def _planning(request, study) -> dict:
+    """Readers and cases needed (Hillis-Obuchowski) for ?effect= (AUC difference) and ?power=, from
+    this study's aided-vs-unaided readings when there are any, else the Van Dyke components."""
+    from .mrmc import planning
+
+    def num(name, default, lo, hi):
+        try:
+            v = float(request.GET.get(name, default))
+        except ValueError:
+            return default
+        return v if lo < v < hi else default
+    effect, power = num("effect", 0.05, 0.0, 0.5), num("power", 0.8, 0.5, 0.999)
+    comp = planning.VAN_DYKE
+    if study.status != StudyStatus.DRAFT and study.aided_session:
+        res = results.reader_study_results(study=study)
+        pilot = next((t.get("aided_vs_unaided") for t in res["aided_tasks"] if t.get("aided_vs_unaided")), None)
+        if pilot:
+            comp = planning.components_from(pilot, n_cases=res["n_cases_analysed"])
+    return {"effect": effect, "power": power, "source": comp["source"],
+            "rows": planning.table(comp, effect=effect, power=power)}
 
 
 def _study_action(request, study):
@@ -117,11 +149,16 @@ def _study_action(request, study):
             d = form.cleaned_data
             qs = selectors.study_candidate_cases(user=request.user, study=study, diagnosis=d["diagnosis"],
                                                  modality=d["modality"], q=d["q"], exclude_training=d["exclude_training"])
+            matching = qs.count()
             if d["n"]:
                 out = services.study_cases_sample(study=study, queryset=qs, n=d["n"])
             else:
                 out = services.study_cases_add(study=study, cases=qs)
             messages.success(request, f"{out['added']} case(s) added.")
+            if d["n"] and matching < d["n"]:
+                why = (" (cases the model was trained on, or that may have been, are left out)"
+                       if d["exclude_training"] and study.model_version_id else "")
+                messages.warning(request, f"{d['n']} asked for, but only {matching} eligible case(s) match the filters{why}.")
             if out["skipped"]:
                 messages.warning(request, f"{len(out['skipped'])} skipped: " + "; ".join(f"{r}: {why}" for r, why in out["skipped"][:10]))
         elif action == "remove_case":
@@ -159,8 +196,22 @@ def _study_action(request, study):
     return back
 
 
-def _results_context(study):
-    res = results.reader_study_results(study=study)
+def _analysis_options(request) -> tuple[str, float | None]:
+    """?covariance=auto|delong|jackknife and ?margin=0.05 (non-inferiority margin, 0 < margin < 0.5)."""
+    method = request.GET.get("covariance", "auto")
+    if method not in results.METHODS:
+        method = "auto"
+    try:
+        margin = float(request.GET.get("margin", ""))
+    except ValueError:
+        margin = None
+    if margin is not None and not 0 < margin < 0.5:
+        margin = None
+    return method, (round(margin, 4) if margin is not None else None)
+
+
+def _results_context(study, method: str = "auto", margin: float | None = None):
+    res = results.reader_study_results(study=study, method=method, margin=margin)
     binary = study.question_type == QuestionType.BINARY
     aided_by_key = {t["key"]: t for t in res["aided_tasks"]}
     figures = []
@@ -175,9 +226,11 @@ def _results_context(study):
 @require_role(*COORD)
 def study_results(request, pk: int):
     study = selectors.study_get(user=request.user, pk=pk)
-    res, figures = _results_context(study)
+    method, margin = _analysis_options(request)
+    res, figures = _results_context(study, method, margin)
     return render(request, "reports/study_results.html", {
         "study": study, "res": res, "figures": figures, "binary": study.question_type == QuestionType.BINARY,
+        "method_choice": method, "margin": margin, "methods": results.METHODS,
         "has_confidence": study.confidence_scale != ConfidenceScale.NONE,
     })
 
@@ -193,13 +246,15 @@ def study_readings_csv(request, pk: int):
                 "active_seconds", "revisions", "comment"])
     for r in selectors.readings_for_export(study=study).iterator(chunk_size=2000):
         truth = questions.truth_class(study, tmap, r.study_case.truth_sub_class.code)
+        # every cell a user typed (names, references, taxonomy codes, answers, comments) is formula-escaped
         w.writerow([
-            study.pk, r.study_reader.user.get_username(), r.study_reader.experience, r.session, r.study_case.number,
-            r.study_case.case.reference, r.study_case.truth_sub_class.code, truth, r.answer,
+            study.pk, _csv_text(r.study_reader.user.get_username()), r.study_reader.experience, r.session,
+            r.study_case.number, _csv_text(r.study_case.case.reference), _csv_text(r.study_case.truth_sub_class.code),
+            _csv_text(truth or ""), _csv_text(r.answer),
             "" if not r.answer else int(r.answer == truth), "" if r.confidence is None else r.confidence,
             r.served_at.isoformat(), r.answered_at.isoformat() if r.answered_at else "",
             "" if r.server_ms is None else round(r.server_ms / 1000, 2),
-            "" if r.active_ms is None else round(r.active_ms / 1000, 2), r.revisions, r.comment,
+            "" if r.active_ms is None else round(r.active_ms / 1000, 2), r.revisions, _csv_text(r.comment),
         ])
     response = HttpResponse(out.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="reader-study-{study.pk}-readings.csv"'

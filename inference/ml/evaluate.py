@@ -24,7 +24,7 @@ from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score, meta_f
 
 def _binary_block(y, score, name):
     y = np.asarray(y, dtype=int)
-    if y.min() == y.max():
+    if min(y.sum(), len(y) - y.sum()) < 2:   # a DeLong interval needs two of each class (metrics docstring)
         return {"name": name, "auc": None, "n_pos": int(y.sum()), "n": int(len(y))}
     a, lo, hi = M.delong_ci(y, score)
     yd = M.youden(y, score)

@@ -11,16 +11,27 @@ Public API (stable; the reader-study module imports these):
 - ``delong_test(y, score_a, score_b) -> dict(auc_a, auc_b, diff, z, p_value, ...)`` paired test
 - ``delong_slow(y, score) -> (auc, variance)``  O(m n) definition via structural components
 - ``youden(y, score) -> dict(threshold, sensitivity, specificity, j)``
+- ``logit_ci(estimate, se, alpha)`` an interval for a proportion-like quantity built on the logit scale
 - ``classification_report_dict(y_true, prob, class_names)`` multi-class summary used by
   ``inference.ml.evaluate``.
 
 ``y`` is binary (1 = positive / diseased, 0 = negative); a higher score means "more positive".
+
+Edge inputs (documented answers, tested in tests/ml/test_metrics.py):
+
+- labels must be 0/1 (bool or integral numbers): 0.6, 2, NaN or strings raise ValueError naming the
+  first bad position; nothing is truncated.
+- a NaN score raises ValueError naming its position (NaN cannot be ranked); +-inf rank normally.
+- one positive or one negative case: the AUC is defined, but its DeLong variance is not (the
+  structural components of the single case have no sample variance). ``delong_covariance`` returns
+  NaN for the inestimable covariance, and ``delong_ci`` / ``delong_test`` raise ValueError saying so.
+- Youden when no threshold beats chance (max TPR - FPR <= 0): the "call nothing positive" point,
+  sensitivity 0, specificity 1, with a threshold just above the highest score.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -41,43 +52,74 @@ def rankdata(x) -> np.ndarray:
     return out
 
 __all__ = [
-    "roc_curve", "auc", "delong_covariance", "delong_auc_variance", "delong_ci",
-    "delong_test", "delong_slow", "youden", "classification_report_dict", "one_vs_rest_auc",
+    "auc",
+    "classification_report_dict",
+    "delong_auc_variance",
+    "delong_ci",
+    "delong_covariance",
+    "delong_slow",
+    "delong_test",
+    "logit_ci",
+    "one_vs_rest_auc",
+    "roc_curve",
+    "youden",
 ]
 
 
+def _labels(y) -> np.ndarray:
+    """0/1 labels as int; anything else (0.6, 2, NaN, text) is an error, never truncated."""
+    a = np.asarray(y).ravel()
+    if a.dtype == bool:
+        return a.astype(int)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"labels must be numbers 0 or 1, got values of type {a.dtype}")
+    bad = np.flatnonzero(~np.isin(a, (0, 1)))
+    if bad.size:
+        raise ValueError(f"labels must be 0 or 1: position {int(bad[0])} is {a[bad[0]]!r}"
+                         + (f" ({bad.size} bad labels)" if bad.size > 1 else ""))
+    return a.astype(int)
+
+
+def _scores(s, n: int) -> np.ndarray:
+    s = np.asarray(s, dtype=np.float64).ravel()
+    if s.shape != (n,):
+        raise ValueError("score and y must have the same length")
+    nan = np.flatnonzero(np.isnan(s))
+    if nan.size:
+        raise ValueError(f"score is NaN at position {int(nan[0])} ({nan.size} NaN in all): NaN scores cannot be ranked")
+    return s
+
+
 def _check_binary(y, *scores):
-    y = np.asarray(y).astype(int).ravel()
-    if not set(np.unique(y)).issubset({0, 1}):
-        raise ValueError("y must be binary (0/1)")
+    y = _labels(y)
     m = int(y.sum())
     n = int(len(y) - m)
     if m == 0 or n == 0:
         raise ValueError("AUC needs at least one positive and one negative case")
-    out = []
-    for s in scores:
-        s = np.asarray(s, dtype=np.float64).ravel()
-        if s.shape != y.shape:
-            raise ValueError("score and y must have the same length")
-        out.append(s)
-    return y, out, m, n
+    return y, [_scores(s, y.size) for s in scores], m, n
 
 
 def roc_curve(y, score):
-    """Return ``(fpr, tpr, thresholds)`` (sklearn's, with drop_intermediate=False)."""
-    from sklearn.metrics import roc_curve as _rc
-    y, (s,), _, _ = _check_binary(y, score)
-    fpr, tpr, thr = _rc(y, s, drop_intermediate=False)
-    return fpr, tpr, thr
+    """Return ``(fpr, tpr, thresholds)``: the same as sklearn's with drop_intermediate=False (a first
+    point (0, 0) at threshold +inf, then one point per distinct score, highest first), in numpy
+    without sklearn's per-call overhead (the reader-study page draws dozens of curves)."""
+    y, (s,), m, n = _check_binary(y, score)
+    order = np.argsort(-s, kind="mergesort")
+    ss, yy = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(ss)), ss.size - 1]     # last index of each run of equal scores
+    tps = np.cumsum(yy)[last]
+    fps = (last + 1) - tps
+    return np.r_[0.0, fps / n], np.r_[0.0, tps / m], np.r_[np.inf, ss[last]]
 
 
 def delong_covariance(y, scores: Sequence | np.ndarray):
     """Fast DeLong (Sun & Xu 2014). ``scores`` is one score vector or a (k, N) array.
 
-    Returns ``(aucs, cov)`` with ``aucs`` of shape (k,) and ``cov`` (k, k).
+    Returns ``(aucs, cov)`` with ``aucs`` of shape (k,) and ``cov`` (k, k). With a single positive or
+    a single negative case the covariance is not estimable and is NaN (the AUCs are still exact).
     """
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    y, _, m, n = _check_binary(y, scores[0])
+    y, _, m, n = _check_binary(y, *scores)
     pos = scores[:, y == 1]
     neg = scores[:, y == 0]
     k = scores.shape[0]
@@ -87,8 +129,10 @@ def delong_covariance(y, scores: Sequence | np.ndarray):
     aucs = (tz[:, :m].sum(axis=1) / m - (m + 1.0) / 2.0) / n
     v10 = (tz[:, :m] - tx) / n           # structural components of positives
     v01 = 1.0 - (tz[:, m:] - ty) / m     # structural components of negatives
-    s10 = np.atleast_2d(np.cov(v10)) if m > 1 else np.zeros((k, k))
-    s01 = np.atleast_2d(np.cov(v01)) if n > 1 else np.zeros((k, k))
+    if m < 2 or n < 2:
+        return aucs, np.full((k, k), np.nan)
+    s10 = np.atleast_2d(np.cov(v10))
+    s01 = np.atleast_2d(np.cov(v01))
     cov = s10 / m + s01 / n
     return aucs, cov
 
@@ -104,11 +148,33 @@ def auc(y, score) -> float:
     return delong_auc_variance(y, score)[0]
 
 
-def delong_ci(y, score, alpha: float = 0.05):
-    """Return ``(auc, lo, hi)``: the (1-alpha) DeLong confidence interval, clipped to [0, 1]."""
-    a, v = delong_auc_variance(y, score)
+def _need_two_each(v, what: str) -> None:
+    if not math.isfinite(v):
+        raise ValueError(f"{what} needs at least two positive and two negative cases (DeLong variance undefined)")
+
+
+def logit_ci(estimate: float, se: float, alpha: float = 0.05) -> tuple[float, float]:
+    """(1-alpha) interval for a quantity in [0, 1] built on the logit scale (delta method), so it
+    stays inside (0, 1) near the bounds. An estimate of exactly 0 or 1 gives the Wald interval
+    clipped to [0, 1] (its logit is infinite)."""
     z = _N.inv_cdf(1 - alpha / 2)
+    if not 0 < estimate < 1 or se <= 0:
+        return max(0.0, estimate - z * se), min(1.0, estimate + z * se)
+    lg = math.log(estimate / (1 - estimate))
+    half = z * se / (estimate * (1 - estimate))
+    return 1 / (1 + math.exp(-(lg - half))), 1 / (1 + math.exp(-(lg + half)))
+
+
+def delong_ci(y, score, alpha: float = 0.05, scale: str = "wald"):
+    """Return ``(auc, lo, hi)``: the (1-alpha) DeLong confidence interval. ``scale="wald"`` is the
+    plain interval clipped to [0, 1]; ``scale="logit"`` builds it on the logit scale (inside (0, 1)
+    near AUC = 1). ValueError with fewer than two positives or negatives."""
+    a, v = delong_auc_variance(y, score)
+    _need_two_each(v, "a DeLong confidence interval")
     se = math.sqrt(max(v, 0.0))
+    if scale == "logit":
+        return (a, *logit_ci(a, se, alpha))
+    z = _N.inv_cdf(1 - alpha / 2)
     return a, max(0.0, a - z * se), min(1.0, a + z * se)
 
 
@@ -116,6 +182,7 @@ def delong_test(y, score_a, score_b) -> dict:
     """Paired DeLong test of AUC(score_a) == AUC(score_b) on the same cases (two-sided)."""
     aucs, cov = delong_covariance(y, np.vstack([np.ravel(score_a), np.ravel(score_b)]))
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    _need_two_each(var, "the DeLong test")
     diff = float(aucs[0] - aucs[1])
     if var <= 0:
         z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
@@ -127,7 +194,8 @@ def delong_test(y, score_a, score_b) -> dict:
 
 
 def delong_slow(y, score):
-    """O(m n) DeLong by the definition (psi kernel, structural components). For tests."""
+    """O(m n) DeLong by the definition (psi kernel, structural components). For tests.
+    NaN variance with a single positive or negative (as ``delong_covariance``)."""
     y, (s,), m, n = _check_binary(y, score)
     x = s[y == 1][:, None]
     z = s[y == 0][None, :]
@@ -135,17 +203,24 @@ def delong_slow(y, score):
     v10 = psi.mean(axis=1)   # per positive
     v01 = psi.mean(axis=0)   # per negative
     a = float(psi.mean())
-    s10 = float(np.sum((v10 - a) ** 2) / (m - 1)) if m > 1 else 0.0
-    s01 = float(np.sum((v01 - a) ** 2) / (n - 1)) if n > 1 else 0.0
+    if m < 2 or n < 2:
+        return a, math.nan
+    s10 = float(np.sum((v10 - a) ** 2) / (m - 1))
+    s01 = float(np.sum((v01 - a) ** 2) / (n - 1))
     return a, s10 / m + s01 / n
 
 
 def youden(y, score) -> dict:
-    """Youden point: threshold maximising TPR - FPR. A case is positive when score >= threshold."""
+    """Youden point: threshold maximising TPR - FPR. A case is positive when score >= threshold.
+
+    When no threshold beats chance the answer is the first ROC point (nothing called positive:
+    sensitivity 0, specificity 1) with a finite threshold just above the highest score, so that
+    "score >= threshold" reproduces the reported sensitivity and specificity."""
     fpr, tpr, thr = roc_curve(y, score)
     j = tpr - fpr
     i = int(np.argmax(j))
-    t = float(thr[i]) if np.isfinite(thr[i]) else float(np.max(score))
+    top = float(np.max(np.asarray(score, dtype=np.float64)))
+    t = float(thr[i]) if np.isfinite(thr[i]) and thr[i] <= top else float(np.nextafter(top, np.inf))
     return {"threshold": t, "sensitivity": float(tpr[i]), "specificity": float(1 - fpr[i]),
             "j": float(j[i]), "fpr": float(fpr[i]), "tpr": float(tpr[i])}
 
@@ -159,7 +234,10 @@ def one_vs_rest_auc(y_true: np.ndarray, prob: np.ndarray, class_names: Sequence[
         if yb.sum() == 0 or yb.sum() == len(yb):
             per[name] = {"auc": None, "ci_low": None, "ci_high": None, "n_pos": int(yb.sum())}
             continue
-        a, lo, hi = delong_ci(yb, prob[:, c], alpha)
+        if yb.sum() < 2 or len(yb) - yb.sum() < 2:   # AUC defined, its DeLong CI is not
+            a, lo, hi = auc(yb, prob[:, c]), None, None
+        else:
+            a, lo, hi = delong_ci(yb, prob[:, c], alpha)
         per[name] = {"auc": a, "ci_low": lo, "ci_high": hi, "n_pos": int(yb.sum())}
         vals.append(a)
     macro = float(np.mean(vals)) if vals else None
@@ -172,8 +250,13 @@ def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: i
 
     ``prob`` is (N, C) (rows need not be normalised); ``y_true`` integer class indices.
     """
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                                 f1_score, precision_recall_fscore_support)
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
     y_true = np.asarray(y_true, dtype=int)
     prob = np.asarray(prob, dtype=np.float64)
     C = len(class_names)
@@ -196,7 +279,7 @@ def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: i
                      "specificity": float(tn / (tn + fp)) if (tn + fp) > 0 else None,
                      **{k: v for k, v in per_auc[name].items() if k != "n_pos"}}
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, pred)) if len(y_true) else 0.0,
         "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)) if len(y_true) else 0.0,
         # macro over classes present in the ground truth

@@ -20,14 +20,14 @@ def num(value, digits: int = 3):
 
 @register.filter
 def signed_pct(value, digits: int = 1):
-    if value is None:
+    if value is None or value == "":
         return "—"
     return f"{100 * float(value):+.{int(digits)}f} pp"
 
 
 @register.filter
 def pvalue(value):
-    if value is None:
+    if value is None or value == "":
         return "—"
     v = float(value)
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
@@ -36,7 +36,7 @@ def pvalue(value):
 @register.filter
 def p_eq(value):
     """'p = 0.012' or 'p < 0.001'."""
-    if value is None:
+    if value is None or value == "":
         return "p —"
     v = float(value)
     return "p < 0.001" if v < 0.001 else f"p = {v:.3f}"

@@ -104,3 +104,36 @@ def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser
     assert browser.find_elements(By.CSS_SELECTOR, "#roc-figure-0-div .main-svg")
     assert "Readers vs model (MRMC)" in browser.page_source
     _shot(browser, tmp_path, "results")
+
+
+def test_multiclass_study_read_in_the_browser_renders_results(live_server, browser, login, users, taxonomy, make_user, tmp_path):
+    """Sub-classes, no confidence scale, no model, read to the end through the pages: the results
+    page renders (it used to fail on the empty MRMC cells) with one chart per class."""
+    from tests.reports.test_study_flow import build_study
+
+    reader_b = make_user(roles.READER, username="reader-mc", first_name="Multi", last_name="Class")
+    study, cases = build_study(users=users, taxonomy=taxonomy, truths=("mel", "mel", "nv", "nv", "bkl", "bkl"),
+                               question_type="multiclass", positive=(), confidence="none", model=False,
+                               readers=[(users[roles.READER], "resident"), (reader_b, "expert")])
+    for user in (users[roles.READER], reader_b):
+        _login_as(browser, login, user)
+        browser.get(live_server.url + "/reading/")
+        submit_and_wait(browser, browser.find_element(By.LINK_TEXT, "Start"))
+        for k in range(20):
+            if "/case/" not in browser.current_url:
+                break
+            radios = browser.find_elements(By.CSS_SELECTOR, "input[name=answer]")
+            radios[k % 3].click()
+            submit_and_wait(browser, browser.find_element(By.ID, "submit-answer"))
+        assert browser.current_url.endswith("/reading/")
+        assert "6 / 6 cases" in browser.page_source
+    assert Reading.objects.filter(study_reader__study=study, answered_at__isnull=False).count() == 12
+
+    _login_as(browser, login, users[roles.COORDINATOR])
+    browser.get(live_server.url + f"/studies/{study.pk}/results/")
+    WebDriverWait(browser, 60).until(lambda b: b.execute_script(
+        "const d=document.getElementById('roc-figure-0-div'); return d && d.data && d.data.length > 0"))
+    assert browser.find_element(By.ID, "class-table")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".roc-chart")) >= 3
+    assert "Server Error" not in browser.page_source
+    _shot(browser, tmp_path, "multiclass-results")

@@ -100,3 +100,84 @@ def test_paired_bootstrap_matches_sklearn_and_brackets_the_difference():
     # a class never predicted and a class absent from the truth
     r2 = paired_bootstrap(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), np.array([0, 0, 1, 3]), 4, n_boot=20)
     assert abs(r2["balanced_accuracy"]["diff"] - (0.75 - 0.5)) < 1e-12
+
+
+# ---------------------------------------------------------------- edge inputs (documented answers)
+def test_youden_when_no_threshold_beats_chance_is_consistent_with_its_rule():
+    s = np.array([0.0, 1.0])
+    yd = metrics.youden([1, 0], s)
+    assert yd["sensitivity"] == 0.0 and yd["specificity"] == 1.0 and yd["j"] == 0.0
+    pred = s >= yd["threshold"]              # the rule the model summary applies
+    assert not pred.any()                    # nothing called positive: specificity 1 holds
+    assert np.isfinite(yd["threshold"]) and yd["threshold"] > 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_youden_rule_reproduces_its_rates(seed):
+    y, s = _data(seed, n=60, ties=seed % 2 == 0)
+    if seed >= 4:
+        s = -s                                # worse than chance
+    yd = metrics.youden(y, s)
+    pred = s >= yd["threshold"]
+    assert np.mean(pred[y == 1]) == pytest.approx(yd["sensitivity"])
+    assert np.mean(~pred[y == 0]) == pytest.approx(yd["specificity"])
+
+
+def test_one_positive_or_negative_has_no_delong_interval():
+    assert metrics.auc([1, 0], [0.9, 0.1]) == 1.0                    # the AUC itself is defined
+    with pytest.raises(ValueError, match="at least two positive and two negative"):
+        metrics.delong_ci([1, 0], [0.9, 0.1])
+    with pytest.raises(ValueError, match="at least two positive and two negative"):
+        metrics.delong_ci([1, 0, 0, 0], [0.9, 0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="at least two positive and two negative"):
+        metrics.delong_test([1, 1, 1, 0], [0.9, 0.1, 0.5, 0.2], [0.3, 0.4, 0.5, 0.6])
+    a, v = metrics.delong_auc_variance([1, 0, 0], [0.9, 0.1, 0.95])
+    assert a == 0.5 and np.isnan(v)
+    assert np.isnan(metrics.delong_slow([1, 0, 0], [0.9, 0.1, 0.95])[1])
+    # the multi-class summary keeps the AUC and leaves the interval out
+    macro, per = metrics.one_vs_rest_auc(np.array([0, 1, 1, 2, 2]), np.eye(3)[[0, 1, 1, 2, 2]], ["a", "b", "c"])
+    assert per["a"]["auc"] == 1.0 and per["a"]["ci_low"] is None
+    assert per["b"]["ci_low"] is not None
+
+
+def test_nan_scores_are_an_error_not_ranked_highest():
+    with pytest.raises(ValueError, match="NaN at position 0"):
+        metrics.auc([0, 1, 0, 1], [np.nan, 0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.delong_covariance([0, 1, 0, 1], [[0.1, 0.2, 0.3, 0.4], [0.1, np.nan, 0.3, 0.4]])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.youden([0, 1, 0, 1], [0.1, 0.2, np.nan, 0.4])
+    assert metrics.auc([0, 1, 0, 1], [-np.inf, 0.2, 0.3, np.inf]) == 0.75     # infinities rank normally
+
+
+@pytest.mark.parametrize("labels", [[0.6, 1, 0, 1], [0, 2, 0, 1], [0, np.nan, 0, 1], ["0", "1", "0", "1"]])
+def test_non_binary_labels_are_an_error_not_truncated(labels):
+    with pytest.raises(ValueError, match="labels must be"):
+        metrics.auc(labels, [0.1, 0.2, 0.3, 0.4])
+
+
+def test_integral_float_and_bool_labels_are_accepted():
+    s = [0.1, 0.2, 0.3, 0.4]
+    assert metrics.auc([0.0, 1.0, 0.0, 1.0], s) == metrics.auc([False, True, False, True], s) == 0.75
+
+
+def test_logit_ci_stays_inside_the_unit_interval():
+    lo, hi = metrics.logit_ci(0.99, 0.005)
+    assert 0.95 < lo < 0.99 < hi < 1.0
+    y = np.r_[np.zeros(30), np.ones(30)]
+    s = np.r_[np.linspace(0, 1, 30), np.linspace(0.97, 2, 30)]
+    a, lo, hi = metrics.delong_ci(y, s, scale="logit")
+    assert a > 0.99 and lo < a < hi < 1.0
+    assert metrics.delong_ci(y, s)[2] == 1.0                          # the Wald interval hits the bound
+
+
+@pytest.mark.parametrize("seed,ties", [(0, False), (1, True), (2, True)])
+def test_roc_curve_equals_sklearn(seed, ties):
+    from sklearn.metrics import roc_curve as sk
+    y, s = _data(seed, n=80, ties=ties)
+    fpr, tpr, thr = metrics.roc_curve(y, s)
+    f2, t2, th2 = sk(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], th2[1:])
+    assert thr[0] > s.max()

@@ -47,7 +47,10 @@ def test_binary_results_match_the_hand_example(hand_study):
     # model: AUC 8/9 with DeLong variance 2/81, through inference.ml.metrics
     assert task["model"]["auc"] == pytest.approx(8 / 9)
     se = math.sqrt(2 / 81)
-    assert task["model"]["ci_low"] == pytest.approx(8 / 9 - stats.norm.ppf(0.975) * se)
+    # the interval is built on the logit scale (stays inside (0, 1) near AUC 1)
+    lg, half = math.log(8), stats.norm.ppf(0.975) * se / (8 / 9 * 1 / 9)
+    assert task["model"]["ci_low"] == pytest.approx(1 / (1 + math.exp(-(lg - half))))
+    assert task["model"]["ci_high"] == pytest.approx(1 / (1 + math.exp(-(lg + half)))) and task["model"]["ci_high"] < 1
     assert task["model"]["youden"]["j"] == pytest.approx(2 / 3)
     # readers: R1 sens 2/3 spec 2/3; R2 sens 1 spec 2/3 -> FPR 1/3 both; mean reader TPR 5/6
     r1, r2 = task["readers"]

@@ -52,9 +52,14 @@ reader, other test) averaged from the DeLong covariance matrix of all T*J AUCs;
 F = MS_T / (MS_TR + J max(Cov2 - Cov3, 0)), ddf_H = (MS_TR + J max(Cov2 - Cov3, 0))^2 / (MS_TR^2 / ((T-1)(J-1))).
 With T = 2 it equals the one-sample analysis of the per-reader differences (tested).
 
-Validation: tests/reports/test_mrmc.py checks a 2-reader, 6-case example by hand, and agreement with
-an independent implementation (a DBM jackknife-pseudovalue ANOVA written from the DBM formulas,
-plus a two-way bootstrap over readers and cases).
+Fixed readers (FRRC, conclusions for these readers, random cases) and fixed cases (RRFC, random
+readers, conclusions for these cases) follow Hillis (2007) / MRMCaov: FRRC uses only the error
+terms, X2 = MS_T / (var_e - Cov1 + (J-1)(Cov2 - Cov3)) on T-1 df; RRFC uses only MS_TR, F on
+(T-1, (T-1)(J-1)) df.
+
+Validation: tests/reports/test_mrmc.py checks a 2-reader, 6-case example by hand, the published Van Dyke
+outputs of MRMCaov (DeLong) and of the Iowa OR-DBM MRMC 2.51 program (jackknife) to their printed digits,
+and agreement with an independent DBM jackknife-pseudovalue ANOVA and Monte-Carlo simulation.
 """
 from __future__ import annotations
 
@@ -63,8 +68,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
-
-from inference.ml.metrics import delong_covariance
 
 METHOD = (
     "Obuchowski-Rockette analysis with DeLong covariances, random readers and random cases, "
@@ -96,6 +99,7 @@ class ORResult:
     var_reader: float      # s2_R = MS_R - s2_e + Cov2 (may be negative: then ~0)
     null: float = 0.0
     alpha: float = 0.05
+    p_one_sided: float = math.nan   # H0: mean <= null against mean > null (non-inferiority with null = -margin)
 
     def as_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -133,8 +137,12 @@ def or_one_sample(estimates, cov, *, null: float = 0.0, alpha: float = 0.05) -> 
         t = 0.0 if diff == 0 else math.copysign(math.inf, diff)
         p = 1.0 if diff == 0 else 0.0
         q = 0.0
+    if se > 0:
+        p1 = float(stats.t.sf(t, ddf)) if math.isfinite(ddf) else float(stats.norm.sf(t))
+    else:
+        p1 = 0.0 if diff > 0 else 1.0
     return ORResult(
-        n_readers=J, estimate=mean, se=se, ddf=float(ddf), t=float(t), p_value=p,
+        n_readers=J, estimate=mean, se=se, ddf=float(ddf), t=float(t), p_value=p, p_one_sided=p1,
         ci_low=mean - q * se, ci_high=mean + q * se, ms_r=ms_r, var_error=var_e, cov2=cov2,
         var_reader=ms_r - var_e + cov2, null=null, alpha=alpha,
     )
@@ -181,19 +189,63 @@ def or_tests(aucs, cov, *, alpha: float = 0.05) -> dict:
            "var_error": var_e, "cov1": cov1, "cov2": cov2, "cov3": cov3,
            # variance components from E[MS_R] = T s2_R + s2_e + (T-1) Cov1 - Cov2 - (T-1) Cov3 and
            # E[MS_TR] = s2_TR + s2_e - Cov1 - Cov2 + Cov3 (Hillis 2007); negative estimates happen by chance
-           "var_reader": (ms_r - var_e - (T - 1) * cov1 + cov2 + (T - 1) * cov3) / T,
            "var_test_reader": ms_tr - var_e + cov1 + cov2 - cov3, "alpha": alpha}
+    # E[MS_R] = T s2_R + s2_TR + s2_e + (T-1) Cov1 - Cov2 - (T-1) Cov3 (Hillis 2007; MRMCaov, Iowa OR-DBM)
+    out["var_reader"] = (ms_r - var_e - (T - 1) * cov1 + cov2 + (T - 1) * cov3 - out["var_test_reader"]) / T
+    # fixed readers, random cases: error terms only
+    fr = var_e - cov1 + (J - 1) * (cov2 - cov3)
+    x2 = (T - 1) * ms_t / fr if fr > 0 else (0.0 if ms_t == 0 else math.inf)
+    out["frrc"] = {"generalises_to": "these readers, cases like these", "chi2": x2, "df": T - 1,
+                   "p_value": float(stats.chi2.sf(x2, T - 1))}
+    # random readers, fixed cases: reader-by-test interaction only
+    f_rc = ms_t / ms_tr if ms_tr > 0 else (0.0 if ms_t == 0 else math.inf)
+    out["rrfc"] = {"generalises_to": "readers like these, these cases", "F": f_rc, "ndf": T - 1,
+                   "ddf": (T - 1) * (J - 1), "p_value": float(stats.f.sf(f_rc, T - 1, (T - 1) * (J - 1)))}
     if T == 2:
         d = float(tm[1] - tm[0])
         se = math.sqrt(max(2.0 / J * denom, 0.0))
         q = float(stats.t.ppf(1 - alpha / 2, ddf)) if math.isfinite(ddf) else float(stats.norm.ppf(1 - alpha / 2))
         out.update({"difference": d, "se": se, "ci_low": d - q * se, "ci_high": d + q * se})
+        for key, var, df in (("frrc", 2.0 / J * fr, math.inf), ("rrfc", 2.0 / J * ms_tr, float(J - 1))):
+            s_ = math.sqrt(max(var, 0.0))
+            qq = float(stats.norm.ppf(1 - alpha / 2)) if not math.isfinite(df) else float(stats.t.ppf(1 - alpha / 2, df))
+            out[key].update({"difference": d, "se": s_, "ci_low": d - qq * s_, "ci_high": d + qq * s_})
     return out
 
 
+def one_sided(estimate: float, se: float, ddf: float | None, margin: float, alpha: float = 0.05) -> dict:
+    """Non-inferiority: H0 estimate <= -margin against estimate > -margin, one-sided at alpha.
+    ``estimate`` is new - reference (e.g. model - readers, aided - unaided)."""
+    df = ddf if ddf is not None and math.isfinite(ddf) else math.inf
+    dist = stats.norm if not math.isfinite(df) else stats.t(df)
+    q = float(dist.ppf(1 - alpha))
+    lower = estimate - q * se
+    if se > 0:
+        p = float(dist.sf((estimate + margin) / se))
+    else:
+        p = 0.0 if estimate > -margin else 1.0
+    return {"margin": margin, "estimate": estimate, "lower_bound": lower, "p_value": p, "alpha": alpha,
+            "non_inferior": bool(lower > -margin)}
+
+
+def random_readers_fixed_cases(estimates, *, alpha: float = 0.05) -> dict:
+    """Readers random, cases fixed: one-sample t test of the reader-level estimates (df J-1)."""
+    est = np.asarray(estimates, dtype=np.float64).ravel()
+    J = est.size
+    mean = float(est.mean())
+    se = math.sqrt(float(est.var(ddof=1)) / J) if J > 1 else math.nan
+    if not se > 0:
+        return {"generalises_to": "readers like these, these cases", "estimate": mean, "se": se,
+                "df": J - 1, "p_value": None, "ci_low": None, "ci_high": None}
+    t = mean / se
+    q = float(stats.t.ppf(1 - alpha / 2, J - 1))
+    return {"generalises_to": "readers like these, these cases", "estimate": mean, "se": se, "df": J - 1,
+            "t": t, "p_value": float(2 * stats.t.sf(abs(t), J - 1)), "ci_low": mean - q * se, "ci_high": mean + q * se}
+
+
 def fixed_reader_test(estimates, cov, *, alpha: float = 0.05) -> dict:
-    """Readers treated as fixed (conclusions for these readers only): normal test of the mean
-    with Var(mean) = 1^T S 1 / J^2 (case sampling only)."""
+    """Readers treated as fixed, cases random (FRRC; conclusions for these readers only): normal test
+    of the mean with Var(mean) = 1^T S 1 / J^2 (case sampling only)."""
     est = np.asarray(estimates, dtype=np.float64).ravel()
     cov = np.atleast_2d(np.asarray(cov, dtype=np.float64))
     J = est.size
@@ -202,79 +254,6 @@ def fixed_reader_test(estimates, cov, *, alpha: float = 0.05) -> dict:
     mean = float(est.mean())
     z = mean / se if se > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
     q = float(stats.norm.ppf(1 - alpha / 2))
-    return {"estimate": mean, "se": se, "z": float(z), "p_value": float(2 * stats.norm.sf(abs(z))),
+    return {"generalises_to": "these readers, cases like these", "estimate": mean, "se": se, "z": float(z),
+            "p_value": float(2 * stats.norm.sf(abs(z))),
             "ci_low": mean - q * se, "ci_high": mean + q * se}
-
-
-def tests_compared(y, scores_by_test, *, alpha: float = 0.05) -> dict:
-    """OR comparison of T reading conditions (e.g. unaided, AI-aided) for the same J readers on
-    the same cases: one DeLong covariance matrix for all T*J rating vectors."""
-    R = np.asarray(scores_by_test, dtype=np.float64)          # (T, J, N)
-    T, J, N = R.shape
-    aucs, S = delong_covariance(y, R.reshape(T * J, N))
-    out = or_tests(aucs.reshape(T, J), S, alpha=alpha)
-    out["reader_aucs"] = aucs.reshape(T, J).tolist()
-    out["method"] = ("Obuchowski-Rockette two-test analysis with DeLong covariances (Cov1, Cov2, Cov3), random "
-                     "readers and cases, Hillis (2007) ddf")
-    return out
-
-
-def readers_vs_model(y, reader_scores, model_score, *, alpha: float = 0.05) -> dict:
-    """Readers' mean AUC vs the model's AUC on the same cases (see the module docstring).
-
-    ``y`` (N,) 0/1 truth, ``reader_scores`` (J, N) ratings (higher = more positive; a yes/no answer
-    is a 2-point rating), ``model_score`` (N,). One DeLong covariance matrix for all J+1 scores.
-    """
-    R = np.atleast_2d(np.asarray(reader_scores, dtype=np.float64))
-    m = np.asarray(model_score, dtype=np.float64).ravel()
-    J = R.shape[0]
-    aucs, S = delong_covariance(y, np.vstack([R, m[None, :]]))
-    reader_aucs, model_auc = aucs[:J], float(aucs[J])
-    K = np.hstack([np.eye(J), -np.ones((J, 1))])
-    d = K @ aucs
-    S_d = K @ S @ K.T
-    q = float(stats.norm.ppf(1 - alpha / 2))
-    model_se = math.sqrt(max(float(S[J, J]), 0.0))
-    out = {
-        "n_readers": J,
-        "n_cases": int(R.shape[1]),
-        "n_positive": int(np.sum(np.asarray(y) == 1)),
-        "reader_aucs": reader_aucs.tolist(),
-        "reader_mean_auc": float(reader_aucs.mean()),
-        "model_auc": model_auc,
-        "model_auc_ci": [max(0.0, model_auc - q * model_se), min(1.0, model_auc + q * model_se)],
-        "cov_reader_model_mean": float(S[:J, J].mean()),
-        "method": METHOD,
-        "reference": REFERENCE,
-        "alpha": alpha,
-    }
-    if J >= 2:
-        diff = or_one_sample(d, S_d, alpha=alpha)
-        mean_auc = or_one_sample(reader_aucs, S[:J, :J], alpha=alpha)
-        out.update({
-            "analysis": "OR random readers, random cases (model as fixed reader)",
-            "difference": diff.as_dict(),
-            "reader_mean": mean_auc.as_dict(),   # CI of the readers' mean AUC (single test)
-            "fixed_readers": fixed_reader_test(d, S_d, alpha=alpha),
-        })
-    else:
-        var = float(S_d[0, 0])
-        se = math.sqrt(max(var, 0.0))
-        dd = float(d[0])
-        z = dd / se if se > 0 else (0.0 if dd == 0 else math.copysign(math.inf, dd))
-        out.update({
-            "analysis": "one reader: paired DeLong test (fixed reader, random cases)",
-            "difference": {"n_readers": 1, "estimate": dd, "se": se, "ddf": None, "t": float(z),
-                           "p_value": float(2 * stats.norm.sf(abs(z))), "ci_low": dd - q * se, "ci_high": dd + q * se,
-                           "ms_r": None, "var_error": var, "cov2": None, "var_reader": None, "null": 0.0, "alpha": alpha},
-            "reader_mean": None,
-            "fixed_readers": None,
-        })
-    # an AUC lives in [0, 1] and a difference of AUCs in [-1, 1]: report the intervals clipped
-    # (with very few readers the t interval can be wider than that); the unclipped values stay in ci_low/ci_high
-    if out.get("reader_mean"):
-        out["reader_mean"]["ci_clipped"] = [max(0.0, out["reader_mean"]["ci_low"]), min(1.0, out["reader_mean"]["ci_high"])]
-    out["estimate"] = out["difference"]["estimate"]
-    out["p_value"] = out["difference"]["p_value"]
-    out["ci"] = [max(-1.0, out["difference"]["ci_low"]), min(1.0, out["difference"]["ci_high"])]
-    return out
