@@ -128,8 +128,10 @@ def groups_page(request):
                 photos = boxes.class_filter(Photo.objects.all(), request.POST.get("label", "").strip())
                 if request.POST.get("modality"):
                     photos = photos.filter(modality=request.POST["modality"])
-                counts = review.groups_split(group_a=ga, group_b=gb, photos=photos, by=request.user)
-                messages.success(request, "Assigned: " + ", ".join(f"{k} {v} photo(s)" for k, v in counts.items()))
+                split = review.groups_split(group_a=ga, group_b=gb, photos=photos, by=request.user)
+                messages.success(request, "Assigned: " + ", ".join(f"{k} {v} photo(s)" for k, v in split.counts.items()))
+                for line in split.moved:
+                    messages.info(request, line)
             elif request.POST.get("action") == "unassign":
                 group = get_object_or_404(AnnotatorGroup, pk=request.POST.get("group"))
                 n = review.group_unassign_untouched(group=group, by=request.user)
