@@ -80,7 +80,7 @@ def workspace_payload(*, photo, user) -> dict:
         if src is not None:
             data["prefill"] = {
                 "from": src.annotator.get_username(), "status": src.status,
-                "boxes": [{**boxes.box_payload(b), "id": None} for b in src.boxes.select_related("sub_class", "meta_class")],
+                "boxes": [{**boxes.box_payload(b), "id": None, "source_box": b.pk} for b in src.boxes.select_related("sub_class", "meta_class")],
             }
     return data
 

@@ -408,7 +408,7 @@
 
   // ------------------------------------------------------------------ saving
   function payloadBoxes() {
-    return S.boxes.map((b) => ({ id: b.id || null, x0: Math.round(b.x0), y0: Math.round(b.y0), x1: Math.round(b.x1), y1: Math.round(b.y1), label: b.label, difficult: !!b.difficult, truncated: !!b.truncated }));
+    return S.boxes.map((b) => ({ id: b.id || null, x0: Math.round(b.x0), y0: Math.round(b.y0), x1: Math.round(b.x1), y1: Math.round(b.y1), label: b.label, difficult: !!b.difficult, truncated: !!b.truncated, source_box: b.id ? null : (b.source_box || null), origin: b.origin || "drawn" }));
   }
   function showErrors(body) {
     const errs = (body && body.errors) || [{ message: (body && body.detail) || "Not saved." }];
