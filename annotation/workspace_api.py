@@ -165,7 +165,10 @@ class WorkspaceViewSet(viewsets.ViewSet):
     def queue(self, request):
         p = request.query_params
         items = queue_items(user=request.user, queue=p.get("queue", "annotate"), status=p.get("status", ""), label=p.get("label", ""))
-        return Response({"count": len(items), "items": items})
+        # the open totals (not capped like items) for the editor's "My photos to annotate (N)"
+        totals = {"annotate": boxes.queue_to_annotate(user=request.user).count(),
+                  "review": boxes.queue_to_review(user=request.user).count()}
+        return Response({"count": len(items), "items": items, "totals": totals})
 
 
 class ReviewViewSet(viewsets.ViewSet):

@@ -12,6 +12,7 @@ from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from derm_portal import roles
@@ -38,6 +39,7 @@ def _filters(request) -> dict:
     return {k: request.GET.get(k, "").strip() for k in ("queue", "status", "label")}
 
 
+@never_cache  # the queue counts change with every submission; Back must not show stale ones
 @require_role(*roles.CAN_ANNOTATE)
 def workspace(request):
     """Landing page: my photos to annotate / photos to review, filterable by class and status."""

@@ -94,6 +94,7 @@
       const t = `${o.annotator}${o.is_gold ? " (gold)" : ""}: ${b.label}`; const tw = ctx.measureText(t).width + 6;
       ctx.fillRect(x0, y1, tw, 16); ctx.fillStyle = "#fff"; ctx.fillText(t, x0 + 3, y1 + 12);
     }));
+    const layout = { labels: [], pins: [] }, labelEnd = {};
     S.boxes.forEach((b, i) => {
       const [x0, y0] = toScr(b.x0, b.y0), [x1, y1] = toScr(b.x1, b.y1);
       const col = colourOf(b.label), sel = i === S.sel;
@@ -107,6 +108,7 @@
       ctx.font = "600 13px system-ui, sans-serif";
       const tw = ctx.measureText(text).width + 8;
       ctx.fillStyle = col; ctx.fillRect(x0, Math.max(0, y0 - 18), tw, 18);
+      layout.labels.push([x0, Math.max(0, y0 - 18), x0 + tw, Math.max(0, y0 - 18) + 18]); labelEnd[i] = x0 + tw;
       ctx.fillStyle = "#000"; ctx.fillText(text, x0 + 4, Math.max(0, y0 - 18) + 13);
       if (sel && editable()) {
         ctx.fillStyle = "#fff"; ctx.strokeStyle = "#000"; ctx.lineWidth = 1;
@@ -116,12 +118,17 @@
     const comments = (S.data.annotation && S.data.annotation.comments) || [];
     comments.forEach((c, i) => {
       if (c.x == null) return;
-      const b = S.boxes.find((bb) => bb.id && bb.id === c.box);
-      const [px, py] = b ? toScr((b.x0 + b.x1) / 2, b.y0) : toScr(c.x, c.y);
+      const j = S.boxes.findIndex((bb) => bb.id && bb.id === c.box), b = S.boxes[j];
+      // a pinned comment sits right of the box's label (and of the box's top-right corner), never over the label
+      let px, py;
+      if (b) { const [bx1, by0] = toScr(b.x1, b.y0); px = Math.max(bx1, labelEnd[j] || bx1) + 12; py = Math.max(10, by0 - 9); }
+      else { [px, py] = toScr(c.x, c.y); py -= 16; }
       ctx.fillStyle = c.resolved ? "#8a96a3" : "#ffcc00"; ctx.strokeStyle = "#000"; ctx.lineWidth = 1;
-      ctx.beginPath(); ctx.arc(px, py - 16, 10, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
-      ctx.fillStyle = "#000"; ctx.font = "700 12px system-ui"; ctx.fillText(String(i + 1), px - 4, py - 12);
+      ctx.beginPath(); ctx.arc(px, py, 10, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
+      ctx.fillStyle = "#000"; ctx.font = "700 12px system-ui"; ctx.fillText(String(i + 1), px - 4, py + 4);
+      layout.pins.push([px - 10, py - 10, px + 10, py + 10]);
     });
+    canvas.dataset.layout = JSON.stringify(layout);  // label and pin rectangles on screen (read by the browser tests)
     if (S.drag && S.drag.kind === "draw") {
       const d = S.drag.box; const [x0, y0] = toScr(d.x0, d.y0), [x1, y1] = toScr(d.x1, d.y1);
       ctx.strokeStyle = colourOf(S.label); ctx.lineWidth = 2; ctx.setLineDash([4, 3]);
@@ -392,7 +399,10 @@
   }
   function loadQueue() {
     const qs = new URLSearchParams({ queue: cfg.queue, status: cfg.status || "", label: cfg.label || "" });
-    return fetch(cfg.queueApi + "?" + qs, { credentials: "same-origin" }).then((r) => r.json()).then((d) => { S.queue = d.items || []; });
+    return fetch(cfg.queueApi + "?" + qs, { credentials: "same-origin" }).then((r) => r.json()).then((d) => {
+      S.queue = d.items || [];
+      if (d.totals) $("#ws-queue-total").textContent = String(cfg.queue === "review" ? d.totals.review : d.totals.annotate);
+    });
   }
   async function go(step) {
     if (S.busy) return;
