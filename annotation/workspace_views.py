@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -83,6 +84,7 @@ def _editor(request, *, mode: str, api_url: str, photo: Photo, extra: dict | Non
         "labels": ctx.pop("labels_json"),
         "exclusionReasons": ExclusionReason.choices,
         "workspaceUrl": reverse("annotation:workspace"),
+        "autosaveSeconds": getattr(settings, "ANNOTATION_AUTOSAVE_SECONDS", 20),
     }
     return render(request, "annotation/workspace_photo.html", {
         "photo": photo, "mode": mode, "config": config, **ctx, **(extra or {}),

@@ -44,7 +44,7 @@
   const editable = () => !!(S.data && S.data.editable);
   function status(msg, kind) { const el = $("#ws-status"); el.textContent = msg; el.className = "ws-status " + (kind || ""); }
   function snapshot() { S.undo.push(JSON.stringify(S.boxes)); if (S.undo.length > 200) S.undo.shift(); S.redo = []; }
-  function changed() { S.dirty = true; renderList(); draw(); status("Unsaved changes", "warn"); }
+  function changed() { S.dirty = true; S.rev = (S.rev || 0) + 1; renderList(); draw(); status("Unsaved changes", "warn"); document.dispatchEvent(new Event("ws:changed")); }
   function normal(b) {
     const x0 = Math.min(b.x0, b.x1), x1 = Math.max(b.x0, b.x1), y0 = Math.min(b.y0, b.y1), y1 = Math.max(b.y0, b.y1);
     b.x0 = clamp(x0, 0, W()); b.x1 = clamp(x1, 0, W()); b.y0 = clamp(y0, 0, H()); b.y1 = clamp(y1, 0, H());
@@ -381,7 +381,7 @@
         S.data = data; cfg.api = apiUrl;
         const own = data.annotation ? data.annotation.boxes : [];
         const start = own.length ? own : (data.prefill ? data.prefill.boxes : []);
-        S.boxes = start.map((b) => ({ ...b })); S.sel = -1; S.undo = []; S.redo = [];
+        S.boxes = start.map((b) => ({ ...b })); S.sel = -1; S.undo = []; S.redo = []; S.rev = 0; S.savedAt = null;
         if (data.photo.diagnosis && byCode[data.photo.diagnosis]) S.label = data.photo.diagnosis; // new boxes default to the case diagnosis
         S.dirty = !own.length && !!(data.prefill && data.prefill.boxes.length) && data.editable;
         S.qIndex = S.queue.findIndex((it) => (cfg.mode === "review" ? it.annotation === (data.annotation || {}).id : it.photo === data.photo.id));
@@ -432,7 +432,7 @@
   }
   async function save(submit) {
     if (!editable() || cfg.mode !== "annotate" || S.busy) return false;
-    S.busy = true; status(submit ? "Submitting…" : "Saving…"); $("#ws-errors").innerHTML = "";
+    S.busy = true; status(submit ? "Submitting…" : "Saving…"); $("#ws-errors").innerHTML = ""; const rev = S.rev;
     const res = await post(cfg.api + "boxes/", "PUT", {
       boxes: payloadBoxes(), submit, excluded: $("#ws-excluded").checked,
       exclusion_reason: $("#ws-exclusion-reason").value, exclusion_note: $("#ws-exclusion-note").value,
@@ -440,7 +440,9 @@
     S.busy = false;
     if (!res.ok) { status(res.status === 403 ? "Not allowed." : "Not saved — see the errors.", "bad"); showErrors(res.body); return false; }
     const keepSel = S.sel;
+    if (S.rev !== rev && !submit) { S.data = res.body; renderInfo(); return true; }  // edited while saving: keep the edits, still unsaved
     S.data = res.body; S.boxes = res.body.annotation.boxes.map((b) => ({ ...b })); S.sel = Math.min(keepSel, S.boxes.length - 1); S.dirty = false;
+    S.savedAt = new Date();
     renderInfo(); renderList(); draw();
     status(submit ? "Submitted for review." : "Saved.", "ok");
     if (submit) { const here = S.qIndex; await loadQueue(); S.qIndex = -1; if (S.queue.length) { const nxt = S.queue[Math.min(Math.max(here, 0), S.queue.length - 1)]; if (nxt && nxt.photo !== S.data.photo.id) await load(nxt.api, nxt.url); } }
@@ -477,8 +479,8 @@
       e.target.value = ""; renderLabels(); e.target.blur(); e.preventDefault();
     }
   });
-  $("#ws-excluded").addEventListener("change", (e) => { $(".ws-exclusion-detail").hidden = !e.target.checked; S.dirty = true; status("Unsaved changes", "warn"); });
-  ["#ws-exclusion-reason", "#ws-exclusion-note"].forEach((s) => $(s).addEventListener("change", () => { S.dirty = true; }));
+  $("#ws-excluded").addEventListener("change", (e) => { $(".ws-exclusion-detail").hidden = !e.target.checked; S.dirty = true; S.rev = (S.rev || 0) + 1; status("Unsaved changes", "warn"); });
+  ["#ws-exclusion-reason", "#ws-exclusion-note"].forEach((s) => $(s).addEventListener("change", () => { S.dirty = true; S.rev = (S.rev || 0) + 1; }));
   const on = (id, fn) => { const el = $(id); if (el) el.addEventListener("click", fn); };
   on("#ws-save", () => save(false)); on("#ws-submit", () => save(true));
   on("#ws-prev", () => go(-1)); on("#ws-next", () => go(1)); on("#ws-fit", fit);
@@ -492,5 +494,6 @@
 
   resize();
   loadQueue().catch(() => {}).then(() => load(cfg.api));
-  window.dermWorkspace = S; // for debugging and the browser test
+  S.save = save; S.editable = editable;  // used by workspace_autosave.js
+  window.dermWorkspace = S; // for debugging, the autosave and the browser test
 })();

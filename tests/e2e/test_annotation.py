@@ -193,3 +193,33 @@ def test_read_only_buttons_look_disabled_queue_count_follows_submissions_and_pin
     layout = json.loads(browser.find_element(By.ID, "ws-canvas").get_attribute("data-layout"))
     assert len(layout["labels"]) == 1 and len(layout["pins"]) == 1
     assert not _overlaps(layout["labels"][0], layout["pins"][0])
+
+
+def test_draft_is_autosaved_with_a_visible_saved_state(browser, live_server, login, taxonomy, settings):
+    import time
+
+    settings.ANNOTATION_AUTOSAVE_SECONDS = 1
+    user, other = UserFactory(role=roles.ANNOTATOR), UserFactory(role=roles.ANNOTATOR)
+    case = CaseFactory()
+    photo = make_photo(case, size=(640, 480), color=(190, 140, 120))
+    prefilled = make_photo(case, size=(640, 480), color=(90, 40, 20))
+    from annotation import boxes as box_services
+    box_services.annotation_save(photo=prefilled, user=other, boxes=[{"x0": 5, "y0": 5, "x1": 60, "y1": 60, "label": "nv"}])
+    _login(login, browser, user)
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
+    state = lambda d: d.find_element(By.ID, "ws-saved-state")  # noqa: E731
+    _wait(browser, lambda d: state(d).get_attribute("data-state") == "saved")
+    canvas = browser.find_element(By.ID, "ws-canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(50, 50) \
+        .move_by_offset(50, 40).release().perform()
+    assert state(browser).get_attribute("data-state") == "unsaved" and state(browser).text == "Unsaved changes"
+    # no click on Save: the draft reaches the server by itself and the state says so
+    _wait(browser, lambda d: state(d).text.startswith("Autosaved"))
+    ann = PhotoAnnotation.objects.get(photo=photo, annotator=user)
+    assert ann.status == AnnotationStatus.TO_ANNOTATE and ann.boxes.count() == 1
+    assert state(browser).get_attribute("data-state") == "saved"
+    # merely opening a pre-filled photo does not save (and so does not claim) it
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{prefilled.pk}/", prefilled.pk)
+    time.sleep(2.5)  # longer than the autosave delay: nothing may be saved
+    assert not PhotoAnnotation.objects.filter(photo=prefilled, annotator=user).exists()
+    assert state(browser).get_attribute("data-state") == "unsaved"
