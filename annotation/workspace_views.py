@@ -194,6 +194,8 @@ def gold_toggle(request, pk: int):
 def io_page(request):
     from .interchange import coco, export, jobs, voc
     from .interchange.limits import limit
+    from .interchange.mapping import mapping_parse, with_mapping
+    from .interchange.store import dry_run
 
     report = None
     is_admin = roles.has_role(request.user, roles.ADMIN)
@@ -201,23 +203,36 @@ def io_page(request):
         action = request.POST.get("action")
         status = request.POST.get("status") or AnnotationStatus.ANNOTATED
         try:
+            labels = boxes.label_index()
+            if request.FILES.get("map"):  # their class names -> taxonomy codes
+                m = request.FILES["map"]
+                try:
+                    text = m.read().decode("utf-8-sig")
+                except UnicodeDecodeError:
+                    raise boxes.AnnotationError(f"The label mapping {m.name} is not UTF-8 text.")
+                labels = with_mapping(labels, mapping_parse(text, source=m.name, labels=labels))
+            trial = bool(request.POST.get("dry_run"))
             if action == "import_voc":
                 xmls = [(f.name, f.read()) for f in request.FILES.getlist("xml")]
                 images = {f.name: f.read() for f in request.FILES.getlist("images")}
                 if not xmls:
                     raise boxes.AnnotationError("Choose one or more .xml files.")
-                report = voc.voc_import(files=xmls, user=request.user, status=status, images=images,
-                                             create_cases=bool(request.POST.get("create_cases")))
+                run = lambda: voc.voc_import(files=xmls, user=request.user, status=status, images=images,  # noqa: E731
+                                             create_cases=bool(request.POST.get("create_cases")), labels=labels)
+                report = dry_run(run) if trial else run()
             elif action == "import_coco":
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
-                if upload.size > limit("INLINE_BYTES"):
+                if upload.size > limit("INLINE_BYTES") and not trial and not request.FILES.get("map"):
                     run = jobs.box_import_enqueue(data=upload.read(), source=upload.name, user=request.user, status=status)
                     messages.success(request, f"{upload.name} is large: queued as import {run.pk} on the long queue; "
                                               "its progress and result show below (reload).")
                     return redirect("annotation:workspace_io")
-                report = coco.coco_import(data=upload.read(), source=upload.name, user=request.user, status=status)
+                data = upload.read()
+                run = lambda: coco.coco_import(data=data, source=upload.name, user=request.user, status=status,  # noqa: E731
+                                               labels=labels)
+                report = dry_run(run) if trial else run()
             elif action == "export":
                 statuses = request.POST.getlist("export_status") or [AnnotationStatus.ACCEPTED]
                 anns = export.annotations_for_export(user=request.user, statuses=statuses)

@@ -11,6 +11,7 @@ from ..boxes import LabelIndex, box_validate, label_index
 from ..models import AnnotationStatus, Photo
 from ..selectors import cases_visible_to
 from .limits import check_count, check_size
+from .mapping import category_key
 from .matching import PhotoMatcher
 from .report import ImportReport
 from .store import check_import_rights, exclusion_from, store_boxes
@@ -81,9 +82,9 @@ def coco_import(
         if not isinstance(c, dict) or not isinstance(c.get("id"), (int, str)):
             report.error(source, line(cat_lines, i), f"categories[{i}] has no id (a number or a string).")
             continue
-        ref = labels.resolve(c.get("name"))
+        ref = labels.resolve(c.get("name")) or labels.resolve(category_key(c["id"]))
         if ref is None:
-            report.error(source, line(cat_lines, i), f"category {c.get('name')!r} is not a sub-class or meta-class of {labels.taxonomy}; its boxes are skipped.")
+            report.error(source, line(cat_lines, i), f"category {c.get('name')!r} is not a sub-class or meta-class of {labels.taxonomy}; its boxes are skipped (map it with a label mapping).")
         categories[c["id"]] = (c.get("name"), ref)
     matcher = PhotoMatcher(Photo.objects.filter(case__in=cases_visible_to(user)))
     images: dict = {}
@@ -115,6 +116,8 @@ def coco_import(
             continue
         cat_id = a.get("category_id")
         cat = categories.get(cat_id) if isinstance(cat_id, (int, str)) else None
+        if cat is None and isinstance(cat_id, (int, str)) and labels.resolve(category_key(cat_id)):
+            cat = categories[cat_id] = (f"category {cat_id}", labels.resolve(category_key(cat_id)))  # mapped id not listed
         if cat is None:
             report.error(source, ln, f"annotations[{i}]: unknown category_id {a.get('category_id')!r}.")
             continue

@@ -2,6 +2,10 @@
 
     manage.py import_boxes labelimg_folder/ --annotator ari [--create-cases] [--status annotated]
     manage.py import_boxes instances.json --format coco --annotator ari
+    manage.py import_boxes labelimg_folder/ --annotator ari --map labels.txt --dry-run
+
+--map FILE maps other tools' class names onto the taxonomy (`marlboro = nv`, `#0 = mel` for
+a COCO category id); --dry-run reports what would be imported and stores nothing.
 
 Problems are printed per file and line; everything else is imported."""
 from pathlib import Path
@@ -10,9 +14,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.boxes import AnnotationError
+from annotation.boxes import AnnotationError, label_index
 from annotation.interchange import coco, limits, voc
+from annotation.interchange.mapping import mapping_parse, with_mapping
 from annotation.interchange.retry import DatabaseBusy, run_retrying
+from annotation.interchange.store import dry_run as dry_run_of
 from annotation.models import AnnotationStatus
 
 
@@ -30,11 +36,14 @@ class Command(BaseCommand):
         parser.add_argument("--create-cases", action="store_true", help="create a case per image not yet in the portal (VOC folder)")
         parser.add_argument("--patient-prefix", default="IMPORT-")
         parser.add_argument("--replace-accepted", action="store_true")
+        parser.add_argument("--map", dest="map_file", help="label mapping file: one 'their name = taxonomy code' per line")
+        parser.add_argument("--dry-run", action="store_true", help="report what would be imported; store nothing")
         parser.add_argument("--retries", type=int, default=3, help="start again this often while the database is locked "
                                                                       "by another writer (embedded SQLite)")
         parser.add_argument("--retry-wait", type=float, default=2.0, help="seconds between attempts")
 
-    def handle(self, *args, path, format, annotator, as_user, status, create_cases, patient_prefix, replace_accepted, retries, retry_wait, **opts):
+    def handle(self, *args, path, format, annotator, as_user, status, create_cases, patient_prefix, replace_accepted,
+               retries, retry_wait, map_file, dry_run, **opts):
         User = get_user_model()
         try:
             annotator_user = User.objects.get(username=annotator)
@@ -45,8 +54,25 @@ class Command(BaseCommand):
         if not p.exists():
             raise CommandError(f"{p} does not exist")
         fmt = format if format != "auto" else ("coco" if p.suffix.lower() == ".json" else "voc")
-        common = dict(user=user, annotator=annotator_user, status=status, replace_accepted=replace_accepted)
+        try:
+            labels = label_index()
+            if map_file:
+                m = Path(map_file)
+                if not m.is_file():
+                    raise CommandError(f"mapping file {m} does not exist")
+                try:
+                    text = m.read_text(encoding="utf-8-sig")
+                except UnicodeDecodeError:
+                    raise CommandError(f"mapping file {m.name} is not UTF-8 text")
+                labels = with_mapping(labels, mapping_parse(text, source=m.name, labels=labels))
+        except AnnotationError as exc:
+            raise CommandError(str(exc))
+        common = dict(user=user, annotator=annotator_user, status=status, replace_accepted=replace_accepted, labels=labels)
+
         def run():
+            return dry_run_of(import_once) if dry_run else import_once()
+
+        def import_once():
             if fmt == "coco":
                 limits.check_size(p.name, p.stat().st_size)  # before reading it into memory
                 return coco.coco_import(data=p.read_bytes(), source=p.name, **common)
