@@ -243,8 +243,15 @@ def io_page(request):
                 elif fmt == "csv":
                     resp = HttpResponse(export.export_csv(anns), content_type="text/csv")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes.csv"'
+                elif fmt == "yolo":
+                    from .interchange.yolo import export_yolo_zip
+
+                    resp = HttpResponse(export_yolo_zip(anns, with_images=bool(request.POST.get("with_images"))),
+                                        content_type="application/zip")
+                    resp["Content-Disposition"] = 'attachment; filename="derm-boxes-yolo.zip"'
                 else:
-                    resp = HttpResponse(export.export_voc_zip(anns), content_type="application/zip")
+                    resp = HttpResponse(export.export_voc_zip(anns, with_images=bool(request.POST.get("with_images"))),
+                                        content_type="application/zip")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes-voc.zip"'
                 return resp
         except boxes.AnnotationError as exc:

@@ -27,7 +27,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path")
-        parser.add_argument("--format", choices=["auto", "voc", "coco"], default="auto")
+        parser.add_argument("--format", choices=["auto", "voc", "coco", "yolo"], default="auto",
+                            help="yolo: a zip or folder with classes.txt and one .txt per image")
         parser.add_argument("--annotator", required=True, help="username the boxes belong to")
         parser.add_argument("--as-user", help="username running the import (default: the annotator; must be admin for "
                                               "someone else's boxes or --status accepted)")
@@ -53,7 +54,7 @@ class Command(BaseCommand):
         p = Path(path)
         if not p.exists():
             raise CommandError(f"{p} does not exist")
-        fmt = format if format != "auto" else ("coco" if p.suffix.lower() == ".json" else "voc")
+        fmt = format if format != "auto" else {".json": "coco", ".zip": "yolo"}.get(p.suffix.lower(), "voc")
         try:
             labels = label_index()
             if map_file:
@@ -73,6 +74,12 @@ class Command(BaseCommand):
             return dry_run_of(import_once) if dry_run else import_once()
 
         def import_once():
+            if fmt == "yolo":
+                from annotation.interchange import yolo
+
+                classes, files = (yolo.yolo_files_from_folder(p) if p.is_dir()
+                                  else yolo.yolo_files_from_zip(p.read_bytes(), p.name))
+                return yolo.yolo_import(files=files, classes=classes, **common)
             if fmt == "coco":
                 limits.check_size(p.name, p.stat().st_size)  # before reading it into memory
                 return coco.coco_import(data=p.read_bytes(), source=p.name, **common)
