@@ -224,14 +224,17 @@ def io_page(request):
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
-                if upload.size > limit("INLINE_BYTES") and not trial and not request.FILES.get("map"):
+                if upload.size > limit("INLINE_BYTES") and not trial and not request.FILES.get("map") \
+                        and not request.POST.get("create_cases"):
                     run = jobs.box_import_enqueue(data=upload.read(), source=upload.name, user=request.user, status=status)
                     messages.success(request, f"{upload.name} is large: queued as import {run.pk} on the long queue; "
                                               "its progress and result show below (reload).")
                     return redirect("annotation:workspace_io")
                 data = upload.read()
+                images = {f.name: f.read() for f in request.FILES.getlist("images")}
                 run = lambda: coco.coco_import(data=data, source=upload.name, user=request.user, status=status,  # noqa: E731
-                                               labels=labels)
+                                               labels=labels, images=images,
+                                               create_cases=bool(request.POST.get("create_cases")))
                 report = dry_run(run) if trial else run()
             elif action == "export":
                 statuses = request.POST.getlist("export_status") or [AnnotationStatus.ACCEPTED]

@@ -8,7 +8,11 @@ from django.core.management import CommandError, call_command
 
 from annotation.interchange.export import annotations_for_export, export_voc_zip
 from annotation.interchange.voc import voc_import
-from annotation.interchange.yolo import export_yolo_zip, yolo_files_from_zip, yolo_import
+from annotation.interchange.yolo import (
+    export_yolo_zip,
+    yolo_files_from_zip,
+    yolo_import,
+)
 from annotation.models import AnnotationStatus, Box
 from derm_portal import roles
 from tests.annotation.test_voc_coco import photo_named, voc
@@ -104,3 +108,32 @@ def test_export_form_offers_yolo_and_voc_with_images(client, admin):
     assert {"labels/lesion.txt", "images/lesion.jpg"} <= set(zipfile.ZipFile(io.BytesIO(r.content)).namelist())
     r = client.post(url, {"action": "export", "format": "voc", "export_status": "accepted", "with_images": "on"})
     assert sorted(zipfile.ZipFile(io.BytesIO(r.content)).namelist()) == ["images/lesion.jpg", "images/lesion.xml"]
+
+
+def test_coco_import_creates_cases_like_voc_and_none_for_an_image_without_usable_boxes(admin, tmp_path):
+    import json
+
+    from annotation.models import Case, Photo
+
+    doc = {"images": [{"id": 1, "file_name": "C:\\\\data\\\\new.jpg", "width": 120, "height": 90},
+                      {"id": 2, "file_name": "empty.jpg", "width": 120, "height": 90},
+                      {"id": 3, "file_name": "missing.jpg", "width": 120, "height": 90}],
+           "categories": [{"id": 1, "name": "nv"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20]},
+                           {"id": 2, "image_id": 2, "category_id": 1, "bbox": [500, 500, 10, 10]},
+                           {"id": 3, "image_id": 3, "category_id": 1, "bbox": [1, 1, 10, 10]}]}
+    (tmp_path / "coco.json").write_text(json.dumps(doc))
+    (tmp_path / "img").mkdir()
+    for name in ("new.jpg", "empty.jpg"):
+        (tmp_path / "img" / name).write_bytes(image_bytes(size=(120, 90), color=(len(name) * 9, 40, 40)))
+    cases = Case.objects.count()
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_boxes", str(tmp_path / "coco.json"), "--annotator", admin.username, "--create-cases",
+                 stdout=out, stderr=err)
+    assert "1 box(es) on 1 photo(s), 1 case(s) created" in out.getvalue(), err.getvalue()
+    assert "no photo named 'missing.jpg'" in err.getvalue() and "No image file of that name" in err.getvalue()
+    assert "wholly outside" in err.getvalue()
+    assert Case.objects.count() == cases + 1
+    photo = Photo.objects.get(original_name="new.jpg")
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in Box.objects.filter(photo=photo)] == [(10, 10, 40, 30)]
+    assert not Photo.objects.filter(original_name="empty.jpg").exists()

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.boxes import AnnotationError, label_index
 from annotation.interchange import coco, limits, voc
 from annotation.interchange.mapping import mapping_parse, with_mapping
+from annotation.interchange.matching import IMAGE_EXTS
 from annotation.interchange.retry import DatabaseBusy, run_retrying
 from annotation.interchange.store import dry_run as dry_run_of
 from annotation.models import AnnotationStatus
@@ -34,7 +35,7 @@ class Command(BaseCommand):
                                               "someone else's boxes or --status accepted)")
         parser.add_argument("--status", choices=[AnnotationStatus.TO_ANNOTATE, AnnotationStatus.ANNOTATED, AnnotationStatus.ACCEPTED],
                             default=AnnotationStatus.ANNOTATED)
-        parser.add_argument("--create-cases", action="store_true", help="create a case per image not yet in the portal (VOC folder)")
+        parser.add_argument("--create-cases", action="store_true", help="create a case per image not yet in the portal (VOC folder, or COCO with the images next to the .json)")
         parser.add_argument("--patient-prefix", default="IMPORT-")
         parser.add_argument("--replace-accepted", action="store_true")
         parser.add_argument("--map", dest="map_file", help="label mapping file: one 'their name = taxonomy code' per line")
@@ -82,7 +83,11 @@ class Command(BaseCommand):
                 return yolo.yolo_import(files=files, classes=classes, **common)
             if fmt == "coco":
                 limits.check_size(p.name, p.stat().st_size)  # before reading it into memory
-                return coco.coco_import(data=p.read_bytes(), source=p.name, **common)
+                images = None
+                if create_cases:  # the images next to the .json (and below it)
+                    images = {str(f.relative_to(p.parent)): f for f in sorted(p.parent.rglob("*")) if f.suffix.lower() in IMAGE_EXTS}
+                return coco.coco_import(data=p.read_bytes(), source=p.name, images=images, create_cases=create_cases,
+                                        patient_prefix=patient_prefix, **common)
             if p.is_dir():
                 return voc.voc_import_folder(folder=p, create_cases=create_cases, patient_prefix=patient_prefix, **common)
             return voc.voc_import(files=[(p.name, p.read_bytes())], **common)
