@@ -25,6 +25,7 @@ from derm_portal import roles
 from derm_portal.permissions import role_permission
 
 from . import agreement, boxes, review
+from .proposals import proposal_for
 from .models import AnnotationStatus, Box, PhotoAnnotation
 from .selectors import case_reference_label, photo_get
 
@@ -75,7 +76,9 @@ def workspace_payload(*, photo, user) -> dict:
         "others": others_payload(photo=photo, user=user, exclude_pk=mine.pk if mine else None)
         if roles.has_role(user, roles.CAN_CONFIRM_LABEL) else [],
     }
+    data["proposal"] = None
     if mine is None or (mine.status == AnnotationStatus.TO_ANNOTATE and not mine.boxes.exists()):
+        data["proposal"] = proposal_for(photo=photo, user=user)  # the model's first box; key A accepts it
         src = boxes.prefill_source(photo=photo, user=user)
         if src is not None:
             data["prefill"] = {

@@ -112,9 +112,9 @@
       ctx.fillStyle = "#000"; ctx.fillText(text, x0 + 4, Math.max(0, y0 - 18) + 13);
       if (sel && editable()) {
         ctx.fillStyle = "#fff"; ctx.strokeStyle = "#000"; ctx.lineWidth = 1;
-        Object.values(handles(b)).forEach(([hx, hy]) => { ctx.fillRect(hx - 4, hy - 4, 8, 8); ctx.strokeRect(hx - 4, hy - 4, 8, 8); });
-      }
+        Object.values(handles(b)).forEach(([hx, hy]) => { ctx.fillRect(hx - 4, hy - 4, 8, 8); ctx.strokeRect(hx - 4, hy - 4, 8, 8); }); }
     });
+    (S.overlays || []).forEach((fn) => fn(ctx, toScr));  // e.g. the model's proposed box (workspace_proposal.js)
     const comments = (S.data.annotation && S.data.annotation.comments) || [];
     comments.forEach((c, i) => {
       if (c.x == null) return;
@@ -418,7 +418,7 @@
 
   // ------------------------------------------------------------------ saving
   function payloadBoxes() {
-    return S.boxes.map((b) => ({ id: b.id || null, x0: Math.round(b.x0), y0: Math.round(b.y0), x1: Math.round(b.x1), y1: Math.round(b.y1), label: b.label, difficult: !!b.difficult, truncated: !!b.truncated, source_box: b.id ? null : (b.source_box || null), origin: b.origin || "drawn" }));
+    return S.boxes.map((b) => ({ id: b.id || null, x0: Math.round(b.x0), y0: Math.round(b.y0), x1: Math.round(b.x1), y1: Math.round(b.y1), label: b.label, difficult: !!b.difficult, truncated: !!b.truncated, source_box: b.id ? null : (b.source_box || null), origin: (S.originOf ? S.originOf(b) : b.origin) || "drawn" }));
   }
   function showErrors(body) {
     const errs = (body && body.errors) || [{ message: (body && body.detail) || "Not saved." }];
@@ -494,6 +494,6 @@
 
   resize();
   loadQueue().catch(() => {}).then(() => load(cfg.api));
-  S.save = save; S.editable = editable;  // used by workspace_autosave.js
+  S.save = save; S.editable = editable; S.changed = changed; S.snapshot = snapshot;  // for workspace_autosave.js / _proposal.js
   window.dermWorkspace = S; // for debugging, the autosave and the browser test
 })();

@@ -223,3 +223,31 @@ def test_draft_is_autosaved_with_a_visible_saved_state(browser, live_server, log
     time.sleep(2.5)  # longer than the autosave delay: nothing may be saved
     assert not PhotoAnnotation.objects.filter(photo=prefilled, annotator=user).exists()
     assert state(browser).get_attribute("data-state") == "unsaved"
+
+
+def test_accept_the_models_proposed_box_with_one_key_and_it_autosaves(browser, live_server, login, taxonomy, settings):
+    import numpy as np
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.annotation.test_proposals import heat, stored_prediction
+
+    settings.ANNOTATION_AUTOSAVE_SECONDS = 1
+    derm = UserFactory(role=roles.DERMATOLOGIST)
+    photo = make_photo(CaseFactory(), size=(640, 480), color=(170, 120, 100))
+    stored_prediction(photo, heat((8, 16), (8, 24)) * np.float32(0.9))  # centre square x 80..560, 15 px cells
+    _login(login, browser, derm)
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
+    proposal = browser.execute_script("return window.dermWorkspace.data.proposal")
+    assert (proposal["x0"], proposal["y0"], proposal["x1"], proposal["y1"]) == (200, 120, 440, 240)
+    assert proposal["label"] == "mel" and browser.find_elements(By.CSS_SELECTOR, "#ws-boxes li") == []
+    browser.find_element(By.ID, "ws-canvas").click()
+    ActionChains(browser).send_keys("a").perform()
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ws-boxes li")) == 1)
+    assert "Melanoma" in browser.find_element(By.CSS_SELECTOR, "#ws-boxes li").text
+    _wait(browser, lambda d: d.find_element(By.ID, "ws-saved-state").text.startswith("Autosaved"))
+    box = Box.objects.get(photo=photo)
+    assert (box.x0, box.y0, box.x1, box.y1, box.sub_class.code, box.origin) == (200, 120, 440, 240, "mel", "proposed")
+    # editing makes it the annotator's own
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+    _wait(browser, lambda d: Box.objects.get(photo=photo).x0 == 201)
+    assert Box.objects.get(photo=photo).origin == "drawn"
