@@ -9,7 +9,13 @@ from django.utils import timezone
 from annotation import agreement, boxes
 from annotation.proposals import cam_box, proposal_for
 from derm_portal import roles
-from inference.models import GradCamOverlay, ModelStatus, ModelVersion, Prediction, PredictionStatus
+from inference.models import (
+    GradCamOverlay,
+    ModelStatus,
+    ModelVersion,
+    Prediction,
+    PredictionStatus,
+)
 from tests.factories import CaseFactory, make_photo
 
 pytestmark = pytest.mark.django_db
