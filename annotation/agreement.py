@@ -5,6 +5,9 @@ IoU >= threshold), `photo_agreement`. Database part: `agreement_report` (per pho
 per annotator pair, low-agreement list) and `gold_scores` (per annotator precision,
 recall, mean IoU, label accuracy against the gold boxes).
 
+Only boxes an annotator drew or changed count: boxes pre-filled from another annotation
+or proposed by the model and left unchanged are left out (see Box.origin).
+
 Per-photo agreement is the F1 of matched boxes: 2 * matches / (n_a + n_b) (1.0 when both
 annotators drew no box). Label agreement is counted separately, over matched pairs.
 """
@@ -104,16 +107,47 @@ def score_against(reference: Sequence[BoxT], predicted: Sequence[BoxT], score: S
 
 
 # --------------------------------------------------------------------------- database
-def _boxes_by_annotation(annotation_ids) -> dict[int, list[BoxT]]:
-    from .models import Box
+@dataclass
+class AnnBoxes:
+    """One annotation's boxes for agreement: `own` were drawn or changed by the annotator;
+    `copied_from` are the other annotators' boxes it copied unchanged (pre-fill), and
+    `borrowed` counts copied or model-proposed boxes left unchanged."""
 
-    out: dict[int, list[BoxT]] = defaultdict(list)
-    rows = Box.objects.filter(annotation_id__in=list(annotation_ids)).values_list(
-        "annotation_id", "x0", "y0", "x1", "y1", "sub_class__code", "meta_class__code"
+    own: list[BoxT] = field(default_factory=list)
+    every: list[BoxT] = field(default_factory=list)
+    own_pks: list[int] = field(default_factory=list)
+    copied_from: set[int] = field(default_factory=set)
+    borrowed: int = 0
+
+
+def _boxes_by_annotation(annotation_ids) -> dict[int, AnnBoxes]:
+    from .models import Box, BoxOrigin
+
+    out: dict[int, AnnBoxes] = defaultdict(AnnBoxes)
+    rows = Box.objects.filter(annotation_id__in=list(annotation_ids)).order_by("id").values_list(
+        "annotation_id", "pk", "x0", "y0", "x1", "y1", "sub_class__code", "meta_class__code", "origin", "source_box_id"
     )
-    for ann, x0, y0, x1, y1, sub, meta in rows:
-        out[ann].append((x0, y0, x1, y1, sub or meta, meta))
+    for ann, pk, x0, y0, x1, y1, sub, meta, origin, source in rows:
+        entry = out[ann]
+        entry.every.append((x0, y0, x1, y1, sub or meta, meta))
+        if origin == BoxOrigin.DRAWN:
+            entry.own.append((x0, y0, x1, y1, sub or meta, meta))
+            entry.own_pks.append(pk)
+        else:
+            entry.borrowed += 1
+            if source:
+                entry.copied_from.add(source)
     return out
+
+
+def _independent(a: AnnBoxes, b: AnnBoxes) -> tuple[list[BoxT], list[BoxT]] | None:
+    """The boxes of a pair that count: each side's own boxes, minus those the other side
+    copied unchanged. None when one side only took over boxes (nothing to compare)."""
+    a_boxes = [bx for bx, pk in zip(a.own, a.own_pks) if pk not in b.copied_from]
+    b_boxes = [bx for bx, pk in zip(b.own, b.own_pks) if pk not in a.copied_from]
+    if (a.borrowed and not a.own) or (b.borrowed and not b.own):
+        return None
+    return a_boxes, b_boxes
 
 
 def agreement_report(*, photos=None, threshold: float = 0.5, low: float = 0.7) -> dict:
@@ -134,8 +168,11 @@ def agreement_report(*, photos=None, threshold: float = 0.5, low: float = 0.7) -
     names = {}
     for photo_id, anns_ in sorted(by_photo.items()):
         for (pa, ua, na), (pb, ub, nb) in combinations(sorted(anns_, key=lambda t: t[2]), 2):
+            counted = _independent(boxes.get(pa, AnnBoxes()), boxes.get(pb, AnnBoxes()))
+            if counted is None:
+                continue
             names[ua], names[ub] = na, nb
-            ag = photo_agreement(boxes.get(pa, []), boxes.get(pb, []), threshold)
+            ag = photo_agreement(*counted, threshold)
             per_photo.append({
                 "photo_id": photo_id, "a": na, "b": nb, "ann_a": pa, "ann_b": pb, "n_a": ag.n_a, "n_b": ag.n_b, "matches": ag.matches,
                 "agreement": ag.f1, "mean_iou": ag.mean_iou, "label_agreement": ag.label_rate,
@@ -177,7 +214,10 @@ def gold_scores(*, threshold: float = 0.5) -> list[dict]:
     boxes = _boxes_by_annotation(list(gold.values()) + [t[0] for t in theirs])
     scores: dict[str, Score] = defaultdict(Score)
     for pk, photo_id, username in theirs:
-        score_against(boxes.get(gold[photo_id], []), boxes.get(pk, []), scores[username], threshold)
+        ref, mine = boxes.get(gold[photo_id], AnnBoxes()), boxes.get(pk, AnnBoxes())
+        if mine.borrowed and not mine.own:
+            continue  # only took over boxes: nothing of their own to score
+        score_against(ref.every, mine.own, scores[username], threshold)
     return [
         {"annotator": name, "photos": s.photos, "reference_boxes": s.reference, "boxes": s.predicted, "matched": s.tp,
          "precision": s.precision, "recall": s.recall, "mean_iou": s.mean_iou, "label_accuracy": s.label_accuracy}

@@ -21,6 +21,7 @@ from .models import (
     AnnotationEvent,
     AnnotationStatus,
     Box,
+    BoxOrigin,
     CaseStatus,
     DiagnosisLabel,
     ExclusionReason,
@@ -128,6 +129,8 @@ class CleanBox:
     difficult: bool = False
     truncated: bool = False
     clipped: bool = False  # reached past the photo's edge and was cut to it (imports only)
+    source_box: int | None = None  # pre-filled from this box of another annotator
+    proposed: bool = False  # the model's proposal, accepted as is
 
 
 def _num(value: Any) -> float | None:
@@ -184,12 +187,14 @@ def box_validate(raw: dict, *, index: int, width: int, height: int, labels: Labe
             err("x0", f"box ({x0},{y0})-({x1},{y1}) is outside the photo ({width}×{height} pixels).")
     if errors:
         return None, errors
-    box_id = raw.get("id")
+    box_id, source = raw.get("id"), raw.get("source_box")
     return CleanBox(
         coords["x0"], coords["y0"], coords["x1"], coords["y1"], label,
         id=box_id if isinstance(box_id, int) and not isinstance(box_id, bool) else None,
         difficult=bool(raw.get("difficult")), truncated=bool(raw.get("truncated")),
         clipped=(coords["x0"], coords["y0"], coords["x1"], coords["y1"]) != (x0, y0, x1, y1),
+        source_box=source if isinstance(source, int) and not isinstance(source, bool) else None,
+        proposed=raw.get("origin") == BoxOrigin.PROPOSED,
     ), []
 
 
@@ -208,11 +213,29 @@ def boxes_validate(raw_boxes: Any, *, photo: Photo, labels: LabelIndex) -> list[
 
 
 # --------------------------------------------------------------------------- writes
+_GEOMETRY = ("x0", "y0", "x1", "y1", "sub_class_id", "meta_class_id")
+
+
+def _new_box_origin(cb: CleanBox, fields: dict, sources: dict[int, Box]) -> tuple[str, Box | None]:
+    """A new box is 'prefilled' when it equals the other annotator's box it was copied
+    from, 'proposed' when the model's proposal was taken as is, else the annotator's own."""
+    src = sources.get(cb.source_box) if cb.source_box else None
+    if src is not None:
+        same = all(getattr(src, k) == fields[k] for k in ("x0", "y0", "x1", "y1")) and (
+            src.sub_class_id, src.meta_class_id) == (fields["sub_class"] and fields["sub_class"].pk, fields["meta_class"].pk)
+        return (BoxOrigin.PREFILLED if same else BoxOrigin.DRAWN), src
+    return (BoxOrigin.PROPOSED if cb.proposed else BoxOrigin.DRAWN), None
+
+
 def boxes_replace(*, annotation: PhotoAnnotation, boxes: Iterable[CleanBox]) -> list[Box]:
     """Make the annotation's boxes exactly `boxes`: boxes with a known id are updated in
-    place (so review comments stay pinned), the others created, the missing deleted."""
+    place (so review comments stay pinned), the others created, the missing deleted.
+    A changed box becomes the annotator's own (origin 'drawn')."""
     photo = annotation.photo
+    boxes = list(boxes)
     existing = {b.pk: b for b in annotation.boxes.all()}
+    wanted = [cb.source_box for cb in boxes if cb.source_box and cb.id not in existing]
+    sources = {b.pk: b for b in Box.objects.filter(pk__in=wanted, photo=photo).exclude(annotation=annotation)} if wanted else {}
     keep, create, update = set(), [], []
     for cb in boxes:
         fields = dict(
@@ -224,11 +247,16 @@ def boxes_replace(*, annotation: PhotoAnnotation, boxes: Iterable[CleanBox]) -> 
             keep.add(cb.id)
             changed = any(getattr(box, k) != v for k, v in fields.items())
             if changed:
+                before = tuple(getattr(box, k) for k in _GEOMETRY)
                 for k, v in fields.items():
                     setattr(box, k, v)
+                if tuple(getattr(box, k) for k in _GEOMETRY) != before:
+                    box.origin = BoxOrigin.DRAWN
                 update.append(box)
         else:
-            create.append(Box(annotation=annotation, photo=photo, annotator_id=annotation.annotator_id, **fields))
+            origin, src = _new_box_origin(cb, fields, sources)
+            create.append(Box(annotation=annotation, photo=photo, annotator_id=annotation.annotator_id,
+                              origin=origin, source_box=src, **fields))
     stale = [pk for pk in existing if pk not in keep]
     if stale:
         Box.objects.filter(pk__in=stale).delete()
@@ -375,6 +403,7 @@ def box_payload(box: Box) -> dict:
         "sub_class": box.sub_class.code if box.sub_class_id else None,
         "meta_class": box.meta_class.code if box.meta_class_id else None,
         "difficult": box.difficult, "truncated": box.truncated,
+        "origin": box.origin, "source_box": box.source_box_id,
     }
 
 

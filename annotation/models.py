@@ -374,6 +374,12 @@ class PhotoAnnotation(models.Model):
         return f"Annotation {self.pk} of photo {self.photo_id} by {self.annotator_id}"
 
 
+class BoxOrigin(models.TextChoices):
+    DRAWN = "drawn", "Drawn or changed by the annotator"
+    PREFILLED = "prefilled", "Copied from another annotation, unchanged"
+    PROPOSED = "proposed", "Proposed by the model, accepted unchanged"
+
+
 class Box(models.Model):
     """A lesion rectangle in pixel coordinates of the original photo (x1, y1 exclusive
     edges as in labelImg's xmax/ymax), with the photo size at annotation time."""
@@ -391,6 +397,11 @@ class Box(models.Model):
     meta_class = models.ForeignKey(MetaClass, null=True, blank=True, on_delete=models.PROTECT, related_name="boxes")
     difficult = models.BooleanField(default=False)
     truncated = models.BooleanField(default=False)
+    # agreement counts only the annotator's own boxes: a copied or proposed box becomes
+    # "drawn" once its geometry or label is changed
+    origin = models.CharField(max_length=10, choices=BoxOrigin.choices, default=BoxOrigin.DRAWN)
+    source_box = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="copies",
+                                   help_text="the other annotator's box this one was pre-filled from")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

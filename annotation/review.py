@@ -5,11 +5,12 @@ photo assigned to one of their groups. Enforced here (services) and in the queue
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from derm_portal import roles
@@ -46,28 +47,78 @@ def group_set_members(*, name: str, members: Iterable, by) -> AnnotatorGroup:
     return group
 
 
-def groups_split(*, group_a: AnnotatorGroup, group_b: AnnotatorGroup, photos: QuerySet[Photo], by) -> dict[str, int]:
+@dataclass
+class SplitResult:
+    """Photos per group assigned by a split, and one line per photo whose assignment
+    followed (or was moved to) the group of the person who already annotated it."""
+
+    counts: dict[str, int]
+    moved: list[str] = field(default_factory=list)
+
+
+def _work_groups(photo_ids: list[int], groups: list[AnnotatorGroup]) -> dict[int, dict[int, str]]:
+    """photo id -> {group id: annotator name} of the non-gold annotations by members of `groups`."""
+    out: dict[int, dict[int, str]] = {}
+    rows = PhotoAnnotation.objects.filter(photo_id__in=photo_ids, is_gold=False, annotator__annotator_groups__in=groups)
+    for photo_id, group_id, name in rows.values_list("photo_id", "annotator__annotator_groups", "annotator__username"):
+        out.setdefault(photo_id, {})[group_id] = name
+    return out
+
+
+def groups_split(*, group_a: AnnotatorGroup, group_b: AnnotatorGroup, photos: QuerySet[Photo], by) -> SplitResult:
     """Assign the unassigned photos of `photos` half to A, half to B. Photos of one case
-    stay together (a case is split as a unit), alternating so both halves get a similar mix."""
+    stay together (a case is split as a unit), alternating so both halves get a similar mix.
+    A case someone of A or B already annotated goes to that person's group, moving it there
+    if it was assigned to the other one, so submitted work stays reviewable by the other
+    group (a reviewer never reviews a photo of their own group); each such move is listed."""
     _require_admin(by)
     if group_a.pk == group_b.pk:
         raise AnnotationError("Pick two different groups.")
     overlap = set(group_a.members.values_list("pk", flat=True)) & set(group_b.members.values_list("pk", flat=True))
     if overlap:
         raise AnnotationError("A person is in both groups; each annotator belongs to one group so reviews stay independent.")
-    unassigned = list(photos.filter(assignment__isnull=True).order_by("case_id", "id").values_list("pk", "case_id"))
-    by_case: dict[int, list[int]] = {}
-    for pk, case_id in unassigned:
-        by_case.setdefault(case_id, []).append(pk)
-    counts = {group_a.name: 0, group_b.name: 0}
-    rows = []
-    for case_pks in by_case.values():
-        group = group_a if counts[group_a.name] <= counts[group_b.name] else group_b
-        counts[group.name] += len(case_pks)
-        rows += [Assignment(photo_id=pk, group=group, assigned_by=by) for pk in case_pks]
+    groups = {group_a.pk: group_a, group_b.pk: group_b}
+    candidates = photos.filter(Q(assignment__isnull=True) | Q(assignment__group__in=list(groups)))
+    rows_in = list(candidates.order_by("case_id", "id").values_list("pk", "case_id", "assignment__group_id"))
+    work = _work_groups([pk for pk, _, _ in rows_in], list(groups.values()))
+    by_case: dict[int, list[tuple[int, int | None]]] = {}
+    for pk, case_id, assigned in rows_in:
+        by_case.setdefault(case_id, []).append((pk, assigned))
+    result = SplitResult({group_a.name: 0, group_b.name: 0})
+    create, move = [], {}
+    for case_id, members in by_case.items():
+        owners: dict[int, str] = {}
+        for pk, _ in members:
+            owners.update(work.get(pk, {}))
+        if len(owners) > 1:
+            if any(assigned is None for _, assigned in members):
+                result.moved.append(f"Case {case_id}: annotated in both groups ({', '.join(sorted(owners.values()))}); left unassigned.")
+            continue
+        if owners:
+            gid, who = next(iter(owners.items()))
+            target = groups[gid]
+        elif all(assigned is None for _, assigned in members):
+            target = group_a if result.counts[group_a.name] <= result.counts[group_b.name] else group_b
+            who = ""
+        else:
+            continue  # assigned and untouched: a re-split leaves it where it is
+        for pk, assigned in members:
+            if assigned == target.pk:
+                continue
+            result.counts[target.name] += 1
+            if assigned is None:
+                create.append(Assignment(photo_id=pk, group=target, assigned_by=by))
+                if who:
+                    result.moved.append(f"Photo {pk} (case {case_id}) went to {target.name} with {who}'s annotation; the other group reviews it.")
+            else:
+                move[pk] = target
+                result.moved.append(f"Photo {pk} (case {case_id}) moved from {groups[assigned].name} to {target.name} "
+                                    f"with {who}'s annotation; the other group reviews it.")
     with transaction.atomic():
-        Assignment.objects.bulk_create(rows, ignore_conflicts=True)
-    return counts
+        Assignment.objects.bulk_create(create, ignore_conflicts=True)
+        for pk, target in move.items():
+            Assignment.objects.filter(photo_id=pk).update(group=target, assigned_by=by)
+    return result
 
 
 def group_unassign_untouched(*, group: AnnotatorGroup, by) -> int:

@@ -25,6 +25,7 @@ from derm_portal import roles
 from derm_portal.permissions import role_permission
 
 from . import agreement, boxes, review
+from .proposals import proposal_for
 from .models import AnnotationStatus, Box, PhotoAnnotation
 from .selectors import case_reference_label, photo_get
 
@@ -75,12 +76,14 @@ def workspace_payload(*, photo, user) -> dict:
         "others": others_payload(photo=photo, user=user, exclude_pk=mine.pk if mine else None)
         if roles.has_role(user, roles.CAN_CONFIRM_LABEL) else [],
     }
+    data["proposal"] = None
     if mine is None or (mine.status == AnnotationStatus.TO_ANNOTATE and not mine.boxes.exists()):
+        data["proposal"] = proposal_for(photo=photo, user=user)  # the model's first box; key A accepts it
         src = boxes.prefill_source(photo=photo, user=user)
         if src is not None:
             data["prefill"] = {
                 "from": src.annotator.get_username(), "status": src.status,
-                "boxes": [{**boxes.box_payload(b), "id": None} for b in src.boxes.select_related("sub_class", "meta_class")],
+                "boxes": [{**boxes.box_payload(b), "id": None, "source_box": b.pk} for b in src.boxes.select_related("sub_class", "meta_class")],
             }
     return data
 
@@ -165,7 +168,10 @@ class WorkspaceViewSet(viewsets.ViewSet):
     def queue(self, request):
         p = request.query_params
         items = queue_items(user=request.user, queue=p.get("queue", "annotate"), status=p.get("status", ""), label=p.get("label", ""))
-        return Response({"count": len(items), "items": items})
+        # the open totals (not capped like items) for the editor's "My photos to annotate (N)"
+        totals = {"annotate": boxes.queue_to_annotate(user=request.user).count(),
+                  "review": boxes.queue_to_review(user=request.user).count()}
+        return Response({"count": len(items), "items": items, "totals": totals})
 
 
 class ReviewViewSet(viewsets.ViewSet):

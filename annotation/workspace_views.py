@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -12,6 +13,7 @@ from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from derm_portal import roles
@@ -38,6 +40,7 @@ def _filters(request) -> dict:
     return {k: request.GET.get(k, "").strip() for k in ("queue", "status", "label")}
 
 
+@never_cache  # the queue counts change with every submission; Back must not show stale ones
 @require_role(*roles.CAN_ANNOTATE)
 def workspace(request):
     """Landing page: my photos to annotate / photos to review, filterable by class and status."""
@@ -81,6 +84,7 @@ def _editor(request, *, mode: str, api_url: str, photo: Photo, extra: dict | Non
         "labels": ctx.pop("labels_json"),
         "exclusionReasons": ExclusionReason.choices,
         "workspaceUrl": reverse("annotation:workspace"),
+        "autosaveSeconds": getattr(settings, "ANNOTATION_AUTOSAVE_SECONDS", 20),
     }
     return render(request, "annotation/workspace_photo.html", {
         "photo": photo, "mode": mode, "config": config, **ctx, **(extra or {}),
@@ -128,8 +132,10 @@ def groups_page(request):
                 photos = boxes.class_filter(Photo.objects.all(), request.POST.get("label", "").strip())
                 if request.POST.get("modality"):
                     photos = photos.filter(modality=request.POST["modality"])
-                counts = review.groups_split(group_a=ga, group_b=gb, photos=photos, by=request.user)
-                messages.success(request, "Assigned: " + ", ".join(f"{k} {v} photo(s)" for k, v in counts.items()))
+                split = review.groups_split(group_a=ga, group_b=gb, photos=photos, by=request.user)
+                messages.success(request, "Assigned: " + ", ".join(f"{k} {v} photo(s)" for k, v in split.counts.items()))
+                for line in split.moved:
+                    messages.info(request, line)
             elif request.POST.get("action") == "unassign":
                 group = get_object_or_404(AnnotatorGroup, pk=request.POST.get("group"))
                 n = review.group_unassign_untouched(group=group, by=request.user)
@@ -188,6 +194,8 @@ def gold_toggle(request, pk: int):
 def io_page(request):
     from .interchange import coco, export, jobs, voc
     from .interchange.limits import limit
+    from .interchange.mapping import mapping_parse, with_mapping
+    from .interchange.store import dry_run
 
     report = None
     is_admin = roles.has_role(request.user, roles.ADMIN)
@@ -195,23 +203,39 @@ def io_page(request):
         action = request.POST.get("action")
         status = request.POST.get("status") or AnnotationStatus.ANNOTATED
         try:
+            labels = boxes.label_index()
+            if request.FILES.get("map"):  # their class names -> taxonomy codes
+                m = request.FILES["map"]
+                try:
+                    text = m.read().decode("utf-8-sig")
+                except UnicodeDecodeError:
+                    raise boxes.AnnotationError(f"The label mapping {m.name} is not UTF-8 text.")
+                labels = with_mapping(labels, mapping_parse(text, source=m.name, labels=labels))
+            trial = bool(request.POST.get("dry_run"))
             if action == "import_voc":
                 xmls = [(f.name, f.read()) for f in request.FILES.getlist("xml")]
                 images = {f.name: f.read() for f in request.FILES.getlist("images")}
                 if not xmls:
                     raise boxes.AnnotationError("Choose one or more .xml files.")
-                report = voc.voc_import(files=xmls, user=request.user, status=status, images=images,
-                                             create_cases=bool(request.POST.get("create_cases")))
+                run = lambda: voc.voc_import(files=xmls, user=request.user, status=status, images=images,  # noqa: E731
+                                             create_cases=bool(request.POST.get("create_cases")), labels=labels)
+                report = dry_run(run) if trial else run()
             elif action == "import_coco":
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
-                if upload.size > limit("INLINE_BYTES"):
+                if upload.size > limit("INLINE_BYTES") and not trial and not request.FILES.get("map") \
+                        and not request.POST.get("create_cases"):
                     run = jobs.box_import_enqueue(data=upload.read(), source=upload.name, user=request.user, status=status)
                     messages.success(request, f"{upload.name} is large: queued as import {run.pk} on the long queue; "
                                               "its progress and result show below (reload).")
                     return redirect("annotation:workspace_io")
-                report = coco.coco_import(data=upload.read(), source=upload.name, user=request.user, status=status)
+                data = upload.read()
+                images = {f.name: f.read() for f in request.FILES.getlist("images")}
+                run = lambda: coco.coco_import(data=data, source=upload.name, user=request.user, status=status,  # noqa: E731
+                                               labels=labels, images=images,
+                                               create_cases=bool(request.POST.get("create_cases")))
+                report = dry_run(run) if trial else run()
             elif action == "export":
                 statuses = request.POST.getlist("export_status") or [AnnotationStatus.ACCEPTED]
                 anns = export.annotations_for_export(user=request.user, statuses=statuses)
@@ -222,8 +246,15 @@ def io_page(request):
                 elif fmt == "csv":
                     resp = HttpResponse(export.export_csv(anns), content_type="text/csv")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes.csv"'
+                elif fmt == "yolo":
+                    from .interchange.yolo import export_yolo_zip
+
+                    resp = HttpResponse(export_yolo_zip(anns, with_images=bool(request.POST.get("with_images"))),
+                                        content_type="application/zip")
+                    resp["Content-Disposition"] = 'attachment; filename="derm-boxes-yolo.zip"'
                 else:
-                    resp = HttpResponse(export.export_voc_zip(anns), content_type="application/zip")
+                    resp = HttpResponse(export.export_voc_zip(anns, with_images=bool(request.POST.get("with_images"))),
+                                        content_type="application/zip")
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes-voc.zip"'
                 return resp
         except boxes.AnnotationError as exc:

@@ -95,11 +95,17 @@ def export_voc(anns: list[PhotoAnnotation]) -> dict[str, bytes]:
     return {PurePath(names[a.photo_id]).stem + ".xml": voc_xml(a, boxes.get(a.pk, []), names[a.photo_id]) for a in anns}
 
 
-def export_voc_zip(anns: list[PhotoAnnotation]) -> bytes:
+def export_voc_zip(anns: list[PhotoAnnotation], *, with_images: bool = False) -> bytes:
+    """XML files under Annotations/; with the images, one folder images/ holding each photo
+    next to its XML, which labelImg opens as is (Open Dir)."""
     out = io.BytesIO()
+    names = export_names(anns) if with_images else {}
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in export_voc(anns).items():
-            zf.writestr(f"Annotations/{name}", data)
+            zf.writestr(f"{'images' if with_images else 'Annotations'}/{name}", data)
+        for a in anns if with_images else []:
+            with a.photo.file.open("rb") as fh:
+                zf.writestr(f"images/{names[a.photo_id]}", fh.read())
     return out.getvalue()
 
 

@@ -1,7 +1,10 @@
 """Shared by the box importers: who may import what, and writing one photo's boxes."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.utils import timezone
 
 from derm_portal import roles
@@ -57,3 +60,26 @@ def exclusion_from(value: str, source: str, line: int | None, report: ImportRepo
 
 def scale(box: dict, sx: float, sy: float) -> dict:
     return {**box, "x0": box["x0"] * sx, "x1": box["x1"] * sx, "y0": box["y0"] * sy, "y1": box["y1"] * sy}
+
+
+class _RollBack(Exception):
+    pass
+
+
+def dry_run(run: Callable[[], ImportReport]) -> ImportReport:
+    """Run an import and roll all of it back: the report says what would be imported.
+    Photo files stored for cases it would create are removed again."""
+    from ..services import stored_file_delete
+
+    holder: list[ImportReport] = []
+    try:
+        with transaction.atomic():
+            holder.append(run())
+            raise _RollBack
+    except _RollBack:
+        pass
+    report = holder[0]
+    for name in report.created_files:
+        stored_file_delete(name, keep_if_referenced=True)
+    report.dry_run = True
+    return report

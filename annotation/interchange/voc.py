@@ -123,6 +123,7 @@ def voc_import(
             return
         for photo in created:
             report.created_cases += 1
+            report.created_files.append(photo.file.name)
             matcher.add(photo.pk, photo.original_name)
             photos[photo.pk] = photo
 

@@ -44,7 +44,7 @@
   const editable = () => !!(S.data && S.data.editable);
   function status(msg, kind) { const el = $("#ws-status"); el.textContent = msg; el.className = "ws-status " + (kind || ""); }
   function snapshot() { S.undo.push(JSON.stringify(S.boxes)); if (S.undo.length > 200) S.undo.shift(); S.redo = []; }
-  function changed() { S.dirty = true; renderList(); draw(); status("Unsaved changes", "warn"); }
+  function changed() { S.dirty = true; S.rev = (S.rev || 0) + 1; renderList(); draw(); status("Unsaved changes", "warn"); document.dispatchEvent(new Event("ws:changed")); }
   function normal(b) {
     const x0 = Math.min(b.x0, b.x1), x1 = Math.max(b.x0, b.x1), y0 = Math.min(b.y0, b.y1), y1 = Math.max(b.y0, b.y1);
     b.x0 = clamp(x0, 0, W()); b.x1 = clamp(x1, 0, W()); b.y0 = clamp(y0, 0, H()); b.y1 = clamp(y1, 0, H());
@@ -94,6 +94,7 @@
       const t = `${o.annotator}${o.is_gold ? " (gold)" : ""}: ${b.label}`; const tw = ctx.measureText(t).width + 6;
       ctx.fillRect(x0, y1, tw, 16); ctx.fillStyle = "#fff"; ctx.fillText(t, x0 + 3, y1 + 12);
     }));
+    const layout = { labels: [], pins: [] }, labelEnd = {};
     S.boxes.forEach((b, i) => {
       const [x0, y0] = toScr(b.x0, b.y0), [x1, y1] = toScr(b.x1, b.y1);
       const col = colourOf(b.label), sel = i === S.sel;
@@ -107,21 +108,27 @@
       ctx.font = "600 13px system-ui, sans-serif";
       const tw = ctx.measureText(text).width + 8;
       ctx.fillStyle = col; ctx.fillRect(x0, Math.max(0, y0 - 18), tw, 18);
+      layout.labels.push([x0, Math.max(0, y0 - 18), x0 + tw, Math.max(0, y0 - 18) + 18]); labelEnd[i] = x0 + tw;
       ctx.fillStyle = "#000"; ctx.fillText(text, x0 + 4, Math.max(0, y0 - 18) + 13);
       if (sel && editable()) {
         ctx.fillStyle = "#fff"; ctx.strokeStyle = "#000"; ctx.lineWidth = 1;
-        Object.values(handles(b)).forEach(([hx, hy]) => { ctx.fillRect(hx - 4, hy - 4, 8, 8); ctx.strokeRect(hx - 4, hy - 4, 8, 8); });
-      }
+        Object.values(handles(b)).forEach(([hx, hy]) => { ctx.fillRect(hx - 4, hy - 4, 8, 8); ctx.strokeRect(hx - 4, hy - 4, 8, 8); }); }
     });
+    (S.overlays || []).forEach((fn) => fn(ctx, toScr));  // e.g. the model's proposed box (workspace_proposal.js)
     const comments = (S.data.annotation && S.data.annotation.comments) || [];
     comments.forEach((c, i) => {
       if (c.x == null) return;
-      const b = S.boxes.find((bb) => bb.id && bb.id === c.box);
-      const [px, py] = b ? toScr((b.x0 + b.x1) / 2, b.y0) : toScr(c.x, c.y);
+      const j = S.boxes.findIndex((bb) => bb.id && bb.id === c.box), b = S.boxes[j];
+      // a pinned comment sits right of the box's label (and of the box's top-right corner), never over the label
+      let px, py;
+      if (b) { const [bx1, by0] = toScr(b.x1, b.y0); px = Math.max(bx1, labelEnd[j] || bx1) + 12; py = Math.max(10, by0 - 9); }
+      else { [px, py] = toScr(c.x, c.y); py -= 16; }
       ctx.fillStyle = c.resolved ? "#8a96a3" : "#ffcc00"; ctx.strokeStyle = "#000"; ctx.lineWidth = 1;
-      ctx.beginPath(); ctx.arc(px, py - 16, 10, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
-      ctx.fillStyle = "#000"; ctx.font = "700 12px system-ui"; ctx.fillText(String(i + 1), px - 4, py - 12);
+      ctx.beginPath(); ctx.arc(px, py, 10, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
+      ctx.fillStyle = "#000"; ctx.font = "700 12px system-ui"; ctx.fillText(String(i + 1), px - 4, py + 4);
+      layout.pins.push([px - 10, py - 10, px + 10, py + 10]);
     });
+    canvas.dataset.layout = JSON.stringify(layout);  // label and pin rectangles on screen (read by the browser tests)
     if (S.drag && S.drag.kind === "draw") {
       const d = S.drag.box; const [x0, y0] = toScr(d.x0, d.y0), [x1, y1] = toScr(d.x1, d.y1);
       ctx.strokeStyle = colourOf(S.label); ctx.lineWidth = 2; ctx.setLineDash([4, 3]);
@@ -374,7 +381,7 @@
         S.data = data; cfg.api = apiUrl;
         const own = data.annotation ? data.annotation.boxes : [];
         const start = own.length ? own : (data.prefill ? data.prefill.boxes : []);
-        S.boxes = start.map((b) => ({ ...b })); S.sel = -1; S.undo = []; S.redo = [];
+        S.boxes = start.map((b) => ({ ...b })); S.sel = -1; S.undo = []; S.redo = []; S.rev = 0; S.savedAt = null;
         if (data.photo.diagnosis && byCode[data.photo.diagnosis]) S.label = data.photo.diagnosis; // new boxes default to the case diagnosis
         S.dirty = !own.length && !!(data.prefill && data.prefill.boxes.length) && data.editable;
         S.qIndex = S.queue.findIndex((it) => (cfg.mode === "review" ? it.annotation === (data.annotation || {}).id : it.photo === data.photo.id));
@@ -392,7 +399,10 @@
   }
   function loadQueue() {
     const qs = new URLSearchParams({ queue: cfg.queue, status: cfg.status || "", label: cfg.label || "" });
-    return fetch(cfg.queueApi + "?" + qs, { credentials: "same-origin" }).then((r) => r.json()).then((d) => { S.queue = d.items || []; });
+    return fetch(cfg.queueApi + "?" + qs, { credentials: "same-origin" }).then((r) => r.json()).then((d) => {
+      S.queue = d.items || [];
+      if (d.totals) $("#ws-queue-total").textContent = String(cfg.queue === "review" ? d.totals.review : d.totals.annotate);
+    });
   }
   async function go(step) {
     if (S.busy) return;
@@ -408,7 +418,7 @@
 
   // ------------------------------------------------------------------ saving
   function payloadBoxes() {
-    return S.boxes.map((b) => ({ id: b.id || null, x0: Math.round(b.x0), y0: Math.round(b.y0), x1: Math.round(b.x1), y1: Math.round(b.y1), label: b.label, difficult: !!b.difficult, truncated: !!b.truncated }));
+    return S.boxes.map((b) => ({ id: b.id || null, x0: Math.round(b.x0), y0: Math.round(b.y0), x1: Math.round(b.x1), y1: Math.round(b.y1), label: b.label, difficult: !!b.difficult, truncated: !!b.truncated, source_box: b.id ? null : (b.source_box || null), origin: (S.originOf ? S.originOf(b) : b.origin) || "drawn" }));
   }
   function showErrors(body) {
     const errs = (body && body.errors) || [{ message: (body && body.detail) || "Not saved." }];
@@ -422,7 +432,7 @@
   }
   async function save(submit) {
     if (!editable() || cfg.mode !== "annotate" || S.busy) return false;
-    S.busy = true; status(submit ? "Submitting…" : "Saving…"); $("#ws-errors").innerHTML = "";
+    S.busy = true; status(submit ? "Submitting…" : "Saving…"); $("#ws-errors").innerHTML = ""; const rev = S.rev;
     const res = await post(cfg.api + "boxes/", "PUT", {
       boxes: payloadBoxes(), submit, excluded: $("#ws-excluded").checked,
       exclusion_reason: $("#ws-exclusion-reason").value, exclusion_note: $("#ws-exclusion-note").value,
@@ -430,7 +440,9 @@
     S.busy = false;
     if (!res.ok) { status(res.status === 403 ? "Not allowed." : "Not saved — see the errors.", "bad"); showErrors(res.body); return false; }
     const keepSel = S.sel;
+    if (S.rev !== rev && !submit) { S.data = res.body; renderInfo(); return true; }  // edited while saving: keep the edits, still unsaved
     S.data = res.body; S.boxes = res.body.annotation.boxes.map((b) => ({ ...b })); S.sel = Math.min(keepSel, S.boxes.length - 1); S.dirty = false;
+    S.savedAt = new Date();
     renderInfo(); renderList(); draw();
     status(submit ? "Submitted for review." : "Saved.", "ok");
     if (submit) { const here = S.qIndex; await loadQueue(); S.qIndex = -1; if (S.queue.length) { const nxt = S.queue[Math.min(Math.max(here, 0), S.queue.length - 1)]; if (nxt && nxt.photo !== S.data.photo.id) await load(nxt.api, nxt.url); } }
@@ -467,8 +479,8 @@
       e.target.value = ""; renderLabels(); e.target.blur(); e.preventDefault();
     }
   });
-  $("#ws-excluded").addEventListener("change", (e) => { $(".ws-exclusion-detail").hidden = !e.target.checked; S.dirty = true; status("Unsaved changes", "warn"); });
-  ["#ws-exclusion-reason", "#ws-exclusion-note"].forEach((s) => $(s).addEventListener("change", () => { S.dirty = true; }));
+  $("#ws-excluded").addEventListener("change", (e) => { $(".ws-exclusion-detail").hidden = !e.target.checked; S.dirty = true; S.rev = (S.rev || 0) + 1; status("Unsaved changes", "warn"); });
+  ["#ws-exclusion-reason", "#ws-exclusion-note"].forEach((s) => $(s).addEventListener("change", () => { S.dirty = true; S.rev = (S.rev || 0) + 1; }));
   const on = (id, fn) => { const el = $(id); if (el) el.addEventListener("click", fn); };
   on("#ws-save", () => save(false)); on("#ws-submit", () => save(true));
   on("#ws-prev", () => go(-1)); on("#ws-next", () => go(1)); on("#ws-fit", fit);
@@ -482,5 +494,6 @@
 
   resize();
   loadQueue().catch(() => {}).then(() => load(cfg.api));
-  window.dermWorkspace = S; // for debugging and the browser test
+  S.save = save; S.editable = editable; S.changed = changed; S.snapshot = snapshot;  // for workspace_autosave.js / _proposal.js
+  window.dermWorkspace = S; // for debugging, the autosave and the browser test
 })();

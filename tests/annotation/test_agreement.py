@@ -85,3 +85,35 @@ def test_agreement_page_and_api(client, taxonomy, users):
     client.force_login(users[roles.READER])
     assert client.get("/annotate/agreement/").status_code == 403
     assert client.get("/api/agreement/").status_code == 403
+
+
+def test_prefilled_unchanged_boxes_do_not_count_as_agreement(client, taxonomy, users, make_user):
+    """b opens a's photo, gets a's box pre-filled and submits it unchanged: that is a copy,
+    not agreement (it used to count as IoU 1.00). Once b moves the box it is b's own."""
+    a, b = make_user(roles.ANNOTATOR), make_user(roles.ANNOTATOR)
+    photo = make_photo(CaseFactory(), size=(100, 80), color=(12, 34, 56))
+    boxes.annotation_save(photo=photo, user=a, boxes=[{"x0": 10, "y0": 10, "x1": 50, "y1": 40, "label": "nv"}], submit=True)
+    client.force_login(b)
+    from django.urls import reverse
+    data = client.get(reverse("workspace-detail", args=[photo.pk])).json()
+    prefill = data["prefill"]["boxes"]
+    assert prefill[0]["source_box"] and prefill[0]["id"] is None
+    saved = boxes.annotation_save(photo=photo, user=b, boxes=prefill, submit=False)
+    box = saved.boxes.get()
+    assert box.origin == "prefilled" and box.source_box_id == prefill[0]["source_box"]
+    assert boxes.box_payload(box)["origin"] == "prefilled"
+    boxes.annotation_save(photo=photo, user=b, boxes=[boxes.box_payload(box)], submit=True)
+    assert agreement.agreement_report()["per_photo"] == []   # nothing independent to compare
+    # a copy whose label or geometry differs is b's own and is compared
+    ann = PhotoAnnotation.objects.get(photo=photo, annotator=b)
+    ann.status = "to_annotate"
+    ann.save()
+    moved = {**boxes.box_payload(box), "x1": 60}
+    box = boxes.annotation_save(photo=photo, user=b, boxes=[moved], submit=True).boxes.get()
+    assert box.origin == "drawn"
+    row = agreement.agreement_report()["per_photo"][0]
+    assert row["matches"] == 1 and row["mean_iou"] == pytest.approx(1200 / 1500)
+    # a new box drawn at the very same place as the copy source but without source is own work too
+    c = make_user(roles.ANNOTATOR)
+    relabelled = {**prefill[0], "label": "mel"}
+    assert boxes.annotation_save(photo=photo, user=c, boxes=[relabelled]).boxes.get().origin == "drawn"

@@ -144,7 +144,7 @@ def test_api_save_and_read_back(client, photo, users):
     data = r.json()
     assert data["annotation"]["boxes"][0] | {"id": 0} == {"id": 0, "x0": 5, "y0": 6, "x1": 70, "y1": 80, "label": "bkl",
                                                           "sub_class": "bkl", "meta_class": "keratinocytic",
-                                                          "difficult": False, "truncated": False}
+                                                          "difficult": False, "truncated": False, "origin": "drawn", "source_box": None}
     r = client.get(reverse("workspace-detail", args=[photo.pk]))
     assert r.json()["annotation"]["boxes"][0]["label"] == "bkl" and r.json()["editable"] is True
     r = client.put(url, {"boxes": [{"x0": 5, "y0": 6, "x1": 700, "y1": 80, "label": "bkl"}]}, content_type="application/json")

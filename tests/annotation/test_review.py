@@ -109,13 +109,41 @@ def test_groups_split_in_half_keeps_cases_together(taxonomy, users, make_user):
     for i in range(6):
         case = CaseFactory()
         photos += [make_photo(case, color=(i * 30, j * 100, 50)) for j in range(1 + i % 2)]  # 1 or 2 photos per case
-    counts = review.groups_split(group_a=ga, group_b=gb, photos=Photo.objects.all(), by=admin)
+    counts = review.groups_split(group_a=ga, group_b=gb, photos=Photo.objects.all(), by=admin).counts
     assert sum(counts.values()) == len(photos) == 9
     assert abs(counts["A"] - counts["B"]) <= 2
     for p in photos:
         assert {q.assignment.group_id for q in p.case.photos.all()} == {p.assignment.group_id}
     # a second split does not move anything
-    assert review.groups_split(group_a=ga, group_b=gb, photos=Photo.objects.all(), by=admin) == {"A": 0, "B": 0}
+    again = review.groups_split(group_a=ga, group_b=gb, photos=Photo.objects.all(), by=admin)
+    assert again.counts == {"A": 0, "B": 0} and again.moved == []
+
+
+def test_split_keeps_submitted_work_reviewable_and_says_what_moved(taxonomy, users, make_user):
+    """A submitted a photo before the split; the split must not hand it to B's annotators
+    (where B's reviewer could never review it), and a photo wrongly assigned to B moves to A."""
+    admin = users[roles.ADMIN]
+    a1, b1, b2 = make_user(roles.ANNOTATOR), make_user(roles.ANNOTATOR), make_user(roles.ANNOTATOR)
+    ga = review.group_set_members(name="A", members=[a1], by=admin)
+    gb = review.group_set_members(name="B", members=[b1, b2], by=admin)
+    p1 = make_photo(CaseFactory(), size=(64, 48), color=(10, 20, 30))
+    p2 = make_photo(CaseFactory(), size=(64, 48), color=(40, 50, 60))
+    Assignment.objects.create(photo=p2, group=gb, assigned_by=admin)  # e.g. assigned before a1 changed groups
+    ann1 = boxes.annotation_save(photo=p1, user=a1, boxes=[BOX], submit=True)
+    ann2 = boxes.annotation_save(photo=p2, user=a1, boxes=[BOX], submit=True)
+    for _ in range(3):  # untouched photos that would tip the alternation towards B
+        make_photo(CaseFactory(), size=(32, 32), color=(_ * 70, 9, 9))
+    split = review.groups_split(group_a=ga, group_b=gb, photos=Photo.objects.all(), by=admin)
+    for p in (p1, p2):
+        p.refresh_from_db()
+        assert p.assignment.group == ga
+    assert any(f"Photo {p1.pk}" in m and "went to A" in m for m in split.moved)
+    assert any(f"Photo {p2.pk}" in m and "moved from B to A" in m for m in split.moved)
+    for reviewer in (b1, b2):
+        assert review.review_refusal(user=reviewer, annotation=ann1) is None
+        assert set(boxes.queue_to_review(user=reviewer)) == {ann1, ann2}
+        assert not set(boxes.queue_to_annotate(user=reviewer)) & {p1, p2}
+    review.review_accept(annotation=ann2, by=b1)
 
 
 def test_only_admins_manage_groups(taxonomy, users):

@@ -140,3 +140,114 @@ def test_keyboard_undo_zoom_and_next_photo_without_reload(browser, live_server, 
     ActionChains(browser).send_keys("p").perform()
     _wait(browser, lambda d: canvas.get_attribute("data-loaded") == str(first.pk))
     assert browser.execute_script("return window.dermWorkspace.boxes[0].id") == box.pk
+
+
+def _overlaps(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_read_only_buttons_look_disabled_queue_count_follows_submissions_and_pin_spares_label(
+        browser, live_server, login, taxonomy):
+    from annotation import boxes as box_services
+    from annotation.review import review_reject
+
+    admin = UserFactory(role=roles.ADMIN)
+    ann_user = UserFactory(role=roles.ANNOTATOR)
+    reviewer = UserFactory(role=roles.ANNOTATOR)
+    ga = group_set_members(name="Group A", members=[ann_user], by=admin)
+    gb = group_set_members(name="Group B", members=[reviewer], by=admin)
+    case = CaseFactory()
+    photos = [make_photo(case, size=(640, 480), color=(200, 150 - 20 * i, 130)) for i in range(3)]
+    groups_split(group_a=ga, group_b=gb, photos=case.photos.all(), by=admin)
+    # a narrow box (its label is wider than the box) rejected with a comment pinned to it
+    narrow = box_services.annotation_save(photo=photos[2], user=ann_user, submit=True,
+                                          boxes=[{"x0": 300, "y0": 200, "x1": 312, "y1": 260, "label": "mel"}])
+    review_reject(annotation=narrow, by=reviewer, comment="Too tight", box_id=narrow.boxes.get().pk)
+
+    _login(login, browser, ann_user)
+    browser.get(f"{live_server.url}/annotate/")
+    assert "My photos to annotate (3)" in browser.find_element(By.ID, "tab-annotate").text
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photos[0].pk}/", photos[0].pk)
+    total = lambda d: d.find_element(By.ID, "ws-queue-total").text  # noqa: E731
+    _wait(browser, lambda d: total(d) == "3")
+    canvas = browser.find_element(By.ID, "ws-canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(50, 50) \
+        .move_by_offset(50, 40).release().perform()
+    browser.find_element(By.ID, "ws-submit").click()
+    _wait(browser, lambda d: total(d) == "2")
+
+    # the submitted photo is read-only, and its buttons look it
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photos[0].pk}/", photos[0].pk)
+    for bid in ("ws-save", "ws-submit", "ws-undo", "ws-delete"):
+        button = browser.find_element(By.ID, bid)
+        assert not button.is_enabled()
+        assert float(button.value_of_css_property("opacity")) < 0.6, bid
+        assert button.value_of_css_property("cursor") == "not-allowed", bid
+    assert float(browser.find_element(By.ID, "ws-fit").value_of_css_property("opacity")) == 1.0
+    browser.get(f"{live_server.url}/annotate/")
+    assert "My photos to annotate (2)" in browser.find_element(By.ID, "tab-annotate").text
+
+    # the review comment's pin does not cover the box's label
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photos[2].pk}/", photos[2].pk)
+    import json
+    layout = json.loads(browser.find_element(By.ID, "ws-canvas").get_attribute("data-layout"))
+    assert len(layout["labels"]) == 1 and len(layout["pins"]) == 1
+    assert not _overlaps(layout["labels"][0], layout["pins"][0])
+
+
+def test_draft_is_autosaved_with_a_visible_saved_state(browser, live_server, login, taxonomy, settings):
+    import time
+
+    settings.ANNOTATION_AUTOSAVE_SECONDS = 1
+    user, other = UserFactory(role=roles.ANNOTATOR), UserFactory(role=roles.ANNOTATOR)
+    case = CaseFactory()
+    photo = make_photo(case, size=(640, 480), color=(190, 140, 120))
+    prefilled = make_photo(case, size=(640, 480), color=(90, 40, 20))
+    from annotation import boxes as box_services
+    box_services.annotation_save(photo=prefilled, user=other, boxes=[{"x0": 5, "y0": 5, "x1": 60, "y1": 60, "label": "nv"}])
+    _login(login, browser, user)
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
+    state = lambda d: d.find_element(By.ID, "ws-saved-state")  # noqa: E731
+    _wait(browser, lambda d: state(d).get_attribute("data-state") == "saved")
+    canvas = browser.find_element(By.ID, "ws-canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(50, 50) \
+        .move_by_offset(50, 40).release().perform()
+    assert state(browser).get_attribute("data-state") == "unsaved" and state(browser).text == "Unsaved changes"
+    # no click on Save: the draft reaches the server by itself and the state says so
+    _wait(browser, lambda d: state(d).text.startswith("Autosaved"))
+    ann = PhotoAnnotation.objects.get(photo=photo, annotator=user)
+    assert ann.status == AnnotationStatus.TO_ANNOTATE and ann.boxes.count() == 1
+    assert state(browser).get_attribute("data-state") == "saved"
+    # merely opening a pre-filled photo does not save (and so does not claim) it
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{prefilled.pk}/", prefilled.pk)
+    time.sleep(2.5)  # longer than the autosave delay: nothing may be saved
+    assert not PhotoAnnotation.objects.filter(photo=prefilled, annotator=user).exists()
+    assert state(browser).get_attribute("data-state") == "unsaved"
+
+
+def test_accept_the_models_proposed_box_with_one_key_and_it_autosaves(browser, live_server, login, taxonomy, settings):
+    import numpy as np
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.annotation.test_proposals import heat, stored_prediction
+
+    settings.ANNOTATION_AUTOSAVE_SECONDS = 1
+    derm = UserFactory(role=roles.DERMATOLOGIST)
+    photo = make_photo(CaseFactory(), size=(640, 480), color=(170, 120, 100))
+    stored_prediction(photo, heat((8, 16), (8, 24)) * np.float32(0.9))  # centre square x 80..560, 15 px cells
+    _login(login, browser, derm)
+    _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
+    proposal = browser.execute_script("return window.dermWorkspace.data.proposal")
+    assert (proposal["x0"], proposal["y0"], proposal["x1"], proposal["y1"]) == (200, 120, 440, 240)
+    assert proposal["label"] == "mel" and browser.find_elements(By.CSS_SELECTOR, "#ws-boxes li") == []
+    browser.find_element(By.ID, "ws-canvas").click()
+    ActionChains(browser).send_keys("a").perform()
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ws-boxes li")) == 1)
+    assert "Melanoma" in browser.find_element(By.CSS_SELECTOR, "#ws-boxes li").text
+    _wait(browser, lambda d: d.find_element(By.ID, "ws-saved-state").text.startswith("Autosaved"))
+    box = Box.objects.get(photo=photo)
+    assert (box.x0, box.y0, box.x1, box.y1, box.sub_class.code, box.origin) == (200, 120, 440, 240, "mel", "proposed")
+    # editing makes it the annotator's own
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+    _wait(browser, lambda d: Box.objects.get(photo=photo).x0 == 201)
+    assert Box.objects.get(photo=photo).origin == "drawn"

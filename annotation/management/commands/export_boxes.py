@@ -3,6 +3,8 @@ COCO JSON or CSV. One annotation per photo: the gold one, else an accepted one.
 
     manage.py export_boxes --format voc --out exported/Annotations
     manage.py export_boxes --format coco --out boxes.json --status accepted annotated
+    manage.py export_boxes --format voc --with-images --out labelimg.zip   (photos next to their XML)
+    manage.py export_boxes --format yolo [--with-images] --out yolo.zip
 """
 from pathlib import Path
 
@@ -17,13 +19,14 @@ class Command(BaseCommand):
     help = __doc__
 
     def add_arguments(self, parser):
-        parser.add_argument("--format", choices=["voc", "coco", "csv"], required=True)
+        parser.add_argument("--format", choices=["voc", "coco", "csv", "yolo"], required=True)
+        parser.add_argument("--with-images", action="store_true", help="voc/yolo: write a zip (--out) with the photos")
         parser.add_argument("--out", required=True)
         parser.add_argument("--status", nargs="+", default=[AnnotationStatus.ACCEPTED], choices=AnnotationStatus.values)
         parser.add_argument("--annotator", help="only this annotator's boxes")
         parser.add_argument("--as-user", default=None, help="whose visibility applies (default: first admin)")
 
-    def handle(self, *args, format, out, status, annotator, as_user, **opts):
+    def handle(self, *args, format, out, status, annotator, as_user, with_images, **opts):
         User = get_user_model()
         user = User.objects.filter(username=as_user).first() if as_user else (
             User.objects.filter(is_superuser=True).first() or User.objects.filter(groups__name="admin").first())
@@ -36,7 +39,13 @@ class Command(BaseCommand):
                 raise CommandError(f"unknown annotator {annotator}")
         anns = export.annotations_for_export(user=user, statuses=status, annotator=ann_user)
         out_path = Path(out)
-        if format == "voc":
+        if format == "yolo":
+            from annotation.interchange.yolo import export_yolo_zip
+
+            out_path.write_bytes(export_yolo_zip(anns, with_images=with_images))
+        elif format == "voc" and with_images:
+            out_path.write_bytes(export.export_voc_zip(anns, with_images=True))
+        elif format == "voc":
             out_path.mkdir(parents=True, exist_ok=True)
             files = export.export_voc(anns)
             for name, data in files.items():
