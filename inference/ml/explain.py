@@ -10,7 +10,8 @@ Public API:
     share = heatmap_mass_in_boxes(maps[0].cam, [(x0, y0, x1, y1)], photo.size)
     hit = peak_in_boxes(maps[0].cam, [(x0, y0, x1, y1)], photo.size)    # pointing game: 1.0 / 0.0
 
-How the maps are made (``CamSettings``; ``DEFAULT`` unless ``explain(..., settings=...)``): the CAM
+How the maps are made (``CamSettings``; ``DEFAULT`` unless ``explain(..., settings=...)`` or the
+environment variable ``DERM_ML_CAM`` says otherwise, e.g. ``DERM_ML_CAM=layercam@head``): the CAM
 method (Grad-CAM, Grad-CAM++, LayerCAM, HiResCAM), the target layer(s), averaging with the
 mirrored photo's map, Gaussian smoothing. ``bench/gradcam_placement.py`` measures how much heat
 each choice puts on the lesion and what it costs.
@@ -36,6 +37,7 @@ original photo pixels, which is how overlays and box masses are placed.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -113,6 +115,19 @@ class CamSettings:
 
 
 DEFAULT = CamSettings()
+ENV = "DERM_ML_CAM"     # a CamSettings spec that replaces DEFAULT server-wide (e.g. "layercam@head")
+
+
+def default_settings() -> CamSettings:
+    """``DEFAULT``, or the spec in the environment variable ``DERM_ML_CAM`` (read on every call, so a
+    bad value fails the heat maps with a message naming it, never the import)."""
+    spec = os.environ.get(ENV, "").strip()
+    if not spec:
+        return DEFAULT
+    try:
+        return CamSettings.parse(spec)
+    except ValueError as e:
+        raise ValueError(f"{ENV}={spec!r}: {e}") from None
 
 
 def layer_names(model, layers: Sequence[str], head_name: str = GRADCAM_LAYER) -> list[str]:
@@ -242,9 +257,9 @@ def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[s
     """Heat maps for the given sub-classes (fine model) and meta-classes (coarse model).
 
     ``predictor`` is an ``inference.ml.predict.Predictor``; ``img`` a PIL image; ``settings`` how the
-    maps are made (``DEFAULT`` when None).
+    maps are made (``default_settings()`` when None).
     """
-    cfg = settings or DEFAULT
+    cfg = settings or default_settings()
     tax = predictor.taxonomy
     x = predictor.preprocess(img).contiguous(memory_format=torch.channels_last)
     head = predictor.gradcam_layer_name

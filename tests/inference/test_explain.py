@@ -190,3 +190,21 @@ def test_cam_settings_refuse_bad_specs(tiny_model_dir):
         "backbone.head", f"backbone.blocks.{n - 1}", "backbone.blocks.0"]
     with pytest.raises(ValueError, match=f"the model has {n} blocks"):
         layer_names(P.fine_model, [f"block:{n}"])
+
+
+def test_environment_chooses_the_default_settings(tiny_model_dir, monkeypatch):
+    from inference.ml.explain import DEFAULT, ENV, CamSettings, default_settings
+    from inference.ml.predict import Predictor
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert default_settings() == DEFAULT
+    monkeypatch.setenv(ENV, "layercam@head,flip")
+    assert default_settings() == CamSettings("layercam", ("head",), flip=True)
+    P = Predictor.load(tiny_model_dir)
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    a = explain(P, img, P.taxonomy.sub_classes[:2])
+    b = explain(P, img, P.taxonomy.sub_classes[:2], (), CamSettings("layercam", ("head",), flip=True))
+    assert all(np.array_equal(x.cam, y.cam) for x, y in zip(a, b))
+    monkeypatch.setenv(ENV, "scorecam@head")
+    with pytest.raises(ValueError, match="DERM_ML_CAM='scorecam@head': unknown CAM method"):
+        explain(P, img, P.taxonomy.sub_classes[:1])
