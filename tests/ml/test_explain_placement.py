@@ -143,7 +143,7 @@ def test_bench_runs_on_a_tiny_model(tmp_path, taxonomy_file):
         assert Path(row["image"]).name in _images_of_cases(data, held_out)     # held-out photos only
         for v in ("gradcam@head", "layercam@head+block:-2,flip"):
             s = row["variants"][v]
-            assert 0 <= s["mass"] <= 1 and 0 <= s["hit"] <= 1 and s["serve_ms"] > s["cam_ms"] > 0
+            assert 0 <= s["mass"] <= 1 and 0 <= s["hit"] <= 1 and s["serve_ms"] > s["cam_ms"] > 0 and s["serve_cpu_ms"] > 0
     assert "d_mass" in res["summary"]["layercam@head+block:-2,flip"]
     saved = json.loads((tmp_path / "res" / "gradcam_placement_model.json").read_text())
     assert saved["n"] == res["n"]
