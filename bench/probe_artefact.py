@@ -39,6 +39,7 @@ def build(data, out, per_class: int = 80, size: int = 224, seed: int = 0, log=pr
         normalise,
         read_dataset,
     )
+    from inference.ml.infer import ood_fit
     from inference.ml.networks import Classifier
     from inference.ml.taxonomy import Taxonomy
     from inference.ml.train import TrainConfig, preprocessing_for
@@ -91,8 +92,8 @@ def build(data, out, per_class: int = 80, size: int = 224, seed: int = 0, log=pr
                            "fc.weight": torch.from_numpy(W), "fc.bias": torch.from_numpy(b)})
         art.save_state(m, out / f"{name}.safetensors")
         heads[name] = balanced_accuracy_score(ye, lr.predict((Xe - mu) / sd))
-    means = np.stack([X[[records[i].label == c for i in pick]].mean(0) if any(records[i].label == c for i in pick)
-                      else X.mean(0) for c in tax.sub_classes]).astype(np.float32)
+    means, ood_threshold = ood_fit(X, np.array([tax.sub_classes.index(records[i].label) for i in pick]),
+                                   len(tax.sub_classes))
     save_file({"class_means": torch.from_numpy(means)}, str(out / "ood.safetensors"))
     tax.to_json(out / "taxonomy.json")
     art.write_json(out / "metrics.json", {"probe_balanced_accuracy_heldout_sample": heads})
@@ -103,7 +104,7 @@ def build(data, out, per_class: int = 80, size: int = 224, seed: int = 0, log=pr
         "training": {"note": f"ImageNet backbone, logistic-regression heads on {len(pick)} photos (bench stand-in)"},
         "seed": seed, "data": {"fingerprint": data_fingerprint(records), "n_images": len(records)},
         "split": {"test_cases": sorted({records[i].case_id for i in te})},
-        "ood": {"method": "cosine distance to class means (bench stand-in)", "threshold": 2.0},
+        "ood": {"method": "cosine distance to class means (bench stand-in)", "threshold": ood_threshold},
         "code_version": art.code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     log(f"{out}: balanced accuracy on {len(eval_idx)} held-out photos: fine {heads['fine']:.3f}, "

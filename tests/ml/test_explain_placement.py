@@ -155,3 +155,39 @@ def _images_of_cases(data, cases):
     import csv
     with open(data / "labels.csv") as f:
         return [r["image"] for r in csv.DictReader(f) if r["case_id"] in cases]
+
+
+def test_probe_artefact_keeps_the_held_out_cases_out(tmp_path):
+    """bench/probe_artefact.py: heads fitted on training-split photos only; the artefact loads and
+    its held-out photos are what the placement bench measures."""
+    import csv
+
+    from inference.ml.evaluate import artefact_records
+    from inference.ml.predict import Predictor
+
+    probe = _load("probe_artefact")
+    rng = np.random.default_rng(0)
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    colours = {"nv": (120, 70, 40), "mel": (30, 20, 20), "akiec": (200, 90, 90), "bcc": (230, 180, 190),
+               "bkl": (150, 120, 60), "df": (170, 110, 90), "vasc": (190, 20, 60)}
+    rows = []
+    for label, c in colours.items():
+        for i in range(10):
+            a = np.full((40, 40, 3), (205, 160, 140), np.float32) + rng.normal(0, 10, (40, 40, 3))
+            a[12:28, 12:28] = c
+            name = f"{label}_{i}.jpg"
+            Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(tmp_path / "data" / "images" / name)
+            rows.append((name, label, f"{label}_case{i}"))
+    with open(tmp_path / "data" / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("image", "label", "case_id"), *rows])
+    logs = []
+    out = probe.build(tmp_path / "data", tmp_path / "probe", per_class=3, size=64, log=logs.append)
+    man = json.loads((out / "model.json").read_text())
+    held_out = set(man["split"]["test_cases"])
+    assert 0 < len(held_out) < len(rows)
+    P = Predictor.load(out)
+    recs, scope, _ = artefact_records(P, tmp_path / "data", "test")
+    assert scope == "held-out split of the training data" and {r.case_id for r in recs} == held_out
+    d = P.predict_one(Image.open(tmp_path / "data" / "images" / "mel_0.jpg"))
+    assert abs(sum(r.probability for r in d.ranked) - 1) < 1e-4
+    assert "balanced accuracy" in logs[-1]
