@@ -71,7 +71,9 @@ METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCA
 @dataclass(frozen=True)
 class CamSettings:
     """How heat maps are made. ``layers``: "head" (the last conv block, ``Predictor.gradcam_layer_name``)
-    and/or "block:K" (MBConv block K; negative K counts from the end), averaged after each earlier
+    and/or "block:K" (MBConv block K; negative K counts from the end) and/or "stride:N" (the last
+    block whose output is 1/N of the input's side, e.g. stride:16 = the last 14 x 14 layer at 224
+    px, block 10 of Lite0, the same stage in Lite1/Lite2), averaged after each earlier
     layer is rescaled to the deepest one's mean; ``flip``: average with the mirrored photo's map
     (mirrored back), as the differential averages the flipped view; ``smooth``: Gaussian blur of
     the map, sigma as a fraction of its side (0 = off).
@@ -89,8 +91,8 @@ class CamSettings:
         if not self.layers:
             raise ValueError("CamSettings.layers is empty")
         for name in self.layers:
-            if name != "head" and not re.fullmatch(r"block:-?\d+", name):
-                raise ValueError(f"layer {name!r}: use 'head' or 'block:K'")
+            if name != "head" and not re.fullmatch(r"block:-?\d+|stride:\d+", name):
+                raise ValueError(f"layer {name!r}: use 'head', 'block:K' or 'stride:N'")
         if not 0 <= self.smooth < 1:
             raise ValueError(f"smooth must be from 0 (off) to below 1, not {self.smooth!r}")
 
@@ -132,16 +134,39 @@ def default_settings() -> CamSettings:
 
 def layer_names(model, layers: Sequence[str], head_name: str = GRADCAM_LAYER) -> list[str]:
     """Submodule names of ``CamSettings.layers`` in ``model`` ("block:K" -> "backbone.blocks.K")."""
-    n = len(model.backbone.blocks) if hasattr(getattr(model, "backbone", None), "blocks") else 0
+    b = getattr(model, "backbone", None)
+    n = len(b.blocks) if hasattr(b, "blocks") else 0
     out = []
     for name in layers:
         if name == "head":
             out.append(head_name)
             continue
         k = int(name.split(":")[1])
+        if name.startswith("stride:"):
+            strides = _block_strides(b) if n else []
+            found = [i for i, s in enumerate(strides) if s == k]
+            if not found:
+                raise ValueError(f"layer {name!r}: the model's blocks have output strides {sorted(set(strides))}")
+            out.append(f"backbone.blocks.{found[-1]}")
+            continue
         if not -n <= k < n:
             raise ValueError(f"layer {name!r}: the model has {n} blocks")
         out.append(f"backbone.blocks.{k % n}")
+    return out
+
+
+def _block_strides(backbone) -> list[int]:
+    """Output stride (input side / output side) after each block: the product of conv strides."""
+    def stride(module):
+        p = 1
+        for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                p *= m.stride[0]
+        return p
+    s, out = stride(backbone.stem), []
+    for blk in backbone.blocks:
+        s *= stride(blk)
+        out.append(s)
     return out
 
 

@@ -100,7 +100,7 @@ def test_trunk_once_equals_plain_batched_gradcam(tiny_model_dir):
 
 
 @pytest.mark.parametrize("spec", ["gradcam@head", "gradcam++@head", "layercam@head", "hirescam@head",
-                                  "layercam@block:-2", "gradcam@head+block:1", "hirescam@head,flip,smooth=0.05"])
+                                  "layercam@block:-2", "layercam@stride:16", "gradcam@head+block:1", "hirescam@head,flip,smooth=0.05"])
 def test_every_cam_setting_gives_maps_of_the_model_input_size(tiny_model_dir, spec):
     from inference.ml.explain import CamSettings
     from inference.ml.predict import Predictor
@@ -178,6 +178,7 @@ def test_cam_settings_refuse_bad_specs(tiny_model_dir):
 
     with pytest.raises(ValueError, match="unknown CAM method 'scorecam'"):
         CamSettings.parse("scorecam@head")
+    assert CamSettings.parse("layercam@stride:16").layers == ("stride:16",)
     with pytest.raises(ValueError, match="layer 'conv3'"):
         CamSettings.parse("gradcam@conv3")
     with pytest.raises(ValueError, match="unknown option 'blur'"):
@@ -190,6 +191,11 @@ def test_cam_settings_refuse_bad_specs(tiny_model_dir):
         "backbone.head", f"backbone.blocks.{n - 1}", "backbone.blocks.0"]
     with pytest.raises(ValueError, match=f"the model has {n} blocks"):
         layer_names(P.fine_model, [f"block:{n}"])
+    # tiny network: stem stride 2, then blocks of stride 1, 2, 2, 2
+    assert layer_names(P.fine_model, ["stride:16", "stride:8", "stride:2"]) == [
+        "backbone.blocks.3", "backbone.blocks.2", "backbone.blocks.0"]
+    with pytest.raises(ValueError, match=r"output strides \[2, 4, 8, 16\]"):
+        layer_names(P.fine_model, ["stride:32"])
 
 
 def test_environment_chooses_the_default_settings(tiny_model_dir, monkeypatch):
