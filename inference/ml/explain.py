@@ -3,24 +3,32 @@
 
 Public API:
 
-    from inference.ml.explain import explain, shared_scale, render_overlay, heatmap_mass_in_boxes
+    from inference.ml.explain import explain, shared_scale, render_overlay, heatmap_mass_in_boxes, peak_in_boxes
     maps = explain(predictor, pil_image, sub_targets=["mel", "nv", "bkl"], meta_targets=["melanocytic"])
     vmax = shared_scale(maps)                      # one colour scale for all maps of the photo
     rgba = render_overlay(maps[0].cam, vmax, photo.size)    # PIL RGBA, photo's aspect ratio
     share = heatmap_mass_in_boxes(maps[0].cam, [(x0, y0, x1, y1)], photo.size)
+    hit = peak_in_boxes(maps[0].cam, [(x0, y0, x1, y1)], photo.size)    # pointing game: 1.0 / 0.0
+
+How the maps are made (``CamSettings``; ``DEFAULT`` unless ``explain(..., settings=...)`` or the
+environment variable ``DERM_ML_CAM`` says otherwise, e.g. ``DERM_ML_CAM=gradcam@head`` for Grad-CAM
+at the last conv block): the CAM
+method (Grad-CAM, Grad-CAM++, LayerCAM, HiResCAM), the target layer(s), averaging with the
+mirrored photo's map, Gaussian smoothing. ``bench/gradcam_placement.py`` measures how much heat
+each choice puts on the lesion and what it costs.
 
 How it stays fast (target: one photo, 3 + 1 targets, < 300 ms on 2 CPU cores):
-- weights stay frozen (``requires_grad`` False everywhere). The trunk (stem + MBConv blocks, i.e.
-  everything before the target layer ``backbone.head``) runs once, under ``no_grad``, on the one
-  photo; its output is the only tensor that requires grad, so the backward pass stops at the
-  target layer instead of running through the whole network.
+- weights stay frozen (``requires_grad`` False everywhere). The trunk (stem + the MBConv blocks
+  before the first target layer, all of them for ``backbone.head``) runs once, under ``no_grad``,
+  on the one photo; its output is the only tensor that requires grad, so the backward pass stops
+  at the first target layer instead of running through the whole network.
 - targets are batched: the trunk output is expanded (no copy) to one row per target, so the
   target layer and classifier run once on a batch of N rows and one backward gives all N maps.
 
 With an ensemble of fine models, a sub-class map is the mean of the members' maps (the members
 see the same photo and their probabilities are averaged the same way).
 
-Heat maps are *raw* Grad-CAM values (ReLU of the gradient-weighted activations, no per-map
+Heat maps are *raw* CAM values (ReLU of the gradient-weighted activations, no per-map
 min-max scaling as pytorch-grad-cam does by default), so all maps of one photo can share one colour
 scale: ``shared_scale`` is the maximum over them.
 
@@ -30,15 +38,20 @@ original photo pixels, which is how overlays and box masses are placed.
 """
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy import ndimage
+
+from .networks import GRADCAM_LAYER
 
 
 @dataclass
@@ -53,87 +66,240 @@ class HeatMap:
         return float(self.cam.max()) if self.cam.size else 0.0
 
 
-class _RawGradCAM(GradCAM):
-    """GradCAM that returns raw (ReLU'd, unscaled) maps at the model input size."""
+METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "hirescam": HiResCAM}
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    """How heat maps are made. ``layers``: "head" (the last conv block, ``Predictor.gradcam_layer_name``)
+    and/or "block:K" (MBConv block K; negative K counts from the end) and/or "stride:N" (the last
+    block whose output is 1/N of the input's side, e.g. stride:16 = the last 14 x 14 layer at 224
+    px, block 10 of Lite0, the same stage in Lite1/Lite2), averaged after each earlier
+    layer is rescaled to the deepest one's mean; ``flip``: average with the mirrored photo's map
+    (mirrored back), as the differential averages the flipped view; ``smooth``: Gaussian blur of
+    the map, sigma as a fraction of its side (0 = off).
+
+    ``CamSettings.parse("layercam@head+block:-6,flip,smooth=0.03")`` reads the bench notation
+    (``spec`` writes it)."""
+    method: str = "gradcam"
+    layers: tuple[str, ...] = ("head",)
+    flip: bool = False
+    smooth: float = 0.0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown CAM method {self.method!r}; choose from {sorted(METHODS)}")
+        if not self.layers:
+            raise ValueError("CamSettings.layers is empty")
+        for name in self.layers:
+            if name != "head" and not re.fullmatch(r"block:-?\d+|stride:\d+", name):
+                raise ValueError(f"layer {name!r}: use 'head', 'block:K' or 'stride:N'")
+        if not 0 <= self.smooth < 1:
+            raise ValueError(f"smooth must be from 0 (off) to below 1, not {self.smooth!r}")
+
+    @classmethod
+    def parse(cls, spec: str) -> CamSettings:
+        head, *opts = [p.strip() for p in spec.split(",")]
+        method, _, layers = head.partition("@")
+        kw: dict = {"method": method.strip().lower(), "layers": tuple(layers.split("+")) if layers else ("head",)}
+        for o in opts:
+            if o == "flip":
+                kw["flip"] = True
+            elif o.startswith("smooth="):
+                kw["smooth"] = float(o.split("=", 1)[1])
+            else:
+                raise ValueError(f"{spec!r}: unknown option {o!r} (flip, smooth=F)")
+        return cls(**kw)
+
+    @property
+    def spec(self) -> str:
+        s = f"{self.method}@{'+'.join(self.layers)}"
+        return s + (",flip" if self.flip else "") + (f",smooth={self.smooth:g}" if self.smooth else "")
+
+
+# LayerCAM at the last stride-16 block put more heat on the lesion and its peak on it far more
+# often than Grad-CAM at the head, for ~55 ms more CPU per photo (bench/gradcam_placement.py on
+# the bench/probe_artefact.py stand-in; to be confirmed on a fine-tuned artefact)
+DEFAULT = CamSettings("layercam", ("stride:16",))
+ENV = "DERM_ML_CAM"     # a CamSettings spec that replaces DEFAULT server-wide (e.g. "layercam@head")
+
+
+def default_settings() -> CamSettings:
+    """``DEFAULT``, or the spec in the environment variable ``DERM_ML_CAM`` (read on every call, so a
+    bad value fails the heat maps with a message naming it, never the import)."""
+    spec = os.environ.get(ENV, "").strip()
+    if not spec:
+        return DEFAULT
+    try:
+        return CamSettings.parse(spec)
+    except ValueError as e:
+        raise ValueError(f"{ENV}={spec!r}: {e}") from None
+
+
+def layer_names(model, layers: Sequence[str], head_name: str = GRADCAM_LAYER) -> list[str]:
+    """Submodule names of ``CamSettings.layers`` in ``model`` ("block:K" -> "backbone.blocks.K")."""
+    b = getattr(model, "backbone", None)
+    n = len(b.blocks) if hasattr(b, "blocks") else 0
+    out = []
+    for name in layers:
+        if name == "head":
+            out.append(head_name)
+            continue
+        k = int(name.split(":")[1])
+        if name.startswith("stride:"):
+            strides = _block_strides(b) if n else []
+            found = [i for i, s in enumerate(strides) if s == k]
+            if not found:
+                raise ValueError(f"layer {name!r}: the model's blocks have output strides {sorted(set(strides))}")
+            out.append(f"backbone.blocks.{found[-1]}")
+            continue
+        if not -n <= k < n:
+            raise ValueError(f"layer {name!r}: the model has {n} blocks")
+        out.append(f"backbone.blocks.{k % n}")
+    return out
+
+
+def _block_strides(backbone) -> list[int]:
+    """Output stride (input side / output side) after each block: the product of conv strides."""
+    def stride(module):
+        p = 1
+        for m in module.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                p *= m.stride[0]
+        return p
+    s, out = stride(backbone.stem), []
+    for blk in backbone.blocks:
+        s *= stride(blk)
+        out.append(s)
+    return out
+
+
+class _RawCAM:
+    """Mixin for a pytorch-grad-cam method: raw (ReLU'd, unscaled) maps at each layer's own
+    resolution, one array (N, h, w) per target layer; ``_cams`` upsamples and combines them."""
 
     def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
         acts = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
         grads = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
-        out = []
-        for i, layer in enumerate(self.target_layers):
-            cam = self.get_cam_image(input_tensor, layer, targets, acts[i], grads[i], eigen_smooth)
-            out.append(np.maximum(cam, 0)[:, None])
-        return out
+        return [np.maximum(self.get_cam_image(input_tensor, layer, targets, acts[i], grads[i], eigen_smooth), 0)
+                for i, layer in enumerate(self.target_layers)]
 
     def aggregate_multi_layers(self, cam_per_target_layer):
-        return np.mean(np.concatenate(cam_per_target_layer, axis=1), axis=1)
+        return cam_per_target_layer
+
+
+_RAW = {k: type(f"_Raw{v.__name__}", (_RawCAM, v), {}) for k, v in METHODS.items()}
+_RawGradCAM = _RAW["gradcam"]
 
 
 class _OnceTrunk(torch.nn.Module):
-    """Runs everything before the target layer once on the first row of the input (all rows are
-    the same photo), then the target layer + pooling + classifier on one row per target.
+    """Runs everything before the first target layer once on the first row of the input (all rows
+    are the same photo), then the rest (the later blocks, the head, pooling, classifier) on one row
+    per target: the backward pass stops at the first target layer.
 
     Works for ``networks.Classifier`` (backbone.stem -> backbone.blocks -> backbone.head -> pool ->
-    dropout -> fc). For any other module the caller falls back to a plain batched input.
+    dropout -> fc) with targets among ``backbone.head`` / ``backbone.blocks.K``. For any other
+    module or layer the caller falls back to a plain batched input.
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, cut: int):
         super().__init__()
         self.model = model
+        self.cut = cut           # blocks run without grad
 
     @staticmethod
-    def supports(model) -> bool:
+    def cut_for(model, names: Sequence[str]) -> int | None:
+        """How many blocks can run without grad for these target layers (None: not supported)."""
         b = getattr(model, "backbone", None)
-        return all(hasattr(b, n) for n in ("stem", "blocks", "head")) and all(
-            hasattr(model, n) for n in ("pool", "dropout", "fc"))
+        if not (all(hasattr(b, n) for n in ("stem", "blocks", "head")) and all(
+                hasattr(model, n) for n in ("pool", "dropout", "fc"))):
+            return None
+        cuts = []
+        for name in names:
+            m = re.fullmatch(r"backbone\.(?:head|blocks\.(\d+))", name)
+            if m is None:
+                return None
+            cuts.append(len(b.blocks) if m.group(1) is None else int(m.group(1)))
+        return min(cuts)
 
     def forward(self, x):
         m = self.model
         b = m.backbone
         with torch.no_grad():
-            trunk = b.blocks(b.stem(x[:1]))
-        trunk = trunk.detach().expand(len(x), -1, -1, -1).requires_grad_(True)
-        a = b.head(trunk)                      # target layer: the CAM hooks fire here
+            h = b.stem(x[:1])
+            for blk in b.blocks[: self.cut]:
+                h = blk(h)
+        h = h.detach().expand(len(x), -1, -1, -1).requires_grad_(True)
+        for blk in b.blocks[self.cut:]:          # target blocks: the CAM hooks fire here
+            h = blk(h)
+        a = b.head(h)
         return m.fc(m.dropout(m.pool(a).flatten(1)))
 
 
-def _cams(model, layer_name: str, x: torch.Tensor, class_indices: Sequence[int]) -> np.ndarray:
-    """(N, S, S) raw CAMs for N class indices of one photo ``x`` (1, 3, S, S)."""
+def _cams(model, layer_name, x: torch.Tensor, class_indices: Sequence[int], method: str = "gradcam") -> np.ndarray:
+    """(N, S, S) raw CAMs for N class indices of one photo ``x`` (1, 3, S, S); ``layer_name`` is a
+    submodule name or a list of them (maps averaged, see ``CamSettings``)."""
     if not class_indices:
         return np.zeros((0,) + tuple(x.shape[-2:]), np.float32)
+    names = [layer_name] if isinstance(layer_name, str) else list(layer_name)
     n = len(class_indices)
-    if _OnceTrunk.supports(model):
-        wrapped = _OnceTrunk(model)
-        layer = model.get_submodule(layer_name)
+    cut = _OnceTrunk.cut_for(model, names)
+    if cut is not None:
+        wrapped = _OnceTrunk(model, cut)
         xin = x.expand(n, -1, -1, -1)
     else:   # generic path: batched input, parameters stay frozen, grads flow from the input
         wrapped = model
-        layer = model.get_submodule(layer_name)
         xin = x.expand(n, -1, -1, -1).clone().requires_grad_(True)
+    layers = [model.get_submodule(nm) for nm in names]
     targets = [ClassifierOutputTarget(int(c)) for c in class_indices]
-    with torch.enable_grad(), _RawGradCAM(model=wrapped, target_layers=[layer]) as cam:
-        raw = cam(input_tensor=xin, targets=targets)      # (N, h, w) at the layer's resolution
-    t = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))[:, None]
-    up = F.interpolate(t, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-    return up.clamp_min_(0).numpy()
+    with torch.enable_grad(), _RAW[method](model=wrapped, target_layers=layers) as cam:
+        raw = cam(input_tensor=xin, targets=targets)      # per layer (N, h, w) at its resolution
+    ups = []
+    for r in raw:
+        t = torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32))[:, None]
+        ups.append(F.interpolate(t, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0].clamp_min_(0))
+    if len(ups) == 1:
+        return ups[0].numpy()
+    # hooks record in forward order: ups[-1] is the deepest layer; the others are rescaled to its
+    # mean so every map of a photo stays in one unit (the shared colour scale)
+    ref = float(ups[-1].mean())
+    out = ups[-1].clone()
+    for u in ups[:-1]:
+        mu = float(u.mean())
+        out += u * (ref / mu) if mu > 0 and ref > 0 else u
+    return (out / len(ups)).numpy()
 
 
-def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[str] = ()) -> list[HeatMap]:
-    """Grad-CAM maps for the given sub-classes (fine model) and meta-classes (coarse model).
+def _model_cams(model, x: torch.Tensor, idx: Sequence[int], cfg: CamSettings, head_name: str) -> np.ndarray:
+    names = layer_names(model, cfg.layers, head_name)
+    cams = _cams(model, names, x, idx, cfg.method)
+    if cfg.flip and len(idx):
+        cams = (cams + _cams(model, names, x.flip(3), idx, cfg.method)[:, :, ::-1]) / 2
+    if cfg.smooth and len(idx):
+        cams = ndimage.gaussian_filter(cams, sigma=(0, cfg.smooth * cams.shape[-2], cfg.smooth * cams.shape[-1]),
+                                       mode="nearest")
+    return np.ascontiguousarray(cams, dtype=np.float32)
 
-    ``predictor`` is an ``inference.ml.predict.Predictor``; ``img`` a PIL image.
+
+def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[str] = (),
+            settings: CamSettings | None = None) -> list[HeatMap]:
+    """Heat maps for the given sub-classes (fine model) and meta-classes (coarse model).
+
+    ``predictor`` is an ``inference.ml.predict.Predictor``; ``img`` a PIL image; ``settings`` how the
+    maps are made (``default_settings()`` when None).
     """
+    cfg = settings or default_settings()
     tax = predictor.taxonomy
     x = predictor.preprocess(img).contiguous(memory_format=torch.channels_last)
-    layer = predictor.gradcam_layer_name
+    head = predictor.gradcam_layer_name
     subs = list(tax.sub_classes)
     metas = list(tax.meta_classes)
     out: list[HeatMap] = []
     members = getattr(predictor, "fine_models", None) or [predictor.fine_model]
     idx = [subs.index(s) for s in sub_targets]
-    fine = np.mean([_cams(m, layer, x, idx) for m in members], axis=0)   # ensemble: mean of the members' maps
+    fine = np.mean([_model_cams(m, x, idx, cfg, head) for m in members], axis=0)   # ensemble: mean of the members' maps
     out += [HeatMap("sub", s, r, fine[r]) for r, s in enumerate(sub_targets)]
-    coarse = _cams(predictor.coarse_model, layer, x, [metas.index(m) for m in meta_targets])
+    coarse = _model_cams(predictor.coarse_model, x, [metas.index(m) for m in meta_targets], cfg, head)
     out += [HeatMap("meta", m, r, coarse[r]) for r, m in enumerate(meta_targets)]
     return out
 
@@ -189,6 +355,22 @@ def downsample(cam: np.ndarray, n: int = 32) -> np.ndarray:
     return np.asarray(Image.fromarray(np.asarray(cam, np.float32), "F").resize((n, n), Image.BOX), np.float32)
 
 
+def box_mask(shape: tuple[int, int], boxes: Iterable[Sequence[float]], photo_size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool mask of the heat-map cells whose centre lies inside the union of ``boxes``
+    ((x0, y0, x1, y1) in original photo pixels; the map covers the centre square, ``crop_square``)."""
+    H, W = shape
+    left, top, side = crop_square(photo_size)
+    # centres of heat-map cells in original photo pixels
+    xs = left + (np.arange(W) + 0.5) * side / W
+    ys = top + (np.arange(H) + 0.5) * side / H
+    mask = np.zeros((H, W), bool)
+    for x0, y0, x1, y1 in (tuple(map(float, b)) for b in boxes):
+        x0, x1 = min(x0, x1), max(x0, x1)
+        y0, y1 = min(y0, y1), max(y0, y1)
+        mask |= ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
+    return mask
+
+
 def heatmap_mass_in_boxes(heatmap: np.ndarray, boxes: Iterable[Sequence[float]], photo_size: tuple[int, int]) -> float | None:
     """Share (0..1) of the heat map's mass that falls inside the union of ``boxes``.
 
@@ -198,18 +380,21 @@ def heatmap_mass_in_boxes(heatmap: np.ndarray, boxes: Iterable[Sequence[float]],
     the map is empty (all zero).
     """
     hm = np.clip(np.asarray(heatmap, np.float64), 0, None)
-    boxes = [tuple(map(float, b)) for b in boxes]
+    boxes = list(boxes)
     total = hm.sum()
     if not boxes or total <= 0:
         return None
-    H, W = hm.shape
-    left, top, side = crop_square(photo_size)
-    # centres of heat-map cells in original photo pixels
-    xs = left + (np.arange(W) + 0.5) * side / W
-    ys = top + (np.arange(H) + 0.5) * side / H
-    mask = np.zeros((H, W), bool)
-    for x0, y0, x1, y1 in boxes:
-        x0, x1 = min(x0, x1), max(x0, x1)
-        y0, y1 = min(y0, y1), max(y0, y1)
-        mask |= ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
-    return float(hm[mask].sum() / total)
+    return float(hm[box_mask(hm.shape, boxes, photo_size)].sum() / total)
+
+
+def peak_in_boxes(heatmap: np.ndarray, boxes: Iterable[Sequence[float]], photo_size: tuple[int, int]) -> float | None:
+    """Pointing game: 1.0 when the heat map's hottest cell is inside the union of ``boxes``, 0.0
+    when outside; with several equally hot cells, the share of them inside (the chance that one
+    picked at random hits). None when there are no boxes or the map is empty; geometry as
+    ``heatmap_mass_in_boxes``."""
+    hm = np.asarray(heatmap, np.float64)
+    boxes = list(boxes)
+    if not boxes or hm.size == 0 or hm.max() <= 0:
+        return None
+    peak = hm >= hm.max()
+    return float((box_mask(hm.shape, boxes, photo_size) & peak).sum() / peak.sum())

@@ -423,7 +423,7 @@ def test_ensemble_of_fine_models(tmp_path, taxonomy_file, tiny_data):
     """Two fine models: both stored, the prediction is the mean of their probabilities, the first
     alone is selectable, progress names the member, Grad-CAM averages the members' maps."""
     from safetensors.torch import load_file
-    from inference.ml.explain import _cams, explain
+    from inference.ml.explain import CamSettings, _cams, explain
     from inference.ml.infer import model_outputs
     seen = []
     out = train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "e"),
@@ -458,7 +458,7 @@ def test_ensemble_of_fine_models(tmp_path, taxonomy_file, tiny_data):
     assert rep["fine_members"] == 2
     assert abs(rep["flat"]["accuracy"] - json.loads((out / "metrics.json").read_text())["flat"]["accuracy"]) < 1e-9
     # Grad-CAM of a sub-class: mean of the members' maps
-    maps = explain(P, imgs[0], [P.taxonomy.sub_classes[0]])
+    maps = explain(P, imgs[0], [P.taxonomy.sub_classes[0]], (), CamSettings())     # Grad-CAM at the head
     x = P.preprocess(imgs[0]).contiguous(memory_format=torch.channels_last)
     want = np.mean([_cams(m, P.gradcam_layer_name, x, [0])[0] for m in P.fine_models], axis=0)
     np.testing.assert_allclose(maps[0].cam, want, rtol=1e-5, atol=1e-7)
