@@ -29,12 +29,26 @@ def panel_common_context() -> dict:
     }
 
 
+def shown_models(preds) -> list:
+    """The model versions that made the predictions shown (the header names these, never another model)."""
+    seen = {}
+    for p in preds:
+        seen.setdefault(p.model_version_id, p.model_version)
+    return list(seen.values())
+
+
 def panel_context(request, case) -> dict:
     preds = selectors.case_predictions(user=request.user, case=case)
+    common = panel_common_context()
+    models = shown_models(preds.values())
+    active = common["active_model"]
     return {
         "case": case,
         "blocks": [photo_block_context(request=request, photo=ph, prediction=preds.get(ph.pk)) for ph in case.photos.all()],
-        **panel_common_context(),
+        "shown_models": models,
+        "shows_retired": any(active is None or m.pk != active.pk for m in models),
+        "recomputing": bool(active) and active.predictions.filter(status__in=selectors.pending_statuses()).exists(),
+        **common,
     }
 
 
