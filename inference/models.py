@@ -67,7 +67,8 @@ class ModelActivation(models.Model):
     note = models.CharField(max_length=500, blank=True)
     # Why the admin activated a model that misses the tier targets or was trained on too few photos of a class.
     override_reason = models.TextField(blank=True)
-    concerns = models.JSONField(default=list, blank=True, help_text="The activation checks the model failed (plain words).")
+    concerns = models.JSONField(default=list, blank=True,
+                                help_text="The activation checks the model failed (plain words).")
 
     class Meta:
         ordering = ["-activated_at", "-id"]

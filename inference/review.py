@@ -94,7 +94,7 @@ def activation_review(model_version: ModelVersion) -> dict:
                             ("coarse_accuracy", "Meta-class accuracy", "f")):
         rows.append({"label": label, "candidate": cand["summary"].get(key),
                      "active": act["summary"].get(key) if act else None, "int": fmt == "int"})
-    for i, (key, label) in enumerate(TIERS):
+    for i, (_key, label) in enumerate(TIERS):
         for stat in ("sensitivity", "specificity"):
             c = cand["tiers"][i]
             a = act["tiers"][i] if act else {}

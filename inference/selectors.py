@@ -200,7 +200,7 @@ def training_class_counts(*, taxonomy, label_sources) -> dict[str, int]:
               .values_list("case_id", "sub_class__code"))
     for case_id, code in labels:
         best.setdefault(case_id, code)
-    out = {code: 0 for code in SubClass.objects.filter(taxonomy=taxonomy).values_list("code", flat=True)}
+    out = dict.fromkeys(SubClass.objects.filter(taxonomy=taxonomy).values_list("code", flat=True), 0)
     per_case = Photo.objects.filter(case_id__in=list(best)).values("case_id").annotate(n=Count("pk"))
     for row in per_case:
         code = best[row["case_id"]]

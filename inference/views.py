@@ -266,8 +266,9 @@ def training_detail(request, pk: int):
 
     run = selectors.training_run_get(user=request.user, pk=pk)
     small = small_classes(selectors.training_class_counts(taxonomy=run.taxonomy, label_sources=run.label_sources))
-    return render(request, "inference/training_detail.html", {"run": run, "state": presenters.training_state(run),
-                                                                 "small_classes": small, "min_class_photos": MIN_CLASS_PHOTOS})
+    return render(request, "inference/training_detail.html", {
+        "run": run, "state": presenters.training_state(run), "small_classes": small, "min_class_photos": MIN_CLASS_PHOTOS,
+    })
 
 
 @require_GET

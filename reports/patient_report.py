@@ -406,7 +406,8 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
 def _model_words(mv) -> str:
     """Names the model that made the result; a retired one is never called "in use"."""
     if mv.is_active:
-        return f"{mv.name} (version {mv.pk}), in use since {timezone.localtime(mv.activated_at or mv.created_at):%d %b %Y}"
+        since = timezone.localtime(mv.activated_at or mv.created_at)
+        return f"{mv.name} (version {mv.pk}), in use since {since:%d %b %Y}"
     replaced = ModelActivation.objects.filter(previous=mv).order_by("-activated_at").first()
     when = f" on {timezone.localtime(replaced.activated_at):%d %b %Y}" if replaced else ""
     return (f"{mv.name} (version {mv.pk}), no longer in use: replaced by a newer model{when}. "

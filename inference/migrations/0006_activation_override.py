@@ -13,7 +13,8 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='modelactivation',
             name='concerns',
-            field=models.JSONField(blank=True, default=list, help_text='The activation checks the model failed (plain words).'),
+            field=models.JSONField(blank=True, default=list,
+                                   help_text='The activation checks the model failed (plain words).'),
         ),
         migrations.AddField(
             model_name='modelactivation',

@@ -187,8 +187,9 @@ def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
         log.exception("prediction %s failed", prediction_pk)
         return _prediction_fail(prediction_pk=prediction_pk, task_id=task_id, exc=exc)
     try:
-        return with_lock_retry(lambda: _prediction_store(prediction_pk=prediction_pk, task_id=task_id, out=out, started=t0),
-                               what=f"prediction {prediction_pk} store")
+        return with_lock_retry(
+            lambda: _prediction_store(prediction_pk=prediction_pk, task_id=task_id, out=out, started=t0),
+            what=f"prediction {prediction_pk} store")
     except Exception as exc:    # never leave the row "running": it is failed (a recompute request retries it)
         log.exception("prediction %s could not be stored", prediction_pk)
         return _prediction_fail(prediction_pk=prediction_pk, task_id=task_id, exc=exc)
@@ -197,9 +198,9 @@ def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
 def _prediction_fail(*, prediction_pk: int, task_id: str, exc: BaseException) -> str:
     def write():
         with transaction.atomic():
-            return Prediction.objects.filter(pk=prediction_pk, task_id=task_id[:64], status=PredictionStatus.RUNNING).update(
-                status=PredictionStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
-            )
+            running = Prediction.objects.filter(pk=prediction_pk, task_id=task_id[:64], status=PredictionStatus.RUNNING)
+            return running.update(status=PredictionStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000],
+                                  finished_at=timezone.now())
     n = with_lock_retry(write, what=f"prediction {prediction_pk} fail")
     return "failed" if n else "superseded"
 
@@ -273,8 +274,10 @@ def photos_recompute(*, model_version: ModelVersion, case_pk: int | None = None,
         if photo is None:      # deleted meanwhile
             continue
         try:
-            pred = with_lock_retry(lambda: prediction_request(photo=photo, model_version=model_version, force=force,
-                                                              enqueue=False), what=f"photo {photo_pk} request")
+            pred = with_lock_retry(
+                lambda photo=photo: prediction_request(photo=photo, model_version=model_version, force=force,
+                                                       enqueue=False),
+                what=f"photo {photo_pk} request")
             if pred is None:
                 continue
             state = prediction_execute(prediction_pk=pred.pk, task_id=task_id or f"recompute-{model_version.pk}")

@@ -131,7 +131,8 @@ def model_activate(*, model_version: ModelVersion, by, note: str = "", recompute
             model_recompute_request(model_version=model_version)
     model_version.refresh_from_db()
     log.warning("model %s activated by %s (previous: %s)%s", model_version.pk, getattr(by, "username", "command line"),
-                previous.pk if previous else None, f"; checks failed: {concerns}; reason: {reason!r}" if concerns else "")
+                previous.pk if previous else None,
+                f"; checks failed: {concerns}; reason: {reason!r}" if concerns else "")
     return model_version
 
 

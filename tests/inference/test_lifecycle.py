@@ -33,7 +33,8 @@ def _second(model_copy, name):
 def _good(mv, model_dir, triage=PASSING):
     """Give ``mv`` a passing triage calibration and enough photos of every class."""
     (model_dir / "triage.json").write_text(json.dumps(triage))
-    mv.manifest = {**mv.manifest, "data": {**mv.manifest["data"], "class_counts": {c: 25 for c in mv.manifest["data"]["class_counts"]}}}
+    data = mv.manifest["data"]
+    mv.manifest = {**mv.manifest, "data": {**data, "class_counts": dict.fromkeys(data["class_counts"], 25)}}
     mv.save(update_fields=["manifest"])
     return mv
 
@@ -54,7 +55,8 @@ def test_concerns_name_small_classes_missing_calibration_and_missed_targets(taxo
 
 
 def test_failing_model_needs_a_reason_which_is_logged_and_shown(client, taxonomy, model_copy, users):
-    old = _good(services.model_register(model_dir=_second(model_copy, "old"), name="old model"), model_copy.parent / "old")
+    old_dir = _second(model_copy, "old")
+    old = _good(services.model_register(model_dir=old_dir, name="old model"), old_dir)
     services.model_activate(model_version=old, by=users["admin"])          # passes every check: no reason needed
     assert ModelActivation.objects.get(model_version=old).concerns == []
     mv = services.model_register(model_dir=model_copy, name="tiny candidate")
@@ -76,7 +78,8 @@ def test_failing_model_needs_a_reason_which_is_logged_and_shown(client, taxonomy
     assert mv.status == ModelStatus.CANDIDATE
     r = client.post(url, {"confirm": "1", "reason": "Pilot on the study site only", "recompute": "1"})
     assert r.status_code == 302
-    mv.refresh_from_db(); old.refresh_from_db()
+    mv.refresh_from_db()
+    old.refresh_from_db()
     assert (mv.status, old.status) == (ModelStatus.ACTIVE, ModelStatus.RETIRED)
     log = ModelActivation.objects.get(model_version=mv)
     assert log.override_reason == "Pilot on the study site only" and log.activated_by == users["admin"]
@@ -145,7 +148,8 @@ def test_recompute_retries_lock_errors_and_finishes(active_model, case, settings
         counts = services.photos_recompute(model_version=active_model)
     assert lock.raised == 5
     assert counts == {"done": 3}
-    assert set(Prediction.objects.filter(status=PredictionStatus.DONE).values_list("photo", flat=True)) == {p.pk for p in photos}
+    done = Prediction.objects.filter(status=PredictionStatus.DONE).values_list("photo", flat=True)
+    assert set(done) == {p.pk for p in photos}
 
 
 def test_a_write_that_stays_locked_leaves_the_prediction_failed_never_running(active_model, case):

@@ -35,7 +35,8 @@ def _long_worker(prefix, tag, log):
                DERM_INFERENCE_THREADS="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", DJANGO_LOG_LEVEL="WARNING")
     cmd = [sys.executable, "-m", "celery", "-A", "derm_portal", "worker", "-Q", "long", "-n", f"long-{tag}@%h",
            "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def test_activation_recomputes_retired_results_with_a_real_worker(active_model, case, users, client, tmp_path,
@@ -65,7 +66,8 @@ def test_activation_recomputes_retired_results_with_a_real_worker(active_model, 
         r = client.post(reverse("inference:model_activate", args=[new.pk]),
                         {"confirm": "1", "reason": "tiny test model", "recompute": "1"})
         assert r.status_code == 302
-        new.refresh_from_db(); active_model.refresh_from_db()
+        new.refresh_from_db()
+        active_model.refresh_from_db()
         assert (new.status, active_model.status) == (ModelStatus.ACTIVE, ModelStatus.RETIRED)
         # queued, not yet run: the old results are shown, labelled with the model that made them
         page = client.get(reverse("annotation:case_detail", args=[case.pk])).content.decode()
