@@ -18,7 +18,7 @@ from derm_portal.http import private_file_response
 
 from . import charts, loader, presenters, selectors, services
 from .models import PredictionStatus, TrainingStatus
-from .panels import panel_common_context, photo_block_context
+from .panels import panel_common_context, panel_header, photo_block_context
 from .presenters import prediction_signature, prediction_view
 
 
@@ -43,7 +43,8 @@ def case_prediction_state(request, pk: int):
             "signature": prediction_signature(p) if p else "none",
         })
     pending = any(x["status"] in (PredictionStatus.PENDING, PredictionStatus.RUNNING) for x in photos)
-    return JsonResponse({"case": case.pk, "photos": photos, "pending": pending})
+    return JsonResponse({"case": case.pk, "photos": photos, "pending": pending,
+                         "header": panel_header(preds.values())})
 
 
 @require_GET

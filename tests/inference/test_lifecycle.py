@@ -124,6 +124,8 @@ def test_retired_results_are_labelled_on_the_case_page_and_patient_report(client
     html = client.get(reverse("annotation:case_detail", args=[case.pk])).content.decode()
     head = html[html.index('id="pp-model"'):html.index('id="prediction-blocks"')]
     assert "model B" in head and "model A" not in head and "retired model" not in html
+    state = client.get(reverse("inference:case_prediction_state", args=[case.pk])).json()
+    assert "model B" in state["header"] and "model A" not in state["header"]      # the polled header follows
     report = client.get(reverse("reports:patient_report", args=[photo.pk])).content.decode()
     assert "model B" in report and "in use since" in report
 
