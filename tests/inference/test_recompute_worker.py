@@ -77,7 +77,7 @@ def test_activation_recomputes_retired_results_with_a_real_worker(active_model, 
         assert "0 of 3 photos" in client.get(reverse("inference:model_detail", args=[new.pk])).content.decode()
 
         worker = _long_worker(prefix, tag, log)
-        _until(lambda: Prediction.objects.filter(model_version=new, status=PredictionStatus.DONE).count() == 3, 240,
+        _until(lambda: Prediction.objects.filter(model_version=new, status=PredictionStatus.DONE).count() == 3, 600,
                "the worker to recompute the 3 photos", log)
         assert "run_recompute" in log.read_text()
         assert not Prediction.objects.filter(status__in=[PredictionStatus.PENDING, PredictionStatus.RUNNING]).exists()
