@@ -74,7 +74,7 @@ def main():
     roles.ensure_groups()
     taxonomy_load_default()
     mv = services.model_register(model_dir=model_dir, name=f"bench {model_dir.name}")
-    services.model_activate(model_version=mv, by=None, note="bench")
+    services.model_activate(model_version=mv, by=None, note="bench", reason="benchmark")
     User = get_user_model()
     doc, _ = User.objects.get_or_create(username="bench-doc")
     from django.contrib.auth.models import Group

@@ -65,6 +65,10 @@ class ModelActivation(models.Model):
     activated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     activated_at = models.DateTimeField(auto_now_add=True)
     note = models.CharField(max_length=500, blank=True)
+    # Why the admin activated a model that misses the tier targets or was trained on too few photos of a class.
+    override_reason = models.TextField(blank=True)
+    concerns = models.JSONField(default=list, blank=True,
+                                help_text="The activation checks the model failed (plain words).")
 
     class Meta:
         ordering = ["-activated_at", "-id"]

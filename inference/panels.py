@@ -29,12 +29,38 @@ def panel_common_context() -> dict:
     }
 
 
+def shown_models(preds) -> list:
+    """The model versions that made the predictions shown (the header names these, never another model)."""
+    seen = {}
+    for p in preds:
+        seen.setdefault(p.model_version_id, p.model_version)
+    return list(seen.values())
+
+
+def header_context(preds, active) -> dict:
+    """The panel header's context (``_panel_models.html``) for the predictions shown."""
+    models = shown_models(preds)
+    return {
+        "active_model": active,
+        "shown_models": models,
+        "shows_retired": any(active is None or m.pk != active.pk for m in models),
+        "recomputing": bool(active) and active.predictions.filter(status__in=selectors.pending_statuses()).exists(),
+    }
+
+
+def panel_header(preds) -> str:
+    """The header's HTML, sent with the polled state so it follows the blocks when results are replaced."""
+    return render_to_string("inference/_panel_models.html", header_context(preds, model_active_for()))
+
+
 def panel_context(request, case) -> dict:
     preds = selectors.case_predictions(user=request.user, case=case)
+    common = panel_common_context()
     return {
         "case": case,
         "blocks": [photo_block_context(request=request, photo=ph, prediction=preds.get(ph.pk)) for ph in case.photos.all()],
-        **panel_common_context(),
+        **common,
+        **header_context(preds.values(), common["active_model"]),
     }
 
 

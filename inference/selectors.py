@@ -1,7 +1,7 @@
 """Reads for models, predictions, overlays, assessments and training runs, scoped to the user."""
 from __future__ import annotations
 
-from django.db.models import Case as CaseWhen, IntegerField, QuerySet, Value, When
+from django.db.models import Case as CaseWhen, Count, IntegerField, QuerySet, Value, When
 from django.http import Http404
 
 from annotation.selectors import cases_visible_to
@@ -175,3 +175,34 @@ def training_case_counts(*, taxonomy, label_sources) -> tuple[int, int]:
     cases = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
              .exclude(case__status="excluded").values("case_id").distinct())
     return cases.count(), Photo.objects.filter(case_id__in=cases).count()
+
+
+def model_recompute_progress(*, model_version) -> dict:
+    """How far the model has read the portal's photos: done / total photos, and pending, running, failed."""
+    from annotation.models import Photo
+
+    by_status = dict(model_version.predictions.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    total = Photo.objects.count()
+    done = by_status.get(PredictionStatus.DONE, 0)
+    return {"total": total, "done": done, "pending": by_status.get(PredictionStatus.PENDING, 0),
+            "running": by_status.get(PredictionStatus.RUNNING, 0), "failed": by_status.get(PredictionStatus.FAILED, 0),
+            "percent": round(100 * done / total) if total else 100,
+            "in_progress": bool(by_status.get(PredictionStatus.PENDING) or by_status.get(PredictionStatus.RUNNING))}
+
+
+def training_class_counts(*, taxonomy, label_sources) -> dict[str, int]:
+    """Sub-class code -> photos training_cases would export (0 for a class without any), counted in the database."""
+    from annotation.models import DiagnosisLabel, Photo, SubClass
+
+    best: dict[int, str] = {}
+    labels = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
+              .exclude(case__status="excluded").order_by("case_id", "-confirmed", "-signed_at", "-pk")
+              .values_list("case_id", "sub_class__code"))
+    for case_id, code in labels:
+        best.setdefault(case_id, code)
+    out = dict.fromkeys(SubClass.objects.filter(taxonomy=taxonomy).values_list("code", flat=True), 0)
+    per_case = Photo.objects.filter(case_id__in=list(best)).values("case_id").annotate(n=Count("pk"))
+    for row in per_case:
+        code = best[row["case_id"]]
+        out[code] = out.get(code, 0) + row["n"]
+    return out

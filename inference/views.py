@@ -18,7 +18,7 @@ from derm_portal.http import private_file_response
 
 from . import charts, loader, presenters, selectors, services
 from .models import PredictionStatus, TrainingStatus
-from .panels import panel_common_context, photo_block_context
+from .panels import panel_common_context, panel_header, photo_block_context
 from .presenters import prediction_signature, prediction_view
 
 
@@ -43,7 +43,8 @@ def case_prediction_state(request, pk: int):
             "signature": prediction_signature(p) if p else "none",
         })
     pending = any(x["status"] in (PredictionStatus.PENDING, PredictionStatus.RUNNING) for x in photos)
-    return JsonResponse({"case": case.pk, "photos": photos, "pending": pending})
+    return JsonResponse({"case": case.pk, "photos": photos, "pending": pending,
+                         "header": panel_header(preds.values())})
 
 
 @require_GET
@@ -140,23 +141,40 @@ def model_detail(request, pk: int):
         "can_activate": roles.has_role(request.user, *roles.CAN_ACTIVATE_MODELS),
         "n_predictions": m.predictions.count(),
         "n_done": m.predictions.filter(status=PredictionStatus.DONE).count(),
+        "recompute": selectors.model_recompute_progress(model_version=m),
         "training_run": getattr(m, "training_run", None) if hasattr(m, "training_run") else None,
     })
 
 
-@require_POST
 @require_role(*roles.CAN_ACTIVATE_MODELS)
 def model_activate(request, pk: int):
+    """GET: the confirmation page (candidate beside the active model, failed checks); POST: activate,
+    with the admin's written reason when the model fails a check."""
+    from .review import activation_review
+
     m = selectors.model_version_get(user=request.user, pk=pk)
-    try:
-        services.model_activate(model_version=m, by=request.user, note=request.POST.get("note", ""),
-                                recompute=request.POST.get("recompute") == "1")
-    except services.RegistryError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{m.name} is now the active model for {m.taxonomy}."
-                         + (" Predictions for all photos are being computed." if request.POST.get("recompute") == "1" else ""))
-    return redirect("inference:model_detail", pk=m.pk)
+    review = activation_review(m)
+    reason = request.POST.get("reason", "").strip() if request.method == "POST" else ""
+    if request.method == "POST":
+        recompute = request.POST.get("recompute") == "1"
+        if request.POST.get("confirm") != "1":
+            messages.error(request, "Tick the confirmation box to activate the model.")
+        else:
+            try:
+                services.model_activate(model_version=m, by=request.user, note=request.POST.get("note", ""),
+                                        recompute=recompute, reason=reason)
+            except services.ActivationReasonRequired:
+                messages.error(request, "This model fails the checks listed below: write why it should be "
+                                        "activated anyway.")
+            except services.RegistryError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"{m.name} is now the active model for {m.taxonomy}."
+                                 + (" Every photo is being recomputed with it in the background." if recompute else ""))
+                return redirect("inference:model_detail", pk=m.pk)
+    return render(request, "inference/model_activate.html", {
+        "m": m, "review": review, "reason": reason, "artefact_present": loader.artefact_present(m),
+    })
 
 
 @require_POST
@@ -222,15 +240,21 @@ def training_list(request):
         else:
             messages.success(request, f"Training run {run.pk} queued.")
             return redirect("inference:training_detail", pk=run.pk)
+    from .review import MIN_CLASS_PHOTOS, small_classes
+
     taxonomy = taxonomy_default()
-    counts = {}
+    counts, small = {}, {}
     if taxonomy:
         for key, _ in SOURCE_SETS:
             counts[key] = selectors.training_case_counts(taxonomy=taxonomy,
                                                           label_sources=services.LABEL_SOURCE_SETS[key])
+            small[key] = small_classes(selectors.training_class_counts(
+                taxonomy=taxonomy, label_sources=services.LABEL_SOURCE_SETS[key]))
     return render(request, "inference/training_list.html", {
         "runs": selectors.training_runs_visible_to(request.user)[:50],
         "source_sets": [(k, label, counts.get(k, (0, 0))) for k, label in SOURCE_SETS],
+        "small_by_set": [(k, small.get(k, [])) for k, _ in SOURCE_SETS],
+        "min_class_photos": MIN_CLASS_PHOTOS,
         "defaults": presenters.training_form_defaults(FORM_SETTINGS),
         "camera_presets": [(k, label) for k, (label, _) in CAMERA_PRESETS.items()],
         "taxonomy": taxonomy,
@@ -239,8 +263,13 @@ def training_list(request):
 
 @require_role(*roles.CAN_TRAIN_MODELS)
 def training_detail(request, pk: int):
+    from .review import MIN_CLASS_PHOTOS, small_classes
+
     run = selectors.training_run_get(user=request.user, pk=pk)
-    return render(request, "inference/training_detail.html", {"run": run, "state": presenters.training_state(run)})
+    small = small_classes(selectors.training_class_counts(taxonomy=run.taxonomy, label_sources=run.label_sources))
+    return render(request, "inference/training_detail.html", {
+        "run": run, "state": presenters.training_state(run), "small_classes": small, "min_class_photos": MIN_CLASS_PHOTOS,
+    })
 
 
 @require_GET

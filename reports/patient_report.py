@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 from annotation import selectors as annotation_selectors
 from annotation.models import Photo, SubClass
 from derm_portal import roles
-from inference.models import ModelStatus, Prediction, PredictionStatus
+from inference.models import ModelActivation, ModelStatus, Prediction, PredictionStatus
 
 CAN_OPEN_PATIENT_REPORT = roles.CAN_SEE_PREDICTIONS  # dermatologist, admin
 TOP_ITEMS = 3
@@ -98,6 +98,7 @@ class PatientReport:
     model_name: str = ""
     model_id: int | None = None
     model_date: datetime | None = None
+    model_words: str = ""  # the model that made the result and whether it is still the one in use
     predicted_at: datetime | None = None
     generated_at: datetime = field(default_factory=timezone.now)
     caution: str = ""
@@ -169,6 +170,7 @@ def patient_report_build(*, user, photo_pk: int) -> PatientReport:
     report.model_name = mv.name
     report.model_id = mv.pk
     report.model_date = mv.activated_at or mv.created_at
+    report.model_words = _model_words(mv)
     report.predicted_at = pred.finished_at or pred.created_at
     if pred.looks_unfamiliar:
         report.caution = ("The photo looks unlike the photos the model learned from, so this result is less reliable. "
@@ -383,7 +385,7 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
 
     small_b = ParagraphStyle("small_b", parent=small, fontName=bold)
     about = [
-        ("Model", f"{report.model_name} (version {report.model_id}), in use since {timezone.localtime(report.model_date):%d %b %Y}"),
+        ("Model", report.model_words),
         ("Photo analysed", f"{timezone.localtime(report.predicted_at):%d %b %Y %H:%M}"),
         ("How the score works", SCORE_EXPLANATION),
     ]
@@ -399,3 +401,14 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
     story += [KeepTogether([Paragraph("About this report", h2), about_t, Spacer(1, 5 * mm), disclaimer])]
     doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
     return buf.getvalue()
+
+
+def _model_words(mv) -> str:
+    """Names the model that made the result; a retired one is never called "in use"."""
+    if mv.is_active:
+        since = timezone.localtime(mv.activated_at or mv.created_at)
+        return f"{mv.name} (version {mv.pk}), in use since {since:%d %b %Y}"
+    replaced = ModelActivation.objects.filter(previous=mv).order_by("-activated_at").first()
+    when = f" on {timezone.localtime(replaced.activated_at):%d %b %Y}" if replaced else ""
+    return (f"{mv.name} (version {mv.pk}), no longer in use: replaced by a newer model{when}. "
+            "This result comes from the older model.")

@@ -22,6 +22,9 @@ class ModelVersionDetailSerializer(ModelVersionSerializer):
 class ActivateSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=500)
     recompute = serializers.BooleanField(required=False, default=False)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000,
+                                   help_text="Required when the model fails an activation check (below a tier target, "
+                                             "no triage calibration, too few training photos of a class).")
 
 
 class OverlaySerializer(serializers.ModelSerializer):

@@ -46,7 +46,10 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
         ser.is_valid(raise_exception=True)
         try:
             mv = services.model_activate(model_version=mv, by=request.user, note=ser.validated_data.get("note", ""),
-                                         recompute=ser.validated_data.get("recompute", False))
+                                         recompute=ser.validated_data.get("recompute", False),
+                                         reason=ser.validated_data.get("reason", ""))
+        except services.ActivationReasonRequired as exc:
+            raise ValidationError({"reason": [str(exc)], "concerns": exc.concerns})
         except services.RegistryError as exc:
             raise ValidationError(str(exc))
         except DjangoPermissionDenied as exc:

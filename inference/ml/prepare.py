@@ -3,7 +3,9 @@ cache, and split by case into training and held-out photos."""
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,9 @@ from .errors import DataError
 from .progress import emit
 from .taxonomy import Taxonomy
 
+# Fewer photos of a sub-class than this: warned before any work (the portal asks a reason to activate such a model).
+MIN_CLASS_PHOTOS = 20
+
 
 def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_stop=None):
     """Read, filter, fingerprint and cache. Returns a dict used by train/evaluate."""
@@ -22,6 +27,7 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_sto
     records, skipped = filter_to_taxonomy(records, taxonomy)
     if not records:
         raise DataError(f"no image of {cfg.data} has a label of the taxonomy (skipped: {skipped})")
+    warn_small_classes(records, taxonomy)
     fp = data_fingerprint(records)
     cache_dir = cfg.cache_dir
     if cache_dir is None:
@@ -40,6 +46,16 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_sto
     y_meta = taxonomy.parent_index[y_sub]
     return {"records": records, "images": images, "y_sub": y_sub, "y_meta": y_meta, "fingerprint": fp,
             "skipped_labels": skipped, "bad_images": bad, "format": info["format"], "cache_seconds": cache_s}
+
+
+def warn_small_classes(records, taxonomy: Taxonomy) -> list[tuple[str, int]]:
+    """Print (stderr) the sub-classes with fewer than MIN_CLASS_PHOTOS photos; returns them."""
+    counts = Counter(r.label for r in records)
+    small = [(s, counts.get(s, 0)) for s in taxonomy.sub_classes if counts.get(s, 0) < MIN_CLASS_PHOTOS]
+    if small:
+        print(f"warning: fewer than {MIN_CLASS_PHOTOS} photos of " + ", ".join(f"{s} ({n})" for s, n in small)
+              + ": the model's answers for these classes will be unreliable", file=sys.stderr, flush=True)
+    return small
 
 
 def make_split(cfg: TrainConfig, records):

@@ -19,6 +19,7 @@ from annotation.models import Photo
 
 from .. import jobs, loader, selectors
 from ..models import GradCamOverlay, ModelVersion, Prediction, PredictionStatus
+from .dblock import with_lock_retry
 from .registry import model_active_for
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,8 @@ def _open_photo_rgb(photo: Photo):
 def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
     """Claim, compute and store one prediction with its overlays. Safe to run twice: a done
     prediction is not recomputed and overlays are replaced, never duplicated."""
-    pred, state = prediction_claim(prediction_pk=prediction_pk, task_id=task_id)
+    pred, state = with_lock_retry(lambda: prediction_claim(prediction_pk=prediction_pk, task_id=task_id),
+                                  what=f"prediction {prediction_pk} claim")
     if pred is None:
         return state
     t0 = time.perf_counter()
@@ -183,12 +185,44 @@ def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
                                          boxes=selectors.photo_boxes(photo), metadata=selectors.photo_metadata(photo))
     except Exception as exc:
         log.exception("prediction %s failed", prediction_pk)
+        return _prediction_fail(prediction_pk=prediction_pk, task_id=task_id, exc=exc)
+    try:
+        return with_lock_retry(
+            lambda: _prediction_store(prediction_pk=prediction_pk, task_id=task_id, out=out, started=t0),
+            what=f"prediction {prediction_pk} store")
+    except Exception as exc:    # never leave the row "running": it is failed (a recompute request retries it)
+        log.exception("prediction %s could not be stored", prediction_pk)
+        return _prediction_fail(prediction_pk=prediction_pk, task_id=task_id, exc=exc)
+
+
+def _prediction_fail(*, prediction_pk: int, task_id: str, exc: BaseException) -> str:
+    def write():
         with transaction.atomic():
-            n = Prediction.objects.filter(pk=prediction_pk, task_id=task_id[:64], status=PredictionStatus.RUNNING).update(
-                status=PredictionStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
-            )
-        return "failed" if n else "superseded"
-    return _prediction_store(prediction_pk=prediction_pk, task_id=task_id, out=out, started=t0)
+            running = Prediction.objects.filter(pk=prediction_pk, task_id=task_id[:64], status=PredictionStatus.RUNNING)
+            return running.update(status=PredictionStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000],
+                                  finished_at=timezone.now())
+    n = with_lock_retry(write, what=f"prediction {prediction_pk} fail")
+    return "failed" if n else "superseded"
+
+
+def predictions_reclaim_stale(*, model_version: ModelVersion | None = None) -> int:
+    """Predictions left "running" longer than STALE_RUNNING (their worker died or gave up) go back to
+    pending and are sent again; returns how many."""
+    def write():
+        with transaction.atomic():
+            qs = Prediction.objects.select_for_update().filter(status=PredictionStatus.RUNNING,
+                                                               started_at__lt=timezone.now() - STALE_RUNNING)
+            if model_version is not None:
+                qs = qs.filter(model_version=model_version)
+            pks = list(qs.values_list("pk", flat=True))
+            Prediction.objects.filter(pk__in=pks).update(status=PredictionStatus.PENDING, task_id="", started_at=None)
+            for pk in pks:
+                transaction.on_commit(lambda pk=pk: jobs.enqueue_prediction(pk))
+            return len(pks)
+    n = with_lock_retry(write, what="reclaim stale predictions")
+    if n:
+        log.warning("%d stale running prediction(s) sent again", n)
+    return n
 
 
 def _prediction_store(*, prediction_pk: int, task_id: str, out: dict, started: float) -> str:
@@ -234,11 +268,22 @@ def photos_recompute(*, model_version: ModelVersion, case_pk: int | None = None,
     if case_pk:
         photos = photos.filter(case_id=case_pk)
     counts: dict[str, int] = {}
-    for photo in photos.iterator():
-        pred = prediction_request(photo=photo, model_version=model_version, force=force, enqueue=False)
-        if pred is None:
+    predictions_reclaim_stale(model_version=model_version)
+    for photo_pk in list(photos.values_list("pk", flat=True)):
+        photo = Photo.objects.filter(pk=photo_pk).first()
+        if photo is None:      # deleted meanwhile
             continue
-        state = prediction_execute(prediction_pk=pred.pk, task_id=task_id or f"recompute-{model_version.pk}")
+        try:
+            pred = with_lock_retry(
+                lambda photo=photo: prediction_request(photo=photo, model_version=model_version, force=force,
+                                                       enqueue=False),
+                what=f"photo {photo_pk} request")
+            if pred is None:
+                continue
+            state = prediction_execute(prediction_pk=pred.pk, task_id=task_id or f"recompute-{model_version.pk}")
+        except Exception:      # one photo must not stop the others; its row is failed or pending, never running
+            log.exception("recompute of photo %s by model %s failed", photo_pk, model_version.pk)
+            state = "error"
         counts[state] = counts.get(state, 0) + 1
     return counts
 

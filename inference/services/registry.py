@@ -25,6 +25,14 @@ class RegistryError(ValueError):
     """An artefact cannot be registered or served (missing directory or files)."""
 
 
+class ActivationReasonRequired(RegistryError):
+    """The model fails an activation check (``review.activation_concerns``) and no written reason was given."""
+
+    def __init__(self, concerns: list[str]):
+        self.concerns = concerns
+        super().__init__("This model needs a written reason to be activated: " + " ".join(concerns))
+
+
 def _taxonomy_signature(data: dict) -> tuple:
     metas = data.get("meta_classes") or {}
     grades = data.get("malignancy") or {}
@@ -49,7 +57,8 @@ def taxonomy_match_or_create(*, data: dict, created_by=None) -> Taxonomy:
     return taxonomy_import(data=data, created_by=created_by, name=data.get("name") or "model taxonomy")
 
 
-def model_register(*, model_dir, name: str = "", created_by=None, activate: bool = False) -> ModelVersion:
+def model_register(*, model_dir, name: str = "", created_by=None, activate: bool = False,
+                   reason: str = "") -> ModelVersion:
     """Register an inference.ml artefact directory (idempotent: the same directory twice gives the
     same ModelVersion). Reads model.json, taxonomy.json and metrics.json."""
     from inference.ml import artefact as art
@@ -69,7 +78,7 @@ def model_register(*, model_dir, name: str = "", created_by=None, activate: bool
     existing = ModelVersion.objects.filter(artefact_path=stored).first()
     if existing:
         if activate and not existing.is_active:
-            model_activate(model_version=existing, by=created_by)
+            model_activate(model_version=existing, by=created_by, reason=reason)
         return existing
     with transaction.atomic():
         taxonomy = taxonomy_match_or_create(data=tax_data, created_by=created_by)
@@ -85,17 +94,26 @@ def model_register(*, model_dir, name: str = "", created_by=None, activate: bool
         )
     log.info("registered model version %s (%s) for %s", mv.pk, mv.name, taxonomy)
     if activate:
-        model_activate(model_version=mv, by=created_by)
+        model_activate(model_version=mv, by=created_by, reason=reason)
     return mv
 
 
-def model_activate(*, model_version: ModelVersion, by, note: str = "", recompute: bool = False) -> ModelVersion:
+def model_activate(*, model_version: ModelVersion, by, note: str = "", recompute: bool = False,
+                   reason: str = "") -> ModelVersion:
     """Make ``model_version`` the one active model of its taxonomy; the previous one is retired.
-    Admins only (``by=None`` = the command line). Logged in ModelActivation."""
+    Admins only (``by=None`` = the command line). A model failing an activation check (below a tier
+    target, no triage calibration, too few photos of a class) needs a written ``reason``
+    (ActivationReasonRequired otherwise). Logged in ModelActivation with the checks it failed."""
+    from ..review import activation_concerns
+
     if by is not None and not roles.has_role(by, *roles.CAN_ACTIVATE_MODELS):
         raise PermissionDenied("Only an admin may activate a model.")
     if not loader.artefact_present(model_version):
         raise RegistryError("The model's artefact directory is missing on this server; it cannot be served.")
+    concerns = activation_concerns(model_version)
+    reason = (reason or "").strip()
+    if concerns and not reason and not model_version.is_active:
+        raise ActivationReasonRequired(concerns)
     with transaction.atomic():
         rows = list(ModelVersion.objects.select_for_update().filter(taxonomy_id=model_version.taxonomy_id).order_by("pk"))
         previous = next((m for m in rows if m.status == ModelStatus.ACTIVE), None)
@@ -107,12 +125,14 @@ def model_activate(*, model_version: ModelVersion, by, note: str = "", recompute
         ModelVersion.objects.filter(pk=model_version.pk).update(
             status=ModelStatus.ACTIVE, activated_at=now, activated_by=by
         )
-        ModelActivation.objects.create(model_version=model_version, previous=previous, activated_by=by, note=note[:500])
+        ModelActivation.objects.create(model_version=model_version, previous=previous, activated_by=by, note=note[:500],
+                                       override_reason=reason if concerns else "", concerns=concerns)
         if recompute:
             model_recompute_request(model_version=model_version)
     model_version.refresh_from_db()
-    log.warning("model %s activated by %s (previous: %s)", model_version.pk, getattr(by, "username", "command line"),
-                previous.pk if previous else None)
+    log.warning("model %s activated by %s (previous: %s)%s", model_version.pk, getattr(by, "username", "command line"),
+                previous.pk if previous else None,
+                f"; checks failed: {concerns}; reason: {reason!r}" if concerns else "")
     return model_version
 
 

@@ -49,6 +49,11 @@
     fetch(stateUrl, { credentials: 'same-origin', headers: { 'Accept': 'application/json' } })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (state) {
+        var head = document.getElementById('pp-model');   // names the models of the results shown
+        if (head && state.header && head.outerHTML !== state.header.trim()) {
+          var t = document.createElement('div'); t.innerHTML = state.header.trim();
+          if (t.firstElementChild) head.replaceWith(t.firstElementChild);
+        }
         var jobs = state.photos.map(function (ph) {
           var el = document.getElementById('prediction-photo-' + ph.photo);
           if (el && el.dataset.signature === ph.signature) return null;

@@ -68,7 +68,7 @@ def active_model(db, taxonomy, model_copy, users):
 
     loader.cache_clear()
     mv = services.model_register(model_dir=model_copy, name="tiny test model", created_by=users["admin"])
-    return services.model_activate(model_version=mv, by=users["admin"])
+    return services.model_activate(model_version=mv, by=users["admin"], reason="tiny test model (6 photos a class)")
 
 
 @pytest.fixture(autouse=True)

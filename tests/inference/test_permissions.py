@@ -109,8 +109,8 @@ def test_activation_admin_only(client, users, make_user, world, model_copy, role
     shutil.copytree(model_copy, other)
     mv = services.model_register(model_dir=other, name="other")
     login(client, users, make_user, role)
-    r = client.post(reverse("inference:model_activate", args=[mv.pk]))
-    r2 = client.post(f"/api/models/{mv.pk}/activate/", {}, content_type="application/json")
+    r = client.post(reverse("inference:model_activate", args=[mv.pk]), {"confirm": "1", "reason": "test"})
+    r2 = client.post(f"/api/models/{mv.pk}/activate/", {"reason": "test"}, content_type="application/json")
     mv.refresh_from_db()
     if role == roles.ADMIN:
         assert r.status_code == 302 and mv.status == ModelStatus.ACTIVE and r2.status_code == 200

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 
 from annotation.models import Taxonomy
@@ -26,10 +26,16 @@ def test_register_model_command_matches_default_taxonomy(taxonomy, model_copy, c
     # idempotent
     call_command("register_model", str(model_copy))
     assert ModelVersion.objects.count() == 1
-    call_command("register_model", str(model_copy), "--activate")
+    # the tiny model has 6 photos a class: the command refuses it without a reason, naming the checks
+    with pytest.raises(CommandError, match=r"fewer than 20 photos of .*--reason"):
+        call_command("register_model", str(model_copy), "--activate")
+    mv.refresh_from_db()
+    assert mv.status == ModelStatus.CANDIDATE
+    call_command("register_model", str(model_copy), "--activate", "--reason", "demo only")
     mv.refresh_from_db()
     assert mv.status == ModelStatus.ACTIVE and mv.activated_by is None
-    assert ModelActivation.objects.filter(model_version=mv).count() == 1
+    log = ModelActivation.objects.filter(model_version=mv).get()
+    assert log.override_reason == "demo only" and any("fewer than 20 photos" in c for c in log.concerns)
 
 
 def test_register_creates_taxonomy_version_when_tree_differs(taxonomy, model_copy):
@@ -54,8 +60,8 @@ def test_activation_retires_previous_and_is_logged(taxonomy, model_copy, users):
     shutil.copytree(model_copy, second)
     a = services.model_register(model_dir=model_copy, name="a")
     b = services.model_register(model_dir=second, name="b")
-    services.model_activate(model_version=a, by=users["admin"])
-    services.model_activate(model_version=b, by=users["admin"], note="better")
+    services.model_activate(model_version=a, by=users["admin"], reason="test")
+    services.model_activate(model_version=b, by=users["admin"], note="better", reason="test")
     a.refresh_from_db(); b.refresh_from_db()
     assert (a.status, b.status) == (ModelStatus.RETIRED, ModelStatus.ACTIVE)
     log = ModelActivation.objects.filter(model_version=b).get()
@@ -73,7 +79,7 @@ def test_only_admin_activates(taxonomy, model_copy, users, role):
 
 
 def test_db_allows_one_active_model_per_taxonomy(taxonomy, model_copy):
-    services.model_register(model_dir=model_copy, activate=True)
+    services.model_register(model_dir=model_copy, activate=True, reason="test")
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersionFactory(name="rogue", taxonomy=taxonomy, artefact_path="elsewhere", status=ModelStatus.ACTIVE)
 
@@ -86,6 +92,6 @@ def test_activation_with_recompute_predicts_every_photo(taxonomy, model_copy, us
     photos = [make_photo(case, color=(10 * i, 60, 90)) for i in range(3)]
     mv = services.model_register(model_dir=model_copy)
     with django_capture_on_commit_callbacks(execute=True):
-        services.model_activate(model_version=mv, by=users["admin"], recompute=True)
+        services.model_activate(model_version=mv, by=users["admin"], recompute=True, reason="test")
     assert set(Prediction.objects.filter(model_version=mv, status=PredictionStatus.DONE).values_list("photo", flat=True)) == {
         p.pk for p in photos}

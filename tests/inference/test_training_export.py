@@ -67,7 +67,7 @@ def test_portal_trained_model_fits_and_serves_the_metadata_model(cases_with_meta
     assert block["file"] == "metadata.json" and set(block["fields"]) == {"age", "sex", "site"}
     assert block["fields"]["site"] == 3 and mv.has_metadata
     # serving passes the case's metadata in, and the model now takes it
-    services.model_activate(model_version=mv, by=None)
+    services.model_activate(model_version=mv, by=None, reason="test")
     case, _, photos = cases_with_metadata[0]
     pred = services.prediction_request(photo=photos[0], enqueue=False)
     assert services.prediction_execute(prediction_pk=pred.pk, task_id="t") == "done"
