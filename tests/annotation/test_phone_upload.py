@@ -285,6 +285,10 @@ def test_public_page_is_rate_limited(link, settings, monkeypatch):
 # --------------------------------------------------------------------------- desk
 @pytest.mark.parametrize("role", roles.ALL_ROLES)
 def test_qr_panel_and_link_creation_per_role(role, users, case):
+    from annotation import services
+
+    services.label_record(case=case, sub_class=services.taxonomy_load_default().sub_classes.get(code="nv"),
+                          source="histopathology", by=users[roles.DERMATOLOGIST])  # coordinators: confirmed cases only
     client = Client()
     client.force_login(users[role])
     page = client.get(reverse("annotation:case_detail", args=[case.pk]))
@@ -359,7 +363,10 @@ def test_photos_json_per_role(role, users, case):
     client = Client()
     client.force_login(users[role])
     resp = client.get(reverse("annotation:case_photos_json", args=[case.pk]))
-    assert resp.status_code == (200 if role in roles.CAN_VIEW_CLINICAL else 403)
+    if role == roles.COORDINATOR:  # coordinators see histopathology-confirmed cases only; this one is not
+        assert resp.status_code == 404
+    else:
+        assert resp.status_code == (200 if role in roles.CAN_VIEW_CLINICAL else 403)
 
 
 def test_active_links_are_listed_on_the_case_page_and_can_be_cancelled(link, case, desk):
