@@ -175,3 +175,11 @@ def training_case_counts(*, taxonomy, label_sources) -> tuple[int, int]:
     cases = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
              .exclude(case__status="excluded").values("case_id").distinct())
     return cases.count(), Photo.objects.filter(case_id__in=cases).count()
+
+
+def site_thresholds(*, model_version: ModelVersion) -> dict | None:
+    """This site's tier thresholds for ``model_version`` ({urgent, malignant}), None: the artefact's own."""
+    from .models import TriageSetting
+
+    s = TriageSetting.objects.filter(model_version=model_version).first()
+    return dict(s.thresholds) if s is not None and s.thresholds else None
