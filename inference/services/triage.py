@@ -32,8 +32,8 @@ def triage_targets_set(*, model_version: ModelVersion, urgent, malignant, by=Non
     try:
         result = thresholds_for_targets(loader.artefact_dir(model_version), urgent=u, malignant=m)
     except FileNotFoundError as exc:
-        raise ValidationError(f"{model_version.name} has no triage calibration on this server ({exc.__class__.__name__}: "
-                              "run `python -m inference.ml calibrate`), so its thresholds cannot be recomputed.")
+        raise ValidationError(f"{model_version.name} has no triage calibration on this server (run `python -m "
+                              f"inference.ml calibrate`), so its thresholds cannot be recomputed: {exc}")
     except ValueError as exc:
         raise ValidationError(str(exc))
     with transaction.atomic():
