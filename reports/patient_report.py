@@ -105,6 +105,15 @@ class PatientReport:
                 "tint": t["tint"], "advice": t["patient_advice"]} if t else {}
 
     @property
+    def estimate_text(self) -> str:
+        """The model's calibrated chances behind the tier, in lay words ("" when not stored)."""
+        p = self.prediction
+        if p is None or p.urgent_probability is None or p.malignant_probability is None:
+            return ""
+        return (f"The model's estimate from this photo: a {p.urgent_probability:.0%} chance of a serious skin cancer "
+                f"(such as melanoma), a {p.malignant_probability:.0%} chance of any skin cancer.")
+
+    @property
     def advice_text(self) -> str:
         advice = self.info.get("advice", "")
         if self.confirmed_diagnosis:
@@ -371,6 +380,7 @@ def patient_report_pdf(*, report: PatientReport) -> bytes:
         Paragraph("The model's view (secondary)" if report.confirmed_diagnosis else "Result", small),
         Paragraph(escape(info["label"]), grade_style),
         Paragraph(escape(info["headline"]), big),
+        Paragraph(escape(report.estimate_text), base),
         Spacer(1, 3 * mm),
         Paragraph(f"Malignancy score <b>S = {report.score:.2f}</b> on a scale from 1 (benign) to 3 (high malignancy); "
                   "the advice follows the model's urgency tier, not the score alone", base),

@@ -117,9 +117,10 @@ def test_lay_advice_follows_the_tiers():
 
 def test_advice_follows_the_tier_not_the_score(photo, model, users):
     """S = 1.40 is "benign" as a grade, but a 62% melanoma is urgent: the report says urgent."""
-    make_prediction(photo, model, grade=1, score=1.40, tier="urgent")
+    make_prediction(photo, model, grade=1, score=1.40, tier="urgent", urgent_probability=0.62, malignant_probability=0.64)
     report = pr.patient_report_build(user=users[roles.DERMATOLOGIST], photo_pk=photo.pk)
     text = pdf_text(pr.patient_report_pdf(report=report))
+    assert "62% chance of a serious skin cancer" in text and "64% chance of any skin cancer" in text
     assert "Urgent" in text and "tertiary (specialist) hospital urgently" in text and "S = 1.40" in text
     assert "Keep an eye on it yourself" not in text
 
