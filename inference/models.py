@@ -81,6 +81,12 @@ class PredictionStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class Tier(models.TextChoices):
+    URGENT = "urgent", "Urgent"
+    REFER = "refer", "Refer"
+    ROUTINE = "routine", "Routine"
+
+
 class Prediction(models.Model):
     """The model's ranked differential for one photo with one model version."""
 
@@ -98,6 +104,16 @@ class Prediction(models.Model):
     looks_unfamiliar = models.BooleanField(default=False)
     # Patient metadata the model's metadata model took for this photo ({"age": decade, "sex", "site"}; empty: photo only).
     metadata_used = models.JSONField(default=dict, blank=True)
+    # Urgency tier from the calibrated differential (inference/ml/triage.py); blank when the model abstains
+    # (``abstain`` says why, ``triage_reason`` in plain words). Advice comes from the tier, never from S.
+    tier = models.CharField(max_length=8, choices=Tier.choices, blank=True, db_index=True)
+    triage_reason = models.TextField(blank=True)
+    abstain = models.CharField(max_length=16, blank=True, help_text="no_grades | no_calibration | modality | unfamiliar")
+    urgent_probability = models.FloatField(null=True, blank=True, help_text="Calibrated sum over high-grade malignancies.")
+    malignant_probability = models.FloatField(null=True, blank=True, help_text="Calibrated sum over all malignancies.")
+    triage_thresholds = models.JSONField(default=dict, blank=True, help_text="{urgent, malignant} used for the tier.")
+    calibrated = models.BooleanField(default=False, help_text="Ranked probabilities are temperature-scaled.")
+    unfamiliar_score = models.FloatField(null=True, blank=True)
     warning = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -124,6 +140,30 @@ class Prediction(models.Model):
     @property
     def top(self) -> dict | None:
         return self.ranked[0] if self.ranked else None
+
+
+class TriageSetting(models.Model):
+    """This site's target sensitivities for one model's urgency tiers, set by an admin, with the
+    thresholds recomputed from the artefact's held-out outputs (``triage.thresholds_for_targets``)."""
+
+    model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="triage_setting")
+    urgent_target = models.FloatField(help_text="Share of high-grade malignancies to put in the urgent tier.")
+    malignant_target = models.FloatField(help_text="Share of malignancies to put in the refer or urgent tier.")
+    # thresholds_for_targets' result: {targets, thresholds, urgent: {...}, malignant: {...}, ...}
+    result = models.JSONField(default=dict)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(urgent_target__gt=0) & Q(urgent_target__lte=1)
+                                   & Q(malignant_target__gt=0) & Q(malignant_target__lte=1),
+                                   name="triagesetting_targets_range"),
+        ]
+
+    @property
+    def thresholds(self) -> dict:
+        return (self.result or {}).get("thresholds") or {}
 
 
 class TargetKind(models.TextChoices):

@@ -8,12 +8,7 @@ from annotation.models import MalignancyGrade, MetaClass, SubClass
 from .models import PredictionStatus
 from .selectors import overlay_box_masses, photo_boxes
 from .services.predictions import CLOSE_MARGIN
-
-GRADE_ADVICE = {
-    1: "Benign: self-monitor.",
-    2: "Low malignancy: see a dermatologist at a nearby hospital.",
-    3: "High malignancy: refer urgently to a tertiary hospital.",
-}
+from .tiers import abstain_reason, tier_info
 
 
 def warning_rule(model_version=None) -> str:
@@ -97,7 +92,7 @@ def prediction_view(pred) -> dict:
         "malignancy_score": pred.malignancy_score,
         "malignancy_grade": grade,
         "malignancy_label": MalignancyGrade(grade).label if grade else None,
-        "malignancy_advice": GRADE_ADVICE.get(grade, ""),
+        "triage": triage_view(pred),
         "margin": pred.margin,
         "close_call": pred.margin is not None and len(ranked) > 1 and pred.margin < CLOSE_MARGIN,
         "ood_score": pred.ood_score,
@@ -109,6 +104,23 @@ def prediction_view(pred) -> dict:
         "box_mass": {o["target"]: o["box_mass"] for o in overlays if o["box_mass"] is not None} or None,
     })
     return d
+
+
+def triage_view(pred) -> dict:
+    """The tier with its plain advice, or (the model abstains) no tier, no advice and the reason."""
+    info = tier_info(pred.tier)
+    pct = (lambda v: None if v is None else round(100 * v, 1))
+    return {
+        "tier": pred.tier or None, "label": info.get("label"), "summary": info.get("summary", ""),
+        "advice": info.get("advice", ""), "reason": pred.triage_reason if pred.tier else abstain_reason(pred),
+        "abstain": pred.abstain or None, "calibrated": pred.calibrated,
+        "urgent_probability": pred.urgent_probability, "malignant_probability": pred.malignant_probability,
+        "urgent_percent": pct(pred.urgent_probability), "malignant_percent": pct(pred.malignant_probability),
+        "thresholds": pred.triage_thresholds or {},
+        "urgent_threshold_percent": pct((pred.triage_thresholds or {}).get("urgent")),
+        "malignant_threshold_percent": pct((pred.triage_thresholds or {}).get("malignant")),
+        "unfamiliar_score": pred.unfamiliar_score,
+    }
 
 
 def metadata_labels(used: dict | None) -> list[str]:

@@ -206,3 +206,11 @@ def training_class_counts(*, taxonomy, label_sources) -> dict[str, int]:
         code = best[row["case_id"]]
         out[code] = out.get(code, 0) + row["n"]
     return out
+
+
+def site_thresholds(*, model_version: ModelVersion) -> dict | None:
+    """This site's tier thresholds for ``model_version`` ({urgent, malignant}), None: the artefact's own."""
+    from .models import TriageSetting
+
+    s = TriageSetting.objects.filter(model_version=model_version).first()
+    return dict(s.thresholds) if s is not None and s.thresholds else None

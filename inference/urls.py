@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_triage
 
 app_name = "inference"
 urlpatterns = [
@@ -14,6 +14,7 @@ urlpatterns = [
     path("models/<int:pk>/", views.model_detail, name="model_detail"),
     path("models/<int:pk>/activate", views.model_activate, name="model_activate"),
     path("models/<int:pk>/recompute", views.model_recompute, name="model_recompute"),
+    path("models/<int:pk>/triage-targets", views_triage.model_triage_targets, name="model_triage_targets"),
     path("training/", views.training_list, name="training_list"),
     path("training/<int:pk>/", views.training_detail, name="training_detail"),
     path("training/<int:pk>/state.json", views.training_state_json, name="training_state"),

@@ -54,12 +54,24 @@ class PredictionSerializer(serializers.ModelSerializer):
     case = serializers.IntegerField(source="photo.case_id", read_only=True)
     overlays = OverlaySerializer(many=True, read_only=True)
     model_version_name = serializers.CharField(source="model_version.name", read_only=True)
+    triage = serializers.SerializerMethodField(help_text="Urgency tier (null when the model abstains), plain advice "
+                                                         "and the reason, as on the case page.")
 
     class Meta:
         model = Prediction
         fields = ["id", "photo", "case", "model_version", "model_version_name", "status", "ranked", "meta_probabilities",
                   "fused_method", "malignancy_score", "malignancy_grade", "margin", "ood_score", "looks_unfamiliar",
-                  "warning", "created_at", "started_at", "finished_at", "duration_ms", "attempts", "error", "overlays"]
+                  "triage", "calibrated", "warning", "created_at", "started_at", "finished_at", "duration_ms", "attempts", "error", "overlays"]
+
+
+    def get_triage(self, obj) -> dict | None:
+        if obj.status != "done":
+            return None
+        from inference.presenters import triage_view
+
+        t = triage_view(obj)
+        return {k: t[k] for k in ("tier", "label", "advice", "reason", "abstain", "thresholds", "urgent_probability",
+                                  "malignant_probability", "unfamiliar_score")}
 
 
 class PredictionRequestSerializer(serializers.Serializer):

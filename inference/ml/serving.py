@@ -3,8 +3,9 @@
 Public API:
 - ``ranked_rows(differential) -> list[dict]``: the ranked sub-classes of a ``Differential`` as
   ``{"sub_class", "meta_class", "probability", "fine_probability"}`` dicts, most likely first.
-- ``prediction_compute(*, predictor, image, photo_size, boxes=(), metadata=None) -> dict``: the
-  differential, malignancy, out-of-distribution score and overlay PNGs of one PIL image.
+- ``prediction_compute(*, predictor, image, photo_size, boxes=(), metadata=None, modality=None,
+  thresholds=None) -> dict``: the differential, malignancy, urgency tier ("triage", ``triage.py``'s
+  block), out-of-distribution score and overlay PNGs of one PIL image.
 """
 from __future__ import annotations
 
@@ -50,13 +51,15 @@ def _overlays(predictor, image, ranked: list[dict], metas: list, photo_size, box
     return out
 
 
-def prediction_compute(*, predictor, image, photo_size, boxes=(), metadata: dict | None = None) -> dict:
+def prediction_compute(*, predictor, image, photo_size, boxes=(), metadata: dict | None = None,
+                       modality: str | None = None, thresholds: dict | None = None) -> dict:
     """Differential + Grad-CAM overlay PNGs of one PIL ``image`` shown at ``photo_size`` (width, height).
     ``boxes``: annotator boxes in photo pixels; ``metadata`` (age, sex, site) enters where the artefact
-    has a metadata model (``Predictor.fuse``). A Grad-CAM failure leaves the differential and says so in
-    ``cam_error``."""
+    has a metadata model (``Predictor.fuse``); ``modality`` (the photo's) and ``thresholds`` (the site's
+    tier thresholds, None: the artefact's) set the tier or the abstention. A Grad-CAM failure leaves the
+    differential and says so in ``cam_error``."""
     t0 = time.perf_counter()
-    diff = predictor.predict_one(image, metadata=metadata)
+    diff = predictor.predict_one(image, metadata=metadata, modality=modality, thresholds=thresholds)
     d = diff.to_dict()
     ranked = ranked_rows(diff)
     metas = sorted(d["meta_probabilities"].items(), key=lambda kv: -kv[1])
@@ -76,6 +79,8 @@ def prediction_compute(*, predictor, image, photo_size, boxes=(), metadata: dict
         "margin": d["margin"],
         "ood_score": d["ood_score"],
         "looks_unfamiliar": bool(d["looks_unfamiliar"]),
+        "triage": d["triage"],
+        "calibrated": bool(d["calibrated"]),
         "metadata_used": d["extra"].get("metadata_used") or {},
         "overlays": overlays,
         "cam_error": cam_error,

@@ -70,10 +70,23 @@ def _prediction_reset(pred: Prediction) -> None:
     pred.ranked, pred.meta_probabilities = [], {}
     pred.malignancy_score = pred.malignancy_grade = pred.margin = pred.ood_score = None
     pred.looks_unfamiliar = False
+    _triage_store(pred, {}, False)
     pred.warning = pred.error = pred.task_id = ""
     pred.started_at = pred.finished_at = None
     pred.duration_ms = None
     pred.save()
+
+
+def _triage_store(pred: Prediction, t: dict, calibrated: bool) -> None:
+    """Copy ``triage.py``'s block onto the row (no tier when the model abstains)."""
+    pred.tier = t.get("tier") or ""
+    pred.triage_reason = t.get("reason") or ""
+    pred.abstain = t.get("abstain") or ""
+    pred.urgent_probability = t.get("urgent_probability")
+    pred.malignant_probability = t.get("malignant_probability")
+    pred.triage_thresholds = t.get("thresholds") or {}
+    pred.unfamiliar_score = t.get("unfamiliar_score")
+    pred.calibrated = calibrated
 
 
 def prediction_request_for_photo(*, photo_pk: int) -> Prediction | None:
@@ -182,7 +195,9 @@ def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
         photo = pred.photo
         image = _open_photo_rgb(photo)
         out = serving.prediction_compute(predictor=predictor, image=image, photo_size=(photo.width, photo.height),
-                                         boxes=selectors.photo_boxes(photo), metadata=selectors.photo_metadata(photo))
+                                         boxes=selectors.photo_boxes(photo), metadata=selectors.photo_metadata(photo),
+                                         modality=photo.modality,
+                                         thresholds=selectors.site_thresholds(model_version=pred.model_version))
     except Exception as exc:
         log.exception("prediction %s failed", prediction_pk)
         return _prediction_fail(prediction_pk=prediction_pk, task_id=task_id, exc=exc)
@@ -249,6 +264,7 @@ def _prediction_store(*, prediction_pk: int, task_id: str, out: dict, started: f
         pred.ood_score = out["ood_score"]
         pred.looks_unfamiliar = out["looks_unfamiliar"]
         pred.metadata_used = out.get("metadata_used") or {}
+        _triage_store(pred, out.get("triage") or {}, bool(out.get("calibrated")))
         pred.warning = " ".join(x for x in (
             prediction_warning(looks_unfamiliar=out["looks_unfamiliar"], ranked=out["ranked"], margin=out["margin"]),
             out["cam_error"]) if x)

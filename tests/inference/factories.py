@@ -47,7 +47,8 @@ class ModelVersionFactory(factory.django.DjangoModelFactory):
 
 
 class PredictionFactory(factory.django.DjangoModelFactory):
-    """A prediction of ``photo`` (pass it); done by default, with RANKED as its differential."""
+    """A prediction of ``photo`` (pass it); done by default, with RANKED as its differential and, when
+    done, the urgent tier a 62% melanoma gets (tier "" with ``abstain`` for a model that abstains)."""
 
     class Meta:
         model = Prediction
@@ -56,6 +57,9 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     status = PredictionStatus.DONE
     ranked = factory.LazyFunction(lambda: [dict(r) for r in RANKED])
     finished_at = factory.LazyAttribute(lambda o: timezone.now() if o.status == PredictionStatus.DONE else None)
+    tier = factory.LazyAttribute(lambda o: "urgent" if o.status == PredictionStatus.DONE else "")
+    triage_reason = factory.LazyAttribute(lambda o: "the most likely diagnosis, Melanoma, is a high-grade malignancy"
+                                          if o.tier else "")
 
 
 class TrainingRunFactory(factory.django.DjangoModelFactory):

@@ -173,8 +173,8 @@ def test_warning_stored_from_model_output(active_model, case, monkeypatch):
 
     real = Predictor.predict_one
 
-    def fake(self, img, method="product", metadata=None):
-        d = real(self, img, method, metadata)
+    def fake(self, img, method="product", metadata=None, **kw):     # kw: modality, thresholds
+        d = real(self, img, method, metadata, **kw)
         d.looks_unfamiliar = True
         return d
 

@@ -1,5 +1,6 @@
-"""Patient malignancy report: content per grade, no report without a graded prediction,
-the PDF's text, and who may open it."""
+"""Patient malignancy report: advice per urgency tier (S and grade as numbers), no report without a
+tier (never for a photo the model abstained on), a confirmed histopathology diagnosis first with the
+model's view secondary, the PDF's text, and who may open it."""
 import shutil
 import subprocess
 from datetime import timedelta
@@ -9,7 +10,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from annotation.models import DiagnosisLabel, LabelSource, SubClass
 from derm_portal import roles
+from inference.tiers import TIERS
 from inference.models import ModelStatus, Prediction, PredictionStatus
 from reports import patient_report as pr
 from tests.conftest import need
@@ -21,8 +24,12 @@ def make_model(taxonomy, *, status=ModelStatus.ACTIVE, name="lite0-ham10000"):
     return ModelVersionFactory(name=name, taxonomy=taxonomy, status=status)
 
 
+GRADE_TIER = {1: "routine", 2: "refer", 3: "urgent"}
+
+
 def make_prediction(photo, model, *, grade=3, score=2.27, **extra):
-    """A graded prediction (mel first, RANKED) with a clear meta-class answer."""
+    """A graded prediction (mel first, RANKED) with a clear meta-class answer and the tier of its grade."""
+    extra.setdefault("tier", GRADE_TIER.get(grade, ""))
     return PredictionFactory(
         photo=photo, model_version=model,
         meta_probabilities={"melanocytic": 0.92, "keratinocytic": 0.08, "dermal_vascular": 0.0},
@@ -62,9 +69,9 @@ def pdf_text(data: bytes) -> str:
 @pytest.mark.parametrize(
     "grade,score,label,advice",
     [
-        (1, 1.08, "Benign", "Keep an eye on it yourself"),
-        (2, 1.93, "Low malignancy", "see a dermatologist at a hospital near you"),
-        (3, 2.71, "High malignancy", "go to a tertiary (specialist) hospital urgently"),
+        (1, 1.08, "Routine", "Keep an eye on it yourself"),
+        (2, 1.93, "Refer", "see a dermatologist at a hospital near you"),
+        (3, 2.71, "Urgent", "go to a tertiary (specialist) hospital urgently"),
     ],
 )
 def test_pdf_has_grade_score_advice_and_disclaimer(grade, score, label, advice, photo, model, users):
@@ -75,7 +82,7 @@ def test_pdf_has_grade_score_advice_and_disclaimer(grade, score, label, advice, 
     data = resp.content
     assert data.startswith(b"%PDF")
     text = pdf_text(data)
-    assert label in text and pr.GRADES[grade]["headline"] in text
+    assert label in text and TIERS[GRADE_TIER[grade]]["headline"] in text
     assert f"S = {score:.2f}" in text
     assert advice in text
     assert "It is not a diagnosis" in text
@@ -87,13 +94,13 @@ def test_pdf_has_grade_score_advice_and_disclaimer(grade, score, label, advice, 
         assert private not in text
 
 
-@pytest.mark.parametrize("grade,colour_class,advice", [(1, "g1", "Keep an eye on it"), (2, "g2", "nearby"), (3, "g3", "tertiary")])
-def test_html_page_shows_grade_advice_and_photo(grade, colour_class, advice, photo, model, users):
+@pytest.mark.parametrize("grade,tier,advice", [(1, "routine", "Keep an eye on it"), (2, "refer", "nearby"), (3, "urgent", "tertiary")])
+def test_html_page_shows_tier_advice_and_photo(grade, tier, advice, photo, model, users):
     make_prediction(photo, model, grade=grade, score={1: 1.2, 2: 2.0, 3: 2.8}[grade])
     resp = client_for(users[roles.ADMIN]).get(reverse("reports:patient_report", args=[photo.pk]))
     assert resp.status_code == 200
     html = resp.content.decode()
-    assert f'class="grade-text grade {colour_class}"' in html
+    assert f'data-tier="{tier}">{TIERS[tier]["label"]}<' in html
     assert (advice in html) if advice != "nearby" else ("hospital near you" in html)
     assert reverse("annotation:photo_file", args=[photo.pk]) in html
     assert reverse("reports:patient_report_pdf", args=[photo.pk]) in html
@@ -101,10 +108,48 @@ def test_html_page_shows_grade_advice_and_photo(grade, colour_class, advice, pho
     assert "PSN-PRIVATE-42" not in html and "right-calf-zz" not in html
 
 
-def test_lay_advice_follows_the_methods_mapping():
-    assert "Come back" in pr.GRADES[1]["advice"]
-    assert "nearby" in pr.GRADES[2]["advice_short"] and "dermatologist" in pr.GRADES[2]["advice"]
-    assert "tertiary" in pr.GRADES[3]["advice"] and "urgently" in pr.GRADES[3]["advice"]
+def test_lay_advice_follows_the_tiers():
+    assert "Come back" in TIERS["routine"]["patient_advice"]
+    assert "dermatologist" in TIERS["refer"]["patient_advice"] and "near you" in TIERS["refer"]["patient_advice"]
+    assert "tertiary" in TIERS["urgent"]["patient_advice"] and "urgently" in TIERS["urgent"]["patient_advice"]
+    assert not any("advice" in g for g in pr.GRADES.values())      # the grade never carries advice
+
+
+def test_advice_follows_the_tier_not_the_score(photo, model, users):
+    """S = 1.40 is "benign" as a grade, but a 62% melanoma is urgent: the report says urgent."""
+    make_prediction(photo, model, grade=1, score=1.40, tier="urgent", urgent_probability=0.62, malignant_probability=0.64)
+    report = pr.patient_report_build(user=users[roles.DERMATOLOGIST], photo_pk=photo.pk)
+    text = pdf_text(pr.patient_report_pdf(report=report))
+    assert "62% chance of a serious skin cancer" in text and "64% chance of any skin cancer" in text
+    assert "Urgent" in text and "tertiary (specialist) hospital urgently" in text and "S = 1.40" in text
+    assert "Keep an eye on it yourself" not in text
+
+
+def test_confirmed_histopathology_comes_first_and_the_model_is_secondary(photo, model, users, taxonomy):
+    make_prediction(photo, model, grade=3, score=2.6)
+    bcc = SubClass.objects.get(taxonomy=taxonomy, code="bcc")
+    DiagnosisLabel.objects.create(case=photo.case, sub_class=bcc, source=LabelSource.HISTOPATHOLOGY, confirmed=True)
+    client = client_for(users[roles.DERMATOLOGIST])
+    html = client.get(reverse("reports:patient_report", args=[photo.pk])).content.decode()
+    assert 'id="confirmed"' in html and bcc.display_name in html and "secondary" in html
+    text = pdf_text(client.get(reverse("reports:patient_report_pdf", args=[photo.pk])).content)
+    assert f"confirmed by a tissue test (histopathology): {bcc.display_name}" in text
+    assert "the model's view from the photo, below, is secondary" in text and "The model's view (secondary)" in text
+    assert text.index("Confirmed diagnosis") < text.index("The model's view (secondary)")
+
+
+def test_no_report_for_a_photo_the_model_abstained_on(secret_case, photo, model, users):
+    reason = "this model was trained on dermoscopic photos; this photo is clinical, so the model gives no advice on it"
+    make_prediction(photo, model, grade=1, score=1.2, tier="", abstain="modality", triage_reason=reason)
+    client = client_for(users[roles.DERMATOLOGIST])
+    page = client.get(reverse("reports:patient_report", args=[photo.pk])).content.decode()
+    assert "No patient report for this photo." in page and "trained on dermoscopic photos" in page
+    assert reverse("reports:patient_report_pdf", args=[photo.pk]) not in page
+    pdf = client.get(reverse("reports:patient_report_pdf", args=[photo.pk]))
+    assert pdf.status_code == 404 and "trained on dermoscopic photos" in pdf.content.decode()
+    case_html = client.get(reverse("annotation:case_detail", args=[secret_case.pk])).content.decode()
+    assert reverse("reports:patient_report", args=[photo.pk]) not in case_html
+    assert "trained on dermoscopic photos" in case_html
 
 
 def test_unfamiliar_photo_adds_a_caution(photo, model, users):
@@ -188,7 +233,7 @@ def test_case_panel_lists_report_links_for_doctors_only(role, secret_case, photo
         assert 'id="patient-reports"' in html
         assert reverse("reports:patient_report", args=[photo.pk]) in html
         assert reverse("reports:patient_report", args=[ungraded.pk]) not in html
-        assert "No graded prediction yet" in html
+        assert "has no model prediction yet" in html
     else:
         assert 'id="patient-reports"' not in html
         assert reverse("reports:patient_report", args=[photo.pk]) not in html
