@@ -31,4 +31,4 @@ def triaged_active_model(db, taxonomy, triaged_model_dir, settings, tmp_path, us
     shutil.copytree(triaged_model_dir, dest)
     loader.cache_clear()
     mv = services.model_register(model_dir=dest, name="tiny triaged model", created_by=users["admin"])
-    return services.model_activate(model_version=mv, by=users["admin"])
+    return services.model_activate(model_version=mv, by=users["admin"], reason="tiny test model")
