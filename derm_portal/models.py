@@ -21,3 +21,20 @@ class JobDispatch(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.key} (sent {self.sends}x)"
+
+
+class SubmissionToken(models.Model):
+    """A form's one-time token (derm_portal.idempotency): the first submission creates the object and
+    records it here; a repeated submission of the same form (double click, resend) gets that object."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=32)
+    token = models.CharField(max_length=64)
+    object_pk = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "kind", "token"], name="submissiontoken_once")]
+
+    def __str__(self):
+        return f"{self.kind} {self.token} -> {self.object_pk}"

@@ -49,7 +49,7 @@ _cache_url = os.environ.get("DERM_CACHE_URL", "").strip() or _broker
 if not _cache_url.startswith(("redis://", "rediss://")):
     _refuse(f"DERM_CACHE_URL is {_cache_url.split(':', 1)[0]!r}; it must point at Redis (redis://host:6379/1)")
 
-from .base import *  # noqa: E402,F401,F403
+from .base import *  # noqa: E402, F403
 from .base import REST_FRAMEWORK, env_bool  # noqa: E402
 
 DEBUG = False

@@ -91,10 +91,12 @@ def test_crop_request_is_owed_a_run_that_started_after_it():
     started = dispatch.start(CROP_JOB, "0:0", CROP_BUSY)
     assert started is not None
     assert dispatch.start(CROP_JOB, "0:0", CROP_BUSY) is None       # a duplicate message while it runs
-    JobDispatch.objects.filter(kind=CROP_JOB).update(requested_at=started + timedelta(seconds=1))  # asked again meanwhile
+    # asked again while it runs
+    JobDispatch.objects.filter(kind=CROP_JOB).update(requested_at=started + timedelta(seconds=1))
     dispatch.complete(CROP_JOB, "0:0", started)
     rec = Recorder()
-    JobDispatch.objects.filter(kind=CROP_JOB).update(requested_at=timezone.now() - OLD, completed_at=timezone.now() - 2 * OLD)
+    now = timezone.now()
+    JobDispatch.objects.filter(kind=CROP_JOB).update(requested_at=now - OLD, completed_at=now - 2 * OLD)
     assert reconcile(send=rec)["crops"] == 1 and rec.sent == [(CROP_TASK, (), {"margin": 0.0, "min_size": 0})]
     row = JobDispatch.objects.get(kind=CROP_JOB)
     dispatch.complete(CROP_JOB, "0:0", row.requested_at + timedelta(seconds=1))   # a later run finished
@@ -102,8 +104,8 @@ def test_crop_request_is_owed_a_run_that_started_after_it():
     assert reconcile(send=Recorder())["crops"] == 0
 
 
-def test_starting_training_with_the_broker_down_queues_the_run_for_the_reconciler(client, users, labelled_cases,  # noqa: F811
-                                                                                  django_capture_on_commit_callbacks, caplog):
+def test_starting_training_with_the_broker_down_queues_the_run_for_the_reconciler(
+        client, users, labelled_cases, django_capture_on_commit_callbacks, caplog):  # noqa: F811
     """No 500 and no lost run: the run is saved queued and the reconciler sends it."""
     from celery import current_app
     from django.urls import reverse
@@ -116,7 +118,8 @@ def test_starting_training_with_the_broker_down_queues_the_run_for_the_reconcile
     try:
         client.force_login(users["admin"])
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            r = client.post(reverse("inference:training_list"), {"source_set": "confirmed", "epochs": "1", "image_size": "64"})
+            r = client.post(reverse("inference:training_list"),
+                            {"source_set": "confirmed", "epochs": "1", "image_size": "64"})
     finally:
         conf.task_always_eager, conf.broker_url = saved
         current_app._pool = None
