@@ -67,10 +67,11 @@ def prepare(n_cases: int, n_users: int) -> tuple[list[str], list[int]]:
     users = User.objects.bulk_create([User(username=f"bench-{i:04d}", password=proto.password) for i in range(n_users)])
     Group.objects.get(name=roles.DERMATOLOGIST).user_set.add(*users)
     store = import_module(settings.SESSION_ENGINE).SessionStore
+    backend = next(b for b in settings.AUTHENTICATION_BACKENDS if b.endswith("ModelBackend"))   # not axes
     cookies = []
     for u in users:
         s = store()
-        s[SESSION_KEY], s[BACKEND_SESSION_KEY] = str(u.pk), settings.AUTHENTICATION_BACKENDS[0]
+        s[SESSION_KEY], s[BACKEND_SESSION_KEY] = str(u.pk), backend
         s[HASH_SESSION_KEY] = u.get_session_auth_hash()
         s.create()
         cookies.append(f"{settings.SESSION_COOKIE_NAME}={s.session_key}")

@@ -85,6 +85,8 @@ if not SECURE_HSTS_PRELOAD:
     # operator opts in with DJANGO_SECURE_HSTS_PRELOAD=1; check --deploy would nag.
     SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SESSION_COOKIE_SECURE = True
+# Sessions read from the shared Redis cache (written through to the database): one query less per page.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
