@@ -204,10 +204,26 @@ class NothingStored(ValueError):
         super().__init__("; ".join(e["error"] for e in errors) or "No photo was stored.")
 
 
-def case_create_with_photos(*, uploads: list, uploaded_by, modality: str = Modality.CLINICAL, **case_fields) -> tuple[Case, BatchResult]:
+def case_create_with_photos(*, uploads: list, uploaded_by, modality: str = Modality.CLINICAL, submission_token: str = "",
+                            **case_fields) -> tuple[Case, BatchResult]:
     """Create a case and attach its photos in one transaction. If photos were sent and every
     one was refused, nothing is created (NothingStored), so a corrected resubmit leaves no empty
-    duplicate case; if the transaction fails, the files already written are removed."""
+    duplicate case; if the transaction fails, the files already written are removed. The form's
+    ``submission_token`` makes a repeated submission return the case the first one created."""
+    from derm_portal.idempotency import once
+
+    batch = BatchResult()
+
+    def create() -> Case:
+        nonlocal batch
+        case, batch = _case_create_with_photos(uploads=uploads, uploaded_by=uploaded_by, modality=modality, **case_fields)
+        return case
+
+    case, _ = once(user=uploaded_by, kind="case", token=submission_token, create=create, fetch=lambda pk: Case.objects.get(pk=pk))
+    return case, batch
+
+
+def _case_create_with_photos(*, uploads: list, uploaded_by, modality: str, **case_fields) -> tuple[Case, BatchResult]:
     result = None
     try:
         with transaction.atomic():

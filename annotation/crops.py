@@ -12,12 +12,15 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from celery import shared_task
 from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image, ImageOps
+
+from derm_portal import dispatch
 
 from .models import AnnotationStatus, Box, Crop, Photo
 
@@ -117,10 +120,30 @@ def crops_make(*, margin: float = 0.0, min_size: int = 0, photos=None, quality: 
     return report
 
 
+CROP_JOB = "crops"
+CROP_BUSY = timedelta(hours=2)   # a crop run that started longer ago than this is taken to have died
+
+
+def crops_request(*, margin: float, min_size: int) -> None:
+    """Record a crop request (pending until a run that starts after it finishes) and send it; the
+    reconciler (derm_portal.reconcile) sends it again if the message is lost."""
+    key = f"{margin:g}:{min_size}"
+    dispatch.request(CROP_JOB, key, {"margin": margin, "min_size": min_size})
+    transaction.on_commit(lambda: dispatch.send(make_crops_task.name, margin=margin, min_size=min_size))
+
+
 @shared_task(name="annotation.tasks.make_crops")
 def make_crops_task(*, margin: float = 0.0, min_size: int = 0) -> dict:
-    """Thin and idempotent: running it twice leaves the same crops."""
-    return crops_make(margin=margin, min_size=min_size).as_dict()
+    """Thin and idempotent: running it twice leaves the same crops; a duplicate message arriving
+    while a run with the same settings is in progress does nothing."""
+    key = f"{margin:g}:{min_size}"
+    started = dispatch.start(CROP_JOB, key, CROP_BUSY)
+    if started is None:
+        return {"busy": True}
+    try:
+        return crops_make(margin=margin, min_size=min_size).as_dict()
+    finally:     # a failing run is not re-sent forever; the next request runs it again
+        dispatch.complete(CROP_JOB, key, started)
 
 
 # after the data folder's own columns (annotation.datafolder.LABEL_COLUMNS)

@@ -96,6 +96,8 @@ def case_detail(request, pk: int):
 
 @require_role(*roles.CAN_EDIT_CASES)
 def case_create(request):
+    from derm_portal.idempotency import token_from
+
     form = CaseCreateForm(request.POST or None)
     if request.method == "POST":
         if form.is_valid():
@@ -112,6 +114,7 @@ def case_create(request):
                     uploads=uploads,
                     uploaded_by=request.user,
                     modality=d["modality"],
+                    submission_token=token_from(request.POST),
                 )
             except services.NothingStored as exc:
                 for err in exc.errors:

@@ -274,8 +274,6 @@ CAN_MAKE_CROPS = roles.CAN_TRAIN_MODELS
 
 @require_role(*roles.CAN_ANNOTATE)
 def crops_page(request):
-    from django.db import transaction
-
     from . import crops
 
     can_make = roles.has_role(request.user, CAN_MAKE_CROPS)
@@ -300,7 +298,7 @@ def crops_page(request):
         if margin < 0 or margin > 5 or min_size < 0:
             messages.error(request, "Margin must be between 0 and 500 % and the minimum size positive.")
             return redirect("annotation:workspace_crops")
-        transaction.on_commit(lambda: crops.make_crops_task.delay(margin=margin, min_size=min_size))
+        crops.crops_request(margin=margin, min_size=min_size)
         messages.success(request, f"Making crops (margin {margin:.0%}, minimum {min_size} px) on the long queue; reload to see them.")
         return redirect("annotation:workspace_crops")
     from django.db.models import Count

@@ -12,6 +12,11 @@ app = Celery("derm_portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("interactive"), Queue("long"))
 app.autodiscover_tasks()
+# The job reconciler (derm_portal.reconcile): `./run beat` in production, started by `./run serve`.
+app.conf.beat_schedule = {
+    "reconcile-jobs": {"task": "derm_portal.reconcile", "schedule": float(os.environ.get("DERM_RECONCILE_SECONDS", 30)),
+                       "options": {"queue": "interactive", "expires": 60}},
+}
 
 
 @app.task(name="derm_portal.ping")

@@ -220,6 +220,7 @@ CAMERA_PRESETS = {
 @require_role(*roles.CAN_TRAIN_MODELS)
 def training_list(request):
     from annotation.selectors import taxonomy_default
+    from derm_portal.idempotency import token_from
 
     if request.method == "POST":
         sources = services.LABEL_SOURCE_SETS.get(request.POST.get("source_set", ""), None)
@@ -234,7 +235,7 @@ def training_list(request):
             config["augment"] = CAMERA_PRESETS[cameras][1]
         try:
             run = services.training_run_create(by=request.user, label_sources=sources, name=request.POST.get("name", ""),
-                                               config=config)
+                                               config=config, submission_token=token_from(request.POST))
         except ValidationError as exc:
             messages.error(request, "; ".join(exc.messages))
         else:

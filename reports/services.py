@@ -68,7 +68,11 @@ def study_create(
     aided_session: bool = False,
     show_history: bool = False,
     description: str = "",
+    submission_token: str = "",
 ) -> ReaderStudy:
+    """A new study; a repeated submission of one form (same ``submission_token``) returns the first's study."""
+    from derm_portal.idempotency import once
+
     if not title.strip():
         raise ValidationError("A study needs a title.")
     if confidence_scale not in ConfidenceScale.values:
@@ -77,13 +81,14 @@ def study_create(
                                   positive_codes=positive_codes, model_version=model_version)
     if aided_session and model_version is None:
         raise ValidationError("An AI-aided session needs a compared model.")
-    return ReaderStudy.objects.create(
+    return once(user=created_by, kind="study", token=submission_token, fetch=lambda pk: ReaderStudy.objects.get(pk=pk),
+                create=lambda: ReaderStudy.objects.create(
         title=title.strip(), description=description, taxonomy=taxonomy, question_type=question_type,
         class_level=class_level, positive_codes=positive, question_text=question_text.strip(),
         confidence_scale=confidence_scale, model_version=model_version, shuffle=shuffle, allow_back=allow_back,
         aided_session=aided_session, show_history=show_history, created_by=created_by,
         seed=secrets.randbelow(2**31),
-    )
+    ))[0]
 
 
 @transaction.atomic

@@ -43,6 +43,7 @@ def study_list(request):
 @require_role(*COORD)
 def study_create(request):
     from annotation.selectors import taxonomy_default
+    from derm_portal.idempotency import token_from
 
     taxonomy = taxonomy_default()
     form = StudyForm(request.POST or None, taxonomy=taxonomy)
@@ -55,6 +56,7 @@ def study_create(request):
                 question_text=d["question_text"], confidence_scale=d["confidence_scale"],
                 model_version=d.get("model_version"), shuffle=d["shuffle"], allow_back=d["allow_back"],
                 aided_session=d["aided_session"], show_history=d["show_history"],
+                submission_token=token_from(request.POST),
             )
         except ValidationError as exc:
             form.add_error(None, "; ".join(exc.messages))
@@ -412,9 +414,16 @@ def reading_photo(request, study_pk: int, number: int, idx: int):
     """A study photo for an invited reader of an open study: addressed by the opaque case number and
     the photo's index within the case, streamed after the check (readers cannot use photo_file)."""
     inv = selectors.invitation_get(user=request.user, study_pk=study_pk)
-    if inv.study.status != StudyStatus.OPEN or services.reader_session(inv) is None:
+    session = services.reader_session(inv)
+    if inv.study.status != StudyStatus.OPEN or session is None:
         raise PermissionDenied("This study is not open for you.")
     sc = selectors.invitation_study_case(study_reader=inv, number=number)
+    # as reading_case: the case being read, or (with allow_back) one already answered; never ahead
+    answered = set(Reading.objects.filter(study_reader=inv, session=session, answered_at__isnull=False)
+                   .values_list("study_case_id", flat=True))
+    current = next((pk for pk in services.reader_order(inv) if pk not in answered), None)
+    if sc.pk != current and not (sc.pk in answered and inv.study.allow_back):
+        raise PermissionDenied("This case is not open for you yet.")
     photos = list(sc.case.photos.order_by("created_at", "id"))
     if not 0 <= idx < len(photos):
         raise Http404("No such photo.")

@@ -160,6 +160,8 @@ def export_csv(anns: list[PhotoAnnotation]) -> str:
         if not bs:
             w.writerow(head + [""] * 7 + [a.photo.width, a.photo.height, "", ""])
         for b in bs:
-            w.writerow(head + [b.label_code, b.sub_class.code if b.sub_class_id else "", b.meta_class.code if b.meta_class_id else "",
+            # taxonomy codes are typed by admins (taxonomy import): escaped like every other text cell
+            w.writerow(head + [_cell(b.label_code), _cell(b.sub_class.code if b.sub_class_id else ""),
+                               _cell(b.meta_class.code if b.meta_class_id else ""),
                                b.x0, b.y0, b.x1, b.y1, b.image_width, b.image_height, int(b.difficult), int(b.truncated)])
     return out.getvalue()

@@ -11,6 +11,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from derm_portal import dispatch
+
 from ..boxes import AnnotationError
 from ..models import AnnotationStatus, ImportRun
 from .coco import coco_import
@@ -31,20 +33,26 @@ def box_import_enqueue(*, data: bytes, source: str, user, annotator=None, status
                         options={"annotator": annotator.pk, "status": status, "replace_accepted": replace_accepted})
         run.upload.save("boxes.json", ContentFile(data), save=False)
         run.save()
-        transaction.on_commit(lambda pk=run.pk: import_boxes_task.delay(run_pk=pk))
+        # a broker that is down leaves the run queued for the reconciler (derm_portal.reconcile)
+        transaction.on_commit(lambda pk=run.pk: dispatch.send(import_boxes_task.name, run_pk=pk))
     return run
 
 
-def box_import_run(*, run_pk: int) -> str:
+def box_import_run(*, run_pk: int, task_id: str = "") -> str:
     """Import a queued run. Idempotent: a run already done or failed (e.g. a redelivered task)
-    is left as it is; a run that was interrupted while running is imported again (re-importing
-    replaces that annotator's boxes, so the result is the same)."""
+    is left as it is; a run interrupted while running is imported again by its own redelivered
+    message (same task id; re-importing replaces that annotator's boxes, so the result is the same),
+    while another message for it (a duplicate send) finds it busy and does nothing."""
     with transaction.atomic():
         run = ImportRun.objects.select_for_update().filter(pk=run_pk).first()
         if run is None or run.status in (ImportRun.Status.DONE, ImportRun.Status.FAILED):
             return "skipped"
+        owner = run.options.get("task_id", "")
+        if run.status == ImportRun.Status.RUNNING and owner and owner != task_id:
+            return "busy"
         run.status, run.progress = ImportRun.Status.RUNNING, {"stage": "reading", "done": 0, "total": 0}
-        run.save(update_fields=["status", "progress"])
+        run.options = {**run.options, "task_id": task_id}
+        run.save(update_fields=["status", "progress", "options"])
 
     def progress(stage: str, done: int, total: int) -> None:
         ImportRun.objects.filter(pk=run_pk).update(progress={"stage": stage, "done": done, "total": total})
@@ -71,6 +79,6 @@ def box_import_runs(*, user, limit: int = 10) -> list[ImportRun]:
     return list(ImportRun.objects.filter(started_by=user, kind="coco").order_by("-started_at", "-id")[:limit])
 
 
-@shared_task(name="annotation.tasks.import_boxes")
-def import_boxes_task(*, run_pk: int) -> str:
-    return box_import_run(run_pk=run_pk)
+@shared_task(bind=True, name="annotation.tasks.import_boxes")
+def import_boxes_task(self, *, run_pk: int) -> str:
+    return box_import_run(run_pk=run_pk, task_id=self.request.id or "")

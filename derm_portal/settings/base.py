@@ -240,6 +240,11 @@ CELERY_TASK_ROUTES = {
     "reports.tasks.*": {"queue": "long"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The job reconciler (derm_portal.reconcile, run by Celery beat): how often, how old a queued job must be
+# before it is sent again, and how long a job it sent is left alone before being sent once more.
+DERM_RECONCILE_SECONDS = int(os.environ.get("DERM_RECONCILE_SECONDS", 30))
+DERM_RECONCILE_GRACE_SECONDS = int(os.environ.get("DERM_RECONCILE_GRACE_SECONDS", 60))
+DERM_RECONCILE_RESEND_SECONDS = int(os.environ.get("DERM_RECONCILE_RESEND_SECONDS", 600))
 # Several portals (or parallel test runs) may share one Redis: prefix every broker key.
 if os.environ.get("CELERY_KEY_PREFIX"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": os.environ["CELERY_KEY_PREFIX"]}

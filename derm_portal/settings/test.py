@@ -2,7 +2,7 @@
 (CI sets both), SQLite and eager jobs otherwise. Files go to a temporary folder."""
 import tempfile
 
-from .base import *  # noqa: F401,F403
+from .base import *  # noqa: F403
 from .base import env_bool
 
 DEBUG = False

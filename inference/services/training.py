@@ -4,8 +4,8 @@ cases as the engine's data folder. Running it in a worker: ``training_job.traini
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -84,9 +84,11 @@ def _augment_clean(value) -> dict:
 
 
 def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy | None = None, name: str = "",
-                        config: dict | None = None) -> TrainingRun:
-    """Queue a training run on the cases labelled from ``label_sources`` (admins and dermatologists)."""
+                        config: dict | None = None, submission_token: str = "") -> TrainingRun:
+    """Queue a training run on the cases labelled from ``label_sources`` (admins and dermatologists).
+    A repeated submission of one form (same ``submission_token``) returns the first's run."""
     from annotation.selectors import taxonomy_default
+    from derm_portal.idempotency import once
 
     if not roles.has_role(by, *roles.CAN_TRAIN_MODELS):
         raise PermissionDenied("Only admins and dermatologists may start training runs.")
@@ -98,11 +100,16 @@ def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy 
     taxonomy = taxonomy or taxonomy_default()
     if taxonomy is None:
         raise ValidationError("No taxonomy is loaded.")
-    with transaction.atomic():
+
+    def create() -> TrainingRun:
         run = TrainingRun.objects.create(name=name[:200], taxonomy=taxonomy, label_sources=sources, config=clean,
                                          created_by=by, progress={"stage": "queued"})
         transaction.on_commit(lambda pk=run.pk: jobs.enqueue_training(pk))
-    return run
+        return run
+
+    with transaction.atomic():
+        return once(user=by, kind="training", token=submission_token, create=create,
+                    fetch=lambda pk: TrainingRun.objects.get(pk=pk))[0]
 
 
 def training_run_cancel(*, run: TrainingRun, by) -> TrainingRun:

@@ -260,3 +260,16 @@ def test_csv_export_neutralises_formulas_in_file_names(admin):
     voc_import(files=[("x.xml", voc("=HYPERLINK(1).jpg", [("nv", 1, 1, 5, 5, 0, 0)]))], user=admin, status="accepted")
     row = next(csv.DictReader(io.StringIO(export_csv(annotations_for_export(user=admin)))))
     assert row["filename"] == "'=HYPERLINK(1).jpg"
+
+
+def test_csv_export_neutralises_formulas_in_taxonomy_codes(admin, taxonomy):
+    """Codes come from an admin's taxonomy file: a code written as a formula stays text in the CSV."""
+    from annotation.models import SubClass
+
+    SubClass.objects.filter(taxonomy=taxonomy, code="nv").update(code="=1+1")
+    photo_named("plain.jpg")
+    voc_import(files=[("x.xml", voc("plain.jpg", [("=1+1", 1, 1, 5, 5, 0, 0)]))], user=admin, status="accepted")
+    row = next(csv.DictReader(io.StringIO(export_csv(annotations_for_export(user=admin)))))
+    assert row["filename"] == "plain.jpg"
+    assert all(v == "'=1+1" for k, v in row.items() if k in ("label", "sub_class")), row
+    assert not any(v.startswith("=") for v in row.values()), row
