@@ -124,7 +124,7 @@ def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[s
     ``predictor`` is an ``inference.ml.predict.Predictor``; ``img`` a PIL image.
     """
     tax = predictor.taxonomy
-    x = predictor.preprocess(img).contiguous(memory_format=torch.channels_last)
+    x = predictor.preprocess(img).to(getattr(predictor, "device", "cpu")).contiguous(memory_format=torch.channels_last)
     layer = predictor.gradcam_layer_name
     subs = list(tax.sub_classes)
     metas = list(tax.meta_classes)
