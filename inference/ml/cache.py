@@ -136,6 +136,8 @@ def _decoder(records: Sequence[Record], size: int, colour: str):
 def _decode(records, size, colour, start, put, progress, workers, should_stop, after_chunk=None):
     """Decode photos ``start``.. in chunks, ``put(i, row)`` each; returns the (image, error) of the bad ones."""
     n, bad, work = len(records), [], _decoder(records, size, colour)
+    if progress:
+        progress(start, n)            # where this build starts (a resumed one: the rows already done)
     with ThreadPoolExecutor(max(1, workers)) as ex:
         for s in range(start, n, CHUNK):
             if should_stop is not None and should_stop():
@@ -203,8 +205,6 @@ def _build_file(records, size, colour, path: Path, progress, workers, should_sto
             os.fsync(fd)
             _write_json(record, {"shape": [n, 3, size, size], "done": done, "bad": bad + new_bad})
 
-        if progress and start:
-            progress(start, n)
         bad = bad + _decode(records, size, colour, start, put, progress, workers, should_stop, after_chunk)
     finally:
         os.close(fd)

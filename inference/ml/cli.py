@@ -50,7 +50,9 @@ class ConsoleProgress:
         elif now - self.last >= self.every or (d.get("batch") == d.get("batches")):
             self.last = now
             if st == "cache":
-                print(f"[cache] decoded {d['batch']}/{d['batches']} images", file=self.stream, flush=True)
+                rate = d.get("images_per_second")
+                more = f", {rate:.0f} photos/s, ETA {_fmt_eta(d.get('eta_seconds'))}" if rate else ""
+                print(f"[cache] decoded {d['batch']}/{d['batches']} images{more}", file=self.stream, flush=True)
             else:
                 print(f"[{st}] epoch {d['epoch']}/{d['epochs']} batch {d['batch']}/{d['batches']} "
                       f"loss {d['loss']:.4f} lr {d.get('lr', 0):.2e} {d.get('images_per_second', 0):.1f} img/s "

@@ -59,7 +59,7 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
         return stop["after"] < 0
     with pytest.raises(TrainingCancelled):
         build_cache(recs, 20, tmp_path / "c", should_stop=should_stop, progress=lambda d, n: seen.append(d))
-    assert seen == [4]
+    assert seen == [0, 4]
     left = sorted(f.name.split(".", 1)[1] for f in (tmp_path / "c").iterdir())
     assert left == ["u8.partial", "u8.progress.json"]
     decoded = []
@@ -102,3 +102,22 @@ def test_cache_keeps_colour_corrected_images_apart(tmp_path):
     assert np.array_equal(sog[0].numpy().transpose(1, 2, 0), colour_constancy(load_image(recs[0].path, 24)))
     again, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")   # read back from disk
     assert torch.equal(again[:], sog[:])
+
+
+def test_cache_progress_shows_rate_and_time_left_from_where_the_build_started(capsys):
+    from inference.ml.cli import ConsoleProgress
+    from inference.ml.prepare import CacheProgress
+    events = []
+    p = CacheProgress(events.append)
+    p(256, 1024)                      # a resumed build starts at 256 photos: nothing to time yet
+    assert events == []
+    p(512, 1024)
+    e = events[-1]
+    assert (e["stage"], e["batch"], e["batches"]) == ("cache", 512, 1024)
+    assert e["images_per_second"] > 0 and e["eta_seconds"] == pytest.approx(512 / e["images_per_second"])
+    ConsoleProgress(every_s=0)(e)
+    line = capsys.readouterr().err
+    assert line.startswith("[cache] decoded 512/1024 images, ") and "photos/s, ETA " in line
+    done = CacheProgress(events.append)
+    done(1024, 1024)                  # a cache found complete: one event, no rate
+    assert events[-1]["batch"] == 1024 and events[-1]["images_per_second"] is None
