@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml.data import build_cache, filter_to_taxonomy, holdout_split, read_dataset  # noqa: E402
+from inference.ml.cache import build_cache  # noqa: E402
+from inference.ml.data import filter_to_taxonomy, holdout_split, read_dataset  # noqa: E402
 from inference.ml.infer import model_outputs  # noqa: E402
 from inference.ml.networks import Classifier  # noqa: E402
 from inference.ml.taxonomy import Taxonomy  # noqa: E402

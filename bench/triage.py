@@ -192,7 +192,8 @@ def scores_of(P, u8) -> dict:
 def shift_scores(P, records, limit: int, seed: int, far_n: int) -> dict:
     import torch
 
-    from inference.ml.data import build_cache, colour_constancy
+    from inference.ml.cache import build_cache
+    from inference.ml.data import colour_constancy
     pick = np.sort(np.random.default_rng(seed).permutation(len(records))[:limit])
     raw, ok, _ = build_cache([records[i] for i in pick], P.size, None)
     raw = raw[torch.as_tensor(np.flatnonzero(ok))].numpy()

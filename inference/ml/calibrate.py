@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from . import artefact as art
-from .data import build_cache
+from .cache import build_cache
 from .errors import DataError
 from .evaluate import artefact_records
 from .predict import Predictor

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 BACKBONE_CHOICES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "tiny"]
+DEVICE_HELP = "auto (default: DERM_ML_DEVICE, else a CUDA GPU where there is one), cpu, cuda or cuda:N"
 
 
 def _fmt_eta(s):
@@ -45,7 +46,9 @@ class ConsoleProgress:
         elif now - self.last >= self.every or (d.get("batch") == d.get("batches")):
             self.last = now
             if st == "cache":
-                print(f"[cache] decoded {d['batch']}/{d['batches']} images", file=self.stream, flush=True)
+                rate = d.get("images_per_second")
+                more = f", {rate:.0f} photos/s, ETA {_fmt_eta(d.get('eta_seconds'))}" if rate else ""
+                print(f"[cache] decoded {d['batch']}/{d['batches']} images{more}", file=self.stream, flush=True)
             else:
                 print(f"[{st}] epoch {d['epoch']}/{d['epochs']} batch {d['batch']}/{d['batches']} "
                       f"loss {d['loss']:.4f} lr {d.get('lr', 0):.2e} {d.get('images_per_second', 0):.1f} img/s "
@@ -141,6 +144,7 @@ def add_train_args(p):
                    help="calibrate urgency tiers and the unfamiliar-photo detector on the held-out split")
     p.add_argument("--modality", default=None,
                    help="modality of the photos where the data has no modality column (default dermoscopic)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def config_from_args(a):
@@ -163,7 +167,8 @@ def config_from_args(a):
         cache_dir=a.cache_dir,
         positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
         augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from,
-        metadata=a.metadata, metadata_weight=a.metadata_weight, triage=a.triage, modality=a.modality)
+        metadata=a.metadata, metadata_weight=a.metadata_weight, triage=a.triage, modality=a.modality,
+        device=a.device)
 
 
 def cmd_train(a):
@@ -180,6 +185,9 @@ def cmd_train(a):
     except (TrainingCancelled, KeyboardInterrupt):
         print("interrupted: re-run the same command to resume from the last completed epoch", file=sys.stderr)
         return 130
+    from . import distributed
+    if not distributed.is_main():     # torchrun: rank 0 writes and reports the artefact
+        return 0
     man = json.loads((Path(out) / "model.json").read_text())
     d = man["data"]
     if d["skipped_labels"]:
@@ -196,7 +204,7 @@ def cmd_train(a):
 def cmd_evaluate(a):
     from .evaluate import evaluate, format_report
     rep = evaluate(a.model, a.data, positive=_positive(a.positive), precision=a.precision, views=a.views,
-                   members=a.members)
+                   members=a.members, device=a.device)
     print(format_report(rep))
     if a.json:
         from .artefact import write_json
@@ -235,7 +243,7 @@ def _num(x):
 def cmd_predict(a):
     from PIL import Image
     from .predict import Predictor
-    P = Predictor.load(a.model)
+    P = Predictor.load(a.model, device=a.device)
     meta = {k: v for k, v in (("age", a.age), ("sex", a.sex), ("site", a.site)) if v is not None} or None
     if meta and P.metadata_fine is None:
         print(f"{a.model}: this model was trained without patient metadata; --age/--sex/--site are ignored",
@@ -302,6 +310,7 @@ def main(argv=None):
                    help="test-time views per photo (default: the artefact's, 2 = photo + mirror)")
     e.add_argument("--members", type=int, default=None,
                    help="use only the first N fine models of an ensemble (default: all)")
+    e.add_argument("--device", default=None, help=DEVICE_HELP)
     c = sub.add_parser("calibrate", help="triage calibration (temperature, tier thresholds, unfamiliar-photo "
                                          "detector) from the held-out split; --int8 adds int8 serving")
     c.add_argument("--model", required=True)
@@ -328,6 +337,7 @@ def main(argv=None):
     p.add_argument("--modality", default=None,
                    help="dermoscopic or clinical (all images): a photo of another modality than the model's gets "
                         "no triage tier")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("images", nargs="+")
     s = sub.add_parser("search", help="evolutionary hyperparameter search (METHODS.md section 5)")
     s.add_argument("--data", required=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import budget
 from .budget import DEFAULT_BUDGET_MINUTES
 from .data import AugmentConfig, check_colour_constancy
+from .device import resolve_device
 from .networks import check_drop_path
 
 BALANCES = ("none", "weights", "sqrt_weights", "focal", "sampler", "logit_adjust")
@@ -84,6 +85,7 @@ class TrainConfig:
     int8_calibration_images: int = 0    # >0: store int8 activation ranges from this many training photos (quantize.py)
     triage: bool = True                 # fit urgency tiers and the unfamiliar-photo detector on the held-out split
     modality: str | None = None         # the photos' modality where the data has no modality column (triage_fit.py)
+    device: str | None = None           # "auto" | "cpu" | "cuda[:N]"; None: DERM_ML_DEVICE, else auto (device.py)
 
     def resolved(self) -> dict:
         d = asdict(self)
@@ -91,6 +93,7 @@ class TrainConfig:
         d["data"] = None   # never store machine paths in the artefact
         d["out"] = None
         d["cache_dir"] = None
+        d["device"] = None      # where it ran is no setting of the model: a run may resume on another device
         d["fine_from"] = None if self.fine_from is None else Path(str(self.fine_from)).name
         d["augmentation"] = AugmentConfig.from_overrides(self.augment).to_dict()   # every field, defaults included
         return d
@@ -146,6 +149,7 @@ def preprocessing_for(cfg: TrainConfig) -> dict:
 def check_config(cfg: TrainConfig, taxonomy) -> None:
     """Refuse settings that cannot work, before any training."""
     check_colour_constancy(cfg.colour_constancy)
+    resolve_device(cfg.device)
     check_class_balance(cfg)
     check_layer_decay(cfg)
     check_progressive(cfg)

@@ -133,7 +133,7 @@ def artefact_records(P, data_dir, side: str = "test"):
 
 def model_probabilities(model_dir, data_dir, precision: str | None = None, batch_size: int = 8,
                         views: int | None = None, progress=None, members: int | None = None,
-                        photo_transform=None, size: int | None = None) -> dict:
+                        photo_transform=None, size: int | None = None, device: str | None = None) -> dict:
     """Run an artefact on ``data_dir`` the way the portal serves it (``Predictor.probabilities``).
 
     ``size`` (optional) feeds the photos at another input size than the artefact was trained at
@@ -148,10 +148,11 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
     p_binary, scope, skipped_labels, bad_images}.
     """
     import torch
-    from .data import build_cache, colour_constancy
+    from .cache import build_cache, default_cache_dir, subset
+    from .data import colour_constancy
     from .infer import model_outputs
     from .predict import Predictor
-    P = Predictor.load(model_dir, precision=precision, members=members)
+    P = Predictor.load(model_dir, precision=precision, members=members, device=device)
     if views is not None:
         P.tta, P.tta_views = views > 1, views
     if size is not None:
@@ -160,8 +161,9 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
         P.size = int(size)
     tax = P.taxonomy
     records, scope, skipped = artefact_records(P, data_dir, "test")
-    if photo_transform is None:
-        images, ok, bad = build_cache(records, P.size, None, progress=progress, colour=P.colour)
+    if photo_transform is None:     # decoded once into the disk cache and read batch by batch (bounded memory)
+        images, ok, bad = build_cache(records, P.size, default_cache_dir() or None, progress=progress,
+                                      colour=P.colour)
     else:
         images, ok, bad = build_cache(records, P.size, None, progress=progress)
         images = torch.from_numpy(np.stack([
@@ -169,7 +171,7 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
             for im in images.numpy()])) if len(images) else images
     keep = np.flatnonzero(ok)
     records = [records[i] for i in keep]
-    images = images[torch.as_tensor(keep)]
+    images = subset(images, keep)
     sub_idx = {s: i for i, s in enumerate(tax.sub_classes)}
     y = np.array([sub_idx[r.label] for r in records], dtype=int)
     pf, pc = [], []
@@ -187,8 +189,9 @@ def model_probabilities(model_dir, data_dir, precision: str | None = None, batch
 
 
 def evaluate(model_dir, data_dir, positive=None, batch_size: int = 8, progress=None,
-             precision: str | None = None, views: int | None = None, members: int | None = None) -> dict:
-    R = model_probabilities(model_dir, data_dir, precision, batch_size, views, progress, members)
+             precision: str | None = None, views: int | None = None, members: int | None = None,
+             device: str | None = None) -> dict:
+    R = model_probabilities(model_dir, data_dir, precision, batch_size, views, progress, members, device=device)
     P = R["predictor"]
     man = P.manifest
     if positive is None:

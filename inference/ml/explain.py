@@ -290,7 +290,7 @@ def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[s
     """
     cfg = settings or default_settings()
     tax = predictor.taxonomy
-    x = predictor.preprocess(img).contiguous(memory_format=torch.channels_last)
+    x = predictor.preprocess(img).to(getattr(predictor, "device", "cpu")).contiguous(memory_format=torch.channels_last)
     head = predictor.gradcam_layer_name
     subs = list(tax.sub_classes)
     metas = list(tax.meta_classes)

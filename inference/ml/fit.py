@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from . import artefact as art
+from . import distributed
 from .config import SUBCLASS_BALANCES, TrainConfig, preprocessing_for, progressive_epochs
-from .data import AugmentConfig, Augmenter, BatchMixer
+from .augment import AugmentConfig, Augmenter, BatchMixer
+from .device import autocast, grad_scaler, resolve_device
 from .errors import TrainingCancelled
 from .infer import ThreadTuner
 from .linear_probe import PROBE_CS, probe_head
@@ -147,7 +149,7 @@ def training_features(model, images: torch.Tensor, idx: np.ndarray, make_input, 
     out = []
     with torch.no_grad():
         for s in range(0, len(idx), batch_size):
-            out.append(model.features(make_input(images[torch.as_tensor(idx[s:s + batch_size])])).float())
+            out.append(model.features(make_input(images[torch.as_tensor(idx[s:s + batch_size])])).float().cpu())
     model.load_state_dict(saved, strict=False)
     for m, t in was.items():
         m.train(t)
@@ -186,6 +188,9 @@ class _Stage:
     offsets: torch.Tensor | None       # logit adjustment
     progress: Callable | None
     should_stop: Callable | None
+    device: torch.device = torch.device("cpu")
+    scaler: object = None                      # float16 gradient scaler on CUDA
+    net: torch.nn.Module | None = None         # what the steps call: the model, or its DistributedDataParallel
     ema: WeightAverage | None = None
     tuner: object = None
     recent: RecentSpeed | None = None  # speed at the current resolution, for the ETA
@@ -213,6 +218,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     "subclass_weights" / "subclass_sqrt_weights" each photo is weighted by its group's (square-root)
     inverse frequency instead of its label's."""
     C = num_classes or model.fc.out_features
+    device = distributed.init(resolve_device(cfg.device))    # torchrun: this process's device
+    model.to(device)                  # the CPU: nothing moves
     freeze_prefixes(model, frozen)
     frozen_mods = frozen_modules(model, frozen)
     if cfg.channels_last:
@@ -220,19 +227,24 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     opt = make_optimizer(cfg, model)
     sample_w, weights, gw = photo_weights(cfg, y, idx, C, groups)
     offsets = logit_offsets(y[idx], C, cfg.logit_adjust_tau) if cfg.class_balance == "logit_adjust" else None
-    S = _Stage(model, opt, cfg, stage, images, y, idx, epochs, C, frozen_mods, sample_w, offsets, progress, should_stop)
+    offsets = None if offsets is None else offsets.to(device)
+    S = _Stage(model, opt, cfg, stage, images, y, idx, epochs, C, frozen_mods, sample_w, offsets, progress, should_stop,
+               device, grad_scaler(device))
     resuming = ckpt is not None and ckpt.is_file()
-    probe = _head_probe(S) if cfg.head_init == "probe" and not resuming else None   # before the average starts
+    # before the average starts; with several processes rank 0 fits it and the wrap below broadcasts it
+    probe = _head_probe(S) if cfg.head_init == "probe" and not resuming and distributed.is_main() else None
+    S.net = distributed.wrap(model, device)
     S.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     start_epoch, history = _resume(S, ckpt) if resuming else (0, [])
     S.started = time.time()
-    S.tuner = ThreadTuner(cfg.threads or os.cpu_count() or 1) if cfg.adaptive_threads else _NoTuner()
+    S.tuner = (ThreadTuner(cfg.threads or os.cpu_count() or 1) if cfg.adaptive_threads and device.type == "cpu"
+               else _NoTuner())
     S.recent = RecentSpeed(S.steps)
     for epoch in range(start_epoch, epochs):
         t_ep = time.time()
         loss = _train_epoch(S, epoch) / S.steps
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": time.time() - t_ep, "threads": S.tuner.threads})
-        if ckpt is not None:
+        if ckpt is not None and distributed.is_main():
             extra = {} if S.ema is None else {"ema": S.ema.state_dict()}
             _save_ckpt(ckpt, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
                        history=json.dumps(history), **extra)
@@ -244,7 +256,8 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         p.requires_grad_(True)
     model.eval()
     el = time.time() - S.started
-    return {"history": history, "seconds": el, "images_per_second": S.seen / el if S.seen else None,
+    speed = S.seen * distributed.world_size() / el if S.seen else None     # every process's photos
+    return {"history": history, "seconds": el, "images_per_second": speed,
             "frozen": frozen, "class_weights": None if weights is None else weights.tolist(),
             **({} if probe is None else {"head_probe": probe}),
             **({"progressive": {"size": cfg.progressive_size, "epochs": S.low_epochs}} if S.low_epochs else {}),
@@ -267,11 +280,12 @@ def _head_probe(S: _Stage) -> dict:
     psize = cfg.progressive_size if S.low_epochs else None
 
     def probe_input(xb):
-        return network_input(paug(xb), psize, cfg.channels_last)
+        return network_input(paug(xb), psize, cfg.channels_last).to(S.device, non_blocking=True)
 
     feats = training_features(S.model, S.images, S.idx, probe_input, S.bs, S.frozen_mods)
     probe = probe_head(S.model.fc, feats, torch.as_tensor(S.y[S.idx], dtype=torch.long),
-                       None if S.sample_w is None else S.sample_w[torch.as_tensor(S.idx)], S.offsets, seed=cfg.seed)
+                       None if S.sample_w is None else S.sample_w[torch.as_tensor(S.idx)],
+                       None if S.offsets is None else S.offsets.cpu(), seed=cfg.seed)
     probe["seconds"] = time.time() - t_probe
     emit(S.progress, stage=S.name, message=f"head probe: L2 strength C {probe['C']:g} of {len(PROBE_CS)} by "
          f"held-out loss, training accuracy {probe['train_accuracy']:.3f}, {probe['seconds']:.0f} s")
@@ -303,13 +317,16 @@ def _batch_maker(S: _Stage, epoch: int, size: int | None):
         order = torch.randperm(len(S.idx), generator=g).numpy()
     acfg = AugmentConfig.from_overrides(cfg.augment)
     pre = preprocessing_for(cfg)
-    aug = Augmenter(acfg, pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)))
-    mixer = BatchMixer(acfg, seed=int(g.initial_seed() % (2**31)) + 1)
+    rank, world = distributed.rank(), distributed.world_size()
+    aug = Augmenter(acfg, pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)) + 7919 * rank)
+    mixer = BatchMixer(acfg, seed=int(g.initial_seed() % (2**31)) + 1)   # one mixing draw for the global batch
 
     def make_batch(b):
         bi = S.idx[order[b * S.bs:(b + 1) * S.bs]]
+        if world > 1:                 # this process's share of the global batch
+            bi = distributed.shard(bi, rank, world)
         x, mix = mixer(aug(S.images[torch.as_tensor(bi)]))
-        return bi, network_input(x, size, cfg.channels_last), mix
+        return bi, network_input(x, size, cfg.channels_last).to(S.device, non_blocking=True), mix
     return make_batch
 
 
@@ -344,17 +361,26 @@ def _train_step(S: _Stage, step: int, bi: np.ndarray, x: torch.Tensor, mix, weig
     """One optimisation step on photos ``bi``; returns (loss, learning rate)."""
     cfg = S.cfg
     S.tuner.begin()
-    target = torch.as_tensor(S.y[bi], dtype=torch.long)
+    target = torch.as_tensor(S.y[bi], dtype=torch.long).to(S.device)
     lr = lr_at(step, S.steps * S.epochs, cfg)
     for grp in S.opt.param_groups:
         grp["lr"] = lr * grp.get("lr_scale", 1.0)
-    photo_w = None if S.sample_w is None or not weighted else S.sample_w[torch.as_tensor(bi)]
-    loss = mixed_loss(S.model(x), target, photo_w, mix,
+    photo_w = None if S.sample_w is None or not weighted else S.sample_w[torch.as_tensor(bi)].to(S.device)
+    if mix is not None:
+        mix = (mix[0].to(S.device), mix[1])
+    with autocast(S.device):                  # float16 on CUDA; the CPU computes as before
+        logits = S.net(x)
+    loss = mixed_loss(logits.float(), target, photo_w, mix,
                       lambda lg, t, w: loss_fn(lg, t, w, cfg.class_balance, cfg.focal_gamma,
                                                cfg.label_smoothing, S.offsets))
     S.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    S.opt.step()
+    if S.scaler is not None:
+        S.scaler.scale(loss).backward()
+        S.scaler.step(S.opt)
+        S.scaler.update()
+    else:
+        loss.backward()
+        S.opt.step()
     if S.ema is not None:
         S.ema.update(S.model)
     S.tuner.end(len(bi))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data import normalise
+from .augment import normalise
+from .device import model_device
 
 
 @torch.inference_mode()
@@ -16,12 +17,13 @@ def model_outputs(model, images_u8: torch.Tensor, mean, std, batch_size: int = 6
     """
     model.eval()
     probs, feats = [], []
-    if tuner is None and len(images_u8) > 8 * batch_size:
+    device = model_device(model)         # a model trained on a GPU evaluates there
+    if tuner is None and len(images_u8) > 8 * batch_size and device.type == "cpu":
         tuner = ThreadTuner(period=10, trial=2)
     for s in range(0, len(images_u8), batch_size):
         if tuner is not None:
             tuner.begin()
-        x = normalise(images_u8[s:s + batch_size], mean, std)
+        x = normalise(images_u8[s:s + batch_size].to(device), mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if tta:
@@ -36,9 +38,9 @@ def model_outputs(model, images_u8: torch.Tensor, mean, std, batch_size: int = 6
             p = logits.float().softmax(1)
         if tuner is not None:
             tuner.end(len(x))
-        probs.append(p.numpy())
+        probs.append(p.cpu().numpy())
         if want_features:
-            feats.append(f.float().numpy())
+            feats.append(f.float().cpu().numpy())
     C = model.fc.out_features
     P = np.concatenate(probs) if probs else np.zeros((0, C), np.float32)
     if want_features:

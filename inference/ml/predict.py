@@ -77,12 +77,13 @@ import torch
 
 from . import artefact as art
 from .data import load_image, normalise
+from .device import resolve_device
 from .metadata import FILE as METADATA_FILE
 from .metadata import MetadataModel, fuse_with_metadata, read_fields
 from .networks import (GRADCAM_LAYER, Classifier, MixedBf16, SharedTrunkPair, fuse_for_inference, resolve_precision,
                        shared_depth)
 from .runtime import OrtModel, resolve_runtime
-from .taxonomy import Taxonomy, fuse, malignancy_grade, malignancy_score
+from .taxonomy import Taxonomy, malignancy_grade, malignancy_score
 from .triage import TriageModel, unavailable
 
 
@@ -133,6 +134,8 @@ class Differential:
 
 
 class Predictor:
+    device = torch.device("cpu")      # load(device=...) moves the models
+
     def __init__(self, model_dir, manifest, taxonomy, fines: list, coarse, binary, ood_means,
                  precision: str | None = None, runtime: str | None = None, share_trunk: bool = True):
         fine = fines[0]
@@ -213,8 +216,12 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir, threads: int | None = None, precision: str | None = None,
-             members: int | None = None, runtime: str | None = None, share_trunk: bool = True) -> "Predictor":
+             members: int | None = None, runtime: str | None = None, share_trunk: bool = True,
+             device: str | None = None) -> "Predictor":
         model_dir = Path(model_dir)
+        dev = resolve_device(device)         # None: DERM_ML_DEVICE, else a GPU where there is one
+        if dev.type == "cuda":               # float32 PyTorch on the GPU (int8, bf16 and ONNX Runtime serve CPUs)
+            precision, runtime = "fp32", "torch"
         man = art.read_manifest(model_dir)
         if threads:
             torch.set_num_threads(threads)
@@ -238,6 +245,10 @@ class Predictor:
         binary = mk("binary.safetensors", 2) if man.get("has_binary") else None
         ood = art.load_state(model_dir / "ood.safetensors")["class_means"].numpy()
         P = cls(model_dir, man, tax, fines, coarse, binary, ood, precision, runtime, share_trunk)
+        P.device = dev
+        for m in (*fines, coarse, binary, P._fast_pair, *P._fast_fines, P._fast_coarse):
+            if m is not None and dev.type != "cpu":
+                m.to(dev)
         P.triage = TriageModel.load(model_dir, tax)
         if (model_dir / METADATA_FILE).is_file():
             d = json.loads((model_dir / METADATA_FILE).read_text())
@@ -261,7 +272,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images_u8: torch.Tensor):
         """uint8 (N, 3, S, S) -> (p_fine, p_coarse, features) numpy arrays."""
-        x = normalise(images_u8, self.mean, self.std)
+        x = normalise(images_u8.to(self.device), self.mean, self.std)
         if self.runtime == "torch":      # ONNX Runtime takes the photos as they are (N, C, H, W)
             x = x.contiguous(memory_format=torch.channels_last)
         n = len(x)
@@ -281,7 +292,7 @@ class Predictor:
         if lc is None:
             lc = self._fast_coarse(xx)[0]
         pc = lc.float().softmax(1).view(views, n, -1).mean(0)
-        return pf.numpy(), pc.numpy(), feat[:n].float().numpy()
+        return pf.cpu().numpy(), pc.cpu().numpy(), feat[:n].float().cpu().numpy()
 
     def fuse(self, p_fine, p_coarse, method: str = "product", metadata=None):
         """(fused sub-class probabilities, coarse probabilities) of a batch; ``metadata`` (one dict per

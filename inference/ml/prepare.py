@@ -2,17 +2,15 @@
 cache, and split by case into training and held-out photos."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-import torch
 
+from .cache import build_cache, default_cache_dir, subset
 from .config import TrainConfig
-from .data import build_cache, data_fingerprint, filter_to_taxonomy, holdout_split, kfold_split, read_dataset
+from .data import data_fingerprint, filter_to_taxonomy, holdout_split, kfold_split, read_dataset
 from .errors import DataError
 from .progress import emit
 from .taxonomy import Taxonomy
@@ -31,16 +29,15 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_sto
     fp = data_fingerprint(records)
     cache_dir = cfg.cache_dir
     if cache_dir is None:
-        cache_dir = os.environ.get("DERM_ML_CACHE") or str(
-            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "derm_portal_ml")
+        cache_dir = default_cache_dir()
     t0 = time.time()
     images, ok, bad = build_cache(records, cfg.image_size, cache_dir or None, fp,
-                                  progress=lambda d, n: emit(progress, stage="cache", batch=d, batches=n),
-                                  should_stop=should_stop, colour=cfg.colour_constancy)
+                                  progress=CacheProgress(progress), should_stop=should_stop,
+                                  colour=cfg.colour_constancy)
     cache_s = time.time() - t0
     keep = np.flatnonzero(ok)
     records = [records[i] for i in keep]
-    images = images[torch.as_tensor(keep)] if len(keep) != len(ok) else images
+    images = subset(images, keep) if len(keep) != len(ok) else images
     sub_idx = {s: i for i, s in enumerate(taxonomy.sub_classes)}
     y_sub = np.array([sub_idx[r.label] for r in records], dtype=np.int64)
     y_meta = taxonomy.parent_index[y_sub]
@@ -56,6 +53,23 @@ def warn_small_classes(records, taxonomy: Taxonomy) -> list[tuple[str, int]]:
         print(f"warning: fewer than {MIN_CLASS_PHOTOS} photos of " + ", ".join(f"{s} ({n})" for s, n in small)
               + ": the model's answers for these classes will be unreliable", file=sys.stderr, flush=True)
     return small
+
+
+class CacheProgress:
+    """Decoding progress as ``stage="cache"`` events, with the rate and the time left."""
+
+    def __init__(self, progress):
+        self.progress, self.t0, self.first = progress, time.time(), None
+
+    def __call__(self, done: int, n: int):
+        if self.first is None:              # a resumed build starts at the rows already done
+            self.first, self.t0 = done, time.time()
+            if done < n:
+                return
+        el = time.time() - self.t0
+        rate = (done - self.first) / el if el > 0 and done > self.first else None
+        emit(self.progress, stage="cache", batch=done, batches=n, images_per_second=rate,
+             eta_seconds=(n - done) / rate if rate else None, elapsed_seconds=el)
 
 
 def make_split(cfg: TrainConfig, records):

@@ -13,8 +13,10 @@ import torch
 
 from . import artefact as art
 from . import quantize
+from .cache import subset
 from .config import TrainConfig, member_config, preprocessing_for
 from .data import split_by_cases
+from .device import model_device
 from .errors import ArtefactError
 from .evaluate import metadata_report, report_from_probs
 from .fit import fit
@@ -169,15 +171,15 @@ def evaluate_models(run: Run, fines: list[Classifier], coarse: Classifier, binar
     t0 = time.time()
     emit(run.progress, stage="evaluate", event="start")
     ood_idx = subsample(run.tr, D["y_sub"], 2000, cfg.seed)
-    _, ftr = model_outputs(fines[0], D["images"][torch.as_tensor(ood_idx)], pre["mean"], pre["std"],
+    _, ftr = model_outputs(fines[0], subset(D["images"], ood_idx), pre["mean"], pre["std"],
                            cfg.eval_batch_size, tta=False, want_features=True)
     ood_means, ood_thr = ood_fit(ftr, D["y_sub"][ood_idx], len(run.tax.sub_classes), cfg.ood_quantile)
     calib, cal_n = None, 0
     if cfg.int8_calibration_images > 0:   # activation ranges for int8 serving, from training images only
         tq = time.time()
         cal_idx = subsample(run.tr, D["y_sub"], cfg.int8_calibration_images, cfg.seed)
-        calib = quantize.calibrate_models(fines, coarse, D["images"][torch.as_tensor(cal_idx)], pre["mean"],
-                                          pre["std"], cfg.image_size)
+        calib = quantize.calibrate_models([_on_cpu(m) for m in fines], _on_cpu(coarse), subset(D["images"], cal_idx),
+                                          pre["mean"], pre["std"], cfg.image_size)
         cal_n = len(cal_idx)
         run.timings["int8_calibration"] = time.time() - tq
     meta_models = None
@@ -190,12 +192,18 @@ def evaluate_models(run: Run, fines: list[Classifier], coarse: Classifier, binar
             "metadata": meta_models, "metrics": metrics}
 
 
+def _on_cpu(model: Classifier) -> Classifier:
+    """The model itself on the CPU, else a CPU copy (int8 calibration runs on the CPU only)."""
+    import copy
+    return model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
+
+
 def _held_out_metrics(run: Run, fines, coarse, binary, meta_models) -> dict:
     """The evaluation report of the held-out photos: the fine models' mean, the coarse and binary models."""
     check_stop(run.should_stop)
     cfg, D, te, pre = run.cfg, run.data, run.te, preprocessing_for(run.cfg)
     ti = time.time()
-    ximg = D["images"][torch.as_tensor(te)]
+    ximg = subset(D["images"], te)     # read batch by batch from a disk cache
 
     def outputs(m):
         return model_outputs(m, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)

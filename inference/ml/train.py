@@ -35,11 +35,12 @@ import torch
 from safetensors.torch import save_file
 
 from . import artefact as art
-from . import budget, quantize
+from . import budget, distributed, quantize
 from .budget import choose_image_size
 from .config import (AUTO_EPOCHS_RULE, BALANCES, HEAD_INITS, SUBCLASS_BALANCES, TrainConfig, check_class_balance,
                      check_config, check_layer_decay, check_progressive, epochs_for, preprocessing_for)
 from .data import filter_to_taxonomy, read_dataset
+from .device import resolve_device
 from .errors import TrainingCancelled
 from .fit import WeightAverage, fit, lr_at, make_optimizer, training_features
 from .linear_probe import probe_head
@@ -88,11 +89,16 @@ def train(config: TrainConfig, progress: Callable[[dict], None] | None = None,
     if (out / art.MANIFEST).is_file():
         emit(progress, stage="done", event="already_complete")
         return out
+    distributed.init(resolve_device(config.device))    # torchrun: join the other processes
+    if not distributed.is_main():
+        progress = None                                 # rank 0 reports
     run = _start(config, out, progress, should_stop)
     fines, fine_infos = fine_models(run)
     coarse, coarse_info = coarse_model(run, fines[0])
     binary, binary_info = binary_model(run)
     check_stop(should_stop)
+    if not distributed.is_main():     # rank 0 alone evaluates and writes the one artefact
+        return out
     results = evaluate_models(run, fines, coarse, binary)
     run.timings["total"] = time.time() - run.started
     check_stop(should_stop)
@@ -130,13 +136,15 @@ def _start(cfg: TrainConfig, out: Path, progress, should_stop) -> Run:
     settings = _open_work(cfg, out, work)
     started = time.time()
     size_choice = None
+    if not distributed.is_main():
+        distributed.barrier()         # rank 0 chooses the size and decodes the cache first
     if cfg.image_size is None:
         size_choice = resolve_image_size(cfg, tax, work, progress)
         cfg = replace(cfg, image_size=size_choice["chosen"])
         if cfg.progressive_size is None and size_choice.get("progressive_size"):
             cfg = replace(cfg, progressive_size=size_choice["progressive_size"])
         check_progressive(cfg)
-    D = prepare_data(cfg, tax, progress, should_stop)
+    D = _prepare_once(cfg, tax, work, progress, should_stop)
     tr, te, split_kind = make_split(cfg, D["records"])
     tr = subsample(tr, D["y_sub"], cfg.max_train_images, cfg.seed)
     split = {**split_kind, "seed": cfg.seed}
@@ -145,6 +153,14 @@ def _start(cfg: TrainConfig, out: Path, progress, should_stop) -> Run:
     return Run(cfg, tax, work, D, tr, te, fine_epochs, coarse_epochs, progress, should_stop,
                timings={"cache": D["cache_seconds"]}, settings=settings, size_choice=size_choice, split=split,
                started=started)
+
+
+def _prepare_once(cfg: TrainConfig, tax: Taxonomy, work: Path, progress, should_stop) -> dict:
+    """prepare_data; with several processes rank 0 decodes the cache while the others wait, then they read it."""
+    D = prepare_data(cfg, tax, progress, should_stop)
+    if distributed.is_main():
+        distributed.barrier()         # the others wait at the barrier in _start
+    return D
 
 
 def _open_work(cfg: TrainConfig, out: Path, work: Path) -> dict:
@@ -231,7 +247,8 @@ def _manifest(run: Run, fine_infos: list[dict], coarse_info: dict, binary_info: 
         "training": {**run.settings, "image_size": cfg.image_size, "progressive_size": cfg.progressive_size,
                      "image_size_choice": run.size_choice,
                      "epochs": run.fine_epochs, "coarse_epochs": run.coarse_epochs,
-                     "epochs_set": {"fine": cfg.epochs is not None, "coarse": cfg.coarse_epochs is not None}},
+                     "epochs_set": {"fine": cfg.epochs is not None, "coarse": cfg.coarse_epochs is not None},
+                     "device": str(resolve_device(cfg.device)), "processes": distributed.world_size()},
         "seed": run.split["seed"],
         "train_seed": cfg.seed,
         "data": {"fingerprint": D["fingerprint"], "format": D["format"], "n_images": len(records),

@@ -63,7 +63,7 @@ def run_photos(P, records, batch_size: int = 16, chunk: int = 256, progress=None
     decoded ``chunk`` photos at a time; unreadable photos are left out."""
     import torch
 
-    from .data import build_cache
+    from .cache import build_cache
     keep, pf, pc, ft = [], [], [], []
     for s in range(0, len(records), chunk):
         images, ok, _ = build_cache(records[s:s + chunk], P.size, None, colour=P.colour)

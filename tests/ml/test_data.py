@@ -1,10 +1,8 @@
-import os
-
 import numpy as np
 import pytest
 import torch
 
-from inference.ml.data import (AugmentConfig, Augmenter, BatchMixer, build_cache, data_fingerprint, filter_to_taxonomy,
+from inference.ml.data import (AugmentConfig, Augmenter, BatchMixer, data_fingerprint, filter_to_taxonomy,
                                holdout_split, kfold_split, read_dataset)
 from inference.ml.taxonomy import Taxonomy
 
@@ -64,43 +62,6 @@ def test_read_generic_and_ham(tmp_path):
     assert data_fingerprint(recs) == data_fingerprint(list(reversed(recs)))
 
 
-def test_corrupt_and_missing_images_reported(tmp_path):
-    root = make_dataset(tmp_path / "d", n_per_class=3)
-    recs, _ = read_dataset(root)
-    (root / "images" / "img_0001.jpg").write_bytes(b"not a jpeg at all")
-    (root / "images" / "img_0002.jpg").unlink()
-    imgs, ok, bad = build_cache(recs, 24, None)
-    names = dict(bad)
-    assert set(names) == {"images/img_0001.jpg", "images/img_0002.jpg"}
-    assert "not found" in names["images/img_0002.jpg"]
-    assert ok.sum() == len(recs) - 2 and imgs.shape == (len(recs), 3, 24, 24)
-    # disk cache round trip keeps the report
-    imgs1, ok1, bad1 = build_cache(recs, 24, tmp_path / "c")
-    imgs2, ok2, bad2 = build_cache(recs, 24, tmp_path / "c")
-    assert torch.equal(imgs1, imgs2) and (ok1 == ok2).all() and [tuple(b) for b in bad1] == bad2
-
-
-def test_two_writers_of_one_cache_do_not_collide(tmp_path, monkeypatch):
-    """Two trainings decoding the same photos at once: another writer finishes between this one's
-    save and its move into place. Both succeed, and no temporary file is left behind."""
-    from inference.ml import data
-    recs, _ = read_dataset(make_dataset(tmp_path / "d", n_per_class=2))
-    real_replace, nested = os.replace, []
-
-    def replace_after_another_writer(src, dst):
-        if not nested:
-            nested.append(None)     # first: the other writer's own os.replace comes back here
-            nested[0] = build_cache(recs, 24, tmp_path / "c")       # the other training
-        real_replace(src, dst)
-    monkeypatch.setattr(data.os, "replace", replace_after_another_writer)
-    imgs, ok, bad = build_cache(recs, 24, tmp_path / "c")
-    assert nested and torch.equal(imgs, nested[0][0]) and ok.all() and bad == []
-    assert sorted(f.suffix for f in (tmp_path / "c").iterdir()) == [".json", ".npy"]
-    monkeypatch.setattr(data.os, "replace", real_replace)
-    again, _, _ = build_cache(recs, 24, tmp_path / "c")     # read back from disk
-    assert torch.equal(again, imgs)
-
-
 def test_augmenter_shapes_and_centre_sparing():
     x = torch.full((16, 3, 64, 64), 128, dtype=torch.uint8)
     cfg = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, flip_h=0, flip_v=0,
@@ -139,18 +100,6 @@ def test_shades_of_gray_removes_a_colour_cast():
     e = ((x / 255.0) ** 6).reshape(-1, 3).mean(0) ** (1 / 6)
     ref = np.clip(x * (np.linalg.norm(e) / (np.sqrt(3.0) * e)) + 0.5, 0, 255).astype(np.uint8)
     assert np.array_equal(b, ref)
-
-
-def test_cache_keeps_colour_corrected_images_apart(tmp_path):
-    from inference.ml.data import colour_constancy, load_image
-    recs, _ = read_dataset(make_dataset(tmp_path / "d", n_per_class=2))
-    raw, _, _ = build_cache(recs, 24, tmp_path / "c")
-    sog, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")
-    assert len(list((tmp_path / "c").glob("*.npy"))) == 2
-    assert not torch.equal(raw, sog)
-    assert np.array_equal(sog[0].numpy().transpose(1, 2, 0), colour_constancy(load_image(recs[0].path, 24)))
-    again, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")   # read back from disk
-    assert torch.equal(again, sog)
 
 
 def test_camera_augmentations_change_colour_balance_and_tone():
