@@ -11,12 +11,13 @@ or proposed by the model and left unchanged are left out (see Box.origin).
 Per-photo agreement is the F1 of matched boxes: 2 * matches / (n_a + n_b) (1.0 when both
 annotators drew no box). Label agreement is counted separately, over matched pairs.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -48,8 +49,8 @@ class PairAgreement:
     n_b: int
     matches: int
     mean_iou: float | None
-    label_agree: int      # matched pairs with the same label (sub-class, or meta-class when one is meta-only)
-    meta_agree: int       # matched pairs with the same meta-class
+    label_agree: int  # matched pairs with the same label (sub-class, or meta-class when one is meta-only)
+    meta_agree: int  # matched pairs with the same meta-class
 
     @property
     def f1(self) -> float:
@@ -124,8 +125,21 @@ def _boxes_by_annotation(annotation_ids) -> dict[int, AnnBoxes]:
     from .models import Box, BoxOrigin
 
     out: dict[int, AnnBoxes] = defaultdict(AnnBoxes)
-    rows = Box.objects.filter(annotation_id__in=list(annotation_ids)).order_by("id").values_list(
-        "annotation_id", "pk", "x0", "y0", "x1", "y1", "sub_class__code", "meta_class__code", "origin", "source_box_id"
+    rows = (
+        Box.objects.filter(annotation_id__in=list(annotation_ids))
+        .order_by("id")
+        .values_list(
+            "annotation_id",
+            "pk",
+            "x0",
+            "y0",
+            "x1",
+            "y1",
+            "sub_class__code",
+            "meta_class__code",
+            "origin",
+            "source_box_id",
+        )
     )
     for ann, pk, x0, y0, x1, y1, sub, meta, origin, source in rows:
         entry = out[ann]
@@ -173,20 +187,29 @@ def agreement_report(*, photos=None, threshold: float = 0.5, low: float = 0.7) -
                 continue
             names[ua], names[ub] = na, nb
             ag = photo_agreement(*counted, threshold)
-            per_photo.append({
-                "photo_id": photo_id, "a": na, "b": nb, "ann_a": pa, "ann_b": pb, "n_a": ag.n_a, "n_b": ag.n_b, "matches": ag.matches,
-                "agreement": ag.f1, "mean_iou": ag.mean_iou, "label_agreement": ag.label_rate,
-                "low": ag.f1 < low or (ag.label_rate is not None and ag.label_rate < 1.0),
-            })
+            per_photo.append(
+                {
+                    "photo_id": photo_id,
+                    "a": na,
+                    "b": nb,
+                    "ann_a": pa,
+                    "ann_b": pb,
+                    "n_a": ag.n_a,
+                    "n_b": ag.n_b,
+                    "matches": ag.matches,
+                    "agreement": ag.f1,
+                    "mean_iou": ag.mean_iou,
+                    "label_agreement": ag.label_rate,
+                    "low": ag.f1 < low or (ag.label_rate is not None and ag.label_rate < 1.0),
+                }
+            )
             acc = pair_acc[(na, nb)]
             acc["photos"] += 1
             acc["f1"] += ag.f1
             acc["matches"] += ag.matches
             acc["label_agree"] += ag.label_agree
     annotators = sorted(set(names.values()))
-    matrix = {
-        a: {b: None for b in annotators} for a in annotators
-    }
+    matrix = {a: dict.fromkeys(annotators) for a in annotators}
     pairs = []
     for (a, b), acc in pair_acc.items():
         mean = acc["f1"] / acc["photos"]
@@ -195,8 +218,15 @@ def agreement_report(*, photos=None, threshold: float = 0.5, low: float = 0.7) -
         matrix[a][b] = matrix[b][a] = cell
         pairs.append({"a": a, "b": b, **cell})
     low_rows = sorted([r for r in per_photo if r["low"]], key=lambda r: (r["agreement"], r["photo_id"]))
-    return {"threshold": threshold, "low": low, "per_photo": per_photo, "pairs": pairs, "annotators": annotators,
-            "matrix": matrix, "low_agreement": low_rows}
+    return {
+        "threshold": threshold,
+        "low": low,
+        "per_photo": per_photo,
+        "pairs": pairs,
+        "annotators": annotators,
+        "matrix": matrix,
+        "low_agreement": low_rows,
+    }
 
 
 def gold_scores(*, threshold: float = 0.5) -> list[dict]:
@@ -219,7 +249,16 @@ def gold_scores(*, threshold: float = 0.5) -> list[dict]:
             continue  # only took over boxes: nothing of their own to score
         score_against(ref.every, mine.own, scores[username], threshold)
     return [
-        {"annotator": name, "photos": s.photos, "reference_boxes": s.reference, "boxes": s.predicted, "matched": s.tp,
-         "precision": s.precision, "recall": s.recall, "mean_iou": s.mean_iou, "label_accuracy": s.label_accuracy}
+        {
+            "annotator": name,
+            "photos": s.photos,
+            "reference_boxes": s.reference,
+            "boxes": s.predicted,
+            "matched": s.tp,
+            "precision": s.precision,
+            "recall": s.recall,
+            "mean_iou": s.mean_iou,
+            "label_accuracy": s.label_accuracy,
+        }
         for name, s in sorted(scores.items())
     ]

@@ -5,10 +5,12 @@ and `*_payload` functions. Review rules (who may review, accept/reject) are in r
 Boxes are integer pixel coordinates of the original photo; x1/y1 are the right/bottom
 edges (labelImg's xmax/ymax), so a box covers x0 <= x < x1.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -57,8 +59,12 @@ class AnnotationError(ValueError):
 def event_log(*, annotation: PhotoAnnotation, actor, from_status: str, action: str, note: str = "") -> AnnotationEvent:
     """Record a status change (call after the annotation is saved)."""
     return AnnotationEvent.objects.create(
-        annotation=annotation, actor=actor if getattr(actor, "pk", None) else None, from_status=from_status or "",
-        to_status=annotation.status, action=action, note=(note or "")[:1000],
+        annotation=annotation,
+        actor=actor if getattr(actor, "pk", None) else None,
+        from_status=from_status or "",
+        to_status=annotation.status,
+        action=action,
+        note=(note or "")[:1000],
     )
 
 
@@ -146,8 +152,9 @@ def _num(value: Any) -> float | None:
     return None
 
 
-def box_validate(raw: dict, *, index: int, width: int, height: int, labels: LabelIndex, where: str = "",
-                 clip: bool = False) -> tuple[CleanBox | None, list[dict]]:
+def box_validate(
+    raw: dict, *, index: int, width: int, height: int, labels: LabelIndex, where: str = "", clip: bool = False
+) -> tuple[CleanBox | None, list[dict]]:
     """Check one box dict {x0,y0,x1,y1,label[,id,difficult,truncated]}; coordinates are
     rounded to whole pixels. With clip (imports, as CVAT and Label Studio do), a box reaching
     past the photo's edge is cut to it and marked clipped; only a box wholly outside is refused.
@@ -171,7 +178,12 @@ def box_validate(raw: dict, *, index: int, width: int, height: int, labels: Labe
     label = labels.resolve(raw.get("label") or raw.get("sub_class") or raw.get("meta_class"))
     if label is None:
         got = raw.get("label") or raw.get("sub_class") or raw.get("meta_class")
-        err("label", f"label {got!r} is not a sub-class or meta-class of {labels.taxonomy}." if got else "a label (sub-class or meta-class) is required.")
+        err(
+            "label",
+            f"label {got!r} is not a sub-class or meta-class of {labels.taxonomy}."
+            if got
+            else "a label (sub-class or meta-class) is required.",
+        )
     if len(coords) == 4:
         x0, y0, x1, y1 = coords["x0"], coords["y0"], coords["x1"], coords["y1"]
         outside = x0 < 0 or y0 < 0 or x1 > width or y1 > height
@@ -189,9 +201,14 @@ def box_validate(raw: dict, *, index: int, width: int, height: int, labels: Labe
         return None, errors
     box_id, source = raw.get("id"), raw.get("source_box")
     return CleanBox(
-        coords["x0"], coords["y0"], coords["x1"], coords["y1"], label,
+        coords["x0"],
+        coords["y0"],
+        coords["x1"],
+        coords["y1"],
+        label,
         id=box_id if isinstance(box_id, int) and not isinstance(box_id, bool) else None,
-        difficult=bool(raw.get("difficult")), truncated=bool(raw.get("truncated")),
+        difficult=bool(raw.get("difficult")),
+        truncated=bool(raw.get("truncated")),
         clipped=(coords["x0"], coords["y0"], coords["x1"], coords["y1"]) != (x0, y0, x1, y1),
         source_box=source if isinstance(source, int) and not isinstance(source, bool) else None,
         proposed=raw.get("origin") == BoxOrigin.PROPOSED,
@@ -222,7 +239,9 @@ def _new_box_origin(cb: CleanBox, fields: dict, sources: dict[int, Box]) -> tupl
     src = sources.get(cb.source_box) if cb.source_box else None
     if src is not None:
         same = all(getattr(src, k) == fields[k] for k in ("x0", "y0", "x1", "y1")) and (
-            src.sub_class_id, src.meta_class_id) == (fields["sub_class"] and fields["sub_class"].pk, fields["meta_class"].pk)
+            src.sub_class_id,
+            src.meta_class_id,
+        ) == (fields["sub_class"] and fields["sub_class"].pk, fields["meta_class"].pk)
         return (BoxOrigin.PREFILLED if same else BoxOrigin.DRAWN), src
     return (BoxOrigin.PROPOSED if cb.proposed else BoxOrigin.DRAWN), None
 
@@ -235,12 +254,24 @@ def boxes_replace(*, annotation: PhotoAnnotation, boxes: Iterable[CleanBox]) -> 
     boxes = list(boxes)
     existing = {b.pk: b for b in annotation.boxes.all()}
     wanted = [cb.source_box for cb in boxes if cb.source_box and cb.id not in existing]
-    sources = {b.pk: b for b in Box.objects.filter(pk__in=wanted, photo=photo).exclude(annotation=annotation)} if wanted else {}
+    sources = (
+        {b.pk: b for b in Box.objects.filter(pk__in=wanted, photo=photo).exclude(annotation=annotation)}
+        if wanted
+        else {}
+    )
     keep, create, update = set(), [], []
     for cb in boxes:
         fields = dict(
-            x0=cb.x0, y0=cb.y0, x1=cb.x1, y1=cb.y1, image_width=photo.width, image_height=photo.height,
-            sub_class=cb.label.sub_class, meta_class=cb.label.meta_class, difficult=cb.difficult, truncated=cb.truncated,
+            x0=cb.x0,
+            y0=cb.y0,
+            x1=cb.x1,
+            y1=cb.y1,
+            image_width=photo.width,
+            image_height=photo.height,
+            sub_class=cb.label.sub_class,
+            meta_class=cb.label.meta_class,
+            difficult=cb.difficult,
+            truncated=cb.truncated,
         )
         if cb.id in existing and cb.id not in keep:
             box = existing[cb.id]
@@ -255,8 +286,16 @@ def boxes_replace(*, annotation: PhotoAnnotation, boxes: Iterable[CleanBox]) -> 
                 update.append(box)
         else:
             origin, src = _new_box_origin(cb, fields, sources)
-            create.append(Box(annotation=annotation, photo=photo, annotator_id=annotation.annotator_id,
-                              origin=origin, source_box=src, **fields))
+            create.append(
+                Box(
+                    annotation=annotation,
+                    photo=photo,
+                    annotator_id=annotation.annotator_id,
+                    origin=origin,
+                    source_box=src,
+                    **fields,
+                )
+            )
     stale = [pk for pk in existing if pk not in keep]
     if stale:
         Box.objects.filter(pk__in=stale).delete()
@@ -275,7 +314,15 @@ def exclusion_clean(excluded: bool, reason: str, note: str) -> tuple[bool, str, 
     if not excluded:
         return False, "", ""
     if reason not in ExclusionReason.values:
-        raise AnnotationError([{"box": None, "field": "exclusion_reason", "message": "Pick why the photo is excluded (blur, medication, hidden, small site, exudate, other)."}])
+        raise AnnotationError(
+            [
+                {
+                    "box": None,
+                    "field": "exclusion_reason",
+                    "message": "Pick why the photo is excluded (blur, medication, hidden, small site, exudate, other).",
+                }
+            ]
+        )
     return True, reason, (note or "")[:500]
 
 
@@ -307,7 +354,11 @@ def annotation_save(
                 f"This annotation is {annotation.get_status_display().lower()}; it can no longer be edited by its annotator."
             )
         boxes_replace(annotation=annotation, boxes=clean)
-        annotation.excluded, annotation.exclusion_reason, annotation.exclusion_note = excluded, exclusion_reason, exclusion_note
+        annotation.excluded, annotation.exclusion_reason, annotation.exclusion_note = (
+            excluded,
+            exclusion_reason,
+            exclusion_note,
+        )
         before = annotation.status
         if submit:
             status_transition(annotation=annotation, to=AnnotationStatus.ANNOTATED)
@@ -315,8 +366,12 @@ def annotation_save(
             annotation.comments.filter(resolved=False).update(resolved=True)
         annotation.save()
         if submit:
-            event_log(annotation=annotation, actor=user, from_status=before,
-                      action="resubmit" if before == AnnotationStatus.REJECTED else "submit")
+            event_log(
+                annotation=annotation,
+                actor=user,
+                from_status=before,
+                action="resubmit" if before == AnnotationStatus.REJECTED else "submit",
+            )
     return annotation
 
 
@@ -334,9 +389,7 @@ def class_filter(qs: QuerySet[Photo], code: str) -> QuerySet[Photo]:
     case_label = DiagnosisLabel.objects.filter(case=OuterRef("case")).filter(
         Q(sub_class__code=code) | Q(sub_class__meta_class__code=code)
     )
-    box_label = Box.objects.filter(photo=OuterRef("pk")).filter(
-        Q(sub_class__code=code) | Q(meta_class__code=code)
-    )
+    box_label = Box.objects.filter(photo=OuterRef("pk")).filter(Q(sub_class__code=code) | Q(meta_class__code=code))
     return qs.filter(Exists(case_label) | Exists(box_label))
 
 
@@ -373,7 +426,9 @@ def queue_to_review(*, user, label: str = "", status: str = AnnotationStatus.ANN
     if not roles.has_role(user, roles.CAN_ANNOTATE):
         return PhotoAnnotation.objects.none()
     my_groups = list(user.annotator_groups.values_list("pk", flat=True))
-    qs = PhotoAnnotation.objects.filter(status=status or AnnotationStatus.ANNOTATED, photo__case__in=cases_visible_to(user))
+    qs = PhotoAnnotation.objects.filter(
+        status=status or AnnotationStatus.ANNOTATED, photo__case__in=cases_visible_to(user)
+    )
     qs = qs.exclude(annotator=user).exclude(is_gold=True)
     if my_groups:
         qs = qs.exclude(annotator__annotator_groups__in=my_groups).exclude(photo__assignment__group__in=my_groups)
@@ -398,12 +453,17 @@ def prefill_source(*, photo: Photo, user) -> PhotoAnnotation | None:
 def box_payload(box: Box) -> dict:
     return {
         "id": box.pk,
-        "x0": box.x0, "y0": box.y0, "x1": box.x1, "y1": box.y1,
+        "x0": box.x0,
+        "y0": box.y0,
+        "x1": box.x1,
+        "y1": box.y1,
         "label": box.label_code,
         "sub_class": box.sub_class.code if box.sub_class_id else None,
         "meta_class": box.meta_class.code if box.meta_class_id else None,
-        "difficult": box.difficult, "truncated": box.truncated,
-        "origin": box.origin, "source_box": box.source_box_id,
+        "difficult": box.difficult,
+        "truncated": box.truncated,
+        "origin": box.origin,
+        "source_box": box.source_box_id,
     }
 
 
@@ -425,14 +485,25 @@ def annotation_payload(annotation: PhotoAnnotation | None) -> dict | None:
         "fixed_by_reviewer": annotation.fixed_by_reviewer,
         "boxes": [box_payload(b) for b in annotation.boxes.select_related("sub_class", "meta_class").order_by("id")],
         "history": [
-            {"action": e.action, "to": e.to_status, "actor": e.actor.get_username() if e.actor_id else None,
-             "at": e.at.isoformat(), "note": e.note}
+            {
+                "action": e.action,
+                "to": e.to_status,
+                "actor": e.actor.get_username() if e.actor_id else None,
+                "at": e.at.isoformat(),
+                "note": e.note,
+            }
             for e in annotation.events.select_related("actor")
         ],
         "comments": [
             {
-                "id": c.pk, "box": c.box_id, "x": c.x, "y": c.y, "text": c.text, "author": c.author.get_username(),
-                "resolved": c.resolved, "created_at": c.created_at.isoformat(),
+                "id": c.pk,
+                "box": c.box_id,
+                "x": c.x,
+                "y": c.y,
+                "text": c.text,
+                "author": c.author.get_username(),
+                "resolved": c.resolved,
+                "created_at": c.created_at.isoformat(),
             }
             for c in annotation.comments.select_related("author")
         ],

@@ -1,4 +1,5 @@
 """Writes for patients, cases and their photos. Plain functions, keyword-only."""
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,9 @@ class DuplicatePhoto(ValueError):
     def __init__(self, filename: str, existing: Photo):
         self.filename = filename
         self.existing = existing
-        super().__init__(f"{filename}: this photo is already in the case (photo {existing.pk}); it was not stored twice.")
+        super().__init__(
+            f"{filename}: this photo is already in the case (photo {existing.pk}); it was not stored twice."
+        )
 
 
 # --------------------------------------------------------------------------- patients/cases
@@ -33,8 +36,12 @@ def patient_get_or_create(*, code: str, sex: str = "unknown", birth_year: int | 
     code = (code or "").strip()
     if not code:
         raise ValidationError({"patient_code": "A pseudonymous patient code is required."})
-    patient, created = Patient.objects.get_or_create(code=code, defaults={"sex": sex or "unknown", "birth_year": birth_year})
-    if not created and ((sex and sex != "unknown" and patient.sex == "unknown") or (birth_year and not patient.birth_year)):
+    patient, created = Patient.objects.get_or_create(
+        code=code, defaults={"sex": sex or "unknown", "birth_year": birth_year}
+    )
+    if not created and (
+        (sex and sex != "unknown" and patient.sex == "unknown") or (birth_year and not patient.birth_year)
+    ):
         patient.sex = sex if patient.sex == "unknown" and sex else patient.sex
         patient.birth_year = patient.birth_year or birth_year
         patient.save(update_fields=["sex", "birth_year"])
@@ -169,15 +176,23 @@ class BatchResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "stored": [
-                {"id": p.pk, "name": p.original_name, "width": p.width, "height": p.height,
-                 "modality": p.modality, "modality_display": p.get_modality_display()}
+                {
+                    "id": p.pk,
+                    "name": p.original_name,
+                    "width": p.width,
+                    "height": p.height,
+                    "modality": p.modality,
+                    "modality_display": p.get_modality_display(),
+                }
                 for p in self.photos
             ],
             "errors": self.errors,
         }
 
 
-def photos_attach_batch(*, case: Case, uploads: Iterable, uploaded_by, modality: str = Modality.CLINICAL) -> BatchResult:
+def photos_attach_batch(
+    *, case: Case, uploads: Iterable, uploaded_by, modality: str = Modality.CLINICAL
+) -> BatchResult:
     """Attach several uploads; a bad one is reported and leaves the others untouched."""
     result = BatchResult()
     for upload in uploads:
@@ -195,7 +210,6 @@ def photos_attach_batch(*, case: Case, uploads: Iterable, uploaded_by, modality:
     return result
 
 
-
 class NothingStored(ValueError):
     """Every photo of a new case was refused; the case was not created. `errors` says why per file."""
 
@@ -204,8 +218,9 @@ class NothingStored(ValueError):
         super().__init__("; ".join(e["error"] for e in errors) or "No photo was stored.")
 
 
-def case_create_with_photos(*, uploads: list, uploaded_by, modality: str = Modality.CLINICAL, submission_token: str = "",
-                            **case_fields) -> tuple[Case, BatchResult]:
+def case_create_with_photos(
+    *, uploads: list, uploaded_by, modality: str = Modality.CLINICAL, submission_token: str = "", **case_fields
+) -> tuple[Case, BatchResult]:
     """Create a case and attach its photos in one transaction. If photos were sent and every
     one was refused, nothing is created (NothingStored), so a corrected resubmit leaves no empty
     duplicate case; if the transaction fails, the files already written are removed. The form's
@@ -216,10 +231,14 @@ def case_create_with_photos(*, uploads: list, uploaded_by, modality: str = Modal
 
     def create() -> Case:
         nonlocal batch
-        case, batch = _case_create_with_photos(uploads=uploads, uploaded_by=uploaded_by, modality=modality, **case_fields)
+        case, batch = _case_create_with_photos(
+            uploads=uploads, uploaded_by=uploaded_by, modality=modality, **case_fields
+        )
         return case
 
-    case, _ = once(user=uploaded_by, kind="case", token=submission_token, create=create, fetch=lambda pk: Case.objects.get(pk=pk))
+    case, _ = once(
+        user=uploaded_by, kind="case", token=submission_token, create=create, fetch=lambda pk: Case.objects.get(pk=pk)
+    )
     return case, batch
 
 

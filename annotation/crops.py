@@ -7,6 +7,7 @@ re-running updates crops whose box moved and removes crops whose box is no longe
 accepted); `crops_export_folder` and `crops_export_zip` write the engine's generic data
 folder through `annotation.datafolder` (the same writer as the portal's training runs).
 """
+
 from __future__ import annotations
 
 import io
@@ -38,11 +39,15 @@ class CropReport:
         return dict(self.__dict__)
 
     def summary(self) -> str:
-        return (f"{self.created} crop(s) created, {self.updated} updated, {self.unchanged} unchanged, "
-                f"{self.too_small} box(es) below the minimum size, {self.removed} stale crop(s) removed, from {self.photos} photo(s)")
+        return (
+            f"{self.created} crop(s) created, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.too_small} box(es) below the minimum size, {self.removed} stale crop(s) removed, from {self.photos} photo(s)"
+        )
 
 
-def crop_geometry(*, x0: int, y0: int, x1: int, y1: int, width: int, height: int, margin: float = 0.0) -> tuple[int, int, int, int]:
+def crop_geometry(
+    *, x0: int, y0: int, x1: int, y1: int, width: int, height: int, margin: float = 0.0
+) -> tuple[int, int, int, int]:
     """The crop rectangle: the box grown by `margin` x its width/height on each side,
     clamped to the photo (0..width, 0..height)."""
     if margin < 0:
@@ -80,7 +85,7 @@ def crops_make(*, margin: float = 0.0, min_size: int = 0, photos=None, quality: 
     by_photo: dict[int, list[Box]] = defaultdict(list)
     for b in boxes:
         by_photo[b.photo_id].append(b)
-    for photo_id, photo_boxes in by_photo.items():
+    for _photo_id, photo_boxes in by_photo.items():
         photo: Photo = photo_boxes[0].photo
         image = None
         report.photos += 1
@@ -92,9 +97,14 @@ def crops_make(*, margin: float = 0.0, min_size: int = 0, photos=None, quality: 
                     existing[box.pk].delete()
                     report.removed += 1
                 continue
-            rect = crop_geometry(x0=box.x0, y0=box.y0, x1=box.x1, y1=box.y1, width=photo.width, height=photo.height, margin=margin)
+            rect = crop_geometry(
+                x0=box.x0, y0=box.y0, x1=box.x1, y1=box.y1, width=photo.width, height=photo.height, margin=margin
+            )
             crop = existing.get(box.pk)
-            labels_same = crop is not None and (crop.sub_class_id, crop.meta_class_id) == (box.sub_class_id, box.meta_class_id)
+            labels_same = crop is not None and (crop.sub_class_id, crop.meta_class_id) == (
+                box.sub_class_id,
+                box.meta_class_id,
+            )
             if crop is not None and (crop.x0, crop.y0, crop.x1, crop.y1) == rect and labels_same:
                 report.unchanged += 1
                 continue
@@ -121,7 +131,7 @@ def crops_make(*, margin: float = 0.0, min_size: int = 0, photos=None, quality: 
 
 
 CROP_JOB = "crops"
-CROP_BUSY = timedelta(hours=2)   # a crop run that started longer ago than this is taken to have died
+CROP_BUSY = timedelta(hours=2)  # a crop run that started longer ago than this is taken to have died
 
 
 def crops_request(*, margin: float, min_size: int) -> None:
@@ -142,7 +152,7 @@ def make_crops_task(*, margin: float = 0.0, min_size: int = 0) -> dict:
         return {"busy": True}
     try:
         return crops_make(margin=margin, min_size=min_size).as_dict()
-    finally:     # a failing run is not re-sent forever; the next request runs it again
+    finally:  # a failing run is not re-sent forever; the next request runs it again
         dispatch.complete(CROP_JOB, key, started)
 
 
@@ -156,13 +166,18 @@ def _export_extra(crop) -> dict:
 
 def crops_export_rows(*, level: str = "sub", margin: float | None = None):
     """(crop, label, case_id) for every crop, skipping meta-only crops at sub level."""
-    qs = Crop.objects.select_related("case", "case__patient", "photo", "photo__case", "photo__case__patient",
-                                     "sub_class", "meta_class").order_by("case_id", "photo_id", "id")
+    qs = Crop.objects.select_related(
+        "case", "case__patient", "photo", "photo__case", "photo__case__patient", "sub_class", "meta_class"
+    ).order_by("case_id", "photo_id", "id")
     if margin is not None:
         qs = qs.filter(margin=margin)
     for crop in qs:
         if level == "meta":
-            label = crop.meta_class.code if crop.meta_class_id else (crop.sub_class.meta_class.code if crop.sub_class_id else "")
+            label = (
+                crop.meta_class.code
+                if crop.meta_class_id
+                else (crop.sub_class.meta_class.code if crop.sub_class_id else "")
+            )
         else:
             label = crop.sub_class.code if crop.sub_class_id else ""
         yield crop, label, crop.case.reference

@@ -10,6 +10,7 @@ Public API: ``LABEL_COLUMNS``, ``photo_fields(photo) -> dict``, ``DataFolderWrit
 both are context managers with ``add(...)``. On an error inside the ``with`` block the folder gets
 no labels.csv and the images written so far are removed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,13 @@ def photo_fields(photo) -> dict:
     from .selectors import case_metadata
 
     meta = case_metadata(photo.case, when=photo.acquired_at or photo.created_at)
-    return {"case_id": photo.case.reference, "age": meta.get("age", ""), "sex": meta.get("sex", ""),
-            "site": meta.get("site", ""), "modality": photo.modality}
+    return {
+        "case_id": photo.case.reference,
+        "age": meta.get("age", ""),
+        "sex": meta.get("sex", ""),
+        "site": meta.get("site", ""),
+        "modality": photo.modality,
+    }
 
 
 class _Writer:

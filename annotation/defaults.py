@@ -1,4 +1,5 @@
 """The default HAM10000 taxonomy (Tschandl et al. 2018 diagnostic categories)."""
+
 HAM10000_TAXONOMY = {
     "name": "HAM10000",
     "description": "Seven diagnostic categories of HAM10000 in three meta-classes.",

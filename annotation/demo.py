@@ -1,5 +1,6 @@
 """Demo data for the first-run portal: users for every role and a handful of cases
 with photos drawn by code (no downloads, no real patients)."""
+
 from __future__ import annotations
 
 import io
@@ -78,19 +79,31 @@ def seed_demo(*, cases: int = 8) -> dict:
         if Case.objects.filter(external_id=external).exists():
             continue
         case = services.case_create(
-            patient_code=f"PSN-{1000 + i}", sex=["female", "male"][i % 2], birth_year=1950 + 5 * i,
-            body_site=sites[i % len(sites)], clinical_history="Demo case drawn by code: no real patient.",
-            external_id=external, created_by=users["derm"], age_at_visit=70 - 5 * i,
+            patient_code=f"PSN-{1000 + i}",
+            sex=["female", "male"][i % 2],
+            birth_year=1950 + 5 * i,
+            body_site=sites[i % len(sites)],
+            clinical_history="Demo case drawn by code: no real patient.",
+            external_id=external,
+            created_by=users["derm"],
+            age_at_visit=70 - 5 * i,
         )
         for k in range(1 + i % 3):
             derm = k % 2 == 1
             services.photo_attach(
-                case=case, data=synthetic_lesion(100 * i + k, dermoscopic=derm), filename=f"demo-{i}-{k}.jpg",
-                uploaded_by=users["derm"], modality=Modality.DERMOSCOPIC if derm else Modality.CLINICAL, run_hooks=False,
+                case=case,
+                data=synthetic_lesion(100 * i + k, dermoscopic=derm),
+                filename=f"demo-{i}-{k}.jpg",
+                uploaded_by=users["derm"],
+                modality=Modality.DERMOSCOPIC if derm else Modality.CLINICAL,
+                run_hooks=False,
             )
         if i < cases - 2:
             services.label_record(
-                case=case, sub_class=subs[i % len(subs)], source=sources[i % len(sources)], by=users["derm"],
+                case=case,
+                sub_class=subs[i % len(subs)],
+                source=sources[i % len(sources)],
+                by=users["derm"],
                 report_text="Demo report." if sources[i % len(sources)] == LabelSource.HISTOPATHOLOGY else "",
             )
         made += 1

@@ -10,7 +10,9 @@ class CaseCreateForm(forms.Form):
     body_site = forms.CharField(max_length=100, required=False)
     age_at_visit = forms.IntegerField(min_value=0, max_value=130, required=False)
     clinical_history = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    modality = forms.ChoiceField(choices=Modality.choices, initial=Modality.CLINICAL, help_text="Modality of the photos below.")
+    modality = forms.ChoiceField(
+        choices=Modality.choices, initial=Modality.CLINICAL, help_text="Modality of the photos below."
+    )
 
 
 class LabelForm(forms.Form):
@@ -40,7 +42,9 @@ class LabelForm(forms.Form):
         if taxonomy is not None:
             qs = qs.filter(taxonomy=taxonomy)
         self.fields["sub_class"].queryset = qs
-        self.fields["sub_class"].label_from_instance = lambda s: f"{s.meta_class.display_name} › {s.display_name} ({s.code})"
+        self.fields["sub_class"].label_from_instance = lambda s: (
+            f"{s.meta_class.display_name} › {s.display_name} ({s.code})"
+        )
         choices = [c for c in LabelSource.choices if allowed_sources is None or c[0] in allowed_sources]
         # No preselected source: confirming by histopathology must be a deliberate choice.
         self.fields["source"].choices = [("", "— source of the diagnosis —")] + choices
@@ -54,6 +58,8 @@ class StatusForm(forms.Form):
 
 class TaxonomyImportForm(forms.Form):
     # help_text is rendered as HTML: no angle brackets in it.
-    file = forms.FileField(help_text='JSON, e.g. {"meta_classes": {"melanocytic": ["nv", "mel"]}, "malignancy": {"nv": 1, "mel": 3}}')
+    file = forms.FileField(
+        help_text='JSON, e.g. {"meta_classes": {"melanocytic": ["nv", "mel"]}, "malignancy": {"nv": 1, "mel": 3}}'
+    )
     name = forms.CharField(max_length=100, required=False)
     make_default = forms.BooleanField(required=False)

@@ -4,8 +4,10 @@
 without any metadata (EXIF orientation applied first, then EXIF/GPS dropped), or raises
 `ImageRejected` with a message a person can act on. Nothing is written here.
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
@@ -165,9 +167,7 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
     if not data:
         raise ImageRejected(filename, "the file is empty.")
     if len(data) > max_bytes:
-        raise ImageRejected(
-            filename, f"the file is {_mb(len(data))} MB; the limit is {_mb(max_bytes)} MB."
-        )
+        raise ImageRejected(filename, f"the file is {_mb(len(data))} MB; the limit is {_mb(max_bytes)} MB.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -190,7 +190,9 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected(filename, f"the image is larger than {max_pixels / 1e6:.0f} megapixels (possible decompression bomb).")
+        raise ImageRejected(
+            filename, f"the image is larger than {max_pixels / 1e6:.0f} megapixels (possible decompression bomb)."
+        )
     except UnidentifiedImageError:
         raise ImageRejected(filename, _unidentified_reason(data))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -199,10 +201,8 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
     # Each step rebinds `img`, so at most two full-size pixel buffers live at once
     # (PEAK_BYTES_PER_PIXEL): never keep a reference to an earlier stage here.
     icc_profile = img.info.get("icc_profile")
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not hide a good photo
         ImageOps.exif_transpose(img, in_place=True)
-    except Exception:  # a broken EXIF block must not hide a good photo
-        pass
     if img.mode in HIGH_BIT_MODES:
         img = _high_bit_to_grey(img)  # 2-4 bytes/pixel in, 1 out; the source is freed here
     rgb = _to_srgb(_to_rgb(img), icc_profile)

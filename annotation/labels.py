@@ -1,4 +1,5 @@
 """Writes for diagnosis labels and the class taxonomy. Plain functions, keyword-only."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,9 @@ def label_record(
         needed = roles.CAN_CONFIRM_LABEL if confirmed else roles.CAN_RECORD_LABEL
         if not roles.has_role(by, needed):
             raise PermissionDenied(
-                "Only dermatologists and admins confirm histopathology labels." if confirmed else "You may not record labels."
+                "Only dermatologists and admins confirm histopathology labels."
+                if confirmed
+                else "You may not record labels."
             )
     with transaction.atomic():
         label = DiagnosisLabel.objects.select_for_update().filter(case=case, source=source).first()
@@ -129,8 +132,10 @@ def taxonomy_validate(data: dict, *, name: str | None = None) -> None:
     display = data.get("display_names")
     if display is not None:
         if not isinstance(display, dict):
-            raise TaxonomyError('"display_names" must be an object {"<code>": "<name shown to people>"}, '
-                                f"not {type(display).__name__}.")
+            raise TaxonomyError(
+                '"display_names" must be an object {"<code>": "<name shown to people>"}, '
+                f"not {type(display).__name__}."
+            )
         for code, text in display.items():
             _check_text(text, f'The display name of "{code}"', DISPLAY_NAME_MAX)
     if name is not None or data.get("name") is not None:
@@ -203,7 +208,9 @@ def taxonomy_load_default(*, created_by=None) -> Taxonomy:
     return taxonomy_import(data=HAM10000_TAXONOMY, created_by=created_by, make_default=True)
 
 
-def subclass_update(*, sub_class: SubClass, by, display_name: str | None = None, malignancy_grade: Any = "keep") -> SubClass:
+def subclass_update(
+    *, sub_class: SubClass, by, display_name: str | None = None, malignancy_grade: Any = "keep"
+) -> SubClass:
     if not roles.has_role(by, roles.CAN_EDIT_TAXONOMY):
         raise PermissionDenied("Only admins edit the taxonomy.")
     if display_name is not None:
@@ -216,8 +223,9 @@ def subclass_update(*, sub_class: SubClass, by, display_name: str | None = None,
     return sub_class
 
 
-def taxonomy_edit(*, taxonomy: Taxonomy, by, sub_classes: dict[int, tuple[str, int | None]],
-                  meta_classes: dict[int, str]) -> None:
+def taxonomy_edit(
+    *, taxonomy: Taxonomy, by, sub_classes: dict[int, tuple[str, int | None]], meta_classes: dict[int, str]
+) -> None:
     """Rename sub-classes (and set their malignancy grade) and meta-classes of one taxonomy:
     all of them or, on any refusal, none."""
     with transaction.atomic():

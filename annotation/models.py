@@ -3,6 +3,7 @@
 Business rules live in services.py (writes) and selectors.py (reads); models hold
 fields, choices, constraints and small properties only.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -18,14 +19,18 @@ class Taxonomy(models.Model):
     description = models.TextField(blank=True)
     is_default = models.BooleanField(default=False, help_text="Used for new labels and models.")
     created_at = models.DateTimeField(auto_now_add=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["name", "-version"]
         verbose_name_plural = "taxonomies"
         constraints = [
             models.UniqueConstraint(fields=["name", "version"], name="taxonomy_name_version_unique"),
-            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="taxonomy_single_default"),
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="taxonomy_single_default"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -123,14 +128,18 @@ class Case(models.Model):
     """One patient visit for one lesion."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
-    external_id = models.CharField(max_length=100, blank=True, db_index=True, help_text="e.g. lesion_id of an imported data set")
+    external_id = models.CharField(
+        max_length=100, blank=True, db_index=True, help_text="e.g. lesion_id of an imported data set"
+    )
     body_site = models.CharField(max_length=100, blank=True)
     age_at_visit = models.PositiveSmallIntegerField(null=True, blank=True)
     clinical_history = models.TextField(blank=True)
     status = models.CharField(max_length=24, choices=CaseStatus.choices, default=CaseStatus.OPEN, db_index=True)
     exclusion_reason = models.CharField(max_length=16, choices=ExclusionReason.choices, blank=True)
     exclusion_note = models.CharField(max_length=500, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="cases_created")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="cases_created"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -138,10 +147,13 @@ class Case(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(status="excluded") & ~Q(exclusion_reason="")) | (~Q(status="excluded") & Q(exclusion_reason="")),
+                condition=(Q(status="excluded") & ~Q(exclusion_reason=""))
+                | (~Q(status="excluded") & Q(exclusion_reason="")),
                 name="case_exclusion_reason_iff_excluded",
             ),
-            models.UniqueConstraint(fields=["external_id"], condition=~Q(external_id=""), name="case_external_id_unique"),
+            models.UniqueConstraint(
+                fields=["external_id"], condition=~Q(external_id=""), name="case_external_id_unique"
+            ),
         ]
         indexes = [models.Index(fields=["status", "-created_at"], name="case_status_created_idx")]
 
@@ -158,7 +170,7 @@ class Modality(models.TextChoices):
     DERMOSCOPIC = "dermoscopic", "Dermoscopic"
 
 
-def photo_upload_to(instance: "Photo", filename: str) -> str:
+def photo_upload_to(instance: Photo, filename: str) -> str:
     # Content-addressed, no patient data in the path.
     return f"photos/{instance.sha256[:2]}/{instance.sha256}.{filename.rsplit('.', 1)[-1].lower()}"
 
@@ -172,7 +184,9 @@ class Photo(models.Model):
     sha256 = models.CharField(max_length=64, db_index=True)
     original_name = models.CharField(max_length=255, blank=True)
     acquired_at = models.DateTimeField(null=True, blank=True)
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -194,7 +208,7 @@ class LabelSource(models.TextChoices):
     CLINICAL = "clinical", "Clinical impression"
 
 
-def report_upload_to(instance: "DiagnosisLabel", filename: str) -> str:
+def report_upload_to(instance: DiagnosisLabel, filename: str) -> str:
     return f"reports/case-{instance.case_id}/{filename}"
 
 
@@ -208,7 +222,9 @@ class DiagnosisLabel(models.Model):
     confirmed = models.BooleanField(default=False)
     report_text = models.TextField(blank=True)
     report_file = models.FileField(upload_to=report_upload_to, blank=True, max_length=255)
-    signed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     signed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -218,7 +234,8 @@ class DiagnosisLabel(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["case", "source"], name="label_one_per_source"),
             models.CheckConstraint(
-                condition=(Q(source="histopathology") & Q(confirmed=True)) | (~Q(source="histopathology") & Q(confirmed=False)),
+                condition=(Q(source="histopathology") & Q(confirmed=True))
+                | (~Q(source="histopathology") & Q(confirmed=False)),
                 name="label_confirmed_iff_histopathology",
             ),
         ]
@@ -236,7 +253,9 @@ class LabelChange(models.Model):
     source = models.CharField(max_length=20, choices=LabelSource.choices)
     old_sub_class = models.ForeignKey(SubClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     new_sub_class = models.ForeignKey(SubClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     changed_at = models.DateTimeField(auto_now_add=True)
     note = models.CharField(max_length=500, blank=True)
 
@@ -259,7 +278,9 @@ class ImportRun(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     summary = models.JSONField(default=dict)
-    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DONE)
     progress = models.JSONField(default=dict, blank=True, help_text="{stage, done, total} while running")
     upload = models.FileField(upload_to="imports/", blank=True, help_text="the queued file; removed once imported")
@@ -273,7 +294,9 @@ class PhoneUploadToken(models.Model):
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="phone_tokens")
     token_hash = models.CharField(max_length=64, unique=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     max_photos = models.PositiveSmallIntegerField(default=10)
@@ -281,13 +304,17 @@ class PhoneUploadToken(models.Model):
     files_rejected = models.PositiveIntegerField(default=0)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(max_photos__gt=0), name="phonetoken_max_photos_positive"),
-            models.CheckConstraint(condition=Q(photos_uploaded__lte=models.F("max_photos")), name="phonetoken_within_limit"),
+            models.CheckConstraint(
+                condition=Q(photos_uploaded__lte=models.F("max_photos")), name="phonetoken_within_limit"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -330,7 +357,9 @@ class Assignment(models.Model):
 
     photo = models.OneToOneField(Photo, on_delete=models.CASCADE, related_name="assignment")
     group = models.ForeignKey(AnnotatorGroup, on_delete=models.CASCADE, related_name="assignments")
-    assigned_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     assigned_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -342,13 +371,19 @@ class PhotoAnnotation(models.Model):
 
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="annotations")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="photo_annotations")
-    status = models.CharField(max_length=16, choices=AnnotationStatus.choices, default=AnnotationStatus.TO_ANNOTATE, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=AnnotationStatus.choices, default=AnnotationStatus.TO_ANNOTATE, db_index=True
+    )
     excluded = models.BooleanField(default=False, help_text="The photo is unusable for training (cleaning reason).")
     exclusion_reason = models.CharField(max_length=16, choices=ExclusionReason.choices, blank=True)
     exclusion_note = models.CharField(max_length=500, blank=True)
-    is_gold = models.BooleanField(default=False, help_text="Reference boxes of a gold photo; annotators are scored against them.")
+    is_gold = models.BooleanField(
+        default=False, help_text="Reference boxes of a gold photo; annotators are scored against them."
+    )
     submitted_at = models.DateTimeField(null=True, blank=True)
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="reviews_done")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="reviews_done"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_note = models.CharField(max_length=1000, blank=True)
     fixed_by_reviewer = models.BooleanField(default=False)
@@ -365,7 +400,8 @@ class PhotoAnnotation(models.Model):
                 name="annotation_exclusion_reason_iff_excluded",
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["to_annotate", "annotated", "accepted", "rejected"]), name="annotation_status_valid"
+                condition=Q(status__in=["to_annotate", "annotated", "accepted", "rejected"]),
+                name="annotation_status_valid",
             ),
         ]
         indexes = [models.Index(fields=["annotator", "status"], name="annotation_annotator_status")]
@@ -400,8 +436,14 @@ class Box(models.Model):
     # agreement counts only the annotator's own boxes: a copied or proposed box becomes
     # "drawn" once its geometry or label is changed
     origin = models.CharField(max_length=10, choices=BoxOrigin.choices, default=BoxOrigin.DRAWN)
-    source_box = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="copies",
-                                   help_text="the other annotator's box this one was pre-filled from")
+    source_box = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="copies",
+        help_text="the other annotator's box this one was pre-filled from",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -412,8 +454,12 @@ class Box(models.Model):
                 condition=Q(sub_class__isnull=False) | Q(meta_class__isnull=False), name="box_has_label"
             ),
             models.CheckConstraint(
-                condition=Q(x0__gte=0) & Q(y0__gte=0) & Q(x0__lt=models.F("x1")) & Q(y0__lt=models.F("y1"))
-                & Q(x1__lte=models.F("image_width")) & Q(y1__lte=models.F("image_height")),
+                condition=Q(x0__gte=0)
+                & Q(y0__gte=0)
+                & Q(x0__lt=models.F("x1"))
+                & Q(y0__lt=models.F("y1"))
+                & Q(x1__lte=models.F("image_width"))
+                & Q(y1__lte=models.F("image_height")),
                 name="box_inside_photo",
             ),
         ]
@@ -447,7 +493,7 @@ class ReviewComment(models.Model):
         ordering = ["created_at", "id"]
 
 
-def crop_upload_to(instance: "Crop", filename: str) -> str:
+def crop_upload_to(instance: Crop, filename: str) -> str:
     return f"crops/{instance.photo_id % 100:02d}/{filename}"
 
 
@@ -487,7 +533,9 @@ class AnnotationEvent(models.Model):
     imported it, when (the review trail, and the source of the per-annotator review stats)."""
 
     annotation = models.ForeignKey(PhotoAnnotation, on_delete=models.CASCADE, related_name="events")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     from_status = models.CharField(max_length=16, choices=AnnotationStatus.choices, blank=True)
     to_status = models.CharField(max_length=16, choices=AnnotationStatus.choices)
     action = models.CharField(max_length=20)  # submit, accept, fix_accept, reject, reopen, import

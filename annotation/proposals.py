@@ -5,6 +5,7 @@ The stored map is 32x32 over the centre square the model saw (inference.ml.expla
 proposal is the bounding box of the connected region >= LEVEL x peak that holds the peak,
 mapped back to photo pixels. Prediction rows are read through the app registry so that
 annotation does not import inference (which imports annotation)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,16 +38,28 @@ def proposal_for(*, photo, user) -> dict | None:
     """{x0, y0, x1, y1, label, probability} from the active model's finished prediction of the
     photo; the class and probability only for roles that may see predictions (others get the box)."""
     Prediction = apps.get_model("inference", "Prediction")
-    pred = (Prediction.objects.filter(photo=photo, status="done", model_version__status="active")
-            .order_by("-created_at", "-pk").first())
+    pred = (
+        Prediction.objects.filter(photo=photo, status="done", model_version__status="active")
+        .order_by("-created_at", "-pk")
+        .first()
+    )
     if pred is None or not pred.ranked:
         return None
     top = pred.ranked[0]
-    overlay = pred.overlays.filter(target_kind="sub", target=top.get("sub_class")).first() \
+    overlay = (
+        pred.overlays.filter(target_kind="sub", target=top.get("sub_class")).first()
         or pred.overlays.filter(target_kind="sub", rank=0).first()
+    )
     box = cam_box(overlay.heatmap, photo.width, photo.height) if overlay and overlay.heatmap else None
     if box is None:
         return None
     sees = roles.has_role(user, *roles.CAN_SEE_PREDICTIONS)
-    return {"x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "model": pred.model_version_id,
-            "label": top.get("sub_class") if sees else None, "probability": top.get("probability") if sees else None}
+    return {
+        "x0": box[0],
+        "y0": box[1],
+        "x1": box[2],
+        "y1": box[3],
+        "model": pred.model_version_id,
+        "label": top.get("sub_class") if sees else None,
+        "probability": top.get("probability") if sees else None,
+    }

@@ -3,10 +3,12 @@
 Rule: nobody reviews their own work, nor work of a member of one of their groups, nor a
 photo assigned to one of their groups. Enforced here (services) and in the queues.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -76,7 +78,9 @@ def groups_split(*, group_a: AnnotatorGroup, group_b: AnnotatorGroup, photos: Qu
         raise AnnotationError("Pick two different groups.")
     overlap = set(group_a.members.values_list("pk", flat=True)) & set(group_b.members.values_list("pk", flat=True))
     if overlap:
-        raise AnnotationError("A person is in both groups; each annotator belongs to one group so reviews stay independent.")
+        raise AnnotationError(
+            "A person is in both groups; each annotator belongs to one group so reviews stay independent."
+        )
     groups = {group_a.pk: group_a, group_b.pk: group_b}
     candidates = photos.filter(Q(assignment__isnull=True) | Q(assignment__group__in=list(groups)))
     rows_in = list(candidates.order_by("case_id", "id").values_list("pk", "case_id", "assignment__group_id"))
@@ -92,7 +96,9 @@ def groups_split(*, group_a: AnnotatorGroup, group_b: AnnotatorGroup, photos: Qu
             owners.update(work.get(pk, {}))
         if len(owners) > 1:
             if any(assigned is None for _, assigned in members):
-                result.moved.append(f"Case {case_id}: annotated in both groups ({', '.join(sorted(owners.values()))}); left unassigned.")
+                result.moved.append(
+                    f"Case {case_id}: annotated in both groups ({', '.join(sorted(owners.values()))}); left unassigned."
+                )
             continue
         if owners:
             gid, who = next(iter(owners.items()))
@@ -109,11 +115,15 @@ def groups_split(*, group_a: AnnotatorGroup, group_b: AnnotatorGroup, photos: Qu
             if assigned is None:
                 create.append(Assignment(photo_id=pk, group=target, assigned_by=by))
                 if who:
-                    result.moved.append(f"Photo {pk} (case {case_id}) went to {target.name} with {who}'s annotation; the other group reviews it.")
+                    result.moved.append(
+                        f"Photo {pk} (case {case_id}) went to {target.name} with {who}'s annotation; the other group reviews it."
+                    )
             else:
                 move[pk] = target
-                result.moved.append(f"Photo {pk} (case {case_id}) moved from {groups[assigned].name} to {target.name} "
-                                    f"with {who}'s annotation; the other group reviews it.")
+                result.moved.append(
+                    f"Photo {pk} (case {case_id}) moved from {groups[assigned].name} to {target.name} "
+                    f"with {who}'s annotation; the other group reviews it."
+                )
     with transaction.atomic():
         Assignment.objects.bulk_create(create, ignore_conflicts=True)
         for pk, target in move.items():
@@ -149,7 +159,9 @@ def _check_review(user, annotation: PhotoAnnotation) -> None:
     if reason:
         raise PermissionDenied(reason)
     if annotation.status != AnnotationStatus.ANNOTATED:
-        raise AnnotationError(f"Only annotations waiting for review can be reviewed (this one is {annotation.get_status_display().lower()}).")
+        raise AnnotationError(
+            f"Only annotations waiting for review can be reviewed (this one is {annotation.get_status_display().lower()})."
+        )
 
 
 def _locked(annotation: PhotoAnnotation) -> PhotoAnnotation:
@@ -167,8 +179,16 @@ def review_accept(*, annotation: PhotoAnnotation, by, note: str = "") -> PhotoAn
     return annotation
 
 
-def review_fix_and_accept(*, annotation: PhotoAnnotation, by, boxes: Any, note: str = "", labels: LabelIndex | None = None,
-                          excluded: bool | None = None, exclusion_reason: str = "") -> PhotoAnnotation:
+def review_fix_and_accept(
+    *,
+    annotation: PhotoAnnotation,
+    by,
+    boxes: Any,
+    note: str = "",
+    labels: LabelIndex | None = None,
+    excluded: bool | None = None,
+    exclusion_reason: str = "",
+) -> PhotoAnnotation:
     """The reviewer corrects the boxes and accepts in one step (kept on the annotator's
     annotation, flagged fixed_by_reviewer)."""
     labels = labels or label_index()
@@ -185,12 +205,21 @@ def review_fix_and_accept(*, annotation: PhotoAnnotation, by, boxes: Any, note: 
         annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), note[:1000]
         annotation.fixed_by_reviewer = True
         annotation.save()
-        event_log(annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="fix_accept", note=note)
+        event_log(
+            annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="fix_accept", note=note
+        )
     return annotation
 
 
-def review_reject(*, annotation: PhotoAnnotation, by, comment: str, box_id: int | None = None,
-                  x: int | None = None, y: int | None = None) -> PhotoAnnotation:
+def review_reject(
+    *,
+    annotation: PhotoAnnotation,
+    by,
+    comment: str,
+    box_id: int | None = None,
+    x: int | None = None,
+    y: int | None = None,
+) -> PhotoAnnotation:
     """Send back to the annotator with a comment, pinned to one of its boxes if given."""
     comment = (comment or "").strip()
     if not comment:
@@ -208,7 +237,9 @@ def review_reject(*, annotation: PhotoAnnotation, by, comment: str, box_id: int 
         annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), comment[:1000]
         annotation.save()
         annotation.comments.create(box=box, x=x, y=y, author=by, text=comment)
-        event_log(annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="reject", note=comment)
+        event_log(
+            annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="reject", note=comment
+        )
     return annotation
 
 
@@ -234,17 +265,26 @@ def gold_set(*, annotation: PhotoAnnotation, by, is_gold: bool = True) -> PhotoA
         annotation = _locked(annotation)
         own_expert = annotation.annotator_id == by.pk and annotation.status == AnnotationStatus.ANNOTATED
         if is_gold and annotation.status != AnnotationStatus.ACCEPTED and not own_expert:
-            raise AnnotationError("Only an accepted annotation, or your own submitted boxes, can become the gold reference.")
+            raise AnnotationError(
+                "Only an accepted annotation, or your own submitted boxes, can become the gold reference."
+            )
         if is_gold:
-            PhotoAnnotation.objects.filter(photo_id=annotation.photo_id, is_gold=True).exclude(pk=annotation.pk).update(is_gold=False)
+            PhotoAnnotation.objects.filter(photo_id=annotation.photo_id, is_gold=True).exclude(pk=annotation.pk).update(
+                is_gold=False
+            )
         annotation.is_gold = is_gold
         if is_gold and own_expert:
             status_transition(annotation=annotation, to=AnnotationStatus.ACCEPTED)
             annotation.reviewer, annotation.reviewed_at = by, timezone.now()
             annotation.review_note = "Expert reference (gold)"
             annotation.save()
-            event_log(annotation=annotation, actor=by, from_status=AnnotationStatus.ANNOTATED, action="gold",
-                      note="expert reference accepted as gold")
+            event_log(
+                annotation=annotation,
+                actor=by,
+                from_status=AnnotationStatus.ANNOTATED,
+                action="gold",
+                note="expert reference accepted as gold",
+            )
         else:
             annotation.save(update_fields=["is_gold", "updated_at"])
     return annotation
@@ -263,11 +303,17 @@ def review_stats() -> list[dict]:
     out = []
     for name, c in sorted(counts.items()):
         decided = c["accept"] + c["fix_accept"] + c["reject"]
-        out.append({
-            "annotator": name, "submitted": c["submit"] + c["resubmit"], "resubmitted": c["resubmit"],
-            "accepted": c["accept"] + c["fix_accept"], "fixed_by_reviewer": c["fix_accept"], "rejected": c["reject"],
-            "imported": c["import"],
-            "rejection_rate": c["reject"] / decided if decided else None,
-            "fix_rate": c["fix_accept"] / decided if decided else None,
-        })
+        out.append(
+            {
+                "annotator": name,
+                "submitted": c["submit"] + c["resubmit"],
+                "resubmitted": c["resubmit"],
+                "accepted": c["accept"] + c["fix_accept"],
+                "fixed_by_reviewer": c["fix_accept"],
+                "rejected": c["reject"],
+                "imported": c["import"],
+                "rejection_rate": c["reject"] / decided if decided else None,
+                "fix_rate": c["fix_accept"] / decided if decided else None,
+            }
+        )
     return out

@@ -1,4 +1,5 @@
 """Reads for cases, photos, labels and taxonomies, always scoped to the user."""
+
 from __future__ import annotations
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
@@ -38,7 +39,10 @@ def case_list(
     qs = cases_visible_to(user).select_related("patient")
     if q:
         qs = qs.filter(
-            Q(patient__code__icontains=q) | Q(external_id__icontains=q) | Q(body_site__icontains=q) | Q(clinical_history__icontains=q)
+            Q(patient__code__icontains=q)
+            | Q(external_id__icontains=q)
+            | Q(body_site__icontains=q)
+            | Q(clinical_history__icontains=q)
         )
     if status:
         qs = qs.filter(status=status)

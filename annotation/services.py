@@ -1,6 +1,7 @@
 """The annotation app's writes, as other apps and the pages call them: cases and photos
 (cases.py) and diagnosis labels and the taxonomy (labels.py). Boxes, review and
 import/export have their own modules (boxes.py, review.py, interchange/)."""
+
 from __future__ import annotations
 
 from .cases import (

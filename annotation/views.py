@@ -1,4 +1,5 @@
 """HTML pages for cases, photos, labels and taxonomy. Thin: they call services/selectors."""
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,6 @@ from derm_portal.http import private_file_response
 from . import selectors, services
 from .forms import CaseCreateForm, LabelForm, StatusForm, TaxonomyImportForm
 from .models import CaseStatus, LabelSource, MetaClass, Modality, SubClass, Taxonomy
-
 
 require_role = roles.require_role
 
@@ -131,7 +131,9 @@ def case_create(request):
                 return redirect("annotation:case_detail", pk=case.pk)
         if request.headers.get("accept", "").startswith("application/json"):
             return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    return render(request, "annotation/case_create.html", {"form": form, "max_upload_bytes": settings.DERM_MAX_UPLOAD_BYTES})
+    return render(
+        request, "annotation/case_create.html", {"form": form, "max_upload_bytes": settings.DERM_MAX_UPLOAD_BYTES}
+    )
 
 
 def case_url(case) -> str:
@@ -182,7 +184,9 @@ def stream_photo(photo, width: str | None = None):
             response = private_file_response(out.getvalue(), content_type="image/jpeg")
         else:
             ext = photo.file.name.rsplit(".", 1)[-1].lower()
-            response = private_file_response(photo.file.open("rb"), content_type="image/png" if ext == "png" else "image/jpeg")
+            response = private_file_response(
+                photo.file.open("rb"), content_type="image/png" if ext == "png" else "image/jpeg"
+            )
     except FileNotFoundError:
         logging.getLogger(__name__).error("photo %s: file %s is missing from storage", photo.pk, photo.file.name)
         raise Http404("The photo file is missing from storage.")
@@ -212,7 +216,9 @@ def label_record(request, pk: int):
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     else:
-        messages.success(request, f"Label recorded: {d['sub_class'].display_name} ({dict(LabelSource.choices)[d['source']]}).")
+        messages.success(
+            request, f"Label recorded: {d['sub_class'].display_name} ({dict(LabelSource.choices)[d['source']]})."
+        )
     return redirect("annotation:case_detail", pk=case.pk)
 
 
@@ -242,7 +248,9 @@ def label_report_file(request, pk: int, label_pk: int):
     label = get_object_or_404(case.labels, pk=label_pk)
     if not label.report_file:
         raise PermissionDenied("This label has no report file.")
-    return private_file_response(label.report_file.open("rb"), max_age=0, filename=label.report_file.name.rsplit("/", 1)[-1])
+    return private_file_response(
+        label.report_file.open("rb"), max_age=0, filename=label.report_file.name.rsplit("/", 1)[-1]
+    )
 
 
 def _csv_text(value: str) -> str:
@@ -256,13 +264,37 @@ def cases_export(request):
     """CSV of cases with patient pseudonyms and labels. Admins only."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["case_id", "external_id", "patient_code", "sex", "birth_year", "body_site", "status", "diagnosis", "source", "confirmed", "photos"])
+    writer.writerow(
+        [
+            "case_id",
+            "external_id",
+            "patient_code",
+            "sex",
+            "birth_year",
+            "body_site",
+            "status",
+            "diagnosis",
+            "source",
+            "confirmed",
+            "photos",
+        ]
+    )
     for case in selectors.case_list(user=request.user).iterator(chunk_size=2000):
-        writer.writerow([
-            case.pk, _csv_text(case.external_id), _csv_text(case.patient.code), case.patient.sex, case.patient.birth_year or "",
-            _csv_text(case.body_site), case.status, case.diagnosis_code or "", case.diagnosis_source or "",
-            bool(case.diagnosis_confirmed), case.photo_count or 0,
-        ])
+        writer.writerow(
+            [
+                case.pk,
+                _csv_text(case.external_id),
+                _csv_text(case.patient.code),
+                case.patient.sex,
+                case.patient.birth_year or "",
+                _csv_text(case.body_site),
+                case.status,
+                case.diagnosis_code or "",
+                case.diagnosis_source or "",
+                bool(case.diagnosis_confirmed),
+                case.photo_count or 0,
+            ]
+        )
     logging.getLogger("derm_portal.audit").info("cases CSV export by %s", request.user.get_username())
     response = HttpResponse(out.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = 'attachment; filename="derm-portal-cases.csv"'

@@ -8,14 +8,13 @@
 /api/boxes/                                                   read-only list (filters)
 /api/agreement/                                               agreement report + gold scores
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-
-ID = OpenApiParameter("id", int, OpenApiParameter.PATH)
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -25,9 +24,11 @@ from derm_portal import roles
 from derm_portal.permissions import role_permission
 
 from . import agreement, boxes, review
-from .proposals import proposal_for
 from .models import AnnotationStatus, Box, PhotoAnnotation
+from .proposals import proposal_for
 from .selectors import case_reference_label, photo_get
+
+ID = OpenApiParameter("id", int, OpenApiParameter.PATH)
 
 AnnotatePermission = role_permission(roles.CAN_ANNOTATE, roles.CAN_ANNOTATE, "AnnotatePermission")
 
@@ -39,9 +40,13 @@ def _error(exc: boxes.AnnotationError) -> Response:
 def photo_info(photo) -> dict:
     label = case_reference_label(case=photo.case)
     return {
-        "id": photo.pk, "width": photo.width, "height": photo.height, "name": photo.original_name,
+        "id": photo.pk,
+        "width": photo.width,
+        "height": photo.height,
+        "name": photo.original_name,
         "url": reverse("annotation:photo_file", args=[photo.pk]),
-        "case_id": photo.case_id, "case_ref": photo.case.reference,
+        "case_id": photo.case_id,
+        "case_ref": photo.case.reference,
         "case_url": reverse("annotation:case_detail", args=[photo.case_id]),
         "diagnosis": label.sub_class.code if label else None,
         "diagnosis_confirmed": bool(label and label.confirmed),
@@ -52,14 +57,21 @@ def photo_info(photo) -> dict:
 def others_payload(*, photo, user, exclude_pk: int | None) -> list[dict]:
     """Other annotators' submitted boxes on this photo, for comparison/adjudication.
     Annotators see them only when reviewing; gold boxes only dermatologists and admins."""
-    qs = PhotoAnnotation.objects.filter(photo=photo).exclude(status=AnnotationStatus.TO_ANNOTATE).exclude(annotator=user)
+    qs = (
+        PhotoAnnotation.objects.filter(photo=photo).exclude(status=AnnotationStatus.TO_ANNOTATE).exclude(annotator=user)
+    )
     if exclude_pk:
         qs = qs.exclude(pk=exclude_pk)
     if not roles.has_role(user, roles.CAN_CONFIRM_LABEL):
         qs = qs.exclude(is_gold=True)
     return [
-        {"id": a.pk, "annotator": a.annotator.get_username(), "status": a.status, "is_gold": a.is_gold,
-         "boxes": [boxes.box_payload(b) for b in a.boxes.select_related("sub_class", "meta_class")]}
+        {
+            "id": a.pk,
+            "annotator": a.annotator.get_username(),
+            "status": a.status,
+            "is_gold": a.is_gold,
+            "boxes": [boxes.box_payload(b) for b in a.boxes.select_related("sub_class", "meta_class")],
+        }
         for a in qs.select_related("annotator").order_by("id")
     ]
 
@@ -74,7 +86,8 @@ def workspace_payload(*, photo, user) -> dict:
         "prefill": None,
         # adjudicators (dermatologists, admins) may compare with the other annotators
         "others": others_payload(photo=photo, user=user, exclude_pk=mine.pk if mine else None)
-        if roles.has_role(user, roles.CAN_CONFIRM_LABEL) else [],
+        if roles.has_role(user, roles.CAN_CONFIRM_LABEL)
+        else [],
     }
     data["proposal"] = None
     if mine is None or (mine.status == AnnotationStatus.TO_ANNOTATE and not mine.boxes.exists()):
@@ -82,8 +95,12 @@ def workspace_payload(*, photo, user) -> dict:
         src = boxes.prefill_source(photo=photo, user=user)
         if src is not None:
             data["prefill"] = {
-                "from": src.annotator.get_username(), "status": src.status,
-                "boxes": [{**boxes.box_payload(b), "id": None, "source_box": b.pk} for b in src.boxes.select_related("sub_class", "meta_class")],
+                "from": src.annotator.get_username(),
+                "status": src.status,
+                "boxes": [
+                    {**boxes.box_payload(b), "id": None, "source_box": b.pk}
+                    for b in src.boxes.select_related("sub_class", "meta_class")
+                ],
             }
     return data
 
@@ -122,15 +139,30 @@ def queue_items(*, user, queue: str, status: str = "", label: str = "", limit: i
     if queue == "review":
         anns = boxes.queue_to_review(user=user, label=label)[:limit]
         return [
-            {"photo": a.photo_id, "annotation": a.pk, "annotator": a.annotator.get_username(), "status": a.status,
-             "url": reverse("annotation:review_photo", args=[a.pk]), "api": reverse("review-detail", args=[a.pk])}
+            {
+                "photo": a.photo_id,
+                "annotation": a.pk,
+                "annotator": a.annotator.get_username(),
+                "status": a.status,
+                "url": reverse("annotation:review_photo", args=[a.pk]),
+                "api": reverse("review-detail", args=[a.pk]),
+            }
             for a in anns
         ]
     photos = list(boxes.queue_to_annotate(user=user, status=status, label=label).select_related("case")[:limit])
-    mine = dict(PhotoAnnotation.objects.filter(annotator=user, photo__in=[p.pk for p in photos]).values_list("photo_id", "status"))
+    mine = dict(
+        PhotoAnnotation.objects.filter(annotator=user, photo__in=[p.pk for p in photos]).values_list(
+            "photo_id", "status"
+        )
+    )
     return [
-        {"photo": p.pk, "status": mine.get(p.pk, AnnotationStatus.TO_ANNOTATE), "case": p.case.reference,
-         "url": reverse("annotation:workspace_photo", args=[p.pk]), "api": reverse("workspace-detail", args=[p.pk])}
+        {
+            "photo": p.pk,
+            "status": mine.get(p.pk, AnnotationStatus.TO_ANNOTATE),
+            "case": p.case.reference,
+            "url": reverse("annotation:workspace_photo", args=[p.pk]),
+            "api": reverse("workspace-detail", args=[p.pk]),
+        }
         for p in photos
     ]
 
@@ -151,8 +183,13 @@ class WorkspaceViewSet(viewsets.ViewSet):
         d = ser.validated_data
         try:
             boxes.annotation_save(
-                photo=photo, user=request.user, boxes=d["boxes"], excluded=d["excluded"],
-                exclusion_reason=d["exclusion_reason"], exclusion_note=d["exclusion_note"], submit=d["submit"],
+                photo=photo,
+                user=request.user,
+                boxes=d["boxes"],
+                excluded=d["excluded"],
+                exclusion_reason=d["exclusion_reason"],
+                exclusion_note=d["exclusion_note"],
+                submit=d["submit"],
             )
         except boxes.AnnotationError as exc:
             return _error(exc)
@@ -160,17 +197,25 @@ class WorkspaceViewSet(viewsets.ViewSet):
             raise PermissionDenied(str(exc))
         return Response(workspace_payload(photo=photo, user=request.user))
 
-    @extend_schema(parameters=[
-        OpenApiParameter("queue", str, enum=["annotate", "review"]), OpenApiParameter("status", str),
-        OpenApiParameter("label", str),
-    ], responses=dict)
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("queue", str, enum=["annotate", "review"]),
+            OpenApiParameter("status", str),
+            OpenApiParameter("label", str),
+        ],
+        responses=dict,
+    )
     @action(detail=False, methods=["get"])
     def queue(self, request):
         p = request.query_params
-        items = queue_items(user=request.user, queue=p.get("queue", "annotate"), status=p.get("status", ""), label=p.get("label", ""))
+        items = queue_items(
+            user=request.user, queue=p.get("queue", "annotate"), status=p.get("status", ""), label=p.get("label", "")
+        )
         # the open totals (not capped like items) for the editor's "My photos to annotate (N)"
-        totals = {"annotate": boxes.queue_to_annotate(user=request.user).count(),
-                  "review": boxes.queue_to_review(user=request.user).count()}
+        totals = {
+            "annotate": boxes.queue_to_annotate(user=request.user).count(),
+            "review": boxes.queue_to_review(user=request.user).count(),
+        }
         return Response({"count": len(items), "items": items, "totals": totals})
 
 
@@ -197,7 +242,9 @@ class ReviewViewSet(viewsets.ViewSet):
             if d["action"] == "accept":
                 review.review_accept(annotation=ann, by=request.user, note=d["note"])
             elif d["action"] == "fix_accept":
-                review.review_fix_and_accept(annotation=ann, by=request.user, boxes=d.get("boxes") or [], note=d["note"])
+                review.review_fix_and_accept(
+                    annotation=ann, by=request.user, boxes=d.get("boxes") or [], note=d["note"]
+                )
             else:
                 review.review_reject(annotation=ann, by=request.user, comment=d["comment"], box_id=d.get("box"))
         except boxes.AnnotationError as exc:
@@ -216,8 +263,25 @@ class BoxSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Box
-        fields = ["id", "photo", "annotation", "annotator", "status", "x0", "y0", "x1", "y1", "image_width", "image_height",
-                  "sub_class", "meta_class", "difficult", "truncated", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "photo",
+            "annotation",
+            "annotator",
+            "status",
+            "x0",
+            "y0",
+            "x1",
+            "y1",
+            "image_width",
+            "image_height",
+            "sub_class",
+            "meta_class",
+            "difficult",
+            "truncated",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -229,8 +293,11 @@ class BoxViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         from .selectors import cases_visible_to
 
-        return Box.objects.filter(photo__case__in=cases_visible_to(self.request.user)).select_related(
-            "sub_class", "meta_class", "annotator", "annotation").order_by("id")
+        return (
+            Box.objects.filter(photo__case__in=cases_visible_to(self.request.user))
+            .select_related("sub_class", "meta_class", "annotator", "annotation")
+            .order_by("id")
+        )
 
 
 class AgreementViewSet(viewsets.ViewSet):

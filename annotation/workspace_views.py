@@ -1,6 +1,7 @@
 """HTML pages of the annotation workspace. Thin: services in boxes.py / review.py /
 interchange/ / crops.py, reads in boxes.py / agreement.py; the editor itself is
 static/annotation/workspace.js talking to annotation/workspace_api.py."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from derm_portal import roles
+from derm_portal.roles import require_role
 
 from . import agreement, boxes, review
 from .models import AnnotationStatus, AnnotatorGroup, Crop, ExclusionReason, Photo, PhotoAnnotation
 from .selectors import photo_get, taxonomy_default, taxonomy_tree
-from derm_portal.roles import require_role
 
 
 def _taxonomy_context() -> dict:
@@ -53,7 +54,10 @@ def workspace(request):
     page = Paginator(qs, 40).get_page(request.GET.get("page"))
     rows = list(page.object_list)
     if f["queue"] == "annotate":
-        mine = {a.photo_id: a for a in PhotoAnnotation.objects.filter(annotator=request.user, photo__in=[p.pk for p in rows])}
+        mine = {
+            a.photo_id: a
+            for a in PhotoAnnotation.objects.filter(annotator=request.user, photo__in=[p.pk for p in rows])
+        }
         rows = [{"photo": p, "annotation": mine.get(p.pk)} for p in rows]
     else:
         rows = [{"photo": a.photo, "annotation": a} for a in rows]
@@ -64,12 +68,21 @@ def workspace(request):
         "review": boxes.queue_to_review(user=request.user).count(),
         "rejected": PhotoAnnotation.objects.filter(annotator=request.user, status=AnnotationStatus.REJECTED).count(),
     }
-    return render(request, "annotation/workspace.html", {
-        "f": f, "page": page, "rows": rows, "querystring": query.urlencode(), "counts": counts,
-        "statuses": AnnotationStatus.choices, **_taxonomy_context(),
-        "is_admin": roles.has_role(request.user, roles.ADMIN),
-        "my_groups": request.user.annotator_groups.all(),
-    })
+    return render(
+        request,
+        "annotation/workspace.html",
+        {
+            "f": f,
+            "page": page,
+            "rows": rows,
+            "querystring": query.urlencode(),
+            "counts": counts,
+            "statuses": AnnotationStatus.choices,
+            **_taxonomy_context(),
+            "is_admin": roles.has_role(request.user, roles.ADMIN),
+            "my_groups": request.user.annotator_groups.all(),
+        },
+    )
 
 
 def _editor(request, *, mode: str, api_url: str, photo: Photo, extra: dict | None = None):
@@ -79,16 +92,25 @@ def _editor(request, *, mode: str, api_url: str, photo: Photo, extra: dict | Non
         "mode": mode,
         "api": api_url,
         "queue": f["queue"] or ("review" if mode == "review" else "annotate"),
-        "status": f["status"], "label": f["label"],
+        "status": f["status"],
+        "label": f["label"],
         "queueApi": reverse("workspace-queue"),
         "labels": ctx.pop("labels_json"),
         "exclusionReasons": ExclusionReason.choices,
         "workspaceUrl": reverse("annotation:workspace"),
         "autosaveSeconds": getattr(settings, "ANNOTATION_AUTOSAVE_SECONDS", 20),
     }
-    return render(request, "annotation/workspace_photo.html", {
-        "photo": photo, "mode": mode, "config": config, **ctx, **(extra or {}),
-    })
+    return render(
+        request,
+        "annotation/workspace_photo.html",
+        {
+            "photo": photo,
+            "mode": mode,
+            "config": config,
+            **ctx,
+            **(extra or {}),
+        },
+    )
 
 
 @require_role(*roles.CAN_ANNOTATE)
@@ -96,17 +118,31 @@ def workspace_photo(request, pk: int):
     photo = photo_get(user=request.user, pk=pk)
     mine = PhotoAnnotation.objects.filter(photo=photo, annotator=request.user).first()
     can_gold = roles.has_role(request.user, roles.CAN_CONFIRM_LABEL)
-    return _editor(request, mode="annotate", api_url=reverse("workspace-detail", args=[photo.pk]), photo=photo,
-                   extra={"reviewed": mine if can_gold and mine and mine.status in (AnnotationStatus.ANNOTATED, AnnotationStatus.ACCEPTED) else None,
-                          "can_set_gold": can_gold})
+    return _editor(
+        request,
+        mode="annotate",
+        api_url=reverse("workspace-detail", args=[photo.pk]),
+        photo=photo,
+        extra={
+            "reviewed": mine
+            if can_gold and mine and mine.status in (AnnotationStatus.ANNOTATED, AnnotationStatus.ACCEPTED)
+            else None,
+            "can_set_gold": can_gold,
+        },
+    )
 
 
 @require_role(*roles.CAN_ANNOTATE)
 def review_photo(request, pk: int):
     ann = get_object_or_404(PhotoAnnotation.objects.select_related("photo", "annotator"), pk=pk)
     photo = photo_get(user=request.user, pk=ann.photo_id)
-    return _editor(request, mode="review", api_url=reverse("review-detail", args=[ann.pk]), photo=photo,
-                   extra={"reviewed": ann, "can_set_gold": roles.has_role(request.user, roles.CAN_CONFIRM_LABEL)})
+    return _editor(
+        request,
+        mode="review",
+        api_url=reverse("review-detail", args=[ann.pk]),
+        photo=photo,
+        extra={"reviewed": ann, "can_set_gold": roles.has_role(request.user, roles.CAN_CONFIRM_LABEL)},
+    )
 
 
 # --------------------------------------------------------------------------- groups
@@ -114,7 +150,9 @@ def review_photo(request, pk: int):
 def groups_page(request):
     """Admin: put annotators in group A and B, then split unassigned photos of a filter in half."""
     User = get_user_model()
-    annotators = User.objects.filter(groups__name__in=roles.CAN_ANNOTATE, is_active=True).distinct().order_by("username")
+    annotators = (
+        User.objects.filter(groups__name__in=roles.CAN_ANNOTATE, is_active=True).distinct().order_by("username")
+    )
     ctx = _taxonomy_context()
     if request.method == "POST":
         try:
@@ -123,9 +161,19 @@ def groups_page(request):
                 b_ids = {int(v) for v in request.POST.getlist("group_b") if v.isdigit()}
                 if a_ids & b_ids:
                     raise boxes.AnnotationError("A person can be in group A or group B, not both.")
-                ga = review.group_set_members(name=request.POST.get("name_a") or "Group A", members=annotators.filter(pk__in=a_ids), by=request.user)
-                gb = review.group_set_members(name=request.POST.get("name_b") or "Group B", members=annotators.filter(pk__in=b_ids), by=request.user)
-                messages.success(request, f"{ga.name}: {ga.members.count()} member(s); {gb.name}: {gb.members.count()} member(s).")
+                ga = review.group_set_members(
+                    name=request.POST.get("name_a") or "Group A",
+                    members=annotators.filter(pk__in=a_ids),
+                    by=request.user,
+                )
+                gb = review.group_set_members(
+                    name=request.POST.get("name_b") or "Group B",
+                    members=annotators.filter(pk__in=b_ids),
+                    by=request.user,
+                )
+                messages.success(
+                    request, f"{ga.name}: {ga.members.count()} member(s); {gb.name}: {gb.members.count()} member(s)."
+                )
             elif request.POST.get("action") == "split":
                 ga = get_object_or_404(AnnotatorGroup, pk=request.POST.get("group_a"))
                 gb = get_object_or_404(AnnotatorGroup, pk=request.POST.get("group_b"))
@@ -133,7 +181,9 @@ def groups_page(request):
                 if request.POST.get("modality"):
                     photos = photos.filter(modality=request.POST["modality"])
                 split = review.groups_split(group_a=ga, group_b=gb, photos=photos, by=request.user)
-                messages.success(request, "Assigned: " + ", ".join(f"{k} {v} photo(s)" for k, v in split.counts.items()))
+                messages.success(
+                    request, "Assigned: " + ", ".join(f"{k} {v} photo(s)" for k, v in split.counts.items())
+                )
                 for line in split.moved:
                     messages.info(request, line)
             elif request.POST.get("action") == "unassign":
@@ -146,16 +196,28 @@ def groups_page(request):
     groups = list(AnnotatorGroup.objects.prefetch_related("members"))
     for g in groups:
         g.n_assigned = g.assignments.count()
-        g.n_accepted = PhotoAnnotation.objects.filter(photo__assignment__group=g, status=AnnotationStatus.ACCEPTED).values("photo").distinct().count()
+        g.n_accepted = (
+            PhotoAnnotation.objects.filter(photo__assignment__group=g, status=AnnotationStatus.ACCEPTED)
+            .values("photo")
+            .distinct()
+            .count()
+        )
     group_a = groups[0] if groups else None
     group_b = groups[1] if len(groups) > 1 else None
-    return render(request, "annotation/workspace_groups.html", {
-        "annotators": annotators, "groups": groups, "group_a": group_a, "group_b": group_b,
-        "a_members": set(group_a.members.values_list("pk", flat=True)) if group_a else set(),
-        "b_members": set(group_b.members.values_list("pk", flat=True)) if group_b else set(),
-        "unassigned": Photo.objects.filter(assignment__isnull=True).count(),
-        **ctx,
-    })
+    return render(
+        request,
+        "annotation/workspace_groups.html",
+        {
+            "annotators": annotators,
+            "groups": groups,
+            "group_a": group_a,
+            "group_b": group_b,
+            "a_members": set(group_a.members.values_list("pk", flat=True)) if group_a else set(),
+            "b_members": set(group_b.members.values_list("pk", flat=True)) if group_b else set(),
+            "unassigned": Photo.objects.filter(assignment__isnull=True).count(),
+            **ctx,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- agreement
@@ -169,11 +231,18 @@ def agreement_page(request):
     rows = []
     for a in report["annotators"]:
         rows.append({"name": a, "cells": [report["matrix"][a][b] if a != b else "self" for b in report["annotators"]]})
-    return render(request, "annotation/workspace_agreement.html", {
-        "report": report, "rows": rows, "gold": agreement.gold_scores(threshold=threshold), "threshold": threshold,
-        "review_stats": review.review_stats(),
-        "can_set_gold": roles.has_role(request.user, roles.CAN_CONFIRM_LABEL),
-    })
+    return render(
+        request,
+        "annotation/workspace_agreement.html",
+        {
+            "report": report,
+            "rows": rows,
+            "gold": agreement.gold_scores(threshold=threshold),
+            "threshold": threshold,
+            "review_stats": review.review_stats(),
+            "can_set_gold": roles.has_role(request.user, roles.CAN_CONFIRM_LABEL),
+        },
+    )
 
 
 @require_POST
@@ -183,7 +252,10 @@ def gold_toggle(request, pk: int):
     photo_get(user=request.user, pk=ann.photo_id)
     try:
         ann = review.gold_set(annotation=ann, by=request.user, is_gold=request.POST.get("gold") == "1")
-        messages.success(request, f"Annotation {ann.pk} is {'now' if ann.is_gold else 'no longer'} the gold reference of photo {ann.photo_id}.")
+        messages.success(
+            request,
+            f"Annotation {ann.pk} is {'now' if ann.is_gold else 'no longer'} the gold reference of photo {ann.photo_id}.",
+        )
     except boxes.AnnotationError as exc:
         messages.error(request, str(exc))
     return redirect(request.POST.get("next") or reverse("annotation:workspace_agreement"))
@@ -217,24 +289,51 @@ def io_page(request):
                 images = {f.name: f.read() for f in request.FILES.getlist("images")}
                 if not xmls:
                     raise boxes.AnnotationError("Choose one or more .xml files.")
-                run = lambda: voc.voc_import(files=xmls, user=request.user, status=status, images=images,  # noqa: E731
-                                             create_cases=bool(request.POST.get("create_cases")), labels=labels)
+
+                def run():
+                    return voc.voc_import(
+                        files=xmls,
+                        user=request.user,
+                        status=status,
+                        images=images,
+                        create_cases=bool(request.POST.get("create_cases")),
+                        labels=labels,
+                    )
+
                 report = dry_run(run) if trial else run()
             elif action == "import_coco":
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
-                if upload.size > limit("INLINE_BYTES") and not trial and not request.FILES.get("map") \
-                        and not request.POST.get("create_cases"):
-                    run = jobs.box_import_enqueue(data=upload.read(), source=upload.name, user=request.user, status=status)
-                    messages.success(request, f"{upload.name} is large: queued as import {run.pk} on the long queue; "
-                                              "its progress and result show below (reload).")
+                if (
+                    upload.size > limit("INLINE_BYTES")
+                    and not trial
+                    and not request.FILES.get("map")
+                    and not request.POST.get("create_cases")
+                ):
+                    run = jobs.box_import_enqueue(
+                        data=upload.read(), source=upload.name, user=request.user, status=status
+                    )
+                    messages.success(
+                        request,
+                        f"{upload.name} is large: queued as import {run.pk} on the long queue; "
+                        "its progress and result show below (reload).",
+                    )
                     return redirect("annotation:workspace_io")
                 data = upload.read()
                 images = {f.name: f.read() for f in request.FILES.getlist("images")}
-                run = lambda: coco.coco_import(data=data, source=upload.name, user=request.user, status=status,  # noqa: E731
-                                               labels=labels, images=images,
-                                               create_cases=bool(request.POST.get("create_cases")))
+
+                def run():
+                    return coco.coco_import(
+                        data=data,
+                        source=upload.name,
+                        user=request.user,
+                        status=status,
+                        labels=labels,
+                        images=images,
+                        create_cases=bool(request.POST.get("create_cases")),
+                    )
+
                 report = dry_run(run) if trial else run()
             elif action == "export":
                 statuses = request.POST.getlist("export_status") or [AnnotationStatus.ACCEPTED]
@@ -249,23 +348,33 @@ def io_page(request):
                 elif fmt == "yolo":
                     from .interchange.yolo import export_yolo_zip
 
-                    resp = HttpResponse(export_yolo_zip(anns, with_images=bool(request.POST.get("with_images"))),
-                                        content_type="application/zip")
+                    resp = HttpResponse(
+                        export_yolo_zip(anns, with_images=bool(request.POST.get("with_images"))),
+                        content_type="application/zip",
+                    )
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes-yolo.zip"'
                 else:
-                    resp = HttpResponse(export.export_voc_zip(anns, with_images=bool(request.POST.get("with_images"))),
-                                        content_type="application/zip")
+                    resp = HttpResponse(
+                        export.export_voc_zip(anns, with_images=bool(request.POST.get("with_images"))),
+                        content_type="application/zip",
+                    )
                     resp["Content-Disposition"] = 'attachment; filename="derm-boxes-voc.zip"'
                 return resp
         except boxes.AnnotationError as exc:
             messages.error(request, str(exc))
         except PermissionDenied as exc:
             messages.error(request, str(exc))
-    return render(request, "annotation/workspace_io.html", {
-        "report": report, "is_admin": is_admin, "statuses": AnnotationStatus.choices,
-        "can_create_cases": roles.has_role(request.user, roles.CAN_EDIT_CASES),
-        "runs": jobs.box_import_runs(user=request.user),
-    })
+    return render(
+        request,
+        "annotation/workspace_io.html",
+        {
+            "report": report,
+            "is_admin": is_admin,
+            "statuses": AnnotationStatus.choices,
+            "can_create_cases": roles.has_role(request.user, roles.CAN_EDIT_CASES),
+            "runs": jobs.box_import_runs(user=request.user),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- crops
@@ -291,7 +400,7 @@ def crops_page(request):
 
             from django.http import FileResponse
 
-            fh = tempfile.TemporaryFile()
+            fh = tempfile.TemporaryFile()  # noqa: SIM115  (FileResponse closes it)
             crops.crops_export_zip(fh, level=request.POST.get("level", "sub"), margin=margin)
             fh.seek(0)
             return FileResponse(fh, as_attachment=True, filename="derm-crops.zip", content_type="application/zip")
@@ -299,20 +408,34 @@ def crops_page(request):
             messages.error(request, "Margin must be between 0 and 500 % and the minimum size positive.")
             return redirect("annotation:workspace_crops")
         crops.crops_request(margin=margin, min_size=min_size)
-        messages.success(request, f"Making crops (margin {margin:.0%}, minimum {min_size} px) on the long queue; reload to see them.")
+        messages.success(
+            request, f"Making crops (margin {margin:.0%}, minimum {min_size} px) on the long queue; reload to see them."
+        )
         return redirect("annotation:workspace_crops")
     from django.db.models import Count
 
-    stats = list(Crop.objects.values("margin").annotate(n=Count("id"), cases=Count("case", distinct=True), photos=Count("photo", distinct=True)).order_by("margin"))
+    stats = list(
+        Crop.objects.values("margin")
+        .annotate(n=Count("id"), cases=Count("case", distinct=True), photos=Count("photo", distinct=True))
+        .order_by("margin")
+    )
     for s in stats:
         s["per_photo"] = s["n"] / s["photos"] if s["photos"] else None
     by_label = list(Crop.objects.values("sub_class__code", "meta_class__code").annotate(n=Count("id")).order_by("-n"))
     accepted = crops.accepted_boxes().count()
     accepted_photos = crops.accepted_boxes().values("photo").distinct().count()
-    return render(request, "annotation/workspace_crops.html", {
-        "stats": stats, "by_label": by_label, "recent": Crop.objects.select_related("case", "sub_class", "meta_class").order_by("-id")[:24],
-        "accepted": accepted, "accepted_photos": accepted_photos, "can_make": can_make,
-    })
+    return render(
+        request,
+        "annotation/workspace_crops.html",
+        {
+            "stats": stats,
+            "by_label": by_label,
+            "recent": Crop.objects.select_related("case", "sub_class", "meta_class").order_by("-id")[:24],
+            "accepted": accepted,
+            "accepted_photos": accepted_photos,
+            "can_make": can_make,
+        },
+    )
 
 
 @require_role(*roles.CAN_ANNOTATE)
@@ -341,7 +464,12 @@ def case_panel(request, case) -> str:
     rows = [{"photo": p, "annotations": by_photo.get(p.pk, [])} for p in case.photos.all()]
     if not rows:
         return ""
-    return render_to_string("annotation/workspace_case_panel.html", {
-        "rows": rows, "can_annotate": roles.has_role(request.user, roles.CAN_ANNOTATE),
-        "n_crops": Crop.objects.filter(case=case).count(),
-    }, request=request)
+    return render_to_string(
+        "annotation/workspace_case_panel.html",
+        {
+            "rows": rows,
+            "can_annotate": roles.has_role(request.user, roles.CAN_ANNOTATE),
+            "n_crops": Crop.objects.filter(case=case).count(),
+        },
+        request=request,
+    )

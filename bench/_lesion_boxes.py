@@ -7,6 +7,7 @@ splits it with Otsu's threshold, drops the dark dermoscope-field corners (dark r
 photo corner), and returns the bounding box of the component that covers most of the photo's
 central half. It gives up (box None, with the reason) where that does not describe one lesion.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-WORK_SIDE = 128           # photos are scored at this long side (the box is scaled back)
+WORK_SIDE = 128  # photos are scored at this long side (the box is scaled back)
 BOX_FIELDS = ["image", "width", "height", "x0", "y0", "x1", "y1", "status"]
 
 
@@ -47,8 +48,14 @@ def lesion_score(rgb: np.ndarray) -> np.ndarray:
     h, w, _ = rgb.shape
     b = max(2, round(0.06 * min(h, w)))
     ys, xs = slice(round(0.2 * h), round(0.8 * h)), slice(round(0.2 * w), round(0.8 * w))
-    edge = np.concatenate([rgb[:b, xs].reshape(-1, 3), rgb[-b:, xs].reshape(-1, 3),
-                           rgb[ys, :b].reshape(-1, 3), rgb[ys, -b:].reshape(-1, 3)])
+    edge = np.concatenate(
+        [
+            rgb[:b, xs].reshape(-1, 3),
+            rgb[-b:, xs].reshape(-1, 3),
+            rgb[ys, :b].reshape(-1, 3),
+            rgb[ys, -b:].reshape(-1, 3),
+        ]
+    )
     skin = np.median(edge, axis=0)
     lum = rgb @ np.array([0.299, 0.587, 0.114])
     darker = np.clip(float(skin @ np.array([0.299, 0.587, 0.114])) - lum, 0, None)
@@ -66,8 +73,9 @@ def _corner_dark(rgb: np.ndarray) -> np.ndarray:
     return np.isin(lab, list(corner_ids)) if corner_ids else np.zeros_like(dark)
 
 
-def lesion_box(rgb, min_area: float = 0.005, max_cover: float = 0.97,
-               min_separability: float = 0.6, min_contrast: float = 15.0) -> tuple[tuple[float, float, float, float] | None, str]:
+def lesion_box(
+    rgb, min_area: float = 0.005, max_cover: float = 0.97, min_separability: float = 0.6, min_contrast: float = 15.0
+) -> tuple[tuple[float, float, float, float] | None, str]:
     """((x0, y0, x1, y1) in the photo's pixels, "ok") or (None, why not) for a uint8/float RGB array
     or PIL image of a dermoscopic photo with a roughly central lesion. ``min_contrast``: the two
     Otsu classes' mean scores must differ by this much (RGB units; the faintest of 300 HAM10000
@@ -90,7 +98,7 @@ def lesion_box(rgb, min_area: float = 0.005, max_cover: float = 0.97,
     if sep < min_separability:
         return None, f"no clear lesion/skin split (separability {sep:.2f})"
     contrast = float(inside[inside > t].mean() - inside[inside <= t].mean())
-    if contrast < min_contrast:      # a unimodal score (skin texture only) still splits somewhere
+    if contrast < min_contrast:  # a unimodal score (skin texture only) still splits somewhere
         return None, f"no lesion stands out from the skin (contrast {contrast:.0f} < {min_contrast:.0f})"
     mask = (score > t) & ~field_stop
     mask = ndimage.binary_opening(mask, iterations=1)
@@ -99,7 +107,7 @@ def lesion_box(rgb, min_area: float = 0.005, max_cover: float = 0.97,
     if n == 0:
         return None, "no region above the threshold"
     centre = np.zeros_like(mask)
-    centre[h // 4: h - h // 4, w // 4: w - w // 4] = True
+    centre[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
     overlap = ndimage.sum(centre, lab, index=np.arange(1, n + 1))
     if overlap.max() <= 0:
         return None, "no region in the central half"
@@ -111,8 +119,12 @@ def lesion_box(rgb, min_area: float = 0.005, max_cover: float = 0.97,
     x0, x1, y0, y1 = xx.min(), xx.max() + 1, yy.min(), yy.max() + 1
     if (x1 - x0) >= max_cover * w and (y1 - y0) >= max_cover * h:
         return None, "region spans the whole photo"
-    return (x0 / s if s < 1 else float(x0), y0 / s if s < 1 else float(y0),
-            min(W, x1 / s) if s < 1 else float(x1), min(H, y1 / s) if s < 1 else float(y1)), "ok"
+    return (
+        x0 / s if s < 1 else float(x0),
+        y0 / s if s < 1 else float(y0),
+        min(W, x1 / s) if s < 1 else float(x1),
+        min(H, y1 / s) if s < 1 else float(y1),
+    ), "ok"
 
 
 def write_boxes_csv(path: Path, rows: list[dict]) -> None:

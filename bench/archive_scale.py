@@ -12,6 +12,7 @@ epoch on ``--max-train-images`` photos so that it fits a shared CPU), and prints
 (every photo of the archive decoded into the disk cache), the fine epoch's photos/s and the child's
 peak resident memory. ``--repo`` runs another checkout of the engine on the same archive (before/after).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,11 @@ def make_archive(src: Path, out: Path, n: int, px: int, seed: int = 0, workers: 
             rows.append(row)
             if (i + 1) % 2000 == 0 or i + 1 == n:
                 el = time.time() - t0
-                print(f"  archive: {i + 1:,}/{n:,} photos, {(i + 1) / el:.0f}/s, "
-                      f"{(n - i - 1) * el / (i + 1):.0f} s left", file=sys.stderr, flush=True)
+                print(
+                    f"  archive: {i + 1:,}/{n:,} photos, {(i + 1) / el:.0f}/s, {(n - i - 1) * el / (i + 1):.0f} s left",
+                    file=sys.stderr,
+                    flush=True,
+                )
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "label", "case_id"])
@@ -106,17 +110,45 @@ def main(argv=None) -> int:
         else:
             gen_s = make_archive(Path(a.source), data, a.n, a.photo_px)
         out = work / f"model_{time.time_ns()}"
-        cmd = [sys.executable, "-m", "inference.ml", "train", "--data", str(data), "--taxonomy", a.taxonomy,
-               "--out", str(out), "--image-size", str(a.image_size), "--epochs", "1", "--coarse-epochs", "1",
-               "--threads", str(a.threads), "--cache-dir", str(work / "cache"), "--holdout", str(a.holdout),
-               "--device", "cpu"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "inference.ml",
+            "train",
+            "--data",
+            str(data),
+            "--taxonomy",
+            a.taxonomy,
+            "--out",
+            str(out),
+            "--image-size",
+            str(a.image_size),
+            "--epochs",
+            "1",
+            "--coarse-epochs",
+            "1",
+            "--threads",
+            str(a.threads),
+            "--cache-dir",
+            str(work / "cache"),
+            "--holdout",
+            str(a.holdout),
+            "--device",
+            "cpu",
+        ]
         if a.max_train_images:
             cmd += ["--max-train-images", str(a.max_train_images)]
         if Path(a.repo).resolve() != REPO:
-            cmd.remove("--device"), cmd.remove("cpu")      # an engine from before --device
+            cmd.remove("--device"), cmd.remove("cpu")  # an engine from before --device
         t0 = time.time()
-        r = subprocess.run(cmd, cwd=a.repo, env={**os.environ, "PYTHONPATH": a.repo}, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+        r = subprocess.run(
+            cmd,
+            cwd=a.repo,
+            env={**os.environ, "PYTHONPATH": a.repo},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         wall = time.time() - t0
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if r.returncode != 0:
@@ -124,14 +156,19 @@ def main(argv=None) -> int:
             return r.returncode
         man = json.loads((out / "model.json").read_text())
         n_img, cache_s = man["data"]["n_images"], man["timings_seconds"]["cache"]
-        res = {"command": " ".join(["bench/archive_scale.py", *(argv if argv is not None else sys.argv[1:])]),
-               "photos": n_img, "image_size": a.image_size,
-               "archive_seconds": gen_s, "cache_build_seconds": round(cache_s, 1),
-               "cache_build_photos_per_second": round(n_img / cache_s, 1) if cache_s else None,
-               "fine_epoch_photos": man["data"]["n_train"],
-               "fine_epoch_photos_per_second": round(man["train_images_per_second"]["fine"], 2),
-               "training_wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
-               "cache_file_mb": round(sum(f.stat().st_size for f in (work / "cache").glob("*.u8")) / 2**20, 1)}
+        res = {
+            "command": " ".join(["bench/archive_scale.py", *(argv if argv is not None else sys.argv[1:])]),
+            "photos": n_img,
+            "image_size": a.image_size,
+            "archive_seconds": gen_s,
+            "cache_build_seconds": round(cache_s, 1),
+            "cache_build_photos_per_second": round(n_img / cache_s, 1) if cache_s else None,
+            "fine_epoch_photos": man["data"]["n_train"],
+            "fine_epoch_photos_per_second": round(man["train_images_per_second"]["fine"], 2),
+            "training_wall_seconds": round(wall, 1),
+            "peak_rss_mb": round(peak_kb / 1024, 1),
+            "cache_file_mb": round(sum(f.stat().st_size for f in (work / "cache").glob("*.u8")) / 2**20, 1),
+        }
         print(json.dumps(res, indent=2))
         return 0
     finally:

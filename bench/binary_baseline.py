@@ -8,6 +8,7 @@ AUC with DeLong 95% CI and the Youden point for (a) the two-stage score = sum of
 probabilities of the positive sub-classes, (b) the same on product-fused probabilities, (c) the
 single-stage model; plus the paired DeLong test (a) vs (c).
 """
+
 import argparse
 import json
 import sys
@@ -18,12 +19,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml.data import split_by_cases  # noqa: E402
-from inference.ml.evaluate import report_from_probs  # noqa: E402
-from inference.ml.infer import model_outputs  # noqa: E402
-from inference.ml.networks import freeze_first_blocks  # noqa: E402
-from inference.ml.predict import Predictor  # noqa: E402
-from inference.ml.train import TrainConfig, build_model, fit, prepare_data  # noqa: E402
+from inference.ml.data import split_by_cases
+from inference.ml.evaluate import report_from_probs
+from inference.ml.infer import model_outputs
+from inference.ml.networks import freeze_first_blocks
+from inference.ml.predict import Predictor
+from inference.ml.train import TrainConfig, build_model, fit, prepare_data
 
 
 def main():
@@ -46,8 +47,18 @@ def main():
     t = time.time()
     binary = build_model(cfg, 2)
     frozen = freeze_first_blocks(binary, cfg.freeze_blocks)
-    info = fit(binary, D["images"], yb, tr, cfg, "binary", a.epochs, None, frozen,
-               progress=lambda d: print(d, flush=True) if d.get("event") == "epoch_end" else None)
+    info = fit(
+        binary,
+        D["images"],
+        yb,
+        tr,
+        cfg,
+        "binary",
+        a.epochs,
+        None,
+        frozen,
+        progress=lambda d: print(d, flush=True) if d.get("event") == "epoch_end" else None,
+    )
     train_s = time.time() - t
     pre = P.manifest["preprocessing"]
     xte = D["images"][torch.as_tensor(te)]
@@ -56,12 +67,20 @@ def main():
     pb = model_outputs(binary, xte, pre["mean"], pre["std"], 64, P.tta)[:, 1]
     rep = report_from_probs(pf, pc, D["y_sub"][te], P.taxonomy, positive=positive, p_binary=pb)
     ts = rep["two_stage"]
-    out = {"positive": positive, "binary_epochs": a.epochs, "fine_epochs": P.manifest["training"]["epochs"],
-           "binary_train_seconds": train_s, "binary_train_images_per_second": info["images_per_second"], **ts}
+    out = {
+        "positive": positive,
+        "binary_epochs": a.epochs,
+        "fine_epochs": P.manifest["training"]["epochs"],
+        "binary_train_seconds": train_s,
+        "binary_train_images_per_second": info["images_per_second"],
+        **ts,
+    }
     for k in ("two_stage_fine", "two_stage_product", "single_stage"):
         b = ts[k]
-        print(f"{b['name']:45s} AUC {b['auc']:.4f} [{b['ci_low']:.4f}, {b['ci_high']:.4f}]  Youden thr {b['youden']['threshold']:.3f} "
-              f"sens {b['youden']['sensitivity']:.3f} spec {b['youden']['specificity']:.3f}")
+        print(
+            f"{b['name']:45s} AUC {b['auc']:.4f} [{b['ci_low']:.4f}, {b['ci_high']:.4f}]  Youden thr {b['youden']['threshold']:.3f} "
+            f"sens {b['youden']['sensitivity']:.3f} spec {b['youden']['specificity']:.3f}"
+        )
     t2 = ts["delong_two_stage_vs_single"]
     print(f"paired DeLong two-stage - single-stage: diff {t2['diff']:+.4f}, z {t2['z']:.2f}, p {t2['p_value']:.4g}")
     if a.json:

@@ -15,6 +15,7 @@ or number; SQLite: p50 27-79 ms. Page 200 used to cost 2.5x page 1 (80 vs 32 ms)
 API page 150 8x (93 vs 11 ms) because the per-row label/photo subqueries ran for every
 row the OFFSET skipped; pages are now cut from ids first (selectors.case_rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,35 +43,67 @@ def seed(n: int) -> None:
     subs = list(SubClass.objects.filter(taxonomy=tax))
     weights = {"nv": 70, "bkl": 10, "mel": 8, "bcc": 5, "akiec": 3, "vasc": 2, "df": 2}
     patients = Patient.objects.bulk_create(
-        [Patient(code=f"PSN-{i:06d}", sex=rnd.choice(["female", "male"]), birth_year=rnd.randint(1930, 2010)) for i in range(n // 2)],
+        [
+            Patient(code=f"PSN-{i:06d}", sex=rnd.choice(["female", "male"]), birth_year=rnd.randint(1930, 2010))
+            for i in range(n // 2)
+        ],
         batch_size=2000,
     )
     sites = ["back", "face", "trunk", "scalp", "upper extremity", "lower extremity", "abdomen", "chest"]
     now = timezone.now()
     cases = []
     for i in range(n):
-        cases.append(Case(patient=patients[i % len(patients)], external_id=f"BENCH_{i:06d}", body_site=rnd.choice(sites),
-                          clinical_history="pigmented lesion, changing" if i % 7 == 0 else "", status=CaseStatus.OPEN))
+        cases.append(
+            Case(
+                patient=patients[i % len(patients)],
+                external_id=f"BENCH_{i:06d}",
+                body_site=rnd.choice(sites),
+                clinical_history="pigmented lesion, changing" if i % 7 == 0 else "",
+                status=CaseStatus.OPEN,
+            )
+        )
     cases = Case.objects.bulk_create(cases, batch_size=2000)
     # spread creation times over two years so ordering by date is meaningful
     Case.objects.bulk_update(
         [Case(pk=c.pk, created_at=now - timezone.timedelta(minutes=105 * (n - i))) for i, c in enumerate(cases)],
-        ["created_at"], batch_size=2000,
+        ["created_at"],
+        batch_size=2000,
     )
     photos, labels = [], []
     for i, c in enumerate(cases):
         for k in range(1 + (i % 3)):
             sha = f"{i:032x}{k:032x}"
-            photos.append(Photo(case=c, file=f"photos/{sha[:2]}/{sha}.jpg", modality="dermoscopic" if (i + k) % 2 else "clinical",
-                                width=600, height=450, sha256=sha, original_name=f"img_{i}_{k}.jpg"))
+            photos.append(
+                Photo(
+                    case=c,
+                    file=f"photos/{sha[:2]}/{sha}.jpg",
+                    modality="dermoscopic" if (i + k) % 2 else "clinical",
+                    width=600,
+                    height=450,
+                    sha256=sha,
+                    original_name=f"img_{i}_{k}.jpg",
+                )
+            )
         if i % 10 == 9:
             continue  # 10% without any label
         code = rnd.choices(list(weights), weights=list(weights.values()))[0]
         sub = next(s for s in subs if s.code == code)
-        source = LabelSource.HISTOPATHOLOGY if rnd.random() < 0.4 else rnd.choice([LabelSource.CONSENSUS, LabelSource.FOLLOW_UP])
-        labels.append(DiagnosisLabel(case=c, sub_class=sub, source=source, confirmed=source == LabelSource.HISTOPATHOLOGY, signed_at=now))
+        source = (
+            LabelSource.HISTOPATHOLOGY
+            if rnd.random() < 0.4
+            else rnd.choice([LabelSource.CONSENSUS, LabelSource.FOLLOW_UP])
+        )
+        labels.append(
+            DiagnosisLabel(
+                case=c, sub_class=sub, source=source, confirmed=source == LabelSource.HISTOPATHOLOGY, signed_at=now
+            )
+        )
         if source == LabelSource.HISTOPATHOLOGY and i % 4 == 0:  # some cases also carry an earlier clinical label
-            labels.append(DiagnosisLabel(case=c, sub_class=rnd.choice(subs), source=LabelSource.CLINICAL, confirmed=False, signed_at=now))
+            labels.append(
+                DiagnosisLabel(
+                    case=c, sub_class=rnd.choice(subs), source=LabelSource.CLINICAL, confirmed=False, signed_at=now
+                )
+            )
     Photo.objects.bulk_create(photos, batch_size=5000)
     DiagnosisLabel.objects.bulk_create(labels, batch_size=5000)
     confirmed_ids = DiagnosisLabel.objects.filter(confirmed=True).values("case_id")
@@ -121,8 +154,12 @@ def main() -> int:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{dbname}"')
         os.environ["DATABASE_URL"] = urlunparse(server._replace(path="/" + dbname))
-    os.environ.update(DERM_VAR_DIR=var_dir, DJANGO_SETTINGS_MODULE="derm_portal.settings.base", DJANGO_DEBUG="0",
-                      DJANGO_LOG_LEVEL="WARNING")
+    os.environ.update(
+        DERM_VAR_DIR=var_dir,
+        DJANGO_SETTINGS_MODULE="derm_portal.settings.base",
+        DJANGO_DEBUG="0",
+        DJANGO_LOG_LEVEL="WARNING",
+    )
     sys.path.insert(0, str(REPO))
     try:
         import django
@@ -141,7 +178,9 @@ def main() -> int:
         if connection.vendor == "postgresql":
             with connection.cursor() as cur:
                 cur.execute("ANALYZE")
-        print(f"{connection.vendor}: seeded {args.cases} cases in {time.perf_counter() - t0:.1f} s; CPUs {os.cpu_count()}")
+        print(
+            f"{connection.vendor}: seeded {args.cases} cases in {time.perf_counter() - t0:.1f} s; CPUs {os.cpu_count()}"
+        )
         user = UserFactory(username="bench-derm", role=roles.DERMATOLOGIST)
         client = Client()
         client.force_login(user)
@@ -171,19 +210,27 @@ def main() -> int:
             results[name] = (p50, q)
             print(f"{name:44s} {p50:8.1f} {p95:8.1f} {q:8d} {status:6d}")
         page_q = {results[n][1] for n in results if n.startswith("page  /cases/")}
-        api_q = {results[n][1] for n in ("api   /api/cases/", "api   page_size=10", "api   page_size=200", "api   page=150")}
-        print(f"queries independent of page size/number: HTML {sorted(page_q)}  API {sorted(api_q)}  "
-              f"-> {'OK' if len(page_q) == 1 and len(api_q) == 1 else 'GROWS'}")
+        api_q = {
+            results[n][1] for n in ("api   /api/cases/", "api   page_size=10", "api   page_size=200", "api   page=150")
+        }
+        print(
+            f"queries independent of page size/number: HTML {sorted(page_q)}  API {sorted(api_q)}  "
+            f"-> {'OK' if len(page_q) == 1 and len(api_q) == 1 else 'GROWS'}"
+        )
         worst = max(p for p, _ in results.values())
-        print(f"RESULT cases={args.cases} worst_p50_ms={worst:.1f} html_p50_ms={results['page  /cases/'][0]:.1f} "
-              f"api_p50_ms={results['api   /api/cases/'][0]:.1f}")
+        print(
+            f"RESULT cases={args.cases} worst_p50_ms={worst:.1f} html_p50_ms={results['page  /cases/'][0]:.1f} "
+            f"api_p50_ms={results['api   /api/cases/'][0]:.1f}"
+        )
         if args.explain:
             from annotation import selectors
 
             qs = selectors.case_list(user=user, diagnosis="mel", confirmed="yes")[:25]
             with connection.cursor() as cur:
                 sql, params = qs.query.sql_with_params()
-                cur.execute(("EXPLAIN ANALYZE " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN ") + sql, params)
+                cur.execute(
+                    ("EXPLAIN ANALYZE " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN ") + sql, params
+                )
                 print("\n".join(str(r[0] if len(r) == 1 else r) for r in cur.fetchall()))
         connection.close()
     finally:

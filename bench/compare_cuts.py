@@ -7,6 +7,7 @@ ImageNet after it, trained on the meta-classes of the artefact's training split 
 ``--epochs`` epochs: fewer than the full run to fit the time budget), then evaluated on the
 held-out split: coarse metrics and product-fused sub-class metrics.
 """
+
 import argparse
 import json
 import sys
@@ -14,16 +15,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml.data import split_by_cases  # noqa: E402
-from inference.ml.evaluate import report_from_probs  # noqa: E402
-from inference.ml.infer import model_outputs  # noqa: E402
-from inference.ml.networks import parse_cut, transfer_cut  # noqa: E402
-from inference.ml.predict import Predictor  # noqa: E402
-from inference.ml.train import TrainConfig, build_model, coarse_frozen, fit, prepare_data  # noqa: E402
+from inference.ml.data import split_by_cases
+from inference.ml.evaluate import report_from_probs
+from inference.ml.infer import model_outputs
+from inference.ml.networks import parse_cut, transfer_cut
+from inference.ml.predict import Predictor
+from inference.ml.train import TrainConfig, build_model, coarse_frozen, fit, prepare_data
 
 
 def main():
@@ -62,16 +62,26 @@ def main():
         info = fit(coarse, imgs, y_meta, tr, cfg, "coarse", a.epochs, None, frozen)
         pc = model_outputs(coarse, xte, pre["mean"], pre["std"], 64, P.tta)
         rep = report_from_probs(pf, pc, y_sub[te], P.taxonomy)
-        row = {"cut": c, "class_balance": cfg.class_balance, "epochs": a.epochs, "train_seconds": time.time() - t, "train_images_per_second": info["images_per_second"]}
+        row = {
+            "cut": c,
+            "class_balance": cfg.class_balance,
+            "epochs": a.epochs,
+            "train_seconds": time.time() - t,
+            "train_images_per_second": info["images_per_second"],
+        }
         for k in ("coarse", "hierarchical_product", "hierarchical_hard", "flat"):
             row[k] = {m: rep[k][m] for m in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")}
         results[str(c)] = row
         print(json.dumps(row), flush=True)
-    print(f"{'cut':>5s} {'coarse acc':>10s} {'coarse bal':>10s} {'coarse AUC':>10s} {'prod bal':>9s} {'prod F1':>8s} {'flat bal':>9s} {'s':>6s}")
+    print(
+        f"{'cut':>5s} {'coarse acc':>10s} {'coarse bal':>10s} {'coarse AUC':>10s} {'prod bal':>9s} {'prod F1':>8s} {'flat bal':>9s} {'s':>6s}"
+    )
     for k, r in results.items():
-        print(f"{k:>5s} {r['coarse']['accuracy']:10.4f} {r['coarse']['balanced_accuracy']:10.4f} "
-              f"{r['coarse']['macro_auc']:10.4f} {r['hierarchical_product']['balanced_accuracy']:9.4f} "
-              f"{r['hierarchical_product']['macro_f1']:8.4f} {r['flat']['balanced_accuracy']:9.4f} {r['train_seconds']:6.0f}")
+        print(
+            f"{k:>5s} {r['coarse']['accuracy']:10.4f} {r['coarse']['balanced_accuracy']:10.4f} "
+            f"{r['coarse']['macro_auc']:10.4f} {r['hierarchical_product']['balanced_accuracy']:9.4f} "
+            f"{r['hierarchical_product']['macro_f1']:8.4f} {r['flat']['balanced_accuracy']:9.4f} {r['train_seconds']:6.0f}"
+        )
     if a.json:
         Path(a.json).write_text(json.dumps({"epochs": a.epochs, "results": results}, indent=2))
 

@@ -11,6 +11,7 @@ recipe better than the old one on these photos, or within the noise of a 1,197-p
 The interval covers the choice of test photos only, not the training seed. Also prints, for A and
 for B, product fusion minus flat with the same kind of interval.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -18,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml import metrics as M  # noqa: E402
-from inference.ml.evaluate import model_probabilities  # noqa: E402
-from inference.ml.taxonomy import fuse  # noqa: E402
+from inference.ml import metrics as M
+from inference.ml.evaluate import model_probabilities
+from inference.ml.taxonomy import fuse
 
 
 def main():
@@ -36,19 +37,29 @@ def main():
     ap.add_argument("--views-b", type=int, default=None)
     ap.add_argument("--members-a", type=int, default=None, help="fine models of A to use (default: all)")
     ap.add_argument("--members-b", type=int, default=None, help="fine models of B to use (default: all)")
-    ap.add_argument("--size-a", type=int, default=None,
-                    help="input size of A in px (default: the artefact's), e.g. 160 against --size-b 192")
+    ap.add_argument(
+        "--size-a",
+        type=int,
+        default=None,
+        help="input size of A in px (default: the artefact's), e.g. 160 against --size-b 192",
+    )
     ap.add_argument("--size-b", type=int, default=None)
     a = ap.parse_args()
-    R = [model_probabilities(m, a.data, pr or a.precision, views=v or a.views, members=k, size=sz)
-         for m, k, pr, v, sz in ((a.model_a, a.members_a, a.precision_a, a.views_a, a.size_a),
-                                 (a.model_b, a.members_b, a.precision_b, a.views_b, a.size_b))]
+    R = [
+        model_probabilities(m, a.data, pr or a.precision, views=v or a.views, members=k, size=sz)
+        for m, k, pr, v, sz in (
+            (a.model_a, a.members_a, a.precision_a, a.views_a, a.size_a),
+            (a.model_b, a.members_b, a.precision_b, a.views_b, a.size_b),
+        )
+    ]
     ta, tb = (set(r["predictor"].manifest["split"]["test_cases"]) for r in R)
     if ta != tb or not np.array_equal(R[0]["y"], R[1]["y"]):
         sys.exit("the two artefacts were not evaluated on the same held-out photos (different split or data)")
     tax, y = R[0]["predictor"].taxonomy, R[0]["y"]
-    print(f"{len(y)} held-out photos; A = {a.model_a}, B = {a.model_b}; precision {R[0]['predictor'].precision} / {R[1]['predictor'].precision}"
-          f"; input {R[0]['predictor'].size} / {R[1]['predictor'].size} px")
+    print(
+        f"{len(y)} held-out photos; A = {a.model_a}, B = {a.model_b}; precision {R[0]['predictor'].precision} / {R[1]['predictor'].precision}"
+        f"; input {R[0]['predictor'].size} / {R[1]['predictor'].size} px"
+    )
     print(f"{'method':8s} {'model':5s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s}")
     for meth in ("flat", "product"):
         preds = []
@@ -67,8 +78,10 @@ def main():
 
 def _print_diff(label, b):
     for k in ("balanced_accuracy", "macro_f1"):
-        print(f"{label} {k:17s} {b[k]['diff']:+.4f}  95% CI [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
-              f"  share of resamples below 0: {b[k]['share_below_zero']:.3f}")
+        print(
+            f"{label} {k:17s} {b[k]['diff']:+.4f}  95% CI [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
+            f"  share of resamples below 0: {b[k]['share_below_zero']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Then the n-model ensembles against the first model with a 95 % class-stratified 
 interval (test photos only). The spread between single models is the training's own draws; an
 ensemble's gain over the single models' mean is what averaging buys on these photos.
 """
+
 import argparse
 import itertools
 import sys
@@ -23,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml import metrics as M  # noqa: E402
-from inference.ml.evaluate import model_probabilities  # noqa: E402
-from inference.ml.taxonomy import fuse  # noqa: E402
+from inference.ml import metrics as M
+from inference.ml.evaluate import model_probabilities
+from inference.ml.taxonomy import fuse
 
 KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
@@ -47,8 +48,10 @@ def ensemble(runs: list[dict], subset, mode: str) -> tuple[np.ndarray, np.ndarra
 
 def diffs(b: dict) -> str:
     """A paired bootstrap's balanced-accuracy and macro-F1 differences with their intervals."""
-    return ", ".join(f"{k} {b[k]['diff']:+.4f} [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
-                     for k in ("balanced_accuracy", "macro_f1"))
+    return ", ".join(
+        f"{k} {b[k]['diff']:+.4f} [{b[k]['ci_low']:+.4f}, {b[k]['ci_high']:+.4f}]"
+        for k in ("balanced_accuracy", "macro_f1")
+    )
 
 
 def fmt(v: np.ndarray) -> str:
@@ -85,9 +88,14 @@ def main():
                     pf, pc = ensemble(runs, subset, mode)
                     sub.append(scores(y, fuse(pc, pf, tax, meth), names))
                 label = f"{mode} k={k}" + (f" ({len(sub)})" if len(sub) > 1 else "")
-                print(f"{meth:8s} {label:12s} {fmt(np.mean(sub, axis=0))}"
-                      + (f"  range of balanced accuracy {min(s[1] for s in sub):.3f}-{max(s[1] for s in sub):.3f}"
-                         if len(sub) > 1 else ""))
+                print(
+                    f"{meth:8s} {label:12s} {fmt(np.mean(sub, axis=0))}"
+                    + (
+                        f"  range of balanced accuracy {min(s[1] for s in sub):.3f}-{max(s[1] for s in sub):.3f}"
+                        if len(sub) > 1
+                        else ""
+                    )
+                )
     first = {m: fuse(runs[0]["p_coarse"], runs[0]["p_fine"], tax, m).argmax(1) for m in ("flat", "product")}
     full = {mode: ensemble(runs, tuple(range(n)), mode) for mode in ("fine", "both")}
     for meth, mode in (("flat", "fine"), ("product", "fine"), ("product", "both")):
@@ -97,6 +105,7 @@ def main():
     for mode, (pf, pc) in full.items():
         flat, prod = (fuse(pc, pf, tax, m).argmax(1) for m in ("flat", "product"))
         print(f"{mode} k={n}: product minus flat: {diffs(M.paired_bootstrap(y, flat, prod, len(names)))}")
+
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ Computes the fine and coarse probabilities on the model's held-out split once (c
 training class frequencies to the power a (a = 0: as trained). This is a diagnostic: it reads the
 test split, so nothing it prints may be used to choose a default.
 """
+
 import argparse
 import json
 import sys
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml import metrics as M  # noqa: E402
-from inference.ml.taxonomy import fuse  # noqa: E402
+from inference.ml import metrics as M
+from inference.ml.taxonomy import fuse
 
 
 def probs(model_dir, data_dir, cache):
@@ -24,6 +25,7 @@ def probs(model_dir, data_dir, cache):
         z = np.load(cache)
         return z["pf"], z["pc"], z["y"]
     from inference.ml.evaluate import model_probabilities
+
     R = model_probabilities(model_dir, data_dir)
     pf, pc, y = R["p_fine"], R["p_coarse"], R["y"]
     if cache:
@@ -38,6 +40,7 @@ def main():
     ap.add_argument("--probs")
     a = ap.parse_args()
     from inference.ml.taxonomy import Taxonomy
+
     tax = Taxonomy.from_json(Path(a.model) / "taxonomy.json")
     man = json.loads((Path(a.model) / "model.json").read_text())
     pf, pc, y = probs(a.model, a.data, a.probs)
@@ -46,8 +49,9 @@ def main():
     prior_c = np.array([counts[tax.parent_index == m].sum() for m in range(len(tax.meta_classes))]) / counts.sum()
 
     def adj(p, prior, e):
-        q = p / prior ** e
+        q = p / prior**e
         return q / q.sum(1, keepdims=True)
+
     print(f"{'fine a':>6} {'coarse a':>8} {'method':>8}  acc    balacc macroF1")
     for ef in (0.0, 0.25, 0.5):
         for ec in (0.0, 0.5, 1.0):
@@ -56,7 +60,9 @@ def main():
                     continue
                 p = fuse(adj(pc, prior_c, ec), adj(pf, prior_f, ef), tax, meth)
                 r = M.classification_report_dict(y, p, tax.sub_classes)
-                print(f"{ef:6.2f} {ec:8.2f} {meth:>8}  {r['accuracy']:.3f}  {r['balanced_accuracy']:.3f}  {r['macro_f1']:.3f}")
+                print(
+                    f"{ef:6.2f} {ec:8.2f} {meth:>8}  {r['accuracy']:.3f}  {r['balanced_accuracy']:.3f}  {r['macro_f1']:.3f}"
+                )
 
 
 if __name__ == "__main__":

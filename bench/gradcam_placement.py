@@ -27,6 +27,7 @@ rows need no model: "uniform" (heat spread evenly: the box's share of the square
 centred Gaussian, sigma a quarter of the side): what a map knowing nothing but "lesions are
 central" scores. Per-photo rows and the summary go to RESULTS/gradcam_placement_<model>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEFAULT_VARIANTS = [
-    "gradcam@head", "gradcam++@head", "layercam@head", "hirescam@head",
-    "gradcam@block:-6", "layercam@block:-6", "hirescam@block:-6",
-    "gradcam@head+block:-6", "layercam@head+block:-6",
-    "gradcam@head,smooth=0.05", "gradcam@head,flip",
+    "gradcam@head",
+    "gradcam++@head",
+    "layercam@head",
+    "hirescam@head",
+    "gradcam@block:-6",
+    "layercam@block:-6",
+    "hirescam@block:-6",
+    "gradcam@head+block:-6",
+    "layercam@head+block:-6",
+    "gradcam@head,smooth=0.05",
+    "gradcam@head,flip",
 ]
 METRICS = ("mass", "hit", "mass_sub1", "hit_sub1", "mass_meta", "hit_meta")
 SERVING_LIMIT_MS = 1000.0
@@ -72,15 +80,24 @@ def map_scores(cams, boxes, photo_size) -> dict:
 
     mass = [heatmap_mass_in_boxes(c, boxes, photo_size) or 0.0 for c in cams]
     hit = [peak_in_boxes(c, boxes, photo_size) or 0.0 for c in cams]
-    return {"mass": float(np.mean(mass)), "hit": float(np.mean(hit)), "mass_sub1": mass[0], "hit_sub1": hit[0],
-            "mass_meta": mass[-1], "hit_meta": hit[-1], "empty": int(sum(float(np.max(c)) <= 0 for c in cams))}
+    return {
+        "mass": float(np.mean(mass)),
+        "hit": float(np.mean(hit)),
+        "mass_sub1": mass[0],
+        "hit_sub1": hit[0],
+        "mass_meta": mass[-1],
+        "hit_meta": hit[-1],
+        "empty": int(sum(float(np.max(c)) <= 0 for c in cams)),
+    }
 
 
 def reference_maps(side: int) -> dict:
     yy, xx = np.mgrid[:side, :side] + 0.5
     s = side / 4
-    return {"uniform": np.ones((side, side), np.float32),
-            "centre": np.exp(-((xx - side / 2) ** 2 + (yy - side / 2) ** 2) / (2 * s * s)).astype(np.float32)}
+    return {
+        "uniform": np.ones((side, side), np.float32),
+        "centre": np.exp(-((xx - side / 2) ** 2 + (yy - side / 2) ** 2) / (2 * s * s)).astype(np.float32),
+    }
 
 
 def select_photos(P, data, n: int, seed: int, boxes_path, results: Path, model_name: str, montage: bool):
@@ -106,9 +123,15 @@ def select_photos(P, data, n: int, seed: int, boxes_path, results: Path, model_n
                 chosen.append((rec, img, bx))
             continue
         box, status = lesion_box(img)
-        rows.append({"image": rec.image, "width": img.size[0], "height": img.size[1],
-                     **dict(zip(("x0", "y0", "x1", "y1"), [round(v, 1) for v in box] if box else [""] * 4)),
-                     "status": status})
+        rows.append(
+            {
+                "image": rec.image,
+                "width": img.size[0],
+                "height": img.size[1],
+                **dict(zip(("x0", "y0", "x1", "y1"), [round(v, 1) for v in box] if box else [""] * 4)),
+                "status": status,
+            }
+        )
         if box:
             chosen.append((rec, img, [box]))
     if given is not None:
@@ -118,8 +141,10 @@ def select_photos(P, data, n: int, seed: int, boxes_path, results: Path, model_n
     failed = sum(r["status"] != "ok" for r in rows)
     if montage:
         _montage(chosen[:48], results / f"gradcam_boxes_{model_name}.png")
-    return chosen, (f"boxes made in code for {len(rows)} photos of the {scope}, {failed} dropped "
-                    f"(no clear lesion); written to {out}")
+    return chosen, (
+        f"boxes made in code for {len(rows)} photos of the {scope}, {failed} dropped "
+        f"(no clear lesion); written to {out}"
+    )
 
 
 def _montage(items, path: Path, tile: int = 160):
@@ -146,8 +171,19 @@ def serve_overlays(maps, photo_size) -> None:
         downsample(m.cam / vmax)
 
 
-def run(model, data, n=150, variants=DEFAULT_VARIANTS, boxes=None, threads=1, seed=0, boot=2000,
-        results=ROOT / "bench" / "results", montage=False, log=print) -> dict:
+def run(
+    model,
+    data,
+    n=150,
+    variants=DEFAULT_VARIANTS,
+    boxes=None,
+    threads=1,
+    seed=0,
+    boot=2000,
+    results=ROOT / "bench" / "results",
+    montage=False,
+    log=print,
+) -> dict:
     import torch
     from _artefact import loadavg
 
@@ -162,7 +198,7 @@ def run(model, data, n=150, variants=DEFAULT_VARIANTS, boxes=None, threads=1, se
     settings = {}
     for spec in variants:
         cfg = CamSettings.parse(spec)
-        try:        # a layer the backbone lacks (e.g. block:-6 of a 4-block test network)
+        try:  # a layer the backbone lacks (e.g. block:-6 of a 4-block test network)
             layer_names(P.fine_model, cfg.layers)
         except ValueError as e:
             log(f"skipping {spec}: {e}")
@@ -180,15 +216,27 @@ def run(model, data, n=150, variants=DEFAULT_VARIANTS, boxes=None, threads=1, se
     # warm-up: the first call pays for lazy initialisation
     d0 = P.predict_one(photos[0][1])
     for cfg in settings.values():
-        explain(P, photos[0][1], [r.sub_class for r in d0.ranked[:3]], [max(d0.meta_probabilities, key=d0.meta_probabilities.get)], cfg)
+        explain(
+            P,
+            photos[0][1],
+            [r.sub_class for r in d0.ranked[:3]],
+            [max(d0.meta_probabilities, key=d0.meta_probabilities.get)],
+            cfg,
+        )
     for k, (rec, img, bx) in enumerate(photos):
         t, c = time.perf_counter(), time.process_time()
         d = P.predict_one(img)
         t_pred, c_pred = (time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000
         subs = [r.sub_class for r in d.ranked[:3]]
         meta = [max(d.meta_probabilities, key=d.meta_probabilities.get)]
-        row = {"image": rec.image, "label": rec.label, "boxes": [list(map(float, b)) for b in bx],
-               "targets": subs + meta, "predict_ms": t_pred, "variants": {}}
+        row = {
+            "image": rec.image,
+            "label": rec.label,
+            "boxes": [list(map(float, b)) for b in bx],
+            "targets": subs + meta,
+            "predict_ms": t_pred,
+            "variants": {},
+        }
         for ref, cam in refs.items():
             row["variants"][ref] = map_scores([cam], bx, img.size)
         for spec, cfg in settings.items():
@@ -196,15 +244,28 @@ def run(model, data, n=150, variants=DEFAULT_VARIANTS, boxes=None, threads=1, se
             maps = explain(P, img, subs, meta, cfg)
             serve_overlays(maps, img.size)
             t_cam = (time.perf_counter() - t) * 1000
-            row["variants"][spec] = {**map_scores([m.cam for m in maps], bx, img.size), "cam_ms": t_cam,
-                                     "serve_ms": t_pred + t_cam,
-                                     "serve_cpu_ms": c_pred + (time.process_time() - c) * 1000}
+            row["variants"][spec] = {
+                **map_scores([m.cam for m in maps], bx, img.size),
+                "cam_ms": t_cam,
+                "serve_ms": t_pred + t_cam,
+                "serve_cpu_ms": c_pred + (time.process_time() - c) * 1000,
+            }
         per_photo.append(row)
         if (k + 1) % 25 == 0:
             log(f"  {k + 1}/{len(photos)} photos; load {loadavg()}")
     summary = summarise(per_photo, list(refs) + list(settings), next(iter(settings)), boot, seed)
-    out = {"model": name, "data": str(data), "box_source": box_source, "n": len(per_photo), "threads": threads,
-           "seed": seed, "boot": boot, "reference": next(iter(settings)), "summary": summary, "photos": per_photo}
+    out = {
+        "model": name,
+        "data": str(data),
+        "box_source": box_source,
+        "n": len(per_photo),
+        "threads": threads,
+        "seed": seed,
+        "boot": boot,
+        "reference": next(iter(settings)),
+        "summary": summary,
+        "photos": per_photo,
+    }
     path = results / f"gradcam_placement_{name}.json"
     path.write_text(json.dumps(out, indent=1))
     print_table(out, log)
@@ -221,8 +282,12 @@ def summarise(per_photo, names, reference, boot, seed) -> dict:
             s[m] = bootstrap_ci(vals, boot, seed)
             if v != reference and m in ("mass", "hit"):
                 s["d_" + m] = paired_ci([r["variants"][reference][m] for r in per_photo], vals, boot, seed)
-        s["meta_minus_sub1_mass"] = paired_ci([r["variants"][v]["mass_sub1"] for r in per_photo],
-                                              [r["variants"][v]["mass_meta"] for r in per_photo], boot, seed)
+        s["meta_minus_sub1_mass"] = paired_ci(
+            [r["variants"][v]["mass_sub1"] for r in per_photo],
+            [r["variants"][v]["mass_meta"] for r in per_photo],
+            boot,
+            seed,
+        )
         s["empty_maps"] = int(sum(r["variants"][v]["empty"] for r in per_photo))
         if "serve_ms" in per_photo[0]["variants"][v]:
             ms = [r["variants"][v]["serve_ms"] for r in per_photo]
@@ -237,21 +302,33 @@ def summarise(per_photo, names, reference, boot, seed) -> dict:
 
 
 def print_table(res, log=print) -> None:
-    f = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
-    fd = lambda t: f"{t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}]"
-    log(f"\n{res['n']} photos; reference {res['reference']}; mean [95 % bootstrap CI]; d = variant - reference (paired)")
-    log(f"{'variant':34s} {'heat in box (4 maps)':>22s} {'pointing hit (4 maps)':>22s} {'d heat in box':>25s} "
-        f"{'d pointing hit':>25s} {'top sub mass':>8s} {'meta mass':>9s} {'empty':>5s} {'serve p50/p95 ms':>16s} {'CPU p50':>7s} {'maps p50':>8s}")
+    def f(t):
+        return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+
+    def fd(t):
+        return f"{t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}]"
+
+    log(
+        f"\n{res['n']} photos; reference {res['reference']}; mean [95 % bootstrap CI]; d = variant - reference (paired)"
+    )
+    log(
+        f"{'variant':34s} {'heat in box (4 maps)':>22s} {'pointing hit (4 maps)':>22s} {'d heat in box':>25s} "
+        f"{'d pointing hit':>25s} {'top sub mass':>8s} {'meta mass':>9s} {'empty':>5s} {'serve p50/p95 ms':>16s} {'CPU p50':>7s} {'maps p50':>8s}"
+    )
     for v, s in res["summary"].items():
         serve = f"{s['serve_ms'][0]:.0f}/{s['serve_ms'][1]:.0f}" if "serve_ms" in s else "-"
         cam = f"{s['cam_ms'][0]:.0f}" if "cam_ms" in s else "-"
         cpu = f"{s['serve_cpu_ms']:.0f}" if "serve_cpu_ms" in s else "-"
-        log(f"{v:34s} {f(s['mass']):>22s} {f(s['hit']):>22s} {fd(s['d_mass']) if 'd_mass' in s else '':>25s} "
+        log(
+            f"{v:34s} {f(s['mass']):>22s} {f(s['hit']):>22s} {fd(s['d_mass']) if 'd_mass' in s else '':>25s} "
             f"{fd(s['d_hit']) if 'd_hit' in s else '':>25s} {s['mass_sub1'][0]:8.3f} {s['mass_meta'][0]:9.3f} "
-            f"{s['empty_maps']:5d} {serve:>16s} {cpu:>7s} {cam:>8s}" + ("  clears" if s.get("clears") else ""))
+            f"{s['empty_maps']:5d} {serve:>16s} {cpu:>7s} {cam:>8s}" + ("  clears" if s.get("clears") else "")
+        )
     ref = res["summary"][res["reference"]]
-    log(f"meta (coarse model) minus top sub-class (fine model) heat in box, {res['reference']}: "
-        f"{fd(ref['meta_minus_sub1_mass'])}")
+    log(
+        f"meta (coarse model) minus top sub-class (fine model) heat in box, {res['reference']}: "
+        f"{fd(ref['meta_minus_sub1_mass'])}"
+    )
     log("clears: heat-in-box difference CI above 0, pointing difference CI not below 0, serving CPU time p50 < 1 s")
 
 
@@ -260,8 +337,12 @@ def main(argv=None):
     ap.add_argument("model")
     ap.add_argument("data")
     ap.add_argument("--n", type=int, default=150, help="photos with a box (default 150)")
-    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
-                    help="CamSettings specs, METHOD@LAYER[+LAYER][,flip][,smooth=F]; the first is the reference")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=DEFAULT_VARIANTS,
+        help="CamSettings specs, METHOD@LAYER[+LAYER][,flip][,smooth=F]; the first is the reference",
+    )
     ap.add_argument("--boxes", default=None, help="annotator boxes: Pascal VOC folder or CSV image,x0,y0,x1,y1")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the portal's worker default: 1)")
     ap.add_argument("--seed", type=int, default=0)

@@ -13,10 +13,11 @@ models/ or bench/results/); without it a freshly initialised Lite0 artefact is b
 Target: < 300 ms for one photo and three targets on this 2-core CPU. /proc/loadavg is printed
 because other processes share the CPU.
 """
-import tempfile
+
 import argparse
 import io
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _artefact import fresh_lite0_artefact, loadavg, pct, sample_images  # noqa: E402
+from _artefact import fresh_lite0_artefact, loadavg, pct, sample_images
 
-from inference.ml import explain as E  # noqa: E402
-from inference.ml.predict import Predictor  # noqa: E402
+from inference.ml import explain as E
+from inference.ml.predict import Predictor
 
 
 class Plain(torch.nn.Module):
@@ -56,26 +57,40 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model_dir = Path(args.model) if args.model else fresh_lite0_artefact(Path(tempfile.gettempdir()) / "derm-bench-lite0-fresh")
+    model_dir = (
+        Path(args.model) if args.model else fresh_lite0_artefact(Path(tempfile.gettempdir()) / "derm-bench-lite0-fresh")
+    )
     P = Predictor.load(model_dir)
     imgs = sample_images(args.data, args.n)
-    print(f"model {model_dir.name} backbone {P.manifest['backbone']} size {P.size} threads {args.threads} "
-          f"photos {len(imgs)} load {loadavg()}")
+    print(
+        f"model {model_dir.name} backbone {P.manifest['backbone']} size {P.size} threads {args.threads} "
+        f"photos {len(imgs)} load {loadavg()}"
+    )
     layer = P.gradcam_layer_name
-    res = {k: [] for k in ("predict_one", "gradcam_3_sub", "gradcam_3_sub_1_meta", "plain_gradcam_3_sub", "render_4_png")}
+    res = {
+        k: [] for k in ("predict_one", "gradcam_3_sub", "gradcam_3_sub_1_meta", "plain_gradcam_3_sub", "render_4_png")
+    }
     # warm-up
     d = P.predict_one(imgs[0])
-    E.explain(P, imgs[0], [r.sub_class for r in d.ranked[:3]], [max(d.meta_probabilities, key=d.meta_probabilities.get)])
+    E.explain(
+        P, imgs[0], [r.sub_class for r in d.ranked[:3]], [max(d.meta_probabilities, key=d.meta_probabilities.get)]
+    )
     for img in imgs:
-        t = time.perf_counter(); d = P.predict_one(img); res["predict_one"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        d = P.predict_one(img)
+        res["predict_one"].append((time.perf_counter() - t) * 1000)
         subs = [r.sub_class for r in d.ranked[:3]]
         meta = [max(d.meta_probabilities, key=d.meta_probabilities.get)]
-        t = time.perf_counter(); E.explain(P, img, subs); res["gradcam_3_sub"].append((time.perf_counter() - t) * 1000)
-        t = time.perf_counter(); maps = E.explain(P, img, subs, meta)
+        t = time.perf_counter()
+        E.explain(P, img, subs)
+        res["gradcam_3_sub"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        maps = E.explain(P, img, subs, meta)
         res["gradcam_3_sub_1_meta"].append((time.perf_counter() - t) * 1000)
         x = P.preprocess(img)
         idx = [P.taxonomy.sub_classes.index(s) for s in subs]
-        t = time.perf_counter(); E._cams(Plain(P.fine_model), "m." + layer, x, idx)
+        t = time.perf_counter()
+        E._cams(Plain(P.fine_model), "m." + layer, x, idx)
         res["plain_gradcam_3_sub"].append((time.perf_counter() - t) * 1000)
         vmax = E.shared_scale(maps)
         t = time.perf_counter()

@@ -8,6 +8,7 @@ small photos, then imports generated COCO files of each size: one box per image,
 have (the shape of a hostile file: every unmatched annotation used to scan every image).
 Prints seconds, images per second and the process's peak memory after each size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ def coco_doc(n: int, matched: list[str]) -> bytes:
     for k, name in enumerate(matched[:n]):
         images[k * step]["file_name"] = name
     anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 16]} for i in range(1, n + 1)]
-    return json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "nv"}]}, indent=1).encode()
+    return json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "nv"}]}, indent=1
+    ).encode()
 
 
 def main() -> None:
@@ -66,7 +69,11 @@ def main() -> None:
         buf = io.BytesIO()
         Image.new("RGB", (64, 48), (k % 256, (7 * k) % 256, 90)).save(buf, "PNG")
         case = services.case_create(patient_code=f"COCO-{k}", created_by=admin)
-        names.append(services.photo_attach(case=case, data=buf.getvalue(), filename=f"lesion-{k}.png", run_hooks=False).original_name)
+        names.append(
+            services.photo_attach(
+                case=case, data=buf.getvalue(), filename=f"lesion-{k}.png", run_hooks=False
+            ).original_name
+        )
 
     print(f"{'images':>8} {'MB':>6} {'seconds':>8} {'images/s':>9} {'boxes':>6} {'problems':>9} {'peak RSS MB':>12}")
     for n in (int(v) for v in args.sizes.split(",")):
@@ -75,7 +82,9 @@ def main() -> None:
         rep = coco_import(data=data, source=f"bench-{n}.json", user=admin)
         dt = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{n:>8} {len(data) / 1e6:>6.1f} {dt:>8.2f} {n / dt:>9.0f} {rep.boxes:>6} {rep.n_errors:>9} {peak:>12.0f}")
+        print(
+            f"{n:>8} {len(data) / 1e6:>6.1f} {dt:>8.2f} {n / dt:>9.0f} {rep.boxes:>6} {rep.n_errors:>9} {peak:>12.0f}"
+        )
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)

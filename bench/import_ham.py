@@ -10,6 +10,7 @@ Prints the first-run and second-run seconds (target: < 300 s each; the second ru
 add nothing). Measured on the 2-CPU dev machine while other jobs ran (load ~9): 21 s and
 1.1 s (row-by-row writes before the bulk path: 153-413 s and 0.4-0.7 s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", nargs="?", default=os.environ.get("DERM_HAM_DIR", str(REPO.parent / "shared/datasets/ham10000-train")))
+    ap.add_argument(
+        "folder", nargs="?", default=os.environ.get("DERM_HAM_DIR", str(REPO.parent / "shared/datasets/ham10000-train"))
+    )
     ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
     ap.add_argument("--keep", action="store_true", help="keep the database and files for inspection")
     ap.add_argument("--limit", type=int, default=0, help="import only the first N rows (smoke runs)")
@@ -70,7 +73,9 @@ def main() -> int:
 
         call_command("migrate", verbosity=0)
         taxonomy_load_default()
-        print(f"database {dbname} on {server.hostname}:{server.port or 5432}; folder {folder.name}; CPUs {os.cpu_count()}")
+        print(
+            f"database {dbname} on {server.hostname}:{server.port or 5432}; folder {folder.name}; CPUs {os.cpu_count()}"
+        )
         times = []
         for run in (1, 2):
             t0 = time.perf_counter()

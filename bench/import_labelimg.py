@@ -8,6 +8,7 @@ N synthetic lesion photos with 1-3 boxes each as labelImg XML, then times
   2. a second import of the same XML onto the photos now in the portal (boxes only).
 Target from issue #5: under one minute for >= 500 photos.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,19 +37,24 @@ def make_folder(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> i
         for _ in range(rng.randint(1, 3)):
             bw, bh = rng.randint(w // 10, w // 3), rng.randint(h // 10, h // 3)
             x0, y0 = rng.randint(0, w - bw), rng.randint(0, h - bh)
-            draw.ellipse([x0, y0, x0 + bw, y0 + bh], fill=(rng.randint(60, 140), rng.randint(30, 80), rng.randint(20, 60)))
+            draw.ellipse(
+                [x0, y0, x0 + bw, y0 + bh], fill=(rng.randint(60, 140), rng.randint(30, 80), rng.randint(20, 60))
+            )
             objs.append((rng.choice(labels), x0, y0, x0 + bw, y0 + bh))
         img = img.filter(ImageFilter.GaussianBlur(1.5))
         img.save(folder / f"lesion_{i:05d}.jpg", "JPEG", quality=88)
         body = "".join(
             f"\n\t<object>\n\t\t<name>{lab}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n"
             f"\t\t<difficult>0</difficult>\n\t\t<bndbox>\n\t\t\t<xmin>{a}</xmin>\n\t\t\t<ymin>{b}</ymin>\n"
-            f"\t\t\t<xmax>{c}</xmax>\n\t\t\t<ymax>{d}</ymax>\n\t\t</bndbox>\n\t</object>" for lab, a, b, c, d in objs)
+            f"\t\t\t<xmax>{c}</xmax>\n\t\t\t<ymax>{d}</ymax>\n\t\t</bndbox>\n\t</object>"
+            for lab, a, b, c, d in objs
+        )
         (folder / f"lesion_{i:05d}.xml").write_text(
             f"<annotation>\n\t<folder>bench</folder>\n\t<filename>lesion_{i:05d}.jpg</filename>\n"
             f"\t<path>lesion_{i:05d}.jpg</path>\n\t<source>\n\t\t<database>Unknown</database>\n\t</source>\n"
             f"\t<size>\n\t\t<width>{w}</width>\n\t\t<height>{h}</height>\n\t\t<depth>3</depth>\n\t</size>\n"
-            f"\t<segmented>0</segmented>{body}\n</annotation>\n")
+            f"\t<segmented>0</segmented>{body}\n</annotation>\n"
+        )
         n_boxes += len(objs)
     return n_boxes
 
@@ -97,8 +103,10 @@ def main() -> None:
     t_create = time.perf_counter() - t0
     assert not rep.errors, rep.errors[:3]
     assert Photo.objects.count() == args.photos and Box.objects.count() == n_boxes
-    print(f"import with case creation: {rep.summary()} in {t_create:.1f} s "
-          f"({args.photos / t_create:.0f} photos/s) -> {'PASS' if t_create < 60 else 'FAIL'} (< 60 s)")
+    print(
+        f"import with case creation: {rep.summary()} in {t_create:.1f} s "
+        f"({args.photos / t_create:.0f} photos/s) -> {'PASS' if t_create < 60 else 'FAIL'} (< 60 s)"
+    )
 
     t0 = time.perf_counter()
     rep = voc.voc_import_folder(folder=folder, user=admin)

@@ -7,6 +7,7 @@ Measures the full ``Predictor`` path (decode + resize + fine and coarse forward 
 TTA + fusion + OOD score), plus the raw forward throughput on pre-decoded tensors, with and without
 flip TTA. Prints /proc/loadavg since other processes share the CPU.
 """
+
 import argparse
 import json
 import statistics
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml.predict import Predictor  # noqa: E402
+from inference.ml.predict import Predictor
 
 
 def load():
@@ -34,28 +35,48 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"])
     ap.add_argument("--members", type=int, default=None, help="fine models of an ensemble to use (default: all)")
-    ap.add_argument("--views", type=int, default=None, choices=[1, 2, 4], help="test-time views (default: the artefact's)")
-    ap.add_argument("--runtime", default=None, choices=["auto", "onnxruntime", "torch"],
-                    help="float32 through ONNX Runtime or PyTorch (default: DERM_ML_RUNTIME, else auto = onnxruntime)")
-    ap.add_argument("--no-share-trunk", action="store_true",
-                    help="run the fine and coarse models apart even where they share their first blocks")
+    ap.add_argument(
+        "--views", type=int, default=None, choices=[1, 2, 4], help="test-time views (default: the artefact's)"
+    )
+    ap.add_argument(
+        "--runtime",
+        default=None,
+        choices=["auto", "onnxruntime", "torch"],
+        help="float32 through ONNX Runtime or PyTorch (default: DERM_ML_RUNTIME, else auto = onnxruntime)",
+    )
+    ap.add_argument(
+        "--no-share-trunk",
+        action="store_true",
+        help="run the fine and coarse models apart even where they share their first blocks",
+    )
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t = time.time()
-    P = Predictor.load(a.model, precision=a.precision, members=a.members, runtime=a.runtime,
-                       share_trunk=not a.no_share_trunk)
+    P = Predictor.load(
+        a.model, precision=a.precision, members=a.members, runtime=a.runtime, share_trunk=not a.no_share_trunk
+    )
     if a.views is not None:
         P.tta, P.tta_views = a.views > 1, a.views
     load_s = time.time() - t
-    paths = sorted((Path(a.data) / "images").glob("*.jpg"))[:a.n]
+    paths = sorted((Path(a.data) / "images").glob("*.jpg"))[: a.n]
     pil = []
     for p in paths:
         with Image.open(p) as im:
             pil.append(im.convert("RGB"))
-    res = {"model": str(a.model), "precision": P.precision, "runtime": P.runtime, "shared_depth": P.shared_depth, "image_size": P.size, "tta": P.tta, "threads": a.threads, "n": len(pil),
-           "load_seconds": load_s, "loadavg_before": load()}
-    P.predict(pil[:a.batch])  # warm-up
+    res = {
+        "model": str(a.model),
+        "precision": P.precision,
+        "runtime": P.runtime,
+        "shared_depth": P.shared_depth,
+        "image_size": P.size,
+        "tta": P.tta,
+        "threads": a.threads,
+        "n": len(pil),
+        "load_seconds": load_s,
+        "loadavg_before": load(),
+    }
+    P.predict(pil[: a.batch])  # warm-up
     # batched, full path from PIL images
     t = time.time()
     P.predict(pil, batch_size=a.batch)
@@ -89,12 +110,12 @@ def main():
         P.tta = tta
         t = time.time()
         for s in range(0, len(u8), a.batch):
-            P.probabilities(u8[s:s + a.batch])
+            P.probabilities(u8[s : s + a.batch])
         res[f"forward_photos_per_second_tta_{tta}"] = len(u8) / (time.time() - t)
         lat = []
         for i in range(20):
             t = time.time()
-            P.probabilities(u8[i:i + 1])
+            P.probabilities(u8[i : i + 1])
             lat.append((time.time() - t) * 1000)
         res[f"forward_single_ms_tta_{tta}"] = statistics.median(lat)
     res["loadavg_after"] = load()

@@ -6,6 +6,7 @@ Proves that the packaged ImageNet weights are mapped correctly: a logistic regre
 features of the pretrained backbone must beat the same probe on a randomly initialised backbone
 clearly (balanced accuracy on a case-grouped 20% hold-out).
 """
+
 import argparse
 import json
 import sys
@@ -16,18 +17,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml.cache import build_cache  # noqa: E402
-from inference.ml.data import filter_to_taxonomy, holdout_split, read_dataset  # noqa: E402
-from inference.ml.infer import model_outputs  # noqa: E402
-from inference.ml.networks import Classifier  # noqa: E402
-from inference.ml.taxonomy import Taxonomy  # noqa: E402
-from inference.ml.weights import IMAGENET_MEAN, IMAGENET_STD, load_imagenet_lite0  # noqa: E402
+from inference.ml.cache import build_cache
+from inference.ml.data import filter_to_taxonomy, holdout_split, read_dataset
+from inference.ml.infer import model_outputs
+from inference.ml.networks import Classifier
+from inference.ml.taxonomy import Taxonomy
+from inference.ml.weights import IMAGENET_MEAN, IMAGENET_STD, load_imagenet_lite0
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
-    ap.add_argument("--taxonomy", default=str(Path(__file__).resolve().parents[1] / "inference/ml/taxonomies/ham10000.json"))
+    ap.add_argument(
+        "--taxonomy", default=str(Path(__file__).resolve().parents[1] / "inference/ml/taxonomies/ham10000.json")
+    )
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--max-images", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
@@ -44,8 +47,9 @@ def main():
     tr, te = holdout_split(recs, 0.2, a.seed)
     tr, te = tr[ok[tr]], te[ok[te]]
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, accuracy_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.preprocessing import StandardScaler
+
     res = {}
     for name in ("imagenet", "random"):
         torch.manual_seed(a.seed)
@@ -59,12 +63,18 @@ def main():
         sc = StandardScaler().fit(f[tr])
         clf = LogisticRegression(max_iter=2000, class_weight="balanced", C=0.1).fit(sc.transform(f[tr]), y[tr])
         p = clf.predict(sc.transform(f[te]))
-        res[name] = {"balanced_accuracy": float(balanced_accuracy_score(y[te], p)),
-                     "accuracy": float(accuracy_score(y[te], p)), "feature_seconds": fs,
-                     "images_per_second": len(imgs) / fs}
-        print(f"{name:9s} linear probe: balanced accuracy {res[name]['balanced_accuracy']:.3f}, "
-              f"accuracy {res[name]['accuracy']:.3f} ({len(tr)} train / {len(te)} test, {a.size}px, "
-              f"features at {res[name]['images_per_second']:.0f} img/s)", flush=True)
+        res[name] = {
+            "balanced_accuracy": float(balanced_accuracy_score(y[te], p)),
+            "accuracy": float(accuracy_score(y[te], p)),
+            "feature_seconds": fs,
+            "images_per_second": len(imgs) / fs,
+        }
+        print(
+            f"{name:9s} linear probe: balanced accuracy {res[name]['balanced_accuracy']:.3f}, "
+            f"accuracy {res[name]['accuracy']:.3f} ({len(tr)} train / {len(te)} test, {a.size}px, "
+            f"features at {res[name]['images_per_second']:.0f} img/s)",
+            flush=True,
+        )
     print(json.dumps(res))
 
 

@@ -19,6 +19,7 @@ gunicorn -w 2: 200 users, database sessions: 4.3 requests/s, p95 46-47 s on ever
 p95 6-8 s (load 9); no errors; 160-166 MB per worker. The server got a fraction of one core, so these
 runs measure the machine's load, not the pages; the 300 ms target needs a run on an otherwise idle machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,12 +51,13 @@ def prepare(n_cases: int, n_users: int) -> tuple[list[str], list[int]]:
     import django
 
     django.setup()
+    from importlib import import_module
+
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.auth.models import Group
     from django.core.management import call_command
     from django.db import connection
-    from importlib import import_module
 
     from annotation.models import Case
     from bench.case_list_10k import seed
@@ -73,7 +74,7 @@ def prepare(n_cases: int, n_users: int) -> tuple[list[str], list[int]]:
     users = User.objects.bulk_create([User(username=f"bench-{i:04d}", password=proto.password) for i in range(n_users)])
     Group.objects.get(name=roles.DERMATOLOGIST).user_set.add(*users)
     store = import_module(settings.SESSION_ENGINE).SessionStore
-    backend = next(b for b in settings.AUTHENTICATION_BACKENDS if b.endswith("ModelBackend"))   # not axes
+    backend = next(b for b in settings.AUTHENTICATION_BACKENDS if b.endswith("ModelBackend"))  # not axes
     cookies = []
     for u in users:
         s = store()
@@ -86,8 +87,16 @@ def prepare(n_cases: int, n_users: int) -> tuple[list[str], list[int]]:
     return cookies, case_ids
 
 
-FILTERS = ["status=confirmed", "diagnosis=mel", "confirmed=yes", "confirmed=no&modality=dermoscopic", "q=PSN-0042",
-           "diagnosis=nv&modality=clinical", "page=20", "status=confirmed&diagnosis=bcc"]
+FILTERS = [
+    "status=confirmed",
+    "diagnosis=mel",
+    "confirmed=yes",
+    "confirmed=no&modality=dermoscopic",
+    "q=PSN-0042",
+    "diagnosis=nv&modality=clinical",
+    "page=20",
+    "status=confirmed&diagnosis=bcc",
+]
 
 
 def pick(rnd: random.Random, case_ids: list[int]) -> tuple[str, str]:
@@ -102,11 +111,15 @@ def pick(rnd: random.Random, case_ids: list[int]) -> tuple[str, str]:
 async def get(port: int, path: str, cookie: str) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nX-Forwarded-Proto: https\r\n"
-                      "Connection: close\r\nAccept: text/html\r\n\r\n").encode())
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nX-Forwarded-Proto: https\r\n"
+                "Connection: close\r\nAccept: text/html\r\n\r\n"
+            ).encode()
+        )
         await writer.drain()
         status_line = await reader.readline()
-        await reader.read()      # the server closes the connection after the body
+        await reader.read()  # the server closes the connection after the body
         return int(status_line.split()[1])
     finally:
         writer.close()
@@ -114,7 +127,7 @@ async def get(port: int, path: str, cookie: str) -> int:
 
 async def user(port, cookie, case_ids, seed_, until, times, errors):
     rnd = random.Random(seed_)
-    await asyncio.sleep(rnd.uniform(0, THINK_S))     # users arrive spread over one think time
+    await asyncio.sleep(rnd.uniform(0, THINK_S))  # users arrive spread over one think time
     while time.monotonic() < until:
         name, path = pick(rnd, case_ids)
         t0 = time.perf_counter()
@@ -142,7 +155,7 @@ def worker_memory(master_pid: int) -> list[tuple[int, float, float]]:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         if fields.get("PPid", "").strip() == str(master_pid):
-            kb = lambda k: int(fields.get(k, "0 kB").split()[0]) / 1024  # noqa: E731
+            kb = lambda k, fields=fields: int(fields.get(k, "0 kB").split()[0]) / 1024  # noqa: E731
             out.append((int(pid.name), kb("VmRSS"), kb("VmHWM")))
     return sorted(out)
 
@@ -171,18 +184,36 @@ def main() -> int:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     var_dir = tempfile.mkdtemp(prefix="derm-bench-load-")
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=urlunparse(server._replace(path="/" + dbname)), DERM_VAR_DIR=var_dir,
-               DJANGO_SECRET_KEY="bench-" + os.urandom(24).hex(), CELERY_BROKER_URL=args.redis_url,
-               DERM_CACHE_KEY_PREFIX=f"derm-bench-{os.getpid()}", DJANGO_SECURE_SSL_REDIRECT="0",
-               DJANGO_LOG_LEVEL="WARNING", DERM_WEB_WORKERS=str(args.workers), DERM_BIND=f"127.0.0.1:{port}")
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "DERM_VAR_DIR", "DJANGO_SECRET_KEY", "CELERY_BROKER_URL")},
-                      DJANGO_SETTINGS_MODULE="derm_portal.settings.base", DJANGO_DEBUG="0", DJANGO_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        DATABASE_URL=urlunparse(server._replace(path="/" + dbname)),
+        DERM_VAR_DIR=var_dir,
+        DJANGO_SECRET_KEY="bench-" + os.urandom(24).hex(),
+        CELERY_BROKER_URL=args.redis_url,
+        DERM_CACHE_KEY_PREFIX=f"derm-bench-{os.getpid()}",
+        DJANGO_SECURE_SSL_REDIRECT="0",
+        DJANGO_LOG_LEVEL="WARNING",
+        DERM_WEB_WORKERS=str(args.workers),
+        DERM_BIND=f"127.0.0.1:{port}",
+    )
+    os.environ.update(
+        {k: env[k] for k in ("DATABASE_URL", "DERM_VAR_DIR", "DJANGO_SECRET_KEY", "CELERY_BROKER_URL")},
+        DJANGO_SETTINGS_MODULE="derm_portal.settings.base",
+        DJANGO_DEBUG="0",
+        DJANGO_LOG_LEVEL="WARNING",
+    )
     proc = None
     try:
         cookies, case_ids = prepare(args.cases, args.users)
         log = open(Path(var_dir) / "gunicorn.log", "wb")
-        proc = subprocess.Popen(["./run", "prod", "--access-logfile", "/dev/null"], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["./run", "prod", "--access-logfile", "/dev/null"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
@@ -199,15 +230,19 @@ def main() -> int:
 
         async def run_all():
             until = time.monotonic() + args.seconds
-            await asyncio.gather(*(user(port, cookies[i], case_ids, i, until, times, errors) for i in range(args.users)))
+            await asyncio.gather(
+                *(user(port, cookies[i], case_ids, i, until, times, errors) for i in range(args.users))
+            )
 
         t0 = time.monotonic()
         asyncio.run(run_all())
         wall = time.monotonic() - t0
         load1 = os.getloadavg()
         total = sum(len(v) for v in times.values())
-        print(f"{args.users} users, {args.seconds:.0f} s, think {THINK_S:.0f} s, gunicorn -w {args.workers}, "
-              f"{args.cases} cases; load average {load0[0]:.1f} before, {load1[0]:.1f} after, CPUs {os.cpu_count()}")
+        print(
+            f"{args.users} users, {args.seconds:.0f} s, think {THINK_S:.0f} s, gunicorn -w {args.workers}, "
+            f"{args.cases} cases; load average {load0[0]:.1f} before, {load1[0]:.1f} after, CPUs {os.cpu_count()}"
+        )
         print(f"{'page':16} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
         for name in ("case list", "filtered list", "case page"):
             xs = times.get(name, [])

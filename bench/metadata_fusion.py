@@ -11,6 +11,7 @@ class-stratified paired bootstrap interval. Also the metadata alone (the naive B
 The numbers with metadata are ``evaluate.metadata_report``'s (the rules of
 ``metadata.fuse_with_metadata``, as the portal serves them).
 """
+
 import argparse
 import json
 import sys
@@ -19,18 +20,22 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml import metrics as M  # noqa: E402
-from inference.ml.evaluate import artefact_records, metadata_report, model_probabilities, report_from_probs  # noqa: E402
-from inference.ml.metadata import fit_levels  # noqa: E402
-from inference.ml.train import TrainConfig  # noqa: E402
+from inference.ml import metrics as M
+from inference.ml.evaluate import artefact_records, metadata_report, model_probabilities, report_from_probs
+from inference.ml.metadata import fit_levels
+from inference.ml.train import TrainConfig
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("data")
-    ap.add_argument("--weight", type=float, default=TrainConfig.metadata_weight,
-                    help="exponent of the metadata factors (0-1; default: train's)")
+    ap.add_argument(
+        "--weight",
+        type=float,
+        default=TrainConfig.metadata_weight,
+        help="exponent of the metadata factors (0-1; default: train's)",
+    )
     ap.add_argument("--alpha", type=float, default=20.0, help="smoothing toward the prior, in photos")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -47,11 +52,13 @@ def main():
     fine_mm, coarse_mm = models
     test_meta = [r.meta for r in R["records"]]
     pf, pc = R["p_fine"], R["p_coarse"]
-    base = report_from_probs(pf, pc, y, tax)                      # the photo models alone
-    wm = metadata_report(pf, pc, y, tax, fine_mm, coarse_mm, test_meta)   # what evaluate reports with metadata
+    base = report_from_probs(pf, pc, y, tax)  # the photo models alone
+    wm = metadata_report(pf, pc, y, tax, fine_mm, coarse_mm, test_meta)  # what evaluate reports with metadata
     prior = np.tile(np.asarray(fine_mm.prior), (len(y), 1))
-    print(f"{len(y)} held-out photos, {wm['with_metadata_share']:.1%} with at least one usable field; fields "
-          f"{wm['fields']} values; alpha {a.alpha}, weight {a.weight}")
+    print(
+        f"{len(y)} held-out photos, {wm['with_metadata_share']:.1%} with at least one usable field; fields "
+        f"{wm['fields']} values; alpha {a.alpha}, weight {a.weight}"
+    )
     print(f"{'method':22s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s} {'AUC':>6s}")
     out = {"n": int(len(y)), "with_field_share": wm["with_metadata_share"], "alpha": a.alpha, "weight": a.weight}
     meta_only = M.classification_report_dict(y, fine_mm.apply(prior, test_meta), subs)
@@ -62,8 +69,10 @@ def main():
         _row(f"{name}", r0)
         _row(f"{name} + metadata", r1)
         for k in ("balanced_accuracy", "macro_f1"):
-            print(f"  {name} with - without {k:17s} {b[k]['diff']:+.4f}  95% CI [{b[k]['ci_low']:+.4f}, "
-                  f"{b[k]['ci_high']:+.4f}]")
+            print(
+                f"  {name} with - without {k:17s} {b[k]['diff']:+.4f}  95% CI [{b[k]['ci_low']:+.4f}, "
+                f"{b[k]['ci_high']:+.4f}]"
+            )
         out[name] = {"without": _slim(r0), "with": _slim(r1), "with_minus_without": b}
     _row("coarse", base["coarse"])
     _row("coarse + metadata", wm["coarse"])
@@ -74,7 +83,8 @@ def main():
 
 def _slim(r):
     return {k: r[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")} | {
-        "recall": {c: v["recall"] for c, v in r["per_class"].items()}}
+        "recall": {c: v["recall"] for c, v in r["per_class"].items()}
+    }
 
 
 def _row(label, r):

@@ -21,6 +21,7 @@ noise and 8x8 JPEG blocks away), so they stand for small or heavily compressed p
 simulated shifts: they say how a model reacts to a change of camera, not how it does on photos of
 another clinic.
 """
+
 import argparse
 import json
 import sys
@@ -31,10 +32,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml import metrics as M  # noqa: E402
-from inference.ml.data import jpeg_roundtrip  # noqa: E402
-from inference.ml.evaluate import model_probabilities  # noqa: E402
-from inference.ml.taxonomy import fuse  # noqa: E402
+from inference.ml import metrics as M
+from inference.ml.data import jpeg_roundtrip
+from inference.ml.evaluate import model_probabilities
+from inference.ml.taxonomy import fuse
 
 
 def _u8(x):
@@ -51,6 +52,7 @@ def saturation(factor):
         x = im.astype(np.float32)
         grey = x.mean(axis=2, keepdims=True)
         return _u8(grey + factor * (x - grey))
+
     return f
 
 
@@ -64,9 +66,11 @@ def blur(sigma):
 
 def noise(sigma):
     """Gaussian noise drawn from the photo's own checksum: the same noise for every model and run."""
+
     def f(im):
         rng = np.random.default_rng(zlib.crc32(im.tobytes()))
         return _u8(im.astype(np.float32) + rng.normal(0.0, sigma, im.shape))
+
     return f
 
 
@@ -79,32 +83,38 @@ def low_resolution(factor):
         h, w = im.shape[:2]
         small = Image.fromarray(im).resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.BOX)
         return np.asarray(small.resize((w, h), Image.BICUBIC))
+
     return f
 
 
 def zoom_out(factor):
     """The photo shrunk to ``factor`` of its side on plain skin: the median colour of its outer rim."""
+
     def f(im):
         h, w = im.shape[:2]
         r = max(1, min(h, w) // 20)
-        rim = np.concatenate([im[:r].reshape(-1, 3), im[-r:].reshape(-1, 3),
-                              im[:, :r].reshape(-1, 3), im[:, -r:].reshape(-1, 3)])
+        rim = np.concatenate(
+            [im[:r].reshape(-1, 3), im[-r:].reshape(-1, 3), im[:, :r].reshape(-1, 3), im[:, -r:].reshape(-1, 3)]
+        )
         out = np.empty_like(im)
         out[:] = np.median(rim, axis=0).astype(np.uint8)
         sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
         top, left = (h - sh) // 2, (w - sw) // 2
-        out[top:top + sh, left:left + sw] = np.asarray(Image.fromarray(im).resize((sw, sh), Image.BILINEAR))
+        out[top : top + sh, left : left + sw] = np.asarray(Image.fromarray(im).resize((sw, sh), Image.BILINEAR))
         return out
+
     return f
 
 
 def zoom_in(factor):
     """The central ``factor`` of the photo, enlarged to the old size."""
+
     def f(im):
         h, w = im.shape[:2]
         ch, cw = max(1, round(h * factor)), max(1, round(w * factor))
         top, left = (h - ch) // 2, (w - cw) // 2
-        return np.asarray(Image.fromarray(im[top:top + ch, left:left + cw]).resize((w, h), Image.BICUBIC))
+        return np.asarray(Image.fromarray(im[top : top + ch, left : left + cw]).resize((w, h), Image.BICUBIC))
+
     return f
 
 
@@ -141,8 +151,9 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--group", choices=[*SHIFTS, "all"], default="all")
     ap.add_argument("--precision", default=None)
-    ap.add_argument("--views", type=int, default=None, choices=[1, 2, 4],
-                    help="test-time views (default: the artefact's)")
+    ap.add_argument(
+        "--views", type=int, default=None, choices=[1, 2, 4], help="test-time views (default: the artefact's)"
+    )
     ap.add_argument("--members", type=int, default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -151,23 +162,45 @@ def main():
         R = model_probabilities(a.model, a.data, a.precision, views=a.views, members=a.members, photo_transform=fn)
         tax, y, P = R["predictor"].taxonomy, R["y"], R["predictor"]
         if base is None:
-            print(f"{a.model}: {len(y)} photos ({R['scope']}); colour constancy {P.colour!r}, precision {P.precision}, "
-                  f"{P.size} px, {P.views} view(s)")
-            print(f"{'shift':36s} {'method':8s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s}   change in balacc / macroF1")
+            print(
+                f"{a.model}: {len(y)} photos ({R['scope']}); colour constancy {P.colour!r}, precision {P.precision}, "
+                f"{P.size} px, {P.views} view(s)"
+            )
+            print(
+                f"{'shift':36s} {'method':8s} {'acc':>6s} {'balacc':>7s} {'macroF1':>8s}   change in balacc / macroF1"
+            )
         rows[name] = {}
         for meth in ("flat", "product"):
             rep = M.classification_report_dict(y, fuse(R["p_coarse"], R["p_fine"], tax, meth), tax.sub_classes)
             r = {k: rep[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
             rows[name][meth] = r
-            d = "" if base is None else (f"   {r['balanced_accuracy'] - base[meth]['balanced_accuracy']:+.3f} / "
-                                         f"{r['macro_f1'] - base[meth]['macro_f1']:+.3f}")
-            print(f"{name:36s} {meth:8s} {r['accuracy']:6.3f} {r['balanced_accuracy']:7.3f} {r['macro_f1']:8.3f}{d}",
-                  flush=True)
+            d = (
+                ""
+                if base is None
+                else (
+                    f"   {r['balanced_accuracy'] - base[meth]['balanced_accuracy']:+.3f} / "
+                    f"{r['macro_f1'] - base[meth]['macro_f1']:+.3f}"
+                )
+            )
+            print(
+                f"{name:36s} {meth:8s} {r['accuracy']:6.3f} {r['balanced_accuracy']:7.3f} {r['macro_f1']:8.3f}{d}",
+                flush=True,
+            )
         base = base or rows[name]
     if a.json:
-        Path(a.json).write_text(json.dumps({"model": Path(a.model).name, "colour_constancy": P.colour,
-                                            "group": a.group, "views": P.views,
-                                            "n": int(len(y)), "shifts": rows}, indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "model": Path(a.model).name,
+                    "colour_constancy": P.colour,
+                    "group": a.group,
+                    "views": P.views,
+                    "n": int(len(y)),
+                    "shifts": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ database until the prediction is done with its 4 overlays. Prints p50/p95 of:
   worker   worker time (load photo, differential, Grad-CAM, overlays)
 Target: total p50 < 1 s on this 2-core CPU. /proc/loadavg is printed: other processes share the CPU.
 """
-import tempfile
+
 import argparse
 import io
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,17 +39,29 @@ def main():
     ap.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/derm_bench_latency")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/7")
     ap.add_argument("--var", default=str(Path(tempfile.gettempdir()) / "derm-bench-latency-var"))
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads of the worker (DERM_INFERENCE_THREADS; default: the setting's default, 1; 0 = torch default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of the worker (DERM_INFERENCE_THREADS; default: the setting's default, 1; 0 = torch default)",
+    )
     args = ap.parse_args()
 
     from _artefact import fresh_lite0_artefact, loadavg, pct, sample_images
 
-    model_dir = Path(args.model).resolve() if args.model else fresh_lite0_artefact(Path(tempfile.gettempdir()) / "derm-bench-lite0-fresh")
+    model_dir = (
+        Path(args.model).resolve()
+        if args.model
+        else fresh_lite0_artefact(Path(tempfile.gettempdir()) / "derm-bench-lite0-fresh")
+    )
     env = {
-        "DJANGO_SETTINGS_MODULE": "derm_portal.settings.base", "DATABASE_URL": args.database,
-        "CELERY_BROKER_URL": args.redis, "CELERY_TASK_ALWAYS_EAGER": "0", "DERM_VAR_DIR": args.var,
-        "DJANGO_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0",
+        "DJANGO_SETTINGS_MODULE": "derm_portal.settings.base",
+        "DATABASE_URL": args.database,
+        "CELERY_BROKER_URL": args.redis,
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        "DERM_VAR_DIR": args.var,
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "DJANGO_DEBUG": "0",
     }
     if args.threads is not None:
         env["DERM_INFERENCE_THREADS"] = str(args.threads)
@@ -86,9 +99,24 @@ def main():
     url = reverse("annotation:photo_upload", args=[case.pk])
 
     worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "celery"), "-A", "derm_portal", "worker", "-Q", "interactive", "--pool", "solo",
-         "-l", "WARNING", "-n", f"bench-latency-{os.getpid()}@%h"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=open(Path(args.var) / "worker.log", "w"),
+        [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "derm_portal",
+            "worker",
+            "-Q",
+            "interactive",
+            "--pool",
+            "solo",
+            "-l",
+            "WARNING",
+            "-n",
+            f"bench-latency-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=open(Path(args.var) / "worker.log", "w"),
     )
     try:
         from derm_portal.celery import app
@@ -103,26 +131,38 @@ def main():
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=92)
             t = time.perf_counter()
-            r = client.post(url, {"photos": SimpleUploadedFile(name, buf.getvalue(), "image/jpeg"), "modality": "clinical"},
-                            HTTP_ACCEPT="application/json")
+            r = client.post(
+                url,
+                {"photos": SimpleUploadedFile(name, buf.getvalue(), "image/jpeg"), "modality": "clinical"},
+                HTTP_ACCEPT="application/json",
+            )
             t_up = time.perf_counter()
             assert r.status_code == 201, r.content
             photo_pk = r.json()["stored"][0]["id"]
             while True:
                 p = Prediction.objects.filter(photo_id=photo_pk).first()
-                if p is not None and p.status in (PredictionStatus.DONE, PredictionStatus.FAILED) and (
-                        p.status == PredictionStatus.FAILED or p.overlays.count() == 4):
+                if (
+                    p is not None
+                    and p.status in (PredictionStatus.DONE, PredictionStatus.FAILED)
+                    and (p.status == PredictionStatus.FAILED or p.overlays.count() == 4)
+                ):
                     break
                 time.sleep(0.005)
             t_done = time.perf_counter()
             assert p.status == PredictionStatus.DONE, p.error
-            return {"total": (t_done - t) * 1000, "upload": (t_up - t) * 1000,
-                    "queue": (p.started_at - p.created_at).total_seconds() * 1000, "worker": p.duration_ms}
+            return {
+                "total": (t_done - t) * 1000,
+                "upload": (t_up - t) * 1000,
+                "queue": (p.started_at - p.created_at).total_seconds() * 1000,
+                "worker": p.duration_ms,
+            }
 
-        first = one(imgs[0], "warmup.jpg")    # the worker loads the model here
-        print(f"model {model_dir.name} ({mv.manifest.get('backbone')}, {mv.manifest['preprocessing']['size']} px), "
-              f"worker torch threads {'setting default (1)' if args.threads is None else args.threads or 'torch default'}; "
-              f"first photo {first['total']:.0f} ms; load {loadavg()}")
+        first = one(imgs[0], "warmup.jpg")  # the worker loads the model here
+        print(
+            f"model {model_dir.name} ({mv.manifest.get('backbone')}, {mv.manifest['preprocessing']['size']} px), "
+            f"worker torch threads {'setting default (1)' if args.threads is None else args.threads or 'torch default'}; "
+            f"first photo {first['total']:.0f} ms; load {loadavg()}"
+        )
         rows = [one(img, f"p{i}.jpg") for i, img in enumerate(imgs[1:])]
         print(f"{len(rows)} photos, one at a time")
         print(f"{'':8s} {'p50 ms':>8s} {'p95 ms':>8s}")

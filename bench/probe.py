@@ -2,6 +2,7 @@
 
 Example: python bench/probe.py /path/ham10000-train sgd optimizer=sgd lr0=0.00465 lrf=0.00215 weight_decay=0.000355
 """
+
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml.train import TrainConfig, train  # noqa: E402
+from inference.ml.train import TrainConfig, train
 
 TAX = Path(__file__).resolve().parents[1] / "inference/ml/taxonomies/ham10000.json"
 
@@ -31,12 +32,19 @@ def main():
         if d.get("event") == "epoch_end" or (time.time() - last["t"] > 30 and d.get("stage") != "cache"):
             last["t"] = time.time()
             print(name, d, flush=True)
+
     t = time.time()
     train(cfg, progress=prog)
     man = json.loads((out / "model.json").read_text())
     m = json.loads((out / "metrics.json").read_text())
-    res = {"name": name, "overrides": over, "wall": time.time() - t, "timings": man["timings_seconds"],
-           "train_ips": man["train_images_per_second"], "load": open("/proc/loadavg").read().split()[:3]}
+    res = {
+        "name": name,
+        "overrides": over,
+        "wall": time.time() - t,
+        "timings": man["timings_seconds"],
+        "train_ips": man["train_images_per_second"],
+        "load": open("/proc/loadavg").read().split()[:3],
+    }
     for k in ("flat", "hierarchical_hard", "hierarchical_product", "coarse"):
         res[k] = {x: round(m[k][x], 4) for x in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")}
     print("RESULT", json.dumps(res), flush=True)

@@ -10,6 +10,7 @@ are ImageNet's: numbers measured on it say what a method does with these feature
 does with a fine-tuned network. The manifest keeps DATA's fingerprint and a case-grouped 20 %
 hold-out (``data.holdout_split``) so ``evaluate.artefact_records`` picks the held-out photos.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ def build(data, out, per_class: int = 80, size: int = 224, seed: int = 0, log=pr
     def feats(idx):
         rows = []
         for s in range(0, len(idx), 16):
-            u8 = torch.stack([torch.from_numpy(load_image(records[i].path, size).transpose(2, 0, 1).copy())
-                              for i in idx[s:s + 16]])
+            u8 = torch.stack(
+                [torch.from_numpy(load_image(records[i].path, size).transpose(2, 0, 1).copy()) for i in idx[s : s + 16]]
+            )
             rows.append(net.features(normalise(u8, pre["mean"], pre["std"])).numpy())
         return np.concatenate(rows)
 
@@ -78,37 +80,60 @@ def build(data, out, per_class: int = 80, size: int = 224, seed: int = 0, log=pr
     mu, sd = X.mean(0), X.std(0) + 1e-6
     torch.manual_seed(seed)
     heads = {}
-    for name, classes, label_of in (("fine", tax.sub_classes, lambda r: r.label),
-                                    ("coarse", tax.meta_classes, lambda r: tax.parent(r.label))):
+    for name, classes, label_of in (
+        ("fine", tax.sub_classes, lambda r: r.label),
+        ("coarse", tax.meta_classes, lambda r: tax.parent(r.label)),
+    ):
         y = np.array([classes.index(label_of(records[i])) for i in pick])
         ye = np.array([classes.index(label_of(records[i])) for i in eval_idx])
         lr = LogisticRegression(C=0.05, class_weight="balanced", max_iter=3000).fit((X - mu) / sd, y)
         W = np.zeros((len(classes), X.shape[1]), np.float32)
-        b = np.full(len(classes), -1e4, np.float32)        # a class with no training photo is never predicted
+        b = np.full(len(classes), -1e4, np.float32)  # a class with no training photo is never predicted
         W[lr.classes_] = lr.coef_ / sd
         b[lr.classes_] = lr.intercept_ - (lr.coef_ / sd) @ mu
         m = Classifier("efficientnet_lite0", len(classes))
-        m.load_state_dict({**{k: v for k, v in net.state_dict().items() if not k.startswith("fc.")},
-                           "fc.weight": torch.from_numpy(W), "fc.bias": torch.from_numpy(b)})
+        m.load_state_dict(
+            {
+                **{k: v for k, v in net.state_dict().items() if not k.startswith("fc.")},
+                "fc.weight": torch.from_numpy(W),
+                "fc.bias": torch.from_numpy(b),
+            }
+        )
         art.save_state(m, out / f"{name}.safetensors")
         heads[name] = balanced_accuracy_score(ye, lr.predict((Xe - mu) / sd))
-    means, ood_threshold = ood_fit(X, np.array([tax.sub_classes.index(records[i].label) for i in pick]),
-                                   len(tax.sub_classes))
+    means, ood_threshold = ood_fit(
+        X, np.array([tax.sub_classes.index(records[i].label) for i in pick]), len(tax.sub_classes)
+    )
     save_file({"class_means": torch.from_numpy(means)}, str(out / "ood.safetensors"))
     tax.to_json(out / "taxonomy.json")
     art.write_json(out / "metrics.json", {"probe_balanced_accuracy_heldout_sample": heads})
-    art.write_json(out / art.MANIFEST, {
-        "format_version": art.FORMAT_VERSION, "backbone": "efficientnet_lite0",
-        "num_fine": len(tax.sub_classes), "num_coarse": len(tax.meta_classes), "transfer_cut": "none",
-        "preprocessing": pre, "tta": True, "positive": None, "has_binary": False,
-        "training": {"note": f"ImageNet backbone, logistic-regression heads on {len(pick)} photos (bench stand-in)"},
-        "seed": seed, "data": {"fingerprint": data_fingerprint(records), "n_images": len(records)},
-        "split": {"test_cases": sorted({records[i].case_id for i in te})},
-        "ood": {"method": "cosine distance to class means (bench stand-in)", "threshold": ood_threshold},
-        "code_version": art.code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
-    log(f"{out}: balanced accuracy on {len(eval_idx)} held-out photos: fine {heads['fine']:.3f}, "
-        f"coarse {heads['coarse']:.3f}")
+    art.write_json(
+        out / art.MANIFEST,
+        {
+            "format_version": art.FORMAT_VERSION,
+            "backbone": "efficientnet_lite0",
+            "num_fine": len(tax.sub_classes),
+            "num_coarse": len(tax.meta_classes),
+            "transfer_cut": "none",
+            "preprocessing": pre,
+            "tta": True,
+            "positive": None,
+            "has_binary": False,
+            "training": {
+                "note": f"ImageNet backbone, logistic-regression heads on {len(pick)} photos (bench stand-in)"
+            },
+            "seed": seed,
+            "data": {"fingerprint": data_fingerprint(records), "n_images": len(records)},
+            "split": {"test_cases": sorted({records[i].case_id for i in te})},
+            "ood": {"method": "cosine distance to class means (bench stand-in)", "threshold": ood_threshold},
+            "code_version": art.code_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    log(
+        f"{out}: balanced accuracy on {len(eval_idx)} held-out photos: fine {heads['fine']:.3f}, "
+        f"coarse {heads['coarse']:.3f}"
+    )
     return out
 
 

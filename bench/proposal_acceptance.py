@@ -9,6 +9,7 @@ Prints: photos with a proposal, how often the proposal was accepted unchanged (a
 origin is still 'proposed'), and the IoU of the proposal with the best-matching final box
 (mean, median, share >= 0.5). With --level, also the IoU had the map been cut at that level.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,24 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.db import OperationalError
+
     from annotation.agreement import iou
     from annotation.models import PhotoAnnotation
     from annotation.proposals import LEVEL, cam_box
     from inference.models import Prediction
-
-    from django.db import OperationalError
 
     level = args.level if args.level is not None else LEVEL
     try:
         Prediction.objects.exists()
     except OperationalError as exc:
         sys.exit(f"the portal database is not ready ({exc}); run manage.py migrate and annotate first")
-    preds = {p.photo_id: p for p in Prediction.objects.filter(status="done", model_version__status="active")
-             .prefetch_related("overlays").order_by("photo_id", "created_at")}
+    preds = {
+        p.photo_id: p
+        for p in Prediction.objects.filter(status="done", model_version__status="active")
+        .prefetch_related("overlays")
+        .order_by("photo_id", "created_at")
+    }
     offered = accepted = 0
     ious: list[float] = []
     anns = PhotoAnnotation.objects.filter(status__in=args.statuses, photo_id__in=list(preds), is_gold=False)
@@ -63,8 +68,10 @@ def main() -> None:
         print("no data: annotate photos that have an active model's prediction first")
         return
     print(f"accepted unchanged: {accepted} ({accepted / offered:.1%})")
-    print(f"IoU with the best final box: mean {statistics.mean(ious):.3f}, median {statistics.median(ious):.3f}, "
-          f">= 0.5: {sum(v >= 0.5 for v in ious) / len(ious):.1%}")
+    print(
+        f"IoU with the best final box: mean {statistics.mean(ious):.3f}, median {statistics.median(ious):.3f}, "
+        f">= 0.5: {sum(v >= 0.5 for v in ious) / len(ious):.1%}"
+    )
 
 
 if __name__ == "__main__":

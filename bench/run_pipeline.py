@@ -8,6 +8,7 @@ Prints wall time per stage, training images/s, and all metrics; samples /proc/lo
 30 s (other processes share the CPU) and stores everything in the results JSON. Re-running the
 same command resumes an interrupted run.
 """
+
 import argparse
 import json
 import sys
@@ -16,9 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.ml.cli import ConsoleProgress  # noqa: E402
-from inference.ml.evaluate import format_report  # noqa: E402
-from inference.ml.train import TrainConfig, train  # noqa: E402
+from inference.ml.cli import ConsoleProgress
+from inference.ml.evaluate import format_report
+from inference.ml.train import TrainConfig, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,9 +41,14 @@ def main():
             over[k] = json.loads(v)
         except json.JSONDecodeError:
             over[k] = v
-    cfg = TrainConfig(data=a.data, taxonomy=a.taxonomy, out=a.out,
-                      positive=[p for p in a.positive.split(",") if p] or None,
-                      binary_epochs=a.binary_epochs, **over)
+    cfg = TrainConfig(
+        data=a.data,
+        taxonomy=a.taxonomy,
+        out=a.out,
+        positive=[p for p in a.positive.split(",") if p] or None,
+        binary_epochs=a.binary_epochs,
+        **over,
+    )
     samples = []
     stop = threading.Event()
 
@@ -50,6 +56,7 @@ def main():
         while not stop.is_set():
             samples.append((time.strftime("%H:%M:%S"), open("/proc/loadavg").read().split()[:3]))
             stop.wait(30)
+
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
     stage_t = {}
@@ -60,6 +67,7 @@ def main():
         if st and st not in stage_t:
             stage_t[st] = time.time()
         con(d)
+
     t0 = time.time()
     out = train(cfg, progress=prog)
     wall = time.time() - t0
@@ -68,21 +76,32 @@ def main():
     m = json.loads((Path(out) / "metrics.json").read_text())
     print(format_report(m))
     tm = man["timings_seconds"]
-    res = {"command": " ".join(sys.argv), "wall_seconds_this_invocation": wall,
-           "timings_seconds": tm,
-           "training_minutes_fine_transfer_coarse": (tm["fine"] + tm["coarse"]) / 60,
-           # with --fine-from: the reused fine model(s) count towards the recipe's training time
-           "training_minutes_including_reused_fine": (tm["fine"] + tm.get("fine_reused_seconds", 0.0) + tm["coarse"]) / 60,
-           "train_images_per_second": man["train_images_per_second"],
-           "eval_inference_images_per_second_fine_plus_coarse_tta": m.get("inference_images_per_second_fine_plus_coarse"),
-           "loadavg_samples": samples, "settings": man["training"], "data": {k: v for k, v in man["data"].items() if k != "bad_images"},
-           "n_test": man["data"]["n_test"], "metrics": m, "model_dir": str(Path(out).resolve())}
+    res = {
+        "command": " ".join(sys.argv),
+        "wall_seconds_this_invocation": wall,
+        "timings_seconds": tm,
+        "training_minutes_fine_transfer_coarse": (tm["fine"] + tm["coarse"]) / 60,
+        # with --fine-from: the reused fine model(s) count towards the recipe's training time
+        "training_minutes_including_reused_fine": (tm["fine"] + tm.get("fine_reused_seconds", 0.0) + tm["coarse"]) / 60,
+        "train_images_per_second": man["train_images_per_second"],
+        "eval_inference_images_per_second_fine_plus_coarse_tta": m.get("inference_images_per_second_fine_plus_coarse"),
+        "loadavg_samples": samples,
+        "settings": man["training"],
+        "data": {k: v for k, v in man["data"].items() if k != "bad_images"},
+        "n_test": man["data"]["n_test"],
+        "metrics": m,
+        "model_dir": str(Path(out).resolve()),
+    }
     for k in ("flat", "hierarchical_hard", "hierarchical_product", "coarse"):
         r = m[k]
-        print(f"{k:22s} acc {r['accuracy']:.4f} balacc {r['balanced_accuracy']:.4f} macroF1 {r['macro_f1']:.4f} "
-              f"top3 {r['top3_accuracy']:.4f} macroAUC {r['macro_auc']:.4f}")
-    print("timings (s):", json.dumps({k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 1)
-                                      for k, v in tm.items()}))
+        print(
+            f"{k:22s} acc {r['accuracy']:.4f} balacc {r['balanced_accuracy']:.4f} macroF1 {r['macro_f1']:.4f} "
+            f"top3 {r['top3_accuracy']:.4f} macroAUC {r['macro_auc']:.4f}"
+        )
+    print(
+        "timings (s):",
+        json.dumps({k: [round(x, 1) for x in v] if isinstance(v, list) else round(v, 1) for k, v in tm.items()}),
+    )
     print("train images/s:", man["train_images_per_second"])
     print("loadavg samples:", samples[:3], "...", samples[-3:])
     Path(a.results).parent.mkdir(parents=True, exist_ok=True)

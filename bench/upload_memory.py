@@ -14,6 +14,7 @@ Measured at 59.5 MP on the busy 2-core dev machine (--kind all): 16-bit grey PNG
 3.8 s (bound 348 MB; through float64 it took +1,476 MB and 12.4 s), 16-bit RGB PNG +228 MB,
 RGBA PNG +454 MB (bound 518 MB), JPEG +230 MB in 1.4 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def write_png(path: Path, width: int, height: int, kind: str = "grey16") -> None
     if kind == "grey16":
         row = b"".join(struct.pack(">H", (x * 65535) // max(1, width - 1)) for x in range(width))
     elif depth == 16:  # steps of 64 pixels: compresses within zlib's window like a real scan's flat areas
-        row = b"".join(struct.pack(">HHH", (x // 64 * 997) % 65536, 30000, (x // 64 * 331) % 65536) for x in range(width))
+        row = b"".join(
+            struct.pack(">HHH", (x // 64 * 997) % 65536, 30000, (x // 64 * 331) % 65536) for x in range(width)
+        )
     else:
         row = b"".join(bytes(((x // 64) % 256, 90, 200, (x // 64 * 37) % 256)) for x in range(width))
     comp = zlib.compressobj(9)
@@ -89,16 +92,23 @@ def measure_in_this_process(path: Path) -> dict:
     peak = _status_kb("VmHWM")
     pixels = clean.width * clean.height
     return {
-        "file": path.name, "file_kb": round(len(data) / 1024), "width": clean.width, "height": clean.height,
-        "megapixels": round(pixels / 1e6, 1), "stored_kb": round(len(clean.content) / 1024),
-        "peak_rss_delta_mb": round((peak - before) / 1024, 1), "seconds": round(seconds, 2),
+        "file": path.name,
+        "file_kb": round(len(data) / 1024),
+        "width": clean.width,
+        "height": clean.height,
+        "megapixels": round(pixels / 1e6, 1),
+        "stored_kb": round(len(clean.content) / 1024),
+        "peak_rss_delta_mb": round((peak - before) / 1024, 1),
+        "seconds": round(seconds, 2),
         "bound_mb": round(bound_bytes(images, path.name.startswith("grey16"), pixels) / 2**20, 1),
     }
 
 
 def bound_bytes(images_module, high_bit_grey: bool, pixels: int) -> int:
     """The stated bound for one upload of `pixels` decoded pixels."""
-    per_pixel = images_module.PEAK_BYTES_PER_PIXEL_HIGH_BIT_GREY if high_bit_grey else images_module.PEAK_BYTES_PER_PIXEL
+    per_pixel = (
+        images_module.PEAK_BYTES_PER_PIXEL_HIGH_BIT_GREY if high_bit_grey else images_module.PEAK_BYTES_PER_PIXEL
+    )
     return per_pixel * pixels + SLACK_BYTES
 
 
@@ -140,8 +150,10 @@ def main() -> None:
             if args.json:
                 print(json.dumps(result))
             else:
-                print(f"{kind:7s} {result['megapixels']} MP, file {result['file_kb']} KB: peak RSS +{result['peak_rss_delta_mb']} MB "
-                      f"(bound {result['bound_mb']} MB), {result['seconds']} s, stored {result['stored_kb']} KB")
+                print(
+                    f"{kind:7s} {result['megapixels']} MP, file {result['file_kb']} KB: peak RSS +{result['peak_rss_delta_mb']} MB "
+                    f"(bound {result['bound_mb']} MB), {result['seconds']} s, stored {result['stored_kb']} KB"
+                )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The one DRF router of the portal. Each app contributes its viewsets in
 `<app>/api/routes.py` as a `register(router)` function."""
+
 import importlib
 
 from rest_framework.routers import DefaultRouter

@@ -1,5 +1,6 @@
 """Celery application. Queues: `interactive` (predictions, Grad-CAM) and `long`
 (training, imports, study exports), so a training run never delays a prediction."""
+
 import os
 
 from celery import Celery
@@ -14,8 +15,11 @@ app.conf.task_queues = (Queue("interactive"), Queue("long"))
 app.autodiscover_tasks()
 # The job reconciler (derm_portal.reconcile): `./run beat` in production, started by `./run serve`.
 app.conf.beat_schedule = {
-    "reconcile-jobs": {"task": "derm_portal.reconcile", "schedule": float(os.environ.get("DERM_RECONCILE_SECONDS", 30)),
-                       "options": {"queue": "interactive", "expires": 60}},
+    "reconcile-jobs": {
+        "task": "derm_portal.reconcile",
+        "schedule": float(os.environ.get("DERM_RECONCILE_SECONDS", 30)),
+        "options": {"queue": "interactive", "expires": 60},
+    },
 }
 
 

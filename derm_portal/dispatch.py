@@ -4,6 +4,7 @@ A job's row (prediction, training run, import run, crop request) is committed fi
 best effort. When the broker is down the send is logged and the row stays queued: the reconciler
 (derm_portal.reconcile, every DERM_RECONCILE_SECONDS) sends it once the broker is back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,13 +22,13 @@ log = logging.getLogger(__name__)
 def send(name: str, *args, **kwargs) -> bool:
     """Send the task registered as ``name``; False (logged) when the broker cannot take it."""
     task = current_app.tasks[name]
-    if current_app.conf.task_always_eager:     # runs here: its errors are the caller's to see
+    if current_app.conf.task_always_eager:  # runs here: its errors are the caller's to see
         task.apply_async(args=args, kwargs=kwargs)
         return True
     try:
         task.apply_async(args=args, kwargs=kwargs)
         return True
-    except Exception:     # broker down or unreachable: the reconciler sends it later
+    except Exception:  # broker down or unreachable: the reconciler sends it later
         log.warning("job %s%s not sent (broker unavailable?); the reconciler will send it", name, args, exc_info=True)
         return False
 
@@ -36,7 +37,7 @@ def _row(kind: str, key: str, **defaults) -> JobDispatch:
     try:
         with transaction.atomic():
             return JobDispatch.objects.get_or_create(kind=kind, key=key, defaults=defaults)[0]
-    except IntegrityError:     # another process created it
+    except IntegrityError:  # another process created it
         return JobDispatch.objects.get(kind=kind, key=key)
 
 

@@ -4,6 +4,7 @@ The form carries a one-time token (``{% submission_token %}`` from ``portal_form
 it to ``once``, which records the token in the same transaction as the object. A second submission with
 the same token waits for the first (unique row) and gets the object it created.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

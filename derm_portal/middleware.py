@@ -1,6 +1,7 @@
 """Request guards: everything needs a login (except the login page, static files and the
 token-authenticated phone-upload pages, which check their own token); a NUL byte in a
 query string is a 400; the client address is taken from trusted proxies only."""
+
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpResponseBadRequest, JsonResponse

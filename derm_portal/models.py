@@ -1,4 +1,5 @@
 """Bookkeeping of background jobs (see derm_portal.dispatch and derm_portal.reconcile)."""
+
 from django.db import models
 
 

@@ -1,4 +1,5 @@
 """DRF permission classes built on derm_portal.roles."""
+
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from . import roles
@@ -20,6 +21,4 @@ def role_permission(read_roles, write_roles=None, name="RolePermission"):
 
 
 # The OpenAPI schema and docs pages: staff who use the API, never readers of blinded studies.
-ApiDocsPermission = role_permission(
-    tuple(r for r in roles.ALL_ROLES if r != roles.READER), (), "ApiDocsPermission"
-)
+ApiDocsPermission = role_permission(tuple(r for r in roles.ALL_ROLES if r != roles.READER), (), "ApiDocsPermission")

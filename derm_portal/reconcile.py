@@ -10,6 +10,7 @@ Each job is sent at most once per resend interval by any number of reconcilers (
 locks a bookkeeping row), and the job itself claims its row under a lock before working, so a
 duplicate message is answered "skipped"/"busy" and never computes twice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,8 @@ INTERVAL = int(getattr(settings, "DERM_RECONCILE_SECONDS", 30))
 GRACE = timedelta(seconds=int(getattr(settings, "DERM_RECONCILE_GRACE_SECONDS", 60)))
 # A job the reconciler sent is not sent again before this (its message may be queued behind others).
 RESEND = timedelta(seconds=int(getattr(settings, "DERM_RECONCILE_RESEND_SECONDS", 600)))
-BATCH = 500          # jobs per kind per run: a long outage drains over several runs
-KEEP = timedelta(days=2)   # bookkeeping rows of row-backed jobs are dropped after this
+BATCH = 500  # jobs per kind per run: a long outage drains over several runs
+KEEP = timedelta(days=2)  # bookkeeping rows of row-backed jobs are dropped after this
 
 CROPS = "crops"
 CROP_TASK = "annotation.tasks.make_crops"
@@ -42,8 +43,10 @@ def _due_predictions(now) -> list[int]:
     from inference.models import Prediction, PredictionStatus
     from inference.services.predictions import STALE_RUNNING
 
-    qs = Prediction.objects.filter(Q(status=PredictionStatus.PENDING, created_at__lt=now - GRACE)
-                                   | Q(status=PredictionStatus.RUNNING, started_at__lt=now - STALE_RUNNING))
+    qs = Prediction.objects.filter(
+        Q(status=PredictionStatus.PENDING, created_at__lt=now - GRACE)
+        | Q(status=PredictionStatus.RUNNING, started_at__lt=now - STALE_RUNNING)
+    )
     return list(qs.order_by("pk").values_list("pk", flat=True)[:BATCH])
 
 
@@ -55,7 +58,8 @@ def _due_trainings(now) -> list[int]:
     qs = TrainingRun.objects.filter(
         Q(status=TrainingStatus.QUEUED, created_at__lt=now - GRACE)
         | Q(status=TrainingStatus.RUNNING, heartbeat_at__lt=stale)
-        | Q(status=TrainingStatus.RUNNING, heartbeat_at__isnull=True, started_at__lt=stale))
+        | Q(status=TrainingStatus.RUNNING, heartbeat_at__isnull=True, started_at__lt=stale)
+    )
     return list(qs.order_by("pk").values_list("pk", flat=True)[:BATCH])
 
 
@@ -68,7 +72,8 @@ def _due_imports(now) -> list[int]:
 
 def _due_crops(now) -> list[JobDispatch]:
     qs = JobDispatch.objects.filter(kind=CROPS, requested_at__lt=now - GRACE).filter(
-        Q(completed_at__isnull=True) | Q(completed_at__lt=F("requested_at")))
+        Q(completed_at__isnull=True) | Q(completed_at__lt=F("requested_at"))
+    )
     return list(qs.order_by("pk")[:BATCH])
 
 

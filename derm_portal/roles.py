@@ -7,6 +7,7 @@
 - reader: sees only the blinded cases of studies they are invited to
 - admin: everything, including taxonomy edits, model activation and patient-data export
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser

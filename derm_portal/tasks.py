@@ -1,4 +1,5 @@
 """The reconciler as a Celery task, sent by Celery beat every DERM_RECONCILE_SECONDS (see celery.py)."""
+
 from celery import shared_task
 
 from .reconcile import reconcile

@@ -18,7 +18,16 @@ class ModelActivationAdmin(admin.ModelAdmin):
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
-    list_display = ["id", "photo", "model_version", "status", "malignancy_grade", "looks_unfamiliar", "created_at", "duration_ms"]
+    list_display = [
+        "id",
+        "photo",
+        "model_version",
+        "status",
+        "malignancy_grade",
+        "looks_unfamiliar",
+        "created_at",
+        "duration_ms",
+    ]
     list_filter = ["status", "model_version"]
     readonly_fields = [f.name for f in Prediction._meta.fields]
 
@@ -26,7 +35,7 @@ class PredictionAdmin(admin.ModelAdmin):
 @admin.register(GradCamOverlay)
 class GradCamOverlayAdmin(admin.ModelAdmin):
     list_display = ["prediction", "target_kind", "target", "rank", "box_mass"]
-    exclude = ["image", "heatmap"]   # overlay images are streamed by the permission-checked view only
+    exclude = ["image", "heatmap"]  # overlay images are streamed by the permission-checked view only
 
 
 @admin.register(DoctorAssessment)

@@ -3,6 +3,7 @@
 The numbers come from inference.ml.evaluate (metrics.json of the artefact); nothing is
 recomputed here, only arranged for display.
 """
+
 from __future__ import annotations
 
 FUSIONS = [
@@ -39,7 +40,10 @@ def metrics_summary(metrics: dict) -> dict:
 
 def comparison_table(metrics: dict) -> list[dict]:
     rows = []
-    for key, label in FUSIONS + [("coarse", "Coarse model (meta-classes)"), ("coarse_from_fine", "Meta-classes summed from fine")]:
+    for key, label in FUSIONS + [
+        ("coarse", "Coarse model (meta-classes)"),
+        ("coarse_from_fine", "Meta-classes summed from fine"),
+    ]:
         block = (metrics or {}).get(key)
         if not block:
             continue
@@ -51,10 +55,19 @@ def per_class_table(metrics: dict, key: str) -> list[dict]:
     block = (metrics or {}).get(key) or {}
     out = []
     for name, r in (block.get("per_class") or {}).items():
-        out.append({"name": name, "support": r.get("support"), "recall": _num(r.get("recall")),
-                    "precision": _num(r.get("precision")), "specificity": _num(r.get("specificity")),
-                    "f1": _num(r.get("f1")), "auc": _num(r.get("auc")), "ci_low": _num(r.get("ci_low")),
-                    "ci_high": _num(r.get("ci_high"))})
+        out.append(
+            {
+                "name": name,
+                "support": r.get("support"),
+                "recall": _num(r.get("recall")),
+                "precision": _num(r.get("precision")),
+                "specificity": _num(r.get("specificity")),
+                "f1": _num(r.get("f1")),
+                "auc": _num(r.get("auc")),
+                "ci_low": _num(r.get("ci_low")),
+                "ci_high": _num(r.get("ci_high")),
+            }
+        )
     return out
 
 
@@ -64,10 +77,22 @@ def malignancy_table(metrics: dict) -> dict | None:
         return None
     rows = []
     for g, r in sorted((mal.get("per_grade") or {}).items()):
-        rows.append({"grade": int(g), "auc": _num(r.get("auc")), "ci_low": _num(r.get("ci_low")),
-                     "ci_high": _num(r.get("ci_high")), "n_pos": r.get("n_pos"), "n": r.get("n")})
-    return {"rows": rows, "accuracy": _num(mal.get("grade_accuracy")),
-            "balanced_accuracy": _num(mal.get("grade_balanced_accuracy")), "thresholds": mal.get("thresholds", "")}
+        rows.append(
+            {
+                "grade": int(g),
+                "auc": _num(r.get("auc")),
+                "ci_low": _num(r.get("ci_low")),
+                "ci_high": _num(r.get("ci_high")),
+                "n_pos": r.get("n_pos"),
+                "n": r.get("n"),
+            }
+        )
+    return {
+        "rows": rows,
+        "accuracy": _num(mal.get("grade_accuracy")),
+        "balanced_accuracy": _num(mal.get("grade_balanced_accuracy")),
+        "thresholds": mal.get("thresholds", ""),
+    }
 
 
 def has_roc_points(metrics: dict) -> bool:
@@ -83,7 +108,7 @@ def _roc_points(metrics: dict) -> dict:
         roc = r.get("roc") if isinstance(r, dict) else None
         if isinstance(roc, dict) and roc.get("fpr") and roc.get("tpr"):
             out[name] = roc
-    for name, roc in ((prod.get("roc_curves") or (metrics or {}).get("roc_curves") or {}).items()):
+    for name, roc in (prod.get("roc_curves") or (metrics or {}).get("roc_curves") or {}).items():
         if isinstance(roc, dict) and roc.get("fpr") and roc.get("tpr"):
             out.setdefault(name, roc)
     return out
@@ -96,15 +121,26 @@ def _confusion_figure(block: dict, title: str) -> dict | None:
     if not cm or not classes:
         return None
     return {
-        "data": [{
-            "type": "heatmap", "z": pct or cm, "x": classes, "y": classes, "colorscale": "Blues", "reversescale": True, "zmin": 0,
-            "zmax": 100 if pct else None,
-            "text": [[f"{c}" for c in row] for row in cm], "texttemplate": "%{text}",
-            "hovertemplate": "true %{y} → predicted %{x}<br>%{z:.1f}% of the true class (%{text} images)<extra></extra>",
-            "colorbar": {"title": {"text": "% of true class"}},
-        }],
+        "data": [
+            {
+                "type": "heatmap",
+                "z": pct or cm,
+                "x": classes,
+                "y": classes,
+                "colorscale": "Blues",
+                "reversescale": True,
+                "zmin": 0,
+                "zmax": 100 if pct else None,
+                "text": [[f"{c}" for c in row] for row in cm],
+                "texttemplate": "%{text}",
+                "hovertemplate": "true %{y} → predicted %{x}<br>%{z:.1f}% of the true class (%{text} images)<extra></extra>",
+                "colorbar": {"title": {"text": "% of true class"}},
+            }
+        ],
         "layout": {
-            "title": {"text": title}, "height": 420, "margin": {"l": 110, "r": 20, "t": 50, "b": 80},
+            "title": {"text": title},
+            "height": 420,
+            "margin": {"l": 110, "r": 20, "t": 50, "b": 80},
             "xaxis": {"title": {"text": "Predicted class"}, "side": "bottom"},
             "yaxis": {"title": {"text": "True class (reference label)"}, "autorange": "reversed"},
         },
@@ -130,14 +166,29 @@ def figures(metrics: dict) -> dict:
         block = metrics.get(key)
         if not block:
             continue
-        bars.append({"type": "bar", "name": label, "x": [m[1] for m in METRICS],
-                     "y": [_num(block.get(m)) for m, _ in METRICS], "marker": {"color": COLOURS[i]},
-                     "hovertemplate": "%{x}: %{y:.3f}<extra>" + label + "</extra>"})
+        bars.append(
+            {
+                "type": "bar",
+                "name": label,
+                "x": [m[1] for m in METRICS],
+                "y": [_num(block.get(m)) for m, _ in METRICS],
+                "marker": {"color": COLOURS[i]},
+                "hovertemplate": "%{x}: %{y:.3f}<extra>" + label + "</extra>",
+            }
+        )
     if bars:
-        figs["comparison"] = {"data": bars, "layout": {
-            "title": {"text": "Flat vs hierarchical fusion on the held-out cases"}, "barmode": "group", "height": 380,
-            "yaxis": {"title": {"text": "Score (0–1)"}, "range": [0, 1]}, "xaxis": {"title": {"text": "Metric"}},
-            "legend": {"orientation": "h", "y": -0.25}, "margin": {"t": 50, "b": 110}}}
+        figs["comparison"] = {
+            "data": bars,
+            "layout": {
+                "title": {"text": "Flat vs hierarchical fusion on the held-out cases"},
+                "barmode": "group",
+                "height": 380,
+                "yaxis": {"title": {"text": "Score (0–1)"}, "range": [0, 1]},
+                "xaxis": {"title": {"text": "Metric"}},
+                "legend": {"orientation": "h", "y": -0.25},
+                "margin": {"t": 50, "b": 110},
+            },
+        }
     if prod and prod.get("per_class"):
         names, auc, lo, hi = [], [], [], []
         for name, r in prod["per_class"].items():
@@ -148,21 +199,50 @@ def figures(metrics: dict) -> dict:
             lo.append(r["auc"] - r["ci_low"] if _num(r.get("ci_low")) is not None else 0)
             hi.append(r["ci_high"] - r["auc"] if _num(r.get("ci_high")) is not None else 0)
         if names:
-            figs["auc"] = {"data": [{"type": "bar", "name": "AUC (one-vs-rest) with DeLong 95% CI", "x": names, "y": auc,
-                                     "marker": {"color": COLOURS[2]},
-                                     "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo}}],
-                           "layout": {"title": {"text": "Per-class AUC (product fusion), DeLong 95% CI"}, "height": 360,
-                                      "yaxis": {"title": {"text": "AUC"}, "range": [0, 1.05]},
-                                      "xaxis": {"title": {"text": "Sub-class"}}, "showlegend": True,
-                                      "legend": {"orientation": "h", "y": -0.3}, "margin": {"t": 50, "b": 100}}}
+            figs["auc"] = {
+                "data": [
+                    {
+                        "type": "bar",
+                        "name": "AUC (one-vs-rest) with DeLong 95% CI",
+                        "x": names,
+                        "y": auc,
+                        "marker": {"color": COLOURS[2]},
+                        "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
+                    }
+                ],
+                "layout": {
+                    "title": {"text": "Per-class AUC (product fusion), DeLong 95% CI"},
+                    "height": 360,
+                    "yaxis": {"title": {"text": "AUC"}, "range": [0, 1.05]},
+                    "xaxis": {"title": {"text": "Sub-class"}},
+                    "showlegend": True,
+                    "legend": {"orientation": "h", "y": -0.3},
+                    "margin": {"t": 50, "b": 100},
+                },
+            }
     roc = _roc_points(metrics)
     if roc:
-        data = [{"type": "scatter", "mode": "lines", "name": f"{name}", "x": r["fpr"], "y": r["tpr"]}
-                for name, r in roc.items()]
-        data.append({"type": "scatter", "mode": "lines", "name": "chance", "x": [0, 1], "y": [0, 1],
-                     "line": {"dash": "dot", "color": "#999"}})
-        figs["roc"] = {"data": data, "layout": {
-            "title": {"text": "Per-class ROC curves (one-vs-rest, product fusion)"}, "height": 420,
-            "xaxis": {"title": {"text": "False positive rate (1 − specificity)"}, "range": [0, 1]},
-            "yaxis": {"title": {"text": "True positive rate (sensitivity)"}, "range": [0, 1]}}}
+        data = [
+            {"type": "scatter", "mode": "lines", "name": f"{name}", "x": r["fpr"], "y": r["tpr"]}
+            for name, r in roc.items()
+        ]
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "chance",
+                "x": [0, 1],
+                "y": [0, 1],
+                "line": {"dash": "dot", "color": "#999"},
+            }
+        )
+        figs["roc"] = {
+            "data": data,
+            "layout": {
+                "title": {"text": "Per-class ROC curves (one-vs-rest, product fusion)"},
+                "height": 420,
+                "xaxis": {"title": {"text": "False positive rate (1 − specificity)"}, "range": [0, 1]},
+                "yaxis": {"title": {"text": "True positive rate (sensitivity)"}, "range": [0, 1]},
+            },
+        }
     return figs

@@ -6,6 +6,7 @@ in every process, and by the worker's autodiscovery). Call these from ``transact
 worker never sees a row before it is committed. A send the broker refuses is logged, not raised: the
 row stays queued and the reconciler (derm_portal.reconcile) sends it when the broker is back.
 """
+
 from __future__ import annotations
 
 from derm_portal.dispatch import send

@@ -4,6 +4,7 @@ A worker process loads each model version once (first task that needs it) and ke
 is keyed by ModelVersion pk and artefact directory (a reused pk never serves another artefact) and holds at most ``MAX_CACHED`` predictors (the active one and the one
 before it, during a switch-over).
 """
+
 from __future__ import annotations
 
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 
 MAX_CACHED = 2
-_cache: "OrderedDict[tuple[int, str], object]" = OrderedDict()
+_cache: OrderedDict[tuple[int, str], object] = OrderedDict()
 _lock = threading.Lock()
 
 

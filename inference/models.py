@@ -4,6 +4,7 @@ Business rules live in services/ (writes) and selectors.py (reads); models hold
 fields, choices, constraints and small properties only. Other apps (reports) read
 ``Prediction`` (malignancy_score / malignancy_grade / model_version): keep field names stable.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -30,10 +31,14 @@ class ModelVersion(models.Model):
     manifest = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True, help_text="The artefact's evaluation report.")
     status = models.CharField(max_length=12, choices=ModelStatus.choices, default=ModelStatus.CANDIDATE, db_index=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
-    activated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -44,13 +49,13 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["artefact_path"], name="modelversion_artefact_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_status_display()})"
+
     @property
     def has_metadata(self) -> bool:
         """Trained with a metadata model (age, sex, body site: inference/ml/metadata.py)."""
         return bool((self.manifest or {}).get("metadata"))
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.get_status_display()})"
 
     @property
     def is_active(self) -> bool:
@@ -62,13 +67,16 @@ class ModelActivation(models.Model):
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="activations")
     previous = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    activated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     activated_at = models.DateTimeField(auto_now_add=True)
     note = models.CharField(max_length=500, blank=True)
     # Why the admin activated a model that misses the tier targets or was trained on too few photos of a class.
     override_reason = models.TextField(blank=True)
-    concerns = models.JSONField(default=list, blank=True,
-                                help_text="The activation checks the model failed (plain words).")
+    concerns = models.JSONField(
+        default=list, blank=True, help_text="The activation checks the model failed (plain words)."
+    )
 
     class Meta:
         ordering = ["-activated_at", "-id"]
@@ -92,7 +100,9 @@ class Prediction(models.Model):
 
     photo = models.ForeignKey("annotation.Photo", on_delete=models.CASCADE, related_name="predictions")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
-    status = models.CharField(max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING, db_index=True)
+    status = models.CharField(
+        max_length=10, choices=PredictionStatus.choices, default=PredictionStatus.PENDING, db_index=True
+    )
     # [{sub_class, meta_class, probability, fine_probability}, ...] sorted by fused probability.
     ranked = models.JSONField(default=list, blank=True)
     meta_probabilities = models.JSONField(default=dict, blank=True)
@@ -108,8 +118,12 @@ class Prediction(models.Model):
     # (``abstain`` says why, ``triage_reason`` in plain words). Advice comes from the tier, never from S.
     tier = models.CharField(max_length=8, choices=Tier.choices, blank=True, db_index=True)
     triage_reason = models.TextField(blank=True)
-    abstain = models.CharField(max_length=16, blank=True, help_text="no_grades | no_calibration | modality | unfamiliar")
-    urgent_probability = models.FloatField(null=True, blank=True, help_text="Calibrated sum over high-grade malignancies.")
+    abstain = models.CharField(
+        max_length=16, blank=True, help_text="no_grades | no_calibration | modality | unfamiliar"
+    )
+    urgent_probability = models.FloatField(
+        null=True, blank=True, help_text="Calibrated sum over high-grade malignancies."
+    )
     malignant_probability = models.FloatField(null=True, blank=True, help_text="Calibrated sum over all malignancies.")
     triage_thresholds = models.JSONField(default=dict, blank=True, help_text="{urgent, malignant} used for the tier.")
     calibrated = models.BooleanField(default=False, help_text="Ranked probabilities are temperature-scaled.")
@@ -119,7 +133,9 @@ class Prediction(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
-    task_id = models.CharField(max_length=64, blank=True, help_text="Celery task id of the attempt that claimed the row.")
+    task_id = models.CharField(
+        max_length=64, blank=True, help_text="Celery task id of the attempt that claimed the row."
+    )
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
 
@@ -151,14 +167,20 @@ class TriageSetting(models.Model):
     malignant_target = models.FloatField(help_text="Share of malignancies to put in the refer or urgent tier.")
     # thresholds_for_targets' result: {targets, thresholds, urgent: {...}, malignant: {...}, ...}
     result = models.JSONField(default=dict)
-    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(urgent_target__gt=0) & Q(urgent_target__lte=1)
-                                   & Q(malignant_target__gt=0) & Q(malignant_target__lte=1),
-                                   name="triagesetting_targets_range"),
+            models.CheckConstraint(
+                condition=Q(urgent_target__gt=0)
+                & Q(urgent_target__lte=1)
+                & Q(malignant_target__gt=0)
+                & Q(malignant_target__lte=1),
+                name="triagesetting_targets_range",
+            ),
         ]
 
     @property
@@ -171,7 +193,7 @@ class TargetKind(models.TextChoices):
     META = "meta", "Meta-class (coarse model)"
 
 
-def overlay_upload_to(instance: "GradCamOverlay", filename: str) -> str:
+def overlay_upload_to(instance: GradCamOverlay, filename: str) -> str:
     return f"overlays/{instance.prediction_id}/{filename}"
 
 
@@ -181,10 +203,18 @@ class GradCamOverlay(models.Model):
     target = models.CharField(max_length=64, help_text="Sub-class or meta-class code.")
     rank = models.PositiveSmallIntegerField(default=0, help_text="0 = top-ranked.")
     image = models.FileField(upload_to=overlay_upload_to, max_length=255)
-    scale_max = models.FloatField(null=True, blank=True, help_text="Raw CAM value mapped to the top of the shared colour scale.")
-    box_mass = models.FloatField(null=True, blank=True, help_text="Share of heat-map mass inside annotator boxes (0..1) "
-                                 "when the prediction was computed; pages and API recompute it from `heatmap` with the current boxes.")
-    heatmap = models.JSONField(null=True, blank=True, help_text="32x32 heat map on the shared scale (0..1) over the centre square.")
+    scale_max = models.FloatField(
+        null=True, blank=True, help_text="Raw CAM value mapped to the top of the shared colour scale."
+    )
+    box_mass = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Share of heat-map mass inside annotator boxes (0..1) "
+        "when the prediction was computed; pages and API recompute it from `heatmap` with the current boxes.",
+    )
+    heatmap = models.JSONField(
+        null=True, blank=True, help_text="32x32 heat map on the shared scale (0..1) over the centre square."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -192,7 +222,8 @@ class GradCamOverlay(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["prediction", "target_kind", "target"], name="overlay_one_per_target"),
             models.CheckConstraint(
-                condition=Q(box_mass__isnull=True) | (Q(box_mass__gte=0) & Q(box_mass__lte=1)), name="overlay_box_mass_range"
+                condition=Q(box_mass__isnull=True) | (Q(box_mass__gte=0) & Q(box_mass__lte=1)),
+                name="overlay_box_mass_range",
             ),
         ]
 
@@ -202,12 +233,20 @@ class DoctorAssessment(models.Model):
     it never changes a pathology label."""
 
     case = models.ForeignKey("annotation.Case", on_delete=models.CASCADE, related_name="assessments")
-    photo = models.ForeignKey("annotation.Photo", null=True, blank=True, on_delete=models.CASCADE, related_name="assessments")
-    prediction = models.ForeignKey(Prediction, null=True, blank=True, on_delete=models.SET_NULL, related_name="assessments")
+    photo = models.ForeignKey(
+        "annotation.Photo", null=True, blank=True, on_delete=models.CASCADE, related_name="assessments"
+    )
+    prediction = models.ForeignKey(
+        Prediction, null=True, blank=True, on_delete=models.SET_NULL, related_name="assessments"
+    )
     doctor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assessments")
     agrees = models.BooleanField()
     sub_class = models.ForeignKey(
-        "annotation.SubClass", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        "annotation.SubClass",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="The doctor's own diagnosis when they disagree (optional when they agree).",
     )
     note = models.CharField(max_length=1000, blank=True)
@@ -230,17 +269,27 @@ class TrainingRun(models.Model):
 
     name = models.CharField(max_length=200, blank=True)
     taxonomy = models.ForeignKey("annotation.Taxonomy", on_delete=models.PROTECT, related_name="training_runs")
-    label_sources = models.JSONField(default=list, help_text="Label sources of the cases used, e.g. ['histopathology'].")
-    config = models.JSONField(default=dict, blank=True, help_text="Overrides of the engine's TrainConfig (epochs, image size ...).")
-    status = models.CharField(max_length=10, choices=TrainingStatus.choices, default=TrainingStatus.QUEUED, db_index=True)
+    label_sources = models.JSONField(
+        default=list, help_text="Label sources of the cases used, e.g. ['histopathology']."
+    )
+    config = models.JSONField(
+        default=dict, blank=True, help_text="Overrides of the engine's TrainConfig (epochs, image size ...)."
+    )
+    status = models.CharField(
+        max_length=10, choices=TrainingStatus.choices, default=TrainingStatus.QUEUED, db_index=True
+    )
     progress = models.JSONField(default=dict, blank=True, help_text="{stage, epoch, epochs, loss, eta_seconds, ...}")
     cancel_requested = models.BooleanField(default=False)
     n_cases = models.PositiveIntegerField(null=True, blank=True)
     n_photos = models.PositiveIntegerField(null=True, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
-    model_version = models.OneToOneField(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_run")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model_version = models.OneToOneField(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_run"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the worker running it.")
@@ -251,7 +300,8 @@ class TrainingRun(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(model_version__isnull=True) | Q(status="succeeded"), name="trainingrun_model_only_if_succeeded"
+                condition=Q(model_version__isnull=True) | Q(status="succeeded"),
+                name="trainingrun_model_only_if_succeeded",
             ),
         ]
 

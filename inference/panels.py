@@ -1,6 +1,7 @@
 """The case-page panel (DERM_CASE_PANELS): per photo, the model's ranked differential, the coarse
 distribution, the malignancy grade, warnings, Grad-CAM overlays and the doctor's assessment.
 Only roles.CAN_SEE_PREDICTIONS see it."""
+
 from __future__ import annotations
 
 from django.template.loader import render_to_string
@@ -13,9 +14,7 @@ from .services import model_active_for
 
 
 def photo_block_context(*, request, photo, prediction) -> dict:
-    assessments = list(
-        selectors.assessments_visible_to(request.user).filter(photo=photo).order_by("-created_at")[:5]
-    )
+    assessments = list(selectors.assessments_visible_to(request.user).filter(photo=photo).order_by("-created_at")[:5])
     return {"photo": photo, "p": prediction_view(prediction), "assessments": assessments}
 
 
@@ -24,7 +23,9 @@ def panel_common_context() -> dict:
     taxonomy_id = active.taxonomy_id if active else None
     return {
         "active_model": active,
-        "sub_classes": list(SubClass.objects.filter(taxonomy_id=taxonomy_id).select_related("meta_class")) if taxonomy_id else [],
+        "sub_classes": list(SubClass.objects.filter(taxonomy_id=taxonomy_id).select_related("meta_class"))
+        if taxonomy_id
+        else [],
         "warning_rule": warning_rule(active),
     }
 
@@ -58,7 +59,9 @@ def panel_context(request, case) -> dict:
     common = panel_common_context()
     return {
         "case": case,
-        "blocks": [photo_block_context(request=request, photo=ph, prediction=preds.get(ph.pk)) for ph in case.photos.all()],
+        "blocks": [
+            photo_block_context(request=request, photo=ph, prediction=preds.get(ph.pk)) for ph in case.photos.all()
+        ],
         **common,
         **header_context(preds.values(), common["active_model"]),
     }

@@ -1,4 +1,5 @@
 """Turn Prediction rows into what the case page and the JSON endpoints show (no business logic)."""
+
 from __future__ import annotations
 
 from django.urls import reverse
@@ -57,15 +58,28 @@ def prediction_view(pred) -> dict:
     ranked = []
     for i, r in enumerate(pred.ranked):
         s = subs.get(r["sub_class"])
-        ranked.append({**r, "rank": i + 1, "display_name": s.display_name if s else r["sub_class"],
-                       "percent": round(100 * r["probability"], 1)})
+        ranked.append(
+            {
+                **r,
+                "rank": i + 1,
+                "display_name": s.display_name if s else r["sub_class"],
+                "percent": round(100 * r["probability"], 1),
+            }
+        )
     groups = []
     for code, p in sorted(pred.meta_probabilities.items(), key=lambda kv: -kv[1]):
         m = metas.get(code)
         items = [r for r in ranked if r["meta_class"] == code]
-        groups.append({"code": code, "display_name": m.display_name if m else code, "probability": p,
-                       "percent": round(100 * p, 1), "fused_percent": round(100 * sum(r["probability"] for r in items), 1),
-                       "items": items})
+        groups.append(
+            {
+                "code": code,
+                "display_name": m.display_name if m else code,
+                "probability": p,
+                "percent": round(100 * p, 1),
+                "fused_percent": round(100 * sum(r["probability"] for r in items), 1),
+                "items": items,
+            }
+        )
     overlays = []
     masses = overlay_box_masses(prediction=pred)
     for ov in sorted(pred.overlays.all(), key=lambda o: (o.target_kind != "sub", o.rank)):
@@ -75,47 +89,77 @@ def prediction_view(pred) -> dict:
         else:
             m = metas.get(ov.target)
             label = f"Meta-class: {m.display_name if m else ov.target}"
-        overlays.append({"id": ov.pk, "kind": ov.target_kind, "target": ov.target, "rank": ov.rank, "label": label,
-                         "url": reverse("inference:overlay_image", args=[ov.pk]), "box_mass": masses.get(ov.pk),
-                         "box_mass_percent": None if masses.get(ov.pk) is None else round(100 * masses[ov.pk])})
+        overlays.append(
+            {
+                "id": ov.pk,
+                "kind": ov.target_kind,
+                "target": ov.target,
+                "rank": ov.rank,
+                "label": label,
+                "url": reverse("inference:overlay_image", args=[ov.pk]),
+                "box_mass": masses.get(ov.pk),
+                "box_mass_percent": None if masses.get(ov.pk) is None else round(100 * masses[ov.pk]),
+            }
+        )
     grade = pred.malignancy_grade
     photo = pred.photo
-    boxes = [{"left": 100 * x0 / photo.width, "top": 100 * y0 / photo.height, "width": 100 * (x1 - x0) / photo.width,
-              "height": 100 * (y1 - y0) / photo.height} for x0, y0, x1, y1 in photo_boxes(photo)] if masses and any(
-        v is not None for v in masses.values()) else []
-    d.update({
-        "boxes": boxes,
-        "ranked": ranked,
-        "top": ranked[0] if ranked else None,
-        "meta_groups": groups,
-        "meta_probabilities": pred.meta_probabilities,
-        "malignancy_score": pred.malignancy_score,
-        "malignancy_grade": grade,
-        "malignancy_label": MalignancyGrade(grade).label if grade else None,
-        "triage": triage_view(pred),
-        "margin": pred.margin,
-        "close_call": pred.margin is not None and len(ranked) > 1 and pred.margin < CLOSE_MARGIN,
-        "ood_score": pred.ood_score,
-        "looks_unfamiliar": pred.looks_unfamiliar,
-        "metadata_used": pred.metadata_used,
-        "metadata_labels": metadata_labels(pred.metadata_used),
-        "warning": pred.warning,
-        "overlays": overlays,
-        "box_mass": {o["target"]: o["box_mass"] for o in overlays if o["box_mass"] is not None} or None,
-    })
+    boxes = (
+        [
+            {
+                "left": 100 * x0 / photo.width,
+                "top": 100 * y0 / photo.height,
+                "width": 100 * (x1 - x0) / photo.width,
+                "height": 100 * (y1 - y0) / photo.height,
+            }
+            for x0, y0, x1, y1 in photo_boxes(photo)
+        ]
+        if masses and any(v is not None for v in masses.values())
+        else []
+    )
+    d.update(
+        {
+            "boxes": boxes,
+            "ranked": ranked,
+            "top": ranked[0] if ranked else None,
+            "meta_groups": groups,
+            "meta_probabilities": pred.meta_probabilities,
+            "malignancy_score": pred.malignancy_score,
+            "malignancy_grade": grade,
+            "malignancy_label": MalignancyGrade(grade).label if grade else None,
+            "triage": triage_view(pred),
+            "margin": pred.margin,
+            "close_call": pred.margin is not None and len(ranked) > 1 and pred.margin < CLOSE_MARGIN,
+            "ood_score": pred.ood_score,
+            "looks_unfamiliar": pred.looks_unfamiliar,
+            "metadata_used": pred.metadata_used,
+            "metadata_labels": metadata_labels(pred.metadata_used),
+            "warning": pred.warning,
+            "overlays": overlays,
+            "box_mass": {o["target"]: o["box_mass"] for o in overlays if o["box_mass"] is not None} or None,
+        }
+    )
     return d
 
 
 def triage_view(pred) -> dict:
     """The tier with its plain advice, or (the model abstains) no tier, no advice and the reason."""
     info = tier_info(pred.tier)
-    pct = (lambda v: None if v is None else round(100 * v, 1))
+
+    def pct(v):
+        return None if v is None else round(100 * v, 1)
+
     return {
-        "tier": pred.tier or None, "label": info.get("label"), "summary": info.get("summary", ""),
-        "advice": info.get("advice", ""), "reason": pred.triage_reason if pred.tier else abstain_reason(pred),
-        "abstain": pred.abstain or None, "calibrated": pred.calibrated,
-        "urgent_probability": pred.urgent_probability, "malignant_probability": pred.malignant_probability,
-        "urgent_percent": pct(pred.urgent_probability), "malignant_percent": pct(pred.malignant_probability),
+        "tier": pred.tier or None,
+        "label": info.get("label"),
+        "summary": info.get("summary", ""),
+        "advice": info.get("advice", ""),
+        "reason": pred.triage_reason if pred.tier else abstain_reason(pred),
+        "abstain": pred.abstain or None,
+        "calibrated": pred.calibrated,
+        "urgent_probability": pred.urgent_probability,
+        "malignant_probability": pred.malignant_probability,
+        "urgent_percent": pct(pred.urgent_probability),
+        "malignant_percent": pct(pred.malignant_probability),
         "thresholds": pred.triage_thresholds or {},
         "urgent_threshold_percent": pct((pred.triage_thresholds or {}).get("urgent")),
         "malignant_threshold_percent": pct((pred.triage_thresholds or {}).get("malignant")),
@@ -142,10 +186,17 @@ def metadata_labels(used: dict | None) -> list[str]:
 def camera_augmentation(training: dict) -> str:
     """How training simulated other cameras and lights ("" when off or not recorded, as in older artefacts)."""
     aug = training.get("augmentation") or {}
-    parts = [text.format(aug[k]) for k, text in (("blur", "blur up to {:g} px"), ("noise", "noise up to {:g}"),
-                                                 ("jpeg", "JPEG down to quality {:g}"),
-                                                 ("channel_gain", "light colour ±{:g}"), ("gamma", "tone curve ±{:g}"))
-             if aug.get(k)]
+    parts = [
+        text.format(aug[k])
+        for k, text in (
+            ("blur", "blur up to {:g} px"),
+            ("noise", "noise up to {:g}"),
+            ("jpeg", "JPEG down to quality {:g}"),
+            ("channel_gain", "light colour ±{:g}"),
+            ("gamma", "tone curve ±{:g}"),
+        )
+        if aug.get(k)
+    ]
     share = aug.get("optics_p", 1)
     if share < 1 and any(aug.get(k) for k in ("blur", "noise", "jpeg")):
         parts.append(f"optics on {share:.0%} of the photos")
@@ -166,11 +217,16 @@ def manifest_view(model_version) -> dict:
     training = man.get("training") or {}
     pre = man.get("preprocessing") or {}
     return {
-        "backbone": man.get("backbone"), "image_size": pre.get("size"),
+        "backbone": man.get("backbone"),
+        "image_size": pre.get("size"),
         "colour_constancy": pre.get("colour_constancy", "none").replace("_", " "),
-        "transfer_cut": man.get("transfer_cut"), "data": man.get("data") or {}, "created": man.get("created"),
-        "training": training, "timings": man.get("timings_seconds") or {},
-        "camera_augmentation": camera_augmentation(training), "head_start": head_start(man),
+        "transfer_cut": man.get("transfer_cut"),
+        "data": man.get("data") or {},
+        "created": man.get("created"),
+        "training": training,
+        "timings": man.get("timings_seconds") or {},
+        "camera_augmentation": camera_augmentation(training),
+        "head_start": head_start(man),
         "progressive": (man.get("fine_training") or {}).get("progressive"),
     }
 
@@ -186,9 +242,9 @@ def training_form_defaults(settings_shown) -> dict:
     from inference.ml.train import AUTO_EPOCHS_RULE, TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig) if f.name in settings_shown}
-    d["epochs"] = AUTO_EPOCHS_RULE                                       # shown, not posted
-    d["image_size"] = AUTO_IMAGE_SIZE_RULE                               # shown, not posted
-    d["colour_constancy"] = d["colour_constancy"].replace("_", " ")     # shown, not posted
+    d["epochs"] = AUTO_EPOCHS_RULE  # shown, not posted
+    d["image_size"] = AUTO_IMAGE_SIZE_RULE  # shown, not posted
+    d["colour_constancy"] = d["colour_constancy"].replace("_", " ")  # shown, not posted
     d["cameras"] = camera_augmentation({"augmentation": AugmentConfig().to_dict()}) or "off"
     return d
 
@@ -196,9 +252,16 @@ def training_form_defaults(settings_shown) -> dict:
 def training_state(run) -> dict:
     """A training run's state for its page and the polled JSON."""
     return {
-        "id": run.pk, "status": run.status, "status_label": run.get_status_display(), "progress": run.progress,
-        "cancel_requested": run.cancel_requested, "finished": run.is_finished, "error": run.error,
-        "n_cases": run.n_cases, "n_photos": run.n_photos, "log": run.log[-4000:],
+        "id": run.pk,
+        "status": run.status,
+        "status_label": run.get_status_display(),
+        "progress": run.progress,
+        "cancel_requested": run.cancel_requested,
+        "finished": run.is_finished,
+        "error": run.error,
+        "n_cases": run.n_cases,
+        "n_photos": run.n_photos,
+        "log": run.log[-4000:],
         "model_version": run.model_version_id,
         "model_url": reverse("inference:model_detail", args=[run.model_version_id]) if run.model_version_id else None,
     }

@@ -2,6 +2,7 @@
 model's, and the checks it fails (below a tier's target sensitivity, no triage calibration, too few
 training photos of a class). A model failing a check is activated only with a written reason
 (``services.model_activate``). Reads only: the registered metrics, manifest and the artefact's triage.json."""
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,18 @@ def tier_rows(triage: dict | None) -> list[dict]:
     for key, label in TIERS:
         h = heldout.get(key) or {}
         sens, target = h.get("sensitivity"), h.get("target_sensitivity")
-        rows.append({"key": key, "label": label, "sensitivity": sens, "specificity": h.get("specificity"),
-                     "target": target, "n_pos": h.get("n_pos"), "n_neg": h.get("n_neg"),
-                     "meets": None if sens is None or target is None else sens >= target})
+        rows.append(
+            {
+                "key": key,
+                "label": label,
+                "sensitivity": sens,
+                "specificity": h.get("specificity"),
+                "target": target,
+                "n_pos": h.get("n_pos"),
+                "n_neg": h.get("n_neg"),
+                "meets": None if sens is None or target is None else sens >= target,
+            }
+        )
     return rows
 
 
@@ -60,16 +70,18 @@ def activation_concerns(model_version: ModelVersion) -> list[str]:
             if r["sensitivity"] is None:
                 out.append(f"{r['label']}: no held-out sensitivity recorded.")
             elif r["meets"] is False:
-                out.append(f"{r['label']}: held-out sensitivity {r['sensitivity']:.3f} is below the target "
-                           f"{r['target']:.2f}.")
+                out.append(
+                    f"{r['label']}: held-out sensitivity {r['sensitivity']:.3f} is below the target {r['target']:.2f}."
+                )
     counts = class_counts(model_version)
     if counts is None:
         out.append("The manifest does not say how many photos of each class the model was trained on.")
     else:
         small = small_classes(counts)
         if small:
-            out.append(f"Trained on fewer than {MIN_CLASS_PHOTOS} photos of "
-                       + ", ".join(f"{c} ({n})" for c, n in small) + ".")
+            out.append(
+                f"Trained on fewer than {MIN_CLASS_PHOTOS} photos of " + ", ".join(f"{c} ({n})" for c, n in small) + "."
+            )
     return out
 
 
@@ -77,29 +89,59 @@ def _side(model_version: ModelVersion | None) -> dict | None:
     if model_version is None:
         return None
     triage = model_triage(model_version)
-    return {"m": model_version, "summary": charts.metrics_summary(model_version.metrics),
-            "tiers": tier_rows(triage), "has_triage": triage is not None,
-            "small_classes": small_classes(class_counts(model_version))}
+    return {
+        "m": model_version,
+        "summary": charts.metrics_summary(model_version.metrics),
+        "tiers": tier_rows(triage),
+        "has_triage": triage is not None,
+        "small_classes": small_classes(class_counts(model_version)),
+    }
 
 
 def activation_review(model_version: ModelVersion) -> dict:
     """Candidate and active model side by side, and the candidate's concerns."""
-    active = (ModelVersion.objects.filter(taxonomy_id=model_version.taxonomy_id, status="active")
-              .exclude(pk=model_version.pk).first())
+    active = (
+        ModelVersion.objects.filter(taxonomy_id=model_version.taxonomy_id, status="active")
+        .exclude(pk=model_version.pk)
+        .first()
+    )
     concerns = activation_concerns(model_version)
     cand, act = _side(model_version), _side(active)
     rows = []
-    for key, label, fmt in (("n", "Held-out test photos", "int"), ("accuracy", "Accuracy (hierarchy, product)", "f"),
-                            ("macro_f1", "Macro F1", "f"), ("macro_auc", "Macro AUC", "f"),
-                            ("coarse_accuracy", "Meta-class accuracy", "f")):
-        rows.append({"label": label, "candidate": cand["summary"].get(key),
-                     "active": act["summary"].get(key) if act else None, "int": fmt == "int"})
+    for key, label, fmt in (
+        ("n", "Held-out test photos", "int"),
+        ("accuracy", "Accuracy (hierarchy, product)", "f"),
+        ("macro_f1", "Macro F1", "f"),
+        ("macro_auc", "Macro AUC", "f"),
+        ("coarse_accuracy", "Meta-class accuracy", "f"),
+    ):
+        rows.append(
+            {
+                "label": label,
+                "candidate": cand["summary"].get(key),
+                "active": act["summary"].get(key) if act else None,
+                "int": fmt == "int",
+            }
+        )
     for i, (_key, label) in enumerate(TIERS):
         for stat in ("sensitivity", "specificity"):
             c = cand["tiers"][i]
             a = act["tiers"][i] if act else {}
-            rows.append({"label": f"{label}: {stat}", "candidate": c.get(stat), "active": a.get(stat),
-                         "target": c.get("target") if stat == "sensitivity" else None,
-                         "below": stat == "sensitivity" and c.get("meets") is False, "int": False})
-    return {"candidate": cand, "active": act, "rows": rows, "concerns": concerns, "needs_reason": bool(concerns),
-            "min_class_photos": MIN_CLASS_PHOTOS}
+            rows.append(
+                {
+                    "label": f"{label}: {stat}",
+                    "candidate": c.get(stat),
+                    "active": a.get(stat),
+                    "target": c.get("target") if stat == "sensitivity" else None,
+                    "below": stat == "sensitivity" and c.get("meets") is False,
+                    "int": False,
+                }
+            )
+    return {
+        "candidate": cand,
+        "active": act,
+        "rows": rows,
+        "concerns": concerns,
+        "needs_reason": bool(concerns),
+        "min_class_photos": MIN_CLASS_PHOTOS,
+    }

@@ -1,14 +1,23 @@
 """Reads for models, predictions, overlays, assessments and training runs, scoped to the user."""
+
 from __future__ import annotations
 
-from django.db.models import Case as CaseWhen, Count, IntegerField, QuerySet, Value, When
+from django.db.models import Case as CaseWhen
+from django.db.models import Count, IntegerField, QuerySet, Value, When
 from django.http import Http404
 
 from annotation.selectors import cases_visible_to
 from derm_portal import roles
 
-from .models import (DoctorAssessment, GradCamOverlay, ModelStatus, ModelVersion, Prediction, PredictionStatus,
-                     TrainingRun)
+from .models import (
+    DoctorAssessment,
+    GradCamOverlay,
+    ModelStatus,
+    ModelVersion,
+    Prediction,
+    PredictionStatus,
+    TrainingRun,
+)
 
 
 def can_see_predictions(user) -> bool:
@@ -31,15 +40,14 @@ def model_version_get(*, user, pk: int) -> ModelVersion:
 def predictions_visible_to(user) -> QuerySet[Prediction]:
     if not can_see_predictions(user):
         return Prediction.objects.none()
-    return Prediction.objects.filter(photo__case__in=cases_visible_to(user)).select_related(
-        "model_version", "photo"
-    )
+    return Prediction.objects.filter(photo__case__in=cases_visible_to(user)).select_related("model_version", "photo")
 
 
 def _active_first(qs: QuerySet[Prediction]) -> QuerySet[Prediction]:
     return qs.annotate(
-        _active=CaseWhen(When(model_version__status=ModelStatus.ACTIVE, then=Value(0)), default=Value(1),
-                      output_field=IntegerField())
+        _active=CaseWhen(
+            When(model_version__status=ModelStatus.ACTIVE, then=Value(0)), default=Value(1), output_field=IntegerField()
+        )
     ).order_by("photo_id", "_active", "-created_at", "-pk")
 
 
@@ -148,7 +156,7 @@ def model_manifest(model_version) -> dict:
 
     try:
         return read_manifest(loader.artefact_dir(model_version))
-    except Exception:   # an unreadable manifest says nothing about the model
+    except Exception:  # an unreadable manifest says nothing about the model
         return {}
 
 
@@ -158,13 +166,20 @@ def training_cases(*, taxonomy, label_sources) -> list[tuple]:
     sources; per case the confirmed label wins, then the most recently signed."""
     from annotation.models import DiagnosisLabel, Photo
 
-    labels = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
-              .select_related("sub_class").order_by("case_id", "-confirmed", "-signed_at", "-pk"))
+    labels = (
+        DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
+        .select_related("sub_class")
+        .order_by("case_id", "-confirmed", "-signed_at", "-pk")
+    )
     best: dict[int, str] = {}
     for lab in labels:
         best.setdefault(lab.case_id, lab.sub_class.code)
-    photos = (Photo.objects.filter(case_id__in=list(best)).exclude(case__status="excluded")
-              .select_related("case", "case__patient").order_by("case_id", "pk"))
+    photos = (
+        Photo.objects.filter(case_id__in=list(best))
+        .exclude(case__status="excluded")
+        .select_related("case", "case__patient")
+        .order_by("case_id", "pk")
+    )
     return [(p, best[p.case_id], p.case_id) for p in photos]
 
 
@@ -172,8 +187,12 @@ def training_case_counts(*, taxonomy, label_sources) -> tuple[int, int]:
     """(cases, photos) training_cases would export, counted in the database."""
     from annotation.models import DiagnosisLabel, Photo
 
-    cases = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
-             .exclude(case__status="excluded").values("case_id").distinct())
+    cases = (
+        DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
+        .exclude(case__status="excluded")
+        .values("case_id")
+        .distinct()
+    )
     return cases.count(), Photo.objects.filter(case_id__in=cases).count()
 
 
@@ -184,10 +203,15 @@ def model_recompute_progress(*, model_version) -> dict:
     by_status = dict(model_version.predictions.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
     total = Photo.objects.count()
     done = by_status.get(PredictionStatus.DONE, 0)
-    return {"total": total, "done": done, "pending": by_status.get(PredictionStatus.PENDING, 0),
-            "running": by_status.get(PredictionStatus.RUNNING, 0), "failed": by_status.get(PredictionStatus.FAILED, 0),
-            "percent": round(100 * done / total) if total else 100,
-            "in_progress": bool(by_status.get(PredictionStatus.PENDING) or by_status.get(PredictionStatus.RUNNING))}
+    return {
+        "total": total,
+        "done": done,
+        "pending": by_status.get(PredictionStatus.PENDING, 0),
+        "running": by_status.get(PredictionStatus.RUNNING, 0),
+        "failed": by_status.get(PredictionStatus.FAILED, 0),
+        "percent": round(100 * done / total) if total else 100,
+        "in_progress": bool(by_status.get(PredictionStatus.PENDING) or by_status.get(PredictionStatus.RUNNING)),
+    }
 
 
 def training_class_counts(*, taxonomy, label_sources) -> dict[str, int]:
@@ -195,9 +219,12 @@ def training_class_counts(*, taxonomy, label_sources) -> dict[str, int]:
     from annotation.models import DiagnosisLabel, Photo, SubClass
 
     best: dict[int, str] = {}
-    labels = (DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
-              .exclude(case__status="excluded").order_by("case_id", "-confirmed", "-signed_at", "-pk")
-              .values_list("case_id", "sub_class__code"))
+    labels = (
+        DiagnosisLabel.objects.filter(source__in=list(label_sources), sub_class__taxonomy=taxonomy)
+        .exclude(case__status="excluded")
+        .order_by("case_id", "-confirmed", "-signed_at", "-pk")
+        .values_list("case_id", "sub_class__code")
+    )
     for case_id, code in labels:
         best.setdefault(case_id, code)
     out = dict.fromkeys(SubClass.objects.filter(taxonomy=taxonomy).values_list("code", flat=True), 0)

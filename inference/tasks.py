@@ -2,6 +2,7 @@
 reject_on_worker_lost (set globally in settings) mean a job whose worker dies is redelivered; the
 services re-check row status so a redelivered or duplicated message is harmless. The services send
 these jobs through ``inference.jobs`` (by task name), so they never import this module."""
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,11 @@ def _warm_active_model(**_):
 
             from inference.ml.serving import prediction_compute
 
-            prediction_compute(predictor=predictor, image=Image.new("RGB", (64, 48), (128, 100, 90)), photo_size=(64, 48))
+            prediction_compute(
+                predictor=predictor, image=Image.new("RGB", (64, 48), (128, 100, 90)), photo_size=(64, 48)
+            )
             log.info("worker: model %s loaded and warmed up", mv.pk)
-    except Exception:     # a missing artefact must not stop the worker; the task reports it
+    except Exception:  # a missing artefact must not stop the worker; the task reports it
         log.warning("worker: could not preload the active model", exc_info=True)
     finally:
         close_old_connections()
@@ -39,7 +42,7 @@ def _warm_active_model(**_):
 
 def _warm_if_single_process(sender=None, **kw):
     pool = str(getattr(sender, "pool_cls", "") or "")
-    if "solo" in pool or "thread" in pool:      # prefork children warm up in worker_process_init
+    if "solo" in pool or "thread" in pool:  # prefork children warm up in worker_process_init
         _warm_active_model()
 
 

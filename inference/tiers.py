@@ -1,5 +1,6 @@
 """Urgency tiers as people read them: the case page's advice and the patient report's lay text.
 Advice comes from the tier (inference/ml/triage.py), never from the malignancy score S alone."""
+
 from __future__ import annotations
 
 TIERS = {
@@ -9,8 +10,9 @@ TIERS = {
         "advice": "Refer urgently to a tertiary hospital, within days.",
         "headline": "Possibly a serious skin cancer.",
         "patient_advice": "Please go to a tertiary (specialist) hospital urgently, within days, and show this report. "
-                          "Do not wait for the spot to change.",
-        "colour": "#c62828", "tint": "#fdecea",
+        "Do not wait for the spot to change.",
+        "colour": "#c62828",
+        "tint": "#fdecea",
     },
     "refer": {
         "label": "Refer",
@@ -18,8 +20,9 @@ TIERS = {
         "advice": "Refer to a dermatologist at a nearby hospital within the next few weeks.",
         "headline": "Possibly a slow-growing skin cancer or a pre-cancerous change.",
         "patient_advice": "Please see a dermatologist at a hospital near you within the next few weeks so the spot can "
-                          "be examined. Go sooner if it grows quickly, bleeds or does not heal.",
-        "colour": "#b26a00", "tint": "#fff4e0",
+        "be examined. Go sooner if it grows quickly, bleeds or does not heal.",
+        "colour": "#b26a00",
+        "tint": "#fff4e0",
     },
     "routine": {
         "label": "Routine",
@@ -27,13 +30,15 @@ TIERS = {
         "advice": "Routine care: the patient can watch the spot and come back if it changes.",
         "headline": "Most likely a harmless (benign) spot.",
         "patient_advice": "Keep an eye on it yourself. Look at the spot about once a month, ideally with a photo to "
-                          "compare. Come back to a doctor if it grows, changes shape or colour, itches, bleeds or does "
-                          "not heal.",
-        "colour": "#2e7d32", "tint": "#e6f4ea",
+        "compare. Come back to a doctor if it grows, changes shape or colour, itches, bleeds or does "
+        "not heal.",
+        "colour": "#2e7d32",
+        "tint": "#e6f4ea",
     },
 }
-NO_TIER_LEGACY = ("this result was computed before urgency tiers existed, so it carries no advice; run the model "
-                  "on the photo again")
+NO_TIER_LEGACY = (
+    "this result was computed before urgency tiers existed, so it carries no advice; run the model on the photo again"
+)
 
 
 def tier_info(tier: str | None) -> dict:

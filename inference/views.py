@@ -1,4 +1,5 @@
 """HTML pages and small JSON endpoints for decision support. Thin: they call services/selectors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,6 @@ from .models import PredictionStatus, TrainingStatus
 from .panels import panel_common_context, panel_header, photo_block_context
 from .presenters import prediction_signature, prediction_view
 
-
 require_role = roles.require_role
 
 
@@ -36,15 +36,16 @@ def case_prediction_state(request, pk: int):
     photos = []
     for ph in case.photos.all():
         p = preds.get(ph.pk)
-        photos.append({
-            "photo": ph.pk,
-            "status": p.status if p else "none",
-            "prediction": p.pk if p else None,
-            "signature": prediction_signature(p) if p else "none",
-        })
+        photos.append(
+            {
+                "photo": ph.pk,
+                "status": p.status if p else "none",
+                "prediction": p.pk if p else None,
+                "signature": prediction_signature(p) if p else "none",
+            }
+        )
     pending = any(x["status"] in (PredictionStatus.PENDING, PredictionStatus.RUNNING) for x in photos)
-    return JsonResponse({"case": case.pk, "photos": photos, "pending": pending,
-                         "header": panel_header(preds.values())})
+    return JsonResponse({"case": case.pk, "photos": photos, "pending": pending, "header": panel_header(preds.values())})
 
 
 @require_GET
@@ -102,8 +103,9 @@ def assessment_create(request, pk: int):
             messages.error(request, "Unknown diagnosis.")
             return redirect("annotation:case_detail", pk=photo.case_id)
     try:
-        services.assessment_record(photo=photo, doctor=request.user, agrees=agrees, sub_class=sub,
-                                   note=request.POST.get("note", ""))
+        services.assessment_record(
+            photo=photo, doctor=request.user, agrees=agrees, sub_class=sub, note=request.POST.get("note", "")
+        )
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     else:
@@ -116,34 +118,42 @@ def assessment_create(request, pk: int):
 def model_list(request):
     models = list(selectors.model_versions_visible_to(request.user).order_by("-created_at"))
     rows = [{"m": m, "summary": charts.metrics_summary(m.metrics)} for m in models]
-    return render(request, "inference/model_list.html", {
-        "rows": rows,
-        "can_activate": roles.has_role(request.user, *roles.CAN_ACTIVATE_MODELS),
-        "can_train": roles.has_role(request.user, *roles.CAN_TRAIN_MODELS),
-    })
+    return render(
+        request,
+        "inference/model_list.html",
+        {
+            "rows": rows,
+            "can_activate": roles.has_role(request.user, *roles.CAN_ACTIVATE_MODELS),
+            "can_train": roles.has_role(request.user, *roles.CAN_TRAIN_MODELS),
+        },
+    )
 
 
 @require_role(*roles.CAN_VIEW_MODELS)
 def model_detail(request, pk: int):
     m = selectors.model_version_get(user=request.user, pk=pk)
-    return render(request, "inference/model_detail.html", {
-        "m": m,
-        "summary": charts.metrics_summary(m.metrics),
-        "comparison": charts.comparison_table(m.metrics),
-        "per_class": charts.per_class_table(m.metrics, "hierarchical_product"),
-        "per_class_coarse": charts.per_class_table(m.metrics, "coarse"),
-        "malignancy": charts.malignancy_table(m.metrics),
-        "figures": charts.figures(m.metrics),
-        "has_roc_points": charts.has_roc_points(m.metrics),
-        "manifest": presenters.manifest_view(m),
-        "activations": m.activations.select_related("activated_by", "previous")[:20],
-        "artefact_present": loader.artefact_present(m),
-        "can_activate": roles.has_role(request.user, *roles.CAN_ACTIVATE_MODELS),
-        "n_predictions": m.predictions.count(),
-        "n_done": m.predictions.filter(status=PredictionStatus.DONE).count(),
-        "recompute": selectors.model_recompute_progress(model_version=m),
-        "training_run": getattr(m, "training_run", None) if hasattr(m, "training_run") else None,
-    })
+    return render(
+        request,
+        "inference/model_detail.html",
+        {
+            "m": m,
+            "summary": charts.metrics_summary(m.metrics),
+            "comparison": charts.comparison_table(m.metrics),
+            "per_class": charts.per_class_table(m.metrics, "hierarchical_product"),
+            "per_class_coarse": charts.per_class_table(m.metrics, "coarse"),
+            "malignancy": charts.malignancy_table(m.metrics),
+            "figures": charts.figures(m.metrics),
+            "has_roc_points": charts.has_roc_points(m.metrics),
+            "manifest": presenters.manifest_view(m),
+            "activations": m.activations.select_related("activated_by", "previous")[:20],
+            "artefact_present": loader.artefact_present(m),
+            "can_activate": roles.has_role(request.user, *roles.CAN_ACTIVATE_MODELS),
+            "n_predictions": m.predictions.count(),
+            "n_done": m.predictions.filter(status=PredictionStatus.DONE).count(),
+            "recompute": selectors.model_recompute_progress(model_version=m),
+            "training_run": getattr(m, "training_run", None) if hasattr(m, "training_run") else None,
+        },
+    )
 
 
 @require_role(*roles.CAN_ACTIVATE_MODELS)
@@ -161,20 +171,36 @@ def model_activate(request, pk: int):
             messages.error(request, "Tick the confirmation box to activate the model.")
         else:
             try:
-                services.model_activate(model_version=m, by=request.user, note=request.POST.get("note", ""),
-                                        recompute=recompute, reason=reason)
+                services.model_activate(
+                    model_version=m,
+                    by=request.user,
+                    note=request.POST.get("note", ""),
+                    recompute=recompute,
+                    reason=reason,
+                )
             except services.ActivationReasonRequired:
-                messages.error(request, "This model fails the checks listed below: write why it should be "
-                                        "activated anyway.")
+                messages.error(
+                    request, "This model fails the checks listed below: write why it should be activated anyway."
+                )
             except services.RegistryError as exc:
                 messages.error(request, str(exc))
             else:
-                messages.success(request, f"{m.name} is now the active model for {m.taxonomy}."
-                                 + (" Every photo is being recomputed with it in the background." if recompute else ""))
+                messages.success(
+                    request,
+                    f"{m.name} is now the active model for {m.taxonomy}."
+                    + (" Every photo is being recomputed with it in the background." if recompute else ""),
+                )
                 return redirect("inference:model_detail", pk=m.pk)
-    return render(request, "inference/model_activate.html", {
-        "m": m, "review": review, "reason": reason, "artefact_present": loader.artefact_present(m),
-    })
+    return render(
+        request,
+        "inference/model_activate.html",
+        {
+            "m": m,
+            "review": review,
+            "reason": reason,
+            "artefact_present": loader.artefact_present(m),
+        },
+    )
 
 
 @require_POST
@@ -192,7 +218,7 @@ def plotly_js(request):
     import plotly
 
     path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    response = FileResponse(open(path, "rb"), content_type="application/javascript")
+    response = FileResponse(open(path, "rb"), content_type="application/javascript")  # noqa: SIM115  (closed by FileResponse)
     response["Cache-Control"] = "private, max-age=86400"
     return response
 
@@ -234,8 +260,13 @@ def training_list(request):
         if cameras:
             config["augment"] = CAMERA_PRESETS[cameras][1]
         try:
-            run = services.training_run_create(by=request.user, label_sources=sources, name=request.POST.get("name", ""),
-                                               config=config, submission_token=token_from(request.POST))
+            run = services.training_run_create(
+                by=request.user,
+                label_sources=sources,
+                name=request.POST.get("name", ""),
+                config=config,
+                submission_token=token_from(request.POST),
+            )
         except ValidationError as exc:
             messages.error(request, "; ".join(exc.messages))
         else:
@@ -247,19 +278,25 @@ def training_list(request):
     counts, small = {}, {}
     if taxonomy:
         for key, _ in SOURCE_SETS:
-            counts[key] = selectors.training_case_counts(taxonomy=taxonomy,
-                                                          label_sources=services.LABEL_SOURCE_SETS[key])
-            small[key] = small_classes(selectors.training_class_counts(
-                taxonomy=taxonomy, label_sources=services.LABEL_SOURCE_SETS[key]))
-    return render(request, "inference/training_list.html", {
-        "runs": selectors.training_runs_visible_to(request.user)[:50],
-        "source_sets": [(k, label, counts.get(k, (0, 0))) for k, label in SOURCE_SETS],
-        "small_by_set": [(k, small.get(k, [])) for k, _ in SOURCE_SETS],
-        "min_class_photos": MIN_CLASS_PHOTOS,
-        "defaults": presenters.training_form_defaults(FORM_SETTINGS),
-        "camera_presets": [(k, label) for k, (label, _) in CAMERA_PRESETS.items()],
-        "taxonomy": taxonomy,
-    })
+            counts[key] = selectors.training_case_counts(
+                taxonomy=taxonomy, label_sources=services.LABEL_SOURCE_SETS[key]
+            )
+            small[key] = small_classes(
+                selectors.training_class_counts(taxonomy=taxonomy, label_sources=services.LABEL_SOURCE_SETS[key])
+            )
+    return render(
+        request,
+        "inference/training_list.html",
+        {
+            "runs": selectors.training_runs_visible_to(request.user)[:50],
+            "source_sets": [(k, label, counts.get(k, (0, 0))) for k, label in SOURCE_SETS],
+            "small_by_set": [(k, small.get(k, [])) for k, _ in SOURCE_SETS],
+            "min_class_photos": MIN_CLASS_PHOTOS,
+            "defaults": presenters.training_form_defaults(FORM_SETTINGS),
+            "camera_presets": [(k, label) for k, (label, _) in CAMERA_PRESETS.items()],
+            "taxonomy": taxonomy,
+        },
+    )
 
 
 @require_role(*roles.CAN_TRAIN_MODELS)
@@ -268,9 +305,16 @@ def training_detail(request, pk: int):
 
     run = selectors.training_run_get(user=request.user, pk=pk)
     small = small_classes(selectors.training_class_counts(taxonomy=run.taxonomy, label_sources=run.label_sources))
-    return render(request, "inference/training_detail.html", {
-        "run": run, "state": presenters.training_state(run), "small_classes": small, "min_class_photos": MIN_CLASS_PHOTOS,
-    })
+    return render(
+        request,
+        "inference/training_detail.html",
+        {
+            "run": run,
+            "state": presenters.training_state(run),
+            "small_classes": small,
+            "min_class_photos": MIN_CLASS_PHOTOS,
+        },
+    )
 
 
 @require_GET

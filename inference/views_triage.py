@@ -1,4 +1,5 @@
 """The model page's triage targets form (admins): recompute this site's tier thresholds."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -21,12 +22,19 @@ def model_triage_targets(request, pk: int):
         messages.success(request, "This site uses the thresholds chosen at training again.")
         return redirect("inference:model_detail", pk=m.pk)
     try:
-        s = triage_targets_set(model_version=m, urgent=request.POST.get("urgent_target", ""),
-                               malignant=request.POST.get("malignant_target", ""), by=request.user)
+        s = triage_targets_set(
+            model_version=m,
+            urgent=request.POST.get("urgent_target", ""),
+            malignant=request.POST.get("malignant_target", ""),
+            by=request.user,
+        )
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     else:
         th = s.thresholds
-        messages.success(request, f"Thresholds recomputed for this site: urgent {th.get('urgent'):.3f}, "
-                                  f"refer {th.get('malignant'):.3f}. New predictions use them.")
+        messages.success(
+            request,
+            f"Thresholds recomputed for this site: urgent {th.get('urgent'):.3f}, "
+            f"refer {th.get('malignant'):.3f}. New predictions use them.",
+        )
     return redirect("inference:model_detail", pk=m.pk)

@@ -20,17 +20,28 @@ class StudyForm(forms.Form):
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     question_type = forms.ChoiceField(choices=QuestionType.choices, initial=QuestionType.BINARY)
     positive_codes = forms.MultipleChoiceField(
-        required=False, label="Positive sub-classes (binary)", widget=forms.SelectMultiple(attrs={"size": 7}),
-        help_text="Binary questions: which diagnoses count as positive (e.g. melanoma).")
-    class_level = forms.ChoiceField(choices=ClassLevel.choices, initial=ClassLevel.SUB, label="Answer level (multi-class)")
-    question_text = forms.CharField(max_length=300, required=False, help_text="Optional; a default is written from the question.")
-    confidence_scale = forms.ChoiceField(choices=ConfidenceScale.choices, initial=ConfidenceScale.FIVE,
-                                         help_text="Needed for readers' own ROC curves.")
-    model_version = forms.ModelChoiceField(queryset=None, required=False, label="Compared model",
-                                           empty_label="— none —")
+        required=False,
+        label="Positive sub-classes (binary)",
+        widget=forms.SelectMultiple(attrs={"size": 7}),
+        help_text="Binary questions: which diagnoses count as positive (e.g. melanoma).",
+    )
+    class_level = forms.ChoiceField(
+        choices=ClassLevel.choices, initial=ClassLevel.SUB, label="Answer level (multi-class)"
+    )
+    question_text = forms.CharField(
+        max_length=300, required=False, help_text="Optional; a default is written from the question."
+    )
+    confidence_scale = forms.ChoiceField(
+        choices=ConfidenceScale.choices, initial=ConfidenceScale.FIVE, help_text="Needed for readers' own ROC curves."
+    )
+    model_version = forms.ModelChoiceField(
+        queryset=None, required=False, label="Compared model", empty_label="— none —"
+    )
     shuffle = forms.BooleanField(required=False, initial=True, label="Shuffle the case order per reader")
     allow_back = forms.BooleanField(required=False, label="Readers may go back and change answers")
-    aided_session = forms.BooleanField(required=False, label="Second, AI-aided session (readers see the model's differential)")
+    aided_session = forms.BooleanField(
+        required=False, label="Second, AI-aided session (readers see the model's differential)"
+    )
     show_history = forms.BooleanField(required=False, label="Show age, body site and clinical history")
 
     def __init__(self, *args, taxonomy=None, **kwargs):
@@ -47,13 +58,25 @@ class StudyForm(forms.Form):
 
 
 class CaseFilterForm(forms.Form):
-    diagnosis = forms.MultipleChoiceField(required=False, widget=forms.SelectMultiple(attrs={"size": 6}),
-                                          help_text="Confirmed diagnosis (none selected = all).")
-    modality = forms.ChoiceField(required=False, choices=[("", "any modality"), ("clinical", "Clinical"), ("dermoscopic", "Dermoscopic")])
+    diagnosis = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+        help_text="Confirmed diagnosis (none selected = all).",
+    )
+    modality = forms.ChoiceField(
+        required=False, choices=[("", "any modality"), ("clinical", "Clinical"), ("dermoscopic", "Dermoscopic")]
+    )
     q = forms.CharField(required=False, label="Search", help_text="External id, body site")
-    exclude_training = forms.BooleanField(required=False, initial=True, label="Leave out cases the model was trained on (when known)")
-    n = forms.IntegerField(required=False, min_value=1, max_value=5000, label="Random sample of N",
-                           help_text="Empty: add all matching cases.")
+    exclude_training = forms.BooleanField(
+        required=False, initial=True, label="Leave out cases the model was trained on (when known)"
+    )
+    n = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=5000,
+        label="Random sample of N",
+        help_text="Empty: add all matching cases.",
+    )
 
     def __init__(self, *args, taxonomy=None, **kwargs):
         super().__init__(*args, **kwargs)

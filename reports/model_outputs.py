@@ -1,6 +1,7 @@
 """The compared model of a reader study: its case-level answers (from the inference app's finished
 predictions, else run now through the inference app) and which study cases it may have been trained on
 (from the model's manifest)."""
+
 from __future__ import annotations
 
 import logging
@@ -100,7 +101,9 @@ def study_model_outputs_refresh(*, study: ReaderStudy, use_predictor: bool = Tru
     by_case: dict[int, list] = {}
     if Prediction is not None:
         for case_id, ranked in Prediction.objects.filter(
-            photo__case__in=[sc.case_id for sc in rows], model_version=study.model_version, status="done",
+            photo__case__in=[sc.case_id for sc in rows],
+            model_version=study.model_version,
+            status="done",
         ).values_list("photo__case_id", "ranked"):
             by_case.setdefault(case_id, []).append(ranked)
     for sc in rows:

@@ -2,6 +2,7 @@
 
 Business rules live in services.py (writes) and selectors.py / results.py (reads).
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -49,14 +50,20 @@ class ReaderStudy(models.Model):
     description = models.TextField(blank=True)
     taxonomy = models.ForeignKey("annotation.Taxonomy", on_delete=models.PROTECT, related_name="reader_studies")
     question_type = models.CharField(max_length=12, choices=QuestionType.choices, default=QuestionType.BINARY)
-    class_level = models.CharField(max_length=4, choices=ClassLevel.choices, default=ClassLevel.SUB,
-                                   help_text="Multi-class questions: answer with a sub-class or a meta-class.")
-    positive_codes = models.JSONField(default=list, blank=True,
-                                      help_text="Binary questions: the sub-class codes that count as positive.")
+    class_level = models.CharField(
+        max_length=4,
+        choices=ClassLevel.choices,
+        default=ClassLevel.SUB,
+        help_text="Multi-class questions: answer with a sub-class or a meta-class.",
+    )
+    positive_codes = models.JSONField(
+        default=list, blank=True, help_text="Binary questions: the sub-class codes that count as positive."
+    )
     question_text = models.CharField(max_length=300, blank=True)
     confidence_scale = models.CharField(max_length=8, choices=ConfidenceScale.choices, default=ConfidenceScale.NONE)
-    model_version = models.ForeignKey("inference.ModelVersion", null=True, blank=True, on_delete=models.PROTECT,
-                                      related_name="reader_studies")
+    model_version = models.ForeignKey(
+        "inference.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="reader_studies"
+    )
     shuffle = models.BooleanField(default=True, help_text="Each reader gets their own (seeded) case order.")
     allow_back = models.BooleanField(default=False, help_text="Readers may go back and change answers.")
     aided_session = models.BooleanField(default=False, help_text="A second AI-aided session follows.")
@@ -65,7 +72,9 @@ class ReaderStudy(models.Model):
     seed = models.PositiveIntegerField(default=0)
     # bumped by every write that changes results (readings, cases, model outputs): the results cache key
     results_version = models.PositiveIntegerField(default=0)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -73,9 +82,12 @@ class ReaderStudy(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(question_type__in=["binary", "multiclass", "grade"]),
-                                   name="readerstudy_question_type_valid"),
-            models.CheckConstraint(condition=Q(status__in=["draft", "open", "closed"]), name="readerstudy_status_valid"),
+            models.CheckConstraint(
+                condition=Q(question_type__in=["binary", "multiclass", "grade"]), name="readerstudy_question_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "open", "closed"]), name="readerstudy_status_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -115,7 +127,9 @@ class StudyReader(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="study_invitations")
     experience = models.CharField(max_length=10, choices=Experience.choices)
     seed = models.PositiveIntegerField(default=0, help_text="Seeds this reader's case order.")
-    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     invited_at = models.DateTimeField(auto_now_add=True)
     unaided_done_at = models.DateTimeField(null=True, blank=True)
     aided_done_at = models.DateTimeField(null=True, blank=True)
@@ -141,7 +155,9 @@ class Reading(models.Model):
     served_at = models.DateTimeField(help_text="When the case was last served to the reader.")
     answered_at = models.DateTimeField(null=True, blank=True)
     server_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Served -> answered, summed over answers.")
-    active_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Client-side time the page was visible and active.")
+    active_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Client-side time the page was visible and active."
+    )
     revisions = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
@@ -149,8 +165,10 @@ class Reading(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["study_reader", "study_case", "session"], name="reading_unique"),
             models.CheckConstraint(condition=Q(session__in=["unaided", "aided"]), name="reading_session_valid"),
-            models.CheckConstraint(condition=Q(confidence__isnull=True) | (Q(confidence__gte=0) & Q(confidence__lte=100)),
-                                   name="reading_confidence_range"),
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True) | (Q(confidence__gte=0) & Q(confidence__lte=100)),
+                name="reading_confidence_range",
+            ),
         ]
         indexes = [models.Index(fields=["study_reader", "session", "answered_at"], name="reading_progress_idx")]
 

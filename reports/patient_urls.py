@@ -1,4 +1,5 @@
 """Patient malignancy report URLs, included by reports/urls.py (namespace "reports")."""
+
 from django.urls import path
 
 from . import views_patient

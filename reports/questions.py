@@ -2,6 +2,7 @@
 
 Pure helpers over a small taxonomy map (no queries once the map is built).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,20 +14,25 @@ GRADE_LABELS = {"1": "Benign", "2": "Low malignancy", "3": "High malignancy"}
 
 @dataclass
 class TaxonomyMap:
-    sub_meta: dict[str, str]            # sub code -> meta code
-    sub_grade: dict[str, int | None]    # sub code -> malignancy grade
-    names: dict[str, str]               # code -> display name
-    subs: list[str]                     # in taxonomy order
+    sub_meta: dict[str, str]  # sub code -> meta code
+    sub_grade: dict[str, int | None]  # sub code -> malignancy grade
+    names: dict[str, str]  # code -> display name
+    subs: list[str]  # in taxonomy order
     metas: list[str]
-    sub_pk: dict[int, str] = field(default_factory=dict)   # SubClass pk -> code
+    sub_pk: dict[int, str] = field(default_factory=dict)  # SubClass pk -> code
 
 
 def taxonomy_map(taxonomy) -> TaxonomyMap:
     from annotation.models import MetaClass, SubClass
 
-    metas = list(MetaClass.objects.filter(taxonomy=taxonomy).order_by("order", "code").values_list("code", "display_name"))
-    subs = list(SubClass.objects.filter(taxonomy=taxonomy).order_by("meta_class__order", "order", "code")
-                .values_list("pk", "code", "display_name", "meta_class__code", "malignancy_grade"))
+    metas = list(
+        MetaClass.objects.filter(taxonomy=taxonomy).order_by("order", "code").values_list("code", "display_name")
+    )
+    subs = list(
+        SubClass.objects.filter(taxonomy=taxonomy)
+        .order_by("meta_class__order", "order", "code")
+        .values_list("pk", "code", "display_name", "meta_class__code", "malignancy_grade")
+    )
     names = {c: n or c for c, n in metas}
     names.update({c: n or c for _, c, n, _, _ in subs})
     return TaxonomyMap(
@@ -61,7 +67,11 @@ def question_text(study: ReaderStudy, tmap: TaxonomyMap) -> str:
         return f"Is this {positive_label(study, tmap)}?"
     if study.question_type == QuestionType.GRADE:
         return "What is the malignancy grade of this lesion?"
-    return "What is the diagnosis?" if study.class_level == ClassLevel.SUB else "Which group of diseases does this lesion belong to?"
+    return (
+        "What is the diagnosis?"
+        if study.class_level == ClassLevel.SUB
+        else "Which group of diseases does this lesion belong to?"
+    )
 
 
 def truth_class(study: ReaderStudy, tmap: TaxonomyMap, sub_code: str) -> str | None:
@@ -73,7 +83,9 @@ def truth_class(study: ReaderStudy, tmap: TaxonomyMap, sub_code: str) -> str | N
     return tmap.sub_meta.get(sub_code) if study.class_level == ClassLevel.META else sub_code
 
 
-def model_class_scores(study: ReaderStudy, tmap: TaxonomyMap, probs: dict[str, float] | None) -> dict[str, float] | None:
+def model_class_scores(
+    study: ReaderStudy, tmap: TaxonomyMap, probs: dict[str, float] | None
+) -> dict[str, float] | None:
     """The model's score per answer class from its fused sub-class probabilities (two-stage
     fine-to-coarse: coarse scores are sums of fine probabilities, METHODS.md 3)."""
     if not probs:
@@ -91,7 +103,7 @@ def model_class_scores(study: ReaderStudy, tmap: TaxonomyMap, probs: dict[str, f
         total = sum(out.values())
         return {k: v / total for k, v in out.items()} if total > 0 else out
     if study.class_level == ClassLevel.META:
-        out = {m: 0.0 for m in tmap.metas}
+        out = dict.fromkeys(tmap.metas, 0.0)
         for k, v in probs.items():
             m = tmap.sub_meta.get(k)
             if m is not None:

@@ -3,6 +3,7 @@ per-reader table, AI-aided changes. Reads only; cached per study until readings 
 
 ROC / AUC / DeLong / Youden come from inference.ml.metrics; the MRMC analysis from reports.mrmc.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,13 +51,13 @@ class StudyData:
     tmap: questions.TaxonomyMap
     class_codes: list[str]
     class_labels: list[str]
-    numbers: np.ndarray            # (N,) opaque case numbers
-    truth: np.ndarray              # (N,) class index
-    model: np.ndarray | None       # (N, C) model class scores, None when missing for any case
+    numbers: np.ndarray  # (N,) opaque case numbers
+    truth: np.ndarray  # (N,) class index
+    model: np.ndarray | None  # (N, C) model class scores, None when missing for any case
     model_missing: int
-    readers: list[dict]            # id, name, experience
-    answers: dict[str, np.ndarray]      # session -> (J, N) class index, -1 = not answered
-    confidence: dict[str, np.ndarray]   # session -> (J, N) float, nan = none
+    readers: list[dict]  # id, name, experience
+    answers: dict[str, np.ndarray]  # session -> (J, N) class index, -1 = not answered
+    confidence: dict[str, np.ndarray]  # session -> (J, N) float, nan = none
     server_ms: dict[str, np.ndarray]
     active_ms: dict[str, np.ndarray]
 
@@ -66,11 +67,16 @@ def load_study_data(study: ReaderStudy) -> StudyData:
     cls = questions.classes(study, tmap)
     codes = [c for c, _ in cls]
     index = {c: i for i, c in enumerate(codes)}
-    rows = list(StudyCase.objects.filter(study=study).order_by("number")
-                .values_list("pk", "number", "truth_sub_class_id", "model_probs"))
+    rows = list(
+        StudyCase.objects.filter(study=study)
+        .order_by("number")
+        .values_list("pk", "number", "truth_sub_class_id", "model_probs")
+    )
     col = {pk: i for i, (pk, _, _, _) in enumerate(rows)}
     N, C = len(rows), len(codes)
-    truth = np.array([index.get(questions.truth_class(study, tmap, tmap.sub_pk.get(s, "")), -1) for _, _, s, _ in rows], dtype=int)
+    truth = np.array(
+        [index.get(questions.truth_class(study, tmap, tmap.sub_pk.get(s, "")), -1) for _, _, s, _ in rows], dtype=int
+    )
     model = None
     missing = sum(1 for r in rows if not r[3])
     if study.model_version_id and N and missing == 0:
@@ -82,16 +88,25 @@ def load_study_data(study: ReaderStudy) -> StudyData:
     rindex = {}
     for sr in StudyReader.objects.filter(study=study).select_related("user").order_by("invited_at", "pk"):
         rindex[sr.pk] = len(readers)
-        readers.append({"id": sr.pk, "user_id": sr.user_id, "name": sr.user.get_full_name() or sr.user.get_username(),
-                        "username": sr.user.get_username(), "experience": sr.experience})
+        readers.append(
+            {
+                "id": sr.pk,
+                "user_id": sr.user_id,
+                "name": sr.user.get_full_name() or sr.user.get_username(),
+                "username": sr.user.get_username(),
+                "experience": sr.experience,
+            }
+        )
     J = len(readers)
     answers = {s: np.full((J, N), -1, dtype=int) for s in Session.values}
     conf = {s: np.full((J, N), np.nan) for s in Session.values}
     server = {s: np.full((J, N), np.nan) for s in Session.values}
     active = {s: np.full((J, N), np.nan) for s in Session.values}
-    for sr_id, sc_id, session, answer, c, sms, ams in Reading.objects.filter(
-        study_reader__study=study, answered_at__isnull=False
-    ).values_list("study_reader_id", "study_case_id", "session", "answer", "confidence", "server_ms", "active_ms").iterator(chunk_size=5000):
+    for sr_id, sc_id, session, answer, c, sms, ams in (
+        Reading.objects.filter(study_reader__study=study, answered_at__isnull=False)
+        .values_list("study_reader_id", "study_case_id", "session", "answer", "confidence", "server_ms", "active_ms")
+        .iterator(chunk_size=5000)
+    ):
         j, i = rindex.get(sr_id), col.get(sc_id)
         if j is None or i is None or answer not in index:
             continue
@@ -102,8 +117,21 @@ def load_study_data(study: ReaderStudy) -> StudyData:
             server[session][j, i] = sms
         if ams is not None:
             active[session][j, i] = ams
-    return StudyData(study, tmap, codes, [lbl for _, lbl in cls], np.array([r[1] for r in rows]), truth, model,
-                     missing, readers, answers, conf, server, active)
+    return StudyData(
+        study,
+        tmap,
+        codes,
+        [lbl for _, lbl in cls],
+        np.array([r[1] for r in rows]),
+        truth,
+        model,
+        missing,
+        readers,
+        answers,
+        conf,
+        server,
+        active,
+    )
 
 
 def _score_matrix(ans: np.ndarray, conf: np.ndarray, c: int, scale: str) -> np.ndarray:
@@ -120,8 +148,13 @@ def _rates(ans_row: np.ndarray, y: np.ndarray, c: int) -> dict:
     pos, neg = ok & (y == 1), ok & (y == 0)
     tpr = float(np.mean(ans_row[pos] == c)) if pos.any() else None
     fpr = float(np.mean(ans_row[neg] == c)) if neg.any() else None
-    return {"tpr": tpr, "fpr": fpr, "sensitivity": tpr, "specificity": None if fpr is None else 1 - fpr,
-            "n": int(ok.sum())}
+    return {
+        "tpr": tpr,
+        "fpr": fpr,
+        "sensitivity": tpr,
+        "specificity": None if fpr is None else 1 - fpr,
+        "n": int(ok.sum()),
+    }
 
 
 def _curve(y, s) -> dict:
@@ -142,6 +175,7 @@ def _included(d: StudyData, ans: np.ndarray, y: np.ndarray, method: str) -> tupl
     def enough(j):
         ok = ans[j] >= 0
         return (ok & (y == 1)).sum() >= 2 and (ok & (y == 0)).sum() >= 2
+
     return [j for j in started if enough(j)], method
 
 
@@ -151,10 +185,15 @@ def _missing_note(d: StudyData, ans: np.ndarray, included: list[int], method: st
     left = len(started) - len(included)
     if method == "delong":
         msg = "DeLong covariances: readers who have read every case only"
-        return msg + (f"; {left} reader(s) who have not finished are left out of the analysis and of the mean reader."
-                      if left else ".")
-    msg = ("Jackknife covariances: each reader's figures use the cases that reader read; deleting a case a reader "
-           "skipped leaves that reader's estimate unchanged")
+        return msg + (
+            f"; {left} reader(s) who have not finished are left out of the analysis and of the mean reader."
+            if left
+            else "."
+        )
+    msg = (
+        "Jackknife covariances: each reader's figures use the cases that reader read; deleting a case a reader "
+        "skipped leaves that reader's estimate unchanged"
+    )
     if partial:
         msg += f"; {len(partial)} reader(s) have not read every case and are included"
     if left:
@@ -162,18 +201,32 @@ def _missing_note(d: StudyData, ans: np.ndarray, included: list[int], method: st
     return msg + ". The mean reader averages the same readers."
 
 
-def _task(d: StudyData, c: int, session: str, alpha: float = 0.05, method: str = "auto",
-          margin: float | None = None) -> dict | None:
+def _task(
+    d: StudyData, c: int, session: str, alpha: float = 0.05, method: str = "auto", margin: float | None = None
+) -> dict | None:
     """One binary task (the binary question, or class c one-vs-rest) for one session."""
     y = (d.truth == c).astype(int)
     valid = d.truth >= 0
     y_v = y[valid]
     n_pos, n_neg = int(y_v.sum()), int((1 - y_v).sum())
-    task = {"key": d.class_codes[c], "label": d.class_labels[c], "session": session, "n_pos": n_pos, "n_neg": n_neg,
-            "model": None, "readers": [], "mean_reader": None, "mrmc": None, "fair": None, "notes": []}
+    task = {
+        "key": d.class_codes[c],
+        "label": d.class_labels[c],
+        "session": session,
+        "n_pos": n_pos,
+        "n_neg": n_neg,
+        "model": None,
+        "readers": [],
+        "mean_reader": None,
+        "mrmc": None,
+        "fair": None,
+        "notes": [],
+    }
     if n_pos < 2 or n_neg < 2:
-        task["notes"].append(f"Needs at least two positive and two negative cases ({n_pos} positive, {n_neg} negative): "
-                             "no confidence intervals or MRMC comparison.")
+        task["notes"].append(
+            f"Needs at least two positive and two negative cases ({n_pos} positive, {n_neg} negative): "
+            "no confidence intervals or MRMC comparison."
+        )
         if n_pos == 0 or n_neg == 0:
             return task
     ans = d.answers[session][:, valid]
@@ -193,8 +246,14 @@ def _task(d: StudyData, c: int, session: str, alpha: float = 0.05, method: str =
         a, lo, hi = metrics.auc(y_v, ms), None, None
     if ms is not None:
         yd = metrics.youden(y_v, ms)
-        task["model"] = {"auc": a, "ci_low": lo, "ci_high": hi, "ci_scale": "logit",
-                         "youden": {k: _f(v) for k, v in yd.items()}, "roc": _curve(y_v, ms)}
+        task["model"] = {
+            "auc": a,
+            "ci_low": lo,
+            "ci_high": hi,
+            "ci_scale": "logit",
+            "youden": {k: _f(v) for k, v in yd.items()},
+            "roc": _curve(y_v, ms),
+        }
     if inc:
         est, cov = mrmc.covariance(y_v, scores, read, method)
     pos_in = {j: k for k, j in enumerate(inc)}
@@ -202,8 +261,17 @@ def _task(d: StudyData, c: int, session: str, alpha: float = 0.05, method: str =
         rates = _rates(ans[j], y_v, c)
         if rates["n"] == 0:
             continue
-        row = {"reader_id": r["id"], "name": r["name"], "experience": r["experience"], **rates,
-               "complete": bool((ans[j] >= 0).all()), "included": j in pos_in, "auc": None, "auc_ci": None, "roc": None}
+        row = {
+            "reader_id": r["id"],
+            "name": r["name"],
+            "experience": r["experience"],
+            **rates,
+            "complete": bool((ans[j] >= 0).all()),
+            "included": j in pos_in,
+            "auc": None,
+            "auc_ci": None,
+            "roc": None,
+        }
         k = pos_in.get(j)
         if k is not None:
             a_k, se = float(est[k]), math.sqrt(max(float(cov[k, k]), 0.0))
@@ -214,8 +282,12 @@ def _task(d: StudyData, c: int, session: str, alpha: float = 0.05, method: str =
     # the mean reader averages exactly the readers in the analysis (all who answered when there is none)
     pts = [r for r in task["readers"] if r["tpr"] is not None and r["fpr"] is not None and (r["included"] or not inc)]
     if pts:
-        task["mean_reader"] = {"tpr": float(np.mean([r["tpr"] for r in pts])), "fpr": float(np.mean([r["fpr"] for r in pts])),
-                               "n_readers": len(pts), "which": "readers in the analysis" if inc else "every reader who answered"}
+        task["mean_reader"] = {
+            "tpr": float(np.mean([r["tpr"] for r in pts])),
+            "fpr": float(np.mean([r["fpr"] for r in pts])),
+            "n_readers": len(pts),
+            "which": "readers in the analysis" if inc else "every reader who answered",
+        }
         task["mean_reader"]["sensitivity"] = task["mean_reader"]["tpr"]
         task["mean_reader"]["specificity"] = 1 - task["mean_reader"]["fpr"]
     if ms is not None and inc:
@@ -223,8 +295,11 @@ def _task(d: StudyData, c: int, session: str, alpha: float = 0.05, method: str =
         res["reader_ids"] = [d.readers[j]["id"] for j in inc]
         res["excluded_incomplete"] = len([r for r in task["readers"] if not r["included"]])
         res["missing_note"] = task["missing_note"]
-        res["rating"] = ("confidence-weighted ratings" if scale != ConfidenceScale.NONE
-                         else "yes/no answers (2-point ratings: AUC = (sensitivity + specificity) / 2)")
+        res["rating"] = (
+            "confidence-weighted ratings"
+            if scale != ConfidenceScale.NONE
+            else "yes/no answers (2-point ratings: AUC = (sensitivity + specificity) / 2)"
+        )
         task["mrmc"] = res
         if scale == ConfidenceScale.NONE:
             task["fair"] = fair_comparison(y_v, (ans[inc] == c).astype(float), read, ms, alpha=alpha)
@@ -235,8 +310,9 @@ def _task(d: StudyData, c: int, session: str, alpha: float = 0.05, method: str =
     return task
 
 
-def _aided_vs_unaided(d: StudyData, c: int, alpha: float = 0.05, method: str = "auto",
-                      margin: float | None = None) -> dict | None:
+def _aided_vs_unaided(
+    d: StudyData, c: int, alpha: float = 0.05, method: str = "auto", margin: float | None = None
+) -> dict | None:
     """OR two-test comparison (unaided = test 1, AI-aided = test 2) of the readers' AUCs for task c:
     readers who finished both sessions (DeLong), or who read enough of both (jackknife)."""
     valid = d.truth >= 0
@@ -246,7 +322,7 @@ def _aided_vs_unaided(d: StudyData, c: int, alpha: float = 0.05, method: str = "
     u, a = d.answers[Session.UNAIDED][:, valid], d.answers[Session.AIDED][:, valid]
     inc_u, meth = _included(d, u, y, method)
     inc_a, meth_a = _included(d, a, y, method)
-    if meth != meth_a:     # auto chose differently per session: one method for both
+    if meth != meth_a:  # auto chose differently per session: one method for both
         meth = "jackknife"
         inc_u, _ = _included(d, u, y, meth)
         inc_a, _ = _included(d, a, y, meth)
@@ -257,8 +333,9 @@ def _aided_vs_unaided(d: StudyData, c: int, alpha: float = 0.05, method: str = "
     su = _score_matrix(u[both], d.confidence[Session.UNAIDED][:, valid][both], c, scale)
     sa = _score_matrix(a[both], d.confidence[Session.AIDED][:, valid][both], c, scale)
     read = np.stack([u[both] >= 0, a[both] >= 0])
-    out = mrmc.tests_compared(y, np.stack([su, sa]), read=read if meth == "jackknife" else None, method=meth,
-                              margin=margin, alpha=alpha)
+    out = mrmc.tests_compared(
+        y, np.stack([su, sa]), read=read if meth == "jackknife" else None, method=meth, margin=margin, alpha=alpha
+    )
     out["reader_ids"] = [d.readers[j]["id"] for j in both]
     return out
 
@@ -272,16 +349,25 @@ def _reader_table(d: StudyData, session: str) -> list[dict]:
         a = d.answers[session][j]
         ok = (a >= 0) & valid
         n = int(ok.sum())
-        row = {"reader_id": r["id"], "name": r["name"], "experience": r["experience"], "n_read": n,
-               "accuracy": None, "balanced_accuracy": None, "sensitivity": None, "specificity": None,
-               "mean_time_s": None, "mean_active_s": None}
+        row = {
+            "reader_id": r["id"],
+            "name": r["name"],
+            "experience": r["experience"],
+            "n_read": n,
+            "accuracy": None,
+            "balanced_accuracy": None,
+            "sensitivity": None,
+            "specificity": None,
+            "mean_time_s": None,
+            "mean_active_s": None,
+        }
         if n:
             t, p = d.truth[ok], a[ok]
             row["accuracy"] = float(np.mean(t == p))
             recalls = [float(np.mean(p[t == k] == k)) for k in range(C) if (t == k).any()]
             row["balanced_accuracy"] = float(np.mean(recalls)) if recalls else None
             if binary:
-                pos, neg = t == 0, t == 1   # class 0 is "pos"
+                pos, neg = t == 0, t == 1  # class 0 is "pos"
                 row["sensitivity"] = float(np.mean(p[pos] == 0)) if pos.any() else None
                 row["specificity"] = float(np.mean(p[neg] == 1)) if neg.any() else None
             sm = d.server_ms[session][j][ok]
@@ -300,16 +386,25 @@ def _model_summary(d: StudyData, tasks: list[dict]) -> dict | None:
     p = d.model[valid].argmax(axis=1)
     C = len(d.class_codes)
     recalls = [float(np.mean(p[t == k] == k)) for k in range(C) if (t == k).any()]
-    out = {"accuracy": float(np.mean(p == t)), "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
-           "rule": "argmax of the class scores"}
+    out = {
+        "accuracy": float(np.mean(p == t)),
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
+        "rule": "argmax of the class scores",
+    }
     if d.study.question_type == QuestionType.BINARY and tasks and tasks[0].get("model"):
         yd = tasks[0]["model"]["youden"]
         s = d.model[valid, 0]
-        y = (t == 0)
+        y = t == 0
         pred = s >= yd["threshold"]
-        out.update({"sensitivity": yd["sensitivity"], "specificity": yd["specificity"],
-                    "accuracy": float(np.mean(pred == y)), "threshold": yd["threshold"],
-                    "rule": "score >= Youden threshold (chosen on these cases: optimistic)"})
+        out.update(
+            {
+                "sensitivity": yd["sensitivity"],
+                "specificity": yd["specificity"],
+                "accuracy": float(np.mean(pred == y)),
+                "threshold": yd["threshold"],
+                "rule": "score >= Youden threshold (chosen on these cases: optimistic)",
+            }
+        )
         out["balanced_accuracy"] = (yd["sensitivity"] + yd["specificity"]) / 2
     return out
 
@@ -325,10 +420,17 @@ def _aided_changes(d: StudyData) -> list[dict]:
             continue
         t = d.truth[both]
         cu, ca = u[both] == t, a[both] == t
-        row = {"reader_id": r["id"], "name": r["name"], "experience": r["experience"], "n_cases": int(both.sum()),
-               "accuracy_unaided": float(cu.mean()), "accuracy_aided": float(ca.mean()),
-               "correct_to_wrong": int(np.sum(cu & ~ca)), "wrong_to_correct": int(np.sum(~cu & ca)),
-               "changed": int(np.sum(u[both] != a[both]))}
+        row = {
+            "reader_id": r["id"],
+            "name": r["name"],
+            "experience": r["experience"],
+            "n_cases": int(both.sum()),
+            "accuracy_unaided": float(cu.mean()),
+            "accuracy_aided": float(ca.mean()),
+            "correct_to_wrong": int(np.sum(cu & ~ca)),
+            "wrong_to_correct": int(np.sum(~cu & ca)),
+            "changed": int(np.sum(u[both] != a[both])),
+        }
         row["delta_accuracy"] = row["accuracy_aided"] - row["accuracy_unaided"]
         for name, k, good in (("sensitivity", t == 0, 0), ("specificity", t == 1, 1)):
             if binary and k.any():
@@ -352,8 +454,10 @@ def _holm(tasks: list[dict]) -> str:
     for i, (p, t) in enumerate(sorted(ps, key=lambda x: x[0])):
         running = max(running, min(1.0, (k - i) * p))
         t["mrmc"]["p_holm"] = running
-    return (f"{k} one-vs-rest comparisons: each p-value and 95% interval holds for its class alone; "
-            f"the Holm-adjusted p-value (family-wise error {0.05:.0%} over the {k} classes) is shown beside it.")
+    return (
+        f"{k} one-vs-rest comparisons: each p-value and 95% interval holds for its class alone; "
+        f"the Holm-adjusted p-value (family-wise error {0.05:.0%} over the {k} classes) is shown beside it."
+    )
 
 
 METHODS = ("auto", "delong", "jackknife")
@@ -379,19 +483,31 @@ def compute_results(d: StudyData, alpha: float = 0.05, method: str = "auto", mar
         warnings.append(f"The model's output is missing for {d.model_missing} case(s): no model curve or MRMC.")
     n_excluded = int(np.sum(d.truth < 0))
     if n_excluded:
-        warnings.append(f"{n_excluded} case(s) have a reference label that does not fit the question; they are left out.")
+        warnings.append(
+            f"{n_excluded} case(s) have a reference label that does not fit the question; they are left out."
+        )
     experience_counts = {}
     for r in d.readers:
         experience_counts[r["experience"]] = experience_counts.get(r["experience"], 0) + 1
     return {
-        "study": {"id": study.pk, "title": study.title, "question_type": study.question_type,
-                  "question": questions.question_text(study, d.tmap), "confidence_scale": study.confidence_scale,
-                  "status": study.status, "aided_session": study.aided_session,
-                  "model": str(study.model_version) if study.model_version_id else None,
-                  "positive_codes": list(study.positive_codes)},
-        "n_cases": int(d.truth.size), "n_cases_analysed": int(np.sum(d.truth >= 0)), "n_readers": len(d.readers),
-        "classes": [{"code": c, "label": lbl, "n": int(np.sum(d.truth == i))}
-                    for i, (c, lbl) in enumerate(zip(d.class_codes, d.class_labels))],
+        "study": {
+            "id": study.pk,
+            "title": study.title,
+            "question_type": study.question_type,
+            "question": questions.question_text(study, d.tmap),
+            "confidence_scale": study.confidence_scale,
+            "status": study.status,
+            "aided_session": study.aided_session,
+            "model": str(study.model_version) if study.model_version_id else None,
+            "positive_codes": list(study.positive_codes),
+        },
+        "n_cases": int(d.truth.size),
+        "n_cases_analysed": int(np.sum(d.truth >= 0)),
+        "n_readers": len(d.readers),
+        "classes": [
+            {"code": c, "label": lbl, "n": int(np.sum(d.truth == i))}
+            for i, (c, lbl) in enumerate(zip(d.class_codes, d.class_labels))
+        ],
         "experience_counts": experience_counts,
         "tasks": tasks[Session.UNAIDED],
         "aided_tasks": tasks.get(Session.AIDED, []),
@@ -412,12 +528,15 @@ def compute_results(d: StudyData, alpha: float = 0.05, method: str = "auto", mar
 
 def cache_key(study: ReaderStudy, method: str = "auto", margin: float | None = None) -> str:
     # seed + creation time: a re-used primary key (e.g. after a rollback) never hits an old entry
-    return (f"reports:study-results:{study.pk}:{study.seed}:{study.created_at.timestamp():.6f}:v{study.results_version}"
-            f":{method}:{margin}")
+    return (
+        f"reports:study-results:{study.pk}:{study.seed}:{study.created_at.timestamp():.6f}:v{study.results_version}"
+        f":{method}:{margin}"
+    )
 
 
-def reader_study_results(*, study: ReaderStudy, use_cache: bool = True, method: str = "auto",
-                         margin: float | None = None) -> dict:
+def reader_study_results(
+    *, study: ReaderStudy, use_cache: bool = True, method: str = "auto", margin: float | None = None
+) -> dict:
     """The results dict (JSON-serialisable); cached until a reading, case or model output changes.
     ``method`` auto | delong | jackknife (covariances); ``margin`` the non-inferiority margin or None."""
     key = cache_key(study, method, margin)

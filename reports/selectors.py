@@ -1,5 +1,6 @@
 """Reads for reader studies, scoped to the user: coordinators see studies, readers see their
 own invitations and nothing of the truth, of other readers or (unaided) of the model."""
+
 from __future__ import annotations
 
 from django.db.models import Count, F, Func, OuterRef, Q, QuerySet, Subquery
@@ -18,8 +19,13 @@ def studies_visible_to(user) -> QuerySet[ReaderStudy]:
 
 
 def study_list(*, user) -> QuerySet[ReaderStudy]:
-    return studies_visible_to(user).select_related("taxonomy", "model_version", "created_by").annotate(
-        n_cases=Count("study_cases", distinct=True), n_readers=Count("readers", distinct=True),
+    return (
+        studies_visible_to(user)
+        .select_related("taxonomy", "model_version", "created_by")
+        .annotate(
+            n_cases=Count("study_cases", distinct=True),
+            n_readers=Count("readers", distinct=True),
+        )
     )
 
 
@@ -34,15 +40,20 @@ def invitations_for(*, user) -> QuerySet[StudyReader]:
     """The reader's own invitations to open or closed studies (drafts stay hidden)."""
     if not roles.has_role(user, roles.READER):
         return StudyReader.objects.none()
-    return (StudyReader.objects.filter(user=user, study__status__in=[StudyStatus.OPEN, StudyStatus.CLOSED])
-            .select_related("study").annotate(
-                # subqueries: counting both joins in one query multiplied readings by cases
-                n_answered=_count(Reading.objects.filter(study_reader=OuterRef("pk"), answered_at__isnull=False,
-                                                         session="unaided")),
-                n_answered_aided=_count(Reading.objects.filter(study_reader=OuterRef("pk"), answered_at__isnull=False,
-                                                               session="aided")),
-                n_cases=_count(StudyCase.objects.filter(study=OuterRef("study_id"))),
-            ))
+    return (
+        StudyReader.objects.filter(user=user, study__status__in=[StudyStatus.OPEN, StudyStatus.CLOSED])
+        .select_related("study")
+        .annotate(
+            # subqueries: counting both joins in one query multiplied readings by cases
+            n_answered=_count(
+                Reading.objects.filter(study_reader=OuterRef("pk"), answered_at__isnull=False, session="unaided")
+            ),
+            n_answered_aided=_count(
+                Reading.objects.filter(study_reader=OuterRef("pk"), answered_at__isnull=False, session="aided")
+            ),
+            n_cases=_count(StudyCase.objects.filter(study=OuterRef("study_id"))),
+        )
+    )
 
 
 def _count(qs):
@@ -52,8 +63,9 @@ def _count(qs):
 
 def invitation_get(*, user, study_pk: int) -> StudyReader:
     try:
-        return (StudyReader.objects.select_related("study", "study__taxonomy")
-                .get(user=user, study_id=study_pk, study__status__in=[StudyStatus.OPEN, StudyStatus.CLOSED]))
+        return StudyReader.objects.select_related("study", "study__taxonomy").get(
+            user=user, study_id=study_pk, study__status__in=[StudyStatus.OPEN, StudyStatus.CLOSED]
+        )
     except StudyReader.DoesNotExist:
         raise Http404("No such study, or you are not invited.")
 
@@ -72,19 +84,25 @@ def reading_counts(*, study_reader: StudyReader, session: str) -> tuple[int, int
 
 
 def readings_for_export(*, study: ReaderStudy) -> QuerySet[Reading]:
-    return (Reading.objects.filter(study_reader__study=study)
-            .select_related("study_reader__user", "study_case__case", "study_case__truth_sub_class")
-            .order_by("study_reader__invited_at", "study_reader_id", "session", "study_case__number"))
+    return (
+        Reading.objects.filter(study_reader__study=study)
+        .select_related("study_reader__user", "study_case__case", "study_case__truth_sub_class")
+        .order_by("study_reader__invited_at", "study_reader_id", "session", "study_case__number")
+    )
 
 
 def own_readings(*, user) -> QuerySet[Reading]:
     """A reader's own answers (never the truth, never other readers')."""
-    return (Reading.objects.filter(study_reader__user=user, answered_at__isnull=False)
-            .select_related("study_case", "study_reader").order_by("study_reader__study_id", "session", "study_case__number"))
+    return (
+        Reading.objects.filter(study_reader__user=user, answered_at__isnull=False)
+        .select_related("study_case", "study_reader")
+        .order_by("study_reader__study_id", "session", "study_case__number")
+    )
 
 
-def study_candidate_cases(*, user, study: ReaderStudy, diagnosis=(), modality: str = "", q: str = "",
-                          exclude_training: bool = True):
+def study_candidate_cases(
+    *, user, study: ReaderStudy, diagnosis=(), modality: str = "", q: str = "", exclude_training: bool = True
+):
     """Histopathology-confirmed, not excluded cases with photos, not yet in the study, filtered."""
     from django.db.models import Exists, OuterRef
 
@@ -94,9 +112,13 @@ def study_candidate_cases(*, user, study: ReaderStudy, diagnosis=(), modality: s
     confirmed = DiagnosisLabel.objects.filter(case=OuterRef("pk"), confirmed=True, sub_class__taxonomy=study.taxonomy)
     if diagnosis:
         confirmed = confirmed.filter(sub_class__code__in=list(diagnosis))
-    qs = (cases_visible_to(user).exclude(status=CaseStatus.EXCLUDED).filter(Exists(confirmed))
-          .filter(Exists(Photo.objects.filter(case=OuterRef("pk"))))
-          .exclude(pk__in=StudyCase.objects.filter(study=study).values("case_id")))
+    qs = (
+        cases_visible_to(user)
+        .exclude(status=CaseStatus.EXCLUDED)
+        .filter(Exists(confirmed))
+        .filter(Exists(Photo.objects.filter(case=OuterRef("pk"))))
+        .exclude(pk__in=StudyCase.objects.filter(study=study).values("case_id"))
+    )
     if modality:
         qs = qs.filter(Exists(Photo.objects.filter(case=OuterRef("pk"), modality=modality)))
     if q:
@@ -107,6 +129,8 @@ def study_candidate_cases(*, user, study: ReaderStudy, diagnosis=(), modality: s
         kind, ids = training_case_ids(study.model_version)
         if kind == "train":
             qs = qs.exclude(external_id__in=ids)
-        elif kind == "test":   # held-out cases, cases of unknown origin, and cases created after the model
-            qs = qs.filter(Q(external_id="") | Q(external_id__in=ids) | Q(created_at__gt=study.model_version.created_at))
+        elif kind == "test":  # held-out cases, cases of unknown origin, and cases created after the model
+            qs = qs.filter(
+                Q(external_id="") | Q(external_id__in=ids) | Q(created_at__gt=study.model_version.created_at)
+            )
     return qs.order_by("pk")

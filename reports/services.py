@@ -1,5 +1,6 @@
 """Writes for reader studies: set-up, invitations, opening/closing, readings. The compared model's
 outputs and training overlap: ``model_outputs`` (re-exported here)."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,18 @@ from derm_portal import roles
 
 from . import questions
 from .model_outputs import study_model_outputs_refresh, study_training_overlap  # noqa: F401 (callers use services.*)
-from .models import (ClassLevel, ConfidenceScale, Experience, QuestionType, Reading, ReaderStudy, Session,
-                     StudyCase, StudyReader, StudyStatus)
+from .models import (
+    ClassLevel,
+    ConfidenceScale,
+    Experience,
+    QuestionType,
+    ReaderStudy,
+    Reading,
+    Session,
+    StudyCase,
+    StudyReader,
+    StudyStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,34 +88,70 @@ def study_create(
         raise ValidationError("A study needs a title.")
     if confidence_scale not in ConfidenceScale.values:
         raise ValidationError(f"Unknown confidence scale {confidence_scale!r}.")
-    positive = _validate_question(taxonomy=taxonomy, question_type=question_type, class_level=class_level,
-                                  positive_codes=positive_codes, model_version=model_version)
+    positive = _validate_question(
+        taxonomy=taxonomy,
+        question_type=question_type,
+        class_level=class_level,
+        positive_codes=positive_codes,
+        model_version=model_version,
+    )
     if aided_session and model_version is None:
         raise ValidationError("An AI-aided session needs a compared model.")
-    return once(user=created_by, kind="study", token=submission_token, fetch=lambda pk: ReaderStudy.objects.get(pk=pk),
-                create=lambda: ReaderStudy.objects.create(
-        title=title.strip(), description=description, taxonomy=taxonomy, question_type=question_type,
-        class_level=class_level, positive_codes=positive, question_text=question_text.strip(),
-        confidence_scale=confidence_scale, model_version=model_version, shuffle=shuffle, allow_back=allow_back,
-        aided_session=aided_session, show_history=show_history, created_by=created_by,
-        seed=secrets.randbelow(2**31),
-    ))[0]
+    return once(
+        user=created_by,
+        kind="study",
+        token=submission_token,
+        fetch=lambda pk: ReaderStudy.objects.get(pk=pk),
+        create=lambda: ReaderStudy.objects.create(
+            title=title.strip(),
+            description=description,
+            taxonomy=taxonomy,
+            question_type=question_type,
+            class_level=class_level,
+            positive_codes=positive,
+            question_text=question_text.strip(),
+            confidence_scale=confidence_scale,
+            model_version=model_version,
+            shuffle=shuffle,
+            allow_back=allow_back,
+            aided_session=aided_session,
+            show_history=show_history,
+            created_by=created_by,
+            seed=secrets.randbelow(2**31),
+        ),
+    )[0]
 
 
 @transaction.atomic
 def study_update(*, study: ReaderStudy, **fields) -> ReaderStudy:
     """Change the question or options of a draft study."""
     _require_draft(study, "Changing the question")
-    allowed = {"title", "description", "question_type", "class_level", "positive_codes", "question_text",
-               "confidence_scale", "model_version", "shuffle", "allow_back", "aided_session", "show_history"}
+    allowed = {
+        "title",
+        "description",
+        "question_type",
+        "class_level",
+        "positive_codes",
+        "question_text",
+        "confidence_scale",
+        "model_version",
+        "shuffle",
+        "allow_back",
+        "aided_session",
+        "show_history",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise ValidationError(f"Unknown fields: {', '.join(sorted(unknown))}.")
     for k, v in fields.items():
         setattr(study, k, v)
     study.positive_codes = _validate_question(
-        taxonomy=study.taxonomy, question_type=study.question_type, class_level=study.class_level,
-        positive_codes=study.positive_codes, model_version=study.model_version)
+        taxonomy=study.taxonomy,
+        question_type=study.question_type,
+        class_level=study.class_level,
+        positive_codes=study.positive_codes,
+        model_version=study.model_version,
+    )
     if study.aided_session and study.model_version is None:
         raise ValidationError("An AI-aided session needs a compared model.")
     study.results_version += 1
@@ -130,11 +177,11 @@ def study_cases_add(*, study: ReaderStudy, cases) -> dict:
 
     _require_draft(study, "Changing the cases")
     cases = list(cases)
-    truths = {
-        cid: sub for cid, sub in DiagnosisLabel.objects.filter(
+    truths = dict(
+        DiagnosisLabel.objects.filter(
             case__in=[c.pk for c in cases], confirmed=True, sub_class__taxonomy=study.taxonomy
         ).values_list("case_id", "sub_class_id")
-    }
+    )
     tmap = questions.taxonomy_map(study.taxonomy)
     present = set(study.study_cases.values_list("case_id", flat=True))
     with_photos = set(Photo.objects.filter(case__in=[c.pk for c in cases]).values_list("case_id", flat=True))
@@ -168,9 +215,12 @@ def study_cases_add(*, study: ReaderStudy, cases) -> dict:
         if total not in taken:
             free.append(total)
     rng.shuffle(free)
-    StudyCase.objects.bulk_create([
-        StudyCase(study=study, case=case, truth_sub_class_id=sub_pk, number=free[i]) for i, (case, sub_pk) in enumerate(added)
-    ])
+    StudyCase.objects.bulk_create(
+        [
+            StudyCase(study=study, case=case, truth_sub_class_id=sub_pk, number=free[i])
+            for i, (case, sub_pk) in enumerate(added)
+        ]
+    )
     study.results_changed()
     if study.model_version_id:
         study_training_overlap(study=study)
@@ -207,8 +257,9 @@ def study_reader_invite(*, study: ReaderStudy, user, experience: str, by) -> Stu
         raise ValidationError(f"{user.get_username()} does not have the reader role.")
     try:
         with transaction.atomic():
-            return StudyReader.objects.create(study=study, user=user, experience=experience, invited_by=by,
-                                              seed=secrets.randbelow(2**31))
+            return StudyReader.objects.create(
+                study=study, user=user, experience=experience, invited_by=by, seed=secrets.randbelow(2**31)
+            )
     except IntegrityError:
         raise ValidationError(f"{user.get_username()} is already invited.")
 
@@ -276,7 +327,9 @@ def study_close(*, study: ReaderStudy, by) -> ReaderStudy:
 # ------------------------------------------------------------------ reading
 def reader_order(study_reader: StudyReader) -> list[int]:
     """The reader's case order (StudyCase pks): shuffled with the reader's seed when the study says so."""
-    rows = list(StudyCase.objects.filter(study_id=study_reader.study_id).order_by("number").values_list("pk", flat=True))
+    rows = list(
+        StudyCase.objects.filter(study_id=study_reader.study_id).order_by("number").values_list("pk", flat=True)
+    )
     if study_reader.study.shuffle:
         random.Random(f"{study_reader.study.seed}:{study_reader.seed}").shuffle(rows)
     return rows
@@ -292,7 +345,7 @@ def reader_session(study_reader: StudyReader) -> str | None:
 
 
 def _check_can_read(study_reader: StudyReader, session: str) -> None:
-    status = ReaderStudy.objects.values_list("status", flat=True).get(pk=study_reader.study_id)   # never a stale copy
+    status = ReaderStudy.objects.values_list("status", flat=True).get(pk=study_reader.study_id)  # never a stale copy
     if status != StudyStatus.OPEN:
         raise PermissionDenied("This study is not open for reading.")
     current = reader_session(study_reader)
@@ -307,7 +360,10 @@ def reading_serve(*, study_reader: StudyReader, study_case: StudyCase, session: 
     _check_can_read(study_reader, session)
     now = timezone.now()
     reading, created = Reading.objects.get_or_create(
-        study_reader=study_reader, study_case=study_case, session=session, defaults={"served_at": now},
+        study_reader=study_reader,
+        study_case=study_case,
+        session=session,
+        defaults={"served_at": now},
     )
     if not created:
         Reading.objects.filter(pk=reading.pk).update(served_at=now)
@@ -355,7 +411,9 @@ def reading_submit(
     value = validate_answer(study, tmap or questions.taxonomy_map(study.taxonomy), answer, confidence)
     now = timezone.now()
     try:
-        reading = Reading.objects.select_for_update().get(study_reader=study_reader, study_case=study_case, session=session)
+        reading = Reading.objects.select_for_update().get(
+            study_reader=study_reader, study_case=study_case, session=session
+        )
     except Reading.DoesNotExist:
         raise PermissionDenied("Open the case before answering it.")
     if reading.answered_at is not None and not study.allow_back:
@@ -369,13 +427,15 @@ def reading_submit(
             a = max(0, int(active_ms))
         except (TypeError, ValueError):
             a = 0
-        reading.active_ms = (reading.active_ms or 0) + min(a, elapsed + 5000)   # the client cannot claim more than it had
+        reading.active_ms = (reading.active_ms or 0) + min(
+            a, elapsed + 5000
+        )  # the client cannot claim more than it had
     if reading.answered_at is not None:
         reading.revisions += 1
     reading.answer = answer
     reading.confidence = value
     reading.comment = (comment or "")[:500]
-    reading.answered_at = now   # served_at keeps when the case was served
+    reading.answered_at = now  # served_at keeps when the case was served
     reading.save()
     total = StudyCase.objects.filter(study=study).count()
     done = Reading.objects.filter(study_reader=study_reader, session=session, answered_at__isnull=False).count()
@@ -392,8 +452,11 @@ def reading_submit(
 def reading_next_number(*, study_reader: StudyReader, session: str) -> int | None:
     """The opaque number of the first unanswered case in the reader's order, None when all are answered."""
     order = reader_order(study_reader)
-    answered = set(Reading.objects.filter(study_reader=study_reader, session=session, answered_at__isnull=False)
-                   .values_list("study_case_id", flat=True))
+    answered = set(
+        Reading.objects.filter(study_reader=study_reader, session=session, answered_at__isnull=False).values_list(
+            "study_case_id", flat=True
+        )
+    )
     for pk in order:
         if pk not in answered:
             return StudyCase.objects.values_list("number", flat=True).get(pk=pk)

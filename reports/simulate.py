@@ -5,6 +5,7 @@ A latent "visibility" z_i ~ N(shift * y_i, 1) per case is shared by every reader
 z_i * skill_j + noise and answers "positive" above their own threshold; the model sees z_i with
 less noise. Confidence 1-5 is the distance from the threshold, binned.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,16 @@ import numpy as np
 EXPERIENCE_SKILL = {"intern": 0.7, "resident": 0.9, "attending": 1.1, "expert": 1.3}
 
 
-def simulate_binary(n_cases: int, n_readers: int, *, prevalence: float = 0.35, seed: int = 0,
-                    model_skill: float = 1.6, shift: float = 1.6, experiences=None):
+def simulate_binary(
+    n_cases: int,
+    n_readers: int,
+    *,
+    prevalence: float = 0.35,
+    seed: int = 0,
+    model_skill: float = 1.6,
+    shift: float = 1.6,
+    experiences=None,
+):
     """Returns dict(y (N,), answers (J, N) 0/1, confidence (J, N) 1..5, model (N,) in (0,1),
     experience list (J,), time_ms (J, N))."""
     rng = np.random.default_rng(seed)
@@ -33,5 +42,11 @@ def simulate_binary(n_cases: int, n_readers: int, *, prevalence: float = 0.35, s
     confidence = np.clip(1 + np.floor(dist / 0.45), 1, 5).astype(int)
     model = 1 / (1 + np.exp(-(model_skill * z + rng.normal(0, 0.6, n_cases) - shift * model_skill / 2)))
     time_ms = rng.gamma(4.0, 2500.0, (n_readers, n_cases)).astype(int) + 1500
-    return {"y": y, "answers": answers, "confidence": confidence, "model": model, "experience": experiences,
-            "time_ms": time_ms}
+    return {
+        "y": y,
+        "answers": answers,
+        "confidence": confidence,
+        "model": model,
+        "experience": experiences,
+        "time_ms": time_ms,
+    }

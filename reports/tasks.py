@@ -1,4 +1,5 @@
 """Reader-study background jobs (queue `long`): thin, primary keys only, safe to run twice."""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -9,8 +10,8 @@ from django.db import transaction
 def study_model_outputs(study_pk: int) -> dict:
     """Collect the compared model's case-level outputs for a study (idempotent: it recomputes the
     same snapshot from the same predictions / artefact)."""
-    from .models import ReaderStudy
     from .model_outputs import study_model_outputs_refresh, study_training_overlap
+    from .models import ReaderStudy
 
     study = ReaderStudy.objects.filter(pk=study_pk).select_related("model_version").first()
     if study is None or study.status != "draft":

@@ -1,5 +1,6 @@
 """Pages of the reports app: reader studies (set-up, reading, results) and, when present,
 the patient malignancy report (reports.patient_urls, built separately)."""
+
 import importlib
 
 from django.urls import include, path

@@ -4,7 +4,6 @@ import shutil
 import pytest
 
 
-
 def require_services() -> bool:
     """CI sets DERM_REQUIRE_SERVICES=1: then a missing PostgreSQL, Redis or browser
     fails the test instead of skipping it."""
@@ -70,9 +69,17 @@ def browser(chromium_paths, tmp_path):
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
     for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1366,900",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        "--window-size=1366,900",
     ):
         opts.add_argument(arg)
     drv = webdriver.Chrome(service=Service(driver), options=opts)

@@ -1,4 +1,5 @@
 """factory_boy factories shared by every app's tests."""
+
 import io
 
 import factory
@@ -51,6 +52,10 @@ class CaseFactory(factory.django.DjangoModelFactory):
 
 def make_photo(case, *, color=(180, 120, 100), size=(64, 48), user=None, modality="clinical", fmt="JPEG"):
     return services.photo_attach(
-        case=case, data=image_bytes(fmt, size, color), filename=f"p{color}.{fmt.lower()}",
-        uploaded_by=user, modality=modality, run_hooks=False,
+        case=case,
+        data=image_bytes(fmt, size, color),
+        filename=f"p{color}.{fmt.lower()}",
+        uploaded_by=user,
+        modality=modality,
+        run_hooks=False,
     )

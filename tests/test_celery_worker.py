@@ -8,6 +8,7 @@ result backend; and a job held open on the `long` queue does not delay a ping on
 
 Skipped locally when Redis is not reachable; fails in CI (DERM_REQUIRE_SERVICES=1).
 """
+
 from __future__ import annotations
 
 import os
@@ -75,7 +76,9 @@ def test_routes_send_training_to_long_and_predictions_to_interactive(settings):
     assert {q.name for q in portal_app.conf.task_queues} == {"interactive", "long"}
 
 
-def _start_worker(queue: str, prefix: str, tag: str, log: Path, name: str = "", extra_env: dict | None = None) -> subprocess.Popen:
+def _start_worker(
+    queue: str, prefix: str, tag: str, log: Path, name: str = "", extra_env: dict | None = None
+) -> subprocess.Popen:
     env = dict(
         os.environ,
         **(extra_env or {}),
@@ -88,11 +91,31 @@ def _start_worker(queue: str, prefix: str, tag: str, log: Path, name: str = "", 
         OMP_NUM_THREADS="1",
     )
     cmd = [
-        sys.executable, "-m", "celery", "-A", "derm_portal", "worker", "-Q", queue, "-n", f"{name or queue}-{tag}@%h",
-        "-P", "solo", "-c", "1", "-I", "tests.test_celery_worker", "--without-gossip", "--without-mingle",
-        "--without-heartbeat", "-l", "info",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "derm_portal",
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        f"{name or queue}-{tag}@%h",
+        "-P",
+        "solo",
+        "-c",
+        "1",
+        "-I",
+        "tests.test_celery_worker",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "info",
     ]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:

@@ -1,6 +1,7 @@
 """Request guards and role scoping: a NUL byte in any query filter is a 400 (not a 500 from
 the database), readers cannot read the API description, coordinators see confirmed cases
 only (derm_portal/roles.py says so and the selectors do so)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Submitting a create form twice (double click, browser resend) creates one object: each form carries a
 one-time submission token and the service returns the first submission's object for a repeat. A reader
 cannot fetch the photos of a study case ahead of their reading position."""
+
 import re
 
 import pytest
@@ -26,7 +27,7 @@ def _token(client, url) -> str:
     return found.group(1)
 
 
-def test_training_form_submitted_twice_starts_one_run(client, users, labelled_cases, monkeypatch):  # noqa: F811
+def test_training_form_submitted_twice_starts_one_run(client, users, labelled_cases, monkeypatch):
     from inference import jobs
 
     monkeypatch.setattr(jobs, "enqueue_training", lambda pk: None)
@@ -36,7 +37,7 @@ def test_training_form_submitted_twice_starts_one_run(client, users, labelled_ca
     first, second = client.post(url, data), client.post(url, data)
     assert TrainingRun.objects.count() == 1
     assert first.status_code == second.status_code == 302 and first.url == second.url
-    client.post(url, {**data, "submission_token": _token(client, url)})      # a new form is a new run
+    client.post(url, {**data, "submission_token": _token(client, url)})  # a new form is a new run
     assert TrainingRun.objects.count() == 2
 
 
@@ -49,9 +50,16 @@ def test_new_case_form_submitted_twice_creates_one_case(users, taxonomy):
     def post():
         from django.core.files.uploadedfile import SimpleUploadedFile
 
-        return client.post(url, {"patient_code": "PSN-TWICE", "sex": "female", "modality": "clinical",
-                                 "submission_token": token,
-                                 "photos": [SimpleUploadedFile("a.jpg", image_bytes(), content_type="image/jpeg")]})
+        return client.post(
+            url,
+            {
+                "patient_code": "PSN-TWICE",
+                "sex": "female",
+                "modality": "clinical",
+                "submission_token": token,
+                "photos": [SimpleUploadedFile("a.jpg", image_bytes(), content_type="image/jpeg")],
+            },
+        )
 
     first, second = post(), post()
     assert Case.objects.count() == 1 and Photo.objects.count() == 1
@@ -62,8 +70,15 @@ def test_new_study_form_submitted_twice_creates_one_study(users, taxonomy):
     client = Client()
     client.force_login(users[roles.COORDINATOR])
     url = reverse("reports:study_create")
-    data = {"title": "Twice", "question_type": "binary", "positive_codes": ["mel"], "class_level": "sub",
-            "confidence_scale": "five", "shuffle": "on", "submission_token": _token(client, url)}
+    data = {
+        "title": "Twice",
+        "question_type": "binary",
+        "positive_codes": ["mel"],
+        "class_level": "sub",
+        "confidence_scale": "five",
+        "shuffle": "on",
+        "submission_token": _token(client, url),
+    }
     first, second = client.post(url, data), client.post(url, data)
     assert ReaderStudy.objects.count() == 1, first.content.decode()[-2000:]
     assert first.status_code == second.status_code == 302 and first.url == second.url
@@ -71,8 +86,13 @@ def test_new_study_form_submitted_twice_creates_one_study(users, taxonomy):
 
 def test_a_malformed_token_is_refused_with_a_message(users, taxonomy):
     with pytest.raises(Exception, match="submission_token is malformed"):
-        study_services.study_create(title="x", taxonomy=taxonomy, created_by=users[roles.COORDINATOR],
-                                    positive_codes=["mel"], submission_token="../../x")
+        study_services.study_create(
+            title="x",
+            taxonomy=taxonomy,
+            created_by=users[roles.COORDINATOR],
+            positive_codes=["mel"],
+            submission_token="../../x",
+        )
     assert not ReaderStudy.objects.exists()
 
 
@@ -89,11 +109,18 @@ def test_reader_fetches_photos_of_the_current_case_only(users, taxonomy):
         return client.get(f"/reading/{study.pk}/case/{numbers[pk]}/photo/0").status_code
 
     assert photo(order[0]) == 200
-    assert [photo(pk) for pk in order[1:]] == [403] * (len(order) - 1)     # every case ahead
+    assert [photo(pk) for pk in order[1:]] == [403] * (len(order) - 1)  # every case ahead
     first = study.study_cases.get(pk=order[0])
     study_services.reading_serve(study_reader=sr, study_case=first, session=Session.UNAIDED)
-    study_services.reading_submit(study_reader=sr, study_case=first, session=Session.UNAIDED, answer="pos",
-                                  confidence=4, active_ms=1000, comment="")
+    study_services.reading_submit(
+        study_reader=sr,
+        study_case=first,
+        session=Session.UNAIDED,
+        answer="pos",
+        confidence=4,
+        active_ms=1000,
+        comment="",
+    )
     assert photo(order[1]) == 200
-    assert photo(order[0]) == 403          # answered, and the study does not allow going back
+    assert photo(order[0]) == 403  # answered, and the study does not allow going back
     assert [photo(pk) for pk in order[2:]] == [403] * (len(order) - 2)

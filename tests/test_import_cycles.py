@@ -5,6 +5,7 @@ anywhere in it, at module level or inside a function, is an edge to the project 
 resolved, ``from package import module`` read as the module). Imports under ``if TYPE_CHECKING:`` never run and
 are left out. A strongly connected component of more than one module is a cycle.
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,7 +30,8 @@ def module_files(root: Path, packages) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST):
@@ -136,7 +138,7 @@ def _project_graph() -> dict[str, set[str]]:
 
 def test_project_has_no_import_cycles():
     graph = _project_graph()
-    assert len(graph) > 50 and any(graph.values())      # the parse found the project and its imports
+    assert len(graph) > 50 and any(graph.values())  # the parse found the project and its imports
     found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(_describe(c, graph) for c in found)
 
@@ -144,8 +146,9 @@ def test_project_has_no_import_cycles():
 def test_engine_has_no_import_cycles():
     """Named on its own: the engine (inference.ml) is free of cycles whatever the apps around it do."""
     graph = _project_graph()
-    engine = {m: {t for t in ts if t.startswith("inference.ml")} for m, ts in graph.items()
-              if m.startswith("inference.ml")}
+    engine = {
+        m: {t for t in ts if t.startswith("inference.ml")} for m, ts in graph.items() if m.startswith("inference.ml")
+    }
     assert len(engine) > 10 and any(engine.values())
     assert cycles(engine) == []
 
@@ -158,15 +161,18 @@ def _package(root: Path, files: dict[str, str]) -> None:
 
 
 def test_checker_finds_a_cycle_through_a_function_level_relative_import(tmp_path):
-    _package(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/a.py": "from .sub import b\n",
-        "pkg/sub/__init__.py": "",
-        "pkg/sub/b.py": "import os\n\ndef f():\n    from ..a import thing\n    return thing\n",
-        "pkg/sub/c.py": "from pkg.sub.b import f\n",                      # imports into the cycle, not part of it
-        "pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import e\n",
-        "pkg/e.py": "from . import d\n",                                 # d -> e only for type checkers
-    })
+    _package(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from .sub import b\n",
+            "pkg/sub/__init__.py": "",
+            "pkg/sub/b.py": "import os\n\ndef f():\n    from ..a import thing\n    return thing\n",
+            "pkg/sub/c.py": "from pkg.sub.b import f\n",  # imports into the cycle, not part of it
+            "pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import e\n",
+            "pkg/e.py": "from . import d\n",  # d -> e only for type checkers
+        },
+    )
     graph = import_graph(tmp_path, ["pkg"])
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
     assert graph["pkg.sub.c"] == {"pkg.sub.b"} and graph["pkg.d"] == set() and graph["pkg.e"] == {"pkg.d"}
@@ -175,5 +181,7 @@ def test_checker_finds_a_cycle_through_a_function_level_relative_import(tmp_path
 
 def test_checker_finds_every_cycle_and_none_in_a_tree():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}) == [
-        ["a", "b", "c"], ["d", "e"]]
+        ["a", "b", "c"],
+        ["d", "e"],
+    ]
     assert cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []

@@ -1,6 +1,7 @@
 """Brute-force protection (django-axes): wrong passwords lock out per account and per
 client address on the login page, the admin login and the API's HTTP Basic auth; the
 right password is refused during the lock-out; every role still logs in normally."""
+
 from __future__ import annotations
 
 import base64

@@ -7,6 +7,7 @@ refused request changes nothing, an allowed one changes what it should.
 Each (row, role) pair is its own test with a fresh database. The world's case has a
 consensus label only, so a coordinator (confirmed cases only) gets 404 on it.
 """
+
 from __future__ import annotations
 
 import io
@@ -90,8 +91,13 @@ def test_matrix_has_every_role_and_no_reader_sees_clinical_data():
     reader_ok = {row["name"] for row in ROWS if row["reader"].startswith("2")}
     # What a reader may open: the taxonomy (not patient data); not the API description.
     assert reader_ok == {
-        "taxonomy page (view)", "taxonomy version page", "taxonomy JSON export", "API root", "API taxonomies list",
-        "API taxonomy detail", "API taxonomy export",
+        "taxonomy page (view)",
+        "taxonomy version page",
+        "taxonomy JSON export",
+        "API root",
+        "API taxonomies list",
+        "API taxonomy detail",
+        "API taxonomy export",
     }
     # Coordinators see confirmed cases only: the world's case has a consensus label alone.
     coordinator_404 = {row["name"] for row in ROWS if row["coordinator"] == "404"}
@@ -106,9 +112,14 @@ class World:
         self.taxonomy = services.taxonomy_load_default()
         self.case = CaseFactory(created_by=users["dermatologist"])
         self.patient = self.case.patient
-        self.photo = services.photo_attach(case=self.case, data=image_bytes("JPEG", size=(64, 48)), filename="p.jpg", run_hooks=False)
+        self.photo = services.photo_attach(
+            case=self.case, data=image_bytes("JPEG", size=(64, 48)), filename="p.jpg", run_hooks=False
+        )
         self.label = services.label_record(
-            case=self.case, sub_class=self.sub("nv"), source="consensus", by=users["dermatologist"],
+            case=self.case,
+            sub_class=self.sub("nv"),
+            source="consensus",
+            by=users["dermatologist"],
             report_file=ContentFile(b"%PDF-1.4 report", name="report.pdf"),
         )
         self.meta_name = self.taxonomy.meta_classes.get(code="melanocytic")
@@ -118,7 +129,13 @@ class World:
 
     def url(self, template: str) -> str:
         url = template.split("#", 1)[0]
-        return url.format(case=self.case.pk, photo=self.photo.pk, label=self.label.pk, taxonomy=self.taxonomy.pk, patient=self.patient.pk)
+        return url.format(
+            case=self.case.pk,
+            photo=self.photo.pk,
+            label=self.label.pk,
+            taxonomy=self.taxonomy.pk,
+            patient=self.patient.pk,
+        )
 
 
 def _state(w: World) -> dict:
@@ -152,7 +169,9 @@ WRITES = {
         {"labels": [("consensus", "bkl")]},
     ),
     "confirm label (histopath.)": (
-        lambda w: {"data": {"sub_class": w.sub("mel").pk, "source": "histopathology", "report_text": "melanoma in situ"}},
+        lambda w: {
+            "data": {"sub_class": w.sub("mel").pk, "source": "histopathology", "report_text": "melanoma in situ"}
+        },
         {"labels": [("consensus", "nv"), ("histopathology", "mel")], "status": "confirmed"},
     ),
     "change case status": (
@@ -160,11 +179,23 @@ WRITES = {
         {"status": "excluded"},
     ),
     "taxonomy edit": (
-        lambda w: {"data": {"action": "edit", f"sub-{w.sub('mel').pk}-name": "Melanoma (edited)", f"sub-{w.sub('mel').pk}-grade": "3"}},
+        lambda w: {
+            "data": {
+                "action": "edit",
+                f"sub-{w.sub('mel').pk}-name": "Melanoma (edited)",
+                f"sub-{w.sub('mel').pk}-grade": "3",
+            }
+        },
         {"mel_name": "Melanoma (edited)"},
     ),
     "taxonomy import (page)": (
-        lambda w: {"data": {"action": "import", "name": "tiny", "file": SimpleUploadedFile("t.json", b'{"meta_classes": {"a": ["x", "y"]}}')}},
+        lambda w: {
+            "data": {
+                "action": "import",
+                "name": "tiny",
+                "file": SimpleUploadedFile("t.json", b'{"meta_classes": {"a": ["x", "y"]}}'),
+            }
+        },
         {"taxonomies": +1},
     ),
     "API patient create": (lambda w: {"data": {"code": "PSN-API"}, "content_type": "application/json"}, {}),
@@ -174,11 +205,17 @@ WRITES = {
     ),
     "API photo upload": (lambda w: {"data": {"case": w.case.pk, "file": _png()}}, {"photos": +1}),
     "API label create (consensus)": (
-        lambda w: {"data": {"case": w.case.pk, "sub_class": "bkl", "source": "consensus"}, "content_type": "application/json"},
+        lambda w: {
+            "data": {"case": w.case.pk, "sub_class": "bkl", "source": "consensus"},
+            "content_type": "application/json",
+        },
         {"labels": [("consensus", "bkl")]},
     ),
     "API label confirm (histo)": (
-        lambda w: {"data": {"case": w.case.pk, "sub_class": "mel", "source": "histopathology"}, "content_type": "application/json"},
+        lambda w: {
+            "data": {"case": w.case.pk, "sub_class": "mel", "source": "histopathology"},
+            "content_type": "application/json",
+        },
         {"labels": [("consensus", "nv"), ("histopathology", "mel")], "status": "confirmed"},
     ),
     "API taxonomy import": (
@@ -278,7 +315,14 @@ def test_superuser_counts_as_admin(client, make_user):
 def test_user_without_any_role_sees_no_clinical_data(client, make_user, users):
     w = World(users)
     client.force_login(make_user(None))
-    for url in ("/cases/", f"/cases/{w.case.pk}/", f"/photos/{w.photo.pk}/file", "/api/cases/", "/api/photos/", "/api/patients/"):
+    for url in (
+        "/cases/",
+        f"/cases/{w.case.pk}/",
+        f"/photos/{w.photo.pk}/file",
+        "/api/cases/",
+        "/api/photos/",
+        "/api/patients/",
+    ):
         assert client.get(url).status_code == 403, url
 
 

@@ -3,6 +3,7 @@ derm_portal.settings.production unless told otherwise; production refuses unsafe
 with one clear line; `check --deploy` is clean; HSTS/SSL redirect on and configurable; no
 HTTP Basic on the API; a shared Redis cache; `./run prod` serves with gunicorn.
 Each case runs Django in a fresh process with its own environment."""
+
 from __future__ import annotations
 
 import http.client
@@ -34,8 +35,11 @@ def _env(tmp_path, **overrides) -> dict:
     """The process environment without any settings choice, plus a valid production set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "CELERY_", "DERM_"))}
     env.update(
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DATABASE_URL=PG, CELERY_BROKER_URL=REDIS,
-        DERM_VAR_DIR=str(tmp_path / "var"), PYTHONPATH=str(REPO),
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DATABASE_URL=PG,
+        CELERY_BROKER_URL=REDIS,
+        DERM_VAR_DIR=str(tmp_path / "var"),
+        PYTHONPATH=str(REPO),
     )
     env.update({k: v for k, v in overrides.items() if v is not None})
     for k in [k for k, v in overrides.items() if v is None]:
@@ -83,20 +87,30 @@ def test_production_refuses_unsafe_settings_with_one_clear_line(tmp_path, overri
 def test_every_entry_point_defaults_to_production(tmp_path):
     env = _env(tmp_path, DJANGO_SECRET_KEY=None)  # production would refuse: proves which settings load
     celery = str(Path(sys.executable).with_name("celery"))
-    for args in ([sys.executable, "-c", "import derm_portal.wsgi"],
-                 [celery, "-A", "derm_portal", "worker", "--pool=solo", "-Q", "interactive", "-l", "warning"]):
+    for args in (
+        [sys.executable, "-c", "import derm_portal.wsgi"],
+        [celery, "-A", "derm_portal", "worker", "--pool=solo", "-Q", "interactive", "-l", "warning"],
+    ):
         out = _run(args, env, timeout=90)
-        assert out.returncode != 0 and "Production settings: DJANGO_SECRET_KEY" in out.stderr, (args, out.stderr[-1500:])
+        assert out.returncode != 0 and "Production settings: DJANGO_SECRET_KEY" in out.stderr, (
+            args,
+            out.stderr[-1500:],
+        )
     out = _run([sys.executable, "manage.py", "check"], env)
     assert out.returncode != 0 and "Production settings: DJANGO_SECRET_KEY" in out.stderr
     # With a valid environment each loads production, DEBUG off.
     good = _env(tmp_path)
-    assert _settings_json(good, "SETTINGS_MODULE", "DEBUG") == {"SETTINGS_MODULE": "derm_portal.settings.production", "DEBUG": False}
+    assert _settings_json(good, "SETTINGS_MODULE", "DEBUG") == {
+        "SETTINGS_MODULE": "derm_portal.settings.production",
+        "DEBUG": False,
+    }
     code = "from derm_portal.celery import app; import django; django.setup(); from django.conf import settings; print(settings.SETTINGS_MODULE, app.conf.broker_url)"
     out = _run([sys.executable, "-c", code], good)
-    assert out.returncode == 0 and out.stdout.split()[-2:] == ["derm_portal.settings.production", REDIS], out.stderr[-1500:]
+    assert out.returncode == 0 and out.stdout.split()[-2:] == ["derm_portal.settings.production", REDIS], out.stderr[
+        -1500:
+    ]
     # The demo and the tests name their settings explicitly.
-    assert 'DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-derm_portal.settings.base}' in (REPO / "run").read_text()
+    assert "DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-derm_portal.settings.base}" in (REPO / "run").read_text()
     assert "DJANGO_SETTINGS_MODULE = derm_portal.settings.test" in (REPO / "pytest.ini").read_text()
 
 
@@ -107,24 +121,45 @@ def test_check_deploy_is_clean_in_production(tmp_path):
 
 
 def test_production_security_settings_and_their_switches(tmp_path):
-    names = ("SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SESSION_COOKIE_SECURE",
-             "CSRF_COOKIE_SECURE", "REST_FRAMEWORK", "CACHES", "ALLOWED_HOSTS")
+    names = (
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "REST_FRAMEWORK",
+        "CACHES",
+        "ALLOWED_HOSTS",
+    )
     s = _settings_json(_env(tmp_path), *names)
     assert s["SECURE_SSL_REDIRECT"] is True and s["SECURE_HSTS_SECONDS"] >= 365 * 24 * 3600
     assert s["SECURE_HSTS_INCLUDE_SUBDOMAINS"] and s["SESSION_COOKIE_SECURE"] and s["CSRF_COOKIE_SECURE"]
     # No HTTP Basic on the API in production: passwords are only typed into the locked-out login page.
-    assert s["REST_FRAMEWORK"]["DEFAULT_AUTHENTICATION_CLASSES"] == ["rest_framework.authentication.SessionAuthentication"]
+    assert s["REST_FRAMEWORK"]["DEFAULT_AUTHENTICATION_CLASSES"] == [
+        "rest_framework.authentication.SessionAuthentication"
+    ]
     # One Redis cache for every process (rate limits), the broker's Redis unless DERM_CACHE_URL says otherwise.
     assert s["CACHES"]["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
     assert s["CACHES"]["default"]["LOCATION"] == REDIS
     assert "testserver" not in s["ALLOWED_HOSTS"]
-    off = _settings_json(_env(tmp_path, DJANGO_SECURE_SSL_REDIRECT="0", DJANGO_SECURE_HSTS_SECONDS="0",
-                              DERM_CACHE_URL="redis://127.0.0.1:6379/9"), *names)
+    off = _settings_json(
+        _env(
+            tmp_path,
+            DJANGO_SECURE_SSL_REDIRECT="0",
+            DJANGO_SECURE_HSTS_SECONDS="0",
+            DERM_CACHE_URL="redis://127.0.0.1:6379/9",
+        ),
+        *names,
+    )
     assert off["SECURE_SSL_REDIRECT"] is False and off["SECURE_HSTS_SECONDS"] == 0
     assert off["CACHES"]["default"]["LOCATION"] == "redis://127.0.0.1:6379/9"
     # The demo keeps Basic auth for local scripts and needs no HTTPS.
-    base = _settings_json(_env(tmp_path, DJANGO_SETTINGS_MODULE="derm_portal.settings.base"), "REST_FRAMEWORK", "SECURE_SSL_REDIRECT")
-    assert "rest_framework.authentication.BasicAuthentication" in base["REST_FRAMEWORK"]["DEFAULT_AUTHENTICATION_CLASSES"]
+    base = _settings_json(
+        _env(tmp_path, DJANGO_SETTINGS_MODULE="derm_portal.settings.base"), "REST_FRAMEWORK", "SECURE_SSL_REDIRECT"
+    )
+    assert (
+        "rest_framework.authentication.BasicAuthentication" in base["REST_FRAMEWORK"]["DEFAULT_AUTHENTICATION_CLASSES"]
+    )
     assert base["SECURE_SSL_REDIRECT"] is False
 
 
@@ -145,8 +180,12 @@ def test_phone_rate_limit_counts_across_processes_with_the_shared_cache(tmp_path
         "import django, sys; django.setup(); from annotation.phone.views import _hit; "
         f"print(sum(_hit({key!r}, 5) for _ in range(4)))"
     )
-    env = _env(tmp_path, DJANGO_SETTINGS_MODULE="derm_portal.settings.base", DERM_CACHE_URL=REDIS,
-               DERM_CACHE_KEY_PREFIX=f"t{secrets.token_hex(3)}")
+    env = _env(
+        tmp_path,
+        DJANGO_SETTINGS_MODULE="derm_portal.settings.base",
+        DERM_CACHE_URL=REDIS,
+        DERM_CACHE_KEY_PREFIX=f"t{secrets.token_hex(3)}",
+    )
     first, second = (_run([sys.executable, "-c", code], env) for _ in range(2))
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-1500:] + second.stderr[-1500:]
     # 4 hits in the first process, all under the limit of 5; the second process's 4 hits
@@ -184,11 +223,18 @@ def test_run_prod_serves_with_gunicorn_and_production_settings(tmp_path):
     _pg_admin(f'CREATE DATABASE "{name}"')
     db_url = PG.rsplit("/", 1)[0] + "/" + name
     port = _free_port()
-    env = _env(tmp_path, DATABASE_URL=db_url, DERM_BIND=f"127.0.0.1:{port}", DERM_WEB_WORKERS="1",
-               DERM_CACHE_KEY_PREFIX=f"t{secrets.token_hex(3)}")
+    env = _env(
+        tmp_path,
+        DATABASE_URL=db_url,
+        DERM_BIND=f"127.0.0.1:{port}",
+        DERM_WEB_WORKERS="1",
+        DERM_CACHE_KEY_PREFIX=f"t{secrets.token_hex(3)}",
+    )
     env["PATH"] = os.environ.get("PATH", "")
     log = open(tmp_path / "prod.log", "w")
-    proc = subprocess.Popen(["./run", "prod"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["./run", "prod"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 480  # migrations on a fresh database (slow on a busy 2-core machine)

@@ -2,6 +2,7 @@
 (API and page), and creates nothing: non-text codes, codes over 64 characters, display
 names that are not an object of one-line texts, names with line breaks, duplicate keys.
 A taxonomy whose name has a line break (stored before this check) still exports."""
+
 from __future__ import annotations
 
 import json

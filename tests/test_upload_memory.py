@@ -2,6 +2,7 @@
 (annotation.images.PEAK_BYTES_PER_PIXEL*): measured as the peak resident set size of a
 fresh process above its size just before the clean (bench/upload_memory.py). The 16-bit
 grey PNG at 59.5 megapixels took +1.5 GB when it went through float64."""
+
 from __future__ import annotations
 
 import pytest

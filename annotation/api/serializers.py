@@ -1,6 +1,17 @@
 from rest_framework import serializers
 
-from ..models import Case, DiagnosisLabel, LabelChange, LabelSource, MetaClass, Modality, Patient, Photo, SubClass, Taxonomy
+from ..models import (
+    Case,
+    DiagnosisLabel,
+    LabelChange,
+    LabelSource,
+    MetaClass,
+    Modality,
+    Patient,
+    Photo,
+    SubClass,
+    Taxonomy,
+)
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -39,7 +50,17 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DiagnosisLabel
-        fields = ["id", "case", "sub_class", "source", "confirmed", "report_text", "signed_by", "signed_at", "updated_at"]
+        fields = [
+            "id",
+            "case",
+            "sub_class",
+            "source",
+            "confirmed",
+            "report_text",
+            "signed_by",
+            "signed_at",
+            "updated_at",
+        ]
 
 
 class LabelWriteSerializer(serializers.Serializer):
@@ -65,7 +86,18 @@ class PhotoSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Photo
-        fields = ["id", "case", "modality", "width", "height", "sha256", "original_name", "acquired_at", "created_at", "file_url"]
+        fields = [
+            "id",
+            "case",
+            "modality",
+            "width",
+            "height",
+            "sha256",
+            "original_name",
+            "acquired_at",
+            "created_at",
+            "file_url",
+        ]
         read_only_fields = fields
 
     def get_file_url(self, obj) -> str:
@@ -90,8 +122,19 @@ class CaseSerializer(serializers.ModelSerializer):
     class Meta:
         model = Case
         fields = [
-            "id", "external_id", "patient", "patient_code", "body_site", "age_at_visit", "clinical_history",
-            "status", "exclusion_reason", "exclusion_note", "created_at", "labels", "photos",
+            "id",
+            "external_id",
+            "patient",
+            "patient_code",
+            "body_site",
+            "age_at_visit",
+            "clinical_history",
+            "status",
+            "exclusion_reason",
+            "exclusion_note",
+            "created_at",
+            "labels",
+            "photos",
         ]
         read_only_fields = ["status", "exclusion_reason", "exclusion_note", "created_at", "external_id"]
 
@@ -104,4 +147,14 @@ class CaseListSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Case
-        fields = ["id", "external_id", "patient_code", "body_site", "status", "diagnosis", "diagnosis_confirmed", "photo_count", "created_at"]
+        fields = [
+            "id",
+            "external_id",
+            "patient_code",
+            "body_site",
+            "status",
+            "diagnosis",
+            "diagnosis_confirmed",
+            "photo_count",
+            "created_at",
+        ]

@@ -1,4 +1,5 @@
 """API for patients, cases, photos, labels and taxonomy — same rules as the pages."""
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
@@ -31,7 +32,9 @@ class PatientViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["sex", "birth_year"]
 
     def get_queryset(self):
-        return Patient.objects.filter(cases__in=selectors.cases_visible_to(self.request.user)).distinct().order_by("code")
+        return (
+            Patient.objects.filter(cases__in=selectors.cases_visible_to(self.request.user)).distinct().order_by("code")
+        )
 
 
 class CasePagination(PageNumberPagination):
@@ -47,10 +50,15 @@ class CaseViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def get_serializer_class(self):
         return s.CaseListSerializer if self.action == "list" else s.CaseSerializer
 
-    @extend_schema(parameters=[
-        OpenApiParameter("q", str), OpenApiParameter("status", str), OpenApiParameter("diagnosis", str),
-        OpenApiParameter("confirmed", str, enum=["yes", "no"]), OpenApiParameter("modality", str),
-    ])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("q", str),
+            OpenApiParameter("status", str),
+            OpenApiParameter("diagnosis", str),
+            OpenApiParameter("confirmed", str, enum=["yes", "no"]),
+            OpenApiParameter("modality", str),
+        ]
+    )
     def list(self, request, *args, **kwargs):
         # Cut the page from the ids first, then annotate only the rows shown (see case_rows).
         ids = self.paginate_queryset(self.get_queryset().values_list("pk", flat=True))
@@ -61,9 +69,14 @@ class CaseViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         if self.action == "list":
             p = self.request.query_params
             return selectors.case_list(
-                user=self.request.user, **{k: p.get(k, "").strip() for k in ("q", "status", "diagnosis", "confirmed", "modality")}
+                user=self.request.user,
+                **{k: p.get(k, "").strip() for k in ("q", "status", "diagnosis", "confirmed", "modality")},
             )
-        return selectors.cases_visible_to(self.request.user).select_related("patient").prefetch_related("labels__sub_class", "photos")
+        return (
+            selectors.cases_visible_to(self.request.user)
+            .select_related("patient")
+            .prefetch_related("labels__sub_class", "photos")
+        )
 
     def filter_queryset(self, queryset):
         return queryset if self.action == "list" else super().filter_queryset(queryset)
@@ -74,8 +87,10 @@ class CaseViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"patient_code": ["A pseudonymous patient code is required."]})
         try:
             serializer.instance = services.case_create(
-                patient_code=d["patient_code"], body_site=d.get("body_site", ""),
-                clinical_history=d.get("clinical_history", ""), age_at_visit=d.get("age_at_visit"),
+                patient_code=d["patient_code"],
+                body_site=d.get("body_site", ""),
+                clinical_history=d.get("clinical_history", ""),
+                age_at_visit=d.get("age_at_visit"),
                 created_by=self.request.user,
             )
         except DjangoValidationError as exc:
@@ -105,8 +120,12 @@ class PhotoViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         upload = d["file"]
         try:
             photo = services.photo_attach(
-                case=d["case"], data=read_upload(upload, upload.name), filename=upload.name,
-                uploaded_by=request.user, modality=d["modality"], acquired_at=d.get("acquired_at"),
+                case=d["case"],
+                data=read_upload(upload, upload.name),
+                filename=upload.name,
+                uploaded_by=request.user,
+                modality=d["modality"],
+                acquired_at=d.get("acquired_at"),
             )
         except (ImageRejected, services.DuplicatePhoto) as exc:
             code = status.HTTP_409_CONFLICT if isinstance(exc, services.DuplicatePhoto) else status.HTTP_400_BAD_REQUEST
@@ -129,7 +148,11 @@ class LabelViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         from ..models import DiagnosisLabel
 
-        return DiagnosisLabel.objects.filter(case__in=selectors.cases_visible_to(self.request.user)).select_related("sub_class", "signed_by").order_by("id")
+        return (
+            DiagnosisLabel.objects.filter(case__in=selectors.cases_visible_to(self.request.user))
+            .select_related("sub_class", "signed_by")
+            .order_by("id")
+        )
 
     def create(self, request, *args, **kwargs):
         ser = s.LabelWriteSerializer(data=request.data)
@@ -141,8 +164,12 @@ class LabelViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"sub_class": [f"Unknown sub-class {d['sub_class']!r} in {taxonomy}."]})
         try:
             label = services.label_record(
-                case=d["case"], sub_class=sub, source=d["source"], by=request.user,
-                report_text=d.get("report_text", ""), note=d.get("note", ""),
+                case=d["case"],
+                sub_class=sub,
+                source=d["source"],
+                by=request.user,
+                report_text=d.get("report_text", ""),
+                note=d.get("note", ""),
             )
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc))
@@ -164,8 +191,12 @@ class TaxonomyViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             # JSON bodies are read again strictly (a key given twice is an error, not dropped).
             is_json = (request.content_type or "").startswith("application/json")
-            data = services.taxonomy_from_json_bytes(request.body, source_name="request body") if is_json else request.data
-            tax = services.taxonomy_import(data=data, created_by=request.user, make_default=bool(request.query_params.get("default")))
+            data = (
+                services.taxonomy_from_json_bytes(request.body, source_name="request body") if is_json else request.data
+            )
+            tax = services.taxonomy_import(
+                data=data, created_by=request.user, make_default=bool(request.query_params.get("default"))
+            )
         except services.TaxonomyError as exc:
             raise ValidationError({"taxonomy": [str(exc)]})
         return Response(s.TaxonomySerializer(tax).data, status=status.HTTP_201_CREATED)

@@ -1,4 +1,5 @@
 """COCO JSON import."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ from .voc import _case_from_image
 def _array_lines(text: str, key: str) -> list[int]:
     """Line number of each element of the top-level array `key` (for error messages), in one
     pass: newlines are counted from the previous element, not from the start of the file."""
-    m = re.search(r'"%s"\s*:\s*\[' % re.escape(key), text)
+    m = re.search(rf'"{re.escape(key)}"\s*:\s*\[', text)
     if not m:
         return []
     dec, idx, lines = json.JSONDecoder(), m.end(), []
@@ -84,13 +85,20 @@ def coco_import(
     except json.JSONDecodeError as exc:
         report.error(source, exc.lineno, f"malformed JSON: {exc.msg} (column {exc.colno}).")
         return report
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("annotations"), list):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("images"), list)
+        or not isinstance(doc.get("annotations"), list)
+    ):
         report.error(source, 1, 'expected a COCO object with "images", "annotations" and "categories" lists.')
         return report
     check_count(source, "images", len(doc["images"]), "MAX_IMAGES")
     check_count(source, "annotations", len(doc["annotations"]), "MAX_ANNOTATIONS")
     img_lines, ann_lines, cat_lines = (_array_lines(text, k) for k in ("images", "annotations", "categories"))
-    line = lambda lines, i: lines[i] if i < len(lines) else None
+
+    def line(lines, i):
+        return lines[i] if i < len(lines) else None
+
     categories = {}
     for i, c in enumerate(doc.get("categories") or []):
         if not isinstance(c, dict) or not isinstance(c.get("id"), (int, str)):
@@ -98,7 +106,11 @@ def coco_import(
             continue
         ref = labels.resolve(c.get("name")) or labels.resolve(category_key(c["id"]))
         if ref is None:
-            report.error(source, line(cat_lines, i), f"category {c.get('name')!r} is not a sub-class or meta-class of {labels.taxonomy}; its boxes are skipped (map it with a label mapping).")
+            report.error(
+                source,
+                line(cat_lines, i),
+                f"category {c.get('name')!r} is not a sub-class or meta-class of {labels.taxonomy}; its boxes are skipped (map it with a label mapping).",
+            )
         categories[c["id"]] = (c.get("name"), ref)
     matcher = PhotoMatcher(Photo.objects.filter(case__in=cases_visible_to(user)))
     images: dict = {}
@@ -110,13 +122,27 @@ def coco_import(
             report.error(source, line(img_lines, i), f"images[{i}] needs an id (a number or a string) and a file_name.")
             continue
         pk, why = matcher.match(str(im["file_name"]))
-        create = image_by_name.get(PurePath(str(im["file_name"]).replace("\\", "/")).name.lower()) if create_cases else None
+        create = (
+            image_by_name.get(PurePath(str(im["file_name"]).replace("\\", "/")).name.lower()) if create_cases else None
+        )
         if pk is None and create is None:
-            report.error(source, line(img_lines, i), why + (" No image file of that name to create it from." if create_cases else ""))
+            report.error(
+                source,
+                line(img_lines, i),
+                why + (" No image file of that name to create it from." if create_cases else ""),
+            )
             continue
-        images[im["id"]] = {"photo": pk, "create": create if pk is None else None, "file_name": str(im["file_name"]), "width": im.get("width"), "height": im.get("height"),
-                            "boxes": [], "n_annotations": 0, "line": line(img_lines, i),
-                            "excluded": exclusion_from(str(im.get("derm_excluded") or ""), source, line(img_lines, i), report)}
+        images[im["id"]] = {
+            "photo": pk,
+            "create": create if pk is None else None,
+            "file_name": str(im["file_name"]),
+            "width": im.get("width"),
+            "height": im.get("height"),
+            "boxes": [],
+            "n_annotations": 0,
+            "line": line(img_lines, i),
+            "excluded": exclusion_from(str(im.get("derm_excluded") or ""), source, line(img_lines, i), report),
+        }
     for i, a in enumerate(doc["annotations"]):
         ln = line(ann_lines, i)
         if not isinstance(a, dict):
@@ -127,12 +153,17 @@ def coco_import(
             images[image_id]["n_annotations"] += 1
         else:
             if not isinstance(image_id, (int, str)) or image_id not in all_ids:
-                report.error(source, ln, f"annotations[{i}] refers to image_id {a.get('image_id')!r}, which is not in images.")
+                report.error(
+                    source, ln, f"annotations[{i}] refers to image_id {a.get('image_id')!r}, which is not in images."
+                )
             continue
         cat_id = a.get("category_id")
         cat = categories.get(cat_id) if isinstance(cat_id, (int, str)) else None
         if cat is None and isinstance(cat_id, (int, str)) and labels.resolve(category_key(cat_id)):
-            cat = categories[cat_id] = (f"category {cat_id}", labels.resolve(category_key(cat_id)))  # mapped id not listed
+            cat = categories[cat_id] = (
+                f"category {cat_id}",
+                labels.resolve(category_key(cat_id)),
+            )  # mapped id not listed
         if cat is None:
             report.error(source, ln, f"annotations[{i}]: unknown category_id {a.get('category_id')!r}.")
             continue
@@ -140,14 +171,29 @@ def coco_import(
             report.error(source, ln, f"annotations[{i}]: label {cat[0]!r} is not in the taxonomy; skipped.")
             continue
         bbox = a.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ):
             report.error(source, ln, f"annotations[{i}]: bbox must be [x, y, width, height] numbers.")
             continue
         attrs = a.get("attributes") if isinstance(a.get("attributes"), dict) else {}
-        images[image_id]["boxes"].append(({
-            "x0": bbox[0], "y0": bbox[1], "x1": bbox[0] + bbox[2], "y1": bbox[1] + bbox[3], "label": cat[1].code,
-            "difficult": bool(attrs.get("difficult")), "truncated": bool(attrs.get("truncated")),
-        }, ln, i))
+        images[image_id]["boxes"].append(
+            (
+                {
+                    "x0": bbox[0],
+                    "y0": bbox[1],
+                    "x1": bbox[0] + bbox[2],
+                    "y1": bbox[1] + bbox[3],
+                    "label": cat[1].code,
+                    "difficult": bool(attrs.get("difficult")),
+                    "truncated": bool(attrs.get("truncated")),
+                },
+                ln,
+                i,
+            )
+        )
     photo_objs = Photo.objects.in_bulk([im["photo"] for im in images.values() if im["photo"]])
     todo = list(images.values())
     # Commit in chunks of photos, each photo in its own savepoint (as voc_import).
@@ -155,9 +201,16 @@ def coco_import(
         if progress:
             progress("photos", start, len(todo))
         with transaction.atomic():
-            for im in todo[start:start + 100]:
-                kw = {"report": report, "source": source, "labels": labels, "annotator": annotator, "status": status,
-                      "user": user, "replace_accepted": replace_accepted}
+            for im in todo[start : start + 100]:
+                kw = {
+                    "report": report,
+                    "source": source,
+                    "labels": labels,
+                    "annotator": annotator,
+                    "status": status,
+                    "user": user,
+                    "replace_accepted": replace_accepted,
+                }
                 if im["photo"]:
                     _store_image(im, photo_objs[im["photo"]], **kw)
                 else:
@@ -176,8 +229,9 @@ def _create_and_store(im: dict, image: bytes | Path, *, patient_prefix: str, **k
     report, photo = kw["report"], None
     try:
         with transaction.atomic():
-            photo = _case_from_image(im["create"], image, source=kw["source"], user=kw["user"],
-                                     patient_prefix=patient_prefix, report=report)
+            photo = _case_from_image(
+                im["create"], image, source=kw["source"], user=kw["user"], patient_prefix=patient_prefix, report=report
+            )
             if photo is None or not _store_image(im, photo, **kw):
                 raise _NothingStored
     except _NothingStored:
@@ -188,25 +242,53 @@ def _create_and_store(im: dict, image: bytes | Path, *, patient_prefix: str, **k
     report.created_files.append(photo.file.name)
 
 
-def _store_image(im: dict, photo: Photo, *, report: ImportReport, source: str, labels: LabelIndex, annotator, status: str,
-                 user, replace_accepted: bool) -> bool:
+def _store_image(
+    im: dict,
+    photo: Photo,
+    *,
+    report: ImportReport,
+    source: str,
+    labels: LabelIndex,
+    annotator,
+    status: str,
+    user,
+    replace_accepted: bool,
+) -> bool:
     if im["width"] and im["height"] and (im["width"], im["height"]) != (photo.width, photo.height):
-        report.error(source, im["line"], f"image size {im['width']}×{im['height']} does not match the stored photo {photo.width}×{photo.height}; its boxes are skipped.")
+        report.error(
+            source,
+            im["line"],
+            f"image size {im['width']}×{im['height']} does not match the stored photo {photo.width}×{photo.height}; its boxes are skipped.",
+        )
         return False
     clean = []
     for raw, ln, i in im["boxes"]:
-        box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels, where=f"annotations[{i}]",
-                                 clip=True)
+        box, errs = box_validate(
+            raw, index=i, width=photo.width, height=photo.height, labels=labels, where=f"annotations[{i}]", clip=True
+        )
         for e in errs:
             report.error(source, ln, e["message"])
         if box:
             clean.append(box)
     if im["n_annotations"] and not clean:  # an image with no annotations at all says "no lesion" on purpose
-        report.error(source, im["line"], f"none of the {im['n_annotations']} annotation(s) of image {im['file_name']!r} could "
-                                         "be imported, so nothing was stored for it.")
+        report.error(
+            source,
+            im["line"],
+            f"none of the {im['n_annotations']} annotation(s) of image {im['file_name']!r} could "
+            "be imported, so nothing was stored for it.",
+        )
         return False
     photos_before = report.photos
     with transaction.atomic():
-        store_boxes(photo=photo, annotator=annotator, boxes=clean, status=status, excluded=im["excluded"], report=report,
-                    source=source, by=user, replace_accepted=replace_accepted)
+        store_boxes(
+            photo=photo,
+            annotator=annotator,
+            boxes=clean,
+            status=status,
+            excluded=im["excluded"],
+            report=report,
+            source=source,
+            by=user,
+            replace_accepted=replace_accepted,
+        )
     return report.photos > photos_before

@@ -15,6 +15,7 @@ instead of ~20 per row). If a chunk's bulk write fails for any reason, its files
 removed and the chunk is imported again row by row through the services, where each
 row is its own savepoint, so the row at fault is named.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,6 +54,7 @@ from .dataset_rows import (
 
 __all__ = ["ImportErrorFatal", "ImportRejected", "ImportSummary", "import_dataset"]
 
+
 @dataclass
 class ImportSummary:
     kind: str = ""
@@ -78,6 +80,7 @@ class ImportSummary:
 
 
 CHUNK_ROWS = 200
+
 
 @dataclass
 class _Known:
@@ -123,8 +126,18 @@ def import_dataset(
     ext_of = {pk: ext for ext, pk in known.cases.items()}
     codes = dict(SubClass.objects.values_list("pk", "code"))
     existing = {(ext_of[c], s): (sub, codes.get(sub, "?")) for (c, s), sub in known.labels.items() if c in ext_of}
-    parsed, problems = validate_rows(kind, rows, csv_name=csv_path.name, n_header=n_header, subs=subs, taxonomy=taxonomy,
-                                     modality=modality, prefix=prefix, images_dir=images_dir, existing_labels=existing)
+    parsed, problems = validate_rows(
+        kind,
+        rows,
+        csv_name=csv_path.name,
+        n_header=n_header,
+        subs=subs,
+        taxonomy=taxonomy,
+        modality=modality,
+        prefix=prefix,
+        images_dir=images_dir,
+        existing_labels=existing,
+    )
     bad: dict[int, str] = problems
     written: list[str] = []  # every file stored by this run, removed again if the run is rolled back
 
@@ -149,18 +162,23 @@ def import_dataset(
                         _write_chunk_bulk(ready, known, summary, user=user, csv_name=csv_path.name, written=written)
                     except Exception:  # anything at all: redo this chunk row by row, which names the bad row
                         for r in ready:
-                            _import_row(r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written)
+                            _import_row(
+                                r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written
+                            )
                 elif not bad:
                     for r in chunk:
-                        _import_row(r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written)
+                        _import_row(
+                            r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written
+                        )
                 if progress:
                     progress(min(total, chunk_start + CHUNK_ROWS), total)
             if bad:
                 raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
             summary.rows = total
             summary.seconds = time.monotonic() - started
-            ImportRun.objects.create(path=folder.name, kind=kind, summary=summary.as_dict(), started_by=user,
-                                     finished_at=timezone.now())
+            ImportRun.objects.create(
+                path=folder.name, kind=kind, summary=summary.as_dict(), started_by=user, finished_at=timezone.now()
+            )
     except BaseException:
         for name in written:
             services.stored_file_delete(name, keep_if_referenced=True)
@@ -189,8 +207,9 @@ def _decode_new_photos(parsed: list[Row], known: _Known, report) -> list[Row]:
     return ready
 
 
-def _write_chunk_bulk(rows: list[Row], known: _Known, summary: ImportSummary, *, user, csv_name: str,
-                      written: list[str]) -> None:
+def _write_chunk_bulk(
+    rows: list[Row], known: _Known, summary: ImportSummary, *, user, csv_name: str, written: list[str]
+) -> None:
     """Write a chunk of validated rows with bulk INSERTs in one transaction. Same result
     as services.case_create / photo_attach / label_record row by row."""
     if not rows:
@@ -215,7 +234,13 @@ def _write_chunk_bulk(rows: list[Row], known: _Known, summary: ImportSummary, *,
                 )
                 patients.update({p.code: p.pk for p in created})
                 cases = [
-                    Case(patient_id=patients[r.patient_code], external_id=ext, body_site=r.site, age_at_visit=r.age, created_by=by)
+                    Case(
+                        patient_id=patients[r.patient_code],
+                        external_id=ext,
+                        body_site=r.site,
+                        age_at_visit=r.age,
+                        created_by=by,
+                    )
                     for ext, r in new_cases.items()
                 ]
                 for c in cases:
@@ -226,7 +251,11 @@ def _write_chunk_bulk(rows: list[Row], known: _Known, summary: ImportSummary, *,
 
             # Photos: skip what the case already holds (same file name, or same pixels).
             old_case_ids = {case_pk[r.external_id] for r in rows if r.external_id in known.cases}
-            shas = set(Photo.objects.filter(case_id__in=old_case_ids).values_list("case_id", "sha256")) if old_case_ids else set()
+            shas = (
+                set(Photo.objects.filter(case_id__in=old_case_ids).values_list("case_id", "sha256"))
+                if old_case_ids
+                else set()
+            )
             names = set()
             photos = []
             for r in rows:
@@ -240,8 +269,13 @@ def _write_chunk_bulk(rows: list[Row], known: _Known, summary: ImportSummary, *,
                     continue
                 shas.add((pk, r.clean.sha256))
                 photo = Photo(
-                    case_id=pk, modality=r.modality, width=r.clean.width, height=r.clean.height, sha256=r.clean.sha256,
-                    original_name=r.path.name[:255], uploaded_by=by,
+                    case_id=pk,
+                    modality=r.modality,
+                    width=r.clean.width,
+                    height=r.clean.height,
+                    sha256=r.clean.sha256,
+                    original_name=r.path.name[:255],
+                    uploaded_by=by,
                 )
                 photo.file.save(f"upload.{r.clean.extension}", ContentFile(r.clean.content), save=False)
                 mine.append(photo.file.name)
@@ -258,13 +292,25 @@ def _write_chunk_bulk(rows: list[Row], known: _Known, summary: ImportSummary, *,
                     continue
                 seen[key] = r.sub_class.pk
                 confirmed = r.source == LabelSource.HISTOPATHOLOGY
-                labels.append(DiagnosisLabel(
-                    case_id=key[0], sub_class=r.sub_class, source=r.source, confirmed=confirmed, signed_by=by, signed_at=now,
-                ))
-                changes.append(LabelChange(
-                    case_id=key[0], source=r.source, new_sub_class=r.sub_class, changed_by=by,
-                    note=f"imported from {csv_name} line {r.line}",
-                ))
+                labels.append(
+                    DiagnosisLabel(
+                        case_id=key[0],
+                        sub_class=r.sub_class,
+                        source=r.source,
+                        confirmed=confirmed,
+                        signed_by=by,
+                        signed_at=now,
+                    )
+                )
+                changes.append(
+                    LabelChange(
+                        case_id=key[0],
+                        source=r.source,
+                        new_sub_class=r.sub_class,
+                        changed_by=by,
+                        note=f"imported from {csv_name} line {r.line}",
+                    )
+                )
                 if confirmed:
                     confirmed_cases.add(key[0])
             DiagnosisLabel.objects.bulk_create(labels)
@@ -288,7 +334,9 @@ def _write_chunk_bulk(rows: list[Row], known: _Known, summary: ImportSummary, *,
     known.labels.update(seen)
 
 
-def _import_row(r: Row, known: _Known, summary: ImportSummary, *, user, csv_name: str, report, written: list[str]) -> None:
+def _import_row(
+    r: Row, known: _Known, summary: ImportSummary, *, user, csv_name: str, report, written: list[str]
+) -> None:
     """One row through the services, in its own transaction: the slow, exact path."""
     stored = None
     counts = dict.fromkeys(("cases_created", "photos_added", "photos_existing", "labels_added", "labels_existing"), 0)
@@ -297,8 +345,13 @@ def _import_row(r: Row, known: _Known, summary: ImportSummary, *, user, csv_name
             case_pk = known.cases.get(r.external_id)
             if case_pk is None:
                 case = services.case_create(
-                    patient_code=r.patient_code, sex=r.sex, body_site=r.site, age_at_visit=r.age,
-                    external_id=r.external_id, created_by=user, validate_constraints=False,
+                    patient_code=r.patient_code,
+                    sex=r.sex,
+                    body_site=r.site,
+                    age_at_visit=r.age,
+                    external_id=r.external_id,
+                    created_by=user,
+                    validate_constraints=False,
                 )
                 case_pk = case.pk
                 counts["cases_created"] += 1
@@ -309,8 +362,12 @@ def _import_row(r: Row, known: _Known, summary: ImportSummary, *, user, csv_name
             else:
                 try:
                     stored = services.photo_attach(
-                        case=case, data=r.path.read_bytes(), filename=r.path.name, uploaded_by=user,
-                        modality=r.modality, run_hooks=False,
+                        case=case,
+                        data=r.path.read_bytes(),
+                        filename=r.path.name,
+                        uploaded_by=user,
+                        modality=r.modality,
+                        run_hooks=False,
                     )
                     counts["photos_added"] += 1
                 except services.DuplicatePhoto:
@@ -319,8 +376,12 @@ def _import_row(r: Row, known: _Known, summary: ImportSummary, *, user, csv_name
                 counts["labels_existing"] += 1
             else:
                 services.label_record(
-                    case=case if case.patient_id else Case.objects.get(pk=case_pk), sub_class=r.sub_class, source=r.source,
-                    by=user, note=f"imported from {csv_name} line {r.line}", check_permissions=False,
+                    case=case if case.patient_id else Case.objects.get(pk=case_pk),
+                    sub_class=r.sub_class,
+                    source=r.source,
+                    by=user,
+                    note=f"imported from {csv_name} line {r.line}",
+                    check_permissions=False,
                 )
                 counts["labels_added"] += 1
     except ImageRejected as exc:

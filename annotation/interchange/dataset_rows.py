@@ -1,5 +1,6 @@
 """Reading and checking a labelled photo folder's CSV before anything is written: every
 problem of every row is found first, with its line number, so an import is all or nothing."""
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,10 @@ class ImportRejected(ImportErrorFatal):
 
     def __init__(self, csv_name: str, problems: list[str]):
         self.problems = problems
-        super().__init__(f"{csv_name}: {len(problems)} bad row(s); nothing was imported. "
-                         "Fix them and run the import again:\n  " + "\n  ".join(problems))
+        super().__init__(
+            f"{csv_name}: {len(problems)} bad row(s); nothing was imported. "
+            "Fix them and run the import again:\n  " + "\n  ".join(problems)
+        )
 
 
 def detect(folder: Path) -> tuple[str, Path]:
@@ -55,8 +58,10 @@ def read_rows(kind: str, csv_path: Path) -> tuple[list[tuple[int, dict]], int]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ImportErrorFatal(f"{csv_path.name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}, "
-                               "e.g. a Latin-1 export); save the file as UTF-8 and run the import again.")
+        raise ImportErrorFatal(
+            f"{csv_path.name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}, "
+            "e.g. a Latin-1 export); save the file as UTF-8 and run the import again."
+        )
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in REQUIRED[kind] if c not in (reader.fieldnames or [])]
     if missing:
@@ -157,9 +162,19 @@ def parse_row(kind: str, row: dict, line: int, *, subs, taxonomy, modality, pref
     )
 
 
-def validate_rows(kind: str, rows: list[tuple[int, dict]], *, csv_name: str, n_header: int, subs: dict[str, SubClass],
-                  taxonomy: Taxonomy, modality: str | None, prefix: str, images_dir: Path,
-                  existing_labels: dict[tuple[str, str], tuple[int, str]]) -> tuple[list[Row], dict[int, str]]:
+def validate_rows(
+    kind: str,
+    rows: list[tuple[int, dict]],
+    *,
+    csv_name: str,
+    n_header: int,
+    subs: dict[str, SubClass],
+    taxonomy: Taxonomy,
+    modality: str | None,
+    prefix: str,
+    images_dir: Path,
+    existing_labels: dict[tuple[str, str], tuple[int, str]],
+) -> tuple[list[Row], dict[int, str]]:
     """Check every row (no database writes, no image decoding) -> (good rows, {line: problem}).
     A problem names the file and line. Two rows giving one case different labels from the same source
     conflict, as does a row disagreeing with the label the portal already holds
@@ -172,15 +187,20 @@ def validate_rows(kind: str, rows: list[tuple[int, dict]], *, csv_name: str, n_h
             why = _field_count_problem(row, n_header)
             if why:
                 raise ValueError(why)
-            r = parse_row(kind, row, line, subs=subs, taxonomy=taxonomy, modality=modality, prefix=prefix,
-                          images_dir=images_dir)
+            r = parse_row(
+                kind, row, line, subs=subs, taxonomy=taxonomy, modality=modality, prefix=prefix, images_dir=images_dir
+            )
             key = (r.external_id, r.source)
             if key in first and first[key].sub_class.pk != r.sub_class.pk:
-                raise ValueError(f"case {r.case_key!r} is labelled {first[key].sub_class.code!r} ({r.source}) on line "
-                                 f"{first[key].line} and {r.sub_class.code!r} here; one case has one label per source")
+                raise ValueError(
+                    f"case {r.case_key!r} is labelled {first[key].sub_class.code!r} ({r.source}) on line "
+                    f"{first[key].line} and {r.sub_class.code!r} here; one case has one label per source"
+                )
             if key in existing_labels and existing_labels[key][0] != r.sub_class.pk:
-                raise ValueError(f"case {r.case_key!r} already has the {r.source} label {existing_labels[key][1]!r} in the "
-                                 f"portal; this row says {r.sub_class.code!r} (change it in the portal, not by import)")
+                raise ValueError(
+                    f"case {r.case_key!r} already has the {r.source} label {existing_labels[key][1]!r} in the "
+                    f"portal; this row says {r.sub_class.code!r} (change it in the portal, not by import)"
+                )
             first.setdefault(key, r)
             parsed.append(r)
         except (ValueError, KeyError) as exc:

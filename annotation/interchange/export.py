@@ -1,4 +1,5 @@
 """Box export: labelImg / VOC XML (zipped), COCO JSON and CSV, one annotation per photo."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,13 @@ from ..models import AnnotationStatus, Box, Photo, PhotoAnnotation
 from ..selectors import cases_visible_to
 
 
-def annotations_for_export(*, user, statuses: Iterable[str] = (AnnotationStatus.ACCEPTED,), annotator=None,
-                           photos: QuerySet[Photo] | None = None) -> list[PhotoAnnotation]:
+def annotations_for_export(
+    *,
+    user,
+    statuses: Iterable[str] = (AnnotationStatus.ACCEPTED,),
+    annotator=None,
+    photos: QuerySet[Photo] | None = None,
+) -> list[PhotoAnnotation]:
     """One annotation per photo: the gold one, else an accepted one, else the latest."""
     qs = PhotoAnnotation.objects.filter(photo__case__in=cases_visible_to(user), status__in=list(statuses))
     if annotator is not None:
@@ -26,7 +32,12 @@ def annotations_for_export(*, user, statuses: Iterable[str] = (AnnotationStatus.
     if photos is not None:
         qs = qs.filter(photo__in=photos)
     chosen: dict[int, PhotoAnnotation] = {}
-    rank = {AnnotationStatus.ACCEPTED: 0, AnnotationStatus.ANNOTATED: 1, AnnotationStatus.REJECTED: 2, AnnotationStatus.TO_ANNOTATE: 3}
+    rank = {
+        AnnotationStatus.ACCEPTED: 0,
+        AnnotationStatus.ANNOTATED: 1,
+        AnnotationStatus.REJECTED: 2,
+        AnnotationStatus.TO_ANNOTATE: 3,
+    }
     for ann in qs.select_related("photo__case", "annotator").order_by("photo_id", "-updated_at", "-id"):
         cur = chosen.get(ann.photo_id)
         if cur is None or (not cur.is_gold and (ann.is_gold or rank[ann.status] < rank[cur.status])):
@@ -71,7 +82,8 @@ def voc_xml(ann: PhotoAnnotation, boxes: list[Box], filename: str) -> bytes:
             <xmax>{b.x1}</xmax>
             <ymax>{b.y1}</ymax>
         </bndbox>
-    </object>""" for b in boxes
+    </object>"""
+        for b in boxes
     )
     excluded = f"\n    <derm_excluded>{escape(ann.exclusion_reason)}</derm_excluded>" if ann.excluded else ""
     return f"""<annotation>
@@ -113,7 +125,10 @@ def export_coco(anns: list[PhotoAnnotation], labels: LabelIndex | None = None) -
     labels = labels or label_index()
     names, boxes = export_names(anns), _boxes_of(anns)
     cats, cat_ids = [], {}
-    for ref in sorted({id(r): r for r in labels.by_key.values()}.values(), key=lambda r: (r.meta_class.order, r.sub_class is not None, r.sub_class.order if r.sub_class else 0)):
+    for ref in sorted(
+        {id(r): r for r in labels.by_key.values()}.values(),
+        key=lambda r: (r.meta_class.order, r.sub_class is not None, r.sub_class.order if r.sub_class else 0),
+    ):
         if ref.code in cat_ids:
             continue
         cat_ids[ref.code] = len(cats) + 1
@@ -127,17 +142,54 @@ def export_coco(anns: list[PhotoAnnotation], labels: LabelIndex | None = None) -
         for b in boxes.get(a.pk, []):
             if b.label_code not in cat_ids:  # a box labelled in another taxonomy version
                 cat_ids[b.label_code] = len(cats) + 1
-                cats.append({"id": cat_ids[b.label_code], "name": b.label_code, "supercategory": b.meta_class.code if b.meta_class_id else ""})
+                cats.append(
+                    {
+                        "id": cat_ids[b.label_code],
+                        "name": b.label_code,
+                        "supercategory": b.meta_class.code if b.meta_class_id else "",
+                    }
+                )
             w, h = b.x1 - b.x0, b.y1 - b.y0
-            annotations.append({"id": b.pk, "image_id": a.photo_id, "category_id": cat_ids[b.label_code],
-                                "bbox": [b.x0, b.y0, w, h], "area": w * h, "iscrowd": 0,
-                                "attributes": {"difficult": b.difficult, "truncated": b.truncated}})
-    return {"info": {"description": "Derm Portal lesion boxes", "date_created": timezone.now().isoformat()},
-            "images": images, "annotations": annotations, "categories": cats}
+            annotations.append(
+                {
+                    "id": b.pk,
+                    "image_id": a.photo_id,
+                    "category_id": cat_ids[b.label_code],
+                    "bbox": [b.x0, b.y0, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "attributes": {"difficult": b.difficult, "truncated": b.truncated},
+                }
+            )
+    return {
+        "info": {"description": "Derm Portal lesion boxes", "date_created": timezone.now().isoformat()},
+        "images": images,
+        "annotations": annotations,
+        "categories": cats,
+    }
 
 
-CSV_COLUMNS = ["photo_id", "filename", "case_id", "case_ref", "annotator", "status", "excluded", "exclusion_reason",
-               "label", "sub_class", "meta_class", "x0", "y0", "x1", "y1", "image_width", "image_height", "difficult", "truncated"]
+CSV_COLUMNS = [
+    "photo_id",
+    "filename",
+    "case_id",
+    "case_ref",
+    "annotator",
+    "status",
+    "excluded",
+    "exclusion_reason",
+    "label",
+    "sub_class",
+    "meta_class",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "image_width",
+    "image_height",
+    "difficult",
+    "truncated",
+]
 
 
 def _cell(value):
@@ -154,14 +206,35 @@ def export_csv(anns: list[PhotoAnnotation]) -> str:
     w = csv.writer(out)
     w.writerow(CSV_COLUMNS)
     for a in anns:
-        head = [a.photo_id, _cell(names[a.photo_id]), a.photo.case_id, _cell(a.photo.case.reference), _cell(a.annotator.get_username()), a.status,
-                int(a.excluded), a.exclusion_reason]
+        head = [
+            a.photo_id,
+            _cell(names[a.photo_id]),
+            a.photo.case_id,
+            _cell(a.photo.case.reference),
+            _cell(a.annotator.get_username()),
+            a.status,
+            int(a.excluded),
+            a.exclusion_reason,
+        ]
         bs = boxes.get(a.pk, [])
         if not bs:
             w.writerow(head + [""] * 7 + [a.photo.width, a.photo.height, "", ""])
         for b in bs:
             # taxonomy codes are typed by admins (taxonomy import): escaped like every other text cell
-            w.writerow(head + [_cell(b.label_code), _cell(b.sub_class.code if b.sub_class_id else ""),
-                               _cell(b.meta_class.code if b.meta_class_id else ""),
-                               b.x0, b.y0, b.x1, b.y1, b.image_width, b.image_height, int(b.difficult), int(b.truncated)])
+            w.writerow(
+                head
+                + [
+                    _cell(b.label_code),
+                    _cell(b.sub_class.code if b.sub_class_id else ""),
+                    _cell(b.meta_class.code if b.meta_class_id else ""),
+                    b.x0,
+                    b.y0,
+                    b.x1,
+                    b.y1,
+                    b.image_width,
+                    b.image_height,
+                    int(b.difficult),
+                    int(b.truncated),
+                ]
+            )
     return out.getvalue()

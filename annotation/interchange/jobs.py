@@ -1,5 +1,6 @@
 """Box imports too large to run within a web request: the file is stored, an ImportRun is
 queued, and a worker on the `long` queue imports it, writing its progress and report to the run."""
+
 from __future__ import annotations
 
 import logging
@@ -22,15 +23,27 @@ from .store import check_import_rights
 log = logging.getLogger(__name__)
 
 
-def box_import_enqueue(*, data: bytes, source: str, user, annotator=None, status: str = AnnotationStatus.ANNOTATED,
-                       replace_accepted: bool = False) -> ImportRun:
+def box_import_enqueue(
+    *,
+    data: bytes,
+    source: str,
+    user,
+    annotator=None,
+    status: str = AnnotationStatus.ANNOTATED,
+    replace_accepted: bool = False,
+) -> ImportRun:
     """Queue a COCO file for import on the long queue; rights and size are checked now."""
     annotator = annotator or user
     check_import_rights(user, annotator, status)
     check_size(source, len(data))
     with transaction.atomic():
-        run = ImportRun(path=source[:500], kind="coco", status=ImportRun.Status.QUEUED, started_by=user,
-                        options={"annotator": annotator.pk, "status": status, "replace_accepted": replace_accepted})
+        run = ImportRun(
+            path=source[:500],
+            kind="coco",
+            status=ImportRun.Status.QUEUED,
+            started_by=user,
+            options={"annotator": annotator.pk, "status": status, "replace_accepted": replace_accepted},
+        )
         run.upload.save("boxes.json", ContentFile(data), save=False)
         run.save()
         # a broker that is down leaves the run queued for the reconciler (derm_portal.reconcile)
@@ -61,9 +74,15 @@ def box_import_run(*, run_pk: int, task_id: str = "") -> str:
     try:
         with run.upload.open("rb") as fh:
             data = fh.read()
-        report = coco_import(data=data, source=run.path, user=run.started_by, annotator=users.get(pk=run.options["annotator"]),
-                             status=run.options["status"], replace_accepted=run.options.get("replace_accepted", False),
-                             progress=progress)
+        report = coco_import(
+            data=data,
+            source=run.path,
+            user=run.started_by,
+            annotator=users.get(pk=run.options["annotator"]),
+            status=run.options["status"],
+            replace_accepted=run.options.get("replace_accepted", False),
+            progress=progress,
+        )
         summary, state = {**report.as_dict(), "text": report.summary()}, ImportRun.Status.DONE
     except (AnnotationError, PermissionDenied, get_user_model().DoesNotExist) as exc:
         summary, state = {"failure": str(exc)}, ImportRun.Status.FAILED

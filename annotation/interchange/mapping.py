@@ -4,6 +4,7 @@ a COCO category id such as 0) mapped onto sub- or meta-classes of the taxonomy.
 A mapping file has one `name = code` (or `name,code` / tab separated) per line, `#` starts a
 comment line, or is a JSON object {"name": "code"}. A COCO category id is written `#0`
 (`id:0` also works). Names are matched case-insensitively."""
+
 from __future__ import annotations
 
 import copy
@@ -43,7 +44,9 @@ def mapping_parse(text: str, *, source: str, labels: LabelIndex) -> dict[str, La
         if not name:
             errors.append(f"{where}: an empty name.")
         elif ref is None:
-            errors.append(f"{where}: {name!r} maps to {code!r}, which is not a sub-class or meta-class of {labels.taxonomy}.")
+            errors.append(
+                f"{where}: {name!r} maps to {code!r}, which is not a sub-class or meta-class of {labels.taxonomy}."
+            )
         else:
             out[_key(name)] = ref
     if errors:

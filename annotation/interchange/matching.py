@@ -1,4 +1,5 @@
 """Find the portal photo an imported file name refers to."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """What a box import did: counts and every problem with its file and line."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,13 +31,23 @@ class ImportReport:
         return len(self.errors) + self.errors_not_kept
 
     def as_dict(self) -> dict:
-        return {"files": self.files, "photos": self.photos, "boxes": self.boxes, "created_cases": self.created_cases,
-                "clipped": self.clipped, "dry_run": self.dry_run, "errors": self.errors, "errors_not_kept": self.errors_not_kept}
+        return {
+            "files": self.files,
+            "photos": self.photos,
+            "boxes": self.boxes,
+            "created_cases": self.created_cases,
+            "clipped": self.clipped,
+            "dry_run": self.dry_run,
+            "errors": self.errors,
+            "errors_not_kept": self.errors_not_kept,
+        }
 
     def summary(self) -> str:
-        return (("Dry run, nothing stored. Would import: " if self.dry_run else "")
-                + f"{self.files} file(s): {self.boxes} box(es) on {self.photos} photo(s)"
-                + (f", {self.created_cases} case(s) created" if self.created_cases else "")
-                + (f", {self.clipped} box(es) clipped to the photo's edges" if self.clipped else "")
-                + (f"; {self.n_errors} problem(s)" if self.n_errors else "")
-                + (f" (the first {len(self.errors)} listed)" if self.errors_not_kept else ""))
+        return (
+            ("Dry run, nothing stored. Would import: " if self.dry_run else "")
+            + f"{self.files} file(s): {self.boxes} box(es) on {self.photos} photo(s)"
+            + (f", {self.created_cases} case(s) created" if self.created_cases else "")
+            + (f", {self.clipped} box(es) clipped to the photo's edges" if self.clipped else "")
+            + (f"; {self.n_errors} problem(s)" if self.n_errors else "")
+            + (f" (the first {len(self.errors)} listed)" if self.errors_not_kept else "")
+        )

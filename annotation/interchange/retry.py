@@ -4,6 +4,7 @@ SQLite allows one writer at a time; a writer waiting longer than the connection'
 timeout gets OperationalError "database is locked". Imports are safe to run again (boxes
 of a file replace that annotator's boxes; a created case is found by its image name), so
 the import is simply started over after a pause."""
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,9 @@ def is_locked(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
 
 
-def run_retrying(fn: Callable[[], T], *, retries: int = 3, wait: float = 2.0,
-                 on_retry: Callable[[int, int], None] | None = None) -> T:
+def run_retrying(
+    fn: Callable[[], T], *, retries: int = 3, wait: float = 2.0, on_retry: Callable[[int, int], None] | None = None
+) -> T:
     """fn() with up to `retries` further attempts while the database is locked; any database
     error left is raised as DatabaseBusy with a readable message (never a bare traceback)."""
     for attempt in range(retries + 1):

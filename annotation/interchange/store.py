@@ -1,4 +1,5 @@
 """Shared by the box importers: who may import what, and writing one photo's boxes."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -25,12 +26,24 @@ def check_import_rights(user, annotator, status: str) -> None:
         raise AnnotationError(f"Imported boxes can be 'to_annotate', 'annotated' or 'accepted', not {status!r}.")
 
 
-def store_boxes(*, photo: Photo, annotator, boxes: list[CleanBox], status: str, excluded: str, report: ImportReport,
-           source: str, by, replace_accepted: bool) -> None:
+def store_boxes(
+    *,
+    photo: Photo,
+    annotator,
+    boxes: list[CleanBox],
+    status: str,
+    excluded: str,
+    report: ImportReport,
+    source: str,
+    by,
+    replace_accepted: bool,
+) -> None:
     ann = PhotoAnnotation.objects.filter(photo=photo, annotator=annotator).first()
     before = ann.status if ann else ""
     if ann and ann.status == AnnotationStatus.ACCEPTED and not replace_accepted and status != AnnotationStatus.ACCEPTED:
-        report.error(source, None, f"{annotator.get_username()}'s boxes on photo {photo.pk} are already accepted; not replaced.")
+        report.error(
+            source, None, f"{annotator.get_username()}'s boxes on photo {photo.pk} are already accepted; not replaced."
+        )
         return
     now = timezone.now()
     if ann is None:
@@ -53,7 +66,11 @@ def store_boxes(*, photo: Photo, annotator, boxes: list[CleanBox], status: str, 
 def exclusion_from(value: str, source: str, line: int | None, report: ImportReport) -> str:
     value = (value or "").strip()
     if value and value not in ExclusionReason.values:
-        report.error(source, line, f"unknown exclusion reason {value!r} ignored (expected one of {', '.join(ExclusionReason.values)}).")
+        report.error(
+            source,
+            line,
+            f"unknown exclusion reason {value!r} ignored (expected one of {', '.join(ExclusionReason.values)}).",
+        )
         return ""
     return value
 

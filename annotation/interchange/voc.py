@@ -1,4 +1,5 @@
 """labelImg / Pascal VOC import: one XML file per photo."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -29,7 +30,9 @@ def voc_parse(data: bytes, source: str) -> tuple[dict | None, list[tuple[int | N
     except XMLError as exc:
         return None, [(exc.line, str(exc))]
     if root.tag != "annotation":
-        return None, [(root.line, f"expected an <annotation> root element (labelImg / Pascal VOC), found <{root.tag}>.")]
+        return None, [
+            (root.line, f"expected an <annotation> root element (labelImg / Pascal VOC), found <{root.tag}>.")
+        ]
     problems: list[tuple[int | None, str]] = []
     size = root.find("size")
     width = height = None
@@ -40,13 +43,23 @@ def voc_parse(data: bytes, source: str) -> tuple[dict | None, list[tuple[int | N
             problems.append((size.line, "<size> has no numeric width/height; the stored photo size is used."))
     filename = root.findtext("filename") or PurePath(root.findtext("path")).name
     excl = root.find("derm_excluded")
-    doc = {"filename": filename, "width": width, "height": height, "objects": [], "line": root.line,
-           "excluded": excl.text.strip() if excl is not None else "", "excluded_line": excl.line if excl is not None else None}
+    doc = {
+        "filename": filename,
+        "width": width,
+        "height": height,
+        "objects": [],
+        "line": root.line,
+        "excluded": excl.text.strip() if excl is not None else "",
+        "excluded_line": excl.line if excl is not None else None,
+    }
     for obj in root.findall("object"):
         bb = obj.find("bndbox")
-        item = {"label": obj.findtext("name"), "line": obj.line,
-                "difficult": obj.findtext("difficult", "0") in ("1", "true"),
-                "truncated": obj.findtext("truncated", "0") in ("1", "true")}
+        item = {
+            "label": obj.findtext("name"),
+            "line": obj.line,
+            "difficult": obj.findtext("difficult", "0") in ("1", "true"),
+            "truncated": obj.findtext("truncated", "0") in ("1", "true"),
+        }
         if bb is None:
             problems.append((obj.line, f"object {item['label']!r} has no <bndbox>; skipped."))
             continue
@@ -98,7 +111,9 @@ def voc_import(
         if pk is None and create_cases:
             key = image_by_name.get(PurePath(filename).name.lower()) or image_by_stem.get(PurePath(source).stem.lower())
             if key is None:
-                report.error(source, doc["line"], f"{why} No image file {filename!r} next to the XML to create it from.")
+                report.error(
+                    source, doc["line"], f"{why} No image file {filename!r} next to the XML to create it from."
+                )
                 return
         elif pk is None:
             report.error(source, doc["line"], why)
@@ -108,15 +123,26 @@ def voc_import(
             # A savepoint per file: a case created for it is rolled back if none of its boxes is accepted.
             with transaction.atomic():
                 if key is not None:
-                    photo = _case_from_image(key, images[key], source=source, user=user, patient_prefix=patient_prefix,
-                                             report=report)
+                    photo = _case_from_image(
+                        key, images[key], source=source, user=user, patient_prefix=patient_prefix, report=report
+                    )
                     if photo is None:
                         return
                     created.append(photo)
                 else:
                     photo = photos.get(pk) or Photo.objects.get(pk=pk)
-                _boxes_of_file(doc, photo, source=source, filename=filename, report=report, labels=labels,
-                               annotator=annotator, status=status, user=user, replace_accepted=replace_accepted)
+                _boxes_of_file(
+                    doc,
+                    photo,
+                    source=source,
+                    filename=filename,
+                    report=report,
+                    labels=labels,
+                    annotator=annotator,
+                    status=status,
+                    user=user,
+                    replace_accepted=replace_accepted,
+                )
         except _NothingStored:
             for photo in created:
                 services.stored_file_delete(photo.file.name, keep_if_referenced=True)
@@ -141,16 +167,18 @@ class _NothingStored(Exception):
     """Leave the file's savepoint: the file is reported and nothing of it is kept."""
 
 
-def _case_from_image(key: str, image: bytes | Path, *, source: str, user, patient_prefix: str,
-                     report: ImportReport) -> Photo | None:
+def _case_from_image(
+    key: str, image: bytes | Path, *, source: str, user, patient_prefix: str, report: ImportReport
+) -> Photo | None:
     """A new case holding the image `key`, or None (reported) when it cannot be created."""
     try:
         with transaction.atomic():
             case = services.case_create(patient_code=f"{patient_prefix}{PurePath(key).stem}", created_by=user)
             data = image.read_bytes() if isinstance(image, Path) else image
             # bulk import of training data: no prediction per photo (as import_dataset)
-            return services.photo_attach(case=case, data=data, filename=PurePath(key).name, uploaded_by=user,
-                                         run_hooks=False)
+            return services.photo_attach(
+                case=case, data=data, filename=PurePath(key).name, uploaded_by=user, run_hooks=False
+            )
     except (ImageRejected, services.DuplicatePhoto) as exc:
         report.error(source, None, str(exc))
     except Exception as exc:  # e.g. validation of the generated patient code
@@ -158,8 +186,19 @@ def _case_from_image(key: str, image: bytes | Path, *, source: str, user, patien
     return None
 
 
-def _boxes_of_file(doc: dict, photo: Photo, *, source: str, filename: str, report: ImportReport, labels: LabelIndex,
-                   annotator, status: str, user, replace_accepted: bool) -> None:
+def _boxes_of_file(
+    doc: dict,
+    photo: Photo,
+    *,
+    source: str,
+    filename: str,
+    report: ImportReport,
+    labels: LabelIndex,
+    annotator,
+    status: str,
+    user,
+    replace_accepted: bool,
+) -> None:
     """Validate and store one XML file's boxes on `photo`; raise _NothingStored when the file
     cannot be used (wrong size) or has objects of which none is accepted. A file without
     objects is stored: it says "no lesion" on purpose."""
@@ -167,26 +206,58 @@ def _boxes_of_file(doc: dict, photo: Photo, *, source: str, filename: str, repor
     if doc["width"] and doc["height"] and (doc["width"], doc["height"]) != (photo.width, photo.height):
         sx, sy = photo.width / doc["width"], photo.height / doc["height"]
         if abs(sx - sy) > 0.01 * max(sx, sy):
-            report.error(source, doc["line"], f"size {doc['width']}×{doc['height']} in the XML does not match the photo ({photo.width}×{photo.height}); file skipped.")
+            report.error(
+                source,
+                doc["line"],
+                f"size {doc['width']}×{doc['height']} in the XML does not match the photo ({photo.width}×{photo.height}); file skipped.",
+            )
             raise _NothingStored
-        report.error(source, doc["line"], f"note: boxes scaled from {doc['width']}×{doc['height']} to the stored photo size {photo.width}×{photo.height}.")
+        report.error(
+            source,
+            doc["line"],
+            f"note: boxes scaled from {doc['width']}×{doc['height']} to the stored photo size {photo.width}×{photo.height}.",
+        )
     clean = []
     for i, obj in enumerate(doc["objects"]):
-        raw = scale(obj, sx, sy) if sx != 1.0 and all(obj.get(k) is not None for k in ("x0", "y0", "x1", "y1")) and _all_numbers(obj) else obj
-        box, errs = box_validate(raw, index=i, width=photo.width, height=photo.height, labels=labels,
-                                 where=f"object {obj.get('label')!r}", clip=True)
+        raw = (
+            scale(obj, sx, sy)
+            if sx != 1.0 and all(obj.get(k) is not None for k in ("x0", "y0", "x1", "y1")) and _all_numbers(obj)
+            else obj
+        )
+        box, errs = box_validate(
+            raw,
+            index=i,
+            width=photo.width,
+            height=photo.height,
+            labels=labels,
+            where=f"object {obj.get('label')!r}",
+            clip=True,
+        )
         for e in errs:
             report.error(source, obj["line"], e["message"])
         if box:
             clean.append(box)
     if doc["objects"] and not clean:
-        report.error(source, doc["line"], f"none of the {len(doc['objects'])} object(s) could be imported, so nothing was "
-                                          f"stored for {filename} (a file without objects records 'no lesion').")
+        report.error(
+            source,
+            doc["line"],
+            f"none of the {len(doc['objects'])} object(s) could be imported, so nothing was "
+            f"stored for {filename} (a file without objects records 'no lesion').",
+        )
         raise _NothingStored
     excluded = exclusion_from(doc["excluded"], source, doc["excluded_line"], report)
     with transaction.atomic():
-        store_boxes(photo=photo, annotator=annotator, boxes=clean, status=status, excluded=excluded, report=report,
-                    source=source, by=user, replace_accepted=replace_accepted)
+        store_boxes(
+            photo=photo,
+            annotator=annotator,
+            boxes=clean,
+            status=status,
+            excluded=excluded,
+            report=report,
+            source=source,
+            by=user,
+            replace_accepted=replace_accepted,
+        )
 
 
 def _all_numbers(obj: dict) -> bool:
@@ -207,4 +278,6 @@ def voc_import_folder(*, folder: Path, user, **kwargs) -> ImportReport:
     images = None
     if kwargs.get("create_cases"):
         images = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_EXTS}
-    return voc_import(files=((str(p.relative_to(folder)), p.read_bytes()) for p in xmls), user=user, images=images, **kwargs)
+    return voc_import(
+        files=((str(p.relative_to(folder)), p.read_bytes()) for p in xmls), user=user, images=images, **kwargs
+    )

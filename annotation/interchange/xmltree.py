@@ -1,4 +1,5 @@
 """A minimal XML tree that keeps each element's line number, for error messages."""
+
 from __future__ import annotations
 
 import xml.parsers.expat
@@ -57,7 +58,9 @@ def parse_xml(data: bytes) -> Node:
     try:
         parser.Parse(data, True)
     except xml.parsers.expat.ExpatError as exc:
-        raise XMLError(f"malformed XML: {xml.parsers.expat.ErrorString(exc.code)} (column {exc.offset + 1})", exc.lineno)
+        raise XMLError(
+            f"malformed XML: {xml.parsers.expat.ErrorString(exc.code)} (column {exc.offset + 1})", exc.lineno
+        )
     if not root:
         raise XMLError("empty document", 1)
     return root[0]

@@ -4,6 +4,7 @@ Layout: `classes.txt` (one class name per line, line n is class id n; labelImg's
 and `data.yaml` (Ultralytics), `labels/<image stem>.txt` with one `class cx cy w h` line per
 box, all four normalised to 0..1, and with images `images/<name>`. Coordinates are written
 with 7 decimals, enough to recover whole pixels exactly for photos up to 10^6 px wide."""
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,10 @@ from .store import check_import_rights, store_boxes
 
 def _classes(anns: list[PhotoAnnotation], boxes: dict, labels: LabelIndex) -> list[str]:
     """The taxonomy's codes (meta-classes and sub-classes, in taxonomy order), then any other code used."""
-    refs = sorted({id(r): r for r in labels.by_key.values()}.values(),
-                  key=lambda r: (r.meta_class.order, r.sub_class is not None, r.sub_class.order if r.sub_class else 0))
+    refs = sorted(
+        {id(r): r for r in labels.by_key.values()}.values(),
+        key=lambda r: (r.meta_class.order, r.sub_class is not None, r.sub_class.order if r.sub_class else 0),
+    )
     names = list(dict.fromkeys(r.code for r in refs))
     for a in anns:
         for b in boxes.get(a.pk, []):
@@ -34,7 +37,9 @@ def _classes(anns: list[PhotoAnnotation], boxes: dict, labels: LabelIndex) -> li
     return names
 
 
-def export_yolo_zip(anns: list[PhotoAnnotation], *, with_images: bool = False, labels: LabelIndex | None = None) -> bytes:
+def export_yolo_zip(
+    anns: list[PhotoAnnotation], *, with_images: bool = False, labels: LabelIndex | None = None
+) -> bytes:
     labels = labels or label_index()
     names, boxes = export_names(anns), _boxes_of(anns)
     classes = _classes(anns, boxes, labels)
@@ -42,12 +47,17 @@ def export_yolo_zip(anns: list[PhotoAnnotation], *, with_images: bool = False, l
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("classes.txt", "\n".join(classes) + "\n")
-        zf.writestr("data.yaml", "path: .\ntrain: images\nval: images\nnames:\n"
-                    + "".join(f"  {i}: {c}\n" for i, c in enumerate(classes)))
+        zf.writestr(
+            "data.yaml",
+            "path: .\ntrain: images\nval: images\nnames:\n" + "".join(f"  {i}: {c}\n" for i, c in enumerate(classes)),
+        )
         for a in anns:
             w, h = a.photo.width, a.photo.height
-            lines = [f"{index[b.label_code]} {(b.x0 + b.x1) / 2 / w:.7f} {(b.y0 + b.y1) / 2 / h:.7f} "
-                     f"{(b.x1 - b.x0) / w:.7f} {(b.y1 - b.y0) / h:.7f}" for b in boxes.get(a.pk, [])]
+            lines = [
+                f"{index[b.label_code]} {(b.x0 + b.x1) / 2 / w:.7f} {(b.y0 + b.y1) / 2 / h:.7f} "
+                f"{(b.x1 - b.x0) / w:.7f} {(b.y1 - b.y0) / h:.7f}"
+                for b in boxes.get(a.pk, [])
+            ]
             zf.writestr(f"labels/{PurePath(names[a.photo_id]).stem}.txt", "".join(line + "\n" for line in lines))
             if with_images:
                 with a.photo.file.open("rb") as fh:
@@ -74,9 +84,16 @@ def yolo_files_from_folder(folder: Path) -> tuple[list[str] | None, dict[str, by
     return (classes.read_text(encoding="utf-8-sig").split() if classes else None), texts
 
 
-def yolo_import(*, files: dict[str, bytes], classes: list[str] | None, user, annotator=None,
-                status: str = AnnotationStatus.ANNOTATED, replace_accepted: bool = False,
-                labels: LabelIndex | None = None) -> ImportReport:
+def yolo_import(
+    *,
+    files: dict[str, bytes],
+    classes: list[str] | None,
+    user,
+    annotator=None,
+    status: str = AnnotationStatus.ANNOTATED,
+    replace_accepted: bool = False,
+    labels: LabelIndex | None = None,
+) -> ImportReport:
     """Import YOLO label files (one per image, matched to portal photos by the image stem).
     A class id is looked up in `classes` and then in the taxonomy (or label mapping); a class
     id with no name can still be mapped as `#<id>`."""
@@ -86,7 +103,9 @@ def yolo_import(*, files: dict[str, bytes], classes: list[str] | None, user, ann
     labels = labels or label_index()
     report = ImportReport()
     if classes is None:
-        report.error("classes.txt", None, "no classes.txt (or obj.names): class ids are taken as '#<id>' of the label mapping.")
+        report.error(
+            "classes.txt", None, "no classes.txt (or obj.names): class ids are taken as '#<id>' of the label mapping."
+        )
     matcher = PhotoMatcher(Photo.objects.filter(case__in=cases_visible_to(user)))
     for source, data in sorted(files.items()):
         report.files += 1
@@ -109,11 +128,27 @@ def yolo_import(*, files: dict[str, bytes], classes: list[str] | None, user, ann
                 report.error(source, ln, "expected 'class cx cy width height' (a class id and four numbers 0..1).")
                 continue
             name = classes[cls] if classes and 0 <= cls < len(classes) else None
-            label = name if name and labels.resolve(name) else (f"#{cls}" if labels.resolve(f"#{cls}") else name or f"#{cls}")
-            raw_box = {"x0": (cx - bw / 2) * photo.width, "y0": (cy - bh / 2) * photo.height,
-                       "x1": (cx + bw / 2) * photo.width, "y1": (cy + bh / 2) * photo.height, "label": label}
-            box, errs = box_validate(raw_box, index=n - 1, width=photo.width, height=photo.height, labels=labels,
-                                     where=f"class {label}", clip=True)
+            label = (
+                name
+                if name and labels.resolve(name)
+                else (f"#{cls}" if labels.resolve(f"#{cls}") else name or f"#{cls}")
+            )
+            raw_box = {
+                "x0": (cx - bw / 2) * photo.width,
+                "y0": (cy - bh / 2) * photo.height,
+                "x1": (cx + bw / 2) * photo.width,
+                "y1": (cy + bh / 2) * photo.height,
+                "label": label,
+            }
+            box, errs = box_validate(
+                raw_box,
+                index=n - 1,
+                width=photo.width,
+                height=photo.height,
+                labels=labels,
+                where=f"class {label}",
+                clip=True,
+            )
             for e in errs:
                 report.error(source, ln, e["message"])
             if box:
@@ -122,6 +157,15 @@ def yolo_import(*, files: dict[str, bytes], classes: list[str] | None, user, ann
             report.error(source, None, f"none of the {n} box(es) could be imported, so nothing was stored for it.")
             continue
         with transaction.atomic():
-            store_boxes(photo=photo, annotator=annotator, boxes=clean, status=status, excluded="", report=report,
-                        source=source, by=user, replace_accepted=replace_accepted)
+            store_boxes(
+                photo=photo,
+                annotator=annotator,
+                boxes=clean,
+                status=status,
+                excluded="",
+                report=report,
+                source=source,
+                by=user,
+                replace_accepted=replace_accepted,
+            )
     return report

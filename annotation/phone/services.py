@@ -6,13 +6,14 @@ DERM_PHONE_TOKEN_TTL_MINUTES, accepts at most DERM_PHONE_TOKEN_MAX_PHOTOS photos
 be revoked. Photos go through annotation.services.photo_attach, so the phone path has
 exactly the desk's cleaning and rejection rules.
 """
+
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -108,7 +109,9 @@ def phone_token_create(
 def phone_token_revoke(*, token: PhoneUploadToken, by) -> PhoneUploadToken:
     if not roles.has_role(by, roles.CAN_EDIT_CASES):
         raise PermissionDenied("Your role may not manage phone links.")
-    PhoneUploadToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now(), revoked_by=by)
+    PhoneUploadToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_by=by
+    )
     token.refresh_from_db()
     return token
 
@@ -120,7 +123,9 @@ def phone_token_check(*, raw: str, lock: bool = False) -> PhoneUploadToken:
         qs = qs.select_for_update(of=("self",))
     token = qs.filter(token_hash=token_hash(raw or "")).first()
     if token is None:
-        raise PhoneLinkUnknown("This upload link is not valid. Check that the whole address was copied, or ask at the desk for a new QR code.")
+        raise PhoneLinkUnknown(
+            "This upload link is not valid. Check that the whole address was copied, or ask at the desk for a new QR code."
+        )
     state = phone_token_state(token=token)
     if state != ACTIVE:
         raise PhoneLinkInactive(state)
@@ -152,12 +157,19 @@ def phone_upload(*, raw: str, uploads: Iterable, modality: str = Modality.CLINIC
         for upload in uploads:
             name = (getattr(upload, "name", "") or "photo")[:200]
             if token.photos_uploaded + stored >= token.max_photos:
-                result.errors.append({"file": name, "error": f"{name}: not stored, this link's limit of {token.max_photos} photos is reached."})
+                result.errors.append(
+                    {
+                        "file": name,
+                        "error": f"{name}: not stored, this link's limit of {token.max_photos} photos is reached.",
+                    }
+                )
                 continue
             try:
                 data = read_upload(upload, name)
                 with transaction.atomic():
-                    photo = photo_attach(case=token.case, data=data, filename=name, uploaded_by=token.created_by, modality=modality)
+                    photo = photo_attach(
+                        case=token.case, data=data, filename=name, uploaded_by=token.created_by, modality=modality
+                    )
             except (ImageRejected, DuplicatePhoto) as exc:
                 rejected += 1
                 result.errors.append({"file": name, "error": str(exc)})

@@ -1,4 +1,5 @@
 """Desk endpoints (login + role), the public mobile page (token only) and the case panel."""
+
 from __future__ import annotations
 
 import segno
@@ -22,7 +23,9 @@ from . import services
 
 
 def _wants_json(request) -> bool:
-    return request.headers.get("accept", "").startswith("application/json") or bool(request.headers.get("x-requested-with"))
+    return request.headers.get("accept", "").startswith("application/json") or bool(
+        request.headers.get("x-requested-with")
+    )
 
 
 def _require(request, wanted, message="Your role may not do this."):
@@ -81,7 +84,7 @@ def _no_leak(response):
 def _hit(key: str, limit: int) -> bool:
     """Count one request in a one-minute window; True when over `limit`."""
     if cache.add(key, 1, timeout=70):
-        return 1 > limit
+        return limit < 1
     try:
         return cache.incr(key) > limit
     except ValueError:  # expired between add and incr
@@ -133,10 +136,21 @@ def phone_token_create(request, pk: int):
     url = phone_url(request, issued.raw)
     svg = qr_svg(url)
     if _wants_json(request):
-        return _no_leak(JsonResponse({"url": url, "svg": svg, "token": _token_dict(issued.token),
-                                      "photos_url": reverse("annotation:case_photos_json", args=[case.pk])}, status=201))
+        return _no_leak(
+            JsonResponse(
+                {
+                    "url": url,
+                    "svg": svg,
+                    "token": _token_dict(issued.token),
+                    "photos_url": reverse("annotation:case_photos_json", args=[case.pk]),
+                },
+                status=201,
+            )
+        )
     # Without JavaScript: a page that shows the code once.
-    return _no_leak(render(request, "annotation/phone_desk.html", {"case": case, "url": url, "svg": svg, "token": issued.token}))
+    return _no_leak(
+        render(request, "annotation/phone_desk.html", {"case": case, "url": url, "svg": svg, "token": issued.token})
+    )
 
 
 @require_POST
@@ -176,7 +190,11 @@ def case_photos_json(request, pk: int):
 def _link_error(request, exc: services.PhoneLinkError):
     if _wants_json(request):
         return _no_leak(JsonResponse({"state": exc.state, "error": exc.message}, status=exc.status))
-    return _no_leak(render(request, "annotation/phone_link_error.html", {"message": exc.message, "state": exc.state}, status=exc.status))
+    return _no_leak(
+        render(
+            request, "annotation/phone_link_error.html", {"message": exc.message, "state": exc.state}, status=exc.status
+        )
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -187,17 +205,28 @@ def phone_upload(request, token: str):
         message = "Too many requests from this device. Wait a minute and try again."
         if _wants_json(request):
             return _no_leak(JsonResponse({"state": "rate_limited", "error": message}, status=429))
-        return _no_leak(render(request, "annotation/phone_link_error.html", {"message": message, "state": "rate_limited"}, status=429))
+        return _no_leak(
+            render(
+                request, "annotation/phone_link_error.html", {"message": message, "state": "rate_limited"}, status=429
+            )
+        )
     results, reference = None, ""
     if request.method == "POST":
         files = request.FILES.getlist("photos")
         try:
             if files:
-                result = services.phone_upload(raw=token, uploads=files, modality=request.POST.get("modality", Modality.CLINICAL))
+                result = services.phone_upload(
+                    raw=token, uploads=files, modality=request.POST.get("modality", Modality.CLINICAL)
+                )
                 results, reference, status = result.as_dict(), result.reference, (201 if result.photos else 400)
             else:
                 reference = services.phone_token_check(raw=token).case.reference
-                results = {"stored": [], "errors": [{"file": "", "error": "No photo was sent. Take a photo or choose one from the gallery."}]}
+                results = {
+                    "stored": [],
+                    "errors": [
+                        {"file": "", "error": "No photo was sent. Take a photo or choose one from the gallery."}
+                    ],
+                }
                 status = 400
         except services.PhoneLinkError as exc:
             return _link_error(request, exc)

@@ -4,6 +4,7 @@ With no environment at all this is the embedded first-run demo: SQLite in var/,
 files on the local disk in var/media, Celery jobs run eagerly in-process.
 Set DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis) to run on real services.
 """
+
 import os
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-dev-key-only-for-the-local-demo")
 DEBUG = env_bool("DJANGO_DEBUG", True)
-ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h]
+ALLOWED_HOSTS = [
+    h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h
+]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
@@ -78,11 +81,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'derm_portal.sqlite3'}", conn_max_age=60
-    )
-}
+DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{VAR_DIR / 'derm_portal.sqlite3'}", conn_max_age=60)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -262,7 +261,10 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # A prediction whose worker died is handed out again after 15 minutes (not kombu's
     # hour); every task re-checks its row, so a long training run that is redelivered
     # while its worker still beats its heartbeat is answered "busy" and left alone.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 900, **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {})}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 900,
+        **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+    }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _q = VAR_DIR / "celery-queue"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

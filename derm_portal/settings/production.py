@@ -3,6 +3,7 @@
 Everything that matters comes from the environment; a missing or unsafe value stops the
 process at start-up with a message that says what to set (see `_refuse`).
 """
+
 import os
 
 import dj_database_url
@@ -21,8 +22,10 @@ def _refuse(problem: str) -> None:
 # Checked before the shared settings read the same variables, so a bad value is named here.
 _secret = os.environ.get("DJANGO_SECRET_KEY", "").strip()
 if not _secret:
-    _refuse("DJANGO_SECRET_KEY is empty or not set; generate one with "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`")
+    _refuse(
+        "DJANGO_SECRET_KEY is empty or not set; generate one with "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+    )
 if len(_secret) < 50 or len(set(_secret)) < 5 or _secret.startswith("django-insecure"):
     _refuse("DJANGO_SECRET_KEY is too weak (at least 50 characters, not a django-insecure key)")
 
@@ -34,14 +37,19 @@ try:
 except Exception as _exc:  # unknown scheme or malformed URL
     _refuse(f"DATABASE_URL cannot be read ({_exc}); use postgres://user@host:5432/derm")
 if "postgresql" not in _db.get("ENGINE", ""):
-    _refuse(f"DATABASE_URL uses {_db_url.split(':', 1)[0]!r}; production needs PostgreSQL (postgres://...), "
-            "not SQLite or another engine")
+    _refuse(
+        f"DATABASE_URL uses {_db_url.split(':', 1)[0]!r}; production needs PostgreSQL (postgres://...), "
+        "not SQLite or another engine"
+    )
 
 _broker = os.environ.get("CELERY_BROKER_URL", "").strip()
 if not _broker.startswith(("redis://", "rediss://")):
-    _refuse(f"CELERY_BROKER_URL is {_broker.split(':', 1)[0]!r}; production needs Redis "
-            "(redis://host:6379/0), not the file-system or in-memory broker of the local demo"
-            if _broker else "CELERY_BROKER_URL is not set; point it at Redis (redis://host:6379/0)")
+    _refuse(
+        f"CELERY_BROKER_URL is {_broker.split(':', 1)[0]!r}; production needs Redis "
+        "(redis://host:6379/0), not the file-system or in-memory broker of the local demo"
+        if _broker
+        else "CELERY_BROKER_URL is not set; point it at Redis (redis://host:6379/0)"
+    )
 
 # One cache for every web process (rate limits hold across workers): DERM_CACHE_URL,
 # or the broker's Redis when unset.

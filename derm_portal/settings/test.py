@@ -1,5 +1,6 @@
 """Test settings: PostgreSQL and Redis when DATABASE_URL / CELERY_BROKER_URL are set
 (CI sets both), SQLite and eager jobs otherwise. Files go to a temporary folder."""
+
 import tempfile
 
 from .base import *  # noqa: F403
@@ -19,7 +20,7 @@ LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "W
 
 # Several test runs may share one PostgreSQL server (developers, CI): give each run
 # its own throw-away test database.
-import os as _os
+import os as _os  # noqa: E402  (settings read after the base settings)
 
 if "sqlite" not in DATABASES["default"]["ENGINE"]:  # noqa: F405  (SQLite tests stay in memory)
     DATABASES["default"].setdefault("TEST", {})  # noqa: F405

@@ -1,4 +1,5 @@
 """``{% submission_token %}``: the hidden one-time token that makes a create form idempotent."""
+
 import secrets
 
 from django import template

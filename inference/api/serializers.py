@@ -10,8 +10,19 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "name", "taxonomy", "taxonomy_name", "status", "data_fingerprint", "code_version",
-                  "created_by", "created_at", "activated_at", "activated_by"]
+        fields = [
+            "id",
+            "name",
+            "taxonomy",
+            "taxonomy_name",
+            "status",
+            "data_fingerprint",
+            "code_version",
+            "created_by",
+            "created_at",
+            "activated_at",
+            "activated_by",
+        ]
 
 
 class ModelVersionDetailSerializer(ModelVersionSerializer):
@@ -22,15 +33,20 @@ class ModelVersionDetailSerializer(ModelVersionSerializer):
 class ActivateSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=500)
     recompute = serializers.BooleanField(required=False, default=False)
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000,
-                                   help_text="Required when the model fails an activation check (below a tier target, "
-                                             "no triage calibration, too few training photos of a class).")
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=2000,
+        help_text="Required when the model fails an activation check (below a tier target, "
+        "no triage calibration, too few training photos of a class).",
+    )
 
 
 class OverlaySerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
-    box_mass = serializers.SerializerMethodField(help_text="Share (0..1) of the heat map inside the photo's current "
-                                                           "annotator boxes; null without boxes.")
+    box_mass = serializers.SerializerMethodField(
+        help_text="Share (0..1) of the heat map inside the photo's current annotator boxes; null without boxes."
+    )
 
     class Meta:
         model = GradCamOverlay
@@ -54,15 +70,38 @@ class PredictionSerializer(serializers.ModelSerializer):
     case = serializers.IntegerField(source="photo.case_id", read_only=True)
     overlays = OverlaySerializer(many=True, read_only=True)
     model_version_name = serializers.CharField(source="model_version.name", read_only=True)
-    triage = serializers.SerializerMethodField(help_text="Urgency tier (null when the model abstains), plain advice "
-                                                         "and the reason, as on the case page.")
+    triage = serializers.SerializerMethodField(
+        help_text="Urgency tier (null when the model abstains), plain advice and the reason, as on the case page."
+    )
 
     class Meta:
         model = Prediction
-        fields = ["id", "photo", "case", "model_version", "model_version_name", "status", "ranked", "meta_probabilities",
-                  "fused_method", "malignancy_score", "malignancy_grade", "margin", "ood_score", "looks_unfamiliar",
-                  "triage", "calibrated", "warning", "created_at", "started_at", "finished_at", "duration_ms", "attempts", "error", "overlays"]
-
+        fields = [
+            "id",
+            "photo",
+            "case",
+            "model_version",
+            "model_version_name",
+            "status",
+            "ranked",
+            "meta_probabilities",
+            "fused_method",
+            "malignancy_score",
+            "malignancy_grade",
+            "margin",
+            "ood_score",
+            "looks_unfamiliar",
+            "triage",
+            "calibrated",
+            "warning",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "attempts",
+            "error",
+            "overlays",
+        ]
 
     def get_triage(self, obj) -> dict | None:
         if obj.status != "done":
@@ -70,8 +109,20 @@ class PredictionSerializer(serializers.ModelSerializer):
         from inference.presenters import triage_view
 
         t = triage_view(obj)
-        return {k: t[k] for k in ("tier", "label", "advice", "reason", "abstain", "thresholds", "urgent_probability",
-                                  "malignant_probability", "unfamiliar_score")}
+        return {
+            k: t[k]
+            for k in (
+                "tier",
+                "label",
+                "advice",
+                "reason",
+                "abstain",
+                "thresholds",
+                "urgent_probability",
+                "malignant_probability",
+                "unfamiliar_score",
+            )
+        }
 
 
 class PredictionRequestSerializer(serializers.Serializer):
@@ -80,8 +131,9 @@ class PredictionRequestSerializer(serializers.Serializer):
 
 
 class AssessmentSerializer(serializers.ModelSerializer):
-    sub_class = serializers.SlugRelatedField(slug_field="code", queryset=SubClass.objects.all(), required=False,
-                                             allow_null=True)
+    sub_class = serializers.SlugRelatedField(
+        slug_field="code", queryset=SubClass.objects.all(), required=False, allow_null=True
+    )
     doctor = serializers.CharField(source="doctor.username", read_only=True)
 
     class Meta:
@@ -105,9 +157,25 @@ class AssessmentSerializer(serializers.ModelSerializer):
 class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
-        fields = ["id", "name", "taxonomy", "label_sources", "config", "status", "progress", "cancel_requested",
-                  "n_cases", "n_photos", "log", "error", "model_version", "created_by", "created_at", "started_at",
-                  "finished_at"]
+        fields = [
+            "id",
+            "name",
+            "taxonomy",
+            "label_sources",
+            "config",
+            "status",
+            "progress",
+            "cancel_requested",
+            "n_cases",
+            "n_photos",
+            "log",
+            "error",
+            "model_version",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
         read_only_fields = [f for f in fields if f not in ("name", "label_sources", "config")]
 
     label_sources = serializers.ListField(child=serializers.ChoiceField(choices=LabelSource.choices), allow_empty=False)

@@ -1,5 +1,6 @@
 """API for the model registry, predictions, overlays, assessments and training runs — same
 rules as the pages (roles.CAN_SEE_PREDICTIONS for predictions and overlays)."""
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
@@ -45,9 +46,13 @@ class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
         ser = s.ActivateSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         try:
-            mv = services.model_activate(model_version=mv, by=request.user, note=ser.validated_data.get("note", ""),
-                                         recompute=ser.validated_data.get("recompute", False),
-                                         reason=ser.validated_data.get("reason", ""))
+            mv = services.model_activate(
+                model_version=mv,
+                by=request.user,
+                note=ser.validated_data.get("note", ""),
+                recompute=ser.validated_data.get("recompute", False),
+                reason=ser.validated_data.get("reason", ""),
+            )
         except services.ActivationReasonRequired as exc:
             raise ValidationError({"reason": [str(exc)], "concerns": exc.concerns})
         except services.RegistryError as exc:
@@ -67,7 +72,11 @@ class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["created_at", "id"]
 
     def get_queryset(self):
-        qs = selectors.predictions_visible_to(self.request.user).prefetch_related("overlays").order_by("-created_at", "-id")
+        qs = (
+            selectors.predictions_visible_to(self.request.user)
+            .prefetch_related("overlays")
+            .order_by("-created_at", "-id")
+        )
         case = self.request.query_params.get("case")
         if case:
             if not case.isdigit():
@@ -114,8 +123,12 @@ class AssessmentViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         photo = annotation_selectors.photo_get(user=self.request.user, pk=serializer.validated_data["photo"].pk)
         try:
             serializer.instance = services.assessment_record(
-                photo=photo, doctor=self.request.user, agrees=serializer.validated_data["agrees"],
-                sub_class=serializer.validated_data.get("sub_class"), note=serializer.validated_data.get("note", ""))
+                photo=photo,
+                doctor=self.request.user,
+                agrees=serializer.validated_data["agrees"],
+                sub_class=serializer.validated_data.get("sub_class"),
+                note=serializer.validated_data.get("note", ""),
+            )
         except (DjangoValidationError, DjangoPermissionDenied) as exc:
             raise _django_errors(exc)
 
@@ -131,8 +144,12 @@ class TrainingRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet)
     def perform_create(self, serializer):
         d = serializer.validated_data
         try:
-            serializer.instance = services.training_run_create(by=self.request.user, label_sources=d["label_sources"],
-                                                               name=d.get("name", ""), config=d.get("config") or {})
+            serializer.instance = services.training_run_create(
+                by=self.request.user,
+                label_sources=d["label_sources"],
+                name=d.get("name", ""),
+                config=d.get("config") or {},
+            )
         except (DjangoValidationError, DjangoPermissionDenied) as exc:
             raise _django_errors(exc)
 

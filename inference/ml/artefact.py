@@ -8,6 +8,7 @@ ranges for int8 serving, ``quantize.py``] [, ``triage.json`` with ``heldout.safe
 ``triage_ood.safetensors``: calibration, tier thresholds and the unfamiliar-photo detector,
 ``triage.py``; written by ``python -m inference.ml calibrate``].
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,15 @@ FORMAT_VERSION = 1
 def code_version() -> str:
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=here,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         if out.returncode == 0 and out.stdout.strip():
             return "git:" + out.stdout.strip()
     except Exception:
         pass
     from . import __version__
+
     return "inference.ml " + __version__
 
 
@@ -72,6 +75,7 @@ def write_json(path, obj) -> None:
 
 def _json_default(o):
     import numpy as np
+
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -86,6 +90,7 @@ def _json_default(o):
 def read_manifest(model_dir) -> dict:
     p = Path(model_dir) / MANIFEST
     if not p.is_file():
-        raise FileNotFoundError(f"{model_dir}: no {MANIFEST} - not a complete model artefact "
-                                "(training unfinished or cancelled?)")
+        raise FileNotFoundError(
+            f"{model_dir}: no {MANIFEST} - not a complete model artefact (training unfinished or cancelled?)"
+        )
     return json.loads(p.read_text(encoding="utf-8"))

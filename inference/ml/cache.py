@@ -9,14 +9,16 @@ resumes there. Readers get ``DiskImages``: rows are read from the file as they a
 run's resident memory does not grow with the number of photos (the kernel's page cache holds the
 file, and gives it back under pressure).
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from .artefact import write_atomic
 from .data import Record, data_fingerprint, load_image
 from .errors import TrainingCancelled
 
-CHUNK = 256          # photos decoded between two progress records (and checks for a stop)
+CHUNK = 256  # photos decoded between two progress records (and checks for a stop)
 
 
 class DiskImages:
@@ -51,7 +53,7 @@ class DiskImages:
         return len(self.rows)
 
     def _file(self) -> int:
-        if self._fd is None or self._pid != os.getpid():      # a forked process opens its own
+        if self._fd is None or self._pid != os.getpid():  # a forked process opens its own
             self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
         return self._fd
 
@@ -60,10 +62,8 @@ class DiskImages:
 
     def __del__(self):
         if self._fd is not None and self._pid == os.getpid():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
 
     def _positions(self, idx) -> np.ndarray:
         if isinstance(idx, slice):
@@ -73,7 +73,7 @@ class DiskImages:
         a = np.asarray(idx)
         return np.flatnonzero(a) if a.dtype == bool else a.astype(np.int64)
 
-    def take(self, idx) -> "DiskImages":
+    def take(self, idx) -> DiskImages:
         """The rows ``idx`` as another ``DiskImages`` (nothing is read)."""
         return DiskImages(self.path, self.n_file, self.size, self.rows[self._positions(idx)])
 
@@ -84,7 +84,7 @@ class DiskImages:
         out = np.empty((len(rows), 3, self.size, self.size), dtype=np.uint8)
         fd, rb = self._file(), self.row_bytes
         i = 0
-        while i < len(rows):             # runs of consecutive rows in one read
+        while i < len(rows):  # runs of consecutive rows in one read
             j = i + 1
             while j < len(rows) and rows[j] == rows[j - 1] + 1:
                 j += 1
@@ -109,11 +109,13 @@ def subset(images, idx):
 def default_cache_dir() -> str:
     """``DERM_ML_CACHE``, else ``$XDG_CACHE_HOME/derm_portal_ml`` (``~/.cache`` without it)."""
     return os.environ.get("DERM_ML_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "derm_portal_ml")
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "derm_portal_ml"
+    )
 
 
-def cache_file(records: Sequence[Record], size: int, cache_dir, fingerprint: str | None = None,
-               colour: str = "none") -> Path:
+def cache_file(
+    records: Sequence[Record], size: int, cache_dir, fingerprint: str | None = None, colour: str = "none"
+) -> Path:
     """Where the cache of ``records`` (in this order) at ``size`` and ``colour`` lives in ``cache_dir``."""
     fingerprint = fingerprint or data_fingerprint(records)
     order = hashlib.sha256("\n".join(r.image for r in records).encode()).hexdigest()[:8]
@@ -130,6 +132,7 @@ def _decoder(records: Sequence[Record], size: int, colour: str):
         except Exception as e:  # corrupt / unreadable (no machine paths in the message)
             msg = str(e).replace(str(records[i].path), records[i].image)
             return i, None, f"{type(e).__name__}: {msg}"
+
     return work
 
 
@@ -137,7 +140,7 @@ def _decode(records, size, colour, start, put, progress, workers, should_stop, a
     """Decode photos ``start``.. in chunks, ``put(i, row)`` each; returns the (image, error) of the bad ones."""
     n, bad, work = len(records), [], _decoder(records, size, colour)
     if progress:
-        progress(start, n)            # where this build starts (a resumed one: the rows already done)
+        progress(start, n)  # where this build starts (a resumed one: the rows already done)
     with ThreadPoolExecutor(max(1, workers)) as ex:
         for s in range(start, n, CHUNK):
             if should_stop is not None and should_stop():
@@ -155,9 +158,16 @@ def _decode(records, size, colour, start, put, progress, workers, should_stop, a
     return bad
 
 
-def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprint: str | None = None,
-                progress: Callable[[int, int], None] | None = None, workers: int = 2,
-                should_stop: Callable[[], bool] | None = None, colour: str = "none"):
+def build_cache(
+    records: Sequence[Record],
+    size: int,
+    cache_dir=None,
+    fingerprint: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 2,
+    should_stop: Callable[[], bool] | None = None,
+    colour: str = "none",
+):
     """Decode every photo once (``load_image`` with ``colour``); returns ``(images, ok_mask, bad)``.
 
     ``bad`` lists ``(image, error)`` for corrupt or missing files (their rows are zero and ok_mask
@@ -169,6 +179,7 @@ def build_cache(records: Sequence[Record], size: int, cache_dir=None, fingerprin
 
         def put(i, row):
             arr[i] = row
+
         bad = _decode(records, size, colour, 0, put, progress, workers, should_stop)
         return torch.from_numpy(arr), _ok_mask(records, bad), bad
     path = cache_file(records, size, cache_dir, fingerprint, colour)
@@ -196,12 +207,12 @@ def _build_file(records, size, colour, path: Path, progress, workers, should_sto
         start, bad = 0, []
     fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.ftruncate(fd, n * rb)             # rows not yet written (and unreadable photos) read as zeros
+        os.ftruncate(fd, n * rb)  # rows not yet written (and unreadable photos) read as zeros
 
         def put(i, row):
             os.pwrite(fd, np.ascontiguousarray(row).tobytes(), i * rb)
 
-        def after_chunk(done, new_bad):       # the rows are on disk before the record says so
+        def after_chunk(done, new_bad):  # the rows are on disk before the record says so
             os.fsync(fd)
             _write_json(record, {"shape": [n, 3, size, size], "done": done, "bad": bad + new_bad})
 
@@ -211,7 +222,7 @@ def _build_file(records, size, colour, path: Path, progress, workers, should_sto
     _write_json(path.with_suffix(".json"), {"shape": [n, 3, size, size], "bad": bad})
     try:
         os.replace(partial, path)
-    except FileNotFoundError:       # another process building the same cache moved it into place first
+    except FileNotFoundError:  # another process building the same cache moved it into place first
         if not path.is_file():
             raise
     record.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 Sits above predict.py and quantize.py: it loads the artefact with ``Predictor`` and stores the
 activation ranges that ``quantize.quantized`` rebuilds the int8 models from.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -14,13 +14,14 @@ Public API (numpy only):
 - ``reliability(prob, y, bins=15)``: the bins behind it as dicts
   {lower, upper, count, confidence (mean top-1 probability), accuracy (share whose top-1 is right)}.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 ECE_BINS = 15
 FLOOR = 1e-12
-T_RANGE = (0.05, 20.0)      # a temperature outside this says the inputs are not log-probabilities
+T_RANGE = (0.05, 20.0)  # a temperature outside this says the inputs are not log-probabilities
 
 
 def log_probs(p) -> np.ndarray:
@@ -46,6 +47,7 @@ def nll(logp, y, T: float) -> float:
 def fit_temperature(logp, y) -> float:
     """The T that minimises the mean negative log-likelihood of ``y`` under softmax(logp / T)."""
     from scipy.optimize import minimize_scalar
+
     logp = np.asarray(logp, dtype=np.float64)
     y = np.asarray(y, dtype=int)
     if logp.ndim != 2 or len(logp) != len(y):
@@ -53,8 +55,7 @@ def fit_temperature(logp, y) -> float:
     if len(y) == 0:
         raise ValueError("no held-out photos to fit a temperature on")
     lo, hi = np.log(T_RANGE[0]), np.log(T_RANGE[1])
-    r = minimize_scalar(lambda t: nll(logp, y, np.exp(t)), bounds=(lo, hi), method="bounded",
-                        options={"xatol": 1e-4})
+    r = minimize_scalar(lambda t: nll(logp, y, np.exp(t)), bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(r.x))
 
 
@@ -71,9 +72,15 @@ def reliability(prob, y, bins: int = ECE_BINS) -> list[dict]:
     for b in range(bins):
         m = idx == b
         n = int(m.sum())
-        out.append({"lower": b / bins, "upper": (b + 1) / bins, "count": n,
-                    "confidence": float(conf[m].mean()) if n else None,
-                    "accuracy": float((pred[m] == y[m]).mean()) if n else None})
+        out.append(
+            {
+                "lower": b / bins,
+                "upper": (b + 1) / bins,
+                "count": n,
+                "confidence": float(conf[m].mean()) if n else None,
+                "accuracy": float((pred[m] == y[m]).mean()) if n else None,
+            }
+        )
     return out
 
 

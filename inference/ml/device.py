@@ -4,6 +4,7 @@
 automatic mixed precision (float16 with a gradient scaler) and channels-last memory; on the CPU nothing
 changes. Artefacts are device-independent: weights are saved from CPU copies and load on either.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -7,6 +7,7 @@ process). Every process trains the same recipe on its share of each batch (the g
 cache; rank 0 decodes the cache and chooses the image size first, writes the checkpoints and, alone,
 evaluates and writes the artefact. Without WORLD_SIZE > 1 nothing here changes a run.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,6 +72,7 @@ def wrap(model: torch.nn.Module, device: torch.device):
     if not active():
         return model
     from torch.nn.parallel import DistributedDataParallel
+
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 

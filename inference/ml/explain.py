@@ -36,6 +36,7 @@ Geometry: the model sees the centre square of the photo (shorter side resized to
 centre crop; see ``data.load_image``). ``cam`` arrays cover that square; ``crop_square`` gives it in
 original photo pixels, which is how overlays and box masses are placed.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,10 +57,10 @@ from .networks import GRADCAM_LAYER
 
 @dataclass
 class HeatMap:
-    kind: str            # "sub" (fine model) | "meta" (coarse model)
-    target: str          # class code
-    rank: int            # 0 = top-ranked of its kind
-    cam: np.ndarray      # float32 (S, S), raw Grad-CAM (>= 0) at the model's input resolution
+    kind: str  # "sub" (fine model) | "meta" (coarse model)
+    target: str  # class code
+    rank: int  # 0 = top-ranked of its kind
+    cam: np.ndarray  # float32 (S, S), raw Grad-CAM (>= 0) at the model's input resolution
 
     @property
     def peak(self) -> float:
@@ -81,6 +82,7 @@ class CamSettings:
 
     ``CamSettings.parse("layercam@head+block:-6,flip,smooth=0.03")`` reads the bench notation
     (``spec`` writes it)."""
+
     method: str = "gradcam"
     layers: tuple[str, ...] = ("head",)
     flip: bool = False
@@ -121,7 +123,7 @@ class CamSettings:
 # often than Grad-CAM at the head, for ~55 ms more CPU per photo (bench/gradcam_placement.py on
 # the bench/probe_artefact.py stand-in; to be confirmed on a fine-tuned artefact)
 DEFAULT = CamSettings("layercam", ("stride:16",))
-ENV = "DERM_ML_CAM"     # a CamSettings spec that replaces DEFAULT server-wide (e.g. "layercam@head")
+ENV = "DERM_ML_CAM"  # a CamSettings spec that replaces DEFAULT server-wide (e.g. "layercam@head")
 
 
 def default_settings() -> CamSettings:
@@ -161,12 +163,14 @@ def layer_names(model, layers: Sequence[str], head_name: str = GRADCAM_LAYER) ->
 
 def _block_strides(backbone) -> list[int]:
     """Output stride (input side / output side) after each block: the product of conv strides."""
+
     def stride(module):
         p = 1
         for m in module.modules():
             if isinstance(m, torch.nn.Conv2d):
                 p *= m.stride[0]
         return p
+
     s, out = stride(backbone.stem), []
     for blk in backbone.blocks:
         s *= stride(blk)
@@ -181,8 +185,10 @@ class _RawCAM:
     def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
         acts = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
         grads = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
-        return [np.maximum(self.get_cam_image(input_tensor, layer, targets, acts[i], grads[i], eigen_smooth), 0)
-                for i, layer in enumerate(self.target_layers)]
+        return [
+            np.maximum(self.get_cam_image(input_tensor, layer, targets, acts[i], grads[i], eigen_smooth), 0)
+            for i, layer in enumerate(self.target_layers)
+        ]
 
     def aggregate_multi_layers(self, cam_per_target_layer):
         return cam_per_target_layer
@@ -205,14 +211,16 @@ class _OnceTrunk(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, cut: int):
         super().__init__()
         self.model = model
-        self.cut = cut           # blocks run without grad
+        self.cut = cut  # blocks run without grad
 
     @staticmethod
     def cut_for(model, names: Sequence[str]) -> int | None:
         """How many blocks can run without grad for these target layers (None: not supported)."""
         b = getattr(model, "backbone", None)
-        if not (all(hasattr(b, n) for n in ("stem", "blocks", "head")) and all(
-                hasattr(model, n) for n in ("pool", "dropout", "fc"))):
+        if not (
+            all(hasattr(b, n) for n in ("stem", "blocks", "head"))
+            and all(hasattr(model, n) for n in ("pool", "dropout", "fc"))
+        ):
             return None
         cuts = []
         for name in names:
@@ -230,7 +238,7 @@ class _OnceTrunk(torch.nn.Module):
             for blk in b.blocks[: self.cut]:
                 h = blk(h)
         h = h.detach().expand(len(x), -1, -1, -1).requires_grad_(True)
-        for blk in b.blocks[self.cut:]:          # target blocks: the CAM hooks fire here
+        for blk in b.blocks[self.cut :]:  # target blocks: the CAM hooks fire here
             h = blk(h)
         a = b.head(h)
         return m.fc(m.dropout(m.pool(a).flatten(1)))
@@ -247,13 +255,13 @@ def _cams(model, layer_name, x: torch.Tensor, class_indices: Sequence[int], meth
     if cut is not None:
         wrapped = _OnceTrunk(model, cut)
         xin = x.expand(n, -1, -1, -1)
-    else:   # generic path: batched input, parameters stay frozen, grads flow from the input
+    else:  # generic path: batched input, parameters stay frozen, grads flow from the input
         wrapped = model
         xin = x.expand(n, -1, -1, -1).clone().requires_grad_(True)
     layers = [model.get_submodule(nm) for nm in names]
     targets = [ClassifierOutputTarget(int(c)) for c in class_indices]
     with torch.enable_grad(), _RAW[method](model=wrapped, target_layers=layers) as cam:
-        raw = cam(input_tensor=xin, targets=targets)      # per layer (N, h, w) at its resolution
+        raw = cam(input_tensor=xin, targets=targets)  # per layer (N, h, w) at its resolution
     ups = []
     for r in raw:
         t = torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32))[:, None]
@@ -276,13 +284,15 @@ def _model_cams(model, x: torch.Tensor, idx: Sequence[int], cfg: CamSettings, he
     if cfg.flip and len(idx):
         cams = (cams + _cams(model, names, x.flip(3), idx, cfg.method)[:, :, ::-1]) / 2
     if cfg.smooth and len(idx):
-        cams = ndimage.gaussian_filter(cams, sigma=(0, cfg.smooth * cams.shape[-2], cfg.smooth * cams.shape[-1]),
-                                       mode="nearest")
+        cams = ndimage.gaussian_filter(
+            cams, sigma=(0, cfg.smooth * cams.shape[-2], cfg.smooth * cams.shape[-1]), mode="nearest"
+        )
     return np.ascontiguousarray(cams, dtype=np.float32)
 
 
-def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[str] = (),
-            settings: CamSettings | None = None) -> list[HeatMap]:
+def explain(
+    predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[str] = (), settings: CamSettings | None = None
+) -> list[HeatMap]:
     """Heat maps for the given sub-classes (fine model) and meta-classes (coarse model).
 
     ``predictor`` is an ``inference.ml.predict.Predictor``; ``img`` a PIL image; ``settings`` how the
@@ -297,7 +307,7 @@ def explain(predictor, img, sub_targets: Sequence[str], meta_targets: Sequence[s
     out: list[HeatMap] = []
     members = getattr(predictor, "fine_models", None) or [predictor.fine_model]
     idx = [subs.index(s) for s in sub_targets]
-    fine = np.mean([_model_cams(m, x, idx, cfg, head) for m in members], axis=0)   # ensemble: mean of the members' maps
+    fine = np.mean([_model_cams(m, x, idx, cfg, head) for m in members], axis=0)  # ensemble: mean of the members' maps
     out += [HeatMap("sub", s, r, fine[r]) for r, s in enumerate(sub_targets)]
     coarse = _model_cams(predictor.coarse_model, x, [metas.index(m) for m in meta_targets], cfg, head)
     out += [HeatMap("meta", m, r, coarse[r]) for r, m in enumerate(meta_targets)]
@@ -318,9 +328,17 @@ def crop_square(photo_size: tuple[int, int]) -> tuple[float, float, float]:
 
 
 # A perceptually ordered palette (dark blue -> cyan -> yellow -> red), 0..1 anchors.
-_ANCHORS = np.array([
-    [0.00, 0, 0, 130], [0.20, 0, 60, 255], [0.40, 0, 210, 255], [0.60, 120, 255, 120],
-    [0.80, 255, 210, 0], [1.00, 220, 20, 0]], np.float32)
+_ANCHORS = np.array(
+    [
+        [0.00, 0, 0, 130],
+        [0.20, 0, 60, 255],
+        [0.40, 0, 210, 255],
+        [0.60, 120, 255, 120],
+        [0.80, 255, 210, 0],
+        [1.00, 220, 20, 0],
+    ],
+    np.float32,
+)
 
 
 def colourise(v: np.ndarray) -> np.ndarray:
@@ -371,7 +389,9 @@ def box_mask(shape: tuple[int, int], boxes: Iterable[Sequence[float]], photo_siz
     return mask
 
 
-def heatmap_mass_in_boxes(heatmap: np.ndarray, boxes: Iterable[Sequence[float]], photo_size: tuple[int, int]) -> float | None:
+def heatmap_mass_in_boxes(
+    heatmap: np.ndarray, boxes: Iterable[Sequence[float]], photo_size: tuple[int, int]
+) -> float | None:
     """Share (0..1) of the heat map's mass that falls inside the union of ``boxes``.
 
     ``heatmap`` (H, W) covers the centre square the model sees (see ``crop_square``); ``boxes``

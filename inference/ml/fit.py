@@ -6,6 +6,7 @@ class imbalance, an exponential moving average of the weights kept and used at t
 batch is augmented in a helper thread while the model trains on the current one. A checkpoint after
 every epoch lets a run that was stopped resume where it was.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,10 @@ import math
 import os
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 
 from . import artefact as art
 from . import distributed
-from .config import SUBCLASS_BALANCES, TrainConfig, preprocessing_for, progressive_epochs
 from .augment import AugmentConfig, Augmenter, BatchMixer
+from .config import SUBCLASS_BALANCES, TrainConfig, preprocessing_for, progressive_epochs
 from .device import autocast, grad_scaler, resolve_device
 from .errors import TrainingCancelled
 from .infer import ThreadTuner
@@ -95,7 +96,7 @@ def lr_at(step, total, cfg: TrainConfig):
     """Learning rate of ``step`` of ``total``: cosine from lr0 to lr0 * lrf after a power-law warm-up."""
     cos = cfg.lrf + (1 - cfg.lrf) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
     lr = cfg.lr0 * cos
-    burn = min(int(cfg.burn_in), max(1, total // 5))   # warm-up never longer than 20 % of training
+    burn = min(int(cfg.burn_in), max(1, total // 5))  # warm-up never longer than 20 % of training
     if cfg.burn_in and step < burn:
         lr *= ((step + 1) / burn) ** cfg.burn_in_power
     return lr
@@ -112,9 +113,10 @@ def make_optimizer(cfg: TrainConfig, model):
             continue
         depth = layer_depth(model, n) if cfg.layer_decay < 1 else D
         buckets.setdefault((p.ndim <= 1, depth), []).append(p)
-    groups = [{"params": ps, "weight_decay": 0.0 if no_wd else cfg.weight_decay,
-               "lr_scale": cfg.layer_decay ** (D - depth)}
-              for (no_wd, depth), ps in sorted(buckets.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    groups = [
+        {"params": ps, "weight_decay": 0.0 if no_wd else cfg.weight_decay, "lr_scale": cfg.layer_decay ** (D - depth)}
+        for (no_wd, depth), ps in sorted(buckets.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr0, momentum=cfg.momentum, nesterov=True)
     if cfg.optimizer == "adamw":
@@ -137,8 +139,9 @@ def network_input(x: torch.Tensor, size: int | None, channels_last: bool) -> tor
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def training_features(model, images: torch.Tensor, idx: np.ndarray, make_input, batch_size: int,
-                      frozen_mods=()) -> torch.Tensor:
+def training_features(
+    model, images: torch.Tensor, idx: np.ndarray, make_input, batch_size: int, frozen_mods=()
+) -> torch.Tensor:
     """Pooled features of ``images[idx]`` as the head meets them in fine-tuning: augmented by
     ``make_input`` (uint8 batch -> network input) and in train mode (BatchNorm on batch statistics)
     except ``frozen_mods``, kept in eval mode as ``fit`` keeps them. Running statistics and every
@@ -149,7 +152,7 @@ def training_features(model, images: torch.Tensor, idx: np.ndarray, make_input, 
     out = []
     with torch.no_grad():
         for s in range(0, len(idx), batch_size):
-            out.append(model.features(make_input(images[torch.as_tensor(idx[s:s + batch_size])])).float().cpu())
+            out.append(model.features(make_input(images[torch.as_tensor(idx[s : s + batch_size])])).float().cpu())
     model.load_state_dict(saved, strict=False)
     for m, t in was.items():
         m.train(t)
@@ -166,7 +169,7 @@ def photo_weights(cfg: TrainConfig, y: np.ndarray, idx: np.ndarray, C: int, grou
         gw = class_weights(groups[idx], G, cfg.class_balance.removeprefix("subclass_")).numpy()
         return torch.tensor(gw[groups], dtype=torch.float32), None, gw
     weights = class_weights(y[idx], C, cfg.class_balance)
-    if weights is None:      # "none", "sampler" (balances by drawing, not weighting), "logit_adjust"
+    if weights is None:  # "none", "sampler" (balances by drawing, not weighting), "logit_adjust"
         return None, None, None
     return weights[torch.as_tensor(y, dtype=torch.long)], weights, None
 
@@ -174,23 +177,24 @@ def photo_weights(cfg: TrainConfig, y: np.ndarray, idx: np.ndarray, C: int, grou
 @dataclass
 class _Stage:
     """One stage's model, photos and settings, and the state its batches update."""
+
     model: Classifier
     opt: torch.optim.Optimizer
     cfg: TrainConfig
-    name: str                          # "fine", "coarse" or "binary": progress and batch-order seed
+    name: str  # "fine", "coarse" or "binary": progress and batch-order seed
     images: torch.Tensor
-    y: np.ndarray                      # label of every photo
-    idx: np.ndarray                    # the photos trained on
+    y: np.ndarray  # label of every photo
+    idx: np.ndarray  # the photos trained on
     epochs: int
     C: int
     frozen_mods: list
-    sample_w: torch.Tensor | None      # weight of every photo (indexed like y)
-    offsets: torch.Tensor | None       # logit adjustment
+    sample_w: torch.Tensor | None  # weight of every photo (indexed like y)
+    offsets: torch.Tensor | None  # logit adjustment
     progress: Callable | None
     should_stop: Callable | None
     device: torch.device = torch.device("cpu")
-    scaler: object = None                      # float16 gradient scaler on CUDA
-    net: torch.nn.Module | None = None         # what the steps call: the model, or its DistributedDataParallel
+    scaler: object = None  # float16 gradient scaler on CUDA
+    net: torch.nn.Module | None = None  # what the steps call: the model, or its DistributedDataParallel
     ema: WeightAverage | None = None
     tuner: object = None
     recent: RecentSpeed | None = None  # speed at the current resolution, for the ETA
@@ -199,8 +203,8 @@ class _Stage:
     low_phase: bool | None = None
     bs: int = field(init=False)
     steps: int = field(init=False)
-    low_epochs: int = field(init=False)       # epochs at progressive_size
-    weighted_from: int = field(init=False)    # epochs before it train unweighted (deferred re-weighting)
+    low_epochs: int = field(init=False)  # epochs at progressive_size
+    weighted_from: int = field(init=False)  # epochs before it train unweighted (deferred re-weighting)
 
     def __post_init__(self):
         self.bs = min(self.cfg.batch_size, len(self.idx))
@@ -209,17 +213,29 @@ class _Stage:
         self.weighted_from = round(self.cfg.reweight_from * self.epochs)
 
 
-def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray, cfg: TrainConfig,
-        stage: str, epochs: int, ckpt: Path | None, frozen: list[str], progress=None, should_stop=None,
-        num_classes: int | None = None, groups: np.ndarray | None = None) -> dict:
+def fit(
+    model: Classifier,
+    images: torch.Tensor,
+    y: np.ndarray,
+    idx: np.ndarray,
+    cfg: TrainConfig,
+    stage: str,
+    epochs: int,
+    ckpt: Path | None,
+    frozen: list[str],
+    progress=None,
+    should_stop=None,
+    num_classes: int | None = None,
+    groups: np.ndarray | None = None,
+) -> dict:
     """Train ``model`` on ``images[idx]`` with labels ``y[idx]``; resumable via ``ckpt``.
 
     ``groups`` (the sub-class of every photo, for the coarse model): with ``class_balance``
     "subclass_weights" / "subclass_sqrt_weights" each photo is weighted by its group's (square-root)
     inverse frequency instead of its label's."""
     C = num_classes or model.fc.out_features
-    device = distributed.init(resolve_device(cfg.device))    # torchrun: this process's device
-    model.to(device)                  # the CPU: nothing moves
+    device = distributed.init(resolve_device(cfg.device))  # torchrun: this process's device
+    model.to(device)  # the CPU: nothing moves
     freeze_prefixes(model, frozen)
     frozen_mods = frozen_modules(model, frozen)
     if cfg.channels_last:
@@ -228,8 +244,24 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     sample_w, weights, gw = photo_weights(cfg, y, idx, C, groups)
     offsets = logit_offsets(y[idx], C, cfg.logit_adjust_tau) if cfg.class_balance == "logit_adjust" else None
     offsets = None if offsets is None else offsets.to(device)
-    S = _Stage(model, opt, cfg, stage, images, y, idx, epochs, C, frozen_mods, sample_w, offsets, progress, should_stop,
-               device, grad_scaler(device))
+    S = _Stage(
+        model,
+        opt,
+        cfg,
+        stage,
+        images,
+        y,
+        idx,
+        epochs,
+        C,
+        frozen_mods,
+        sample_w,
+        offsets,
+        progress,
+        should_stop,
+        device,
+        grad_scaler(device),
+    )
     resuming = ckpt is not None and ckpt.is_file()
     # before the average starts; with several processes rank 0 fits it and the wrap below broadcasts it
     probe = _head_probe(S) if cfg.head_init == "probe" and not resuming and distributed.is_main() else None
@@ -237,8 +269,9 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
     S.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     start_epoch, history = _resume(S, ckpt) if resuming else (0, [])
     S.started = time.time()
-    S.tuner = (ThreadTuner(cfg.threads or os.cpu_count() or 1) if cfg.adaptive_threads and device.type == "cpu"
-               else _NoTuner())
+    S.tuner = (
+        ThreadTuner(cfg.threads or os.cpu_count() or 1) if cfg.adaptive_threads and device.type == "cpu" else _NoTuner()
+    )
     S.recent = RecentSpeed(S.steps)
     for epoch in range(start_epoch, epochs):
         t_ep = time.time()
@@ -246,23 +279,41 @@ def fit(model: Classifier, images: torch.Tensor, y: np.ndarray, idx: np.ndarray,
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": time.time() - t_ep, "threads": S.tuner.threads})
         if ckpt is not None and distributed.is_main():
             extra = {} if S.ema is None else {"ema": S.ema.state_dict()}
-            _save_ckpt(ckpt, model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
-                       history=json.dumps(history), **extra)
-        emit(progress, stage=stage, event="epoch_end", epoch=epoch + 1, epochs=epochs, loss=loss,
-             seconds=time.time() - t_ep)
+            _save_ckpt(
+                ckpt,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                epoch=epoch + 1,
+                history=json.dumps(history),
+                **extra,
+            )
+        emit(
+            progress,
+            stage=stage,
+            event="epoch_end",
+            epoch=epoch + 1,
+            epochs=epochs,
+            loss=loss,
+            seconds=time.time() - t_ep,
+        )
     if S.ema is not None:
         S.ema.copy_to(model)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
     el = time.time() - S.started
-    speed = S.seen * distributed.world_size() / el if S.seen else None     # every process's photos
-    return {"history": history, "seconds": el, "images_per_second": speed,
-            "frozen": frozen, "class_weights": None if weights is None else weights.tolist(),
-            **({} if probe is None else {"head_probe": probe}),
-            **({"progressive": {"size": cfg.progressive_size, "epochs": S.low_epochs}} if S.low_epochs else {}),
-            **({} if offsets is None else {"logit_offsets": offsets.tolist()}),
-            **({} if gw is None else {"subclass_weights": gw.tolist()})}
+    speed = S.seen * distributed.world_size() / el if S.seen else None  # every process's photos
+    return {
+        "history": history,
+        "seconds": el,
+        "images_per_second": speed,
+        "frozen": frozen,
+        "class_weights": None if weights is None else weights.tolist(),
+        **({} if probe is None else {"head_probe": probe}),
+        **({"progressive": {"size": cfg.progressive_size, "epochs": S.low_epochs}} if S.low_epochs else {}),
+        **({} if offsets is None else {"logit_offsets": offsets.tolist()}),
+        **({} if gw is None else {"subclass_weights": gw.tolist()}),
+    }
 
 
 def _save_ckpt(path: Path, **obj):
@@ -273,8 +324,12 @@ def _head_probe(S: _Stage) -> dict:
     """Fit the new head as a linear probe on the training photos' features as fine-tuning meets them
     (augmented, at the first epoch's size, BatchNorm on batch statistics), with the stage's photo weights."""
     cfg, t_probe = S.cfg, time.time()
-    emit(S.progress, stage=S.name, event="head_probe",
-         message="fitting the new head as a linear probe on the training photos' features (LP-FT)")
+    emit(
+        S.progress,
+        stage=S.name,
+        event="head_probe",
+        message="fitting the new head as a linear probe on the training photos' features (LP-FT)",
+    )
     pre = preprocessing_for(cfg)
     paug = Augmenter(AugmentConfig.from_overrides(cfg.augment), pre["mean"], pre["std"], seed=cfg.seed + 7)
     psize = cfg.progressive_size if S.low_epochs else None
@@ -283,12 +338,21 @@ def _head_probe(S: _Stage) -> dict:
         return network_input(paug(xb), psize, cfg.channels_last).to(S.device, non_blocking=True)
 
     feats = training_features(S.model, S.images, S.idx, probe_input, S.bs, S.frozen_mods)
-    probe = probe_head(S.model.fc, feats, torch.as_tensor(S.y[S.idx], dtype=torch.long),
-                       None if S.sample_w is None else S.sample_w[torch.as_tensor(S.idx)],
-                       None if S.offsets is None else S.offsets.cpu(), seed=cfg.seed)
+    probe = probe_head(
+        S.model.fc,
+        feats,
+        torch.as_tensor(S.y[S.idx], dtype=torch.long),
+        None if S.sample_w is None else S.sample_w[torch.as_tensor(S.idx)],
+        None if S.offsets is None else S.offsets.cpu(),
+        seed=cfg.seed,
+    )
     probe["seconds"] = time.time() - t_probe
-    emit(S.progress, stage=S.name, message=f"head probe: L2 strength C {probe['C']:g} of {len(PROBE_CS)} by "
-         f"held-out loss, training accuracy {probe['train_accuracy']:.3f}, {probe['seconds']:.0f} s")
+    emit(
+        S.progress,
+        stage=S.name,
+        message=f"head probe: L2 strength C {probe['C']:g} of {len(PROBE_CS)} by "
+        f"held-out loss, training accuracy {probe['train_accuracy']:.3f}, {probe['seconds']:.0f} s",
+    )
     return probe
 
 
@@ -319,21 +383,22 @@ def _batch_maker(S: _Stage, epoch: int, size: int | None):
     pre = preprocessing_for(cfg)
     rank, world = distributed.rank(), distributed.world_size()
     aug = Augmenter(acfg, pre["mean"], pre["std"], seed=int(g.initial_seed() % (2**31)) + 7919 * rank)
-    mixer = BatchMixer(acfg, seed=int(g.initial_seed() % (2**31)) + 1)   # one mixing draw for the global batch
+    mixer = BatchMixer(acfg, seed=int(g.initial_seed() % (2**31)) + 1)  # one mixing draw for the global batch
 
     def make_batch(b):
-        bi = S.idx[order[b * S.bs:(b + 1) * S.bs]]
-        if world > 1:                 # this process's share of the global batch
+        bi = S.idx[order[b * S.bs : (b + 1) * S.bs]]
+        if world > 1:  # this process's share of the global batch
             bi = distributed.shard(bi, rank, world)
         x, mix = mixer(aug(S.images[torch.as_tensor(bi)]))
         return bi, network_input(x, size, cfg.channels_last).to(S.device, non_blocking=True), mix
+
     return make_batch
 
 
 def _train_epoch(S: _Stage, epoch: int) -> float:
     """One epoch of optimisation steps; returns the sum of the batches' losses."""
     if S.ema is not None and S.low_epochs and epoch == S.low_epochs:
-        S.ema = WeightAverage(S.model, S.cfg.ema_decay)    # forget the low-resolution weights
+        S.ema = WeightAverage(S.model, S.cfg.ema_decay)  # forget the low-resolution weights
     low = epoch < S.low_epochs
     if low != S.low_phase:
         S.low_phase = low
@@ -341,7 +406,7 @@ def _train_epoch(S: _Stage, epoch: int) -> float:
     make_batch = _batch_maker(S, epoch, S.cfg.progressive_size if low else None)
     train_mode(S.model, S.frozen_mods)
     run_loss = 0.0
-    fut = _POOL.submit(make_batch, 0)     # the next batch is augmented while the model trains on this one
+    fut = _POOL.submit(make_batch, 0)  # the next batch is augmented while the model trains on this one
     for b in range(S.steps):
         try:
             check_stop(S.should_stop)
@@ -368,11 +433,15 @@ def _train_step(S: _Stage, step: int, bi: np.ndarray, x: torch.Tensor, mix, weig
     photo_w = None if S.sample_w is None or not weighted else S.sample_w[torch.as_tensor(bi)].to(S.device)
     if mix is not None:
         mix = (mix[0].to(S.device), mix[1])
-    with autocast(S.device):                  # float16 on CUDA; the CPU computes as before
+    with autocast(S.device):  # float16 on CUDA; the CPU computes as before
         logits = S.net(x)
-    loss = mixed_loss(logits.float(), target, photo_w, mix,
-                      lambda lg, t, w: loss_fn(lg, t, w, cfg.class_balance, cfg.focal_gamma,
-                                               cfg.label_smoothing, S.offsets))
+    loss = mixed_loss(
+        logits.float(),
+        target,
+        photo_w,
+        mix,
+        lambda lg, t, w: loss_fn(lg, t, w, cfg.class_balance, cfg.focal_gamma, cfg.label_smoothing, S.offsets),
+    )
     S.opt.zero_grad(set_to_none=True)
     if S.scaler is not None:
         S.scaler.scale(loss).backward()
@@ -395,8 +464,20 @@ def _report_batch(S: _Stage, epoch: int, b: int, run_loss: float, lr: float, low
     el = time.time() - S.started
     left = (S.epochs - epoch - 1) * S.steps + (S.steps - b - 1)
     left_low = (S.low_epochs - epoch - 1) * S.steps + (S.steps - b - 1) if low else 0
-    remaining = eta_seconds(left_low, left - left_low, S.bs, S.recent.speed(),
-                            (cfg.progressive_size / cfg.image_size) ** 2 if low else 1.0)
-    emit(S.progress, stage=S.name, epoch=epoch + 1, epochs=S.epochs, batch=b + 1, batches=S.steps,
-         loss=run_loss / (b + 1), lr=lr, eta_seconds=remaining, images_per_second=S.seen / max(el, 1e-9),
-         elapsed_seconds=el, threads=S.tuner.threads)
+    remaining = eta_seconds(
+        left_low, left - left_low, S.bs, S.recent.speed(), (cfg.progressive_size / cfg.image_size) ** 2 if low else 1.0
+    )
+    emit(
+        S.progress,
+        stage=S.name,
+        epoch=epoch + 1,
+        epochs=S.epochs,
+        batch=b + 1,
+        batches=S.steps,
+        loss=run_loss / (b + 1),
+        lr=lr,
+        eta_seconds=remaining,
+        images_per_second=S.seen / max(el, 1e-9),
+        elapsed_seconds=el,
+        threads=S.tuner.threads,
+    )

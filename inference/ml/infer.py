@@ -1,4 +1,5 @@
 """Batched forward passes on uint8 image tensors (shared by training-time evaluation and Predictor)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,21 +10,30 @@ from .device import model_device
 
 
 @torch.inference_mode()
-def model_outputs(model, images_u8: torch.Tensor, mean, std, batch_size: int = 64, tta: bool = True,
-                  want_features: bool = False, channels_last: bool = True, tuner: "ThreadTuner | None" = None):
+def model_outputs(
+    model,
+    images_u8: torch.Tensor,
+    mean,
+    std,
+    batch_size: int = 64,
+    tta: bool = True,
+    want_features: bool = False,
+    channels_last: bool = True,
+    tuner: ThreadTuner | None = None,
+):
     """Softmax probabilities (N, C) [and pooled features (N, F)] with optional flip averaging.
 
     TTA averages the softmax of the image and its horizontal flip (features of the original).
     """
     model.eval()
     probs, feats = [], []
-    device = model_device(model)         # a model trained on a GPU evaluates there
+    device = model_device(model)  # a model trained on a GPU evaluates there
     if tuner is None and len(images_u8) > 8 * batch_size and device.type == "cpu":
         tuner = ThreadTuner(period=10, trial=2)
     for s in range(0, len(images_u8), batch_size):
         if tuner is not None:
             tuner.begin()
-        x = normalise(images_u8[s:s + batch_size].to(device), mean, std)
+        x = normalise(images_u8[s : s + batch_size].to(device), mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if tta:
@@ -87,6 +97,7 @@ class ThreadTuner:
     def __init__(self, max_threads: int | None = None, period: int = 30, trial: int = 3):
         import os
         import time
+
         self._time = time.perf_counter
         mt = max_threads or torch.get_num_threads() or os.cpu_count() or 1
         self.options = sorted({1, mt})
@@ -103,7 +114,7 @@ class ThreadTuner:
             k = self.step % self.period
             if k < self.trial and self.step >= self.trial:
                 n = [o for o in self.options if o != self.current][0]
-            if self.step < 2 * self.trial:   # initial exploration: both settings
+            if self.step < 2 * self.trial:  # initial exploration: both settings
                 n = self.options[(self.step // self.trial) % 2]
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
@@ -114,7 +125,7 @@ class ThreadTuner:
         dt = (self._time() - self._t) / max(items, 1)
         s = self.samples[self._n]
         s.append(dt)
-        del s[:-self.trial]
+        del s[: -self.trial]
         self.step += 1
         k = self.step % self.period
         if len(self.options) > 1 and (k == self.trial or self.step == 2 * self.trial):

@@ -3,18 +3,25 @@
 Fitting the head before fine-tuning starts it from useful logits instead of random ones; ``fit``
 does it on the training photos' features as fine-tuning meets them (``fit.training_features``).
 """
+
 from __future__ import annotations
 
 import torch
 
 from .losses import weighted_loss
 
-PROBE_CS = (1.0, 0.1, 0.01, 0.001)     # inverse L2 strengths the probe chooses from (scikit-learn's C)
+PROBE_CS = (1.0, 0.1, 0.01, 0.001)  # inverse L2 strengths the probe chooses from (scikit-learn's C)
 
 
-def fit_linear(feats: torch.Tensor, y: torch.Tensor, n_classes: int, strength: float,
-               photo_w: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
-               max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_linear(
+    feats: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    strength: float,
+    photo_w: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression on fixed ``feats`` (N, F) into ``n_classes`` classes: the mean
     photo-weighted cross-entropy plus an L2 penalty of 1 / (2 N ``strength``) on the weights, which is
     what scikit-learn's LogisticRegression minimises at ``C = strength`` (unweighted). Full-batch
@@ -38,8 +45,15 @@ def fit_linear(feats: torch.Tensor, y: torch.Tensor, n_classes: int, strength: f
     return W.detach(), b.detach()
 
 
-def probe_head(fc: torch.nn.Linear, feats: torch.Tensor, y: torch.Tensor, photo_w: torch.Tensor | None = None,
-               offsets: torch.Tensor | None = None, strengths=PROBE_CS, seed: int = 0) -> dict:
+def probe_head(
+    fc: torch.nn.Linear,
+    feats: torch.Tensor,
+    y: torch.Tensor,
+    photo_w: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
+    strengths=PROBE_CS,
+    seed: int = 0,
+) -> dict:
     """Fit ``fc`` as a linear probe on ``feats``. With several ``strengths`` the one whose fit on a
     random four fifths of the photos has the lowest photo-weighted cross-entropy on the other fifth
     is refitted on all of them (a probe with too little L2 separates a few thousand photos in
@@ -51,7 +65,7 @@ def probe_head(fc: torch.nn.Linear, feats: torch.Tensor, y: torch.Tensor, photo_
     val_losses = {}
     if len(strengths) > 1:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        va, fi = perm[: max(1, n // 5)], perm[max(1, n // 5):]
+        va, fi = perm[: max(1, n // 5)], perm[max(1, n // 5) :]
         for c in strengths:
             W, b = fit_linear(feats[fi], y[fi], fc.out_features, c, w[fi], offsets)
             val_losses[c] = float(weighted_loss(feats[va] @ W.T + b + shift, y[va], w[va], 0.0))
@@ -63,6 +77,9 @@ def probe_head(fc: torch.nn.Linear, feats: torch.Tensor, y: torch.Tensor, photo_
         fc.weight.copy_(W)
         fc.bias.copy_(b)
         logits = feats @ W.T + b
-    return {"C": best, "validation_loss": {str(k): v for k, v in val_losses.items()},
-            "loss": float(weighted_loss(logits + shift, y, w, 0.0)),
-            "train_accuracy": float((logits.argmax(1) == y).float().mean())}
+    return {
+        "C": best,
+        "validation_loss": {str(k): v for k, v in val_losses.items()},
+        "loss": float(weighted_loss(logits + shift, y, w, 0.0)),
+        "train_accuracy": float((logits.argmax(1) == y).float().mean()),
+    }

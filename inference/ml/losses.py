@@ -1,4 +1,5 @@
 """Training losses and the class weights that counter class imbalance."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -29,15 +29,16 @@ Public API: ``read_fields(meta) -> {"age", "sex", "site"}``, ``MetadataModel.fit
 ``fuse_with_metadata(p_coarse, p_fine, taxonomy, method, fine_mm, coarse_mm, metas)``: the fusion
 methods of ``taxonomy.fuse`` with the metadata in (what ``Predictor`` serves and ``evaluate`` measures).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
-FILE = "metadata.json"    # in the artefact: {"fine": MetadataModel dict, "coarse": ..., "fields": ...}
+FILE = "metadata.json"  # in the artefact: {"fine": MetadataModel dict, "coarse": ..., "fields": ...}
 FIELDS = {
     "age": ("age", "age_approx"),
     "sex": ("sex", "gender"),
@@ -45,7 +46,7 @@ FIELDS = {
 }
 MISSING = {"", "unknown", "nan", "none", "null", "na", "n/a", "?"}
 SEX = {"m": "male", "male": "male", "man": "male", "f": "female", "female": "female", "woman": "female"}
-AGE_MAX_BIN = 8          # decades 0-9, 10-19, ..., 70-79, then 80+
+AGE_MAX_BIN = 8  # decades 0-9, 10-19, ..., 70-79, then 80+
 
 
 def _text(v) -> str | None:
@@ -89,14 +90,21 @@ def read_fields(meta: dict | None) -> dict:
 class MetadataModel:
     classes: list[str]
     prior: list[float]
-    tables: dict[str, dict[str, list[float]]]      # field -> value -> p(class | value)
+    tables: dict[str, dict[str, list[float]]]  # field -> value -> p(class | value)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     alpha: float = 20.0
     weight: float = 1.0
 
     @classmethod
-    def fit(cls, metas: Sequence[dict], y: Sequence[int], classes: Sequence[str], alpha: float = 20.0,
-            weight: float = 1.0, min_count: int = 1) -> "MetadataModel | None":
+    def fit(
+        cls,
+        metas: Sequence[dict],
+        y: Sequence[int],
+        classes: Sequence[str],
+        alpha: float = 20.0,
+        weight: float = 1.0,
+        min_count: int = 1,
+    ) -> MetadataModel | None:
         """Count p(class | value) per field on training photos (``metas``: raw metadata dicts,
         ``y``: class indices). Values seen fewer than ``min_count`` times are left out (factor 1)."""
         y = np.asarray(y, dtype=int)
@@ -119,8 +127,9 @@ class MetadataModel:
                     tally.setdefault(v, np.zeros(C))[c] += 1
             kept = {v: n for v, n in tally.items() if n.sum() >= min_count}
             if kept:
-                tables[name] = {v: ((n + alpha * prior) / (n.sum() + alpha)).round(6).tolist()
-                                for v, n in sorted(kept.items())}
+                tables[name] = {
+                    v: ((n + alpha * prior) / (n.sum() + alpha)).round(6).tolist() for v, n in sorted(kept.items())
+                }
                 counts[name] = {v: int(n.sum()) for v, n in sorted(kept.items())}
         if not tables:
             return None
@@ -154,13 +163,26 @@ class MetadataModel:
         return np.where(s > 0, q / np.where(s > 0, s, 1), p)
 
     def to_dict(self) -> dict:
-        return {"classes": self.classes, "prior": self.prior, "tables": self.tables, "counts": self.counts,
-                "alpha": self.alpha, "weight": self.weight, "fields": {k: list(v) for k, v in FIELDS.items()}}
+        return {
+            "classes": self.classes,
+            "prior": self.prior,
+            "tables": self.tables,
+            "counts": self.counts,
+            "alpha": self.alpha,
+            "weight": self.weight,
+            "fields": {k: list(v) for k, v in FIELDS.items()},
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MetadataModel":
-        return cls(list(d["classes"]), list(d["prior"]), {k: dict(v) for k, v in d["tables"].items()},
-                   dict(d.get("counts") or {}), float(d.get("alpha", 20.0)), float(d.get("weight", 1.0)))
+    def from_dict(cls, d: dict) -> MetadataModel:
+        return cls(
+            list(d["classes"]),
+            list(d["prior"]),
+            {k: dict(v) for k, v in d["tables"].items()},
+            dict(d.get("counts") or {}),
+            float(d.get("alpha", 20.0)),
+            float(d.get("weight", 1.0)),
+        )
 
 
 def fit_levels(metas: Sequence[dict], y_sub, taxonomy, alpha: float = 20.0, weight: float = 1.0):
@@ -173,13 +195,21 @@ def fit_levels(metas: Sequence[dict], y_sub, taxonomy, alpha: float = 20.0, weig
     return fine, MetadataModel.fit(metas, taxonomy.parent_index[y_sub], taxonomy.meta_classes, alpha, weight)
 
 
-def fuse_with_metadata(p_coarse, p_fine, taxonomy, method: str, fine_mm: MetadataModel | None,
-                       coarse_mm: MetadataModel | None, metas: Sequence[dict] | None):
+def fuse_with_metadata(
+    p_coarse,
+    p_fine,
+    taxonomy,
+    method: str,
+    fine_mm: MetadataModel | None,
+    coarse_mm: MetadataModel | None,
+    metas: Sequence[dict] | None,
+):
     """(fused sub-class probabilities, coarse probabilities) with the metadata applied so that each
     output counts it once: flat = fine x sub-class factors; product = (coarse x fine, renormalised) x
     sub-class factors; hard = the gate of (coarse x meta-class factors) on fine x sub-class factors;
     coarse = coarse x meta-class factors. Without metadata or a model: ``taxonomy.fuse`` unchanged."""
     from .taxonomy import fuse
+
     if metas is None or fine_mm is None or coarse_mm is None:
         return fuse(p_coarse, p_fine, taxonomy, method), np.asarray(p_coarse)
     pc = coarse_mm.apply(p_coarse, metas)

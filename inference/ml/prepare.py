@@ -1,5 +1,6 @@
 """A run's photos before any training: read, kept to the taxonomy's labels, decoded into the image
 cache, and split by case into training and held-out photos."""
+
 from __future__ import annotations
 
 import sys
@@ -31,9 +32,15 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_sto
     if cache_dir is None:
         cache_dir = default_cache_dir()
     t0 = time.time()
-    images, ok, bad = build_cache(records, cfg.image_size, cache_dir or None, fp,
-                                  progress=CacheProgress(progress), should_stop=should_stop,
-                                  colour=cfg.colour_constancy)
+    images, ok, bad = build_cache(
+        records,
+        cfg.image_size,
+        cache_dir or None,
+        fp,
+        progress=CacheProgress(progress),
+        should_stop=should_stop,
+        colour=cfg.colour_constancy,
+    )
     cache_s = time.time() - t0
     keep = np.flatnonzero(ok)
     records = [records[i] for i in keep]
@@ -41,8 +48,17 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy, progress=None, should_sto
     sub_idx = {s: i for i, s in enumerate(taxonomy.sub_classes)}
     y_sub = np.array([sub_idx[r.label] for r in records], dtype=np.int64)
     y_meta = taxonomy.parent_index[y_sub]
-    return {"records": records, "images": images, "y_sub": y_sub, "y_meta": y_meta, "fingerprint": fp,
-            "skipped_labels": skipped, "bad_images": bad, "format": info["format"], "cache_seconds": cache_s}
+    return {
+        "records": records,
+        "images": images,
+        "y_sub": y_sub,
+        "y_meta": y_meta,
+        "fingerprint": fp,
+        "skipped_labels": skipped,
+        "bad_images": bad,
+        "format": info["format"],
+        "cache_seconds": cache_s,
+    }
 
 
 def warn_small_classes(records, taxonomy: Taxonomy) -> list[tuple[str, int]]:
@@ -50,8 +66,13 @@ def warn_small_classes(records, taxonomy: Taxonomy) -> list[tuple[str, int]]:
     counts = Counter(r.label for r in records)
     small = [(s, counts.get(s, 0)) for s in taxonomy.sub_classes if counts.get(s, 0) < MIN_CLASS_PHOTOS]
     if small:
-        print(f"warning: fewer than {MIN_CLASS_PHOTOS} photos of " + ", ".join(f"{s} ({n})" for s, n in small)
-              + ": the model's answers for these classes will be unreliable", file=sys.stderr, flush=True)
+        print(
+            f"warning: fewer than {MIN_CLASS_PHOTOS} photos of "
+            + ", ".join(f"{s} ({n})" for s, n in small)
+            + ": the model's answers for these classes will be unreliable",
+            file=sys.stderr,
+            flush=True,
+        )
     return small
 
 
@@ -62,14 +83,21 @@ class CacheProgress:
         self.progress, self.t0, self.first = progress, time.time(), None
 
     def __call__(self, done: int, n: int):
-        if self.first is None:              # a resumed build starts at the rows already done
+        if self.first is None:  # a resumed build starts at the rows already done
             self.first, self.t0 = done, time.time()
             if done < n:
                 return
         el = time.time() - self.t0
         rate = (done - self.first) / el if el > 0 and done > self.first else None
-        emit(self.progress, stage="cache", batch=done, batches=n, images_per_second=rate,
-             eta_seconds=(n - done) / rate if rate else None, elapsed_seconds=el)
+        emit(
+            self.progress,
+            stage="cache",
+            batch=done,
+            batches=n,
+            images_per_second=rate,
+            eta_seconds=(n - done) / rate if rate else None,
+            elapsed_seconds=el,
+        )
 
 
 def make_split(cfg: TrainConfig, records):
@@ -91,6 +119,7 @@ def subsample(idx, y, n, seed):
     if n is None or n >= len(idx):
         return idx
     from sklearn.model_selection import train_test_split
+
     try:
         keep, _ = train_test_split(idx, train_size=n, stratify=y[idx], random_state=seed)
     except ValueError:

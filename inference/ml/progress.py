@@ -3,6 +3,7 @@
 ``progress`` receives dicts (stage, epoch, epochs, batch, batches, loss, eta_seconds,
 images_per_second, elapsed_seconds, or an ``event``); ``should_stop()`` is polled between batches.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,7 +40,7 @@ class RecentSpeed:
 
     def __init__(self, window: int, clock=time.time):
         self.clock = clock
-        self.marks = deque(maxlen=max(1, window) + 1)    # (time, images counted so far)
+        self.marks = deque(maxlen=max(1, window) + 1)  # (time, images counted so far)
         self.reset()
 
     def reset(self):
@@ -68,4 +69,5 @@ def member_progress(progress, k: int, n: int):
         if d.get("eta_seconds") is not None and d.get("elapsed_seconds") is not None:
             d["eta_seconds"] += (n - 1 - k) * (d["elapsed_seconds"] + d["eta_seconds"])
         progress(d)
+
     return wrapped

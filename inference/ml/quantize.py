@@ -22,11 +22,12 @@ says so and float serving is unaffected.
     state = calibration_state(model, batches, size)   # `inference.ml calibrate` (or at training time)
     qmodel = quantized(model, state, size)            # at load time; qmodel(x) -> (logits, features)
 """
+
 from __future__ import annotations
 
 import copy
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -42,6 +43,7 @@ _OBSERVER = "activation_post_process"
 class WithFeatures(nn.Module):
     """Traceable wrapper: ``forward(x) -> (logits, pooled features)``, named ``OUTPUTS`` for the ONNX
     export (eval: dropout is identity)."""
+
     OUTPUTS = ("logits", "features")
 
     def __init__(self, model: Classifier):
@@ -63,6 +65,7 @@ FLOAT_BLOCKS = 4
 def _prepared(model: Classifier, size: int):
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx
+
     torch.backends.quantized.engine = ENGINE
     m = WithFeatures(copy.deepcopy(model).float().eval())
     qmap = get_default_qconfig_mapping(ENGINE).set_module_name("model.backbone.stem", None)
@@ -70,11 +73,11 @@ def _prepared(model: Classifier, size: int):
         qmap = qmap.set_module_name(f"model.backbone.blocks.{i}", None)
     example = (torch.zeros(1, 3, size, size),)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
         return prepare_fx(m, qmap, example)
 
 
-@torch.no_grad()   # not inference_mode: the observer buffers are loaded into another graph later
+@torch.no_grad()  # not inference_mode: the observer buffers are loaded into another graph later
 def calibration_state(model: Classifier, batches: Iterable[torch.Tensor], size: int) -> dict[str, torch.Tensor]:
     """Observe the activation ranges of ``model`` on normalised float batches (N, 3, S, S)."""
     prepared = _prepared(model, size)
@@ -92,13 +95,17 @@ def quantized(model: Classifier, state: dict[str, torch.Tensor], size: int) -> n
     try:
         from torch.ao.quantization.quantize_fx import convert_fx
     except ImportError as e:
-        raise ValueError(f"int8 serving needs torch.ao.quantization, which torch {torch.__version__} "
-                         f"does not have ({e}); serve with precision fp32 or bf16") from e
+        raise ValueError(
+            f"int8 serving needs torch.ao.quantization, which torch {torch.__version__} "
+            f"does not have ({e}); serve with precision fp32 or bf16"
+        ) from e
     prepared = _prepared(model, size)
     want = {k for k in prepared.state_dict() if _OBSERVER in k}
     if set(state) != want:
-        raise ArtefactError(f"int8 calibration does not fit this model ({len(state)} observer tensors stored, "
-                         f"{len(want)} expected); re-run `python -m inference.ml calibrate`")
+        raise ArtefactError(
+            f"int8 calibration does not fit this model ({len(state)} observer tensors stored, "
+            f"{len(want)} expected); re-run `python -m inference.ml calibrate`"
+        )
     prepared.load_state_dict(state, strict=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -120,14 +127,16 @@ def unpack(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
-def calibrate_models(fines: list[Classifier], coarse: Classifier, images_u8: torch.Tensor, mean, std, size: int,
-                     batch_size: int = 32) -> dict[str, torch.Tensor]:
+def calibrate_models(
+    fines: list[Classifier], coarse: Classifier, images_u8: torch.Tensor, mean, std, size: int, batch_size: int = 32
+) -> dict[str, torch.Tensor]:
     """Calibration of every served model on the same uint8 training images; flat dict for ``FILE``."""
     from .data import normalise
 
     def batches():
         for s in range(0, len(images_u8), batch_size):
-            yield normalise(images_u8[s:s + batch_size], mean, std)
+            yield normalise(images_u8[s : s + batch_size], mean, std)
+
     states = {f"fine.{k}": calibration_state(m, batches(), size) for k, m in enumerate(fines)}
     states["coarse"] = calibration_state(coarse, batches(), size)
     return pack(states)

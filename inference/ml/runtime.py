@@ -14,6 +14,7 @@ inference session per intra-op thread count, so ``torch.set_num_threads`` still 
 The artefact is unchanged: the conversion happens when a ``Predictor`` loads it (about 1 s per
 EfficientNet-Lite0 model).
 """
+
 from __future__ import annotations
 
 import io
@@ -28,25 +29,33 @@ RUNTIMES = ("auto", "onnxruntime", "torch")
 
 
 def resolve_runtime(runtime: str | None = None) -> str:
-    """"auto" (default; env DERM_ML_RUNTIME) -> "onnxruntime"; "torch" keeps PyTorch's eager kernels."""
+    """ "auto" (default; env DERM_ML_RUNTIME) -> "onnxruntime"; "torch" keeps PyTorch's eager kernels."""
     r = (runtime or os.environ.get("DERM_ML_RUNTIME") or "auto").lower()
     if r not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {r!r}")
     return "onnxruntime" if r == "auto" else r
 
 
-def export_onnx(module: nn.Module, channels: int = 3, size: int = 64,
-                outputs: tuple[str, ...] = ("logits", "features")) -> bytes:
+def export_onnx(
+    module: nn.Module, channels: int = 3, size: int = 64, outputs: tuple[str, ...] = ("logits", "features")
+) -> bytes:
     """ONNX bytes of ``module`` (eval, float32): input ``x`` (N, C, H, W), one output per name in
     ``outputs`` (each (N, ...)); N, H and W are dynamic."""
     module = module.eval()
     x = torch.zeros(1, channels, size, size)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")      # the exporter's deprecation and tracer notices
-        torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=17, input_names=["x"],
-                          output_names=list(outputs),
-                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, **{o: {0: "n"} for o in outputs}})
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+        torch.onnx.export(
+            module,
+            (x,),
+            buf,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=list(outputs),
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, **{o: {0: "n"} for o in outputs}},
+        )
     return buf.getvalue()
 
 
@@ -56,12 +65,14 @@ class OrtModel:
 
     def __init__(self, module: nn.Module, outputs: tuple[str, ...] = ("logits", "features")):
         import onnxruntime  # noqa: F401  (fail here, at load, when it is not installed)
+
         self._onnx = export_onnx(module, outputs=outputs)
         self._sessions: dict[int, object] = {}
         self._lock = threading.Lock()
 
     def _session(self):
         import onnxruntime as ort
+
         threads = max(1, torch.get_num_threads())
         s = self._sessions.get(threads)
         if s is None:

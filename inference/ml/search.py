@@ -14,6 +14,7 @@
 - Stops after ``generations`` generations or ``max_minutes`` (checked before each trial).
 Results are appended to ``<out>/search.jsonl``; the best genes are written to ``<out>/best.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,6 +59,7 @@ class SearchBudget:
 
 def genes_of(cfg: TrainConfig) -> dict:
     from .data import AugmentConfig
+
     aug = AugmentConfig.from_overrides(cfg.augment)
     return {k: float(getattr(cfg if w == "cfg" else aug, k)) for k, (_, _, _, _, w) in GENES.items()}
 
@@ -112,25 +114,46 @@ def run_search(base: TrainConfig, budget: SearchBudget, progress=None) -> dict:
             scores = []
             for f in range(budget.folds):
                 tdir = out / "trials" / f"g{gen}_i{ind}_f{f}"
-                cfg = replace(apply_genes(base, genes), out=str(tdir), epochs=budget.epochs,
-                              coarse_epochs=budget.coarse_epochs, holdout=None, folds=budget.folds, fold=f,
-                              binary_epochs=0, fine_models=1, triage=False)   # one fine model ranks a recipe at half the cost
+                cfg = replace(
+                    apply_genes(base, genes),
+                    out=str(tdir),
+                    epochs=budget.epochs,
+                    coarse_epochs=budget.coarse_epochs,
+                    holdout=None,
+                    folds=budget.folds,
+                    fold=f,
+                    binary_epochs=0,
+                    fine_models=1,
+                    triage=False,
+                )  # one fine model ranks a recipe at half the cost
                 train(cfg, progress=progress)
                 rep = json.loads((tdir / "metrics.json").read_text())
                 scores.append(fitness(rep, budget.weights))
                 shutil.rmtree(tdir, ignore_errors=True)
-            h = {"generation": gen, "individual": ind, "genes": genes, "fitness": float(np.mean(scores)),
-                 "fold_fitness": scores, "minutes": (time.time() - t0) / 60}
+            h = {
+                "generation": gen,
+                "individual": ind,
+                "genes": genes,
+                "fitness": float(np.mean(scores)),
+                "fold_fitness": scores,
+                "minutes": (time.time() - t0) / 60,
+            }
             history.append(h)
             with open(log, "a") as fh:
                 fh.write(json.dumps(h) + "\n")
             if progress:
-                progress({"stage": "search", "event": "trial", "generation": gen, "individual": ind,
-                          "fitness": h["fitness"]})
+                progress(
+                    {"stage": "search", "event": "trial", "generation": gen, "individual": ind, "fitness": h["fitness"]}
+                )
         if stop:
             break
     best = max(history, key=lambda h: h["fitness"]) if history else None
-    res = {"best": best, "trials": len(history), "minutes": (time.time() - t0) / 60,
-           "stopped_by_time": stop, "weights": list(budget.weights)}
+    res = {
+        "best": best,
+        "trials": len(history),
+        "minutes": (time.time() - t0) / 60,
+        "stopped_by_time": stop,
+        "weights": list(budget.weights),
+    }
     (out / "best.json").write_text(json.dumps(res, indent=2))
     return res

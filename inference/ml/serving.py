@@ -7,6 +7,7 @@ Public API:
   thresholds=None) -> dict``: the differential, malignancy, urgency tier ("triage", ``triage.py``'s
   block), out-of-distribution score and overlay PNGs of one PIL image.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,7 +21,7 @@ from .explain import downsample, explain, heatmap_mass_in_boxes, render_overlay,
 
 log = logging.getLogger(__name__)
 
-GRADCAM_TOP_SUB = 3      # overlays for the top three sub-classes (plus the top meta-class)
+GRADCAM_TOP_SUB = 3  # overlays for the top three sub-classes (plus the top meta-class)
 # Grad-CAM hooks live on the shared (cached) model: one photo at a time per process
 # (matters only with threads, e.g. eager jobs in a threaded dev server)
 _CAM_LOCK = threading.Lock()
@@ -36,23 +37,38 @@ def _overlays(predictor, image, ranked: list[dict], metas: list, photo_size, box
     """One overlay per explained class: PNG bytes at the photo's size, the shared colour scale,
     the share of heat inside ``boxes`` and a 32x32 heat map for later box masses."""
     with _CAM_LOCK:
-        maps = explain(predictor, image, [r["sub_class"] for r in ranked[:GRADCAM_TOP_SUB]],
-                       [metas[0][0]] if metas else [])
+        maps = explain(
+            predictor, image, [r["sub_class"] for r in ranked[:GRADCAM_TOP_SUB]], [metas[0][0]] if metas else []
+        )
     vmax = shared_scale(maps)
     out = []
     for m in maps:
         buf = io.BytesIO()
         render_overlay(m.cam, vmax, photo_size).save(buf, "PNG", optimize=False, compress_level=3)
-        out.append({
-            "kind": m.kind, "target": m.target, "rank": m.rank, "png": buf.getvalue(), "scale_max": vmax,
-            "box_mass": heatmap_mass_in_boxes(m.cam, boxes, photo_size) if boxes else None,
-            "heatmap": np.round(downsample(m.cam / vmax), 4).tolist(),
-        })
+        out.append(
+            {
+                "kind": m.kind,
+                "target": m.target,
+                "rank": m.rank,
+                "png": buf.getvalue(),
+                "scale_max": vmax,
+                "box_mass": heatmap_mass_in_boxes(m.cam, boxes, photo_size) if boxes else None,
+                "heatmap": np.round(downsample(m.cam / vmax), 4).tolist(),
+            }
+        )
     return out
 
 
-def prediction_compute(*, predictor, image, photo_size, boxes=(), metadata: dict | None = None,
-                       modality: str | None = None, thresholds: dict | None = None) -> dict:
+def prediction_compute(
+    *,
+    predictor,
+    image,
+    photo_size,
+    boxes=(),
+    metadata: dict | None = None,
+    modality: str | None = None,
+    thresholds: dict | None = None,
+) -> dict:
     """Differential + Grad-CAM overlay PNGs of one PIL ``image`` shown at ``photo_size`` (width, height).
     ``boxes``: annotator boxes in photo pixels; ``metadata`` (age, sex, site) enters where the artefact
     has a metadata model (``Predictor.fuse``); ``modality`` (the photo's) and ``thresholds`` (the site's
@@ -67,7 +83,7 @@ def prediction_compute(*, predictor, image, photo_size, boxes=(), metadata: dict
     overlays, cam_error = [], ""
     try:
         overlays = _overlays(predictor, image, ranked, metas, photo_size, boxes)
-    except Exception as exc:   # heat maps are an aid: their failure must not hide the differential
+    except Exception as exc:  # heat maps are an aid: their failure must not hide the differential
         log.exception("Grad-CAM failed")
         cam_error = f"Heat maps unavailable: {exc}"
     return {

@@ -1,12 +1,13 @@
 """The stages of a training run once its photos are ready: the fine model(s) on sub-classes, the
 coarse model on meta-classes transferred from the first fine model, the optional binary baseline,
 and the evaluation on the held-out photos."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -32,21 +33,22 @@ from .weights import has_imagenet, load_imagenet
 @dataclass
 class Run:
     """What every stage of one run reads: its settings, photos and split."""
-    cfg: TrainConfig              # seed: the seed of training's draws (train_seed, else seed)
+
+    cfg: TrainConfig  # seed: the seed of training's draws (train_seed, else seed)
     tax: Taxonomy
-    work: Path                    # <out>/.work: settings and checkpoints of the unfinished run
-    data: dict                    # prepare_data's: records, images, y_sub, y_meta, fingerprint, ...
-    tr: np.ndarray                # training photos (indices into data["records"])
-    te: np.ndarray                # held-out photos
+    work: Path  # <out>/.work: settings and checkpoints of the unfinished run
+    data: dict  # prepare_data's: records, images, y_sub, y_meta, fingerprint, ...
+    tr: np.ndarray  # training photos (indices into data["records"])
+    te: np.ndarray  # held-out photos
     fine_epochs: int
     coarse_epochs: int
     progress: Callable | None
     should_stop: Callable | None
-    timings: dict = field(default_factory=dict)   # seconds of each stage, for the manifest
+    timings: dict = field(default_factory=dict)  # seconds of each stage, for the manifest
     settings: dict = field(default_factory=dict)  # TrainConfig.resolved() as the run was asked
-    size_choice: dict | None = None               # how an unset image size was chosen
-    split: dict = field(default_factory=dict)     # how the photos were split (kind, seed)
-    started: float = 0.0                          # time.time() at the start, for the total
+    size_choice: dict | None = None  # how an unset image size was chosen
+    split: dict = field(default_factory=dict)  # how the photos were split (kind, seed)
+    started: float = 0.0  # time.time() at the start, for the total
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> Classifier:
@@ -82,15 +84,25 @@ def fine_models(run: Run) -> tuple[list[Classifier], list[dict]]:
             torch.manual_seed(mcfg.seed)
         m = build_model(cfg, len(run.tax.sub_classes))
         frozen_fine = freeze_first_blocks(m, cfg.freeze_blocks)
-        info = fit(m, D["images"], D["y_sub"], run.tr, mcfg, "fine", run.fine_epochs,
-                   run.work / (Path(art.fine_file(k)).stem + ".ckpt"), frozen_fine,
-                   member_progress(run.progress, k, n_members), run.should_stop)
+        info = fit(
+            m,
+            D["images"],
+            D["y_sub"],
+            run.tr,
+            mcfg,
+            "fine",
+            run.fine_epochs,
+            run.work / (Path(art.fine_file(k)).stem + ".ckpt"),
+            frozen_fine,
+            member_progress(run.progress, k, n_members),
+            run.should_stop,
+        )
         info["seed"] = mcfg.seed
         info["class_balance"] = mcfg.class_balance
         fines.append(m)
         infos.append(info)
         if k == 0:
-            coarse_rng = torch.get_rng_state()   # the coarse model starts as in a one-model run
+            coarse_rng = torch.get_rng_state()  # the coarse model starts as in a one-model run
     if coarse_rng is not None:
         torch.set_rng_state(coarse_rng)
     run.timings["fine"] = sum(i["seconds"] for i in infos[reused:])
@@ -104,11 +116,16 @@ def _reuse_fine_models(run: Run, n_members: int) -> tuple[list[Classifier], list
     cfg, tax, D = run.cfg, run.tax, run.data
     src = art.read_manifest(cfg.fine_from)
     src_tax = Taxonomy.from_json(Path(cfg.fine_from) / "taxonomy.json")
-    if (src["data"]["fingerprint"] != D["fingerprint"] or src_tax.sub_classes != tax.sub_classes
-            or src["backbone"] != cfg.backbone or src["preprocessing"]["size"] != cfg.image_size
-            or src["preprocessing"].get("colour_constancy", "none") != cfg.colour_constancy):
-        raise ArtefactError("fine_from: the artefact was trained on other data, taxonomy, backbone, size "
-                            "or colour constancy")
+    if (
+        src["data"]["fingerprint"] != D["fingerprint"]
+        or src_tax.sub_classes != tax.sub_classes
+        or src["backbone"] != cfg.backbone
+        or src["preprocessing"]["size"] != cfg.image_size
+        or src["preprocessing"].get("colour_constancy", "none") != cfg.colour_constancy
+    ):
+        raise ArtefactError(
+            "fine_from: the artefact was trained on other data, taxonomy, backbone, size or colour constancy"
+        )
     _, te_src = split_by_cases(D["records"], set(src["split"]["test_cases"]))
     if not np.array_equal(te_src, run.te):
         raise ArtefactError("fine_from: the artefact's held-out split differs from this run's split")
@@ -118,8 +135,10 @@ def _reuse_fine_models(run: Run, n_members: int) -> tuple[list[Classifier], list
     for k in range(reused):
         had = src_infos[k].get("class_balance")
         if had is not None and had != member_config(cfg, k).class_balance:
-            raise ArtefactError(f"fine_from: fine model {k + 1} of the artefact was trained with class balance "
-                                f"{had!r}, this run asks for {member_config(cfg, k).class_balance!r}")
+            raise ArtefactError(
+                f"fine_from: fine model {k + 1} of the artefact was trained with class balance "
+                f"{had!r}, this run asks for {member_config(cfg, k).class_balance!r}"
+            )
         m = build_model(cfg, len(tax.sub_classes))
         m.load_state_dict(art.load_state(Path(cfg.fine_from) / art.fine_file(k)))
         m.eval()
@@ -141,8 +160,20 @@ def coarse_model(run: Run, fine: Classifier) -> tuple[Classifier, dict]:
     ccfg = replace(cfg, progressive_size=None, reweight_from=0.0)
     if cfg.coarse_class_balance is not None:
         ccfg = replace(ccfg, class_balance=cfg.coarse_class_balance)
-    info = fit(coarse, D["images"], D["y_meta"], run.tr, ccfg, "coarse", run.coarse_epochs, run.work / "coarse.ckpt",
-               frozen, run.progress, run.should_stop, groups=D["y_sub"])
+    info = fit(
+        coarse,
+        D["images"],
+        D["y_meta"],
+        run.tr,
+        ccfg,
+        "coarse",
+        run.coarse_epochs,
+        run.work / "coarse.ckpt",
+        frozen,
+        run.progress,
+        run.should_stop,
+        groups=D["y_sub"],
+    )
     info["transferred_tensors"] = len(copied)
     info["cut"] = cut
     run.timings["coarse"] = time.time() - t0
@@ -158,8 +189,19 @@ def binary_model(run: Run) -> tuple[Classifier | None, dict | None]:
     binary = build_model(cfg, 2)
     yb = np.isin(np.array(run.tax.sub_classes)[D["y_sub"]], cfg.positive).astype(np.int64)
     frozen = freeze_first_blocks(binary, cfg.freeze_blocks)
-    info = fit(binary, D["images"], yb, run.tr, cfg, "binary", cfg.binary_epochs, run.work / "binary.ckpt", frozen,
-               run.progress, run.should_stop)
+    info = fit(
+        binary,
+        D["images"],
+        yb,
+        run.tr,
+        cfg,
+        "binary",
+        cfg.binary_epochs,
+        run.work / "binary.ckpt",
+        frozen,
+        run.progress,
+        run.should_stop,
+    )
     run.timings["binary"] = time.time() - t0
     return binary, info
 
@@ -171,30 +213,51 @@ def evaluate_models(run: Run, fines: list[Classifier], coarse: Classifier, binar
     t0 = time.time()
     emit(run.progress, stage="evaluate", event="start")
     ood_idx = subsample(run.tr, D["y_sub"], 2000, cfg.seed)
-    _, ftr = model_outputs(fines[0], subset(D["images"], ood_idx), pre["mean"], pre["std"],
-                           cfg.eval_batch_size, tta=False, want_features=True)
+    _, ftr = model_outputs(
+        fines[0],
+        subset(D["images"], ood_idx),
+        pre["mean"],
+        pre["std"],
+        cfg.eval_batch_size,
+        tta=False,
+        want_features=True,
+    )
     ood_means, ood_thr = ood_fit(ftr, D["y_sub"][ood_idx], len(run.tax.sub_classes), cfg.ood_quantile)
     calib, cal_n = None, 0
-    if cfg.int8_calibration_images > 0:   # activation ranges for int8 serving, from training images only
+    if cfg.int8_calibration_images > 0:  # activation ranges for int8 serving, from training images only
         tq = time.time()
         cal_idx = subsample(run.tr, D["y_sub"], cfg.int8_calibration_images, cfg.seed)
-        calib = quantize.calibrate_models([_on_cpu(m) for m in fines], _on_cpu(coarse), subset(D["images"], cal_idx),
-                                          pre["mean"], pre["std"], cfg.image_size)
+        calib = quantize.calibrate_models(
+            [_on_cpu(m) for m in fines],
+            _on_cpu(coarse),
+            subset(D["images"], cal_idx),
+            pre["mean"],
+            pre["std"],
+            cfg.image_size,
+        )
         cal_n = len(cal_idx)
         run.timings["int8_calibration"] = time.time() - tq
     meta_models = None
-    if cfg.metadata:     # age, sex, body site: counted on the training split only
-        meta_models = fit_levels([D["records"][i].meta for i in run.tr], D["y_sub"][run.tr], run.tax,
-                                 cfg.metadata_alpha, cfg.metadata_weight)
+    if cfg.metadata:  # age, sex, body site: counted on the training split only
+        meta_models = fit_levels(
+            [D["records"][i].meta for i in run.tr], D["y_sub"][run.tr], run.tax, cfg.metadata_alpha, cfg.metadata_weight
+        )
     metrics = _held_out_metrics(run, fines, coarse, binary, meta_models) if len(run.te) else None
     run.timings["evaluate"] = time.time() - t0
-    return {"ood_means": ood_means, "ood_threshold": ood_thr, "int8": calib, "int8_images": cal_n,
-            "metadata": meta_models, "metrics": metrics}
+    return {
+        "ood_means": ood_means,
+        "ood_threshold": ood_thr,
+        "int8": calib,
+        "int8_images": cal_n,
+        "metadata": meta_models,
+        "metrics": metrics,
+    }
 
 
 def _on_cpu(model: Classifier) -> Classifier:
     """The model itself on the CPU, else a CPU copy (int8 calibration runs on the CPU only)."""
     import copy
+
     return model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
 
 
@@ -203,7 +266,7 @@ def _held_out_metrics(run: Run, fines, coarse, binary, meta_models) -> dict:
     check_stop(run.should_stop)
     cfg, D, te, pre = run.cfg, run.data, run.te, preprocessing_for(run.cfg)
     ti = time.time()
-    ximg = subset(D["images"], te)     # read batch by batch from a disk cache
+    ximg = subset(D["images"], te)  # read batch by batch from a disk cache
 
     def outputs(m):
         return model_outputs(m, ximg, pre["mean"], pre["std"], cfg.eval_batch_size, cfg.tta)
@@ -214,7 +277,8 @@ def _held_out_metrics(run: Run, fines, coarse, binary, meta_models) -> dict:
     t_inf = time.time() - ti
     metrics = report_from_probs(pf, pc, D["y_sub"][te], run.tax, positive=cfg.positive, p_binary=pb)
     if meta_models is not None:
-        metrics["with_metadata"] = metadata_report(pf, pc, D["y_sub"][te], run.tax, *meta_models,
-                                                   [D["records"][i].meta for i in te])
+        metrics["with_metadata"] = metadata_report(
+            pf, pc, D["y_sub"][te], run.tax, *meta_models, [D["records"][i].meta for i in te]
+        )
     metrics["inference_images_per_second_fine_plus_coarse"] = len(te) / t_inf
     return metrics

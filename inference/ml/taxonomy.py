@@ -19,6 +19,7 @@ Public API (stable):
 - ``malignancy_score(p_fine, taxonomy)`` S = sum_i P_i s_i and ``malignancy_grade(S)``:
   grade 1 (benign) if S < 1.5, grade 2 (low malignancy) if 1.5 <= S < 2.5, else grade 3 (high).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ class Taxonomy:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, d: dict) -> "Taxonomy":
+    def from_dict(cls, d: dict) -> Taxonomy:
         if not isinstance(d, dict) or "meta_classes" not in d:
             raise TaxonomyError('taxonomy must be a JSON object with a "meta_classes" key')
         mc = d["meta_classes"]
@@ -72,7 +73,8 @@ class Taxonomy:
                         raise TaxonomyError(f"sub-class {sub!r} is listed twice under meta-class {meta!r}")
                     raise TaxonomyError(
                         f"sub-class {sub!r} has two parents: {parent[sub]!r} and {meta!r} "
-                        "(each sub-class must belong to exactly one meta-class)")
+                        "(each sub-class must belong to exactly one meta-class)"
+                    )
                 parent[sub] = meta
                 subs.append(sub)
         if set(metas) & set(subs):
@@ -91,7 +93,7 @@ class Taxonomy:
         return cls(metas, subs, parent, grades, extra)
 
     @classmethod
-    def from_json(cls, path) -> "Taxonomy":
+    def from_json(cls, path) -> Taxonomy:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
@@ -149,6 +151,7 @@ def fuse(p_coarse, p_fine, taxonomy: Taxonomy, method: str = "product"):
     torch_in = _is_torch(p_fine)
     if torch_in:
         import torch
+
         dev, dt = p_fine.device, p_fine.dtype
         pc = p_coarse.detach().cpu().double().numpy()
         pf = p_fine.detach().cpu().double().numpy()

@@ -46,6 +46,7 @@ Each triage block: {"tier", "reason", "abstain" (None | "no_grades" | "no_calibr
 | "unfamiliar"), "thresholds", "urgent_probability", "malignant_probability", "modality",
 "model_modality", "unfamiliar", "unfamiliar_score", "unfamiliar_threshold"}.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,9 +64,17 @@ OOD_FILE = "triage_ood.safetensors"
 TIERS = {2: "urgent", 1: "refer", 0: "routine"}
 DEFAULT_TARGETS = {"urgent": 0.90, "malignant": 0.95}
 DEFAULT_MODALITY = "dermoscopic"
-MODALITY_ALIASES = {"dermoscopy": "dermoscopic", "dermatoscopic": "dermoscopic", "dermatoscopy": "dermoscopic",
-                    "dermoscope": "dermoscopic", "macroscopic": "clinical", "clinic": "clinical",
-                    "close-up": "clinical", "closeup": "clinical", "photo": "clinical"}
+MODALITY_ALIASES = {
+    "dermoscopy": "dermoscopic",
+    "dermatoscopic": "dermoscopic",
+    "dermatoscopy": "dermoscopic",
+    "dermoscope": "dermoscopic",
+    "macroscopic": "clinical",
+    "clinic": "clinical",
+    "close-up": "clinical",
+    "closeup": "clinical",
+    "photo": "clinical",
+}
 NO_CALIBRATION = "this model has no triage calibration; run calibrate"
 NO_GRADES = "this model's taxonomy has no malignancy grades, so it gives no triage advice"
 
@@ -133,7 +142,7 @@ def _threshold_for(score, forced, target: float):
     k = min(n, max(1, math.ceil(target * (n + 1) - 1e-9)))
     tk = eff[k - 1]
     if np.isinf(tk):
-        return 1.0                      # the top-1 rule alone reaches the target
+        return 1.0  # the top-1 rule alone reaches the target
     below = eff[k] if k < n else 0.0
     return float((tk + below) / 2) if below < tk else float(tk)
 
@@ -146,18 +155,33 @@ def tier_metrics(codes, y, taxonomy: Taxonomy) -> dict:
 
     def block(pos, hit):
         neg = ~pos
-        return {"sensitivity": float(hit[pos].mean()) if pos.any() else None,
-                "specificity": float((~hit[neg]).mean()) if neg.any() else None,
-                "n_pos": int(pos.sum()), "n_neg": int(neg.sum())}
+        return {
+            "sensitivity": float(hit[pos].mean()) if pos.any() else None,
+            "specificity": float((~hit[neg]).mean()) if neg.any() else None,
+            "n_pos": int(pos.sum()),
+            "n_neg": int(neg.sum()),
+        }
+
     g3 = g >= 3
-    return {"urgent": block(g3, codes == 2), "malignant": block(g >= 2, codes >= 1),
-            "grade3_routine_share": float((codes[g3] == 0).mean()) if g3.any() else None,
-            "tier_by_grade": {str(k): {TIERS[c]: int(((g == k) & (codes == c)).sum()) for c in (2, 1, 0)}
-                              for k in (1, 2, 3) if (g == k).any()}}
+    return {
+        "urgent": block(g3, codes == 2),
+        "malignant": block(g >= 2, codes >= 1),
+        "grade3_routine_share": float((codes[g3] == 0).mean()) if g3.any() else None,
+        "tier_by_grade": {
+            str(k): {TIERS[c]: int(((g == k) & (codes == c)).sum()) for c in (2, 1, 0)}
+            for k in (1, 2, 3)
+            if (g == k).any()
+        },
+    }
 
 
-def choose_thresholds(prob, y, taxonomy: Taxonomy, urgent: float = DEFAULT_TARGETS["urgent"],
-                      malignant: float = DEFAULT_TARGETS["malignant"]) -> dict:
+def choose_thresholds(
+    prob,
+    y,
+    taxonomy: Taxonomy,
+    urgent: float = DEFAULT_TARGETS["urgent"],
+    malignant: float = DEFAULT_TARGETS["malignant"],
+) -> dict:
     """Thresholds on calibrated held-out probabilities for the target sensitivities, with what they gave.
 
     Returns {"targets", "thresholds": {urgent, malignant}, "urgent": {...}, "malignant": {...},
@@ -179,21 +203,22 @@ def choose_thresholds(prob, y, taxonomy: Taxonomy, urgent: float = DEFAULT_TARGE
     rep = tier_metrics(codes, y, taxonomy)
     rep["urgent"].update(threshold=t_u, target_sensitivity=float(urgent))
     rep["malignant"].update(threshold=t_m, target_sensitivity=float(malignant))
-    return {"targets": {"urgent": float(urgent), "malignant": float(malignant)}, "thresholds": th,
-            **rep, "n": len(y)}
+    return {"targets": {"urgent": float(urgent), "malignant": float(malignant)}, "thresholds": th, **rep, "n": len(y)}
 
 
 def load_heldout(model_dir) -> dict:
     """The stored held-out outputs of an artefact as numpy arrays (``HELDOUT_FILE``)."""
     from . import artefact as art
+
     path = Path(model_dir) / HELDOUT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {NO_CALIBRATION}")
     return {k: v.numpy() for k, v in art.load_state(path).items()}
 
 
-def thresholds_for_targets(model_dir, urgent: float = DEFAULT_TARGETS["urgent"],
-                           malignant: float = DEFAULT_TARGETS["malignant"]) -> dict:
+def thresholds_for_targets(
+    model_dir, urgent: float = DEFAULT_TARGETS["urgent"], malignant: float = DEFAULT_TARGETS["malignant"]
+) -> dict:
     """Thresholds for other target sensitivities from the artefact's stored held-out outputs (no
     retraining, no photos): ``choose_thresholds`` on the calibrated held-out probabilities. Pass the
     result (or its "thresholds") as ``Predictor.predict(..., thresholds=...)``."""
@@ -214,9 +239,19 @@ def read_config(model_dir) -> dict | None:
 
 # ---------------------------------------------------------------------- serving
 def _block(tier=None, reason="", abstain=None, thresholds=None, **kw) -> dict:
-    d = {"tier": tier, "reason": reason, "abstain": abstain, "thresholds": thresholds or {},
-         "urgent_probability": None, "malignant_probability": None, "modality": None, "model_modality": None,
-         "unfamiliar": None, "unfamiliar_score": None, "unfamiliar_threshold": None}
+    d = {
+        "tier": tier,
+        "reason": reason,
+        "abstain": abstain,
+        "thresholds": thresholds or {},
+        "urgent_probability": None,
+        "malignant_probability": None,
+        "modality": None,
+        "model_modality": None,
+        "unfamiliar": None,
+        "unfamiliar_score": None,
+        "unfamiliar_threshold": None,
+    }
     d.update(kw)
     return d
 
@@ -248,6 +283,7 @@ class TriageModel:
             return None
         from . import artefact as art
         from .ood import FeatureOOD
+
         ood = None
         if cfg.get("ood") and (Path(model_dir) / OOD_FILE).is_file():
             ood = FeatureOOD.from_state(art.load_state(Path(model_dir) / OOD_FILE), cfg["ood"])
@@ -264,15 +300,17 @@ class TriageModel:
         tax = self.taxonomy
         q = np.atleast_2d(np.asarray(q, dtype=np.float64))
         n = len(q)
-        th = self.thresholds if thresholds is None else {**self.thresholds,
-                                                         **{k: v for k, v in plain_thresholds(thresholds).items()
-                                                            if v is not None}}
+        th = (
+            self.thresholds
+            if thresholds is None
+            else {**self.thresholds, **{k: v for k, v in plain_thresholds(thresholds).items() if v is not None}}
+        )
         mods = list(modalities) if modalities is not None else [None] * n
         if len(mods) != n:
             raise ValueError(f"{len(mods)} modalities for {n} photos")
         codes, forced = tier_codes(q, tax, th)
         top_idx = q.argmax(1)
-        if shown is not None:       # never softer than the top-1 of the differential on screen either
+        if shown is not None:  # never softer than the top-1 of the differential on screen either
             shown = np.atleast_2d(np.asarray(shown, dtype=np.float64))
             g = tax.grade_vector
             floor = np.where(g[shown.argmax(1)] >= 3, 2, np.where(g[shown.argmax(1)] >= 2, 1, 0))
@@ -285,34 +323,59 @@ class TriageModel:
         out = []
         for i in range(n):
             given = normalise_modality(mods[i])
-            base = {"thresholds": dict(th), "urgent_probability": float(mu[i]), "malignant_probability": float(mm[i]),
-                    "modality": given, "model_modality": self.modality}
+            base = {
+                "thresholds": dict(th),
+                "urgent_probability": float(mu[i]),
+                "malignant_probability": float(mm[i]),
+                "modality": given,
+                "model_modality": self.modality,
+            }
             if un_score is not None:
-                base.update(unfamiliar=bool(un_score[i] > self.ood.threshold), unfamiliar_score=float(un_score[i]),
-                            unfamiliar_threshold=float(self.ood.threshold))
+                base.update(
+                    unfamiliar=bool(un_score[i] > self.ood.threshold),
+                    unfamiliar_score=float(un_score[i]),
+                    unfamiliar_threshold=float(self.ood.threshold),
+                )
             if given is not None and given not in self.modalities:
-                out.append(_block(reason=f"this model was trained on {self.modality} photos; this photo is {given}, "
-                                         "so the model gives no advice on it", abstain="modality", **base))
+                out.append(
+                    _block(
+                        reason=f"this model was trained on {self.modality} photos; this photo is {given}, "
+                        "so the model gives no advice on it",
+                        abstain="modality",
+                        **base,
+                    )
+                )
                 continue
             if base.get("unfamiliar"):
-                out.append(_block(reason="this photo is unlike the photos the model was trained on (not a skin "
-                                         "lesion, or taken another way), so the model gives no advice on it",
-                                  abstain="unfamiliar", **base))
+                out.append(
+                    _block(
+                        reason="this photo is unlike the photos the model was trained on (not a skin "
+                        "lesion, or taken another way), so the model gives no advice on it",
+                        abstain="unfamiliar",
+                        **base,
+                    )
+                )
                 continue
             top = tax.sub_classes[int(top_idx[i])]
             c = int(codes[i])
             if c == 2 and forced[i]:
                 why = f"the most likely diagnosis, {tax.display_name(top)}, is a high-grade malignancy"
             elif c == 2:
-                why = (f"high-grade malignant diagnoses ({_names(tax, u_mask)}) together reach {mu[i]:.0%}, "
-                       f"at or above the urgent threshold of {th['urgent']:.0%}")
+                why = (
+                    f"high-grade malignant diagnoses ({_names(tax, u_mask)}) together reach {mu[i]:.0%}, "
+                    f"at or above the urgent threshold of {th['urgent']:.0%}"
+                )
             elif c == 1 and forced[i]:
                 why = f"the most likely diagnosis, {tax.display_name(top)}, is a low-grade malignancy"
             elif c == 1:
-                why = (f"malignant diagnoses ({_names(tax, m_mask)}) together reach {mm[i]:.0%}, at or above the "
-                       f"refer threshold of {th['malignant']:.0%}")
+                why = (
+                    f"malignant diagnoses ({_names(tax, m_mask)}) together reach {mm[i]:.0%}, at or above the "
+                    f"refer threshold of {th['malignant']:.0%}"
+                )
             else:
-                why = (f"malignant diagnoses ({_names(tax, m_mask)}) together reach {mm[i]:.0%}, below the refer "
-                       f"threshold of {th['malignant'] if th['malignant'] is not None else 1:.0%}")
+                why = (
+                    f"malignant diagnoses ({_names(tax, m_mask)}) together reach {mm[i]:.0%}, below the refer "
+                    f"threshold of {th['malignant'] if th['malignant'] is not None else 1:.0%}"
+                )
             out.append(_block(tier=TIERS[c], reason=why, **base))
         return out

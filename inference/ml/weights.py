@@ -11,6 +11,7 @@ classifier; every shape is checked and any mismatch raises ``WeightMappingError`
   the same, kept for the Lite0 callers)
 - ``has_imagenet(backbone)``: whether weights exist for a backbone name
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -46,14 +47,15 @@ def imagenet_state_path(backbone: str = "efficientnet_lite0") -> Path:
         root = importlib.resources.files(package)
     except ModuleNotFoundError as e:  # pragma: no cover
         raise WeightMappingError(
-            f"package {package!r} is not installed (pip install {package.replace('_', '-')})") from e
+            f"package {package!r} is not installed (pip install {package.replace('_', '-')})"
+        ) from e
     p = Path(str(root.joinpath("models", filename)))
     if not p.is_file():
         raise WeightMappingError(f"{filename} not found inside package {package!r} ({p.parent})")
     return p
 
 
-def load_source_state(backbone: str = "efficientnet_lite0") -> "dict[str, torch.Tensor]":
+def load_source_state(backbone: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
     path = imagenet_state_path(backbone)
     sd = torch.load(path, map_location="cpu", weights_only=True)
     expected = CHECKPOINTS[backbone][2]
@@ -70,12 +72,14 @@ def map_lite0_state(target_keys_shapes, source=None):
     src = list((source if source is not None else load_source_state()).items())
     if len(src) != len(target_keys_shapes):
         raise WeightMappingError(
-            f"tensor count mismatch: checkpoint has {len(src)}, model expects {len(target_keys_shapes)}")
+            f"tensor count mismatch: checkpoint has {len(src)}, model expects {len(target_keys_shapes)}"
+        )
     out, pairs = {}, []
     for i, ((sk, sv), (tk, tshape)) in enumerate(zip(src, target_keys_shapes)):
         if tuple(sv.shape) != tuple(tshape):
             raise WeightMappingError(
-                f"shape mismatch at tensor #{i}: checkpoint {sk} {tuple(sv.shape)} -> model {tk} {tuple(tshape)}")
+                f"shape mismatch at tensor #{i}: checkpoint {sk} {tuple(sv.shape)} -> model {tk} {tuple(tshape)}"
+            )
         sk_kind, tk_kind = sk.rsplit(".", 1)[-1], tk.rsplit(".", 1)[-1]
         if sk_kind != tk_kind:
             raise WeightMappingError(f"tensor kind mismatch at #{i}: {sk} -> {tk}")
@@ -102,7 +106,8 @@ def load_imagenet(model, include_classifier: bool = False) -> dict:
         if tsd["fc.weight"].shape[0] != 1000:
             raise WeightMappingError("include_classifier needs a model with 1000 outputs")
     else:
-        mapped.pop("fc.weight"); mapped.pop("fc.bias")
+        mapped.pop("fc.weight")
+        mapped.pop("fc.bias")
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     bad = [k for k in missing if k.startswith("backbone.")]
     if bad or unexpected:

@@ -9,25 +9,68 @@ Keyword-only functions named ``<entity>_<action>``, re-exported here so callers 
 ``from inference import services``. Jobs are sent through ``inference.jobs`` after commit; tasks.py
 calls these services and is never imported by them.
 """
+
 from .assessments import assessment_record
-from .predictions import (CLOSE_MARGIN, STALE_RUNNING, photos_ranked, photos_recompute, prediction_claim,
-                          prediction_execute, prediction_request, prediction_request_for_photo, prediction_warning,
-                          predictions_request_for_case)
-from .predictions import predictions_reclaim_stale
-from .registry import (RegistryError, model_activate, model_active_for, model_recompute_request, model_register,
-                       model_retire, taxonomy_match_or_create)
-from .registry import ActivationReasonRequired
-from .training import (ALLOWED_CONFIG_KEYS, LABEL_SOURCE_SETS, training_config_clean, training_data_export,
-                       training_run_cancel, training_run_create)
+from .predictions import (
+    CLOSE_MARGIN,
+    STALE_RUNNING,
+    photos_ranked,
+    photos_recompute,
+    prediction_claim,
+    prediction_execute,
+    prediction_request,
+    prediction_request_for_photo,
+    prediction_warning,
+    predictions_reclaim_stale,
+    predictions_request_for_case,
+)
+from .registry import (
+    ActivationReasonRequired,
+    RegistryError,
+    model_activate,
+    model_active_for,
+    model_recompute_request,
+    model_register,
+    model_retire,
+    taxonomy_match_or_create,
+)
+from .training import (
+    ALLOWED_CONFIG_KEYS,
+    LABEL_SOURCE_SETS,
+    training_config_clean,
+    training_data_export,
+    training_run_cancel,
+    training_run_create,
+)
 from .training_job import TRAINING_STALE, training_run_execute
 
 __all__ = [
-    "ALLOWED_CONFIG_KEYS", "CLOSE_MARGIN", "LABEL_SOURCE_SETS", "STALE_RUNNING", "TRAINING_STALE",
-    "ActivationReasonRequired", "RegistryError",
-    "assessment_record", "model_activate", "model_active_for", "model_recompute_request", "model_register",
-    "model_retire", "photos_ranked", "photos_recompute", "prediction_claim", "prediction_execute",
-    "prediction_request", "prediction_request_for_photo", "prediction_warning", "predictions_reclaim_stale",
+    "ALLOWED_CONFIG_KEYS",
+    "CLOSE_MARGIN",
+    "LABEL_SOURCE_SETS",
+    "STALE_RUNNING",
+    "TRAINING_STALE",
+    "ActivationReasonRequired",
+    "RegistryError",
+    "assessment_record",
+    "model_activate",
+    "model_active_for",
+    "model_recompute_request",
+    "model_register",
+    "model_retire",
+    "photos_ranked",
+    "photos_recompute",
+    "prediction_claim",
+    "prediction_execute",
+    "prediction_request",
+    "prediction_request_for_photo",
+    "prediction_warning",
+    "predictions_reclaim_stale",
     "predictions_request_for_case",
-    "taxonomy_match_or_create", "training_config_clean", "training_data_export", "training_run_cancel",
-    "training_run_create", "training_run_execute",
+    "taxonomy_match_or_create",
+    "training_config_clean",
+    "training_data_export",
+    "training_run_cancel",
+    "training_run_create",
+    "training_run_execute",
 ]

@@ -5,6 +5,7 @@ writes gets "database is locked" once SQLite's own busy timeout runs out. Postgr
 deadlock or a serialisation failure. Such errors are transient: the whole transaction is run again
 after a growing pause (the caller's transaction must start inside ``fn`` so a retry starts clean).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,7 @@ def with_lock_retry(fn, *, what: str = "write", retries: int | None = None):
         except OperationalError as exc:
             if not is_lock_error(exc) or attempt == retries:
                 raise
-            pause = min(LOCK_BACKOFF_MAX_S, LOCK_BACKOFF_S * 2 ** attempt)
+            pause = min(LOCK_BACKOFF_MAX_S, LOCK_BACKOFF_S * 2**attempt)
             log.warning("%s: %s; retry %d of %d in %.2f s", what, exc, attempt + 1, retries, pause)
             time.sleep(pause)
     raise AssertionError("unreachable")

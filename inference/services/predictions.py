@@ -4,6 +4,7 @@ its Grad-CAM overlays, and recomputing a model's predictions for many photos.
 A prediction row moves pending -> running -> done | failed. Every step re-checks the row under a lock,
 so a redelivered or duplicated job is harmless (see ``prediction_claim``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,9 @@ CLOSE_MARGIN = float(getattr(settings, "DERM_PREDICTION_CLOSE_MARGIN", 0.10))
 STALE_RUNNING = timedelta(seconds=int(getattr(settings, "DERM_PREDICTION_STALE_SECONDS", 120)))
 
 
-def prediction_request(*, photo: Photo, model_version: ModelVersion | None = None, force: bool = False,
-                       enqueue: bool = True) -> Prediction | None:
+def prediction_request(
+    *, photo: Photo, model_version: ModelVersion | None = None, force: bool = False, enqueue: bool = True
+) -> Prediction | None:
     """Get or create the prediction of ``photo`` by ``model_version`` (default: the active model)
     and enqueue its computation after commit. A done prediction is kept unless ``force``; a failed
     one is reset and retried. Returns None when no model is active."""
@@ -43,7 +45,7 @@ def prediction_request(*, photo: Photo, model_version: ModelVersion | None = Non
         try:
             with transaction.atomic():
                 pred, created = Prediction.objects.get_or_create(photo=photo, model_version=model_version)
-        except IntegrityError:     # a concurrent request created it
+        except IntegrityError:  # a concurrent request created it
             pred, created = Prediction.objects.get(photo=photo, model_version=model_version), False
         if not created:
             pred = Prediction.objects.select_for_update().get(pk=pred.pk)
@@ -96,7 +98,7 @@ def prediction_request_for_photo(*, photo_pk: int) -> Prediction | None:
         return None
     try:
         return prediction_request(photo=photo)
-    except Exception:   # a hook must never break an upload
+    except Exception:  # a hook must never break an upload
         log.exception("could not request a prediction for photo %s", photo_pk)
         return None
 
@@ -147,8 +149,12 @@ def prediction_claim(*, prediction_pk: int, task_id: str) -> tuple[Prediction | 
             stale = pred.started_at is None or pred.started_at < now - STALE_RUNNING
             if not (same_message or stale):
                 return None, "busy"
-            log.warning("prediction %s: taking over from a dead attempt (task %s, started %s)",
-                        pred.pk, pred.task_id, pred.started_at)
+            log.warning(
+                "prediction %s: taking over from a dead attempt (task %s, started %s)",
+                pred.pk,
+                pred.task_id,
+                pred.started_at,
+            )
         pred.status = PredictionStatus.RUNNING
         pred.task_id = task_id[:64]
         pred.started_at = now
@@ -183,8 +189,9 @@ def _open_photo_rgb(photo: Photo):
 def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
     """Claim, compute and store one prediction with its overlays. Safe to run twice: a done
     prediction is not recomputed and overlays are replaced, never duplicated."""
-    pred, state = with_lock_retry(lambda: prediction_claim(prediction_pk=prediction_pk, task_id=task_id),
-                                  what=f"prediction {prediction_pk} claim")
+    pred, state = with_lock_retry(
+        lambda: prediction_claim(prediction_pk=prediction_pk, task_id=task_id), what=f"prediction {prediction_pk} claim"
+    )
     if pred is None:
         return state
     t0 = time.perf_counter()
@@ -194,18 +201,24 @@ def prediction_execute(*, prediction_pk: int, task_id: str = "") -> str:
         predictor = loader.predictor_for(pred.model_version)
         photo = pred.photo
         image = _open_photo_rgb(photo)
-        out = serving.prediction_compute(predictor=predictor, image=image, photo_size=(photo.width, photo.height),
-                                         boxes=selectors.photo_boxes(photo), metadata=selectors.photo_metadata(photo),
-                                         modality=photo.modality,
-                                         thresholds=selectors.site_thresholds(model_version=pred.model_version))
+        out = serving.prediction_compute(
+            predictor=predictor,
+            image=image,
+            photo_size=(photo.width, photo.height),
+            boxes=selectors.photo_boxes(photo),
+            metadata=selectors.photo_metadata(photo),
+            modality=photo.modality,
+            thresholds=selectors.site_thresholds(model_version=pred.model_version),
+        )
     except Exception as exc:
         log.exception("prediction %s failed", prediction_pk)
         return _prediction_fail(prediction_pk=prediction_pk, task_id=task_id, exc=exc)
     try:
         return with_lock_retry(
             lambda: _prediction_store(prediction_pk=prediction_pk, task_id=task_id, out=out, started=t0),
-            what=f"prediction {prediction_pk} store")
-    except Exception as exc:    # never leave the row "running": it is failed (a recompute request retries it)
+            what=f"prediction {prediction_pk} store",
+        )
+    except Exception as exc:  # never leave the row "running": it is failed (a recompute request retries it)
         log.exception("prediction %s could not be stored", prediction_pk)
         return _prediction_fail(prediction_pk=prediction_pk, task_id=task_id, exc=exc)
 
@@ -214,8 +227,10 @@ def _prediction_fail(*, prediction_pk: int, task_id: str, exc: BaseException) ->
     def write():
         with transaction.atomic():
             running = Prediction.objects.filter(pk=prediction_pk, task_id=task_id[:64], status=PredictionStatus.RUNNING)
-            return running.update(status=PredictionStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000],
-                                  finished_at=timezone.now())
+            return running.update(
+                status=PredictionStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
+            )
+
     n = with_lock_retry(write, what=f"prediction {prediction_pk} fail")
     return "failed" if n else "superseded"
 
@@ -223,10 +238,12 @@ def _prediction_fail(*, prediction_pk: int, task_id: str, exc: BaseException) ->
 def predictions_reclaim_stale(*, model_version: ModelVersion | None = None) -> int:
     """Predictions left "running" longer than STALE_RUNNING (their worker died or gave up) go back to
     pending and are sent again; returns how many."""
+
     def write():
         with transaction.atomic():
-            qs = Prediction.objects.select_for_update().filter(status=PredictionStatus.RUNNING,
-                                                               started_at__lt=timezone.now() - STALE_RUNNING)
+            qs = Prediction.objects.select_for_update().filter(
+                status=PredictionStatus.RUNNING, started_at__lt=timezone.now() - STALE_RUNNING
+            )
             if model_version is not None:
                 qs = qs.filter(model_version=model_version)
             pks = list(qs.values_list("pk", flat=True))
@@ -234,6 +251,7 @@ def predictions_reclaim_stale(*, model_version: ModelVersion | None = None) -> i
             for pk in pks:
                 transaction.on_commit(lambda pk=pk: jobs.enqueue_prediction(pk))
             return len(pks)
+
     n = with_lock_retry(write, what="reclaim stale predictions")
     if n:
         log.warning("%d stale running prediction(s) sent again", n)
@@ -244,14 +262,21 @@ def _prediction_store(*, prediction_pk: int, task_id: str, out: dict, started: f
     with transaction.atomic():
         pred = Prediction.objects.select_for_update().get(pk=prediction_pk)
         if pred.status != PredictionStatus.RUNNING or pred.task_id != task_id[:64]:
-            return "superseded"    # another attempt took over; it will store its own result
+            return "superseded"  # another attempt took over; it will store its own result
         for ov in list(pred.overlays.all()):
             _overlay_delete(ov)
         for o in out["overlays"]:
-            ov = GradCamOverlay(prediction=pred, target_kind=o["kind"], target=o["target"], rank=o["rank"],
-                                scale_max=o["scale_max"], box_mass=o["box_mass"], heatmap=o.get("heatmap"))
+            ov = GradCamOverlay(
+                prediction=pred,
+                target_kind=o["kind"],
+                target=o["target"],
+                rank=o["rank"],
+                scale_max=o["scale_max"],
+                box_mass=o["box_mass"],
+                heatmap=o.get("heatmap"),
+            )
             name = _overlay_name(pred, o["kind"], o["target"])
-            if ov.image.storage.exists(name):      # leftover of a crashed attempt
+            if ov.image.storage.exists(name):  # leftover of a crashed attempt
                 ov.image.storage.delete(name)
             ov.image.save(name.rsplit("/", 1)[-1], ContentFile(o["png"]), save=False)
             ov.save()
@@ -265,9 +290,16 @@ def _prediction_store(*, prediction_pk: int, task_id: str, out: dict, started: f
         pred.looks_unfamiliar = out["looks_unfamiliar"]
         pred.metadata_used = out.get("metadata_used") or {}
         _triage_store(pred, out.get("triage") or {}, bool(out.get("calibrated")))
-        pred.warning = " ".join(x for x in (
-            prediction_warning(looks_unfamiliar=out["looks_unfamiliar"], ranked=out["ranked"], margin=out["margin"]),
-            out["cam_error"]) if x)
+        pred.warning = " ".join(
+            x
+            for x in (
+                prediction_warning(
+                    looks_unfamiliar=out["looks_unfamiliar"], ranked=out["ranked"], margin=out["margin"]
+                ),
+                out["cam_error"],
+            )
+            if x
+        )
         pred.status = PredictionStatus.DONE
         pred.error = ""
         pred.finished_at = timezone.now()
@@ -276,8 +308,9 @@ def _prediction_store(*, prediction_pk: int, task_id: str, out: dict, started: f
     return "done"
 
 
-def photos_recompute(*, model_version: ModelVersion, case_pk: int | None = None, force: bool = False,
-                     task_id: str = "") -> dict:
+def photos_recompute(
+    *, model_version: ModelVersion, case_pk: int | None = None, force: bool = False, task_id: str = ""
+) -> dict:
     """Compute predictions of ``model_version`` for every photo (of one case) lacking a done one,
     in this process (long queue): never floods the interactive queue."""
     photos = Photo.objects.all().order_by("pk")
@@ -287,17 +320,19 @@ def photos_recompute(*, model_version: ModelVersion, case_pk: int | None = None,
     predictions_reclaim_stale(model_version=model_version)
     for photo_pk in list(photos.values_list("pk", flat=True)):
         photo = Photo.objects.filter(pk=photo_pk).first()
-        if photo is None:      # deleted meanwhile
+        if photo is None:  # deleted meanwhile
             continue
         try:
             pred = with_lock_retry(
-                lambda photo=photo: prediction_request(photo=photo, model_version=model_version, force=force,
-                                                       enqueue=False),
-                what=f"photo {photo_pk} request")
+                lambda photo=photo: prediction_request(
+                    photo=photo, model_version=model_version, force=force, enqueue=False
+                ),
+                what=f"photo {photo_pk} request",
+            )
             if pred is None:
                 continue
             state = prediction_execute(prediction_pk=pred.pk, task_id=task_id or f"recompute-{model_version.pk}")
-        except Exception:      # one photo must not stop the others; its row is failed or pending, never running
+        except Exception:  # one photo must not stop the others; its row is failed or pending, never running
             log.exception("recompute of photo %s by model %s failed", photo_pk, model_version.pk)
             state = "error"
         counts[state] = counts.get(state, 0) + 1
@@ -314,6 +349,7 @@ def photos_ranked(*, model_version: ModelVersion, photos) -> list[list[dict]]:
     if not photos:
         return []
     predictor = loader.predictor_for(model_version)
-    diffs = predictor.predict([_open_photo_rgb(p) for p in photos],
-                              metadata=[selectors.photo_metadata(p) for p in photos])
+    diffs = predictor.predict(
+        [_open_photo_rgb(p) for p in photos], metadata=[selectors.photo_metadata(p) for p in photos]
+    )
     return [ranked_rows(d) for d in diffs]

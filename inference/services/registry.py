@@ -2,6 +2,7 @@
 
 One model is active per taxonomy; activation is admin-only and logged in ModelActivation.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ def taxonomy_match_or_create(*, data: dict, created_by=None) -> Taxonomy:
     return taxonomy_import(data=data, created_by=created_by, name=data.get("name") or "model taxonomy")
 
 
-def model_register(*, model_dir, name: str = "", created_by=None, activate: bool = False,
-                   reason: str = "") -> ModelVersion:
+def model_register(
+    *, model_dir, name: str = "", created_by=None, activate: bool = False, reason: str = ""
+) -> ModelVersion:
     """Register an inference.ml artefact directory (idempotent: the same directory twice gives the
     same ModelVersion). Reads model.json, taxonomy.json and metrics.json."""
     from inference.ml import artefact as art
@@ -98,8 +100,9 @@ def model_register(*, model_dir, name: str = "", created_by=None, activate: bool
     return mv
 
 
-def model_activate(*, model_version: ModelVersion, by, note: str = "", recompute: bool = False,
-                   reason: str = "") -> ModelVersion:
+def model_activate(
+    *, model_version: ModelVersion, by, note: str = "", recompute: bool = False, reason: str = ""
+) -> ModelVersion:
     """Make ``model_version`` the one active model of its taxonomy; the previous one is retired.
     Admins only (``by=None`` = the command line). A model failing an activation check (below a tier
     target, no triage calibration, too few photos of a class) needs a written ``reason``
@@ -115,7 +118,9 @@ def model_activate(*, model_version: ModelVersion, by, note: str = "", recompute
     if concerns and not reason and not model_version.is_active:
         raise ActivationReasonRequired(concerns)
     with transaction.atomic():
-        rows = list(ModelVersion.objects.select_for_update().filter(taxonomy_id=model_version.taxonomy_id).order_by("pk"))
+        rows = list(
+            ModelVersion.objects.select_for_update().filter(taxonomy_id=model_version.taxonomy_id).order_by("pk")
+        )
         previous = next((m for m in rows if m.status == ModelStatus.ACTIVE), None)
         if previous and previous.pk == model_version.pk:
             return model_version
@@ -125,14 +130,24 @@ def model_activate(*, model_version: ModelVersion, by, note: str = "", recompute
         ModelVersion.objects.filter(pk=model_version.pk).update(
             status=ModelStatus.ACTIVE, activated_at=now, activated_by=by
         )
-        ModelActivation.objects.create(model_version=model_version, previous=previous, activated_by=by, note=note[:500],
-                                       override_reason=reason if concerns else "", concerns=concerns)
+        ModelActivation.objects.create(
+            model_version=model_version,
+            previous=previous,
+            activated_by=by,
+            note=note[:500],
+            override_reason=reason if concerns else "",
+            concerns=concerns,
+        )
         if recompute:
             model_recompute_request(model_version=model_version)
     model_version.refresh_from_db()
-    log.warning("model %s activated by %s (previous: %s)%s", model_version.pk, getattr(by, "username", "command line"),
-                previous.pk if previous else None,
-                f"; checks failed: {concerns}; reason: {reason!r}" if concerns else "")
+    log.warning(
+        "model %s activated by %s (previous: %s)%s",
+        model_version.pk,
+        getattr(by, "username", "command line"),
+        previous.pk if previous else None,
+        f"; checks failed: {concerns}; reason: {reason!r}" if concerns else "",
+    )
     return model_version
 
 

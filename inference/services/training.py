@@ -1,6 +1,7 @@
 """Training runs from the portal: creating one (checked settings), cancelling it, and exporting its
 cases as the engine's data folder. Running it in a worker: ``training_job.training_run_execute``.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,28 @@ LABEL_SOURCE_SETS = {
     "confirmed": [LabelSource.HISTOPATHOLOGY],
     "confirmed_consensus": [LabelSource.HISTOPATHOLOGY, LabelSource.CONSENSUS],
     "confirmed_consensus_followup": [LabelSource.HISTOPATHOLOGY, LabelSource.CONSENSUS, LabelSource.FOLLOW_UP],
-    "all_but_clinical": [LabelSource.HISTOPATHOLOGY, LabelSource.CONSENSUS, LabelSource.FOLLOW_UP, LabelSource.CONFOCAL],
+    "all_but_clinical": [
+        LabelSource.HISTOPATHOLOGY,
+        LabelSource.CONSENSUS,
+        LabelSource.FOLLOW_UP,
+        LabelSource.CONFOCAL,
+    ],
 }
 # The engine settings (TrainConfig fields) a run may override, with their types.
-ALLOWED_CONFIG_KEYS = {"epochs": int, "coarse_epochs": int, "image_size": int, "batch_size": int, "backbone": str,
-                       "pretrained": bool, "seed": int, "threads": int, "holdout": float, "fine_models": int,
-                       "colour_constancy": str, "augment": dict}
+ALLOWED_CONFIG_KEYS = {
+    "epochs": int,
+    "coarse_epochs": int,
+    "image_size": int,
+    "batch_size": int,
+    "backbone": str,
+    "pretrained": bool,
+    "seed": int,
+    "threads": int,
+    "holdout": float,
+    "fine_models": int,
+    "colour_constancy": str,
+    "augment": dict,
+}
 
 
 def _config_value(key: str, value):
@@ -73,9 +90,9 @@ def _augment_clean(value) -> dict:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise ValidationError({"config": "augment must be a JSON object, e.g. {\"optics_p\": 0.5}."})
+            raise ValidationError({"config": 'augment must be a JSON object, e.g. {"optics_p": 0.5}.'})
     if not isinstance(value, dict):
-        raise ValidationError({"config": "augment must be a JSON object, e.g. {\"optics_p\": 0.5}."})
+        raise ValidationError({"config": 'augment must be a JSON object, e.g. {"optics_p": 0.5}.'})
     try:
         AugmentConfig.from_overrides(value)
     except (TypeError, ValueError) as exc:
@@ -83,8 +100,15 @@ def _augment_clean(value) -> dict:
     return dict(value)
 
 
-def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy | None = None, name: str = "",
-                        config: dict | None = None, submission_token: str = "") -> TrainingRun:
+def training_run_create(
+    *,
+    by,
+    label_sources: Iterable[str],
+    taxonomy: Taxonomy | None = None,
+    name: str = "",
+    config: dict | None = None,
+    submission_token: str = "",
+) -> TrainingRun:
     """Queue a training run on the cases labelled from ``label_sources`` (admins and dermatologists).
     A repeated submission of one form (same ``submission_token``) returns the first's run."""
     from annotation.selectors import taxonomy_default
@@ -102,14 +126,25 @@ def training_run_create(*, by, label_sources: Iterable[str], taxonomy: Taxonomy 
         raise ValidationError("No taxonomy is loaded.")
 
     def create() -> TrainingRun:
-        run = TrainingRun.objects.create(name=name[:200], taxonomy=taxonomy, label_sources=sources, config=clean,
-                                         created_by=by, progress={"stage": "queued"})
+        run = TrainingRun.objects.create(
+            name=name[:200],
+            taxonomy=taxonomy,
+            label_sources=sources,
+            config=clean,
+            created_by=by,
+            progress={"stage": "queued"},
+        )
         transaction.on_commit(lambda pk=run.pk: jobs.enqueue_training(pk))
         return run
 
     with transaction.atomic():
-        return once(user=by, kind="training", token=submission_token, create=create,
-                    fetch=lambda pk: TrainingRun.objects.get(pk=pk))[0]
+        return once(
+            user=by,
+            kind="training",
+            token=submission_token,
+            create=create,
+            fetch=lambda pk: TrainingRun.objects.get(pk=pk),
+        )[0]
 
 
 def training_run_cancel(*, run: TrainingRun, by) -> TrainingRun:
@@ -122,7 +157,7 @@ def training_run_cancel(*, run: TrainingRun, by) -> TrainingRun:
             return run
         run.cancel_requested = True
         fields = ["cancel_requested"]
-        if run.status == TrainingStatus.QUEUED:   # never started: nothing to stop
+        if run.status == TrainingStatus.QUEUED:  # never started: nothing to stop
             run.status = TrainingStatus.CANCELLED
             run.finished_at = timezone.now()
             run.progress = {**run.progress, "stage": "cancelled"}
@@ -140,12 +175,21 @@ def training_data_export(*, run: TrainingRun, dest: Path) -> dict:
     rows = selectors.training_cases(taxonomy=run.taxonomy, label_sources=run.label_sources)
     with DataFolderWriter(dest, link=True) as folder:
         for photo, code, _ in rows:
-            folder.add(name=f"p{photo.pk}.{photo.file.name.rsplit('.', 1)[-1].lower()}", file=photo.file,
-                       label=code, photo=photo)
+            folder.add(
+                name=f"p{photo.pk}.{photo.file.name.rsplit('.', 1)[-1].lower()}",
+                file=photo.file,
+                label=code,
+                photo=photo,
+            )
     tax = taxonomy_export(taxonomy=run.taxonomy)
     (Path(dest) / "taxonomy.json").write_text(json.dumps(tax), encoding="utf-8")
     per_class: dict[str, set] = {}
     for _, code, case_pk in rows:
         per_class.setdefault(code, set()).add(case_pk)
-    return {"n_photos": len(rows), "n_cases": len({c for _, _, c in rows}), "taxonomy": tax,
-            "classes": sorted(per_class), "cases_per_class": {c: len(v) for c, v in per_class.items()}}
+    return {
+        "n_photos": len(rows),
+        "n_cases": len({c for _, _, c in rows}),
+        "taxonomy": tax,
+        "classes": sorted(per_class),
+        "cases_per_class": {c: len(v) for c, v in per_class.items()},
+    }

@@ -5,6 +5,7 @@ A failed or cancelled run registers nothing and removes its partial artefact. A 
 worker died) takes the run over once the heartbeat is older than TRAINING_STALE, and resumes from the
 engine's checkpoints in the same artefact directory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,7 @@ def _claim(run_pk: int) -> tuple[TrainingRun | None, str]:
             return None, f"skipped-{run.status}"
         now = timezone.now()
         if run.status == TrainingStatus.RUNNING and run.heartbeat_at and run.heartbeat_at > now - TRAINING_STALE:
-            return None, "busy"       # a duplicate message while a live worker trains (broker visibility timeout)
+            return None, "busy"  # a duplicate message while a live worker trains (broker visibility timeout)
         if run.cancel_requested:
             run.status, run.finished_at = TrainingStatus.CANCELLED, now
             run.save(update_fields=["status", "finished_at"])
@@ -74,7 +75,7 @@ class RunReporter:
 
     def __init__(self, run_pk: int):
         self.run_pk = run_pk
-        self.merged: dict = {}      # the last epoch / loss stay visible through evaluation
+        self.merged: dict = {}  # the last epoch / loss stay visible through evaluation
         self._stage = None
         self._cancel = False
         self._last_write = self._last_check = 0.0
@@ -101,15 +102,21 @@ class RunReporter:
             _log_append(self.run_pk, d["message"])
         if stage_changed or d.get("event") or now - self._last_write >= 1.0:
             self._last_write = now
-            _run_update(self.run_pk, progress={**self.merged, "updated": timezone.now().isoformat()},
-                        heartbeat_at=timezone.now())
+            _run_update(
+                self.run_pk,
+                progress={**self.merged, "updated": timezone.now().isoformat()},
+                heartbeat_at=timezone.now(),
+            )
             if d.get("event") == "epoch_end":
                 self._log_epoch(d)
 
     def _log_epoch(self, d: dict) -> None:
         member = f" model {d['member']}/{d['members']}" if d.get("members", 1) > 1 else ""
-        _log_append(self.run_pk, f"{d.get('stage')}{member} epoch {d.get('epoch')}/{d.get('epochs')}: loss "
-                                 f"{d.get('loss', float('nan')):.4f} ({d.get('seconds', 0):.1f} s)")
+        _log_append(
+            self.run_pk,
+            f"{d.get('stage')}{member} epoch {d.get('epoch')}/{d.get('epochs')}: loss "
+            f"{d.get('loss', float('nan')):.4f} ({d.get('seconds', 0):.1f} s)",
+        )
 
 
 def _scratch_dir(run_pk: int) -> Path:
@@ -129,10 +136,13 @@ def _export_step(run: TrainingRun, work: Path) -> dict:
     _run_update(run.pk, n_cases=info["n_cases"], n_photos=info["n_photos"])
     _log_append(run.pk, f"exported {info['n_photos']} photos of {info['n_cases']} cases; classes {info['classes']}")
     if len(info["classes"]) < MIN_CLASSES or info["n_cases"] < MIN_CASES:
-        raise ValueError(f"Not enough data to train: {info['n_cases']} cases, classes {info['classes']} "
-                         f"(need at least {MIN_CASES} cases and {MIN_CLASSES} diagnoses).")
-    _log_append(run.pk, "cases per diagnosis: "
-                + ", ".join(f"{c} {n}" for c, n in sorted(info["cases_per_class"].items())))
+        raise ValueError(
+            f"Not enough data to train: {info['n_cases']} cases, classes {info['classes']} "
+            f"(need at least {MIN_CASES} cases and {MIN_CLASSES} diagnoses)."
+        )
+    _log_append(
+        run.pk, "cases per diagnosis: " + ", ".join(f"{c} {n}" for c, n in sorted(info["cases_per_class"].items()))
+    )
     return info
 
 
@@ -140,14 +150,20 @@ def _train_step(run: TrainingRun, work: Path, out: Path, info: dict, reporter: R
     """The engine's training on the exported folder, writing the artefact to ``out``."""
     from inference.ml import train as engine
 
-    cfg = engine.TrainConfig(data=str(work), taxonomy=info["taxonomy"], out=str(out), cache_dir="",
-                             **{k: v for k, v in run.config.items() if k in ALLOWED_CONFIG_KEYS})
+    cfg = engine.TrainConfig(
+        data=str(work),
+        taxonomy=info["taxonomy"],
+        out=str(out),
+        cache_dir="",
+        **{k: v for k, v in run.config.items() if k in ALLOWED_CONFIG_KEYS},
+    )
     try:
         engine.train(cfg, progress=reporter, should_stop=reporter.should_stop)
-    except SplitError as exc:     # the engine's case-grouped stratified hold-out split
+    except SplitError as exc:  # the engine's case-grouped stratified hold-out split
         raise ValueError(
             "Too few photos per diagnosis for a held-out test split by case (about 1 case in 5 is held out). "
-            f"Label more cases or widen the label sources. ({exc})") from exc
+            f"Label more cases or widen the label sources. ({exc})"
+        ) from exc
     if reporter.should_stop():
         raise TrainingCancelled("cancelled")
 
@@ -157,8 +173,13 @@ def _register_step(run: TrainingRun, out: Path, reporter: RunReporter) -> ModelV
     with transaction.atomic():
         name = run.name or f"Run {run.pk} ({', '.join(run.label_sources)})"
         mv = model_register(model_dir=out, name=name, created_by=run.created_by)
-        _run_update(run.pk, status=TrainingStatus.SUCCEEDED, model_version=mv, finished_at=timezone.now(),
-                    progress={**reporter.merged, "stage": "done", "eta_seconds": None, "model_version": mv.pk})
+        _run_update(
+            run.pk,
+            status=TrainingStatus.SUCCEEDED,
+            model_version=mv,
+            finished_at=timezone.now(),
+            progress={**reporter.merged, "stage": "done", "eta_seconds": None, "model_version": mv.pk},
+        )
     _log_append(run.pk, f"registered candidate model version {mv.pk}")
     return mv
 
@@ -171,8 +192,13 @@ def _finish_cancelled(run_pk: int, out: Path) -> None:
 
 def _finish_failed(run_pk: int, out: Path, exc: Exception) -> None:
     shutil.rmtree(out, ignore_errors=True)
-    _run_update(run_pk, status=TrainingStatus.FAILED, finished_at=timezone.now(),
-                error=f"{type(exc).__name__}: {exc}"[:4000], progress={"stage": "failed"})
+    _run_update(
+        run_pk,
+        status=TrainingStatus.FAILED,
+        finished_at=timezone.now(),
+        error=f"{type(exc).__name__}: {exc}"[:4000],
+        progress={"stage": "failed"},
+    )
     _log_append(run_pk, f"failed: {type(exc).__name__}: {exc}")
 
 

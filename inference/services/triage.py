@@ -1,6 +1,7 @@
 """This site's triage targets: an admin sets the target sensitivities of a model's urgency tiers; the
 thresholds are recomputed from the artefact's stored held-out outputs (no retraining) and used for
 predictions made from then on (``selectors.site_thresholds``)."""
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
@@ -16,8 +17,9 @@ def _target(value, field: str, label: str) -> float:
     except (TypeError, ValueError):
         raise ValidationError({field: f"{label} must be a number between 0 and 1 (e.g. 0.9), not {value!r}."})
     if not 0.5 <= v <= 1:
-        raise ValidationError({field: f"{label} must be between 0.5 and 1 (a share of the positive held-out photos), "
-                                      f"not {v:g}."})
+        raise ValidationError(
+            {field: f"{label} must be between 0.5 and 1 (a share of the positive held-out photos), not {v:g}."}
+        )
     return v
 
 
@@ -32,14 +34,17 @@ def triage_targets_set(*, model_version: ModelVersion, urgent, malignant, by=Non
     try:
         result = thresholds_for_targets(loader.artefact_dir(model_version), urgent=u, malignant=m)
     except FileNotFoundError as exc:
-        raise ValidationError(f"{model_version.name} has no triage calibration on this server (run `python -m "
-                              f"inference.ml calibrate`), so its thresholds cannot be recomputed: {exc}")
+        raise ValidationError(
+            f"{model_version.name} has no triage calibration on this server (run `python -m "
+            f"inference.ml calibrate`), so its thresholds cannot be recomputed: {exc}"
+        )
     except ValueError as exc:
         raise ValidationError(str(exc))
     with transaction.atomic():
         setting, _ = TriageSetting.objects.update_or_create(
             model_version=model_version,
-            defaults={"urgent_target": u, "malignant_target": m, "result": result, "updated_by": by})
+            defaults={"urgent_target": u, "malignant_target": m, "result": result, "updated_by": by},
+        )
     return setting
 
 

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from ..models import Reading, ReaderStudy
+from ..models import ReaderStudy, Reading
 
 
 class ReaderStudySerializer(serializers.ModelSerializer):
@@ -10,9 +10,27 @@ class ReaderStudySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ReaderStudy
-        fields = ["id", "title", "description", "question_type", "class_level", "positive_codes", "question_text",
-                  "confidence_scale", "model_version", "shuffle", "allow_back", "aided_session", "show_history",
-                  "status", "created_at", "opened_at", "closed_at", "n_cases", "n_readers"]
+        fields = [
+            "id",
+            "title",
+            "description",
+            "question_type",
+            "class_level",
+            "positive_codes",
+            "question_text",
+            "confidence_scale",
+            "model_version",
+            "shuffle",
+            "allow_back",
+            "aided_session",
+            "show_history",
+            "status",
+            "created_at",
+            "opened_at",
+            "closed_at",
+            "n_cases",
+            "n_readers",
+        ]
 
 
 class StudyReadingSerializer(serializers.ModelSerializer):
@@ -26,8 +44,23 @@ class StudyReadingSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Reading
-        fields = ["id", "reader", "experience", "session", "case_number", "case_reference", "truth_sub_class",
-                  "answer", "confidence", "comment", "served_at", "answered_at", "server_ms", "active_ms", "revisions"]
+        fields = [
+            "id",
+            "reader",
+            "experience",
+            "session",
+            "case_number",
+            "case_reference",
+            "truth_sub_class",
+            "answer",
+            "confidence",
+            "comment",
+            "served_at",
+            "answered_at",
+            "server_ms",
+            "active_ms",
+            "revisions",
+        ]
 
 
 class OwnReadingSerializer(serializers.ModelSerializer):

@@ -1,5 +1,6 @@
 """Reader-study API: coordinators read studies, results and all readings; readers read only their
 own answers. Same rules as the pages."""
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -12,7 +13,9 @@ from .. import results, selectors
 from ..models import Reading
 from . import serializers as s
 
-CoordinatorPermission = role_permission(roles.CAN_COORDINATE_STUDIES, roles.CAN_COORDINATE_STUDIES, "CoordinatorPermission")
+CoordinatorPermission = role_permission(
+    roles.CAN_COORDINATE_STUDIES, roles.CAN_COORDINATE_STUDIES, "CoordinatorPermission"
+)
 ReaderPermission = role_permission((roles.READER,), (roles.READER,), "ReaderPermission")
 
 
@@ -25,8 +28,14 @@ class ReaderStudyViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return selectors.study_list(user=self.request.user).order_by("-created_at", "-id")
 
-    @extend_schema(responses={200: OpenApiResponse(description="The results dict shown on the results page: "
-                                                                 "tasks (ROC, readers, MRMC), readers, model_summary, aided, method.")})
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(
+                description="The results dict shown on the results page: "
+                "tasks (ROC, readers, MRMC), readers, model_summary, aided, method."
+            )
+        }
+    )
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
         study = selectors.study_get(user=request.user, pk=pk)
@@ -47,6 +56,6 @@ class MyReadingViewSet(viewsets.ReadOnlyModelViewSet):
     filter_backends = []
 
     def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):   # schema generation: no user
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Reading.objects.none()
         return selectors.own_readings(user=self.request.user)

@@ -11,6 +11,7 @@ ROC AUC favours the model. Here the model is read off its ROC at the readers' op
 - an OR multi-reader analysis (jackknife covariances, random readers and cases) of the readers'
   sensitivity against the model's at the matched threshold (held fixed), and likewise specificity.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,7 +56,9 @@ def _sp_at_se(neg, pos_desc, Wn, Wp, target):
     return np.where(target <= 0, 1.0, sp), v
 
 
-def fair_comparison(y, decisions, read, model_score, *, alpha: float = 0.05, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+def fair_comparison(
+    y, decisions, read, model_score, *, alpha: float = 0.05, n_boot: int = N_BOOT, seed: int = 0
+) -> dict:
     """``decisions`` (J, N) 1 = called positive, ``read`` (J, N) bool, ``model_score`` (N,)."""
     y = np.asarray(y).astype(int)
     D = np.asarray(decisions, dtype=float)
@@ -70,7 +73,7 @@ def fair_comparison(y, decisions, read, model_score, *, alpha: float = 0.05, n_b
     Cn, Rn = ((D[:, ni] == 0) & R[:, ni]).astype(float), R[:, ni].astype(float)
     rng = np.random.default_rng(seed)
     Wp, Wn = _weights(rng, m, n_boot), _weights(rng, n, n_boot)
-    rse = np.nanmean(_rates(Wp, Cp, Rp), axis=1)        # readers' mean sensitivity (B+1,)
+    rse = np.nanmean(_rates(Wp, Cp, Rp), axis=1)  # readers' mean sensitivity (B+1,)
     rsp = np.nanmean(_rates(Wn, Cn, Rn), axis=1)
     mse, v_sp = _se_at_sp(pos, neg[n_order], Wp, Wn[:, n_order], rsp)
     msp, v_se = _sp_at_se(neg, pos[p_order], Wn, Wp[:, p_order], rse)
@@ -79,27 +82,35 @@ def fair_comparison(y, decisions, read, model_score, *, alpha: float = 0.05, n_b
     def summary(point, boot):
         lo, hi = np.nanquantile(boot, [lo_q, hi_q])
         return {"estimate": float(point), "ci_low": float(lo), "ci_high": float(hi)}
+
     out = {
         "readers_sensitivity": summary(rse[0], rse[1:]),
         "readers_specificity": summary(rsp[0], rsp[1:]),
         "model_sensitivity_at_readers_specificity": summary(mse[0], mse[1:]),
         "model_specificity_at_readers_sensitivity": summary(msp[0], msp[1:]),
-        "sensitivity_difference": summary(mse[0] - rse[0], mse[1:] - rse[1:]),   # model - readers
+        "sensitivity_difference": summary(mse[0] - rse[0], mse[1:] - rse[1:]),  # model - readers
         "specificity_difference": summary(msp[0] - rsp[0], msp[1:] - rsp[1:]),
-        "threshold_for_specificity": float(v_sp[0]), "threshold_for_sensitivity": float(v_se[0]),
+        "threshold_for_specificity": float(v_sp[0]),
+        "threshold_for_sensitivity": float(v_se[0]),
         "n_boot": n_boot,
-        "method": (f"case bootstrap ({n_boot} resamples, positives and negatives resampled separately; the readers' "
-                   "mean and the model's matched threshold recomputed in each); readers fixed"),
+        "method": (
+            f"case bootstrap ({n_boot} resamples, positives and negatives resampled separately; the readers' "
+            "mean and the model's matched threshold recomputed in each); readers fixed"
+        ),
     }
     # OR analyses of sensitivity and specificity, the model at the matched threshold held fixed
-    model_pos_sp = (s > v_sp[0]).astype(float)         # matches the readers' specificity
-    model_pos_se = (s >= v_se[0]).astype(float)        # matches the readers' sensitivity
+    model_pos_sp = (s > v_sp[0]).astype(float)  # matches the readers' specificity
+    model_pos_se = (s >= v_se[0]).astype(float)  # matches the readers' sensitivity
     J = D.shape[0]
     if J >= 1:
-        for key, fom, dec in (("sensitivity_mrmc", "sensitivity", model_pos_sp),
-                              ("specificity_mrmc", "specificity", model_pos_se)):
+        for key, fom, dec in (
+            ("sensitivity_mrmc", "sensitivity", model_pos_sp),
+            ("specificity_mrmc", "specificity", model_pos_se),
+        ):
             try:
-                out[key] = readers_vs_model(y, D, s, read=R, method="jackknife", fom=fom, model_decision=dec, alpha=alpha)
-            except ValueError as exc:      # too few cases of a class read by a reader
+                out[key] = readers_vs_model(
+                    y, D, s, read=R, method="jackknife", fom=fom, model_decision=dec, alpha=alpha
+                )
+            except ValueError as exc:  # too few cases of a class read by a reader
                 out[key] = {"error": str(exc)}
     return out

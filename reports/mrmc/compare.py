@@ -1,6 +1,7 @@
 """The study's comparisons: reading conditions (unaided vs AI-aided) and readers vs the model, by
 OR with DeLong or jackknife covariances, with the fixed-reader and fixed-case versions beside the
 random-reader random-case analysis. Derivations in reports.mrmc.core."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,16 @@ FOM_LABEL = {"auc": "AUC", "sensitivity": "sensitivity", "specificity": "specifi
 COVARIANCE_LABEL = {"delong": "DeLong covariances", "jackknife": "jackknife covariances"}
 
 
-def tests_compared(y, scores_by_test, *, read=None, method: str = "delong", fom: str = "auc",
-                   margin: float | None = None, alpha: float = 0.05) -> dict:
+def tests_compared(
+    y,
+    scores_by_test,
+    *,
+    read=None,
+    method: str = "delong",
+    fom: str = "auc",
+    margin: float | None = None,
+    alpha: float = 0.05,
+) -> dict:
     """OR comparison of T reading conditions for the same J readers on the same cases.
 
     ``scores_by_test`` (T, J, N); ``read`` (T, J, N) bool or None (every case read). One covariance
@@ -39,16 +48,28 @@ def tests_compared(y, scores_by_test, *, read=None, method: str = "delong", fom:
     out["reader_aucs"] = est.reshape(T, J).tolist()
     out["fom"] = fom
     out["covariance"] = method
-    out["method"] = (f"Obuchowski-Rockette two-test analysis of the {FOM_LABEL[fom]} with {COVARIANCE_LABEL[method]} "
-                     "(Cov1, Cov2, Cov3), random readers and cases, Hillis (2007) ddf")
+    out["method"] = (
+        f"Obuchowski-Rockette two-test analysis of the {FOM_LABEL[fom]} with {COVARIANCE_LABEL[method]} "
+        "(Cov1, Cov2, Cov3), random readers and cases, Hillis (2007) ddf"
+    )
     if margin is not None and T == 2:
         ddf = out["ddf"]
         out["non_inferiority"] = one_sided(out["difference"], out["se"], ddf, margin, alpha)
     return out
 
 
-def readers_vs_model(y, reader_scores, model_score, *, read=None, method: str = "delong", fom: str = "auc",
-                     model_decision=None, margin: float | None = None, alpha: float = 0.05) -> dict:
+def readers_vs_model(
+    y,
+    reader_scores,
+    model_score,
+    *,
+    read=None,
+    method: str = "delong",
+    fom: str = "auc",
+    model_decision=None,
+    margin: float | None = None,
+    alpha: float = 0.05,
+) -> dict:
     """Readers' mean figure of merit vs the model's on the same cases (see reports.mrmc.core).
 
     ``y`` (N,) 0/1 truth, ``reader_scores`` (J, N) ratings (higher = more positive; a yes/no answer
@@ -88,27 +109,44 @@ def readers_vs_model(y, reader_scores, model_score, *, read=None, method: str = 
     if J >= 2:
         diff = or_one_sample(d, S_d, alpha=alpha)
         mean_auc = or_one_sample(reader_est, S[:J, :J], alpha=alpha)
-        out.update({
-            "analysis": "OR random readers, random cases (model as fixed reader)",
-            "difference": diff.as_dict(),
-            "reader_mean": mean_auc.as_dict(),   # CI of the readers' mean (single test)
-            "fixed_readers": fixed_reader_test(d, S_d, alpha=alpha),
-            "fixed_cases": random_readers_fixed_cases(d, alpha=alpha),
-        })
+        out.update(
+            {
+                "analysis": "OR random readers, random cases (model as fixed reader)",
+                "difference": diff.as_dict(),
+                "reader_mean": mean_auc.as_dict(),  # CI of the readers' mean (single test)
+                "fixed_readers": fixed_reader_test(d, S_d, alpha=alpha),
+                "fixed_cases": random_readers_fixed_cases(d, alpha=alpha),
+            }
+        )
     else:
         var = float(S_d[0, 0])
         se = math.sqrt(max(var, 0.0))
         dd = float(d[0])
         z = dd / se if se > 0 else (0.0 if dd == 0 else math.copysign(math.inf, dd))
-        out.update({
-            "analysis": "one reader: paired test (fixed reader, random cases)",
-            "difference": {"n_readers": 1, "estimate": dd, "se": se, "ddf": None, "t": float(z),
-                           "p_value": float(2 * stats.norm.sf(abs(z))), "ci_low": dd - q * se, "ci_high": dd + q * se,
-                           "ms_r": None, "var_error": var, "cov2": None, "var_reader": None, "null": 0.0, "alpha": alpha},
-            "reader_mean": None,
-            "fixed_readers": None,
-            "fixed_cases": None,
-        })
+        out.update(
+            {
+                "analysis": "one reader: paired test (fixed reader, random cases)",
+                "difference": {
+                    "n_readers": 1,
+                    "estimate": dd,
+                    "se": se,
+                    "ddf": None,
+                    "t": float(z),
+                    "p_value": float(2 * stats.norm.sf(abs(z))),
+                    "ci_low": dd - q * se,
+                    "ci_high": dd + q * se,
+                    "ms_r": None,
+                    "var_error": var,
+                    "cov2": None,
+                    "var_reader": None,
+                    "null": 0.0,
+                    "alpha": alpha,
+                },
+                "reader_mean": None,
+                "fixed_readers": None,
+                "fixed_cases": None,
+            }
+        )
     if out.get("reader_mean"):
         rm = out["reader_mean"]
         # the t interval of a mean AUC near 1 can cross 1: logit scale (delta method, same t quantile)

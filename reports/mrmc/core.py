@@ -61,6 +61,7 @@ Validation: tests/reports/test_mrmc.py checks a 2-reader, 6-case example by hand
 outputs of MRMCaov (DeLong) and of the Iowa OR-DBM MRMC 2.51 program (jackknife) to their printed digits,
 and agreement with an independent DBM jackknife-pseudovalue ANOVA and Monte-Carlo simulation.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,20 +87,20 @@ class ORResult:
     """One-sample OR analysis of J reader-level estimates (AUCs or AUC differences)."""
 
     n_readers: int
-    estimate: float        # mean over readers
+    estimate: float  # mean over readers
     se: float
-    ddf: float             # Hillis denominator degrees of freedom (inf when MS_R = 0)
+    ddf: float  # Hillis denominator degrees of freedom (inf when MS_R = 0)
     t: float
     p_value: float
     ci_low: float
     ci_high: float
-    ms_r: float            # reader mean square
-    var_error: float       # mean of the diagonal of the case-sampling covariance (s2_e)
-    cov2: float            # mean off-diagonal covariance (different readers, same cases)
-    var_reader: float      # s2_R = MS_R - s2_e + Cov2 (may be negative: then ~0)
+    ms_r: float  # reader mean square
+    var_error: float  # mean of the diagonal of the case-sampling covariance (s2_e)
+    cov2: float  # mean off-diagonal covariance (different readers, same cases)
+    var_reader: float  # s2_R = MS_R - s2_e + Cov2 (may be negative: then ~0)
     null: float = 0.0
     alpha: float = 0.05
-    p_one_sided: float = math.nan   # H0: mean <= null against mean > null (non-inferiority with null = -margin)
+    p_one_sided: float = math.nan  # H0: mean <= null against mean > null (non-inferiority with null = -margin)
 
     def as_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -127,7 +128,7 @@ def or_one_sample(estimates, cov, *, null: float = 0.0, alpha: float = 0.05) -> 
     numer = ms_r + J * cov2_t
     var_mean = numer / J
     se = math.sqrt(max(var_mean, 0.0))
-    ddf = numer ** 2 / (ms_r ** 2 / (J - 1)) if ms_r > 0 else math.inf
+    ddf = numer**2 / (ms_r**2 / (J - 1)) if ms_r > 0 else math.inf
     diff = mean - null
     if se > 0:
         t = diff / se
@@ -142,9 +143,21 @@ def or_one_sample(estimates, cov, *, null: float = 0.0, alpha: float = 0.05) -> 
     else:
         p1 = 0.0 if diff > 0 else 1.0
     return ORResult(
-        n_readers=J, estimate=mean, se=se, ddf=float(ddf), t=float(t), p_value=p, p_one_sided=p1,
-        ci_low=mean - q * se, ci_high=mean + q * se, ms_r=ms_r, var_error=var_e, cov2=cov2,
-        var_reader=ms_r - var_e + cov2, null=null, alpha=alpha,
+        n_readers=J,
+        estimate=mean,
+        se=se,
+        ddf=float(ddf),
+        t=float(t),
+        p_value=p,
+        p_one_sided=p1,
+        ci_low=mean - q * se,
+        ci_high=mean + q * se,
+        ms_r=ms_r,
+        var_error=var_e,
+        cov2=cov2,
+        var_reader=ms_r - var_e + cov2,
+        null=null,
+        alpha=alpha,
     )
 
 
@@ -182,25 +195,48 @@ def or_tests(aucs, cov, *, alpha: float = 0.05) -> dict:
     ms_tr = float(np.sum((A - tm[:, None] - rm[None, :] + grand) ** 2)) / ((T - 1) * (J - 1))
     denom = ms_tr + J * max(cov2 - cov3, 0.0)
     F = ms_t / denom if denom > 0 else (0.0 if ms_t == 0 else math.inf)
-    ddf = denom ** 2 / (ms_tr ** 2 / ((T - 1) * (J - 1))) if ms_tr > 0 else math.inf
+    ddf = denom**2 / (ms_tr**2 / ((T - 1) * (J - 1))) if ms_tr > 0 else math.inf
     p = float(stats.f.sf(F, T - 1, ddf)) if math.isfinite(ddf) else float(stats.chi2.sf(F * (T - 1), T - 1))
-    out = {"n_tests": T, "n_readers": J, "test_means": tm.tolist(), "F": float(F), "ndf": T - 1,
-           "ddf": None if not math.isfinite(ddf) else float(ddf), "p_value": p, "ms_t": ms_t, "ms_r": ms_r, "ms_tr": ms_tr,
-           "var_error": var_e, "cov1": cov1, "cov2": cov2, "cov3": cov3,
-           # variance components from E[MS_R] = T s2_R + s2_e + (T-1) Cov1 - Cov2 - (T-1) Cov3 and
-           # E[MS_TR] = s2_TR + s2_e - Cov1 - Cov2 + Cov3 (Hillis 2007); negative estimates happen by chance
-           "var_test_reader": ms_tr - var_e + cov1 + cov2 - cov3, "alpha": alpha}
+    out = {
+        "n_tests": T,
+        "n_readers": J,
+        "test_means": tm.tolist(),
+        "F": float(F),
+        "ndf": T - 1,
+        "ddf": None if not math.isfinite(ddf) else float(ddf),
+        "p_value": p,
+        "ms_t": ms_t,
+        "ms_r": ms_r,
+        "ms_tr": ms_tr,
+        "var_error": var_e,
+        "cov1": cov1,
+        "cov2": cov2,
+        "cov3": cov3,
+        # variance components from E[MS_R] = T s2_R + s2_e + (T-1) Cov1 - Cov2 - (T-1) Cov3 and
+        # E[MS_TR] = s2_TR + s2_e - Cov1 - Cov2 + Cov3 (Hillis 2007); negative estimates happen by chance
+        "var_test_reader": ms_tr - var_e + cov1 + cov2 - cov3,
+        "alpha": alpha,
+    }
     # E[MS_R] = T s2_R + s2_TR + s2_e + (T-1) Cov1 - Cov2 - (T-1) Cov3 (Hillis 2007; MRMCaov, Iowa OR-DBM)
     out["var_reader"] = (ms_r - var_e - (T - 1) * cov1 + cov2 + (T - 1) * cov3 - out["var_test_reader"]) / T
     # fixed readers, random cases: error terms only
     fr = var_e - cov1 + (J - 1) * (cov2 - cov3)
     x2 = (T - 1) * ms_t / fr if fr > 0 else (0.0 if ms_t == 0 else math.inf)
-    out["frrc"] = {"generalises_to": "these readers, cases like these", "chi2": x2, "df": T - 1,
-                   "p_value": float(stats.chi2.sf(x2, T - 1))}
+    out["frrc"] = {
+        "generalises_to": "these readers, cases like these",
+        "chi2": x2,
+        "df": T - 1,
+        "p_value": float(stats.chi2.sf(x2, T - 1)),
+    }
     # random readers, fixed cases: reader-by-test interaction only
     f_rc = ms_t / ms_tr if ms_tr > 0 else (0.0 if ms_t == 0 else math.inf)
-    out["rrfc"] = {"generalises_to": "readers like these, these cases", "F": f_rc, "ndf": T - 1,
-                   "ddf": (T - 1) * (J - 1), "p_value": float(stats.f.sf(f_rc, T - 1, (T - 1) * (J - 1)))}
+    out["rrfc"] = {
+        "generalises_to": "readers like these, these cases",
+        "F": f_rc,
+        "ndf": T - 1,
+        "ddf": (T - 1) * (J - 1),
+        "p_value": float(stats.f.sf(f_rc, T - 1, (T - 1) * (J - 1))),
+    }
     if T == 2:
         d = float(tm[1] - tm[0])
         se = math.sqrt(max(2.0 / J * denom, 0.0))
@@ -208,7 +244,9 @@ def or_tests(aucs, cov, *, alpha: float = 0.05) -> dict:
         out.update({"difference": d, "se": se, "ci_low": d - q * se, "ci_high": d + q * se})
         for key, var, df in (("frrc", 2.0 / J * fr, math.inf), ("rrfc", 2.0 / J * ms_tr, float(J - 1))):
             s_ = math.sqrt(max(var, 0.0))
-            qq = float(stats.norm.ppf(1 - alpha / 2)) if not math.isfinite(df) else float(stats.t.ppf(1 - alpha / 2, df))
+            qq = (
+                float(stats.norm.ppf(1 - alpha / 2)) if not math.isfinite(df) else float(stats.t.ppf(1 - alpha / 2, df))
+            )
             out[key].update({"difference": d, "se": s_, "ci_low": d - qq * s_, "ci_high": d + qq * s_})
     return out
 
@@ -224,8 +262,14 @@ def one_sided(estimate: float, se: float, ddf: float | None, margin: float, alph
         p = float(dist.sf((estimate + margin) / se))
     else:
         p = 0.0 if estimate > -margin else 1.0
-    return {"margin": margin, "estimate": estimate, "lower_bound": lower, "p_value": p, "alpha": alpha,
-            "non_inferior": bool(lower > -margin)}
+    return {
+        "margin": margin,
+        "estimate": estimate,
+        "lower_bound": lower,
+        "p_value": p,
+        "alpha": alpha,
+        "non_inferior": bool(lower > -margin),
+    }
 
 
 def random_readers_fixed_cases(estimates, *, alpha: float = 0.05) -> dict:
@@ -235,12 +279,27 @@ def random_readers_fixed_cases(estimates, *, alpha: float = 0.05) -> dict:
     mean = float(est.mean())
     se = math.sqrt(float(est.var(ddof=1)) / J) if J > 1 else math.nan
     if not se > 0:
-        return {"generalises_to": "readers like these, these cases", "estimate": mean, "se": se,
-                "df": J - 1, "p_value": None, "ci_low": None, "ci_high": None}
+        return {
+            "generalises_to": "readers like these, these cases",
+            "estimate": mean,
+            "se": se,
+            "df": J - 1,
+            "p_value": None,
+            "ci_low": None,
+            "ci_high": None,
+        }
     t = mean / se
     q = float(stats.t.ppf(1 - alpha / 2, J - 1))
-    return {"generalises_to": "readers like these, these cases", "estimate": mean, "se": se, "df": J - 1,
-            "t": t, "p_value": float(2 * stats.t.sf(abs(t), J - 1)), "ci_low": mean - q * se, "ci_high": mean + q * se}
+    return {
+        "generalises_to": "readers like these, these cases",
+        "estimate": mean,
+        "se": se,
+        "df": J - 1,
+        "t": t,
+        "p_value": float(2 * stats.t.sf(abs(t), J - 1)),
+        "ci_low": mean - q * se,
+        "ci_high": mean + q * se,
+    }
 
 
 def fixed_reader_test(estimates, cov, *, alpha: float = 0.05) -> dict:
@@ -249,11 +308,17 @@ def fixed_reader_test(estimates, cov, *, alpha: float = 0.05) -> dict:
     est = np.asarray(estimates, dtype=np.float64).ravel()
     cov = np.atleast_2d(np.asarray(cov, dtype=np.float64))
     J = est.size
-    var = float(np.ones(J) @ cov @ np.ones(J)) / J ** 2
+    var = float(np.ones(J) @ cov @ np.ones(J)) / J**2
     se = math.sqrt(max(var, 0.0))
     mean = float(est.mean())
     z = mean / se if se > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
     q = float(stats.norm.ppf(1 - alpha / 2))
-    return {"generalises_to": "these readers, cases like these", "estimate": mean, "se": se, "z": float(z),
-            "p_value": float(2 * stats.norm.sf(abs(z))),
-            "ci_low": mean - q * se, "ci_high": mean + q * se}
+    return {
+        "generalises_to": "these readers, cases like these",
+        "estimate": mean,
+        "se": se,
+        "z": float(z),
+        "p_value": float(2 * stats.norm.sf(abs(z))),
+        "ci_low": mean - q * se,
+        "ci_high": mean + q * se,
+    }

@@ -12,6 +12,7 @@ Missing readings: each reader's figure of merit uses the cases that reader read;
 reader skipped leaves that reader's estimate unchanged (theta_j(-k) = theta_j). With complete
 readings this is the ordinary jackknife (tests reproduce the Iowa program's Van Dyke output).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -14,21 +14,30 @@ At the pilot's own J, N and observed effect, lambda equals the pilot's F and ddf
 A negative s2_TR estimate is taken as 0. The default components are the Van Dyke study's (MRMCaov,
 DeLong covariances; 5 readers, 114 cases, AUCs near 0.9).
 """
+
 from __future__ import annotations
 
 import math
 
 from scipy import stats
 
-VAN_DYKE = {"var_test_reader": 0.0002045840, "var_error": 0.0007921325, "cov1": 0.0003420090,
-            "cov2": 0.0003395265, "cov3": 0.0002358497, "n_cases": 114,
-            "source": "Van Dyke et al. 1993 (5 readers, 114 cases; published MRMCaov components)"}
+VAN_DYKE = {
+    "var_test_reader": 0.0002045840,
+    "var_error": 0.0007921325,
+    "cov1": 0.0003420090,
+    "cov2": 0.0003395265,
+    "cov3": 0.0002358497,
+    "n_cases": 114,
+    "source": "Van Dyke et al. 1993 (5 readers, 114 cases; published MRMCaov components)",
+}
 
 
 def components_from(result: dict, *, n_cases: int, source: str = "this study's pilot readings") -> dict:
     """Planning components from an ``or_tests`` / ``tests_compared`` result on ``n_cases`` cases."""
     return {k: float(result[k]) for k in ("var_test_reader", "var_error", "cov1", "cov2", "cov3")} | {
-        "n_cases": int(n_cases), "source": source}
+        "n_cases": int(n_cases),
+        "source": source,
+    }
 
 
 def power(comp: dict, *, effect: float, n_readers: int, n_cases: int, alpha: float = 0.05) -> dict:
@@ -39,24 +48,34 @@ def power(comp: dict, *, effect: float, n_readers: int, n_cases: int, alpha: flo
     c23 = max(comp["cov2"] - comp["cov3"], 0.0)
     D = s2tr + c * (comp["var_error"] - comp["cov1"] + (J - 1) * c23)
     E = s2tr + c * (comp["var_error"] - comp["cov1"] - c23)
-    lam = J * effect ** 2 / (2 * D) if D > 0 else math.inf
-    ddf = D ** 2 / (E ** 2 / (J - 1)) if E > 0 else math.inf
+    lam = J * effect**2 / (2 * D) if D > 0 else math.inf
+    ddf = D**2 / (E**2 / (J - 1)) if E > 0 else math.inf
     if math.isfinite(ddf):
         crit = float(stats.f.ppf(1 - alpha, 1, ddf))
         pw = float(stats.ncf.sf(crit, 1, ddf, lam)) if math.isfinite(lam) else 1.0
     else:
         crit = float(stats.chi2.ppf(1 - alpha, 1))
         pw = float(stats.ncx2.sf(crit, 1, lam)) if math.isfinite(lam) else 1.0
-    return {"n_readers": J, "n_cases": int(n_cases), "effect": effect, "alpha": alpha, "noncentrality": lam,
-            "ddf": ddf, "power": pw}
+    return {
+        "n_readers": J,
+        "n_cases": int(n_cases),
+        "effect": effect,
+        "alpha": alpha,
+        "noncentrality": lam,
+        "ddf": ddf,
+        "power": pw,
+    }
 
 
-def cases_needed(comp: dict, *, effect: float, n_readers: int, power: float = 0.8, alpha: float = 0.05,
-                 max_cases: int = 20000) -> int | None:
+def cases_needed(
+    comp: dict, *, effect: float, n_readers: int, power: float = 0.8, alpha: float = 0.05, max_cases: int = 20000
+) -> int | None:
     """Fewest cases for ``power`` with ``n_readers`` readers (None when even max_cases is not enough:
     the reader-by-test variance alone then limits the power, so more readers are needed)."""
+
     def pw(n):
         return globals()["power"](comp, effect=effect, n_readers=n_readers, n_cases=n, alpha=alpha)["power"]
+
     if pw(max_cases) < power:
         return None
     lo, hi = 2, max_cases
@@ -69,8 +88,11 @@ def cases_needed(comp: dict, *, effect: float, n_readers: int, power: float = 0.
     return lo
 
 
-def table(comp: dict, *, effect: float, power: float = 0.8, alpha: float = 0.05,
-          readers=(3, 4, 5, 6, 8, 10, 12, 15, 20)) -> list[dict]:
+def table(
+    comp: dict, *, effect: float, power: float = 0.8, alpha: float = 0.05, readers=(3, 4, 5, 6, 8, 10, 12, 15, 20)
+) -> list[dict]:
     """Cases needed for each number of readers."""
-    return [{"n_readers": J, "n_cases": cases_needed(comp, effect=effect, n_readers=J, power=power, alpha=alpha)}
-            for J in readers]
+    return [
+        {"n_readers": J, "n_cases": cases_needed(comp, effect=effect, n_readers=J, power=power, alpha=alpha)}
+        for J in readers
+    ]

@@ -1,5 +1,6 @@
 """IoU matching and agreement on hand-made boxes; the per-pair matrix, the
 low-agreement list and gold scoring on the database."""
+
 import pytest
 
 from annotation import agreement, boxes, review
@@ -15,7 +16,7 @@ def B(x0, y0, x1, y1, label="nv", meta="melanocytic"):
 
 def test_iou_by_hand():
     assert iou(B(0, 0, 10, 10), B(0, 0, 10, 10)) == 1.0
-    assert iou(B(0, 0, 10, 10), B(10, 0, 20, 10)) == 0.0          # touching edges
+    assert iou(B(0, 0, 10, 10), B(10, 0, 20, 10)) == 0.0  # touching edges
     assert iou(B(0, 0, 10, 10), B(5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert iou(B(0, 0, 10, 10), B(2, 2, 8, 8)) == pytest.approx(36 / 100)
 
@@ -29,7 +30,7 @@ def test_matching_is_one_to_one_and_maximises_total_iou():
     assert {(i, j) for i, j, _ in pairs} == {(0, 1), (1, 0)}  # total 1.82 beats 0.82 + 0.67
     big = [B(0, 0, 100, 100)]
     assert match_boxes(big, [B(0, 0, 10, 10), B(0, 0, 100, 90)], 0.5) == [(0, 1, pytest.approx(0.9))]
-    assert match_boxes(big, [B(0, 0, 60, 60)], 0.5) == []   # IoU .36
+    assert match_boxes(big, [B(0, 0, 60, 60)], 0.5) == []  # IoU .36
 
 
 def test_photo_agreement_counts_labels_separately():
@@ -45,15 +46,19 @@ def test_photo_agreement_counts_labels_separately():
 
 @pytest.mark.django_db
 def test_agreement_report_matrix_low_list_and_gold(taxonomy, users, make_user):
-    x, y, z = make_user(roles.ANNOTATOR, username="x"), make_user(roles.ANNOTATOR, username="y"), make_user(roles.ANNOTATOR, username="z")
+    x, y, z = (
+        make_user(roles.ANNOTATOR, username="x"),
+        make_user(roles.ANNOTATOR, username="y"),
+        make_user(roles.ANNOTATOR, username="z"),
+    )
     p1 = make_photo(CaseFactory(), size=(100, 100), color=(1, 2, 3))
     p2 = make_photo(CaseFactory(), size=(100, 100), color=(200, 2, 3))
     box = {"x0": 10, "y0": 10, "x1": 50, "y1": 50, "label": "nv"}
     for u in (x, y):
         boxes.annotation_save(photo=p1, user=u, boxes=[box], submit=True)
     boxes.annotation_save(photo=p2, user=x, boxes=[box], submit=True)
-    boxes.annotation_save(photo=p2, user=y, boxes=[{**box, "x0": 60, "x1": 90}], submit=True)   # no overlap
-    boxes.annotation_save(photo=p2, user=z, boxes=[{**box, "label": "mel"}])   # draft: left out
+    boxes.annotation_save(photo=p2, user=y, boxes=[{**box, "x0": 60, "x1": 90}], submit=True)  # no overlap
+    boxes.annotation_save(photo=p2, user=z, boxes=[{**box, "label": "mel"}])  # draft: left out
     rep = agreement.agreement_report()
     assert rep["annotators"] == ["x", "y"]
     assert rep["matrix"]["x"]["y"] == rep["matrix"]["y"]["x"] == {"photos": 2, "agreement": 0.5, "label_agreement": 1.0}
@@ -92,9 +97,12 @@ def test_prefilled_unchanged_boxes_do_not_count_as_agreement(client, taxonomy, u
     not agreement (it used to count as IoU 1.00). Once b moves the box it is b's own."""
     a, b = make_user(roles.ANNOTATOR), make_user(roles.ANNOTATOR)
     photo = make_photo(CaseFactory(), size=(100, 80), color=(12, 34, 56))
-    boxes.annotation_save(photo=photo, user=a, boxes=[{"x0": 10, "y0": 10, "x1": 50, "y1": 40, "label": "nv"}], submit=True)
+    boxes.annotation_save(
+        photo=photo, user=a, boxes=[{"x0": 10, "y0": 10, "x1": 50, "y1": 40, "label": "nv"}], submit=True
+    )
     client.force_login(b)
     from django.urls import reverse
+
     data = client.get(reverse("workspace-detail", args=[photo.pk])).json()
     prefill = data["prefill"]["boxes"]
     assert prefill[0]["source_box"] and prefill[0]["id"] is None
@@ -103,7 +111,7 @@ def test_prefilled_unchanged_boxes_do_not_count_as_agreement(client, taxonomy, u
     assert box.origin == "prefilled" and box.source_box_id == prefill[0]["source_box"]
     assert boxes.box_payload(box)["origin"] == "prefilled"
     boxes.annotation_save(photo=photo, user=b, boxes=[boxes.box_payload(box)], submit=True)
-    assert agreement.agreement_report()["per_photo"] == []   # nothing independent to compare
+    assert agreement.agreement_report()["per_photo"] == []  # nothing independent to compare
     # a copy whose label or geometry differs is b's own and is compared
     ann = PhotoAnnotation.objects.get(photo=photo, annotator=b)
     ann.status = "to_annotate"

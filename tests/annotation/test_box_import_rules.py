@@ -1,5 +1,6 @@
 """Box imports keep nothing from a file none of whose boxes is accepted, and clip boxes
 that reach past the photo's edge (as CVAT and Label Studio do) instead of refusing them."""
+
 from __future__ import annotations
 
 import io
@@ -56,13 +57,22 @@ def test_a_file_without_objects_still_says_no_lesion(admin):
 def test_web_import_with_create_cases_creates_no_empty_case(admin, client):
     client.force_login(admin)
     files_before = media_files()
-    resp = client.post(reverse("annotation:workspace_io"), {
-        "action": "import_voc", "status": "annotated", "create_cases": "on",
-        "xml": [SimpleUploadedFile("good.xml", voc("good.jpg", [("nv", 5, 5, 50, 40, 0, 0)], size=(120, 80))),
-                SimpleUploadedFile("bad.xml", voc("bad.jpg", [("marlboro", 5, 5, 50, 40, 0, 0)], size=(120, 80)))],
-        "images": [SimpleUploadedFile("good.jpg", image_bytes(size=(120, 80), color=(10, 20, 30))),
-                   SimpleUploadedFile("bad.jpg", image_bytes(size=(120, 80), color=(200, 20, 30)))],
-    })
+    resp = client.post(
+        reverse("annotation:workspace_io"),
+        {
+            "action": "import_voc",
+            "status": "annotated",
+            "create_cases": "on",
+            "xml": [
+                SimpleUploadedFile("good.xml", voc("good.jpg", [("nv", 5, 5, 50, 40, 0, 0)], size=(120, 80))),
+                SimpleUploadedFile("bad.xml", voc("bad.jpg", [("marlboro", 5, 5, 50, 40, 0, 0)], size=(120, 80))),
+            ],
+            "images": [
+                SimpleUploadedFile("good.jpg", image_bytes(size=(120, 80), color=(10, 20, 30))),
+                SimpleUploadedFile("bad.jpg", image_bytes(size=(120, 80), color=(200, 20, 30))),
+            ],
+        },
+    )
     assert resp.status_code == 200
     page = resp.content.decode()
     assert "1 box(es) on 1 photo(s), 1 case(s) created" in page
@@ -75,12 +85,20 @@ def test_web_import_with_create_cases_creates_no_empty_case(admin, client):
 def test_coco_image_whose_annotations_all_fail_is_not_stored(admin):
     p1, p2 = photo_named("one.jpg", color=(1, 2, 3)), photo_named("two.jpg", color=(3, 2, 1))
     p3 = photo_named("three.jpg", color=(9, 9, 9))
-    doc = {"images": [{"id": 1, "file_name": "one.jpg"}, {"id": 2, "file_name": "two.jpg"}, {"id": 3, "file_name": "three.jpg"}],
-           "categories": [{"id": 1, "name": "nv"}, {"id": 2, "name": "marlboro"}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},   # unknown label
-                           {"id": 2, "image_id": 1, "category_id": 1, "bbox": "nope"},          # bad bbox
-                           {"id": 3, "image_id": 2, "category_id": 1, "bbox": [500, 0, 10, 10]},  # wholly outside
-                           {"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 10, 10]}]}
+    doc = {
+        "images": [
+            {"id": 1, "file_name": "one.jpg"},
+            {"id": 2, "file_name": "two.jpg"},
+            {"id": 3, "file_name": "three.jpg"},
+        ],
+        "categories": [{"id": 1, "name": "nv"}, {"id": 2, "name": "marlboro"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},  # unknown label
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": "nope"},  # bad bbox
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [500, 0, 10, 10]},  # wholly outside
+            {"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 10, 10]},
+        ],
+    }
     rep = coco_import(data=json.dumps(doc).encode(), source="c.json", user=admin)
     assert (rep.photos, rep.boxes) == (1, 1)
     assert not PhotoAnnotation.objects.filter(photo__in=[p1, p2]).exists()
@@ -100,23 +118,40 @@ def test_coco_image_without_annotations_says_no_lesion(admin):
 
 def test_boxes_past_the_edge_are_clipped_and_counted(admin):
     photo = photo_named("a.jpg", size=(224, 224))
-    rep = voc_import(files=[("a.xml", voc("a.jpg", [("nv", 100, 20, 225, 60, 0, 0),    # 1 px past the right edge
-                                                    ("mel", -3, -1, 40, 40, 0, 0),     # past the top-left corner
-                                                    ("bcc", 10, 10, 50, 50, 0, 0),     # inside
-                                                    ("nv", 224, 0, 300, 10, 0, 0)],    # wholly outside (touches the edge)
-                                          size=(224, 224)))], user=admin)
+    rep = voc_import(
+        files=[
+            (
+                "a.xml",
+                voc(
+                    "a.jpg",
+                    [
+                        ("nv", 100, 20, 225, 60, 0, 0),  # 1 px past the right edge
+                        ("mel", -3, -1, 40, 40, 0, 0),  # past the top-left corner
+                        ("bcc", 10, 10, 50, 50, 0, 0),  # inside
+                        ("nv", 224, 0, 300, 10, 0, 0),
+                    ],  # wholly outside (touches the edge)
+                    size=(224, 224),
+                ),
+            )
+        ],
+        user=admin,
+    )
     assert (rep.photos, rep.boxes, rep.clipped) == (1, 3, 2)
     assert "3 box(es) on 1 photo(s), 2 box(es) clipped to the photo's edges" in rep.summary()
     assert [e["message"] for e in rep.errors] == [
-        "object 'nv': box (224,0)-(300,10) lies wholly outside the photo (224×224 pixels)."]
+        "object 'nv': box (224,0)-(300,10) lies wholly outside the photo (224×224 pixels)."
+    ]
     stored = sorted(Box.objects.filter(annotation__photo=photo).values_list("x0", "y0", "x1", "y1"))
     assert stored == [(0, 0, 40, 40), (10, 10, 50, 50), (100, 20, 224, 60)]
 
 
 def test_coco_boxes_past_the_edge_are_clipped(admin):
     photo = photo_named("a.jpg", size=(224, 224))
-    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 224, "height": 224}], "categories": [{"id": 1, "name": "nv"}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [200, 210, 25, 20]}]}
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 224, "height": 224}],
+        "categories": [{"id": 1, "name": "nv"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [200, 210, 25, 20]}],
+    }
     rep = coco_import(data=json.dumps(doc).encode(), source="c.json", user=admin)
     assert (rep.boxes, rep.clipped, rep.errors) == (1, 1, [])
     assert Box.objects.filter(annotation__photo=photo).values_list("x0", "y0", "x1", "y1").get() == (200, 210, 224, 224)

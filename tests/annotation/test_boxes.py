@@ -1,5 +1,6 @@
 """Boxes: validation, database constraints, saving/submitting, prefill, queues, the JSON
 API and who may annotate."""
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
@@ -20,10 +21,14 @@ def photo(taxonomy):
 
 
 def test_valid_box_is_stored_in_original_pixels(photo, users):
-    ann = boxes.annotation_save(photo=photo, user=users[roles.ANNOTATOR], boxes=[
-        {"x0": 10.4, "y0": 20, "x1": 110.6, "y1": 300, "label": "mel"},
-        {"x0": 0, "y0": 0, "x1": 400, "y1": 50, "label": "melanocytic"},  # meta-class only: unsure
-    ])
+    ann = boxes.annotation_save(
+        photo=photo,
+        user=users[roles.ANNOTATOR],
+        boxes=[
+            {"x0": 10.4, "y0": 20, "x1": 110.6, "y1": 300, "label": "mel"},
+            {"x0": 0, "y0": 0, "x1": 400, "y1": 50, "label": "melanocytic"},  # meta-class only: unsure
+        ],
+    )
     b1, b2 = ann.boxes.order_by("id")
     assert (b1.x0, b1.y0, b1.x1, b1.y1, b1.image_width, b1.image_height) == (10, 20, 111, 300, 400, 300)
     assert b1.sub_class.code == "mel" and b1.meta_class.code == "melanocytic"
@@ -31,15 +36,18 @@ def test_valid_box_is_stored_in_original_pixels(photo, users):
     assert ann.status == AnnotationStatus.TO_ANNOTATE
 
 
-@pytest.mark.parametrize("box, field, text", [
-    ({"x0": -1, "y0": 0, "x1": 10, "y1": 10, "label": "nv"}, "x0", "outside the photo"),
-    ({"x0": 0, "y0": 0, "x1": 401, "y1": 10, "label": "nv"}, "x0", "outside the photo"),
-    ({"x0": 0, "y0": 250, "x1": 10, "y1": 301, "label": "nv"}, "x0", "outside the photo"),
-    ({"x0": 10, "y0": 0, "x1": 10, "y1": 10, "label": "nv"}, "x1", "empty box"),
-    ({"x0": 0, "y0": 0, "x1": 10, "y1": 10, "label": "psoriasis"}, "label", "not a sub-class or meta-class"),
-    ({"x0": 0, "y0": 0, "x1": 10, "y1": 10}, "label", "label (sub-class or meta-class) is required"),
-    ({"x0": "a", "y0": 0, "x1": 10, "y1": 10, "label": "nv"}, "x0", "not a number"),
-])
+@pytest.mark.parametrize(
+    "box, field, text",
+    [
+        ({"x0": -1, "y0": 0, "x1": 10, "y1": 10, "label": "nv"}, "x0", "outside the photo"),
+        ({"x0": 0, "y0": 0, "x1": 401, "y1": 10, "label": "nv"}, "x0", "outside the photo"),
+        ({"x0": 0, "y0": 250, "x1": 10, "y1": 301, "label": "nv"}, "x0", "outside the photo"),
+        ({"x0": 10, "y0": 0, "x1": 10, "y1": 10, "label": "nv"}, "x1", "empty box"),
+        ({"x0": 0, "y0": 0, "x1": 10, "y1": 10, "label": "psoriasis"}, "label", "not a sub-class or meta-class"),
+        ({"x0": 0, "y0": 0, "x1": 10, "y1": 10}, "label", "label (sub-class or meta-class) is required"),
+        ({"x0": "a", "y0": 0, "x1": 10, "y1": 10, "label": "nv"}, "x0", "not a number"),
+    ],
+)
 def test_invalid_boxes_are_refused_with_a_clear_error(photo, users, box, field, text):
     good = {"x0": 1, "y0": 1, "x1": 5, "y1": 5, "label": "nv"}
     with pytest.raises(boxes.AnnotationError) as exc:
@@ -53,8 +61,12 @@ def test_database_constraints_keep_boxes_inside_and_labelled(photo, users):
     ann = PhotoAnnotationFactory(photo=photo, annotator=users[roles.ANNOTATOR])
     nv = SubClass.objects.get(code="nv")
     common = dict(annotation=ann, image_width=400, image_height=300)
-    for bad in (dict(x0=0, y0=0, x1=401, y1=10, sub_class=nv), dict(x0=5, y0=0, x1=5, y1=10, sub_class=nv),
-                dict(x0=-1, y0=0, x1=3, y1=10, sub_class=nv), dict(x0=0, y0=0, x1=10, y1=10)):
+    for bad in (
+        dict(x0=0, y0=0, x1=401, y1=10, sub_class=nv),
+        dict(x0=5, y0=0, x1=5, y1=10, sub_class=nv),
+        dict(x0=-1, y0=0, x1=3, y1=10, sub_class=nv),
+        dict(x0=0, y0=0, x1=10, y1=10),
+    ):
         with pytest.raises(IntegrityError), transaction.atomic():
             BoxFactory(**common, **bad)
     BoxFactory(**common, x0=0, y0=0, x1=400, y1=300, meta_class=MetaClass.objects.get(code="melanocytic"))
@@ -62,10 +74,18 @@ def test_database_constraints_keep_boxes_inside_and_labelled(photo, users):
 
 def test_save_updates_boxes_in_place_so_comments_stay_pinned(photo, users):
     user = users[roles.ANNOTATOR]
-    ann = boxes.annotation_save(photo=photo, user=user, boxes=[{"x0": 1, "y0": 1, "x1": 50, "y1": 50, "label": "nv"},
-                                                               {"x0": 60, "y0": 60, "x1": 90, "y1": 90, "label": "bcc"}])
+    ann = boxes.annotation_save(
+        photo=photo,
+        user=user,
+        boxes=[
+            {"x0": 1, "y0": 1, "x1": 50, "y1": 50, "label": "nv"},
+            {"x0": 60, "y0": 60, "x1": 90, "y1": 90, "label": "bcc"},
+        ],
+    )
     first, second = ann.boxes.order_by("id")
-    boxes.annotation_save(photo=photo, user=user, boxes=[{"id": first.pk, "x0": 2, "y0": 2, "x1": 52, "y1": 52, "label": "mel"}])
+    boxes.annotation_save(
+        photo=photo, user=user, boxes=[{"id": first.pk, "x0": 2, "y0": 2, "x1": 52, "y1": 52, "label": "mel"}]
+    )
     remaining = list(ann.boxes.all())
     assert [b.pk for b in remaining] == [first.pk]
     assert (remaining[0].x0, remaining[0].sub_class.code) == (2, "mel")
@@ -78,7 +98,9 @@ def test_submit_locks_and_needs_boxes_or_exclusion(photo, users):
         boxes.annotation_save(photo=photo, user=user, boxes=[], submit=True)
     with pytest.raises(boxes.AnnotationError, match="Pick why"):
         boxes.annotation_save(photo=photo, user=user, boxes=[], excluded=True, exclusion_reason="", submit=True)
-    ann = boxes.annotation_save(photo=photo, user=user, boxes=[], excluded=True, exclusion_reason="medication", submit=True)
+    ann = boxes.annotation_save(
+        photo=photo, user=user, boxes=[], excluded=True, exclusion_reason="medication", submit=True
+    )
     assert ann.status == AnnotationStatus.ANNOTATED and ann.excluded and ann.exclusion_reason == "medication"
     assert ann.submitted_at is not None
     with pytest.raises(boxes.AnnotationError, match="can no longer be edited"):
@@ -88,8 +110,13 @@ def test_submit_locks_and_needs_boxes_or_exclusion(photo, users):
 def test_status_machine_allows_only_the_documented_moves(photo, users):
     ann = PhotoAnnotation(photo=photo, annotator=users[roles.ANNOTATOR])
     S = AnnotationStatus
-    allowed = {(S.TO_ANNOTATE, S.ANNOTATED), (S.ANNOTATED, S.ACCEPTED), (S.ANNOTATED, S.REJECTED),
-               (S.REJECTED, S.ANNOTATED), (S.ACCEPTED, S.TO_ANNOTATE)}
+    allowed = {
+        (S.TO_ANNOTATE, S.ANNOTATED),
+        (S.ANNOTATED, S.ACCEPTED),
+        (S.ANNOTATED, S.REJECTED),
+        (S.REJECTED, S.ANNOTATED),
+        (S.ACCEPTED, S.TO_ANNOTATE),
+    }
     for a in S.values:
         for b in S.values:
             ann.status = a
@@ -127,7 +154,9 @@ def test_queue_to_annotate_filters_by_class_and_status(taxonomy, users):
     assert set(boxes.queue_to_annotate(user=user)) == {p1, p2}
     assert list(boxes.queue_to_annotate(user=user, label="mel")) == [p1]
     assert list(boxes.queue_to_annotate(user=user, label="melanocytic")) == [p1]
-    boxes.annotation_save(photo=p2, user=user, boxes=[{"x0": 1, "y0": 1, "x1": 5, "y1": 5, "label": "bcc"}], submit=True)
+    boxes.annotation_save(
+        photo=p2, user=user, boxes=[{"x0": 1, "y0": 1, "x1": 5, "y1": 5, "label": "bcc"}], submit=True
+    )
     assert list(boxes.queue_to_annotate(user=user)) == [p1]
     assert list(boxes.queue_to_annotate(user=user, status="annotated")) == [p2]
     assert list(boxes.queue_to_annotate(user=user, status="annotated", label="bcc")) == [p2]
@@ -139,15 +168,30 @@ def test_queue_to_annotate_filters_by_class_and_status(taxonomy, users):
 def test_api_save_and_read_back(client, photo, users):
     client.force_login(users[roles.ANNOTATOR])
     url = reverse("workspace-boxes", args=[photo.pk])
-    r = client.put(url, {"boxes": [{"x0": 5, "y0": 6, "x1": 70, "y1": 80, "label": "bkl"}]}, content_type="application/json")
+    r = client.put(
+        url, {"boxes": [{"x0": 5, "y0": 6, "x1": 70, "y1": 80, "label": "bkl"}]}, content_type="application/json"
+    )
     assert r.status_code == 200, r.content
     data = r.json()
-    assert data["annotation"]["boxes"][0] | {"id": 0} == {"id": 0, "x0": 5, "y0": 6, "x1": 70, "y1": 80, "label": "bkl",
-                                                          "sub_class": "bkl", "meta_class": "keratinocytic",
-                                                          "difficult": False, "truncated": False, "origin": "drawn", "source_box": None}
+    assert data["annotation"]["boxes"][0] | {"id": 0} == {
+        "id": 0,
+        "x0": 5,
+        "y0": 6,
+        "x1": 70,
+        "y1": 80,
+        "label": "bkl",
+        "sub_class": "bkl",
+        "meta_class": "keratinocytic",
+        "difficult": False,
+        "truncated": False,
+        "origin": "drawn",
+        "source_box": None,
+    }
     r = client.get(reverse("workspace-detail", args=[photo.pk]))
     assert r.json()["annotation"]["boxes"][0]["label"] == "bkl" and r.json()["editable"] is True
-    r = client.put(url, {"boxes": [{"x0": 5, "y0": 6, "x1": 700, "y1": 80, "label": "bkl"}]}, content_type="application/json")
+    r = client.put(
+        url, {"boxes": [{"x0": 5, "y0": 6, "x1": 700, "y1": 80, "label": "bkl"}]}, content_type="application/json"
+    )
     assert r.status_code == 400
     assert "outside the photo (400×300 pixels)" in r.json()["errors"][0]["message"]
     assert Box.objects.get().x1 == 70  # the failed save changed nothing
@@ -162,18 +206,32 @@ def test_api_queue_lists_photos_in_order(client, taxonomy, users):
     assert items[0]["url"] == reverse("annotation:workspace_photo", args=[p1.pk])
 
 
-@pytest.mark.parametrize("role, allowed", [
-    (roles.ANNOTATOR, True), (roles.DERMATOLOGIST, True), (roles.ADMIN, True),
-    (roles.COORDINATOR, False), (roles.READER, False), (None, False),
-])
+@pytest.mark.parametrize(
+    "role, allowed",
+    [
+        (roles.ANNOTATOR, True),
+        (roles.DERMATOLOGIST, True),
+        (roles.ADMIN, True),
+        (roles.COORDINATOR, False),
+        (roles.READER, False),
+        (None, False),
+    ],
+)
 def test_workspace_permissions_per_role(client, photo, make_user, role, allowed):
     client.force_login(make_user(role))
-    pages = [reverse("annotation:workspace"), reverse("annotation:workspace_photo", args=[photo.pk]),
-             reverse("annotation:workspace_io"), reverse("annotation:workspace_crops")]
+    pages = [
+        reverse("annotation:workspace"),
+        reverse("annotation:workspace_photo", args=[photo.pk]),
+        reverse("annotation:workspace_io"),
+        reverse("annotation:workspace_crops"),
+    ]
     for url in pages:
         assert client.get(url).status_code == (200 if allowed else 403), url
-    r = client.put(reverse("workspace-boxes", args=[photo.pk]), {"boxes": [{"x0": 1, "y0": 1, "x1": 5, "y1": 5, "label": "nv"}]},
-                   content_type="application/json")
+    r = client.put(
+        reverse("workspace-boxes", args=[photo.pk]),
+        {"boxes": [{"x0": 1, "y0": 1, "x1": 5, "y1": 5, "label": "nv"}]},
+        content_type="application/json",
+    )
     assert r.status_code == (200 if allowed else 403)
     assert Box.objects.exists() == allowed
     assert client.get(reverse("workspace-queue")).status_code == (200 if allowed else 403)
@@ -186,7 +244,12 @@ def test_editor_page_carries_the_taxonomy_and_api(client, photo, users):
 
 
 def test_case_page_panel_shows_annotations_and_links_for_annotators(client, photo, users):
-    boxes.annotation_save(photo=photo, user=users[roles.ANNOTATOR], boxes=[{"x0": 1, "y0": 1, "x1": 9, "y1": 9, "label": "nv"}], submit=True)
+    boxes.annotation_save(
+        photo=photo,
+        user=users[roles.ANNOTATOR],
+        boxes=[{"x0": 1, "y0": 1, "x1": 9, "y1": 9, "label": "nv"}],
+        submit=True,
+    )
     url = reverse("annotation:case_detail", args=[photo.case_id])
     client.force_login(users[roles.DERMATOLOGIST])
     html = client.get(url).content.decode()
@@ -194,8 +257,12 @@ def test_case_page_panel_shows_annotations_and_links_for_annotators(client, phot
     assert reverse("annotation:workspace_photo", args=[photo.pk]) in html
     from annotation.services import label_record  # coordinators see confirmed cases only
 
-    label_record(case=photo.case, sub_class=SubClass.objects.get(code="nv"), source="histopathology",
-                 by=users[roles.DERMATOLOGIST])
+    label_record(
+        case=photo.case,
+        sub_class=SubClass.objects.get(code="nv"),
+        source="histopathology",
+        by=users[roles.DERMATOLOGIST],
+    )
     client.force_login(users[roles.COORDINATOR])  # sees clinical data, does not annotate
     html = client.get(url).content.decode()
     assert 'id="lesion-boxes-panel"' in html and reverse("annotation:workspace_photo", args=[photo.pk]) not in html

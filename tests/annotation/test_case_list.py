@@ -1,4 +1,5 @@
 """Case list page and API list: filters, the label shown, pagination, query counts."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,11 +19,17 @@ def world(taxonomy, users):
     mel = CaseFactory(patient=PatientFactory(code="PSN-MEL"), body_site="face")
     services.label_record(case=mel, sub_class=sub["nv"], source="clinical", by=derm)
     services.label_record(case=mel, sub_class=sub["mel"], source="histopathology", by=derm)
-    services.photo_attach(case=mel, data=image_bytes("JPEG", color=(1, 1, 1)), filename="d.jpg", modality="dermoscopic", run_hooks=False)
+    services.photo_attach(
+        case=mel, data=image_bytes("JPEG", color=(1, 1, 1)), filename="d.jpg", modality="dermoscopic", run_hooks=False
+    )
     bcc = CaseFactory(patient=PatientFactory(code="PSN-BCC"), clinical_history="pearly papule")
     services.label_record(case=bcc, sub_class=sub["bcc"], source="consensus", by=derm)
-    services.photo_attach(case=bcc, data=image_bytes("JPEG", color=(2, 2, 2)), filename="c.jpg", modality="clinical", run_hooks=False)
-    services.photo_attach(case=bcc, data=image_bytes("JPEG", color=(3, 3, 3)), filename="c2.jpg", modality="clinical", run_hooks=False)
+    services.photo_attach(
+        case=bcc, data=image_bytes("JPEG", color=(2, 2, 2)), filename="c.jpg", modality="clinical", run_hooks=False
+    )
+    services.photo_attach(
+        case=bcc, data=image_bytes("JPEG", color=(3, 3, 3)), filename="c2.jpg", modality="clinical", run_hooks=False
+    )
     empty = CaseFactory(patient=PatientFactory(code="PSN-NONE"))
     services.case_set_status(case=empty, status="excluded", exclusion_reason="blur", by=derm)
     return {"mel": mel, "bcc": bcc, "empty": empty, "derm": derm}
@@ -63,8 +70,16 @@ def test_case_list_filters(client, world, query, expected):
 def test_list_shows_the_confirmed_label_first_with_its_source(client, world):
     client.force_login(world["derm"])
     rows = {c.patient.code: c for c in client.get("/cases/").context["page"].object_list}
-    assert (rows["PSN-MEL"].diagnosis_code, rows["PSN-MEL"].diagnosis_source, rows["PSN-MEL"].diagnosis_confirmed) == ("mel", "histopathology", True)
-    assert (rows["PSN-BCC"].diagnosis_code, rows["PSN-BCC"].diagnosis_confirmed, rows["PSN-BCC"].photo_count) == ("bcc", False, 2)
+    assert (rows["PSN-MEL"].diagnosis_code, rows["PSN-MEL"].diagnosis_source, rows["PSN-MEL"].diagnosis_confirmed) == (
+        "mel",
+        "histopathology",
+        True,
+    )
+    assert (rows["PSN-BCC"].diagnosis_code, rows["PSN-BCC"].diagnosis_confirmed, rows["PSN-BCC"].photo_count) == (
+        "bcc",
+        False,
+        2,
+    )
     assert rows["PSN-NONE"].diagnosis_code is None and not rows["PSN-NONE"].photo_count
     html = client.get("/cases/").content.decode()
     assert "histo ✓" in html and ">Clinical consensus<" in html
@@ -76,7 +91,12 @@ def test_api_list_filters_and_fields(client, world):
     data = client.get("/api/cases/?diagnosis=mel&confirmed=yes").json()
     assert data["count"] == 1
     row = data["results"][0]
-    assert (row["patient_code"], row["diagnosis"], row["diagnosis_confirmed"], row["photo_count"]) == ("PSN-MEL", "mel", True, 1)
+    assert (row["patient_code"], row["diagnosis"], row["diagnosis_confirmed"], row["photo_count"]) == (
+        "PSN-MEL",
+        "mel",
+        True,
+        1,
+    )
     assert client.get("/api/cases/?modality=clinical").json()["results"][0]["patient_code"] == "PSN-BCC"
 
 

@@ -1,5 +1,6 @@
 """Lesion crops: geometry (margin, clamping, minimum size), files through storage linked
 to photo/box/case, idempotent re-runs, and the inference.ml data folder export."""
+
 import io
 import zipfile
 
@@ -38,11 +39,16 @@ def accepted(taxonomy, users, make_user):
     from annotation.services import photo_attach
 
     photo = photo_attach(case=case, data=out.getvalue(), filename="two.png", run_hooks=False)
-    ann = boxes.annotation_save(photo=photo, user=a, submit=True, boxes=[
-        {"x0": 10, "y0": 10, "x1": 90, "y1": 90, "label": "mel"},
-        {"x0": 120, "y0": 20, "x1": 180, "y1": 60, "label": "keratinocytic"},
-        {"x0": 150, "y0": 80, "x1": 158, "y1": 100, "label": "nv"},
-    ])
+    ann = boxes.annotation_save(
+        photo=photo,
+        user=a,
+        submit=True,
+        boxes=[
+            {"x0": 10, "y0": 10, "x1": 90, "y1": 90, "label": "mel"},
+            {"x0": 120, "y0": 20, "x1": 180, "y1": 60, "label": "keratinocytic"},
+            {"x0": 150, "y0": 80, "x1": 158, "y1": 100, "label": "nv"},
+        ],
+    )
     review.review_accept(annotation=ann, by=r)
     return {"photo": photo, "ann": ann, "case": case, "annotator": a, "reviewer": r}
 
@@ -74,11 +80,23 @@ def test_crops_are_idempotent_and_follow_the_boxes(accepted):
     ann = accepted["ann"]
     review.annotation_reopen(annotation=ann, by=_admin())
     b1, b2, b3 = ann.boxes.order_by("id")
-    boxes.annotation_save(photo=accepted["photo"], user=accepted["annotator"], submit=True, boxes=[
-        {"id": b1.pk, "x0": 20, "y0": 10, "x1": 90, "y1": 90, "label": "mel"},
-        {"id": b2.pk, "x0": 120, "y0": 20, "x1": 180, "y1": 60, "label": "keratinocytic"}])
-    assert crops.crops_make(margin=0.0).as_dict() == {"created": 0, "updated": 0, "unchanged": 0, "too_small": 0,
-                                                            "removed": 3, "photos": 0}  # not accepted any more
+    boxes.annotation_save(
+        photo=accepted["photo"],
+        user=accepted["annotator"],
+        submit=True,
+        boxes=[
+            {"id": b1.pk, "x0": 20, "y0": 10, "x1": 90, "y1": 90, "label": "mel"},
+            {"id": b2.pk, "x0": 120, "y0": 20, "x1": 180, "y1": 60, "label": "keratinocytic"},
+        ],
+    )
+    assert crops.crops_make(margin=0.0).as_dict() == {
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "too_small": 0,
+        "removed": 3,
+        "photos": 0,
+    }  # not accepted any more
     review.review_accept(annotation=PhotoAnnotation.objects.get(pk=ann.pk), by=accepted["reviewer"])
     rep = crops.crops_make(margin=0.0)
     assert rep.created == 2 and Crop.objects.get(box=b1).x0 == 20
@@ -93,7 +111,9 @@ def _admin():
 @pytest.mark.django_db
 def test_excluded_and_unaccepted_photos_give_no_crops(taxonomy, users):
     p = make_photo(CaseFactory(), size=(50, 50))
-    boxes.annotation_save(photo=p, user=users[roles.ANNOTATOR], boxes=[{"x0": 1, "y0": 1, "x1": 40, "y1": 40, "label": "nv"}], submit=True)
+    boxes.annotation_save(
+        photo=p, user=users[roles.ANNOTATOR], boxes=[{"x0": 1, "y0": 1, "x1": 40, "y1": 40, "label": "nv"}], submit=True
+    )
     assert crops.crops_make().created == 0
     PhotoAnnotation.objects.update(status=AnnotationStatus.ACCEPTED, excluded=True, exclusion_reason="blur")
     assert crops.crops_make().created == 0
@@ -106,12 +126,13 @@ def test_export_is_an_inference_ml_data_folder_grouped_by_case(accepted, tmp_pat
     call_command("make_crops", margin=0.1, min_size=10, export=str(tmp_path / "ds"), stdout=io.StringIO())
     records, info = read_dataset(tmp_path / "ds")
     assert info["format"] == "generic"
-    assert [(r.label, r.case_id) for r in records] == [("mel", "LES-1")]   # meta-only crop left out at sub level
+    assert [(r.label, r.case_id) for r in records] == [("mel", "LES-1")]  # meta-only crop left out at sub level
     # the case's age (from the birth year and the photo's date), sex and site, for the metadata model
     from inference.ml.metadata import read_fields
+
     year = accepted["photo"].created_at.year
     assert records[0].meta["age"] == str(year - 1970) and records[0].meta["sex"] == "female"
-    assert records[0].meta["modality"] == accepted["photo"].modality     # the same writer as training runs
+    assert records[0].meta["modality"] == accepted["photo"].modality  # the same writer as training runs
     assert read_fields(records[0].meta) == {"age": str(min((year - 1970) // 10, 8)), "sex": "female", "site": "back"}
     assert Image.open(records[0].path).size == (96, 96)
     res = crops.crops_export_folder(folder=tmp_path / "meta", level="meta", margin=0.1)

@@ -1,4 +1,5 @@
 """import_dataset on small generated folders: HAM10000-style and generic."""
+
 from __future__ import annotations
 
 import io
@@ -141,7 +142,12 @@ def test_second_run_adds_nothing_and_reads_no_image(ham_folder, taxonomy, monkey
     assert (again.cases_created, again.photos_added, again.labels_added) == (0, 0, 0)
     assert again.photos_existing == 5 and again.labels_existing == 5
     assert decoded == []  # present photos are not re-read
-    assert (Case.objects.count(), Photo.objects.count(), DiagnosisLabel.objects.count(), LabelChange.objects.count()) == counts
+    assert (
+        Case.objects.count(),
+        Photo.objects.count(),
+        DiagnosisLabel.objects.count(),
+        LabelChange.objects.count(),
+    ) == counts
     assert media_files() == files
 
 
@@ -184,10 +190,17 @@ def test_bulk_and_row_by_row_paths_give_the_same_result(ham_folder, tmp_path, ta
 
     def snapshot():
         return sorted(
-            (c.external_id, c.patient.code, c.patient.sex, c.age_at_visit, c.body_site, c.status,
-             tuple(sorted(c.photos.values_list("original_name", "sha256", "width", "height", "modality"))),
-             tuple(sorted(c.labels.values_list("sub_class__code", "source", "confirmed"))),
-             tuple(sorted(c.label_changes.values_list("source", "new_sub_class__code", "note"))))
+            (
+                c.external_id,
+                c.patient.code,
+                c.patient.sex,
+                c.age_at_visit,
+                c.body_site,
+                c.status,
+                tuple(sorted(c.photos.values_list("original_name", "sha256", "width", "height", "modality"))),
+                tuple(sorted(c.labels.values_list("sub_class__code", "source", "confirmed"))),
+                tuple(sorted(c.label_changes.values_list("source", "new_sub_class__code", "note"))),
+            )
             for c in Case.objects.select_related("patient")
         )
 
@@ -222,14 +235,17 @@ def test_a_failing_bulk_write_falls_back_to_rows_and_leaves_no_orphan_file(ham_f
 @pytest.fixture
 def generic_folder(tmp_path) -> Path:
     folder = tmp_path / "generic"
-    _write_images(folder, {
-        "a1.png": image_bytes("PNG", color=(1, 100, 200)),
-        "a2.jpg": image_bytes("JPEG", color=(50, 60, 70)),
-        "b1.webp": image_bytes("WEBP", color=(200, 10, 10)),
-        "c1.jpg": image_bytes("JPEG", color=(9, 99, 199)),
-        "d1.jpg": image_bytes("JPEG", color=(19, 199, 99)),
-        "e1.gif": image_bytes("GIF", color=(1, 2, 3)),
-    })
+    _write_images(
+        folder,
+        {
+            "a1.png": image_bytes("PNG", color=(1, 100, 200)),
+            "a2.jpg": image_bytes("JPEG", color=(50, 60, 70)),
+            "b1.webp": image_bytes("WEBP", color=(200, 10, 10)),
+            "c1.jpg": image_bytes("JPEG", color=(9, 99, 199)),
+            "d1.jpg": image_bytes("JPEG", color=(19, 199, 99)),
+            "e1.gif": image_bytes("GIF", color=(1, 2, 3)),
+        },
+    )
     (folder / "labels.csv").write_text(
         "image,label,case_id,source,modality\n"
         "a1.png,bcc,1001,histopathology,clinical\n"  # 2
@@ -244,10 +260,10 @@ def generic_folder(tmp_path) -> Path:
 def generic_bad_folder(generic_folder) -> Path:
     with (generic_folder / "labels.csv").open("a") as fh:
         fh.write(
-        "d1.jpg,nv,1004,clinical,xray\n"  # 6: unknown modality
-        "e1.gif,nv,1005,clinical,clinical\n"  # 7: GIF refused
-        "missing.jpg,nv,1006,consensus,clinical\n"  # 8
-        ",nv,1007,consensus,clinical\n"  # 9: empty image name
+            "d1.jpg,nv,1004,clinical,xray\n"  # 6: unknown modality
+            "e1.gif,nv,1005,clinical,clinical\n"  # 7: GIF refused
+            "missing.jpg,nv,1006,consensus,clinical\n"  # 8
+            ",nv,1007,consensus,clinical\n"  # 9: empty image name
         )
     return generic_folder
 

@@ -1,6 +1,7 @@
 """import_boxes on the embedded SQLite database while another writer holds the lock:
 it starts again once the lock is gone, and otherwise stops with a clear message (never a
 traceback). Runs the real command in a subprocess against a file copy of the test database."""
+
 import os
 import sqlite3
 import subprocess

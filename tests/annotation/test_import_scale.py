@@ -1,5 +1,6 @@
 """Box imports grow linearly with the file, refuse files over the caps with a clear message,
 and a large upload from the web page is imported on the long queue with progress."""
+
 from __future__ import annotations
 
 import json
@@ -61,11 +62,15 @@ def test_coco_file_of_50000_images_imports(admin):
 
 
 def test_unknown_image_id_still_reported(admin):
-    doc = {"images": [{"id": 1, "file_name": "nope.jpg"}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]},
-                           {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1]},
-                           {"id": 3, "image_id": [1], "category_id": [1], "bbox": [0, 0, 1, 1]}],
-           "categories": [{"id": 1, "name": "nv"}, {"id": {"x": 1}, "name": "mel"}]}
+    doc = {
+        "images": [{"id": 1, "file_name": "nope.jpg"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1]},
+            {"id": 3, "image_id": [1], "category_id": [1], "bbox": [0, 0, 1, 1]},
+        ],
+        "categories": [{"id": 1, "name": "nv"}, {"id": {"x": 1}, "name": "mel"}],
+    }
     report = coco_import(data=json.dumps(doc).encode(), source="c.json", user=admin)
     messages = [e["message"] for e in report.errors]
     assert any("categories[1] has no id" in m for m in messages)
@@ -86,7 +91,9 @@ def test_file_over_the_size_cap_is_refused_whole(admin, settings):
 def test_counts_over_the_caps_are_refused_whole(admin, settings):
     photo = photo_named("a.jpg")
     settings.DERM_BOX_IMPORT_MAX_IMAGES = 10
-    with pytest.raises(ImportTooLarge, match=r"many\.json: 11 images is over the import limit of 10 \(DERM_BOX_IMPORT_MAX_IMAGES\)"):
+    with pytest.raises(
+        ImportTooLarge, match=r"many\.json: 11 images is over the import limit of 10 \(DERM_BOX_IMPORT_MAX_IMAGES\)"
+    ):
         coco_import(data=coco_file(11, {"a.jpg": 1}), source="many.json", user=admin)
     settings.DERM_BOX_IMPORT_MAX_IMAGES = 100
     settings.DERM_BOX_IMPORT_MAX_ANNOTATIONS = 5
@@ -106,9 +113,14 @@ def test_large_upload_runs_on_the_long_queue_with_progress(admin, client, settin
     data = coco_file(300, {p.original_name: 1 + 100 * k for k, p in enumerate(photos)})
     client.force_login(admin)
     with django_capture_on_commit_callbacks(execute=True):
-        resp = client.post(reverse("annotation:workspace_io"),
-                           {"action": "import_coco", "status": "annotated",
-                            "coco": SimpleUploadedFile("big.json", data, "application/json")})
+        resp = client.post(
+            reverse("annotation:workspace_io"),
+            {
+                "action": "import_coco",
+                "status": "annotated",
+                "coco": SimpleUploadedFile("big.json", data, "application/json"),
+            },
+        )
     assert resp.status_code == 302
     run = ImportRun.objects.get(kind="coco")
     assert run.status == ImportRun.Status.DONE and run.started_by == admin

@@ -3,6 +3,7 @@ PostgreSQL shared with the test): the page queues it, the worker writes progress
 report to the ImportRun, and the page shows the result.
 
 Skipped locally without Redis or PostgreSQL; fails in CI (DERM_REQUIRE_SERVICES=1)."""
+
 from __future__ import annotations
 
 import json
@@ -75,22 +76,65 @@ def test_large_coco_upload_is_imported_by_the_long_worker(users, taxonomy, clien
     tag = uuid.uuid4().hex[:10]
     prefix = f"derm-test-{tag}:"
     log = tmp_path / "worker-long.log"
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="derm_portal.settings.base", DATABASE_URL=_db_url(),
-               CELERY_BROKER_URL=BROKER, CELERY_KEY_PREFIX=prefix, CELERY_TASK_ALWAYS_EAGER="0",
-               DERM_MEDIA_ROOT=str(dj_settings.MEDIA_ROOT), PYTHONPATH=str(REPO), DJANGO_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="derm_portal.settings.base",
+        DATABASE_URL=_db_url(),
+        CELERY_BROKER_URL=BROKER,
+        CELERY_KEY_PREFIX=prefix,
+        CELERY_TASK_ALWAYS_EAGER="0",
+        DERM_MEDIA_ROOT=str(dj_settings.MEDIA_ROOT),
+        PYTHONPATH=str(REPO),
+        DJANGO_LOG_LEVEL="WARNING",
+    )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "derm_portal", "worker", "-Q", "long", "-n", f"long-{tag}@%h", "-P", "solo",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
-        cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "derm_portal",
+            "worker",
+            "-Q",
+            "long",
+            "-n",
+            f"long-{tag}@%h",
+            "-P",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "info",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     saved = {k: portal_app.conf[k] for k in ("task_always_eager", "broker_url", "broker_transport_options")}
-    portal_app.conf.update(task_always_eager=False, broker_url=BROKER, broker_transport_options={"global_keyprefix": prefix})
+    portal_app.conf.update(
+        task_always_eager=False, broker_url=BROKER, broker_transport_options={"global_keyprefix": prefix}
+    )
     try:
         client.force_login(admin)
-        resp = client.post(reverse("annotation:workspace_io"), {
-            "action": "import_coco", "status": "annotated", "coco": SimpleUploadedFile("big.json", data, "application/json")})
+        resp = client.post(
+            reverse("annotation:workspace_io"),
+            {
+                "action": "import_coco",
+                "status": "annotated",
+                "coco": SimpleUploadedFile("big.json", data, "application/json"),
+            },
+        )
         assert resp.status_code == 302
         run = ImportRun.objects.get(kind="coco")
-        _until(lambda: ImportRun.objects.get(pk=run.pk).status == ImportRun.Status.DONE, 180, "the long worker to import", log)
+        _until(
+            lambda: ImportRun.objects.get(pk=run.pk).status == ImportRun.Status.DONE,
+            180,
+            "the long worker to import",
+            log,
+        )
         run.refresh_from_db()
         assert run.summary["boxes"] == 3 and run.progress == {"stage": "photos", "done": 3, "total": 3}
         assert "annotation.tasks.import_boxes" in log.read_text()

@@ -1,5 +1,6 @@
 """Upload from a phone: links (hashed, expiring, photo-limited, revocable, bound to one
 case), the public mobile page, the desk endpoints and who may use them."""
+
 import hashlib
 import os
 from datetime import timedelta
@@ -11,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation.models import Photo, PhoneUploadToken
+from annotation.models import PhoneUploadToken, Photo
 from annotation.phone import services
 from derm_portal import roles
 from tests.conftest import need
@@ -56,7 +57,12 @@ def test_token_is_random_and_only_its_hash_is_stored(link, case, desk):
     assert link.raw != other.raw and len(link.raw) >= 40
     row = PhoneUploadToken.objects.get(pk=link.token.pk)
     assert row.token_hash == hashlib.sha256(link.raw.encode()).hexdigest()
-    stored = [str(v) for v in PhoneUploadToken.objects.values_list(*[f.attname for f in PhoneUploadToken._meta.fields]).get(pk=row.pk)]
+    stored = [
+        str(v)
+        for v in PhoneUploadToken.objects.values_list(*[f.attname for f in PhoneUploadToken._meta.fields]).get(
+            pk=row.pk
+        )
+    ]
     assert all(link.raw not in v for v in stored)
     # the hash itself is not a working link
     assert Client().get(url(row.token_hash)).status_code == 404
@@ -83,7 +89,9 @@ def test_only_roles_that_add_photos_may_issue_links(case, users):
 # --------------------------------------------------------------------------- mobile page
 def test_mobile_page_shows_case_reference_and_no_clinical_data(db, desk):
     patient = PatientFactory(code="PSN-SECRET-77", birth_year=1961)
-    case = CaseFactory(patient=patient, body_site="left-scapula-zz", clinical_history="itchy since spring qq", age_at_visit=63)
+    case = CaseFactory(
+        patient=patient, body_site="left-scapula-zz", clinical_history="itchy since spring qq", age_at_visit=63
+    )
     issued = services.phone_token_create(case=case, created_by=desk)
     resp = Client().get(url(issued.raw))
     assert resp.status_code == 200
@@ -155,11 +163,23 @@ def test_link_expires_by_the_clock(case, desk):
 def test_photo_limit_cannot_be_exceeded(case, desk):
     issued = services.phone_token_create(case=case, created_by=desk, max_photos=2)
     client = Client()
-    resp = client.post(url(issued.raw), {"photos": [photo_file("1.jpg", (10, 20, 30)), photo_file("2.jpg", (40, 50, 60)), photo_file("3.jpg", (70, 80, 90))]}, **JSON)
+    resp = client.post(
+        url(issued.raw),
+        {
+            "photos": [
+                photo_file("1.jpg", (10, 20, 30)),
+                photo_file("2.jpg", (40, 50, 60)),
+                photo_file("3.jpg", (70, 80, 90)),
+            ]
+        },
+        **JSON,
+    )
     assert resp.status_code == 201
     body = resp.json()
     assert [p["name"] for p in body["stored"]] == ["1.jpg", "2.jpg"]
-    assert body["errors"] == [{"file": "3.jpg", "error": "3.jpg: not stored, this link's limit of 2 photos is reached."}]
+    assert body["errors"] == [
+        {"file": "3.jpg", "error": "3.jpg: not stored, this link's limit of 2 photos is reached."}
+    ]
     assert body["remaining"] == 0 and body["state"] == "used_up"
     assert case.photos.count() == 2
     # reuse after the limit: the page and the upload say so with 410
@@ -287,8 +307,12 @@ def test_public_page_is_rate_limited(link, settings, monkeypatch):
 def test_qr_panel_and_link_creation_per_role(role, users, case):
     from annotation import services
 
-    services.label_record(case=case, sub_class=services.taxonomy_load_default().sub_classes.get(code="nv"),
-                          source="histopathology", by=users[roles.DERMATOLOGIST])  # coordinators: confirmed cases only
+    services.label_record(
+        case=case,
+        sub_class=services.taxonomy_load_default().sub_classes.get(code="nv"),
+        source="histopathology",
+        by=users[roles.DERMATOLOGIST],
+    )  # coordinators: confirmed cases only
     client = Client()
     client.force_login(users[role])
     page = client.get(reverse("annotation:case_detail", args=[case.pk]))
@@ -309,7 +333,12 @@ def test_qr_panel_and_link_creation_per_role(role, users, case):
 def test_anonymous_desk_endpoints_need_login(case):
     client = Client()
     assert client.post(reverse("annotation:phone_token_create", args=[case.pk])).status_code == 302
-    assert client.get(reverse("annotation:case_photos_json", args=[case.pk]), HTTP_X_REQUESTED_WITH="XMLHttpRequest").status_code == 401
+    assert (
+        client.get(
+            reverse("annotation:case_photos_json", args=[case.pk]), HTTP_X_REQUESTED_WITH="XMLHttpRequest"
+        ).status_code
+        == 401
+    )
     assert not PhoneUploadToken.objects.exists()
 
 
@@ -317,7 +346,9 @@ def test_create_returns_qr_svg_of_the_desk_host(case, desk, settings):
     settings.ALLOWED_HOSTS = ["desk.clinic.test"]
     client = Client()
     client.force_login(desk)
-    resp = client.post(reverse("annotation:phone_token_create", args=[case.pk]), HTTP_HOST="desk.clinic.test:8443", **JSON)
+    resp = client.post(
+        reverse("annotation:phone_token_create", args=[case.pk]), HTTP_HOST="desk.clinic.test:8443", **JSON
+    )
     assert resp.status_code == 201
     body = resp.json()
     assert body["url"].startswith("http://desk.clinic.test:8443/m/upload/")

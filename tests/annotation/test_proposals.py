@@ -1,6 +1,7 @@
 """The model's proposed first box: from the active model's stored Grad-CAM map of its top
 class to a box in photo pixels, offered in the editor payload, kept out of agreement unless
 edited."""
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -23,23 +24,40 @@ pytestmark = pytest.mark.django_db
 
 def heat(rows, cols, n=32):
     cam = np.zeros((n, n), np.float32)
-    cam[rows[0]:rows[1], cols[0]:cols[1]] = 1.0
+    cam[rows[0] : rows[1], cols[0] : cols[1]] = 1.0
     return cam
 
 
 def stored_prediction(photo, cam, *, status=ModelStatus.ACTIVE, code="mel", probability=0.83):
     """A finished prediction of an active model with its top sub-class's 32x32 map, as inference stores it."""
-    mv = ModelVersion.objects.create(name=f"m{photo.pk}-{status}", taxonomy=photo_taxonomy(), status=status,
-                                     artefact_path=f"test-models/proposal-{photo.pk}-{status}", activated_at=timezone.now())
-    pred = Prediction.objects.create(photo=photo, model_version=mv, status=PredictionStatus.DONE, finished_at=timezone.now(),
-                                     ranked=[{"sub_class": code, "probability": probability}, {"sub_class": "nv", "probability": 0.1}])
-    GradCamOverlay.objects.create(prediction=pred, target_kind="sub", target=code, rank=0, image="overlays/x.png",
-                                  heatmap=np.asarray(cam).tolist())
+    mv = ModelVersion.objects.create(
+        name=f"m{photo.pk}-{status}",
+        taxonomy=photo_taxonomy(),
+        status=status,
+        artefact_path=f"test-models/proposal-{photo.pk}-{status}",
+        activated_at=timezone.now(),
+    )
+    pred = Prediction.objects.create(
+        photo=photo,
+        model_version=mv,
+        status=PredictionStatus.DONE,
+        finished_at=timezone.now(),
+        ranked=[{"sub_class": code, "probability": probability}, {"sub_class": "nv", "probability": 0.1}],
+    )
+    GradCamOverlay.objects.create(
+        prediction=pred,
+        target_kind="sub",
+        target=code,
+        rank=0,
+        image="overlays/x.png",
+        heatmap=np.asarray(cam).tolist(),
+    )
     return pred
 
 
 def photo_taxonomy():
     from annotation.selectors import taxonomy_default
+
     return taxonomy_default()
 
 
@@ -75,7 +93,9 @@ def test_proposal_in_payload_only_from_an_active_models_finished_prediction(clie
 def test_an_accepted_unchanged_proposal_is_kept_out_of_agreement(taxonomy, make_user):
     photo = make_photo(CaseFactory(), size=(100, 100), color=(10, 60, 50))
     a, b = make_user(roles.ANNOTATOR), make_user(roles.ANNOTATOR)
-    boxes.annotation_save(photo=photo, user=a, submit=True, boxes=[{"x0": 10, "y0": 10, "x1": 50, "y1": 50, "label": "mel"}])
+    boxes.annotation_save(
+        photo=photo, user=a, submit=True, boxes=[{"x0": 10, "y0": 10, "x1": 50, "y1": 50, "label": "mel"}]
+    )
     proposed = {"x0": 10, "y0": 10, "x1": 50, "y1": 50, "label": "mel", "origin": "proposed"}
     ann = boxes.annotation_save(photo=photo, user=b, submit=True, boxes=[proposed])
     assert ann.boxes.get().origin == "proposed"

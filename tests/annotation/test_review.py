@@ -1,5 +1,6 @@
 """Two-group review: groups and assignment, no self / own-group review, accept,
 fix-and-accept, reject with a pinned comment and the way back to the annotator."""
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
@@ -83,8 +84,9 @@ def test_reject_with_pinned_comment_then_fix_and_accept(setup):
 
 
 def test_fix_and_accept_changes_boxes_and_flags_it(setup):
-    ann = review.review_fix_and_accept(annotation=setup["ann"], by=setup["b1"],
-                                       boxes=[{**BOX, "id": setup["ann"].boxes.get().pk, "label": "mel"}])
+    ann = review.review_fix_and_accept(
+        annotation=setup["ann"], by=setup["b1"], boxes=[{**BOX, "id": setup["ann"].boxes.get().pk, "label": "mel"}]
+    )
     assert ann.status == AnnotationStatus.ACCEPTED and ann.fixed_by_reviewer
     assert ann.boxes.get().sub_class.code == "mel" and ann.boxes.get().annotator == setup["a1"]
 
@@ -128,7 +130,7 @@ def test_split_keeps_submitted_work_reviewable_and_says_what_moved(taxonomy, use
     gb = review.group_set_members(name="B", members=[b1, b2], by=admin)
     p1 = make_photo(CaseFactory(), size=(64, 48), color=(10, 20, 30))
     p2 = make_photo(CaseFactory(), size=(64, 48), color=(40, 50, 60))
-    Assignment.objects.create(photo=p2, group=gb, assigned_by=admin)  # e.g. assigned before a1 changed groups
+    AssignmentFactory(photo=p2, group=gb, assigned_by=admin)  # e.g. assigned before a1 changed groups
     ann1 = boxes.annotation_save(photo=p1, user=a1, boxes=[BOX], submit=True)
     ann2 = boxes.annotation_save(photo=p2, user=a1, boxes=[BOX], submit=True)
     for _ in range(3):  # untouched photos that would tip the alternation towards B
@@ -154,7 +156,9 @@ def test_only_admins_manage_groups(taxonomy, users):
         review.group_set_members(name="X", members=[users[roles.READER]], by=users[roles.ADMIN])
 
 
-@pytest.mark.parametrize("role, status", [(roles.ADMIN, 200), (roles.ANNOTATOR, 403), (roles.DERMATOLOGIST, 403), (roles.READER, 403)])
+@pytest.mark.parametrize(
+    "role, status", [(roles.ADMIN, 200), (roles.ANNOTATOR, 403), (roles.DERMATOLOGIST, 403), (roles.READER, 403)]
+)
 def test_groups_page_is_for_admins(client, users, taxonomy, role, status):
     client.force_login(users[role])
     assert client.get(reverse("annotation:workspace_groups")).status_code == status
@@ -165,9 +169,12 @@ def test_groups_page_sets_members_and_splits(client, users, taxonomy, make_user)
     for i in range(4):
         make_photo(CaseFactory(), color=(i * 40, 0, 0))
     client.force_login(users[roles.ADMIN])
-    client.post(reverse("annotation:workspace_groups"), {"action": "members", "name_a": "Left", "name_b": "Right",
-                                                         "group_a": [a.pk], "group_b": [b.pk]})
+    client.post(
+        reverse("annotation:workspace_groups"),
+        {"action": "members", "name_a": "Left", "name_b": "Right", "group_a": [a.pk], "group_b": [b.pk]},
+    )
     from annotation.models import AnnotatorGroup
+
     left, right = AnnotatorGroup.objects.get(name="Left"), AnnotatorGroup.objects.get(name="Right")
     assert list(left.members.all()) == [a] and list(right.members.all()) == [b]
     client.post(reverse("annotation:workspace_groups"), {"action": "split", "group_a": left.pk, "group_b": right.pk})
@@ -180,8 +187,11 @@ def test_review_api_reject_then_annotator_sees_comment(client, setup):
     r = client.post(reverse("review-decide", args=[ann.pk]), {"action": "accept"}, content_type="application/json")
     assert r.status_code == 403
     client.force_login(setup["b1"])
-    r = client.post(reverse("review-decide", args=[ann.pk]), {"action": "reject", "comment": "missed a lesion"},
-                    content_type="application/json")
+    r = client.post(
+        reverse("review-decide", args=[ann.pk]),
+        {"action": "reject", "comment": "missed a lesion"},
+        content_type="application/json",
+    )
     assert r.status_code == 200 and r.json()["annotation"]["status"] == "rejected"
     client.force_login(setup["a1"])
     data = client.get(reverse("workspace-detail", args=[setup["photo"].pk])).json()
@@ -249,9 +259,15 @@ def test_status_history_and_review_stats(setup):
     review.review_reject(annotation=ann, by=b1, comment="redo")
     boxes.annotation_save(photo=setup["photo"], user=a1, boxes=[BOX], submit=True)
     review.review_fix_and_accept(annotation=ann, by=b1, boxes=[{**BOX, "x1": 45}])
-    trail = list(AnnotationEvent.objects.filter(annotation=ann).values_list("action", "from_status", "to_status", "actor"))
-    assert trail == [("submit", "to_annotate", "annotated", a1.pk), ("reject", "annotated", "rejected", b1.pk),
-                     ("resubmit", "rejected", "annotated", a1.pk), ("fix_accept", "annotated", "accepted", b1.pk)]
+    trail = list(
+        AnnotationEvent.objects.filter(annotation=ann).values_list("action", "from_status", "to_status", "actor")
+    )
+    assert trail == [
+        ("submit", "to_annotate", "annotated", a1.pk),
+        ("reject", "annotated", "rejected", b1.pk),
+        ("resubmit", "rejected", "annotated", a1.pk),
+        ("fix_accept", "annotated", "accepted", b1.pk),
+    ]
     stats = {r["annotator"]: r for r in review.review_stats()}[a1.username]
     assert (stats["submitted"], stats["resubmitted"], stats["accepted"], stats["rejected"]) == (2, 1, 1, 1)
     assert stats["rejection_rate"] == 0.5 and stats["fix_rate"] == 0.5
@@ -272,7 +288,10 @@ def test_expert_reference_becomes_gold_without_peer_review(setup, users, client)
     assert ann.is_gold and ann.status == AnnotationStatus.ACCEPTED and ann.reviewer == derm
     assert ann.events.last().action == "gold"
     client.force_login(setup["a2"])  # annotators get no such button
-    assert "Use as gold reference" not in client.get(reverse("annotation:workspace_photo", args=[setup["photo"].pk])).content.decode()
+    assert (
+        "Use as gold reference"
+        not in client.get(reverse("annotation:workspace_photo", args=[setup["photo"].pk])).content.decode()
+    )
 
 
 def test_gold_toggle_message_says_what_just_happened(setup, users, client):

@@ -1,6 +1,7 @@
 """Uploads: the hostile corpus is refused one file at a time with a clear error naming
 the file, through the service, the HTML upload endpoint and the API, and leaves no row
 and no file behind. Good photos are converted (orientation, colour) and stripped."""
+
 from __future__ import annotations
 
 import io
@@ -116,7 +117,9 @@ def test_new_case_form_with_only_hostile_photos_creates_nothing(derm_client, tax
     response = derm_client.post(
         reverse("annotation:case_create"),
         {
-            "patient_code": "PSN-HOSTILE", "sex": "female", "modality": "clinical",
+            "patient_code": "PSN-HOSTILE",
+            "sex": "female",
+            "modality": "clinical",
             "photos": [SimpleUploadedFile(n, load(n)) for n in ("truncated.jpg", "vector.svg", "bomb_100mp.png")],
         },
     )
@@ -142,7 +145,12 @@ def test_batch_stores_good_files_and_reports_bad_ones(case, derm):
     ]
     result = services.photos_attach_batch(case=case, uploads=uploads, uploaded_by=derm)
     assert [p.original_name for p in result.photos] == ["good-1.jpg", "good-2.png"]
-    assert [e["file"] for e in result.errors] == ["truncated.jpg", "animation.gif", "good-1-again.jpg", "oversize_26mb.jpg"]
+    assert [e["file"] for e in result.errors] == [
+        "truncated.jpg",
+        "animation.gif",
+        "good-1-again.jpg",
+        "oversize_26mb.jpg",
+    ]
     assert "already in the case" in result.errors[2]["error"]
     assert case.photos.count() == 2
     assert len(media_files()) == before + 2
@@ -173,8 +181,13 @@ def test_new_case_form_keeps_good_photos_and_reports_bad(derm_client, taxonomy):
     response = derm_client.post(
         reverse("annotation:case_create"),
         {
-            "patient_code": "PSN-MIXED", "sex": "male", "modality": "clinical",
-            "photos": [SimpleUploadedFile("a.jpg", image_bytes("JPEG")), SimpleUploadedFile("scan.tiff", load("scan.tiff"))],
+            "patient_code": "PSN-MIXED",
+            "sex": "male",
+            "modality": "clinical",
+            "photos": [
+                SimpleUploadedFile("a.jpg", image_bytes("JPEG")),
+                SimpleUploadedFile("scan.tiff", load("scan.tiff")),
+            ],
         },
         follow=True,
     )
@@ -304,7 +317,9 @@ def _png16_rgb(width, height, rgb16) -> bytes:
 
     row = b"\0" + struct.pack(">HHH", *rgb16) * width
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.django_db
@@ -385,7 +400,10 @@ def test_duplicate_in_same_case_is_reported_not_stored(case):
 @pytest.mark.django_db
 def test_duplicate_through_api_is_409(case, derm_client):
     data = image_bytes("JPEG", color=(4, 5, 6))
-    assert derm_client.post("/api/photos/", {"case": case.pk, "file": SimpleUploadedFile("a.jpg", data)}).status_code == 201
+    assert (
+        derm_client.post("/api/photos/", {"case": case.pk, "file": SimpleUploadedFile("a.jpg", data)}).status_code
+        == 201
+    )
     response = derm_client.post("/api/photos/", {"case": case.pk, "file": SimpleUploadedFile("b.jpg", data)})
     assert response.status_code == 409
     assert "already in the case" in response.json()["file"][0]
@@ -410,10 +428,15 @@ def test_clean_image_is_deterministic_so_duplicates_are_found():
 # ------------------------------------------------------------------ names and races
 @pytest.mark.django_db
 def test_hostile_file_names_never_reach_the_path_or_the_page(case, derm_client):
-    evil = '../../<img src=x onerror=alert(1)>.jpg'
+    evil = "../../<img src=x onerror=alert(1)>.jpg"
     response = derm_client.post(
         reverse("annotation:photo_upload", args=[case.pk]),
-        {"photos": [SimpleUploadedFile(evil, load("truncated.jpg")), SimpleUploadedFile("../../ok.jpg", image_bytes("JPEG"))]},
+        {
+            "photos": [
+                SimpleUploadedFile(evil, load("truncated.jpg")),
+                SimpleUploadedFile("../../ok.jpg", image_bytes("JPEG")),
+            ]
+        },
         follow=True,
     )
     html = response.content.decode()

@@ -1,5 +1,6 @@
 """labelImg / Pascal VOC and COCO import and export: round trips lose nothing, problems
 are reported per file and line while the rest is imported."""
+
 import csv
 import io
 import json
@@ -25,7 +26,9 @@ def voc(filename, objects, size=(200, 100), extra=""):
   <object>
     <name>{name}</name><pose>Unspecified</pose><truncated>{t}</truncated><difficult>{d}</difficult>
     <bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>
-  </object>""" for name, x0, y0, x1, y1, d, t in objects)
+  </object>"""
+        for name, x0, y0, x1, y1, d, t in objects
+    )
     return f"""<annotation>
   <folder>imgs</folder>
   <filename>{filename}</filename>
@@ -45,9 +48,24 @@ def state(annotator):
     """Everything an import stores, comparable across imports."""
     out = {}
     for a in PhotoAnnotation.objects.filter(annotator=annotator).order_by("photo_id"):
-        out[a.photo_id] = (a.status, a.excluded, a.exclusion_reason, sorted(
-            (b.x0, b.y0, b.x1, b.y1, b.sub_class.code if b.sub_class_id else None, b.meta_class.code, b.difficult, b.truncated)
-            for b in a.boxes.select_related("sub_class", "meta_class")))
+        out[a.photo_id] = (
+            a.status,
+            a.excluded,
+            a.exclusion_reason,
+            sorted(
+                (
+                    b.x0,
+                    b.y0,
+                    b.x1,
+                    b.y1,
+                    b.sub_class.code if b.sub_class_id else None,
+                    b.meta_class.code,
+                    b.difficult,
+                    b.truncated,
+                )
+                for b in a.boxes.select_related("sub_class", "meta_class")
+            ),
+        )
     return out
 
 
@@ -57,12 +75,12 @@ def admin(users, taxonomy):
 
 
 def test_voc_round_trip_loses_nothing(admin, users):
-    p1, p2 = photo_named("a.jpg", color=(10, 20, 30)), photo_named("b.jpg", color=(200, 20, 30))
+    p1, _p2 = photo_named("a.jpg", color=(10, 20, 30)), photo_named("b.jpg", color=(200, 20, 30))
     p3 = photo_named("c.jpg", color=(20, 200, 30))
     files = [
         ("a.xml", voc("a.jpg", [("mel", 10, 5, 60, 50, 0, 0), ("melanocytic", 70, 10, 200, 100, 1, 1)])),
-        ("b.xml", voc("b.jpg", [("BCC", 0, 0, 20, 20, 0, 0)])),                            # case-insensitive code
-        ("c.xml", voc("c.jpg", [], extra="\n  <derm_excluded>blur</derm_excluded>")),     # excluded, no box
+        ("b.xml", voc("b.jpg", [("BCC", 0, 0, 20, 20, 0, 0)])),  # case-insensitive code
+        ("c.xml", voc("c.jpg", [], extra="\n  <derm_excluded>blur</derm_excluded>")),  # excluded, no box
     ]
     rep = voc_import(files=files, user=admin, status=AnnotationStatus.ACCEPTED)
     assert rep.errors == [] and (rep.files, rep.photos, rep.boxes) == (3, 3, 3)
@@ -80,18 +98,24 @@ def test_voc_round_trip_loses_nothing(admin, users):
 
 
 def test_coco_round_trip_loses_nothing(admin):
-    p1, p2 = photo_named("x.png", color=(10, 20, 30)), photo_named("y.png", color=(30, 20, 10))
-    voc_import(files=[
-        ("x.xml", voc("x.png", [("nv", 1, 2, 30, 40, 1, 0), ("keratinocytic", 100, 50, 200, 100, 0, 1)])),
-        ("y.xml", voc("y.png", [], extra="<derm_excluded>exudate</derm_excluded>")),
-    ], user=admin, status=AnnotationStatus.ACCEPTED)
+    _p1, _p2 = photo_named("x.png", color=(10, 20, 30)), photo_named("y.png", color=(30, 20, 10))
+    voc_import(
+        files=[
+            ("x.xml", voc("x.png", [("nv", 1, 2, 30, 40, 1, 0), ("keratinocytic", 100, 50, 200, 100, 0, 1)])),
+            ("y.xml", voc("y.png", [], extra="<derm_excluded>exudate</derm_excluded>")),
+        ],
+        user=admin,
+        status=AnnotationStatus.ACCEPTED,
+    )
     first = state(admin)
     coco = export_coco(annotations_for_export(user=admin))
     ann = next(a for a in coco["annotations"] if a["bbox"] == [1, 2, 29, 38])
     assert ann["area"] == 29 * 38 and ann["attributes"] == {"difficult": True, "truncated": False}
     assert {c["name"]: c["supercategory"] for c in coco["categories"]}["nv"] == "melanocytic"
     PhotoAnnotation.objects.all().delete()
-    rep = coco_import(data=json.dumps(coco, indent=2).encode(), source="c.json", user=admin, status=AnnotationStatus.ACCEPTED)
+    rep = coco_import(
+        data=json.dumps(coco, indent=2).encode(), source="c.json", user=admin, status=AnnotationStatus.ACCEPTED
+    )
     assert rep.errors == [] and state(admin) == first
     # cross-format: COCO -> VOC -> import gives the same again
     exported = export_voc(annotations_for_export(user=admin))
@@ -106,8 +130,18 @@ def test_voc_errors_are_reported_per_file_and_line_and_the_rest_imported(admin):
     files = [
         ("ok.xml", voc("ok.jpg", [("nv", 1, 1, 10, 10, 0, 0)])),
         ("broken.xml", b"<annotation>\n  <filename>ok.jpg</filename>\n  <object>\n</annotation>"),
-        ("mixed.xml", voc("mixed.jpg", [("nv", 1, 1, 10, 10, 0, 0), ("psoriasis", 1, 1, 10, 10, 0, 0),
-                                        ("mel", 210, 50, 250, 90, 0, 0), ("bcc", 5, 5, 5, 9, 0, 0)])),
+        (
+            "mixed.xml",
+            voc(
+                "mixed.jpg",
+                [
+                    ("nv", 1, 1, 10, 10, 0, 0),
+                    ("psoriasis", 1, 1, 10, 10, 0, 0),
+                    ("mel", 210, 50, 250, 90, 0, 0),
+                    ("bcc", 5, 5, 5, 9, 0, 0),
+                ],
+            ),
+        ),
         ("missing.xml", voc("nowhere.jpg", [("nv", 1, 1, 10, 10, 0, 0)])),
         ("notvoc.xml", b"<coco/>"),
         ("evil.xml", b'<?xml version="1.0"?>\n<!DOCTYPE a [<!ENTITY x "y">]>\n<annotation/>'),
@@ -133,14 +167,20 @@ def test_coco_errors_with_line_numbers(admin):
     photo_named("x.png", color=(5, 6, 7))
     rep = coco_import(data=b'{"images": [\n  {"id": 1,', source="bad.json", user=admin)
     assert rep.errors[0]["line"] == 2 and "malformed JSON" in rep.errors[0]["message"]
-    doc = {"images": [{"id": 1, "file_name": "x.png", "width": 200, "height": 100},
-                      {"id": 2, "file_name": "unknown.png", "width": 5, "height": 5}],
-           "categories": [{"id": 1, "name": "nv"}, {"id": 2, "name": "wart"}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
-                           {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},
-                           {"id": 3, "image_id": 1, "category_id": 1, "bbox": [200, 0, 20, 10]},  # wholly outside
-                           {"id": 4, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]},
-                           {"id": 5, "image_id": 1, "category_id": 1, "bbox": "nope"}]}
+    doc = {
+        "images": [
+            {"id": 1, "file_name": "x.png", "width": 200, "height": 100},
+            {"id": 2, "file_name": "unknown.png", "width": 5, "height": 5},
+        ],
+        "categories": [{"id": 1, "name": "nv"}, {"id": 2, "name": "wart"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [200, 0, 20, 10]},  # wholly outside
+            {"id": 4, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]},
+            {"id": 5, "image_id": 1, "category_id": 1, "bbox": "nope"},
+        ],
+    }
     text = json.dumps(doc, indent=1)
     rep = coco_import(data=text.encode(), source="c.json", user=admin)
     lines = text.splitlines()
@@ -157,7 +197,9 @@ def test_create_cases_from_a_labelimg_folder(tmp_path, admin):
     folder.mkdir()
     for i in range(3):
         (folder / f"img{i}.jpg").write_bytes(image_bytes(size=(120, 80), color=(40 * i, 90, 60)))
-        (folder / f"img{i}.xml").write_text(voc(f"img{i}.jpg", [("nv", 1, 1, 50 + i, 50, 0, 0)], size=(120, 80)).decode())
+        (folder / f"img{i}.xml").write_text(
+            voc(f"img{i}.jpg", [("nv", 1, 1, 50 + i, 50, 0, 0)], size=(120, 80)).decode()
+        )
     rep = voc_import_folder(folder=folder, user=admin, create_cases=True, patient_prefix="LBL-")
     assert rep.errors == [] and (rep.created_cases, rep.photos, rep.boxes) == (3, 3, 3)
     assert sorted(Case.objects.values_list("patient__code", flat=True)) == ["LBL-img0", "LBL-img1", "LBL-img2"]
@@ -172,8 +214,12 @@ def test_duplicate_names_get_a_photo_id_suffix_that_imports_back(admin):
     assert "2 photos are named 'IMG_0001.jpg'" in rep.errors[0]["message"]
     from annotation import boxes
 
-    boxes.annotation_save(photo=p1, user=admin, boxes=[{"x0": 1, "y0": 1, "x1": 9, "y1": 9, "label": "nv"}], submit=True)
-    boxes.annotation_save(photo=p2, user=admin, boxes=[{"x0": 2, "y0": 2, "x1": 9, "y1": 9, "label": "mel"}], submit=True)
+    boxes.annotation_save(
+        photo=p1, user=admin, boxes=[{"x0": 1, "y0": 1, "x1": 9, "y1": 9, "label": "nv"}], submit=True
+    )
+    boxes.annotation_save(
+        photo=p2, user=admin, boxes=[{"x0": 2, "y0": 2, "x1": 9, "y1": 9, "label": "mel"}], submit=True
+    )
     exported = export_voc(annotations_for_export(user=admin, statuses=["annotated"]))
     assert set(exported) == {f"IMG_0001-p{p1.pk}.xml", f"IMG_0001-p{p2.pk}.xml"}
     first = state(admin)
@@ -200,11 +246,16 @@ def test_accepted_work_is_not_overwritten_by_an_import(admin):
 
 def test_csv_export_has_one_row_per_box(admin):
     p = photo_named("a.jpg")
-    voc_import(files=[("a.xml", voc("a.jpg", [("nv", 1, 1, 5, 5, 0, 0), ("melanocytic", 6, 6, 9, 9, 0, 1)]))],
-                        user=admin, status="accepted")
+    voc_import(
+        files=[("a.xml", voc("a.jpg", [("nv", 1, 1, 5, 5, 0, 0), ("melanocytic", 6, 6, 9, 9, 0, 1)]))],
+        user=admin,
+        status="accepted",
+    )
     rows = list(csv.DictReader(io.StringIO(export_csv(annotations_for_export(user=admin)))))
     assert [(r["label"], r["sub_class"], r["meta_class"], r["x1"], r["truncated"]) for r in rows] == [
-        ("nv", "nv", "melanocytic", "5", "0"), ("melanocytic", "", "melanocytic", "9", "1")]
+        ("nv", "nv", "melanocytic", "5", "0"),
+        ("melanocytic", "", "melanocytic", "9", "1"),
+    ]
     assert rows[0]["photo_id"] == str(p.pk) and rows[0]["case_ref"] == p.case.reference
 
 
@@ -212,18 +263,26 @@ def test_commands_round_trip(tmp_path, admin, users):
     photo_named("a.jpg")
     src = tmp_path / "in"
     src.mkdir()
-    (src / "a.xml").write_bytes(voc("a.jpg", [("mel", 3, 4, 50, 60, 0, 0), ("nv", 0, 0, 999, 5, 0, 0), ("nv", 300, 0, 999, 5, 0, 0)]))
+    (src / "a.xml").write_bytes(
+        voc("a.jpg", [("mel", 3, 4, 50, 60, 0, 0), ("nv", 0, 0, 999, 5, 0, 0), ("nv", 300, 0, 999, 5, 0, 0)])
+    )
     err, out = io.StringIO(), io.StringIO()
     call_command("import_boxes", str(src), annotator=admin.username, status="accepted", stdout=out, stderr=err)
     assert "a.xml:" in err.getvalue() and "wholly outside the photo" in err.getvalue()
     assert "2 box(es) on 1 photo(s), 1 box(es) clipped to the photo's edges" in out.getvalue()
     first = state(admin)
-    call_command("export_boxes", format="coco", out=str(tmp_path / "out.json"), as_user=admin.username, stdout=io.StringIO())
+    call_command(
+        "export_boxes", format="coco", out=str(tmp_path / "out.json"), as_user=admin.username, stdout=io.StringIO()
+    )
     call_command("export_boxes", format="voc", out=str(tmp_path / "voc"), as_user=admin.username, stdout=io.StringIO())
-    call_command("export_boxes", format="csv", out=str(tmp_path / "out.csv"), as_user=admin.username, stdout=io.StringIO())
+    call_command(
+        "export_boxes", format="csv", out=str(tmp_path / "out.csv"), as_user=admin.username, stdout=io.StringIO()
+    )
     assert (tmp_path / "voc" / "a.xml").exists() and "mel" in (tmp_path / "out.csv").read_text()
     PhotoAnnotation.objects.all().delete()
-    call_command("import_boxes", str(tmp_path / "out.json"), annotator=admin.username, status="accepted", stdout=io.StringIO())
+    call_command(
+        "import_boxes", str(tmp_path / "out.json"), annotator=admin.username, status="accepted", stdout=io.StringIO()
+    )
     assert state(admin) == first
 
 
@@ -232,13 +291,20 @@ def test_io_page_buttons(client, admin, users):
     client.force_login(users[roles.ANNOTATOR])
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    r = client.post(reverse("annotation:workspace_io"), {
-        "action": "import_voc", "status": "annotated",
-        "xml": [SimpleUploadedFile("a.xml", voc("a.jpg", [("nv", 1, 1, 5, 5, 0, 0), ("zzz", 1, 1, 5, 5, 0, 0)]))]})
+    r = client.post(
+        reverse("annotation:workspace_io"),
+        {
+            "action": "import_voc",
+            "status": "annotated",
+            "xml": [SimpleUploadedFile("a.xml", voc("a.jpg", [("nv", 1, 1, 5, 5, 0, 0), ("zzz", 1, 1, 5, 5, 0, 0)]))],
+        },
+    )
     html = r.content.decode()
     assert r.status_code == 200 and "1 box(es) on 1 photo(s)" in html and "&#x27;zzz&#x27; is not a sub-class" in html
     assert PhotoAnnotation.objects.get().annotator == users[roles.ANNOTATOR]
-    r = client.post(reverse("annotation:workspace_io"), {"action": "export", "format": "voc", "export_status": ["annotated"]})
+    r = client.post(
+        reverse("annotation:workspace_io"), {"action": "export", "format": "voc", "export_status": ["annotated"]}
+    )
     assert r["Content-Type"] == "application/zip"
     assert zipfile.ZipFile(io.BytesIO(r.content)).namelist() == ["Annotations/a.xml"]
 
@@ -246,10 +312,13 @@ def test_io_page_buttons(client, admin, users):
 def test_boxes_are_scaled_when_the_xml_describes_a_resized_copy(admin):
     photo_named("big.jpg", size=(200, 100))
     photo_named("odd.jpg", size=(200, 100), color=(9, 9, 9))
-    rep = voc_import(files=[
-        ("big.xml", voc("big.jpg", [("nv", 20, 10, 220, 110, 0, 0)], size=(400, 200))),   # labelled on a 2x copy
-        ("odd.xml", voc("odd.jpg", [("nv", 1, 1, 9, 9, 0, 0)], size=(300, 300))),          # other aspect ratio
-    ], user=admin)
+    rep = voc_import(
+        files=[
+            ("big.xml", voc("big.jpg", [("nv", 20, 10, 220, 110, 0, 0)], size=(400, 200))),  # labelled on a 2x copy
+            ("odd.xml", voc("odd.jpg", [("nv", 1, 1, 9, 9, 0, 0)], size=(300, 300))),  # other aspect ratio
+        ],
+        user=admin,
+    )
     assert "boxes scaled from 400×200" in rep.errors[0]["message"]
     assert "does not match the photo" in rep.errors[1]["message"] and rep.errors[1]["file"] == "odd.xml"
     assert list(Box.objects.values_list("x0", "y0", "x1", "y1")) == [(10, 5, 110, 55)]

@@ -1,4 +1,5 @@
 """Helpers for the browser tests."""
+
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait

@@ -1,6 +1,7 @@
 """Browser test of the annotation workspace in headless Chromium: an annotator draws a
 box with the mouse, labels it, saves, reloads and finds it; a reviewer of the other
 group rejects it with a comment pinned to the box; the annotator sees the comment."""
+
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -48,8 +49,9 @@ def test_draw_save_reload_then_reject_with_comment(browser, live_server, login, 
     _login(login, browser, ann_user)
     _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
     canvas = browser.find_element(By.ID, "ws-canvas")
-    ActionChains(browser).move_to_element_with_offset(canvas, -120, -90).click_and_hold() \
-        .move_by_offset(60, 40).move_by_offset(120, 100).release().perform()
+    ActionChains(browser).move_to_element_with_offset(canvas, -120, -90).click_and_hold().move_by_offset(
+        60, 40
+    ).move_by_offset(120, 100).release().perform()
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ws-boxes li")) == 1)
     ActionChains(browser).send_keys("2").perform()  # 2nd sub-class of the HAM10000 taxonomy: mel
     assert "Melanoma" in browser.find_element(By.CSS_SELECTOR, "#ws-boxes li").text
@@ -110,8 +112,9 @@ def test_keyboard_undo_zoom_and_next_photo_without_reload(browser, live_server, 
     browser.execute_script("window.__samePage = true")
     canvas = browser.find_element(By.ID, "ws-canvas")
     n_boxes = lambda: browser.execute_script("return window.dermWorkspace.boxes.length")  # noqa: E731
-    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(50, 50) \
-        .move_by_offset(50, 40).release().perform()
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(
+        50, 50
+    ).move_by_offset(50, 40).release().perform()
     assert n_boxes() == 1
     ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
     assert n_boxes() == 0
@@ -147,7 +150,8 @@ def _overlaps(a, b):
 
 
 def test_read_only_buttons_look_disabled_queue_count_follows_submissions_and_pin_spares_label(
-        browser, live_server, login, taxonomy):
+    browser, live_server, login, taxonomy
+):
     from annotation import boxes as box_services
     from annotation.review import review_reject
 
@@ -160,8 +164,12 @@ def test_read_only_buttons_look_disabled_queue_count_follows_submissions_and_pin
     photos = [make_photo(case, size=(640, 480), color=(200, 150 - 20 * i, 130)) for i in range(3)]
     groups_split(group_a=ga, group_b=gb, photos=case.photos.all(), by=admin)
     # a narrow box (its label is wider than the box) rejected with a comment pinned to it
-    narrow = box_services.annotation_save(photo=photos[2], user=ann_user, submit=True,
-                                          boxes=[{"x0": 300, "y0": 200, "x1": 312, "y1": 260, "label": "mel"}])
+    narrow = box_services.annotation_save(
+        photo=photos[2],
+        user=ann_user,
+        submit=True,
+        boxes=[{"x0": 300, "y0": 200, "x1": 312, "y1": 260, "label": "mel"}],
+    )
     review_reject(annotation=narrow, by=reviewer, comment="Too tight", box_id=narrow.boxes.get().pk)
 
     _login(login, browser, ann_user)
@@ -171,8 +179,9 @@ def test_read_only_buttons_look_disabled_queue_count_follows_submissions_and_pin
     total = lambda d: d.find_element(By.ID, "ws-queue-total").text  # noqa: E731
     _wait(browser, lambda d: total(d) == "3")
     canvas = browser.find_element(By.ID, "ws-canvas")
-    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(50, 50) \
-        .move_by_offset(50, 40).release().perform()
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(
+        50, 50
+    ).move_by_offset(50, 40).release().perform()
     browser.find_element(By.ID, "ws-submit").click()
     _wait(browser, lambda d: total(d) == "2")
 
@@ -190,6 +199,7 @@ def test_read_only_buttons_look_disabled_queue_count_follows_submissions_and_pin
     # the review comment's pin does not cover the box's label
     _open_editor(browser, f"{live_server.url}/annotate/photo/{photos[2].pk}/", photos[2].pk)
     import json
+
     layout = json.loads(browser.find_element(By.ID, "ws-canvas").get_attribute("data-layout"))
     assert len(layout["labels"]) == 1 and len(layout["pins"]) == 1
     assert not _overlaps(layout["labels"][0], layout["pins"][0])
@@ -204,14 +214,18 @@ def test_draft_is_autosaved_with_a_visible_saved_state(browser, live_server, log
     photo = make_photo(case, size=(640, 480), color=(190, 140, 120))
     prefilled = make_photo(case, size=(640, 480), color=(90, 40, 20))
     from annotation import boxes as box_services
-    box_services.annotation_save(photo=prefilled, user=other, boxes=[{"x0": 5, "y0": 5, "x1": 60, "y1": 60, "label": "nv"}])
+
+    box_services.annotation_save(
+        photo=prefilled, user=other, boxes=[{"x0": 5, "y0": 5, "x1": 60, "y1": 60, "label": "nv"}]
+    )
     _login(login, browser, user)
     _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
     state = lambda d: d.find_element(By.ID, "ws-saved-state")  # noqa: E731
     _wait(browser, lambda d: state(d).get_attribute("data-state") == "saved")
     canvas = browser.find_element(By.ID, "ws-canvas")
-    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(50, 50) \
-        .move_by_offset(50, 40).release().perform()
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -60).click_and_hold().move_by_offset(
+        50, 50
+    ).move_by_offset(50, 40).release().perform()
     assert state(browser).get_attribute("data-state") == "unsaved" and state(browser).text == "Unsaved changes"
     # no click on Save: the draft reaches the server by itself and the state says so
     _wait(browser, lambda d: state(d).text.startswith("Autosaved"))

@@ -2,6 +2,7 @@
 zone (the gallery updates without a reload), records a histopathology-confirmed label
 and sees it with its source and history. Screenshots of the main pages are written to
 $DERM_SCREENSHOT_DIR (or the test's tmp dir) for a person to look at."""
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,9 @@ def test_dermatologist_case_flow(live_server, browser, login, users, taxonomy, t
     browser.find_element(By.NAME, "birth_year").send_keys("1961")
     browser.find_element(By.NAME, "body_site").send_keys("left shoulder")
     browser.find_element(By.NAME, "clinical_history").send_keys("Changing pigmented lesion for 6 months.")
-    browser.find_element(By.CSS_SELECTOR, "#create-dropzone input[type=file]").send_keys("\n".join(str(p) for p in photos[:2]))
+    browser.find_element(By.CSS_SELECTOR, "#create-dropzone input[type=file]").send_keys(
+        "\n".join(str(p) for p in photos[:2])
+    )
     listed = browser.find_elements(By.CSS_SELECTOR, "#create-dropzone .file-list li")
     assert [li.text.split(" (")[0] for li in listed] == ["lesion-0.jpg", "lesion-1.jpg"]
     browser.find_element(By.CSS_SELECTOR, "#case-create-form button[type=submit]").click()
@@ -106,8 +109,13 @@ def test_dermatologist_case_flow(live_server, browser, login, users, taxonomy, t
     big = tmp_path / "huge.jpg"
     big.write_bytes(oversize_jpeg())
     browser.find_element(By.CSS_SELECTOR, "#dropzone input[type=file]").send_keys(str(big))
-    errors = _wait(browser).until(lambda b: [li.text for li in b.find_elements(By.CSS_SELECTOR, "#dropzone .upload-results li.err")
-                                             if "huge.jpg" in li.text])
+    errors = _wait(browser).until(
+        lambda b: [
+            li.text
+            for li in b.find_elements(By.CSS_SELECTOR, "#dropzone .upload-results li.err")
+            if "huge.jpg" in li.text
+        ]
+    )
     assert errors == ["✗ huge.jpg: the file is 26 MB; the limit is 25 MB."]
     assert case.photos.count() == 3
     shots(browser, "2a-upload-results")

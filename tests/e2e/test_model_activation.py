@@ -3,6 +3,7 @@ shows the candidate's held-out numbers beside the active model's and the checks 
 the browser will not submit without the confirmation box and the written reason; after activation the
 reason is in the model's activation log. A screenshot of the confirmation page is saved next to the
 test's files (DERM_E2E_SCREENSHOTS=<folder> keeps a copy)."""
+
 import os
 import shutil
 from pathlib import Path
@@ -24,8 +25,9 @@ def _wait(browser, cond, timeout=30):
     return WebDriverWait(browser, timeout).until(lambda d: cond(d))
 
 
-def test_activation_asks_for_confirmation_and_a_logged_reason(browser, live_server, login, active_model, users,
-                                                              model_copy, tmp_path):
+def test_activation_asks_for_confirmation_and_a_logged_reason(
+    browser, live_server, login, active_model, users, model_copy, tmp_path
+):
     other = model_copy.parent / "candidate"
     shutil.copytree(model_copy, other)
     mv = services.model_register(model_dir=other, name="candidate model")
@@ -35,7 +37,7 @@ def test_activation_asks_for_confirmation_and_a_logged_reason(browser, live_serv
     submit_and_wait(browser, browser.find_element(By.ID, "activate-link"))
 
     compare = browser.find_element(By.ID, "activation-compare")
-    assert "tiny test model" in compare.text                     # the active model's column
+    assert "tiny test model" in compare.text  # the active model's column
     assert "Urgent tier (high-grade malignancy): sensitivity" in compare.text
     concerns = browser.find_element(By.ID, "activation-concerns").text
     assert "fewer than 20 photos of" in concerns and "No triage calibration" in concerns

@@ -1,6 +1,7 @@
 """Browser test of the QR phone upload: the desk opens a link on the case page, a
 phone-sized browser (no login) uploads through the file input, the desk gallery shows
 the photo without a reload."""
+
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -38,13 +39,24 @@ def phone(chromium_paths, tmp_path):
     chrome, driver = chromium_paths
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-sync", f"--user-data-dir={tmp_path / 'phone-profile'}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'phone-profile'}",
+    ):
         opts.add_argument(arg)
-    opts.add_experimental_option("mobileEmulation", {
-        "deviceMetrics": {**PHONE, "pixelRatio": 2.0},
-        "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36",
-    })
+    opts.add_experimental_option(
+        "mobileEmulation",
+        {
+            "deviceMetrics": {**PHONE, "pixelRatio": 2.0},
+            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36",
+        },
+    )
     drv = webdriver.Chrome(service=Service(driver), options=opts)
     drv.implicitly_wait(3)
     yield drv

@@ -1,5 +1,6 @@
 """Browser: a coordinator sets up a reader study with two readers through the pages, both readers
 log in and read every case, and the results page draws the plotly ROC chart with traces."""
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,10 @@ def _read_everything(browser, live_server, login, user, tmp_path):
         if "/case/" not in browser.current_url:
             break
         WebDriverWait(browser, 10).until(
-            lambda b: b.execute_script("const i=document.querySelector('.study-photo.active'); return i && i.complete && i.naturalWidth > 0"))
+            lambda b: b.execute_script(
+                "const i=document.querySelector('.study-photo.active'); return i && i.complete && i.naturalWidth > 0"
+            )
+        )
         if k == 0:
             _shot(browser, tmp_path, f"reading-{user.username}")
         radios = browser.find_elements(By.CSS_SELECTOR, "input[name=answer]")
@@ -50,17 +54,25 @@ def _read_everything(browser, live_server, login, user, tmp_path):
     assert browser.current_url.endswith("/reading/")
 
 
-def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser, login, users, taxonomy, make_user, tmp_path):
+def test_coordinator_sets_up_two_readers_read_results_chart(
+    live_server, browser, login, users, taxonomy, make_user, tmp_path
+):
     derm, coord = users[roles.DERMATOLOGIST], users[roles.COORDINATOR]
     reader_a = users[roles.READER]
     reader_b = make_user(roles.READER, username="reader-b", first_name="Bea", last_name="Second")
     truths = ["mel", "nv", "mel", "bkl"]
-    cases = [make_confirmed_case(sub_code=t, taxonomy=taxonomy, by=derm, i=i, external_id=f"E2E-{i}") for i, t in enumerate(truths)]
+    cases = [
+        make_confirmed_case(sub_code=t, taxonomy=taxonomy, by=derm, i=i, external_id=f"E2E-{i}")
+        for i, t in enumerate(truths)
+    ]
     mv = make_model_version(taxonomy, name="e2e model")
     for case, p in zip(cases, [0.9, 0.2, 0.6, 0.3]):
         for photo in case.photos.all():
-            PredictionFactory(photo=photo, model_version=mv,
-                              ranked=[{"sub_class": "mel", "probability": p}, {"sub_class": "nv", "probability": 1 - p}])
+            PredictionFactory(
+                photo=photo,
+                model_version=mv,
+                ranked=[{"sub_class": "mel", "probability": p}, {"sub_class": "nv", "probability": 1 - p}],
+            )
 
     _login_as(browser, login, coord)
     browser.get(live_server.url + "/studies/new/")
@@ -91,30 +103,46 @@ def test_coordinator_sets_up_two_readers_read_results_chart(live_server, browser
     _login_as(browser, login, coord)
     browser.get(live_server.url + f"/studies/{study.pk}/results/")
     try:
-        WebDriverWait(browser, 60).until(lambda b: b.execute_script(
-            "const d=document.getElementById('roc-figure-0-div'); return d && d.data && d.data.length > 0"))
+        WebDriverWait(browser, 60).until(
+            lambda b: b.execute_script(
+                "const d=document.getElementById('roc-figure-0-div'); return d && d.data && d.data.length > 0"
+            )
+        )
     except Exception:
         _shot(browser, tmp_path, "results-timeout")
-        state = browser.execute_script("return [typeof window.Plotly, document.readyState, location.href, document.title]")
+        state = browser.execute_script(
+            "return [typeof window.Plotly, document.readyState, location.href, document.title]"
+        )
         raise AssertionError(f"no plotly traces: {state}")
     traces = browser.execute_script("return document.getElementById('roc-figure-0-div').data.map(t => t.name)")
     assert any(t.startswith("Model: AUC 1.000") for t in traces), traces
-    assert any(t.startswith("Readers: resident") for t in traces) and any(t.startswith("Readers: expert") for t in traces)
+    assert any(t.startswith("Readers: resident") for t in traces) and any(
+        t.startswith("Readers: expert") for t in traces
+    )
     assert any(t.startswith("Mean reader") for t in traces)
     assert browser.find_elements(By.CSS_SELECTOR, "#roc-figure-0-div .main-svg")
     assert "Readers vs model (MRMC)" in browser.page_source
     _shot(browser, tmp_path, "results")
 
 
-def test_multiclass_study_read_in_the_browser_renders_results(live_server, browser, login, users, taxonomy, make_user, tmp_path):
+def test_multiclass_study_read_in_the_browser_renders_results(
+    live_server, browser, login, users, taxonomy, make_user, tmp_path
+):
     """Sub-classes, no confidence scale, no model, read to the end through the pages: the results
     page renders (it used to fail on the empty MRMC cells) with one chart per class."""
     from tests.reports.test_study_flow import build_study
 
     reader_b = make_user(roles.READER, username="reader-mc", first_name="Multi", last_name="Class")
-    study, cases = build_study(users=users, taxonomy=taxonomy, truths=("mel", "mel", "nv", "nv", "bkl", "bkl"),
-                               question_type="multiclass", positive=(), confidence="none", model=False,
-                               readers=[(users[roles.READER], "resident"), (reader_b, "expert")])
+    study, cases = build_study(
+        users=users,
+        taxonomy=taxonomy,
+        truths=("mel", "mel", "nv", "nv", "bkl", "bkl"),
+        question_type="multiclass",
+        positive=(),
+        confidence="none",
+        model=False,
+        readers=[(users[roles.READER], "resident"), (reader_b, "expert")],
+    )
     for user in (users[roles.READER], reader_b):
         _login_as(browser, login, user)
         browser.get(live_server.url + "/reading/")
@@ -131,8 +159,11 @@ def test_multiclass_study_read_in_the_browser_renders_results(live_server, brows
 
     _login_as(browser, login, users[roles.COORDINATOR])
     browser.get(live_server.url + f"/studies/{study.pk}/results/")
-    WebDriverWait(browser, 60).until(lambda b: b.execute_script(
-        "const d=document.getElementById('roc-figure-0-div'); return d && d.data && d.data.length > 0"))
+    WebDriverWait(browser, 60).until(
+        lambda b: b.execute_script(
+            "const d=document.getElementById('roc-figure-0-div'); return d && d.data && d.data.length > 0"
+        )
+    )
     assert browser.find_element(By.ID, "class-table")
     assert len(browser.find_elements(By.CSS_SELECTOR, ".roc-chart")) >= 3
     assert "Server Error" not in browser.page_source

@@ -1,6 +1,7 @@
 """Browser test (headless Chromium): a dermatologist starts a training run from the training page,
 choosing how the training photos simulate other cameras; the run is queued with that augmentation
 and its page opens. The queue itself is not started (the worker tests run real training)."""
+
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait

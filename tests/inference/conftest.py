@@ -1,5 +1,6 @@
 """A tiny trained model (tiny backbone, 32 px generated images, HAM10000 taxonomy) shared by the
 session, and helpers to register/activate it in a test database."""
+
 import csv
 import shutil
 
@@ -9,10 +10,18 @@ import torch
 
 from annotation.defaults import HAM10000_TAXONOMY
 
-TINY = dict(backbone="tiny", pretrained=False, image_size=32, epochs=2, coarse_epochs=1, batch_size=8,
-            cache_dir="", threads=1)
-HAM_COLOURS = {"nv": (120, 70, 40), "mel": (30, 20, 20), "akiec": (200, 90, 90), "bcc": (230, 180, 190),
-               "bkl": (150, 120, 60), "df": (170, 110, 90), "vasc": (190, 20, 60)}
+TINY = dict(
+    backbone="tiny", pretrained=False, image_size=32, epochs=2, coarse_epochs=1, batch_size=8, cache_dir="", threads=1
+)
+HAM_COLOURS = {
+    "nv": (120, 70, 40),
+    "mel": (30, 20, 20),
+    "akiec": (200, 90, 90),
+    "bcc": (230, 180, 190),
+    "bkl": (150, 120, 60),
+    "df": (170, 110, 90),
+    "vasc": (190, 20, 60),
+}
 
 
 def make_ham_like(root, n_per_class=6, size=40, seed=0):

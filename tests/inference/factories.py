@@ -58,8 +58,9 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     ranked = factory.LazyFunction(lambda: [dict(r) for r in RANKED])
     finished_at = factory.LazyAttribute(lambda o: timezone.now() if o.status == PredictionStatus.DONE else None)
     tier = factory.LazyAttribute(lambda o: "urgent" if o.status == PredictionStatus.DONE else "")
-    triage_reason = factory.LazyAttribute(lambda o: "the most likely diagnosis, Melanoma, is a high-grade malignancy"
-                                          if o.tier else "")
+    triage_reason = factory.LazyAttribute(
+        lambda o: "the most likely diagnosis, Melanoma, is a high-grade malignancy" if o.tier else ""
+    )
 
 
 class TrainingRunFactory(factory.django.DjangoModelFactory):

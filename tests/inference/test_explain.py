@@ -1,5 +1,6 @@
 """Grad-CAM helpers (pure, no Django): heat-map mass in boxes on hand-made maps, shared colour
 scale, overlay geometry, and Grad-CAM on a tiny trained model."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,12 +20,14 @@ from inference.ml.explain import (
 def test_mass_in_boxes_hand_made_square_photo():
     # 4x4 map over a 400x400 photo: every cell is 100x100 px.
     hm = np.zeros((4, 4))
-    hm[0, 0] = 3.0      # cell centre (50, 50)
-    hm[3, 3] = 1.0      # cell centre (350, 350)
+    hm[0, 0] = 3.0  # cell centre (50, 50)
+    hm[3, 3] = 1.0  # cell centre (350, 350)
     assert heatmap_mass_in_boxes(hm, [(0, 0, 100, 100)], (400, 400)) == pytest.approx(0.75)
     assert heatmap_mass_in_boxes(hm, [(300, 300, 400, 400)], (400, 400)) == pytest.approx(0.25)
     # union of two boxes, overlapping boxes are not counted twice
-    assert heatmap_mass_in_boxes(hm, [(0, 0, 100, 100), (0, 0, 60, 60), (300, 300, 400, 400)], (400, 400)) == pytest.approx(1.0)
+    assert heatmap_mass_in_boxes(
+        hm, [(0, 0, 100, 100), (0, 0, 60, 60), (300, 300, 400, 400)], (400, 400)
+    ) == pytest.approx(1.0)
     # box given with swapped corners
     assert heatmap_mass_in_boxes(hm, [(100, 100, 0, 0)], (400, 400)) == pytest.approx(0.75)
     # nothing inside
@@ -53,7 +56,7 @@ def test_shared_scale_and_overlay_geometry():
     ov = render_overlay(a.cam, 2.0, (1200, 800), max_side=600)
     assert ov.mode == "RGBA" and ov.size == (600, 400)
     px = np.asarray(ov)
-    assert px[:, :100, 3].max() == 0 and px[:, 500:, 3].max() == 0       # outside the centre square
+    assert px[:, :100, 3].max() == 0 and px[:, 500:, 3].max() == 0  # outside the centre square
     assert px[200, 300, 3] > 0
     # the same raw value gives the same colour on a shared scale; a hotter map is more opaque
     hot = np.asarray(render_overlay(b.cam, 2.0, (1200, 800), max_side=600))
@@ -68,7 +71,8 @@ def test_gradcam_on_tiny_model(tiny_model_dir):
     subs = P.taxonomy.sub_classes[:3]
     maps = explain(P, img, subs, [P.taxonomy.meta_classes[0]])
     assert [(m.kind, m.target, m.rank) for m in maps] == [("sub", s, i) for i, s in enumerate(subs)] + [
-        ("meta", P.taxonomy.meta_classes[0], 0)]
+        ("meta", P.taxonomy.meta_classes[0], 0)
+    ]
     assert all(m.cam.shape == (32, 32) and (m.cam >= 0).all() for m in maps)
     # weights stay frozen after Grad-CAM
     assert not any(p.requires_grad for p in P.fine_model.parameters())
@@ -96,11 +100,22 @@ def test_trunk_once_equals_plain_batched_gradcam(tiny_model_dir):
     slow = _cams(Plain(P.fine_model), "m." + P.gradcam_layer_name, x, targets)
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-7)
     assert fast.max() > 0
-    assert len({m.tobytes() for m in fast}) > 1     # different targets, different maps
+    assert len({m.tobytes() for m in fast}) > 1  # different targets, different maps
 
 
-@pytest.mark.parametrize("spec", ["gradcam@head", "gradcam++@head", "layercam@head", "hirescam@head",
-                                  "layercam@block:-2", "layercam@stride:16", "gradcam@head+block:1", "hirescam@head,flip,smooth=0.05"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "gradcam@head",
+        "gradcam++@head",
+        "layercam@head",
+        "hirescam@head",
+        "layercam@block:-2",
+        "layercam@stride:16",
+        "gradcam@head+block:1",
+        "hirescam@head,flip,smooth=0.05",
+    ],
+)
 def test_every_cam_setting_gives_maps_of_the_model_input_size(tiny_model_dir, spec):
     from inference.ml.explain import CamSettings
     from inference.ml.predict import Predictor
@@ -141,7 +156,7 @@ def test_flip_averaged_map_of_a_mirrored_photo_is_the_mirrored_map(tiny_model_di
     for x, y in zip(a, b):
         np.testing.assert_allclose(x.cam, y.cam[:, ::-1], rtol=1e-4, atol=1e-6)
     plain = explain(P, img, P.taxonomy.sub_classes[:2])
-    assert any(not np.allclose(x.cam, p.cam) for x, p in zip(a, plain))     # flip changes the map
+    assert any(not np.allclose(x.cam, p.cam) for x, p in zip(a, plain))  # flip changes the map
 
 
 def test_trunk_once_equals_plain_batched_at_an_earlier_block_and_for_several_layers(tiny_model_dir):
@@ -188,12 +203,18 @@ def test_cam_settings_refuse_bad_specs(tiny_model_dir):
     P = Predictor.load(tiny_model_dir)
     n = len(P.fine_model.backbone.blocks)
     assert layer_names(P.fine_model, ["head", "block:-1", "block:0"]) == [
-        "backbone.head", f"backbone.blocks.{n - 1}", "backbone.blocks.0"]
+        "backbone.head",
+        f"backbone.blocks.{n - 1}",
+        "backbone.blocks.0",
+    ]
     with pytest.raises(ValueError, match=f"the model has {n} blocks"):
         layer_names(P.fine_model, [f"block:{n}"])
     # tiny network: stem stride 2, then blocks of stride 1, 2, 2, 2
     assert layer_names(P.fine_model, ["stride:16", "stride:8", "stride:2"]) == [
-        "backbone.blocks.3", "backbone.blocks.2", "backbone.blocks.0"]
+        "backbone.blocks.3",
+        "backbone.blocks.2",
+        "backbone.blocks.0",
+    ]
     with pytest.raises(ValueError, match=r"output strides \[2, 4, 8, 16\]"):
         layer_names(P.fine_model, ["stride:32"])
 

@@ -1,5 +1,6 @@
 """Model lifecycle: the activation review and its logged override, retired results labelled as such,
 recompute surviving lock errors and dead attempts, and training-time warnings about small classes."""
+
 import json
 import shutil
 from datetime import timedelta
@@ -17,11 +18,13 @@ from tests.factories import make_photo
 
 pytestmark = pytest.mark.django_db
 
-PASSING = {"heldout": {"urgent": {"sensitivity": 0.93, "specificity": 0.80, "target_sensitivity": 0.90, "n_pos": 50,
-                                  "n_neg": 400},
-                       "malignant": {"sensitivity": 0.96, "specificity": 0.70, "target_sensitivity": 0.95, "n_pos": 90,
-                                     "n_neg": 360}},
-           "targets": {"urgent": 0.90, "malignant": 0.95}}
+PASSING = {
+    "heldout": {
+        "urgent": {"sensitivity": 0.93, "specificity": 0.80, "target_sensitivity": 0.90, "n_pos": 50, "n_neg": 400},
+        "malignant": {"sensitivity": 0.96, "specificity": 0.70, "target_sensitivity": 0.95, "n_pos": 90, "n_neg": 360},
+    },
+    "targets": {"urgent": 0.90, "malignant": 0.95},
+}
 
 
 def _second(model_copy, name):
@@ -48,8 +51,9 @@ def test_concerns_name_small_classes_missing_calibration_and_missed_targets(taxo
     below = json.loads(json.dumps(PASSING))
     below["heldout"]["urgent"]["sensitivity"] = 0.85
     _good(mv, model_copy, below)
-    assert activation_concerns(mv) == ["Urgent tier (high-grade malignancy): held-out sensitivity 0.850 is below "
-                                       "the target 0.90."]
+    assert activation_concerns(mv) == [
+        "Urgent tier (high-grade malignancy): held-out sensitivity 0.850 is below the target 0.90."
+    ]
     _good(mv, model_copy)
     assert activation_concerns(mv) == []
 
@@ -57,7 +61,7 @@ def test_concerns_name_small_classes_missing_calibration_and_missed_targets(taxo
 def test_failing_model_needs_a_reason_which_is_logged_and_shown(client, taxonomy, model_copy, users):
     old_dir = _second(model_copy, "old")
     old = _good(services.model_register(model_dir=old_dir, name="old model"), old_dir)
-    services.model_activate(model_version=old, by=users["admin"])          # passes every check: no reason needed
+    services.model_activate(model_version=old, by=users["admin"])  # passes every check: no reason needed
     assert ModelActivation.objects.get(model_version=old).concerns == []
     mv = services.model_register(model_dir=model_copy, name="tiny candidate")
     with pytest.raises(services.ActivationReasonRequired) as err:
@@ -72,7 +76,7 @@ def test_failing_model_needs_a_reason_which_is_logged_and_shown(client, taxonomy
     assert "Urgent tier (high-grade malignancy): sensitivity" in page and "0.930" in page  # the active model's number
     r = client.post(url, {"confirm": "1", "reason": "  "})
     assert r.status_code == 200 and "write why" in r.content.decode()
-    r = client.post(url, {"reason": "pilot"})                                 # not confirmed
+    r = client.post(url, {"reason": "pilot"})  # not confirmed
     assert r.status_code == 200
     mv.refresh_from_db()
     assert mv.status == ModelStatus.CANDIDATE
@@ -110,11 +114,11 @@ def test_retired_results_are_labelled_on_the_case_page_and_patient_report(client
     photo = make_photo(case, color=(40, 30, 20))
     _done(photo, a)
     b = services.model_register(model_dir=_second(model_copy, "b"), name="model B")
-    services.model_activate(model_version=b, by=users["admin"], reason="test")     # no recompute yet
+    services.model_activate(model_version=b, by=users["admin"], reason="test")  # no recompute yet
     client.force_login(users[roles.DERMATOLOGIST])
     html = client.get(reverse("annotation:case_detail", args=[case.pk])).content.decode()
-    head = html[html.index('id="pp-model"'):html.index('id="prediction-blocks"')]
-    assert "model A" in head and "retired" in head and "model B" not in head      # never names a model not shown
+    head = html[html.index('id="pp-model"') : html.index('id="prediction-blocks"')]
+    assert "model A" in head and "retired" in head and "model B" not in head  # never names a model not shown
     assert "Active model:" not in head
     assert "retired model, not the one in use" in html
     report = client.get(reverse("reports:patient_report", args=[photo.pk])).content.decode()
@@ -122,10 +126,10 @@ def test_retired_results_are_labelled_on_the_case_page_and_patient_report(client
     # once B has read the photo, B's result is shown and named
     _done(photo, b)
     html = client.get(reverse("annotation:case_detail", args=[case.pk])).content.decode()
-    head = html[html.index('id="pp-model"'):html.index('id="prediction-blocks"')]
+    head = html[html.index('id="pp-model"') : html.index('id="prediction-blocks"')]
     assert "model B" in head and "model A" not in head and "retired model" not in html
     state = client.get(reverse("inference:case_prediction_state", args=[case.pk])).json()
-    assert "model B" in state["header"] and "model A" not in state["header"]      # the polled header follows
+    assert "model B" in state["header"] and "model A" not in state["header"]  # the polled header follows
     report = client.get(reverse("reports:patient_report", args=[photo.pk])).content.decode()
     assert "model B" in report and "in use since" in report
 
@@ -156,7 +160,7 @@ def test_recompute_retries_lock_errors_and_finishes(active_model, case, settings
 
 def test_a_write_that_stays_locked_leaves_the_prediction_failed_never_running(active_model, case):
     photo = make_photo(case)
-    lock = LockFor('UPDATE "inference_prediction" SET "photo_id"')     # the store's full-row write never gets through
+    lock = LockFor('UPDATE "inference_prediction" SET "photo_id"')  # the store's full-row write never gets through
     with connection.execute_wrapper(lock):
         counts = services.photos_recompute(model_version=active_model)
     assert counts == {"failed": 1} and lock.raised > 1
@@ -169,8 +173,9 @@ def test_a_write_that_stays_locked_leaves_the_prediction_failed_never_running(ac
 def test_stale_running_prediction_is_reclaimed_by_recompute(active_model, case, django_capture_on_commit_callbacks):
     photo = make_photo(case)
     pred = services.prediction_request(photo=photo, enqueue=False)
-    Prediction.objects.filter(pk=pred.pk).update(status=PredictionStatus.RUNNING, task_id="dead-worker",
-                                                 started_at=timezone.now() - timedelta(hours=1))
+    Prediction.objects.filter(pk=pred.pk).update(
+        status=PredictionStatus.RUNNING, task_id="dead-worker", started_at=timezone.now() - timedelta(hours=1)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         services.photos_recompute(model_version=active_model)
     pred.refresh_from_db()
@@ -191,8 +196,12 @@ def test_training_form_and_run_page_warn_about_small_classes(client, taxonomy, u
     from tests.inference.factories import TrainingRunFactory
 
     make_photo(case)
-    DiagnosisLabel.objects.create(case=case, sub_class=SubClass.objects.get(taxonomy=taxonomy, code="mel"),
-                                  source="histopathology", confirmed=True)
+    DiagnosisLabel.objects.create(
+        case=case,
+        sub_class=SubClass.objects.get(taxonomy=taxonomy, code="mel"),
+        source="histopathology",
+        confirmed=True,
+    )
     client.force_login(users[roles.ADMIN])
     html = client.get(reverse("inference:training_list")).content.decode()
     assert "class-warning" in html and "<code>mel</code> (1)" in html and "<code>nv</code> (0)" in html

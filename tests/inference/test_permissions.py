@@ -1,4 +1,5 @@
 """Who sees predictions, overlays, models and training runs — every role, pages and API."""
+
 import pytest
 from django.urls import reverse
 
@@ -20,8 +21,14 @@ def world(active_model, case, users):
     services.prediction_execute(prediction_pk=pred.pk, task_id="t")
     pred.refresh_from_db()
     run = TrainingRunFactory(taxonomy=active_model.taxonomy, created_by=users["admin"], status="failed")
-    return {"case": case, "photo": photo, "pred": pred, "overlay": pred.overlays.first(), "model": active_model,
-            "run": run}
+    return {
+        "case": case,
+        "photo": photo,
+        "pred": pred,
+        "overlay": pred.overlays.first(),
+        "model": active_model,
+        "run": run,
+    }
 
 
 def login(client, users, make_user, role):
@@ -95,8 +102,12 @@ def test_writes_need_prediction_role(client, users, make_user, world, role):
 def test_model_pages(client, users, make_user, world, role):
     login(client, users, make_user, role)
     can_view = role in roles.CAN_VIEW_MODELS
-    for url in (reverse("inference:model_list"), reverse("inference:model_detail", args=[world["model"].pk]),
-                "/api/models/", f"/api/models/{world['model'].pk}/"):
+    for url in (
+        reverse("inference:model_list"),
+        reverse("inference:model_detail", args=[world["model"].pk]),
+        "/api/models/",
+        f"/api/models/{world['model'].pk}/",
+    ):
         assert (client.get(url).status_code == 200) is can_view, url
     r = client.get(reverse("inference:model_detail", args=[world["model"].pk]))
     if can_view:
@@ -124,6 +135,10 @@ def test_activation_admin_only(client, users, make_user, world, model_copy, role
 def test_training_pages(client, users, make_user, world, role):
     login(client, users, make_user, role)
     can = role in roles.CAN_TRAIN_MODELS
-    for url in (reverse("inference:training_list"), reverse("inference:training_detail", args=[world["run"].pk]),
-                reverse("inference:training_state", args=[world["run"].pk]), "/api/training-runs/"):
+    for url in (
+        reverse("inference:training_list"),
+        reverse("inference:training_detail", args=[world["run"].pk]),
+        reverse("inference:training_state", args=[world["run"].pk]),
+        "/api/training-runs/",
+    ):
         assert (client.get(url).status_code == 200) is can, url

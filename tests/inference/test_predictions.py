@@ -1,4 +1,5 @@
 """Prediction on upload: hook, task idempotency, crash redelivery, warning rule, box mass."""
+
 from datetime import timedelta
 
 import numpy as np
@@ -8,8 +9,8 @@ from django.utils import timezone
 from annotation import services as annotation_services
 from annotation.models import DiagnosisLabel
 from inference import selectors, services, tasks
-from inference.services import predictions
 from inference.models import GradCamOverlay, Prediction, PredictionStatus
+from inference.services import predictions
 from tests.annotation.factories import BoxFactory, PhotoAnnotationFactory
 from tests.factories import image_bytes, make_photo
 
@@ -17,8 +18,9 @@ pytestmark = pytest.mark.django_db
 
 
 def upload(case, user, color=(120, 70, 40), size=(80, 60)):
-    return annotation_services.photo_attach(case=case, data=image_bytes("JPEG", size, color), filename="x.jpg",
-                                            uploaded_by=user)
+    return annotation_services.photo_attach(
+        case=case, data=image_bytes("JPEG", size, color), filename="x.jpg", uploaded_by=user
+    )
 
 
 def test_upload_hook_computes_prediction_after_commit(active_model, case, users, django_capture_on_commit_callbacks):
@@ -34,9 +36,11 @@ def test_upload_hook_computes_prediction_after_commit(active_model, case, users,
     assert pred.malignancy_grade in (1, 2, 3) and 1 <= pred.malignancy_score <= 3
     kinds = sorted((o.target_kind, o.rank) for o in pred.overlays.all())
     assert kinds == [("meta", 0), ("sub", 0), ("sub", 1), ("sub", 2)]
-    assert [o.target for o in pred.overlays.filter(target_kind="sub").order_by("rank")] == [r["sub_class"] for r in pred.ranked[:3]]
+    assert [o.target for o in pred.overlays.filter(target_kind="sub").order_by("rank")] == [
+        r["sub_class"] for r in pred.ranked[:3]
+    ]
     ov = pred.overlays.first()
-    assert len({o.scale_max for o in pred.overlays.all()}) == 1          # one colour scale per photo
+    assert len({o.scale_max for o in pred.overlays.all()}) == 1  # one colour scale per photo
     with ov.image.open("rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -73,12 +77,13 @@ def test_forced_recompute_replaces_overlays(active_model, case, django_capture_o
     names = set(GradCamOverlay.objects.values_list("image", flat=True))
     expected = {f"overlays/{pred.pk}/sub-{r['sub_class']}.png" for r in pred.ranked[:3]}
     expected.add(f"overlays/{pred.pk}/meta-{max(pred.meta_probabilities, key=pred.meta_probabilities.get)}.png")
-    assert names == expected          # same file names: the old files were replaced, not left behind
+    assert names == expected  # same file names: the old files were replaced, not left behind
 
 
 def _left_running(pred, task_id, age):
-    Prediction.objects.filter(pk=pred.pk).update(status=PredictionStatus.RUNNING, task_id=task_id,
-                                                 started_at=timezone.now() - age, attempts=1)
+    Prediction.objects.filter(pk=pred.pk).update(
+        status=PredictionStatus.RUNNING, task_id=task_id, started_at=timezone.now() - age, attempts=1
+    )
 
 
 def test_redelivered_message_takes_over_from_dead_worker(active_model, case):
@@ -114,7 +119,7 @@ def test_new_request_rescues_a_stale_running_prediction(active_model, case, djan
     _left_running(pred, "dead-task", timedelta(seconds=3))
     with django_capture_on_commit_callbacks(execute=True) as jobs:
         services.prediction_request(photo=pred.photo)
-    assert not jobs                                   # still fresh: the live attempt is left alone
+    assert not jobs  # still fresh: the live attempt is left alone
     _left_running(pred, "dead-task", services.STALE_RUNNING + timedelta(seconds=1))
     with django_capture_on_commit_callbacks(execute=True) as jobs:
         services.prediction_request(photo=pred.photo)
@@ -129,22 +134,33 @@ def test_superseded_attempt_does_not_store(active_model, case):
     claimed, state = services.prediction_claim(prediction_pk=pred.pk, task_id="slow")
     assert state == "claimed"
     Prediction.objects.filter(pk=pred.pk).update(task_id="newer")
-    out = {"ranked": [], "meta_probabilities": {}, "fused_method": "product", "malignancy_score": None,
-           "malignancy_grade": None, "margin": None, "ood_score": None, "looks_unfamiliar": False, "overlays": [],
-           "cam_error": ""}
+    out = {
+        "ranked": [],
+        "meta_probabilities": {},
+        "fused_method": "product",
+        "malignancy_score": None,
+        "malignancy_grade": None,
+        "margin": None,
+        "ood_score": None,
+        "looks_unfamiliar": False,
+        "overlays": [],
+        "cam_error": "",
+    }
     assert predictions._prediction_store(prediction_pk=pred.pk, task_id="slow", out=out, started=0) == "superseded"
     pred.refresh_from_db()
     assert pred.status == PredictionStatus.RUNNING and pred.ranked == []
 
 
-def test_failure_is_recorded_and_retried_on_request(active_model, case, monkeypatch, django_capture_on_commit_callbacks):
+def test_failure_is_recorded_and_retried_on_request(
+    active_model, case, monkeypatch, django_capture_on_commit_callbacks
+):
     photo = make_photo(case)
     monkeypatch.setattr(predictions, "_open_photo_rgb", lambda photo: (_ for _ in ()).throw(OSError("disk gone")))
     with django_capture_on_commit_callbacks(execute=True):
         services.prediction_request(photo=photo)
     pred = Prediction.objects.get()
     assert pred.status == PredictionStatus.FAILED and "disk gone" in pred.error
-    assert tasks.run_prediction.apply(args=[pred.pk]).get() == "failed"       # not retried by a stray message
+    assert tasks.run_prediction.apply(args=[pred.pk]).get() == "failed"  # not retried by a stray message
     monkeypatch.undo()
     with django_capture_on_commit_callbacks(execute=True):
         services.prediction_request(photo=photo)
@@ -152,14 +168,17 @@ def test_failure_is_recorded_and_retried_on_request(active_model, case, monkeypa
     assert pred.status == PredictionStatus.DONE and pred.error == ""
 
 
-@pytest.mark.parametrize("p1,p2,unfamiliar,close,ood", [
-    (0.50, 0.45, False, True, False),     # 5 points apart: too close
-    (0.50, 0.41, False, True, False),     # 9 points
-    (0.50, 0.40, False, False, False),    # exactly 10 points: not flagged (rule is "< 10")
-    (0.70, 0.10, False, False, False),
-    (0.70, 0.10, True, False, True),
-    (0.40, 0.35, True, True, True),
-])
+@pytest.mark.parametrize(
+    "p1,p2,unfamiliar,close,ood",
+    [
+        (0.50, 0.45, False, True, False),  # 5 points apart: too close
+        (0.50, 0.41, False, True, False),  # 9 points
+        (0.50, 0.40, False, False, False),  # exactly 10 points: not flagged (rule is "< 10")
+        (0.70, 0.10, False, False, False),
+        (0.70, 0.10, True, False, True),
+        (0.40, 0.35, True, True, True),
+    ],
+)
 def test_warning_rule(p1, p2, unfamiliar, close, ood):
     ranked = [{"sub_class": "mel", "probability": p1}, {"sub_class": "nv", "probability": p2}]
     text = services.prediction_warning(looks_unfamiliar=unfamiliar, ranked=ranked, margin=round(p1 - p2, 10))
@@ -173,7 +192,7 @@ def test_warning_stored_from_model_output(active_model, case, monkeypatch):
 
     real = Predictor.predict_one
 
-    def fake(self, img, method="product", metadata=None, **kw):     # kw: modality, thresholds
+    def fake(self, img, method="product", metadata=None, **kw):  # kw: modality, thresholds
         d = real(self, img, method, metadata, **kw)
         d.looks_unfamiliar = True
         return d
@@ -187,11 +206,13 @@ def test_warning_stored_from_model_output(active_model, case, monkeypatch):
 
 def test_box_mass_reported_when_photo_has_boxes(active_model, case, users, monkeypatch):
     photo = make_photo(case, size=(80, 60))
-    monkeypatch.setattr(selectors, "photo_boxes", lambda p: [(10, 0, 70, 60)])     # the whole centre square
+    monkeypatch.setattr(selectors, "photo_boxes", lambda p: [(10, 0, 70, 60)])  # the whole centre square
     pred = services.prediction_request(photo=photo, enqueue=False)
     services.prediction_execute(prediction_pk=pred.pk, task_id="t")
     masses = [o.box_mass for o in Prediction.objects.get().overlays.all()]
-    assert all(m is not None and 0.99 <= m <= 1.0 for m in masses if m is not None) and any(m is not None for m in masses)
+    assert all(m is not None and 0.99 <= m <= 1.0 for m in masses if m is not None) and any(
+        m is not None for m in masses
+    )
 
 
 def test_box_mass_from_annotator_boxes(active_model, case, users):
@@ -237,12 +258,15 @@ def test_assessment_never_touches_labels(active_model, case, users):
     nv = SubClass.objects.get(taxonomy=active_model.taxonomy, code="nv")
     annotation_services.label_record(case=case, sub_class=nv, source="histopathology", by=users["dermatologist"])
     before = list(DiagnosisLabel.objects.values_list("pk", "sub_class__code", "source", "confirmed"))
-    a = services.assessment_record(photo=photo, doctor=users["dermatologist"], agrees=False, sub_class=mel, note="looks atypical")
+    a = services.assessment_record(
+        photo=photo, doctor=users["dermatologist"], agrees=False, sub_class=mel, note="looks atypical"
+    )
     assert a.prediction.pk == pred.pk and a.sub_class == mel and not a.agrees
     assert list(DiagnosisLabel.objects.values_list("pk", "sub_class__code", "source", "confirmed")) == before
     agree = services.assessment_record(photo=photo, doctor=users["admin"], agrees=True)
     assert agree.sub_class.code == Prediction.objects.get().ranked[0]["sub_class"]
     from django.core.exceptions import PermissionDenied, ValidationError
+
     with pytest.raises(ValidationError):
         services.assessment_record(photo=photo, doctor=users["dermatologist"], agrees=False)
     with pytest.raises(PermissionDenied):
@@ -300,7 +324,7 @@ def test_case_metadata_enters_the_prediction_where_the_model_has_a_metadata_mode
     pred = services.prediction_request(photo=photo, enqueue=False)
     services.prediction_execute(prediction_pk=pred.pk, task_id="t1")
     pred.refresh_from_db()
-    assert pred.metadata_used == {}          # the tiny model has no metadata model
+    assert pred.metadata_used == {}  # the tiny model has no metadata model
     plain = {r["sub_class"]: r["probability"] for r in pred.ranked}
 
     # give the artefact one: melanoma on the back of the old
@@ -313,6 +337,7 @@ def test_case_metadata_enters_the_prediction_where_the_model_has_a_metadata_mode
     tax = loader.predictor_for(active_model).taxonomy
     mc = MetadataModel.fit(metas, [int(tax.parent_index[i]) for i in y], tax.meta_classes, weight=0.5)
     from pathlib import Path
+
     d = Path(loader.predictor_for(active_model).model_dir)
     (d / FILE).write_text(json.dumps({"fine": mm.to_dict(), "coarse": mc.to_dict()}))
     active_model.manifest = {**active_model.manifest, "metadata": {"fields": {"age": 2, "sex": 2, "site": 2}}}

@@ -3,6 +3,7 @@
 Each pass sends every due job once: pending predictions past the grace period, stale running ones,
 queued training and import runs, unserved crop requests; a second pass (or a second reconciler)
 within the resend interval sends nothing, and a send the broker refuses is tried again next pass."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -45,7 +46,8 @@ def test_each_due_job_is_sent_once_and_fresh_or_finished_jobs_are_left_alone(cas
     now = timezone.now()
     pending_old, pending_new, running_stale, running_live, done = (
         PredictionFactory(photo=make_photo(case, color=(i * 40, 90, 90)), status=s)
-        for i, s in enumerate(["pending", "pending", "running", "running", "done"]))
+        for i, s in enumerate(["pending", "pending", "running", "running", "done"])
+    )
     _age(Prediction, pending_old.pk, created_at=now - OLD)
     _age(Prediction, running_stale.pk, created_at=now - OLD, started_at=now - OLD)
     _age(Prediction, running_live.pk, created_at=now - OLD, started_at=now)
@@ -65,12 +67,18 @@ def test_each_due_job_is_sent_once_and_fresh_or_finished_jobs_are_left_alone(cas
 
     first = Recorder()
     assert reconcile(send=first) == {"prediction": 2, "training": 2, "import": 1, "crops": 1}
-    assert sorted(first.sent, key=repr) == sorted([
-        (jobs.PREDICTION, (pending_old.pk,), {}), (jobs.PREDICTION, (running_stale.pk,), {}),
-        (jobs.TRAINING, (queued.pk,), {}), (jobs.TRAINING, (dead.pk,), {}),
-        (IMPORT_TASK, (), {"run_pk": imp.pk}), (CROP_TASK, (), {"margin": 0.1, "min_size": 8}),
-    ], key=repr)
-    second = Recorder()   # a second reconciler (or the next tick) within the resend interval
+    assert sorted(first.sent, key=repr) == sorted(
+        [
+            (jobs.PREDICTION, (pending_old.pk,), {}),
+            (jobs.PREDICTION, (running_stale.pk,), {}),
+            (jobs.TRAINING, (queued.pk,), {}),
+            (jobs.TRAINING, (dead.pk,), {}),
+            (IMPORT_TASK, (), {"run_pk": imp.pk}),
+            (CROP_TASK, (), {"margin": 0.1, "min_size": 8}),
+        ],
+        key=repr,
+    )
+    second = Recorder()  # a second reconciler (or the next tick) within the resend interval
     assert reconcile(send=second) == {"prediction": 0, "training": 0, "import": 0, "crops": 0}
     assert second.sent == []
     assert JobDispatch.objects.get(kind="prediction", key=str(pending_old.pk)).sends == 1
@@ -90,7 +98,7 @@ def test_crop_request_is_owed_a_run_that_started_after_it():
     dispatch.request(CROP_JOB, "0:0", {"margin": 0.0, "min_size": 0})
     started = dispatch.start(CROP_JOB, "0:0", CROP_BUSY)
     assert started is not None
-    assert dispatch.start(CROP_JOB, "0:0", CROP_BUSY) is None       # a duplicate message while it runs
+    assert dispatch.start(CROP_JOB, "0:0", CROP_BUSY) is None  # a duplicate message while it runs
     # asked again while it runs
     JobDispatch.objects.filter(kind=CROP_JOB).update(requested_at=started + timedelta(seconds=1))
     dispatch.complete(CROP_JOB, "0:0", started)
@@ -99,27 +107,29 @@ def test_crop_request_is_owed_a_run_that_started_after_it():
     JobDispatch.objects.filter(kind=CROP_JOB).update(requested_at=now - OLD, completed_at=now - 2 * OLD)
     assert reconcile(send=rec)["crops"] == 1 and rec.sent == [(CROP_TASK, (), {"margin": 0.0, "min_size": 0})]
     row = JobDispatch.objects.get(kind=CROP_JOB)
-    dispatch.complete(CROP_JOB, "0:0", row.requested_at + timedelta(seconds=1))   # a later run finished
+    dispatch.complete(CROP_JOB, "0:0", row.requested_at + timedelta(seconds=1))  # a later run finished
     JobDispatch.objects.filter(kind=CROP_JOB).update(enqueued_at=None)
     assert reconcile(send=Recorder())["crops"] == 0
 
 
 def test_starting_training_with_the_broker_down_queues_the_run_for_the_reconciler(
-        client, users, labelled_cases, django_capture_on_commit_callbacks, caplog):  # noqa: F811
+    client, users, labelled_cases, django_capture_on_commit_callbacks, caplog
+):
     """No 500 and no lost run: the run is saved queued and the reconciler sends it."""
     from celery import current_app
     from django.urls import reverse
 
     conf = current_app.conf
     saved = conf.task_always_eager, conf.broker_url
-    conf.task_always_eager, conf.broker_url = False, "redis://127.0.0.1:1/0"    # nothing listens there
+    conf.task_always_eager, conf.broker_url = False, "redis://127.0.0.1:1/0"  # nothing listens there
     current_app.pool.force_close_all()
     current_app._pool = None
     try:
         client.force_login(users["admin"])
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            r = client.post(reverse("inference:training_list"),
-                            {"source_set": "confirmed", "epochs": "1", "image_size": "64"})
+            r = client.post(
+                reverse("inference:training_list"), {"source_set": "confirmed", "epochs": "1", "image_size": "64"}
+            )
     finally:
         conf.task_always_eager, conf.broker_url = saved
         current_app._pool = None

@@ -1,4 +1,5 @@
 """Model registry: register_model command, taxonomy matching, one active model per taxonomy."""
+
 import json
 import shutil
 
@@ -19,8 +20,8 @@ def test_register_model_command_matches_default_taxonomy(taxonomy, model_copy, c
     call_command("register_model", str(model_copy), "--name", "tiny v1")
     mv = ModelVersion.objects.get()
     assert mv.name == "tiny v1" and mv.status == ModelStatus.CANDIDATE
-    assert mv.taxonomy == taxonomy                      # same tree as the portal's HAM10000 taxonomy
-    assert mv.artefact_path == "tiny"                   # relative to DERM_MODEL_ROOT
+    assert mv.taxonomy == taxonomy  # same tree as the portal's HAM10000 taxonomy
+    assert mv.artefact_path == "tiny"  # relative to DERM_MODEL_ROOT
     assert mv.data_fingerprint and mv.metrics["hierarchical_product"]["classes"]
     assert "model version" in capsys.readouterr().out
     # idempotent
@@ -40,7 +41,7 @@ def test_register_model_command_matches_default_taxonomy(taxonomy, model_copy, c
 
 def test_register_creates_taxonomy_version_when_tree_differs(taxonomy, model_copy):
     tax = json.loads((model_copy / "taxonomy.json").read_text())
-    tax["malignancy"]["bkl"] = 2                         # a different grading = a different taxonomy
+    tax["malignancy"]["bkl"] = 2  # a different grading = a different taxonomy
     (model_copy / "taxonomy.json").write_text(json.dumps(tax))
     mv = services.model_register(model_dir=model_copy)
     assert mv.taxonomy != taxonomy
@@ -62,7 +63,8 @@ def test_activation_retires_previous_and_is_logged(taxonomy, model_copy, users):
     b = services.model_register(model_dir=second, name="b")
     services.model_activate(model_version=a, by=users["admin"], reason="test")
     services.model_activate(model_version=b, by=users["admin"], note="better", reason="test")
-    a.refresh_from_db(); b.refresh_from_db()
+    a.refresh_from_db()
+    b.refresh_from_db()
     assert (a.status, b.status) == (ModelStatus.RETIRED, ModelStatus.ACTIVE)
     log = ModelActivation.objects.filter(model_version=b).get()
     assert log.previous == a and log.activated_by == users["admin"] and log.note == "better"
@@ -84,8 +86,9 @@ def test_db_allows_one_active_model_per_taxonomy(taxonomy, model_copy):
         ModelVersionFactory(name="rogue", taxonomy=taxonomy, artefact_path="elsewhere", status=ModelStatus.ACTIVE)
 
 
-def test_activation_with_recompute_predicts_every_photo(taxonomy, model_copy, users, case,
-                                                        django_capture_on_commit_callbacks):
+def test_activation_with_recompute_predicts_every_photo(
+    taxonomy, model_copy, users, case, django_capture_on_commit_callbacks
+):
     from inference.models import Prediction, PredictionStatus
     from tests.factories import make_photo
 
@@ -93,5 +96,6 @@ def test_activation_with_recompute_predicts_every_photo(taxonomy, model_copy, us
     mv = services.model_register(model_dir=model_copy)
     with django_capture_on_commit_callbacks(execute=True):
         services.model_activate(model_version=mv, by=users["admin"], recompute=True, reason="test")
-    assert set(Prediction.objects.filter(model_version=mv, status=PredictionStatus.DONE).values_list("photo", flat=True)) == {
-        p.pk for p in photos}
+    assert set(
+        Prediction.objects.filter(model_version=mv, status=PredictionStatus.DONE).values_list("photo", flat=True)
+    ) == {p.pk for p in photos}

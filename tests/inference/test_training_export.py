@@ -1,6 +1,7 @@
 """The portal's training export is the engine's data folder with the patient metadata and each photo's
 modality (one writer with the crops export), so a model trained from the portal gets its metadata model
 and serving uses it."""
+
 import csv
 from pathlib import Path
 
@@ -30,8 +31,12 @@ def cases_with_metadata(taxonomy, users, settings, tmp_path):
         for i in range(4):
             patient = PatientFactory(sex="male" if i % 2 else "female", birth_year=1950 + 10 * i)
             case = CaseFactory(created_by=doc, patient=patient, body_site=SITES[code], age_at_visit=30 + 10 * i)
-            photos = [make_photo(case, color=(colour[0] + 3 * i, colour[1] + 5 * j, colour[2]), size=(40, 40),
-                                 modality=modality) for j, modality in enumerate(("clinical", "dermoscopic"))]
+            photos = [
+                make_photo(
+                    case, color=(colour[0] + 3 * i, colour[1] + 5 * j, colour[2]), size=(40, 40), modality=modality
+                )
+                for j, modality in enumerate(("clinical", "dermoscopic"))
+            ]
             annotation_services.label_record(case=case, sub_class=sub, source="histopathology", by=doc)
             out.append((case, code, photos))
     return out
@@ -53,8 +58,11 @@ def test_export_carries_case_metadata_and_modality(cases_with_metadata, users, t
             r = by_image[f"p{photo.pk}"]
             assert (r.label, r.case_id) == (code, case.reference)
             assert r.meta["modality"] == photo.modality
-            assert read_fields(r.meta) == {"age": str(case.age_at_visit // 10), "sex": case.patient.sex,
-                                           "site": SITES[code]}
+            assert read_fields(r.meta) == {
+                "age": str(case.age_at_visit // 10),
+                "sex": case.patient.sex,
+                "site": SITES[code],
+            }
 
 
 def test_portal_trained_model_fits_and_serves_the_metadata_model(cases_with_metadata, users):

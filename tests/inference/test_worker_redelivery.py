@@ -4,6 +4,7 @@ comes back from Redis (acks_late, visibility timeout shortened for the test) to 
 sees the same task id, takes the row over and stores the result once.
 
 Skipped locally without Redis or PostgreSQL; fails in CI (DERM_REQUIRE_SERVICES=1)."""
+
 from __future__ import annotations
 
 import os
@@ -47,14 +48,45 @@ def _db_url() -> str:
 
 
 def _worker(prefix, tag, log, **extra):
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="derm_portal.settings.base", DATABASE_URL=_db_url(),
-               CELERY_BROKER_URL=BROKER, CELERY_KEY_PREFIX=prefix, CELERY_TASK_ALWAYS_EAGER="0",
-               DERM_MEDIA_ROOT=str(dj_settings.MEDIA_ROOT), DERM_MODEL_ROOT=str(dj_settings.DERM_MODEL_ROOT),
-               DERM_INFERENCE_THREADS="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", DJANGO_LOG_LEVEL="WARNING", **extra)
-    cmd = [sys.executable, "-m", "celery", "-A", "derm_portal", "worker", "-Q", "interactive", "-n", f"{tag}@%h",
-           "-P", "solo", "-I", "tests.inference.worker_crash_helper", "--without-gossip", "--without-mingle",
-           "--without-heartbeat", "-l", "info"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="derm_portal.settings.base",
+        DATABASE_URL=_db_url(),
+        CELERY_BROKER_URL=BROKER,
+        CELERY_KEY_PREFIX=prefix,
+        CELERY_TASK_ALWAYS_EAGER="0",
+        DERM_MEDIA_ROOT=str(dj_settings.MEDIA_ROOT),
+        DERM_MODEL_ROOT=str(dj_settings.DERM_MODEL_ROOT),
+        DERM_INFERENCE_THREADS="1",
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        DJANGO_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "derm_portal",
+        "worker",
+        "-Q",
+        "interactive",
+        "-n",
+        f"{tag}@%h",
+        "-P",
+        "solo",
+        "-I",
+        "tests.inference.worker_crash_helper",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "info",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _kill(proc, sig=signal.SIGTERM):
@@ -97,10 +129,14 @@ def test_killed_worker_job_is_redelivered_and_taken_over(active_model, case, tmp
         _until(lambda: r.get(hang_key), 120, "worker A to claim the prediction", logs["a"])
         pred.refresh_from_db()
         assert pred.status == PredictionStatus.RUNNING and pred.task_id == job.id and pred.attempts == 1
-        _kill(a, signal.SIGKILL)                          # the worker dies mid-job, no ack
+        _kill(a, signal.SIGKILL)  # the worker dies mid-job, no ack
         b = _worker(prefix, f"b-{tag}", logs["b"])
-        _until(lambda: Prediction.objects.get(pk=pred.pk).status == PredictionStatus.DONE, 120,
-               "the redelivered job to finish on worker B", logs["b"])
+        _until(
+            lambda: Prediction.objects.get(pk=pred.pk).status == PredictionStatus.DONE,
+            120,
+            "the redelivered job to finish on worker B",
+            logs["b"],
+        )
         pred.refresh_from_db()
         assert pred.task_id == job.id and pred.attempts == 2 and pred.overlays.count() == 4
         assert job.id in logs["b"].read_text()

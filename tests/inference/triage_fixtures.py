@@ -1,5 +1,6 @@
 """The tiny session model with its triage calibration (``triage_fit.fit_triage`` on its own data:
 trained on dermoscopic photos), registered and activated in a test database."""
+
 import shutil
 from pathlib import Path
 

@@ -2,6 +2,7 @@
 so an unacknowledged job of a killed worker comes back within seconds, and (with
 DERM_TEST_HANG_PREDICTION=1) a prediction that hangs after claiming its row, so the test can
 kill the worker mid-job."""
+
 import os
 import time
 
@@ -19,7 +20,7 @@ if os.environ.get("DERM_TEST_HANG_PREDICTION") == "1":
 
     from inference.services import predictions
 
-    def _hang(photo):     # called right after the row was claimed (status running)
+    def _hang(photo):  # called right after the row was claimed (status running)
         redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).set(os.environ["DERM_TEST_HANG_KEY"], "1", ex=600)
         while True:
             time.sleep(1)

@@ -10,17 +10,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-TAX = {"name": "toy", "version": 1,
-       "meta_classes": {"warm": ["red", "orange"], "cool": ["blue", "green"]},
-       "malignancy": {"red": 3, "orange": 1, "blue": 2, "green": 1},
-       "display_names": {"red": "Red lesion"}}
-COLOURS = {"red": (200, 40, 40), "orange": (220, 140, 30), "blue": (40, 60, 200), "green": (40, 180, 60),
-           "purple": (120, 40, 160)}
+TAX = {
+    "name": "toy",
+    "version": 1,
+    "meta_classes": {"warm": ["red", "orange"], "cool": ["blue", "green"]},
+    "malignancy": {"red": 3, "orange": 1, "blue": 2, "green": 1},
+    "display_names": {"red": "Red lesion"},
+}
+COLOURS = {
+    "red": (200, 40, 40),
+    "orange": (220, 140, 30),
+    "blue": (40, 60, 200),
+    "green": (40, 180, 60),
+    "purple": (120, 40, 160),
+}
 
 
-def make_dataset(root, n_per_class=10, classes=("red", "orange", "blue", "green"), size=40, seed=0,
-                 extra_labels=(), photos_per_case=2, fmt="generic"):
+def make_dataset(
+    root,
+    n_per_class=10,
+    classes=("red", "orange", "blue", "green"),
+    size=40,
+    seed=0,
+    extra_labels=(),
+    photos_per_case=2,
+    fmt="generic",
+):
     from PIL import Image
+
     rng = np.random.default_rng(seed)
     img_dir = root / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -36,7 +53,9 @@ def make_dataset(root, n_per_class=10, classes=("red", "orange", "blue", "green"
             m = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r * r
             base[m] = c + rng.normal(0, 15, (int(m.sum()), 3))
             name = f"img_{k:04d}.jpg" if fmt == "generic" else f"ISIC_{k:07d}"
-            Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(img_dir / (name if fmt == "generic" else name + ".jpg"))
+            Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(
+                img_dir / (name if fmt == "generic" else name + ".jpg")
+            )
             rows.append((name, label, case))
             k += 1
     if fmt == "generic":
@@ -69,4 +88,5 @@ def tiny_data(tmp_path):
 def _no_disk_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("DERM_ML_CACHE", str(tmp_path / "cache"))
     import torch
+
     torch.set_num_threads(1)

@@ -1,4 +1,5 @@
 """The decoded-image cache on disk: the same rows as decoding in memory, read by index, resumable."""
+
 import pickle
 
 import numpy as np
@@ -24,8 +25,8 @@ def test_corrupt_and_missing_images_reported_in_memory_and_on_disk(tmp_path):
     assert "not found" in names["images/img_0002.jpg"]
     assert ok.sum() == len(recs) - 2 and imgs.shape == (len(recs), 3, 24, 24)
     assert int(imgs[1].sum()) == 0 and int(imgs[2].sum()) == 0
-    disk1, ok1, bad1 = build_cache(recs, 24, tmp_path / "c")            # built
-    disk2, ok2, bad2 = build_cache(recs, 24, tmp_path / "c")            # reused: the report too
+    disk1, ok1, bad1 = build_cache(recs, 24, tmp_path / "c")  # built
+    disk2, ok2, bad2 = build_cache(recs, 24, tmp_path / "c")  # reused: the report too
     assert isinstance(disk1, DiskImages) and disk1.shape == imgs.shape
     assert torch.equal(disk1[:], imgs) and torch.equal(disk2[:], imgs)
     assert (ok1 == ok).all() and (ok2 == ok).all() and [tuple(b) for b in bad1] == bad2 == bad
@@ -42,14 +43,14 @@ def test_disk_images_index_like_a_tensor(tmp_path):
     assert torch.equal(disk[2:9:3], mem[2:9:3])
     mask = np.arange(len(recs)) % 3 == 0
     assert torch.equal(disk[mask], mem[torch.from_numpy(mask)])
-    view = disk.take([9, 1, 4])                                           # nothing read yet
+    view = disk.take([9, 1, 4])  # nothing read yet
     assert len(view) == 3 and torch.equal(view[[2, 0]], mem[[4, 9]])
-    again = pickle.loads(pickle.dumps(view))                              # another process opens its own file
+    again = pickle.loads(pickle.dumps(view))  # another process opens its own file
     assert torch.equal(again[:], mem[[9, 1, 4]])
 
 
 def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
-    recs, _ = read_dataset(make_dataset(tmp_path / "d", n_per_class=3))    # 12 photos
+    recs, _ = read_dataset(make_dataset(tmp_path / "d", n_per_class=3))  # 12 photos
     monkeypatch.setattr(cache, "CHUNK", 4)
     seen = []
     stop = {"after": 1}
@@ -57,6 +58,7 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
     def should_stop():
         stop["after"] -= 1
         return stop["after"] < 0
+
     with pytest.raises(TrainingCancelled):
         build_cache(recs, 20, tmp_path / "c", should_stop=should_stop, progress=lambda d, n: seen.append(d))
     assert seen == [0, 4]
@@ -67,7 +69,7 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "load_image", lambda p, *a: decoded.append(p) or real(p, *a))
     seen.clear()
     disk, ok, bad = build_cache(recs, 20, tmp_path / "c", progress=lambda d, n: seen.append(d))
-    assert len(decoded) == 8 and seen == [4, 8, 12]                      # only the rows not done before
+    assert len(decoded) == 8 and seen == [4, 8, 12]  # only the rows not done before
     assert ok.all() and bad == []
     monkeypatch.setattr(cache, "load_image", real)
     mem, _, _ = build_cache(recs, 20, None)
@@ -86,6 +88,7 @@ def test_two_builders_of_one_cache_do_not_collide(tmp_path, monkeypatch):
         if not nested:
             nested.append(None)
             nested[0] = build_cache(recs, 24, tmp_path / "c")
+
     imgs, ok, bad = build_cache(recs, 24, tmp_path / "c", progress=other_training_starts)
     assert nested and torch.equal(imgs[:], nested[0][0][:]) and ok.all() and bad == []
     assert sorted(f.name.split(".", 1)[1] for f in (tmp_path / "c").iterdir()) == ["json", "u8"]
@@ -100,16 +103,17 @@ def test_cache_keeps_colour_corrected_images_apart(tmp_path):
     assert len(list((tmp_path / "c").glob("*.u8"))) == 2
     assert not torch.equal(raw[:], sog[:])
     assert np.array_equal(sog[0].numpy().transpose(1, 2, 0), colour_constancy(load_image(recs[0].path, 24)))
-    again, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")   # read back from disk
+    again, _, _ = build_cache(recs, 24, tmp_path / "c", colour="shades_of_gray")  # read back from disk
     assert torch.equal(again[:], sog[:])
 
 
 def test_cache_progress_shows_rate_and_time_left_from_where_the_build_started(capsys):
     from inference.ml.cli import ConsoleProgress
     from inference.ml.prepare import CacheProgress
+
     events = []
     p = CacheProgress(events.append)
-    p(256, 1024)                      # a resumed build starts at 256 photos: nothing to time yet
+    p(256, 1024)  # a resumed build starts at 256 photos: nothing to time yet
     assert events == []
     p(512, 1024)
     e = events[-1]
@@ -119,5 +123,5 @@ def test_cache_progress_shows_rate_and_time_left_from_where_the_build_started(ca
     line = capsys.readouterr().err
     assert line.startswith("[cache] decoded 512/1024 images, ") and "photos/s, ETA " in line
     done = CacheProgress(events.append)
-    done(1024, 1024)                  # a cache found complete: one event, no rate
+    done(1024, 1024)  # a cache found complete: one event, no rate
     assert events[-1]["batch"] == 1024 and events[-1]["images_per_second"] is None

@@ -1,5 +1,6 @@
 """Where the engine computes (device.py): the choice is tested on any machine; the CUDA runs where PyTorch
 sees a GPU, and are skipped, saying so, where it does not."""
+
 import contextlib
 import json
 
@@ -30,12 +31,17 @@ def test_the_environment_chooses_unless_the_command_does(monkeypatch):
     monkeypatch.setenv("DERM_ML_DEVICE", "tpu")
     with pytest.raises(DeviceError, match="'tpu' \\(from DERM_ML_DEVICE\\) is unknown; choose auto, cpu, cuda"):
         resolve_device(None)
-    assert resolve_device("cpu") == torch.device("cpu")           # an explicit choice wins
+    assert resolve_device("cpu") == torch.device("cpu")  # an explicit choice wins
 
 
-@pytest.mark.parametrize("spec,message", [("gpu", "unknown; choose auto, cpu, cuda or cuda:N"),
-                                          ("cuda:x", "GPU index must be a whole number"),
-                                          ("cuda:99", "cuda:0..cuda:" if HAS_CUDA else "sees no CUDA GPU")])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("gpu", "unknown; choose auto, cpu, cuda or cuda:N"),
+        ("cuda:x", "GPU index must be a whole number"),
+        ("cuda:99", "cuda:0..cuda:" if HAS_CUDA else "sees no CUDA GPU"),
+    ],
+)
 def test_devices_that_do_not_exist_here_are_refused_by_name(spec, message):
     with pytest.raises(DeviceError, match=message) as e:
         resolve_device(spec)
@@ -51,12 +57,13 @@ def test_asking_for_cuda_without_a_gpu_says_so():
 def test_cpu_computes_as_before_mixed_precision_only_on_cuda():
     assert isinstance(autocast(torch.device("cpu")), contextlib.nullcontext)
     assert grad_scaler(torch.device("cpu")) is None
-    assert torch.get_autocast_dtype("cuda") is not None   # the float16 path exists in this build
+    assert torch.get_autocast_dtype("cuda") is not None  # the float16 path exists in this build
 
 
 def _train(tmp_path, taxonomy_file, tiny_data, device, name):
-    return train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / name),
-                             device=device, **FAST))
+    return train(
+        TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / name), device=device, **FAST)
+    )
 
 
 def test_training_records_its_device_but_not_as_a_setting(tmp_path, taxonomy_file, tiny_data):
@@ -70,7 +77,7 @@ def test_training_records_its_device_but_not_as_a_setting(tmp_path, taxonomy_fil
 def test_an_unknown_device_is_refused_before_training(tmp_path, taxonomy_file, tiny_data):
     with pytest.raises(DeviceError, match="'npu' is unknown"):
         _train(tmp_path, taxonomy_file, tiny_data, "npu", "m")
-    assert not (tmp_path / "m").exists()          # refused before the work directory or any decoding
+    assert not (tmp_path / "m").exists()  # refused before the work directory or any decoding
 
 
 @needs_cuda
@@ -78,6 +85,7 @@ def test_a_model_trained_on_the_gpu_serves_on_the_cpu(tmp_path, taxonomy_file, t
     out = _train(tmp_path, taxonomy_file, tiny_data, "cuda", "gpu")
     assert json.loads((out / "model.json").read_text())["training"]["device"].startswith("cuda")
     from PIL import Image
+
     img = Image.open(next((tiny_data / "images").iterdir()))
     on_cpu = Predictor.load(out, device="cpu", precision="fp32", runtime="torch")
     on_gpu = Predictor.load(out, device="cuda")

@@ -1,5 +1,6 @@
 """Data-parallel training with torch.distributed: two gloo processes (torchrun) on a tiny generated set
 write one valid artefact; each process trains on its share of every batch."""
+
 import json
 import os
 import subprocess
@@ -17,25 +18,54 @@ def test_each_process_takes_its_share_of_the_global_batch():
     batch = np.arange(10, 42)
     parts = [shard(batch, r, 2) for r in range(2)]
     assert [len(p) for p in parts] == [16, 16]
-    assert sorted(np.concatenate(parts).tolist()) == batch.tolist()      # every photo once, none twice
+    assert sorted(np.concatenate(parts).tolist()) == batch.tolist()  # every photo once, none twice
     assert shard(batch, 0, 1) is batch or np.array_equal(shard(batch, 0, 1), batch)
 
 
 def test_two_gloo_processes_write_one_valid_artefact(tmp_path, taxonomy_file, tiny_data):
     out = tmp_path / "m"
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "DERM_ML_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "inference.ml", "train", "--data", str(tiny_data), "--taxonomy", str(taxonomy_file),
-           "--out", str(out), "--backbone", "tiny", "--no-pretrained", "--image-size", "32", "--epochs", "2",
-           "--coarse-epochs", "1", "--batch-size", "8", "--threads", "1", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "inference.ml",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--taxonomy",
+        str(taxonomy_file),
+        "--out",
+        str(out),
+        "--backbone",
+        "tiny",
+        "--no-pretrained",
+        "--image-size",
+        "32",
+        "--epochs",
+        "2",
+        "--coarse-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     man = json.loads((out / "model.json").read_text())
     assert man["training"]["processes"] == 2 and man["training"]["device"] == "cpu"
-    assert r.stdout.count("model written to") == 1          # rank 0 wrote and reports the one artefact
+    assert r.stdout.count("model written to") == 1  # rank 0 wrote and reports the one artefact
     assert not (out / ".work").exists() and not (out / ".partial").exists()
     P = Predictor.load(out, device="cpu")
     from PIL import Image
+
     d = P.predict_one(Image.open(next((tiny_data / "images").iterdir())))
     assert abs(sum(d.meta_probabilities.values()) - 1) < 1e-4
     fine = man["fine_training"]

@@ -1,6 +1,7 @@
 """Grad-CAM placement bench (bench/gradcam_placement.py, bench/_lesion_boxes.py): lesion boxes made
 in code on generated photos, box files, the placement metrics on hand-made maps, and a run on a
 tiny trained model."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -16,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 def _load(name):
     import sys
+
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
@@ -37,7 +39,7 @@ def skin_photo(w=300, h=225, disc=None, vignette=False, seed=0):
         cx, cy, r = disc
         m = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
         a[m] = np.array((95, 60, 45), np.float32) + rng.normal(0, 8, (int(m.sum()), 3))
-    if vignette:   # the dermoscope's black field stop in the corners
+    if vignette:  # the dermoscope's black field stop in the corners
         a[(xx - w / 2) ** 2 / (0.62 * w) ** 2 + (yy - h / 2) ** 2 / (0.62 * h) ** 2 > 1] = 5
     return Image.fromarray(a.clip(0, 255).astype(np.uint8))
 
@@ -48,7 +50,7 @@ def test_lesion_box_surrounds_a_dark_disc_on_skin(disc, vignette):
     box, status = boxes_mod.lesion_box(skin_photo(disc=disc, vignette=vignette))
     assert status == "ok"
     x0, y0, x1, y1 = box
-    tol = 0.25 * r + 3      # smoothing at the working resolution widens the box a little
+    tol = 0.25 * r + 3  # smoothing at the working resolution widens the box a little
     for got, want in zip(box, (cx - r, cy - r, cx + r, cy + r)):
         assert abs(got - want) <= tol, (box, disc)
     assert x0 < cx < x1 and y0 < cy < y1
@@ -65,11 +67,22 @@ def test_read_boxes_from_voc_folder_and_csv(tmp_path):
     (voc / "a.xml").write_text(
         "<annotation><filename>a.jpg</filename><object><name>mel</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
         "<xmax>30</xmax><ymax>40</ymax></bndbox></object><object><name>nv</name><bndbox><xmin>5</xmin>"
-        "<ymin>6</ymin><xmax>7</xmax><ymax>8</ymax></bndbox></object></annotation>")
+        "<ymin>6</ymin><xmax>7</xmax><ymax>8</ymax></bndbox></object></annotation>"
+    )
     assert boxes_mod.read_boxes(voc) == {"a.jpg": [(1, 2, 30, 40), (5, 6, 7, 8)]}
-    rows = [{"image": "images/b.jpg", "width": 10, "height": 10, "x0": 1, "y0": 1, "x1": 9, "y1": 9, "status": "ok"},
-            {"image": "images/c.jpg", "width": 10, "height": 10, "x0": "", "y0": "", "x1": "", "y1": "",
-             "status": "no region above the threshold"}]
+    rows = [
+        {"image": "images/b.jpg", "width": 10, "height": 10, "x0": 1, "y0": 1, "x1": 9, "y1": 9, "status": "ok"},
+        {
+            "image": "images/c.jpg",
+            "width": 10,
+            "height": 10,
+            "x0": "",
+            "y0": "",
+            "x1": "",
+            "y1": "",
+            "status": "no region above the threshold",
+        },
+    ]
     boxes_mod.write_boxes_csv(tmp_path / "boxes.csv", rows)
     assert boxes_mod.read_boxes(tmp_path / "boxes.csv") == {"b.jpg": [(1, 1, 9, 9)]}
 
@@ -89,36 +102,36 @@ def test_read_boxes_names_the_bad_file_and_row(tmp_path):
 
 
 def test_placement_metrics_on_hand_made_maps():
-    box = [(100, 100, 300, 300)]               # photo 400x400, map 8x8: cells of 50 px
+    box = [(100, 100, 300, 300)]  # photo 400x400, map 8x8: cells of 50 px
     inside = np.zeros((8, 8))
     inside[3:5, 3:5] = 1.0
     inside[2, 2] = 0.5
     assert heatmap_mass_in_boxes(inside, box, (400, 400)) == pytest.approx(1.0)
     assert peak_in_boxes(inside, box, (400, 400)) == 1.0
     outside = inside.copy()
-    outside[0, 7] = 3.0                         # the peak is in the top-right corner
+    outside[0, 7] = 3.0  # the peak is in the top-right corner
     assert peak_in_boxes(outside, box, (400, 400)) == 0.0
     assert heatmap_mass_in_boxes(outside, box, (400, 400)) == pytest.approx(4.5 / 7.5)
-    flat = np.ones((8, 8))                      # all cells tie: the share of them inside the box
+    flat = np.ones((8, 8))  # all cells tie: the share of them inside the box
     assert peak_in_boxes(flat, box, (400, 400)) == pytest.approx(16 / 64)
     assert peak_in_boxes(np.zeros((8, 8)), box, (400, 400)) is None
     assert peak_in_boxes(inside, [], (400, 400)) is None
     s = placement.map_scores([inside, outside, np.zeros((8, 8))], box, (400, 400))
     assert s["mass_sub1"] == pytest.approx(1.0) and s["hit_sub1"] == 1.0
-    assert s["mass_meta"] == 0.0 and s["hit_meta"] == 0.0 and s["empty"] == 1    # empty map: 0 and a miss
+    assert s["mass_meta"] == 0.0 and s["hit_meta"] == 0.0 and s["empty"] == 1  # empty map: 0 and a miss
     assert s["hit"] == pytest.approx(1 / 3)
 
 
 def test_bootstrap_intervals():
     m, lo, hi = placement.bootstrap_ci([0.2, 0.4, 0.6, 0.8], boot=500)
     assert m == pytest.approx(0.5) and lo < 0.5 < hi
-    d = placement.paired_ci([0.1, 0.5, 0.9], [0.3, 0.7, 1.1], boot=500)     # the same +0.2 on every photo
+    d = placement.paired_ci([0.1, 0.5, 0.9], [0.3, 0.7, 1.1], boot=500)  # the same +0.2 on every photo
     assert d == pytest.approx((0.2, 0.2, 0.2))
 
 
 def test_reference_maps_score_as_expected():
     refs = placement.reference_maps(64)
-    box = [(16, 16, 48, 48)]                   # the central quarter of a 64x64 photo
+    box = [(16, 16, 48, 48)]  # the central quarter of a 64x64 photo
     assert heatmap_mass_in_boxes(refs["uniform"], box, (64, 64)) == pytest.approx(0.25)
     assert peak_in_boxes(refs["centre"], box, (64, 64)) == 1.0
 
@@ -129,21 +142,42 @@ def test_bench_runs_on_a_tiny_model(tmp_path, taxonomy_file):
     from .conftest import make_dataset
 
     data = make_dataset(tmp_path / "data", n_per_class=8, size=48)
-    model = train(TrainConfig(data=str(data), taxonomy=str(taxonomy_file), out=str(tmp_path / "model"),
-                              backbone="tiny", image_size=32, epochs=1, coarse_epochs=1, batch_size=8, cache_dir="",
-                              threads=1, fine_models=1))
+    model = train(
+        TrainConfig(
+            data=str(data),
+            taxonomy=str(taxonomy_file),
+            out=str(tmp_path / "model"),
+            backbone="tiny",
+            image_size=32,
+            epochs=1,
+            coarse_epochs=1,
+            batch_size=8,
+            cache_dir="",
+            threads=1,
+            fine_models=1,
+        )
+    )
     logs = []
-    res = placement.run(model, data, n=3, variants=["gradcam@head", "layercam@head+block:-2,flip", "gradcam@block:-9"],
-                        results=tmp_path / "res", boot=200, log=logs.append)
-    assert any("skipping gradcam@block:-9" in line for line in logs)           # the tiny network has 4 blocks
+    res = placement.run(
+        model,
+        data,
+        n=3,
+        variants=["gradcam@head", "layercam@head+block:-2,flip", "gradcam@block:-9"],
+        results=tmp_path / "res",
+        boot=200,
+        log=logs.append,
+    )
+    assert any("skipping gradcam@block:-9" in line for line in logs)  # the tiny network has 4 blocks
     assert set(res["summary"]) == {"uniform", "centre", "gradcam@head", "layercam@head+block:-2,flip"}
     held_out = set(json.loads((model / "model.json").read_text())["split"]["test_cases"])
     assert 0 < res["n"] <= 3
     for row in res["photos"]:
-        assert Path(row["image"]).name in _images_of_cases(data, held_out)     # held-out photos only
+        assert Path(row["image"]).name in _images_of_cases(data, held_out)  # held-out photos only
         for v in ("gradcam@head", "layercam@head+block:-2,flip"):
             s = row["variants"][v]
-            assert 0 <= s["mass"] <= 1 and 0 <= s["hit"] <= 1 and s["serve_ms"] > s["cam_ms"] > 0 and s["serve_cpu_ms"] > 0
+            assert (
+                0 <= s["mass"] <= 1 and 0 <= s["hit"] <= 1 and s["serve_ms"] > s["cam_ms"] > 0 and s["serve_cpu_ms"] > 0
+            )
     assert "d_mass" in res["summary"]["layercam@head+block:-2,flip"]
     saved = json.loads((tmp_path / "res" / "gradcam_placement_model.json").read_text())
     assert saved["n"] == res["n"]
@@ -153,6 +187,7 @@ def test_bench_runs_on_a_tiny_model(tmp_path, taxonomy_file):
 
 def _images_of_cases(data, cases):
     import csv
+
     with open(data / "labels.csv") as f:
         return [r["image"] for r in csv.DictReader(f) if r["case_id"] in cases]
 
@@ -168,8 +203,15 @@ def test_probe_artefact_keeps_the_held_out_cases_out(tmp_path):
     probe = _load("probe_artefact")
     rng = np.random.default_rng(0)
     (tmp_path / "data" / "images").mkdir(parents=True)
-    colours = {"nv": (120, 70, 40), "mel": (30, 20, 20), "akiec": (200, 90, 90), "bcc": (230, 180, 190),
-               "bkl": (150, 120, 60), "df": (170, 110, 90), "vasc": (190, 20, 60)}
+    colours = {
+        "nv": (120, 70, 40),
+        "mel": (30, 20, 20),
+        "akiec": (200, 90, 90),
+        "bcc": (230, 180, 190),
+        "bkl": (150, 120, 60),
+        "df": (170, 110, 90),
+        "vasc": (190, 20, 60),
+    }
     rows = []
     for label, c in colours.items():
         for i in range(10):

@@ -45,7 +45,7 @@ def test_ci_and_youden():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     s = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
     a, lo, hi = metrics.delong_ci(y, s)
-    assert lo <= a <= hi and 0 <= lo and hi <= 1
+    assert lo <= a <= hi and lo >= 0 and hi <= 1
     assert a == pytest.approx(roc_auc_score(y, s))
     yd = metrics.youden(y, s)
     assert yd["sensitivity"] == pytest.approx(0.75) and yd["specificity"] == pytest.approx(1.0)
@@ -82,7 +82,9 @@ def test_midranks_match_scipy_definition():
 
 def test_paired_bootstrap_matches_sklearn_and_brackets_the_difference():
     from sklearn.metrics import balanced_accuracy_score, f1_score
+
     from inference.ml.metrics import paired_bootstrap
+
     rng = np.random.default_rng(3)
     y = rng.integers(0, 4, 400)
     a = np.where(rng.random(400) < 0.6, y, rng.integers(0, 4, 400))
@@ -94,7 +96,7 @@ def test_paired_bootstrap_matches_sklearn_and_brackets_the_difference():
     assert abs(r["macro_f1"]["diff"] - want_f1) < 1e-12
     for k in ("balanced_accuracy", "macro_f1"):
         assert r[k]["ci_low"] < r[k]["diff"] < r[k]["ci_high"]
-        assert r[k]["ci_low"] > 0 and r[k]["share_below_zero"] == 0.0   # b is clearly better
+        assert r[k]["ci_low"] > 0 and r[k]["share_below_zero"] == 0.0  # b is clearly better
     same = paired_bootstrap(y, a, a, 4, n_boot=50)
     assert same["balanced_accuracy"] == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "share_below_zero": 0.0}
     # a class never predicted and a class absent from the truth
@@ -107,8 +109,8 @@ def test_youden_when_no_threshold_beats_chance_is_consistent_with_its_rule():
     s = np.array([0.0, 1.0])
     yd = metrics.youden([1, 0], s)
     assert yd["sensitivity"] == 0.0 and yd["specificity"] == 1.0 and yd["j"] == 0.0
-    pred = s >= yd["threshold"]              # the rule the model summary applies
-    assert not pred.any()                    # nothing called positive: specificity 1 holds
+    pred = s >= yd["threshold"]  # the rule the model summary applies
+    assert not pred.any()  # nothing called positive: specificity 1 holds
     assert np.isfinite(yd["threshold"]) and yd["threshold"] > 1.0
 
 
@@ -116,7 +118,7 @@ def test_youden_when_no_threshold_beats_chance_is_consistent_with_its_rule():
 def test_youden_rule_reproduces_its_rates(seed):
     y, s = _data(seed, n=60, ties=seed % 2 == 0)
     if seed >= 4:
-        s = -s                                # worse than chance
+        s = -s  # worse than chance
     yd = metrics.youden(y, s)
     pred = s >= yd["threshold"]
     assert np.mean(pred[y == 1]) == pytest.approx(yd["sensitivity"])
@@ -124,7 +126,7 @@ def test_youden_rule_reproduces_its_rates(seed):
 
 
 def test_one_positive_or_negative_has_no_delong_interval():
-    assert metrics.auc([1, 0], [0.9, 0.1]) == 1.0                    # the AUC itself is defined
+    assert metrics.auc([1, 0], [0.9, 0.1]) == 1.0  # the AUC itself is defined
     with pytest.raises(ValueError, match="at least two positive and two negative"):
         metrics.delong_ci([1, 0], [0.9, 0.1])
     with pytest.raises(ValueError, match="at least two positive and two negative"):
@@ -147,7 +149,7 @@ def test_nan_scores_are_an_error_not_ranked_highest():
         metrics.delong_covariance([0, 1, 0, 1], [[0.1, 0.2, 0.3, 0.4], [0.1, np.nan, 0.3, 0.4]])
     with pytest.raises(ValueError, match="NaN"):
         metrics.youden([0, 1, 0, 1], [0.1, 0.2, np.nan, 0.4])
-    assert metrics.auc([0, 1, 0, 1], [-np.inf, 0.2, 0.3, np.inf]) == 0.75     # infinities rank normally
+    assert metrics.auc([0, 1, 0, 1], [-np.inf, 0.2, 0.3, np.inf]) == 0.75  # infinities rank normally
 
 
 @pytest.mark.parametrize("labels", [[0.6, 1, 0, 1], [0, 2, 0, 1], [0, np.nan, 0, 1], ["0", "1", "0", "1"]])
@@ -168,12 +170,13 @@ def test_logit_ci_stays_inside_the_unit_interval():
     s = np.r_[np.linspace(0, 1, 30), np.linspace(0.97, 2, 30)]
     a, lo, hi = metrics.delong_ci(y, s, scale="logit")
     assert a > 0.99 and lo < a < hi < 1.0
-    assert metrics.delong_ci(y, s)[2] == 1.0                          # the Wald interval hits the bound
+    assert metrics.delong_ci(y, s)[2] == 1.0  # the Wald interval hits the bound
 
 
 @pytest.mark.parametrize("seed,ties", [(0, False), (1, True), (2, True)])
 def test_roc_curve_equals_sklearn(seed, ties):
     from sklearn.metrics import roc_curve as sk
+
     y, s = _data(seed, n=80, ties=ties)
     fpr, tpr, thr = metrics.roc_curve(y, s)
     f2, t2, th2 = sk(y, s, drop_intermediate=False)

@@ -1,5 +1,6 @@
 """Float32 serving through ONNX Runtime gives PyTorch's probabilities, and PyTorch still serves
 when ONNX Runtime is asked not to or cannot."""
+
 import sys
 
 import numpy as np
@@ -17,8 +18,14 @@ from .test_pipeline import FAST
 
 @pytest.fixture
 def model_dir(tmp_path, taxonomy_file, tiny_data):
-    return train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "m"),
-                             **{**FAST, "fine_models": 2, "freeze_transferred": False}))
+    return train(
+        TrainConfig(
+            data=str(tiny_data),
+            taxonomy=str(taxonomy_file),
+            out=str(tmp_path / "m"),
+            **{**FAST, "fine_models": 2, "freeze_transferred": False},
+        )
+    )
 
 
 def test_onnxruntime_serves_the_probabilities_of_pytorch(model_dir, monkeypatch):
@@ -29,7 +36,7 @@ def test_onnxruntime_serves_the_probabilities_of_pytorch(model_dir, monkeypatch)
     assert all(isinstance(m, OrtModel) for m in [*ort._fast_fines, ort._fast_coarse])
     assert len(ort._fast_fines) == 2
     g = torch.Generator().manual_seed(0)
-    for n, size in [(1, 32), (5, 32), (3, 48)]:     # batch, height and width are free
+    for n, size in [(1, 32), (5, 32), (3, 48)]:  # batch, height and width are free
         u8 = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
         for a, b in zip(ort.probabilities(u8), eager.probabilities(u8)):
             assert a.shape == b.shape and a.dtype == np.float32
@@ -77,7 +84,7 @@ def test_runtime_setting_and_fallback(model_dir, monkeypatch, caplog):
     # bfloat16 and int8 copies are PyTorch's own
     assert Predictor.load(model_dir, precision="bf16", runtime="onnxruntime").runtime == "torch"
     # without ONNX Runtime the predictor says so and serves with PyTorch
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)      # import fails
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     P = Predictor.load(model_dir, precision="fp32")
     assert P.runtime == "torch"
     assert "ONNX Runtime unavailable" in caplog.text and "serving with PyTorch" in caplog.text
@@ -86,8 +93,14 @@ def test_runtime_setting_and_fallback(model_dir, monkeypatch, caplog):
 
 @pytest.fixture
 def frozen_dir(tmp_path, taxonomy_file, tiny_data):
-    return train(TrainConfig(data=str(tiny_data), taxonomy=str(taxonomy_file), out=str(tmp_path / "frozen"),
-                             **{**FAST, "fine_models": 2, "freeze_transferred": True}))
+    return train(
+        TrainConfig(
+            data=str(tiny_data),
+            taxonomy=str(taxonomy_file),
+            out=str(tmp_path / "frozen"),
+            **{**FAST, "fine_models": 2, "freeze_transferred": True},
+        )
+    )
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])

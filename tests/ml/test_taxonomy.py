@@ -1,11 +1,8 @@
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from inference.ml.taxonomy import (Taxonomy, TaxonomyError, fuse, malignancy_grade, malignancy_score,
-                                   meta_from_fine)
+from inference.ml.taxonomy import Taxonomy, TaxonomyError, fuse, malignancy_grade, malignancy_score, meta_from_fine
 
 from .conftest import TAX
 
@@ -29,7 +26,9 @@ def test_load_and_queries(tmp_path):
 
 def test_ham_taxonomy_file():
     from pathlib import Path
+
     import inference.ml as pkg
+
     t = Taxonomy.from_json(Path(pkg.__file__).parent / "taxonomies" / "ham10000.json")
     assert set(t.sub_classes) == {"nv", "mel", "akiec", "bcc", "bkl", "df", "vasc"}
     assert t.grade("mel") == 3 and t.grade("bcc") == 2 and t.grade("nv") == 1
@@ -78,11 +77,11 @@ def test_hard_gate_edge_cases():
     # tie in the coarse argmax goes to the first meta-class in taxonomy order
     np.testing.assert_allclose(fuse(np.array([0.5, 0.5]), pf, t, "hard"), [0.1, 0.3, 0.0, 0.0])
     # the gate follows the coarse argmax even when the fine model disagrees
-    np.testing.assert_allclose(fuse(np.array([0.2, 0.8]), np.array([0.6, 0.3, 0.05, 0.05]), t, "hard"),
-                               [0, 0, 0.05, 0.05])
+    np.testing.assert_allclose(
+        fuse(np.array([0.2, 0.8]), np.array([0.6, 0.3, 0.05, 0.05]), t, "hard"), [0, 0, 0.05, 0.05]
+    )
     # product with zero overlap falls back to the fine probabilities
-    np.testing.assert_allclose(fuse(np.array([1.0, 0.0]), np.array([0, 0, 0.5, 0.5]), t, "product"),
-                               [0, 0, 0.5, 0.5])
+    np.testing.assert_allclose(fuse(np.array([1.0, 0.0]), np.array([0, 0, 0.5, 0.5]), t, "product"), [0, 0, 0.5, 0.5])
     with pytest.raises(ValueError):
         fuse(np.array([1.0, 0.0]), pf, t, "bogus")
 

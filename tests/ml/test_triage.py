@@ -1,5 +1,6 @@
 """Tiers and thresholds on hand-made probabilities, temperature scaling and ECE, the unfamiliar-photo
 detector on generated features (toy taxonomy: red grade 3, blue grade 2, orange and green grade 1)."""
+
 import numpy as np
 import pytest
 
@@ -10,7 +11,7 @@ from inference.ml.taxonomy import Taxonomy
 
 from .conftest import TAX
 
-T = Taxonomy.from_dict(TAX)          # sub-classes: red, orange, blue, green
+T = Taxonomy.from_dict(TAX)  # sub-classes: red, orange, blue, green
 RED, ORANGE, BLUE, GREEN = range(4)
 
 
@@ -21,11 +22,15 @@ def P(red, orange=0.0, blue=0.0, green=None):
 
 def test_tiers_from_masses_and_the_top1_rule():
     th = {"urgent": 0.3, "malignant": 0.2}
-    probs = np.array([P(0.62, 0.38),          # 62 % red: urgent
-                      P(0.35, 0.65),          # red mass over the urgent threshold: urgent, not top-1
-                      P(0.05, 0.65, 0.25),    # malignant mass 0.30: refer
-                      P(0.05, 0.85, 0.05),    # 0.10: routine
-                      P(0.0, 0.4, 0.55)])     # top-1 blue (grade 2): refer
+    probs = np.array(
+        [
+            P(0.62, 0.38),  # 62 % red: urgent
+            P(0.35, 0.65),  # red mass over the urgent threshold: urgent, not top-1
+            P(0.05, 0.65, 0.25),  # malignant mass 0.30: refer
+            P(0.05, 0.85, 0.05),  # 0.10: routine
+            P(0.0, 0.4, 0.55),
+        ]
+    )  # top-1 blue (grade 2): refer
     codes, forced = tri.tier_codes(probs, T, th)
     assert codes.tolist() == [2, 2, 1, 0, 1]
     assert forced.tolist() == [False, False, False, False, False]
@@ -37,7 +42,11 @@ def test_tiers_from_masses_and_the_top1_rule():
 def test_a_top1_high_grade_malignancy_is_never_routine():
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(4) * 0.5, size=500)
-    for th in ({"urgent": 1.0, "malignant": 1.0}, {"urgent": 0.99, "malignant": 0.9}, {"urgent": None, "malignant": None}):
+    for th in (
+        {"urgent": 1.0, "malignant": 1.0},
+        {"urgent": 0.99, "malignant": 0.9},
+        {"urgent": None, "malignant": None},
+    ):
         codes, _ = tri.tier_codes(p, T, th)
         assert (codes[p.argmax(1) == RED] == 2).all()
         assert (codes[p.argmax(1) == BLUE] >= 1).all()
@@ -90,9 +99,9 @@ def test_thresholds_without_grades_or_with_bad_targets_are_refused():
 def test_temperature_recovers_a_known_softening_and_lowers_ece():
     rng = np.random.default_rng(1)
     z = rng.normal(0, 3, size=(4000, 5))
-    true = np.exp(z / 2.5) / np.exp(z / 2.5).sum(1, keepdims=True)          # the truth is 2.5x softer
+    true = np.exp(z / 2.5) / np.exp(z / 2.5).sum(1, keepdims=True)  # the truth is 2.5x softer
     y = np.array([rng.choice(5, p=row) for row in true])
-    logp = z - np.log(np.exp(z).sum(1, keepdims=True))                      # the over-confident model
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))  # the over-confident model
     Tfit = cal.fit_temperature(logp, y)
     assert Tfit == pytest.approx(2.5, rel=0.1)
     before, after = cal.ece(np.exp(logp), y), cal.ece(cal.apply_temperature(logp, Tfit), y)
@@ -115,12 +124,14 @@ def test_feature_detector_flags_far_points_and_few_held_out_ones():
     rng = np.random.default_rng(2)
     F, C = 32, 3
     centres = rng.normal(0, 1, (C, F)) * 3 + 10
+
     def draw(n):
         y = rng.integers(0, C, n)
         return centres[y] + rng.normal(0, 1, (n, F)), y
+
     ftr, ytr = draw(600)
     fte, _ = draw(300)
-    far = rng.normal(0, 1, (50, F)) * 3 - 10                 # another region of feature space
+    far = rng.normal(0, 1, (50, F)) * 3 - 10  # another region of feature space
     for method in ("combined", "knn", "mahalanobis"):
         det = FeatureOOD.fit(ftr, ytr, C, method)
         det.set_threshold(det.component_scores(fte), 0.05)
@@ -142,7 +153,7 @@ def test_chosen_thresholds_hold_their_targets_on_new_photos_on_average():
     fresh_sorted = np.sort(fresh)
     sens = []
     for _ in range(300):
-        m = rng.beta(2, 3, 30) * 0.49          # keep every red mass below 0.5: the threshold decides
+        m = rng.beta(2, 3, 30) * 0.49  # keep every red mass below 0.5: the threshold decides
         p = np.array([P(r, 1 - r) for r in m])
         t = tri.choose_thresholds(p, np.full(30, RED), T, urgent=0.9, malignant=0.95)["thresholds"]["urgent"]
         sens.append(1 - np.searchsorted(fresh_sorted, t / 0.49) / len(fresh))
@@ -160,9 +171,9 @@ def test_chosen_thresholds_hold_their_targets_on_new_photos_on_average():
 def test_the_differential_on_screen_also_sets_the_floor():
     cfg = {"temperature": 1.0, "thresholds": {"urgent": 0.9, "malignant": 0.9}, "modality": "dermoscopic"}
     model = tri.TriageModel(T, cfg)
-    q = np.array([P(0.3, 0.7)])                  # product: orange top-1, red mass under the threshold
+    q = np.array([P(0.3, 0.7)])  # product: orange top-1, red mass under the threshold
     assert model.assess(q)[0]["tier"] == "routine"
-    flat = np.array([P(0.6, 0.4)])               # a flat differential showing red first
+    flat = np.array([P(0.6, 0.4)])  # a flat differential showing red first
     b = model.assess(q, shown=flat)[0]
     assert b["tier"] == "urgent" and "Red lesion" in b["reason"] and "high-grade" in b["reason"]
     b = model.assess(q, modalities=["clinical"])[0]

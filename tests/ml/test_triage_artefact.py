@@ -1,6 +1,7 @@
 """Triage through a real (tiny) artefact: fit_triage writes triage.json + held-out outputs + detector,
 the predictor serves calibrated probabilities and a tier, a clinical photo against a dermoscopic model
 abstains, thresholds recompute from the stored outputs, older artefacts keep working, CLI contract."""
+
 import csv
 import json
 import shutil
@@ -16,8 +17,16 @@ from inference.ml.triage_fit import fit_triage
 
 from .conftest import make_dataset
 
-FAST = {"backbone": "tiny", "image_size": 32, "epochs": 2, "coarse_epochs": 1, "batch_size": 8, "cache_dir": "", "threads": 1,
-        "fine_models": 1}
+FAST = {
+    "backbone": "tiny",
+    "image_size": 32,
+    "epochs": 2,
+    "coarse_epochs": 1,
+    "batch_size": 8,
+    "cache_dir": "",
+    "threads": 1,
+    "fine_models": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +34,24 @@ def trained(tmp_path_factory, request):
     import json as _json
 
     from .conftest import TAX
+
     root = tmp_path_factory.mktemp("triage")
     data = make_dataset(root / "data", n_per_class=12)
     (root / "tax.json").write_text(_json.dumps(TAX))
-    out = train(TrainConfig(data=str(data), taxonomy=str(root / "tax.json"), out=str(root / "plain"), triage=False,
-                            **FAST))
+    out = train(
+        TrainConfig(data=str(data), taxonomy=str(root / "tax.json"), out=str(root / "plain"), triage=False, **FAST)
+    )
     return root, data, out
 
 
 def test_training_writes_the_triage_calibration(trained, tmp_path):
     """train() ends with fit_triage on its held-out split: the artefact serves tiers without a calibrate step."""
     root, data, _plain = trained
-    out = train(TrainConfig(data=str(data), taxonomy=str(root / "tax.json"), out=str(tmp_path / "t"),
-                            modality="clinical", **FAST))
+    out = train(
+        TrainConfig(
+            data=str(data), taxonomy=str(root / "tax.json"), out=str(tmp_path / "t"), modality="clinical", **FAST
+        )
+    )
     stored = json.loads((out / tri.FILE).read_text())
     assert stored["modality"] == "clinical" and stored["modality_source"] == "given"
     d = Predictor.load(out).predict_one(photo(), modality="clinical")
@@ -67,7 +81,9 @@ def test_fit_triage_round_trip_and_predictor_contract(trained, tmp_path):
     assert stored["temperature"] == pytest.approx(cfg["temperature"]) and stored["temperature"] > 0
     c = stored["calibration"]
     assert 0 <= c["ece_after"] <= 1 and 0 <= c["ece_before"] <= 1 and c["nll_after"] <= c["nll_before"] + 1e-9
-    assert len(c["reliability_after"]) == 15 and sum(b["count"] for b in c["reliability_after"]) == stored["heldout"]["n"]
+    assert (
+        len(c["reliability_after"]) == 15 and sum(b["count"] for b in c["reliability_after"]) == stored["heldout"]["n"]
+    )
     assert stored["targets"] == {"urgent": 0.9, "malignant": 0.95}
     assert set(stored["thresholds"]) == {"urgent", "malignant"}
     assert stored["heldout"]["urgent"]["n_pos"] > 0 and stored["ood"]["heldout_false_alarm"] <= 0.05
@@ -136,6 +152,7 @@ def test_modality_column_and_bad_data(trained, tmp_path):
 
 def test_cli_calibrate_and_predict_json(trained, tmp_path, capsys):
     from inference.ml.cli import main
+
     _root, data, plain = trained
     m = tmp_path / "m"
     shutil.copytree(plain, m)
@@ -159,14 +176,19 @@ def test_cli_calibrate_and_predict_json(trained, tmp_path, capsys):
 def test_bench_triage_runs_on_a_calibrated_artefact(trained, tmp_path, capsys):
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("bench_triage", Path(__file__).resolve().parents[2] / "bench" / "triage.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_triage", Path(__file__).resolve().parents[2] / "bench" / "triage.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     _root, data, plain = trained
     m = tmp_path / "m"
     shutil.copytree(plain, m)
     fit_triage(m, data)
-    res = bench.main([str(m), str(data), "--repeats", "2", "--limit", "6", "--far", "2", "--json", str(tmp_path / "b.json")])
+    res = bench.main(
+        [str(m), str(data), "--repeats", "2", "--limit", "6", "--far", "2", "--json", str(tmp_path / "b.json")]
+    )
     out = capsys.readouterr().out
     assert "in-sample" in out and "cross-fitted" in out and "far | drawing of a house" in out
     # cross-fitting: every held-out photo judged once per repeat, by settings fitted on the other half

@@ -7,6 +7,7 @@ The independent implementations below do NOT use inference.ml.metrics nor report
 - a Monte-Carlo check: the spread of the estimate over many simulated studies (new readers and
   new cases each time) against the OR standard error.
 """
+
 import math
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_hand_example_readers_vs_model():
     q = stats.t.ppf(0.975, (23 / 9) ** 2)
     assert d["ci_low"] == pytest.approx(-5 / 36 - q * math.sqrt(23 / 1296))
     assert d["ci_high"] == pytest.approx(-5 / 36 + q * math.sqrt(23 / 1296))
-    assert 0.3 < d["p_value"] < 0.4          # 0.334: two readers and six cases prove nothing
+    assert 0.3 < d["p_value"] < 0.4  # 0.334: two readers and six cases prove nothing
 
 
 def test_hand_example_reader_ci_and_youden():
@@ -66,10 +67,16 @@ def test_hand_example_reader_ci_and_youden():
     fpr, tpr, _ = metrics.roc_curve(Y, M)
     # thresholds .9 .8 .5 .4 .3 .1 -> (FPR, TPR): (0,1/3) (0,2/3) (1/3,2/3) (1/3,1) (2/3,1) (1,1)
     assert list(zip(np.round(fpr, 4), np.round(tpr, 4)))[1:] == [
-        (0, 0.3333), (0, 0.6667), (0.3333, 0.6667), (0.3333, 1), (0.6667, 1), (1, 1)]
+        (0, 0.3333),
+        (0, 0.6667),
+        (0.3333, 0.6667),
+        (0.3333, 1),
+        (0.6667, 1),
+        (1, 1),
+    ]
     a, lo, hi = metrics.delong_ci(Y, M)
     se = math.sqrt(2 / 81)
-    assert (a, lo, hi) == pytest.approx((8 / 9, 8 / 9 - 1.959964 * se, 1.0), abs=1e-6)   # upper clipped at 1
+    assert (a, lo, hi) == pytest.approx((8 / 9, 8 / 9 - 1.959964 * se, 1.0), abs=1e-6)  # upper clipped at 1
     yd = metrics.youden(Y, M)
     # J = TPR - FPR is 2/3 at (0, 2/3) [threshold .8] and at (1/3, 1) [threshold .4]: a tie that floating
     # point rounding decides (1 - 1/3 > 2/3 - 0 by one ulp), so either point is right
@@ -89,7 +96,7 @@ def test_one_reader_falls_back_to_paired_delong():
 def test_identical_readers_no_reader_variance():
     r = mrmc.readers_vs_model(Y, np.vstack([R1, R1, R1]), M)
     d = r["difference"]
-    assert d["ms_r"] == 0 and d["ddf"] is None      # infinite ddf -> normal reference
+    assert d["ms_r"] == 0 and d["ddf"] is None  # infinite ddf -> normal reference
     # Var(mean) = Cov2_D = Var(D1) when all readers are the same
     assert d["se"] == pytest.approx(math.sqrt(5 / 81))
 
@@ -101,7 +108,7 @@ def test_negative_cov2_is_truncated():
     ms_r = np.var(est, ddof=1)
     assert r.cov2 == pytest.approx(-0.004)
     assert r.se == pytest.approx(math.sqrt(ms_r / 3))
-    assert r.ddf == pytest.approx(2.0)        # (MS_R)^2 / (MS_R^2 / (J-1)) = J - 1
+    assert r.ddf == pytest.approx(2.0)  # (MS_R)^2 / (MS_R^2 / (J-1)) = J - 1
 
 
 # ---------------------------------------------------------------- independent implementations
@@ -129,19 +136,26 @@ def dbm_one_sample(y, reader_scores, model_score):
     J, K = reader_scores.shape
     full = np.array([auc_pairs(y, s) for s in reader_scores]) - auc_pairs(y, model_score)
     loo = jackknife(y, np.vstack([reader_scores, model_score[None, :]]))
-    d_loo = loo[:, :J] - loo[:, J:]                       # (K, J)
-    pv = K * full[None, :] - (K - 1) * d_loo              # pseudovalues (K, J)
-    pv = pv - pv.mean(axis=0) + full                      # normalised: reader means equal the estimates
-    Yjk = pv.T                                            # (J, K)
+    d_loo = loo[:, :J] - loo[:, J:]  # (K, J)
+    pv = K * full[None, :] - (K - 1) * d_loo  # pseudovalues (K, J)
+    pv = pv - pv.mean(axis=0) + full  # normalised: reader means equal the estimates
+    Yjk = pv.T  # (J, K)
     g = Yjk.mean()
     ms_r = K * np.sum((Yjk.mean(axis=1) - g) ** 2) / (J - 1)
     ms_c = J * np.sum((Yjk.mean(axis=0) - g) ** 2) / (K - 1)
     resid = Yjk - Yjk.mean(axis=1, keepdims=True) - Yjk.mean(axis=0, keepdims=True) + g
-    ms_rc = np.sum(resid ** 2) / ((J - 1) * (K - 1))
+    ms_rc = np.sum(resid**2) / ((J - 1) * (K - 1))
     numer = ms_r + max(ms_c - ms_rc, 0.0)
     se = math.sqrt(numer / (J * K))
-    ddf = numer ** 2 / (ms_r ** 2 / (J - 1))
-    return {"estimate": float(full.mean()), "se": se, "ddf": ddf, "t": float(full.mean()) / se, "d_loo": d_loo, "d": full}
+    ddf = numer**2 / (ms_r**2 / (J - 1))
+    return {
+        "estimate": float(full.mean()),
+        "se": se,
+        "ddf": ddf,
+        "t": float(full.mean()) / se,
+        "d_loo": d_loo,
+        "d": full,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +214,7 @@ def test_null_calibration_small_simulation():
     60 simulated studies, coverage between 85% and 100%."""
     rng = np.random.default_rng(3)
     cover = 0
-    for rep in range(60):
+    for _rep in range(60):
         y = (rng.random(80) < 0.4).astype(int)
         z = rng.normal(1.2 * y, 1.0)
         R = z[None, :] + rng.normal(0, 0.8, (5, 80)) + rng.normal(0, 0.15, (5, 1)) * y[None, :]
@@ -222,7 +236,7 @@ def test_two_test_or_equals_one_sample_or_on_differences():
     K = np.hstack([-np.eye(5), np.eye(5)])
     one = mrmc.or_one_sample(K @ aucs, K @ S @ K.T)
     assert two["difference"] == pytest.approx(one.estimate)
-    assert two["F"] == pytest.approx(one.t ** 2)
+    assert two["F"] == pytest.approx(one.t**2)
     assert two["ddf"] == pytest.approx(one.ddf)
     assert two["p_value"] == pytest.approx(one.p_value)
     assert two["se"] == pytest.approx(one.se)

@@ -1,4 +1,5 @@
 """The fair comparison of yes/no readers with a continuous model (reports.mrmc.binary)."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,12 @@ from reports.mrmc.binary import fair_comparison
 # 4 positives, 6 negatives; model scores; two yes/no readers
 Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
 S = np.array([0.9, 0.7, 0.6, 0.2, 0.8, 0.5, 0.4, 0.3, 0.1, 0.05])
-D = np.array([[1, 1, 0, 0, 0, 0, 0, 1, 0, 0],      # Se 2/4, Sp 5/6
-              [1, 1, 1, 0, 1, 1, 0, 0, 0, 0]])     # Se 3/4, Sp 4/6
+D = np.array(
+    [
+        [1, 1, 0, 0, 0, 0, 0, 1, 0, 0],  # Se 2/4, Sp 5/6
+        [1, 1, 1, 0, 1, 1, 0, 0, 0, 0],
+    ]
+)  # Se 3/4, Sp 4/6
 
 
 def test_point_estimates_by_hand():
@@ -34,6 +39,6 @@ def test_point_estimates_by_hand():
 
 def test_readers_who_skipped_cases_use_what_they_read():
     read = np.ones_like(D, bool)
-    read[0, 7] = False                   # reader 1 skipped the negative they got wrong
+    read[0, 7] = False  # reader 1 skipped the negative they got wrong
     f = fair_comparison(Y, D, read, S, n_boot=100)
     assert f["readers_specificity"]["estimate"] == pytest.approx((5 / 5 + 4 / 6) / 2)

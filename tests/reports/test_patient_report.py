@@ -1,6 +1,7 @@
 """Patient malignancy report: advice per urgency tier (S and grade as numbers), no report without a
 tier (never for a photo the model abstained on), a confirmed histopathology diagnosis first with the
 model's view secondary, the PDF's text, and who may open it."""
+
 import shutil
 import subprocess
 from datetime import timedelta
@@ -12,8 +13,8 @@ from django.utils import timezone
 
 from annotation.models import DiagnosisLabel, LabelSource, SubClass
 from derm_portal import roles
-from inference.tiers import TIERS
 from inference.models import ModelStatus, Prediction, PredictionStatus
+from inference.tiers import TIERS
 from reports import patient_report as pr
 from tests.conftest import need
 from tests.factories import CaseFactory, PatientFactory, make_photo
@@ -31,16 +32,22 @@ def make_prediction(photo, model, *, grade=3, score=2.27, **extra):
     """A graded prediction (mel first, RANKED) with a clear meta-class answer and the tier of its grade."""
     extra.setdefault("tier", GRADE_TIER.get(grade, ""))
     return PredictionFactory(
-        photo=photo, model_version=model,
+        photo=photo,
+        model_version=model,
         meta_probabilities={"melanocytic": 0.92, "keratinocytic": 0.08, "dermal_vascular": 0.0},
-        malignancy_score=score if grade else None, malignancy_grade=grade, margin=0.32, **extra,
+        malignancy_score=score if grade else None,
+        malignancy_grade=grade,
+        margin=0.32,
+        **extra,
     )
 
 
 @pytest.fixture
 def secret_case(db, users):
     patient = PatientFactory(code="PSN-PRIVATE-42", birth_year=1958)
-    return CaseFactory(patient=patient, body_site="right-calf-zz", clinical_history="grew since summer qq", external_id="HAM_0001234")
+    return CaseFactory(
+        patient=patient, body_site="right-calf-zz", clinical_history="grew since summer qq", external_id="HAM_0001234"
+    )
 
 
 @pytest.fixture
@@ -94,7 +101,9 @@ def test_pdf_has_grade_score_advice_and_disclaimer(grade, score, label, advice, 
         assert private not in text
 
 
-@pytest.mark.parametrize("grade,tier,advice", [(1, "routine", "Keep an eye on it"), (2, "refer", "nearby"), (3, "urgent", "tertiary")])
+@pytest.mark.parametrize(
+    "grade,tier,advice", [(1, "routine", "Keep an eye on it"), (2, "refer", "nearby"), (3, "urgent", "tertiary")]
+)
 def test_html_page_shows_tier_advice_and_photo(grade, tier, advice, photo, model, users):
     make_prediction(photo, model, grade=grade, score={1: 1.2, 2: 2.0, 3: 2.8}[grade])
     resp = client_for(users[roles.ADMIN]).get(reverse("reports:patient_report", args=[photo.pk]))
@@ -112,12 +121,14 @@ def test_lay_advice_follows_the_tiers():
     assert "Come back" in TIERS["routine"]["patient_advice"]
     assert "dermatologist" in TIERS["refer"]["patient_advice"] and "near you" in TIERS["refer"]["patient_advice"]
     assert "tertiary" in TIERS["urgent"]["patient_advice"] and "urgently" in TIERS["urgent"]["patient_advice"]
-    assert not any("advice" in g for g in pr.GRADES.values())      # the grade never carries advice
+    assert not any("advice" in g for g in pr.GRADES.values())  # the grade never carries advice
 
 
 def test_advice_follows_the_tier_not_the_score(photo, model, users):
     """S = 1.40 is "benign" as a grade, but a 62% melanoma is urgent: the report says urgent."""
-    make_prediction(photo, model, grade=1, score=1.40, tier="urgent", urgent_probability=0.62, malignant_probability=0.64)
+    make_prediction(
+        photo, model, grade=1, score=1.40, tier="urgent", urgent_probability=0.62, malignant_probability=0.64
+    )
     report = pr.patient_report_build(user=users[roles.DERMATOLOGIST], photo_pk=photo.pk)
     text = pdf_text(pr.patient_report_pdf(report=report))
     assert "62% chance of a serious skin cancer" in text and "64% chance of any skin cancer" in text
@@ -200,7 +211,9 @@ def test_no_graded_prediction_says_so_and_gives_no_pdf(state, message, photo, mo
 
 
 def test_unknown_photo_is_404(users, db):
-    assert client_for(users[roles.DERMATOLOGIST]).get(reverse("reports:patient_report", args=[987654])).status_code == 404
+    assert (
+        client_for(users[roles.DERMATOLOGIST]).get(reverse("reports:patient_report", args=[987654])).status_code == 404
+    )
 
 
 # --------------------------------------------------------------------------- permissions

@@ -2,6 +2,7 @@
 
 The study builders live in tests/reports/factories.py, shared with the other tests/reports files.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -26,22 +27,36 @@ def test_create_validates_question(taxonomy, users):
     with pytest.raises(ValidationError, match="Not in the taxonomy"):
         services.study_create(title="x", taxonomy=taxonomy, created_by=coord, positive_codes=["nope"])
     with pytest.raises(ValidationError, match="needs a compared model"):
-        services.study_create(title="x", taxonomy=taxonomy, created_by=coord, positive_codes=["mel"], aided_session=True)
-    s = services.study_create(title="Grades", taxonomy=taxonomy, created_by=coord, question_type="grade", positive_codes=["mel"])
+        services.study_create(
+            title="x", taxonomy=taxonomy, created_by=coord, positive_codes=["mel"], aided_session=True
+        )
+    s = services.study_create(
+        title="Grades", taxonomy=taxonomy, created_by=coord, question_type="grade", positive_codes=["mel"]
+    )
     assert s.positive_codes == [] and s.status == StudyStatus.DRAFT
 
 
 def test_cases_need_confirmation_photos_and_get_opaque_numbers(taxonomy, users):
     derm = users[roles.DERMATOLOGIST]
-    study = services.study_create(title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"])
+    study = services.study_create(
+        title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"]
+    )
     good = [make_confirmed_case(sub_code="mel", taxonomy=taxonomy, by=derm, i=i) for i in range(5)]
     unconfirmed = CaseFactory()
     make_photo(unconfirmed, user=derm)
-    ann.label_record(case=unconfirmed, sub_class=SubClass.objects.get(taxonomy=taxonomy, code="nv"),
-                     source=LabelSource.CONSENSUS, by=derm)
+    ann.label_record(
+        case=unconfirmed,
+        sub_class=SubClass.objects.get(taxonomy=taxonomy, code="nv"),
+        source=LabelSource.CONSENSUS,
+        by=derm,
+    )
     no_photo = CaseFactory()
-    ann.label_record(case=no_photo, sub_class=SubClass.objects.get(taxonomy=taxonomy, code="nv"),
-                     source=LabelSource.HISTOPATHOLOGY, by=derm)
+    ann.label_record(
+        case=no_photo,
+        sub_class=SubClass.objects.get(taxonomy=taxonomy, code="nv"),
+        source=LabelSource.HISTOPATHOLOGY,
+        by=derm,
+    )
     out = services.study_cases_add(study=study, cases=good + [unconfirmed, no_photo, good[0]])
     assert out["added"] == 5
     reasons = sorted(r for _, r in out["skipped"])
@@ -55,8 +70,13 @@ def test_cases_need_confirmation_photos_and_get_opaque_numbers(taxonomy, users):
 def test_grade_question_skips_ungraded_and_sample_is_random_subset(taxonomy, users):
     derm = users[roles.DERMATOLOGIST]
     SubClass.objects.filter(taxonomy=taxonomy, code="vasc").update(malignancy_grade=None)
-    study = services.study_create(title="g", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], question_type="grade")
-    cases = [make_confirmed_case(sub_code=c, taxonomy=taxonomy, by=derm, i=i) for i, c in enumerate(["mel", "bcc", "nv", "vasc"])]
+    study = services.study_create(
+        title="g", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], question_type="grade"
+    )
+    cases = [
+        make_confirmed_case(sub_code=c, taxonomy=taxonomy, by=derm, i=i)
+        for i, c in enumerate(["mel", "bcc", "nv", "vasc"])
+    ]
     out = services.study_cases_add(study=study, cases=cases)
     assert out["added"] == 3 and out["skipped"][0][1] == "diagnosis has no malignancy grade"
     more = [make_confirmed_case(sub_code="nv", taxonomy=taxonomy, by=derm, i=10 + i) for i in range(6)]
@@ -67,7 +87,9 @@ def test_grade_question_skips_ungraded_and_sample_is_random_subset(taxonomy, use
 
 
 def test_only_readers_can_be_invited_once(taxonomy, users, make_user):
-    study = services.study_create(title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"])
+    study = services.study_create(
+        title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"]
+    )
     with pytest.raises(ValidationError, match="reader role"):
         services.study_reader_invite(study=study, user=users[roles.DERMATOLOGIST], experience="expert", by=None)
     services.study_reader_invite(study=study, user=users[roles.READER], experience="expert", by=None)
@@ -97,16 +119,23 @@ def test_aided_session_needs_model_output_for_every_case(taxonomy, users):
 def test_model_outputs_from_predictions_mean_over_photos(taxonomy, users):
     derm = users[roles.DERMATOLOGIST]
     mv = make_model_version(taxonomy)
-    study = services.study_create(title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"],
-                                  model_version=mv)
+    study = services.study_create(
+        title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"], model_version=mv
+    )
     c1 = make_confirmed_case(sub_code="mel", taxonomy=taxonomy, by=derm, i=1, photos=2)
     c2 = make_confirmed_case(sub_code="nv", taxonomy=taxonomy, by=derm, i=5)
     services.study_cases_add(study=study, cases=[c1, c2])
     p1, p2 = c1.photos.all()
-    PredictionFactory(photo=p1, model_version=mv,
-                      ranked=[{"sub_class": "mel", "probability": 0.8}, {"sub_class": "nv", "probability": 0.2}])
-    PredictionFactory(photo=p2, model_version=mv,
-                      ranked=[{"sub_class": "mel", "probability": 0.4}, {"sub_class": "nv", "probability": 0.6}])
+    PredictionFactory(
+        photo=p1,
+        model_version=mv,
+        ranked=[{"sub_class": "mel", "probability": 0.8}, {"sub_class": "nv", "probability": 0.2}],
+    )
+    PredictionFactory(
+        photo=p2,
+        model_version=mv,
+        ranked=[{"sub_class": "mel", "probability": 0.4}, {"sub_class": "nv", "probability": 0.6}],
+    )
     out = services.study_model_outputs_refresh(study=study)
     assert out["from_predictions"] == 1 and out["missing"] == 1
     assert "artefact is not available" in out["reason"]
@@ -117,15 +146,27 @@ def test_model_outputs_from_predictions_mean_over_photos(taxonomy, users):
 
 def test_training_overlap_from_manifest(taxonomy, users):
     derm = users[roles.DERMATOLOGIST]
-    cases = [make_confirmed_case(sub_code="mel", taxonomy=taxonomy, by=derm, i=i, external_id=f"HAM_{i}") for i in range(3)]
+    cases = [
+        make_confirmed_case(sub_code="mel", taxonomy=taxonomy, by=derm, i=i, external_id=f"HAM_{i}") for i in range(3)
+    ]
     mv = make_model_version(taxonomy, manifest={"split": {"train_cases": ["HAM_0"], "test_cases": ["HAM_1"]}})
-    study = services.study_create(title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"], model_version=mv)
+    study = services.study_create(
+        title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR], positive_codes=["mel"], model_version=mv
+    )
     services.study_cases_add(study=study, cases=cases)
-    assert dict(study.study_cases.values_list("case__external_id", "in_training")) == {"HAM_0": "yes", "HAM_1": "no", "HAM_2": "no"}
+    assert dict(study.study_cases.values_list("case__external_id", "in_training")) == {
+        "HAM_0": "yes",
+        "HAM_1": "no",
+        "HAM_2": "no",
+    }
     mv2 = make_model_version(taxonomy, name="test split only", manifest={"split": {"test_cases": ["HAM_1"]}})
     services.study_update(study=study, model_version=mv2)
     services.study_training_overlap(study=study)
-    assert dict(study.study_cases.values_list("case__external_id", "in_training")) == {"HAM_0": "possible", "HAM_1": "no", "HAM_2": "possible"}
+    assert dict(study.study_cases.values_list("case__external_id", "in_training")) == {
+        "HAM_0": "possible",
+        "HAM_1": "no",
+        "HAM_2": "possible",
+    }
     mv3 = make_model_version(taxonomy, name="no manifest")
     services.study_update(study=study, model_version=mv3)
     services.study_training_overlap(study=study)
@@ -135,8 +176,12 @@ def test_training_overlap_from_manifest(taxonomy, users):
 # ------------------------------------------------------------------ reading
 def test_order_is_shuffled_per_reader_and_stable(taxonomy, users, make_user):
     r2 = make_user(roles.READER)
-    study, _ = build_study(users=users, taxonomy=taxonomy, truths=("mel",) * 6 + ("nv",) * 6,
-                           readers=[(users[roles.READER], "intern"), (r2, "expert")])
+    study, _ = build_study(
+        users=users,
+        taxonomy=taxonomy,
+        truths=("mel",) * 6 + ("nv",) * 6,
+        readers=[(users[roles.READER], "intern"), (r2, "expert")],
+    )
     a, b = study.readers.order_by("pk")
     oa, ob = services.reader_order(a), services.reader_order(b)
     assert sorted(oa) == sorted(ob) and oa != ob
@@ -162,10 +207,11 @@ def test_reading_flow_times_and_sessions(taxonomy, users):
         services.reading_submit(study_reader=sr, study_case=sc, session="unaided", answer="pos", confidence=9)
     with pytest.raises(ValidationError, match="Choose"):
         services.reading_submit(study_reader=sr, study_case=sc, session="unaided", answer="mel", confidence=3)
-    r = services.reading_submit(study_reader=sr, study_case=sc, session="unaided", answer="pos", confidence=3,
-                                active_ms=999999)
+    r = services.reading_submit(
+        study_reader=sr, study_case=sc, session="unaided", answer="pos", confidence=3, active_ms=999999
+    )
     assert 7000 <= r.server_ms < 9000
-    assert r.active_ms <= r.server_ms + 5000        # the client cannot claim more time than the server saw
+    assert r.active_ms <= r.server_ms + 5000  # the client cannot claim more time than the server saw
     # no going back in this study
     services.reading_serve(study_reader=sr, study_case=sc, session="unaided")
     with pytest.raises(PermissionDenied, match="changing answers"):
@@ -219,7 +265,9 @@ def test_pages_walk_through_a_reading(client, taxonomy, users):
         resp = client.post(url, {"answer": "pos", "active_ms": "1500"})
         assert resp.status_code == 302
         url = client.get(resp.url).url if k < len(cases) - 1 else resp.url
-    assert Reading.objects.filter(study_reader__user=users[roles.READER], answered_at__isnull=False).count() == len(cases)
+    assert Reading.objects.filter(study_reader__user=users[roles.READER], answered_at__isnull=False).count() == len(
+        cases
+    )
     done = client.get(f"/reading/{study.pk}/")
     assert done.status_code == 302 and done.url == "/reading/"
 

@@ -1,6 +1,7 @@
 """Model outputs for a study computed on demand by the inference.ml Predictor when the inference app
 has no predictions (a tiny model trained here on generated images), and the training-overlap check
 read from the real artefact manifest."""
+
 import pytest
 import torch
 
@@ -30,15 +31,25 @@ def test_predictor_fills_model_outputs_and_manifest_gives_overlap(tiny_artefact,
     test_cases = manifest["split"]["test_cases"]
     derm = users[roles.DERMATOLOGIST]
     held_out = test_cases[0]
-    trained_on = next(f"case_{c}_{i}" for c in ("nv", "mel", "bkl") for i in range(2) if f"case_{c}_{i}" not in test_cases)
+    trained_on = next(
+        f"case_{c}_{i}" for c in ("nv", "mel", "bkl") for i in range(2) if f"case_{c}_{i}" not in test_cases
+    )
     cases = [
         make_confirmed_case(sub_code="mel", taxonomy=taxonomy, by=derm, i=0, external_id=held_out),
         make_confirmed_case(sub_code="nv", taxonomy=taxonomy, by=derm, i=1, external_id=trained_on),
-        make_confirmed_case(sub_code="nv", taxonomy=taxonomy, by=derm, i=2, photos=2),   # portal case, no external id
+        make_confirmed_case(sub_code="nv", taxonomy=taxonomy, by=derm, i=2, photos=2),  # portal case, no external id
     ]
-    mv = ModelVersion.objects.create(name="tiny", taxonomy=taxonomy, artefact_path=str(tiny_artefact))  # manifest empty: read from disk
-    study = services.study_create(title="t", taxonomy=taxonomy, created_by=users[roles.COORDINATOR],
-                                  positive_codes=["mel"], model_version=mv, aided_session=True)
+    mv = ModelVersion.objects.create(
+        name="tiny", taxonomy=taxonomy, artefact_path=str(tiny_artefact)
+    )  # manifest empty: read from disk
+    study = services.study_create(
+        title="t",
+        taxonomy=taxonomy,
+        created_by=users[roles.COORDINATOR],
+        positive_codes=["mel"],
+        model_version=mv,
+        aided_session=True,
+    )
     services.study_cases_add(study=study, cases=cases)
     overlap = dict(study.study_cases.values_list("case_id", "in_training"))
     assert overlap == {cases[0].pk: "no", cases[1].pk: "possible", cases[2].pk: "unknown"}

@@ -7,6 +7,7 @@ model, case numbers ...) and requested with the reader's session; no response ma
 marker planted in the truth label, the case references, the patient code, the other reader's
 answer or name, or the model's output.
 """
+
 import itertools
 import re
 
@@ -20,12 +21,12 @@ from reports import services
 from reports.models import Reading, Session, StudyCase
 from tests.reports.factories import build_study, read_all
 
-TRUTH = "TRUTHMARKER7F3A"               # in the histopathology report text
-CASEREF = "CASEREFMARKER"               # prefix of the case external ids
-PATIENT = "PATIENTMARKER"               # patient pseudonym
-OTHER_COMMENT = "OTHERREADERMARKER9"    # the other reader's comment on each answer
-OTHER_NAME = "otherreadermarker"        # the other reader's username
-MODEL_P = 0.4321987                     # the model's probability for 'bcc' on every case
+TRUTH = "TRUTHMARKER7F3A"  # in the histopathology report text
+CASEREF = "CASEREFMARKER"  # prefix of the case external ids
+PATIENT = "PATIENTMARKER"  # patient pseudonym
+OTHER_COMMENT = "OTHERREADERMARKER9"  # the other reader's comment on each answer
+OTHER_NAME = "otherreadermarker"  # the other reader's username
+MODEL_P = 0.4321987  # the model's probability for 'bcc' on every case
 MODEL_MARKERS = ("0.4321987", "43.2", "43 %", "model-opinion")
 
 
@@ -40,10 +41,16 @@ def world(taxonomy, users, make_user):
     other = make_user(roles.READER, username=OTHER_NAME)
     probs = dict.fromkeys(("nv", "mel", "akiec", "bkl", "df", "vasc"), (1 - MODEL_P) / 6) | {"bcc": MODEL_P}
     truths = ("mel", "mel", "nv", "nv")
-    study, cases = build_study(users=users, taxonomy=taxonomy, truths=truths, aided=True, allow_back=True,
-                               title="Melanoma study ALPHA",
-                               readers=[(users[roles.READER], "resident"), (other, "expert")],
-                               model_probs={f"EXT-{i:03d}": probs for i in range(4)})
+    study, cases = build_study(
+        users=users,
+        taxonomy=taxonomy,
+        truths=truths,
+        aided=True,
+        allow_back=True,
+        title="Melanoma study ALPHA",
+        readers=[(users[roles.READER], "resident"), (other, "expert")],
+        model_probs={f"EXT-{i:03d}": probs for i in range(4)},
+    )
     for i, c in enumerate(cases):
         Case.objects.filter(pk=c.pk).update(external_id=f"{CASEREF}-{i}")
         Patient.objects.filter(pk=c.patient_id).update(code=f"{PATIENT}-{i}")
@@ -52,8 +59,9 @@ def world(taxonomy, users, make_user):
     read_all(study, other, answers, comment=OTHER_COMMENT)
     read_all(study, other, answers, session=Session.AIDED, comment=OTHER_COMMENT)
     # a second study the reader is NOT invited to
-    study2, cases2 = build_study(users=users, taxonomy=taxonomy, truths=("mel", "nv"), readers=[(other, "expert")],
-                                 title="Naevus study BRAVO")
+    study2, cases2 = build_study(
+        users=users, taxonomy=taxonomy, truths=("mel", "nv"), readers=[(other, "expert")], title="Naevus study BRAVO"
+    )
     # the reader has answered one case (unaided), so own pages have content
     me = study.readers.get(user=users[roles.READER])
     number = services.reading_next_number(study_reader=me, session="unaided")
@@ -118,8 +126,11 @@ def _urls(w):
     for full_name, pattern in _walk(get_resolver().url_patterns):
         names = _arg_names(pattern)
         pools = [_values(n, w, ints) for n in names]
-        combos = itertools.product(*pools) if len(names) <= 2 else \
-            itertools.product(*(p if i < 2 else p[:2] for i, p in enumerate(pools)))
+        combos = (
+            itertools.product(*pools)
+            if len(names) <= 2
+            else itertools.product(*(p if i < 2 else p[:2] for i, p in enumerate(pools)))
+        )
         for combo in combos:
             try:
                 url = reverse(full_name, kwargs=dict(zip(names, combo)))
@@ -133,7 +144,7 @@ def _urls(w):
 def _scan(client, w):
     leaks, ok_pages, n = [], 0, 0
     for name, url in _urls(w):
-        if name.endswith("plotly_js"):      # the plotly.js library bundle, no data
+        if name.endswith("plotly_js"):  # the plotly.js library bundle, no data
             continue
         n += 1
         resp = client.get(url)
@@ -153,7 +164,7 @@ def test_reader_reaches_no_truth_no_model_no_other_reader_anywhere(world):
     leaks, ok_pages, n = _scan(client, world)
     print(f"{n} URLs requested as the reader, {ok_pages} answered 200")
     assert n > 150, f"only {n} URLs enumerated"
-    assert ok_pages > 3            # the reader's own pages did answer (the test is not vacuous)
+    assert ok_pages > 3  # the reader's own pages did answer (the test is not vacuous)
     assert not leaks, "\n".join(map(str, leaks))
 
 
@@ -162,11 +173,23 @@ def test_reader_blocked_from_coordinator_and_clinical_endpoints(world):
     client = Client()
     client.force_login(world["reader"])
     s, photo = world["study"], world["cases"][0].photos.first()
-    for url in ["/studies/", f"/studies/{s.pk}/", f"/studies/{s.pk}/results/", f"/studies/{s.pk}/readings.csv",
-                f"/studies/{s.pk}/report.pdf", f"/studies/{s.pk}/charts/pos.png",
-                "/api/reader-studies/", f"/api/reader-studies/{s.pk}/", f"/api/reader-studies/{s.pk}/results/",
-                f"/api/reader-studies/{s.pk}/readings/", f"/photos/{photo.pk}/file", f"/api/photos/{photo.pk}/file/",
-                f"/cases/{world['cases'][0].pk}/", "/api/labels/", "/api/predictions/"]:
+    for url in [
+        "/studies/",
+        f"/studies/{s.pk}/",
+        f"/studies/{s.pk}/results/",
+        f"/studies/{s.pk}/readings.csv",
+        f"/studies/{s.pk}/report.pdf",
+        f"/studies/{s.pk}/charts/pos.png",
+        "/api/reader-studies/",
+        f"/api/reader-studies/{s.pk}/",
+        f"/api/reader-studies/{s.pk}/results/",
+        f"/api/reader-studies/{s.pk}/readings/",
+        f"/photos/{photo.pk}/file",
+        f"/api/photos/{photo.pk}/file/",
+        f"/cases/{world['cases'][0].pk}/",
+        "/api/labels/",
+        "/api/predictions/",
+    ]:
         assert client.get(url).status_code in (403, 404), url
     for action in ("open", "close", "invite", "refresh_model"):
         assert client.post(f"/studies/{s.pk}/", {"action": action}).status_code == 403
@@ -178,7 +201,16 @@ def test_reader_sees_only_own_answers_and_only_invited_studies(world):
     client.force_login(world["reader"])
     mine = client.get("/api/my-readings/").json()
     assert mine["count"] == 1 and mine["results"][0]["answer"] == "neg"
-    assert set(mine["results"][0]) == {"id", "study", "session", "case_number", "answer", "confidence", "comment", "answered_at"}
+    assert set(mine["results"][0]) == {
+        "id",
+        "study",
+        "session",
+        "case_number",
+        "answer",
+        "confidence",
+        "comment",
+        "answered_at",
+    }
     others = Reading.objects.filter(study_reader__user=world["other"]).values_list("pk", flat=True)
     for pk in others:
         assert client.get(f"/api/my-readings/{pk}/").status_code == 404

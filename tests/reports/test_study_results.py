@@ -1,4 +1,5 @@
 """Results of a study: the hand example through the whole stack, multi-class, aided, cache, exports."""
+
 import csv
 import io
 import math
@@ -15,22 +16,25 @@ from reports import results, services
 from reports.models import Session
 from tests.reports.factories import build_study, read_all
 
-TRUTHS = ("mel", "mel", "mel", "nv", "nv", "nv")           # EXT-000..EXT-005
-MODEL_MEL = [0.9, 0.8, 0.4, 0.3, 0.5, 0.1]                 # the hand example of test_mrmc.py
+TRUTHS = ("mel", "mel", "mel", "nv", "nv", "nv")  # EXT-000..EXT-005
+MODEL_MEL = [0.9, 0.8, 0.4, 0.3, 0.5, 0.1]  # the hand example of test_mrmc.py
 R1 = ["pos", "pos", "neg", "neg", "neg", "pos"]
 R2 = ["pos", "pos", "pos", "pos", "neg", "neg"]
 
 
 def _probs(p_mel):
     rest = (1 - p_mel) / 6
-    return {c: rest for c in ("nv", "akiec", "bcc", "bkl", "df", "vasc")} | {"mel": p_mel}
+    return dict.fromkeys(("nv", "akiec", "bcc", "bkl", "df", "vasc"), rest) | {"mel": p_mel}
 
 
 @pytest.fixture
 def hand_study(taxonomy, users, make_user):
     r2 = make_user(roles.READER, first_name="Second", last_name="Reader")
     study, cases = build_study(
-        users=users, taxonomy=taxonomy, truths=TRUTHS, confidence="none",
+        users=users,
+        taxonomy=taxonomy,
+        truths=TRUTHS,
+        confidence="none",
         readers=[(users[roles.READER], "resident"), (r2, "expert")],
         model_probs={f"EXT-{i:03d}": _probs(p) for i, p in enumerate(MODEL_MEL)},
     )
@@ -58,7 +62,7 @@ def test_binary_results_match_the_hand_example(hand_study):
     assert (r2["tpr"], r2["fpr"]) == pytest.approx((1.0, 1 / 3))
     assert (task["mean_reader"]["tpr"], task["mean_reader"]["fpr"]) == pytest.approx((5 / 6, 1 / 3))
     assert r1["auc"] == pytest.approx(2 / 3) and r2["auc"] == pytest.approx(5 / 6)
-    assert r1["roc"] is None          # no confidence scale: a point, not a curve
+    assert r1["roc"] is None  # no confidence scale: a point, not a curve
     # MRMC: difference -5/36, t = -5/sqrt(23), ddf (23/9)^2
     m = task["mrmc"]
     assert m["estimate"] == pytest.approx(-5 / 36)
@@ -94,8 +98,9 @@ def test_confidence_gives_reader_curves(taxonomy, users):
 
 def test_multiclass_one_vs_rest_and_balanced_accuracy(taxonomy, users):
     truths = ("mel", "nv", "bcc", "bkl", "df", "vasc", "mel", "nv")
-    study, cases = build_study(users=users, taxonomy=taxonomy, truths=truths, question_type="multiclass",
-                               class_level="meta", confidence="none")
+    study, cases = build_study(
+        users=users, taxonomy=taxonomy, truths=truths, question_type="multiclass", class_level="meta", confidence="none"
+    )
     # meta truths: melanocytic x4, keratinocytic x2, dermal_vascular x2; the reader calls everything melanocytic
     read_all(study, users[roles.READER], {c.external_id: "melanocytic" for c in cases})
     study.refresh_from_db()
@@ -115,8 +120,8 @@ def test_aided_changes_and_harm(taxonomy, users):
     study, cases = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS, aided=True, confidence="none")
     reader = users[roles.READER]
     truth = {c.external_id: ("pos" if t == "mel" else "neg") for c, t in zip(cases, TRUTHS)}
-    read_all(study, reader, truth)                                   # perfect unaided
-    worse = dict(truth, **{"EXT-000": "neg"})                        # one right -> wrong with the AI
+    read_all(study, reader, truth)  # perfect unaided
+    worse = dict(truth, **{"EXT-000": "neg"})  # one right -> wrong with the AI
     read_all(study, reader, worse, session=Session.AIDED)
     study.refresh_from_db()
     res = results.reader_study_results(study=study)
@@ -125,13 +130,19 @@ def test_aided_changes_and_harm(taxonomy, users):
     assert a["delta_sensitivity"] == pytest.approx(-1 / 3) and a["delta_specificity"] == 0
     assert (a["correct_to_wrong"], a["wrong_to_correct"], a["harmed"]) == (1, 0, True)
     assert res["aided_tasks"][0]["readers"][0]["tpr"] == pytest.approx(2 / 3)
-    assert res["aided_tasks"][0]["aided_vs_unaided"] is None       # one reader: no reader variance to estimate
+    assert res["aided_tasks"][0]["aided_vs_unaided"] is None  # one reader: no reader variance to estimate
 
 
 def test_aided_vs_unaided_or_two_tests(taxonomy, users, make_user):
     r2 = make_user(roles.READER)
-    study, cases = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS, aided=True, confidence="none",
-                               readers=[(users[roles.READER], "intern"), (r2, "expert")])
+    study, cases = build_study(
+        users=users,
+        taxonomy=taxonomy,
+        truths=TRUTHS,
+        aided=True,
+        confidence="none",
+        readers=[(users[roles.READER], "intern"), (r2, "expert")],
+    )
     ids = [f"EXT-{i:03d}" for i in range(6)]
     read_all(study, users[roles.READER], dict(zip(ids, R1)))
     read_all(study, r2, dict(zip(ids, R2)))
@@ -146,8 +157,13 @@ def test_aided_vs_unaided_or_two_tests(taxonomy, users, make_user):
 
 def test_results_cached_until_a_reading_changes(taxonomy, users, make_user, django_assert_max_num_queries):
     r2 = make_user(roles.READER)
-    study, cases = build_study(users=users, taxonomy=taxonomy, truths=TRUTHS, confidence="none",
-                               readers=[(users[roles.READER], "intern"), (r2, "expert")])
+    study, cases = build_study(
+        users=users,
+        taxonomy=taxonomy,
+        truths=TRUTHS,
+        confidence="none",
+        readers=[(users[roles.READER], "intern"), (r2, "expert")],
+    )
     truth = {c.external_id: ("pos" if t == "mel" else "neg") for c, t in zip(cases, TRUTHS)}
     read_all(study, users[roles.READER], truth)
     study.refresh_from_db()
@@ -168,7 +184,7 @@ def test_exports_csv_charts_pdf_and_api(client, hand_study, users):
     page = client.get(f"/studies/{hand_study.pk}/results/")
     assert page.status_code == 200
     assert b"Readers vs model (MRMC)" in page.content and b"Obuchowski" in page.content
-    assert b"False positive rate (1 \\u2212 specificity)" in page.content       # the figure JSON (json_script)
+    assert b"False positive rate (1 \\u2212 specificity)" in page.content  # the figure JSON (json_script)
     assert b"True positive rate (sensitivity)" in page.content
     rows = list(csv.DictReader(io.StringIO(client.get(f"/studies/{hand_study.pk}/readings.csv").content.decode())))
     assert len(rows) == 12 and {r["truth_answer"] for r in rows} == {"pos", "neg"}

@@ -5,6 +5,7 @@ number to the digits those programs print.
 The data file is public (RJafroc dataset02, MRMCaov VanDyke) but is not kept in the repository: it
 is read from $DERM_READER_STUDIES_DIR or from shared/datasets/reader-studies next to the repository.
 """
+
 import csv
 import os
 from pathlib import Path
@@ -70,7 +71,9 @@ def test_mrmcaov_delong(vd):
 
 def test_mrmcaov_single_treatments(vd):
     y, R = vd
-    for t, (est, se, df) in enumerate([("0.8970370", "0.03307642", "12.59597"), ("0.9408374", "0.02150464", "12.56530")]):
+    for t, (est, se, df) in enumerate(
+        [("0.8970370", "0.03307642", "12.59597"), ("0.9408374", "0.02150464", "12.56530")]
+    ):
         aucs, S = mrmc.covariance(y, R[t], method="delong")
         r = mrmc.or_one_sample(aucs, S)
         _digits(r.estimate, est)
@@ -98,6 +101,7 @@ def test_jackknife_equals_refitting_and_missing_readings(vd):
     """The closed-form leave-one-out values equal recomputing the AUC without each case; a reader who
     skipped cases keeps their place, and a complete reader's variance is unchanged by it."""
     from inference.ml.metrics import auc
+
     y, R = vd
     _, S = mrmc.jackknife(y, R[0, :2])
     N = y.size
@@ -105,12 +109,12 @@ def test_jackknife_equals_refitting_and_missing_readings(vd):
     d = loo - loo.mean(1, keepdims=True)
     np.testing.assert_allclose(S, (N - 1) / N * d @ d.T, rtol=1e-10)
     read = np.ones((5, N), bool)
-    read[1, ::7] = False                       # reader 2 skipped every 7th case
+    read[1, ::7] = False  # reader 2 skipped every 7th case
     est_m, S_m = mrmc.jackknife(y, R[0], read)
     assert est_m[1] == pytest.approx(auc(y[read[1]], R[0, 1, read[1]]))
     assert S_m[0, 0] == pytest.approx(mrmc.jackknife(y, R[0])[1][0, 0])
     full = mrmc.jackknife(y, R[0])[1][1, 1]
-    assert 0.9 * full < S_m[1, 1] < 1.4 * full       # fewer cases: a little more variance
+    assert 0.9 * full < S_m[1, 1] < 1.4 * full  # fewer cases: a little more variance
     o = mrmc.tests_compared(y, R, read=np.stack([read, read]), method="jackknife")
     assert o["n_readers"] == 5 and 0 < o["p_value"] < 1
     with pytest.raises(ValueError, match="use the jackknife"):
@@ -127,6 +131,7 @@ def test_fixed_reader_and_fixed_case_versions(vd):
     assert o["rrfc"]["F"] == pytest.approx(o["ms_t"] / o["ms_tr"]) and o["rrfc"]["ddf"] == 4
     # RRFC of two tests = paired t test of the per-reader differences
     from scipy import stats
+
     aucs = np.array(o["reader_aucs"])
     assert o["rrfc"]["p_value"] == pytest.approx(stats.ttest_rel(aucs[1], aucs[0]).pvalue)
 
@@ -140,8 +145,10 @@ def test_planning_reproduces_the_pilot_and_grows_with_size(vd):
     assert p["noncentrality"] == pytest.approx(o["F"])
     assert p["ddf"] == pytest.approx(o["ddf"])
     vdk = planning.VAN_DYKE
-    assert planning.power(vdk, effect=0.05, n_readers=10, n_cases=300)["power"] > \
-        planning.power(vdk, effect=0.05, n_readers=5, n_cases=114)["power"]
+    assert (
+        planning.power(vdk, effect=0.05, n_readers=10, n_cases=300)["power"]
+        > planning.power(vdk, effect=0.05, n_readers=5, n_cases=114)["power"]
+    )
     need = planning.cases_needed(vdk, effect=0.05, n_readers=10, power=0.8)
     assert need is not None
     assert planning.power(vdk, effect=0.05, n_readers=10, n_cases=need)["power"] >= 0.8
@@ -150,6 +157,7 @@ def test_planning_reproduces_the_pilot_and_grows_with_size(vd):
 
 def test_non_inferiority_one_sided(vd):
     from scipy import stats
+
     y, R = vd
     o = mrmc.tests_compared(y, R, margin=0.05)
     n = o["non_inferiority"]

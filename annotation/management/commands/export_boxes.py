@@ -6,6 +6,7 @@ COCO JSON or CSV. One annotation per photo: the gold one, else an accepted one.
     manage.py export_boxes --format voc --with-images --out labelimg.zip   (photos next to their XML)
     manage.py export_boxes --format yolo [--with-images] --out yolo.zip
 """
+
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -28,8 +29,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, format, out, status, annotator, as_user, with_images, **opts):
         User = get_user_model()
-        user = User.objects.filter(username=as_user).first() if as_user else (
-            User.objects.filter(is_superuser=True).first() or User.objects.filter(groups__name="admin").first())
+        user = (
+            User.objects.filter(username=as_user).first()
+            if as_user
+            else (User.objects.filter(is_superuser=True).first() or User.objects.filter(groups__name="admin").first())
+        )
         if user is None:
             raise CommandError("no admin user to export as; pass --as-user")
         ann_user = None

@@ -8,6 +8,7 @@
 a COCO category id); --dry-run reports what would be imported and stores nothing.
 
 Problems are printed per file and line; everything else is imported."""
+
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -28,24 +29,59 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path")
-        parser.add_argument("--format", choices=["auto", "voc", "coco", "yolo"], default="auto",
-                            help="yolo: a zip or folder with classes.txt and one .txt per image")
+        parser.add_argument(
+            "--format",
+            choices=["auto", "voc", "coco", "yolo"],
+            default="auto",
+            help="yolo: a zip or folder with classes.txt and one .txt per image",
+        )
         parser.add_argument("--annotator", required=True, help="username the boxes belong to")
-        parser.add_argument("--as-user", help="username running the import (default: the annotator; must be admin for "
-                                              "someone else's boxes or --status accepted)")
-        parser.add_argument("--status", choices=[AnnotationStatus.TO_ANNOTATE, AnnotationStatus.ANNOTATED, AnnotationStatus.ACCEPTED],
-                            default=AnnotationStatus.ANNOTATED)
-        parser.add_argument("--create-cases", action="store_true", help="create a case per image not yet in the portal (VOC folder, or COCO with the images next to the .json)")
+        parser.add_argument(
+            "--as-user",
+            help="username running the import (default: the annotator; must be admin for "
+            "someone else's boxes or --status accepted)",
+        )
+        parser.add_argument(
+            "--status",
+            choices=[AnnotationStatus.TO_ANNOTATE, AnnotationStatus.ANNOTATED, AnnotationStatus.ACCEPTED],
+            default=AnnotationStatus.ANNOTATED,
+        )
+        parser.add_argument(
+            "--create-cases",
+            action="store_true",
+            help="create a case per image not yet in the portal (VOC folder, or COCO with the images next to the .json)",
+        )
         parser.add_argument("--patient-prefix", default="IMPORT-")
         parser.add_argument("--replace-accepted", action="store_true")
-        parser.add_argument("--map", dest="map_file", help="label mapping file: one 'their name = taxonomy code' per line")
+        parser.add_argument(
+            "--map", dest="map_file", help="label mapping file: one 'their name = taxonomy code' per line"
+        )
         parser.add_argument("--dry-run", action="store_true", help="report what would be imported; store nothing")
-        parser.add_argument("--retries", type=int, default=3, help="start again this often while the database is locked "
-                                                                      "by another writer (embedded SQLite)")
+        parser.add_argument(
+            "--retries",
+            type=int,
+            default=3,
+            help="start again this often while the database is locked by another writer (embedded SQLite)",
+        )
         parser.add_argument("--retry-wait", type=float, default=2.0, help="seconds between attempts")
 
-    def handle(self, *args, path, format, annotator, as_user, status, create_cases, patient_prefix, replace_accepted,
-               retries, retry_wait, map_file, dry_run, **opts):
+    def handle(
+        self,
+        *args,
+        path,
+        format,
+        annotator,
+        as_user,
+        status,
+        create_cases,
+        patient_prefix,
+        replace_accepted,
+        retries,
+        retry_wait,
+        map_file,
+        dry_run,
+        **opts,
+    ):
         User = get_user_model()
         try:
             annotator_user = User.objects.get(username=annotator)
@@ -69,7 +105,9 @@ class Command(BaseCommand):
                 labels = with_mapping(labels, mapping_parse(text, source=m.name, labels=labels))
         except AnnotationError as exc:
             raise CommandError(str(exc))
-        common = dict(user=user, annotator=annotator_user, status=status, replace_accepted=replace_accepted, labels=labels)
+        common = dict(
+            user=user, annotator=annotator_user, status=status, replace_accepted=replace_accepted, labels=labels
+        )
 
         def run():
             return dry_run_of(import_once) if dry_run else import_once()
@@ -78,23 +116,38 @@ class Command(BaseCommand):
             if fmt == "yolo":
                 from annotation.interchange import yolo
 
-                classes, files = (yolo.yolo_files_from_folder(p) if p.is_dir()
-                                  else yolo.yolo_files_from_zip(p.read_bytes(), p.name))
+                classes, files = (
+                    yolo.yolo_files_from_folder(p) if p.is_dir() else yolo.yolo_files_from_zip(p.read_bytes(), p.name)
+                )
                 return yolo.yolo_import(files=files, classes=classes, **common)
             if fmt == "coco":
                 limits.check_size(p.name, p.stat().st_size)  # before reading it into memory
                 images = None
                 if create_cases:  # the images next to the .json (and below it)
-                    images = {str(f.relative_to(p.parent)): f for f in sorted(p.parent.rglob("*")) if f.suffix.lower() in IMAGE_EXTS}
-                return coco.coco_import(data=p.read_bytes(), source=p.name, images=images, create_cases=create_cases,
-                                        patient_prefix=patient_prefix, **common)
+                    images = {
+                        str(f.relative_to(p.parent)): f
+                        for f in sorted(p.parent.rglob("*"))
+                        if f.suffix.lower() in IMAGE_EXTS
+                    }
+                return coco.coco_import(
+                    data=p.read_bytes(),
+                    source=p.name,
+                    images=images,
+                    create_cases=create_cases,
+                    patient_prefix=patient_prefix,
+                    **common,
+                )
             if p.is_dir():
-                return voc.voc_import_folder(folder=p, create_cases=create_cases, patient_prefix=patient_prefix, **common)
+                return voc.voc_import_folder(
+                    folder=p, create_cases=create_cases, patient_prefix=patient_prefix, **common
+                )
             return voc.voc_import(files=[(p.name, p.read_bytes())], **common)
 
         def say_retry(attempt: int, of: int) -> None:
-            self.stderr.write(f"The database is locked by another writer; starting again in {retry_wait:g} s "
-                              f"(attempt {attempt} of {of}).")
+            self.stderr.write(
+                f"The database is locked by another writer; starting again in {retry_wait:g} s "
+                f"(attempt {attempt} of {of})."
+            )
 
         try:
             report = run_retrying(run, retries=max(0, retries), wait=retry_wait, on_retry=say_retry)

@@ -9,8 +9,10 @@ from annotation.services import taxonomy_load_default
 
 
 class Command(BaseCommand):
-    help = ("Import a HAM10000-style (metadata.csv) or generic (labels.csv) photo folder. Every row is checked first; "
-            "any bad row is listed with its line and nothing is imported. Idempotent.")
+    help = (
+        "Import a HAM10000-style (metadata.csv) or generic (labels.csv) photo folder. Every row is checked first; "
+        "any bad row is listed with its line and nothing is imported. Idempotent."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("folder")
@@ -30,7 +32,9 @@ class Command(BaseCommand):
                 bar.update(done - bar.n)
 
         try:
-            summary = import_dataset(folder, user=who, modality=modality, patient_prefix=patient_prefix, progress=progress)
+            summary = import_dataset(
+                folder, user=who, modality=modality, patient_prefix=patient_prefix, progress=progress
+            )
         except ImportErrorFatal as exc:
             raise CommandError(str(exc))
         finally:

@@ -1,4 +1,5 @@
 """One reconciler pass from the command line (what Celery beat runs every DERM_RECONCILE_SECONDS)."""
+
 from django.core.management.base import BaseCommand
 
 from derm_portal.reconcile import reconcile

@@ -1,4 +1,5 @@
 """python manage.py recompute_predictions [--model PK] [--case PK] [--force] [--enqueue]"""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from inference import services
@@ -12,7 +13,9 @@ class Command(BaseCommand):
         parser.add_argument("--model", type=int, help="ModelVersion pk (default: the active model)")
         parser.add_argument("--case", type=int, help="only the photos of this case")
         parser.add_argument("--force", action="store_true", help="recompute done predictions too")
-        parser.add_argument("--enqueue", action="store_true", help="send one job to the long queue instead of running here")
+        parser.add_argument(
+            "--enqueue", action="store_true", help="send one job to the long queue instead of running here"
+        )
 
     def handle(self, model=None, case=None, force=False, enqueue=False, **opts):
         mv = ModelVersion.objects.filter(pk=model).first() if model else services.model_active_for()

@@ -4,6 +4,7 @@ ones generated at test time (never committed).
 Regenerate the committed files with `python tests/annotation/hostile/make_corpus.py`.
 Each entry of REJECTED names a file and a fragment of the error a person must see.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,7 +31,10 @@ def png_claiming(width: int, height: int) -> bytes:
     """A ~100-byte PNG whose header claims width x height pixels (a decompression bomb)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + _png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + _png_chunk(b"IEND", b"")
     )
 
 
