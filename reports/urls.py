@@ -5,7 +5,7 @@ import importlib
 
 from django.urls import include, path
 
-from . import views
+from . import views, views_reading
 
 app_name = "reports"
 urlpatterns: list = [
@@ -19,10 +19,10 @@ urlpatterns: list = [
     path("studies/<int:pk>/charts/<slug:key>.<str:fmt>", views.study_chart, name="study_chart"),
     path("studies/plotly.min.js", views.plotly_js, name="plotly_js"),
     # invited readers
-    path("reading/", views.my_studies, name="my_studies"),
-    path("reading/<int:study_pk>/", views.reading_start, name="reading_start"),
-    path("reading/<int:study_pk>/<str:session>/case/<int:number>/", views.reading_case, name="reading_case"),
-    path("reading/<int:study_pk>/case/<int:number>/photo/<int:idx>", views.reading_photo, name="reading_photo"),
+    path("reading/", views_reading.my_studies, name="my_studies"),
+    path("reading/<int:study_pk>/", views_reading.reading_start, name="reading_start"),
+    path("reading/<int:study_pk>/<str:session>/case/<int:number>/", views_reading.reading_case, name="reading_case"),
+    path("reading/<int:study_pk>/case/<int:number>/photo/<int:idx>", views_reading.reading_photo, name="reading_photo"),
 ]
 
 try:  # the patient-report pages land in their own module

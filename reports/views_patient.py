@@ -13,9 +13,7 @@ from .patient_report import (
     SCORE_EXPLANATION,
     patient_report_build,
 )
-from .patient_report import (
-    patient_report_pdf as render_pdf,
-)
+from .patient_report_pdf import patient_report_pdf as render_pdf
 
 
 def _page(request, report, status=200):

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from ..boxes import LabelIndex, label_index
+from ..box_validation import LabelIndex, label_index
 from ..models import AnnotationStatus, Box, Photo, PhotoAnnotation
 from ..selectors import cases_visible_to
 

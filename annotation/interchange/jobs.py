@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from derm_portal import dispatch
 
-from ..boxes import AnnotationError
+from ..box_validation import AnnotationError
 from ..models import AnnotationStatus, ImportRun
 from .coco import coco_import
 from .limits import check_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from ..boxes import AnnotationError
+from ..box_validation import AnnotationError
 
 DEFAULTS = {
     "MAX_BYTES": 64 * 1024 * 1024,  # one COCO file, or all VOC files of one import together

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 
-from ..boxes import AnnotationError, LabelIndex, LabelRef
+from ..box_validation import AnnotationError, LabelIndex, LabelRef
 
 
 def mapping_parse(text: str, *, source: str, labels: LabelIndex) -> dict[str, LabelRef]:

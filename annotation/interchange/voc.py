@@ -12,7 +12,7 @@ from django.db import transaction
 from derm_portal import roles
 
 from .. import services
-from ..boxes import LabelIndex, box_validate, label_index
+from ..box_validation import LabelIndex, box_validate, label_index
 from ..images import ImageRejected
 from ..models import AnnotationStatus, Photo
 from ..selectors import cases_visible_to

@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 
 from django.db import transaction
 
-from ..boxes import AnnotationError, LabelIndex, box_validate, label_index
+from ..box_validation import AnnotationError, LabelIndex, box_validate, label_index
 from ..models import AnnotationStatus, Photo, PhotoAnnotation
 from ..selectors import cases_visible_to
 from .export import _boxes_of, export_names

@@ -25,8 +25,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .augment import (
-    jpeg_roundtrip,  # noqa: F401 (re-exported)
+from .augment import (  # re-exported: callers take the augmentation names from data.py too
+    AugmentConfig,  # noqa: F401
+    Augmenter,  # noqa: F401
+    BatchMixer,  # noqa: F401
+    gaussian_blur,  # noqa: F401
+    jpeg_roundtrip,  # noqa: F401
+    normalise,  # noqa: F401
 )
 from .errors import DataError, SplitError
 

@@ -16,6 +16,7 @@ from derm_portal import roles
 from inference.models import ModelStatus, Prediction, PredictionStatus
 from inference.tiers import TIERS
 from reports import patient_report as pr
+from reports.patient_report_pdf import patient_report_pdf
 from tests.conftest import need
 from tests.factories import CaseFactory, PatientFactory, make_photo
 from tests.inference.factories import ModelVersionFactory, PredictionFactory
@@ -130,7 +131,7 @@ def test_advice_follows_the_tier_not_the_score(photo, model, users):
         photo, model, grade=1, score=1.40, tier="urgent", urgent_probability=0.62, malignant_probability=0.64
     )
     report = pr.patient_report_build(user=users[roles.DERMATOLOGIST], photo_pk=photo.pk)
-    text = pdf_text(pr.patient_report_pdf(report=report))
+    text = pdf_text(patient_report_pdf(report=report))
     assert "62% chance of a serious skin cancer" in text and "64% chance of any skin cancer" in text
     assert "Urgent" in text and "tertiary (specialist) hospital urgently" in text and "S = 1.40" in text
     assert "Keep an eye on it yourself" not in text
@@ -167,7 +168,7 @@ def test_unfamiliar_photo_adds_a_caution(photo, model, users):
     make_prediction(photo, model, looks_unfamiliar=True)
     report = pr.patient_report_build(user=users[roles.DERMATOLOGIST], photo_pk=photo.pk)
     assert "looks unlike the photos the model learned from" in report.caution
-    assert "looks unlike the photos" in pdf_text(pr.patient_report_pdf(report=report))
+    assert "looks unlike the photos" in pdf_text(patient_report_pdf(report=report))
 
 
 def test_report_uses_the_active_models_prediction(photo, taxonomy, users):
@@ -207,7 +208,7 @@ def test_no_graded_prediction_says_so_and_gives_no_pdf(state, message, photo, mo
     assert pdf["Content-Type"].startswith("text/html") and not pdf.content.startswith(b"%PDF")
     assert message in pdf.content.decode()
     with pytest.raises(ValueError):
-        pr.patient_report_pdf(report=pr.patient_report_build(user=users[roles.DERMATOLOGIST], photo_pk=photo.pk))
+        patient_report_pdf(report=pr.patient_report_build(user=users[roles.DERMATOLOGIST], photo_pk=photo.pk))
 
 
 def test_unknown_photo_is_404(users, db):
