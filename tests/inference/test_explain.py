@@ -226,7 +226,7 @@ def test_environment_chooses_the_default_settings(tiny_model_dir, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     assert default_settings() == DEFAULT
     monkeypatch.setenv(ENV, "layercam@head,flip")
-    assert default_settings() == CamSettings("layercam", ("head",), flip=True)
+    assert default_settings() == CamSettings("layercam", ("head",), flip=True) != DEFAULT
     P = Predictor.load(tiny_model_dir)
     img = Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 40, 3), dtype=np.uint8))
     a = explain(P, img, P.taxonomy.sub_classes[:2])
