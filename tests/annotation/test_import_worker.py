@@ -26,6 +26,7 @@ from derm_portal import roles
 from derm_portal.celery import app as portal_app
 from tests.annotation.test_voc_coco import photo_named
 from tests.conftest import need
+from tests.factories import celery_fresh_connections
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
@@ -117,6 +118,7 @@ def test_large_coco_upload_is_imported_by_the_long_worker(users, taxonomy, clien
     portal_app.conf.update(
         task_always_eager=False, broker_url=BROKER, broker_transport_options={"global_keyprefix": prefix}
     )
+    celery_fresh_connections(portal_app)
     try:
         client.force_login(admin)
         resp = client.post(
@@ -142,6 +144,7 @@ def test_large_coco_upload_is_imported_by_the_long_worker(users, taxonomy, clien
         assert "3 box(es) on 3 photo(s)" in client.get(reverse("annotation:workspace_io")).content.decode()
     finally:
         portal_app.conf.update(saved)
+        celery_fresh_connections(portal_app)
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
             try:

@@ -18,7 +18,7 @@ from derm_portal.models import JobDispatch
 from derm_portal.reconcile import CROP_TASK, IMPORT_TASK, reconcile
 from inference import jobs
 from inference.models import Prediction, PredictionStatus, TrainingRun, TrainingStatus
-from tests.factories import make_photo
+from tests.factories import celery_fresh_connections, make_photo
 from tests.inference.factories import PredictionFactory, TrainingRunFactory
 from tests.inference.test_training import labelled_cases  # noqa: F401  (fixture)
 
@@ -132,7 +132,7 @@ def test_starting_training_with_the_broker_down_queues_the_run_for_the_reconcile
             )
     finally:
         conf.task_always_eager, conf.broker_url = saved
-        current_app._pool = None
+        celery_fresh_connections(current_app)
     assert r.status_code == 302 and len(callbacks) == 1
     assert "not sent (broker unavailable?)" in caplog.text
     run = TrainingRun.objects.get()
