@@ -46,6 +46,22 @@ class Session(models.TextChoices):
 
 
 class ReaderStudy(models.Model):
+    # what a coordinator sets on a draft study (the form, the API and study_update share it)
+    SETTINGS = (
+        "title",
+        "description",
+        "question_type",
+        "class_level",
+        "positive_codes",
+        "question_text",
+        "confidence_scale",
+        "model_version",
+        "shuffle",
+        "allow_back",
+        "aided_session",
+        "show_history",
+    )
+
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     taxonomy = models.ForeignKey("annotation.Taxonomy", on_delete=models.PROTECT, related_name="reader_studies")

@@ -126,20 +126,7 @@ def study_create(
 def study_update(*, study: ReaderStudy, **fields) -> ReaderStudy:
     """Change the question or options of a draft study."""
     _require_draft(study, "Changing the question")
-    allowed = {
-        "title",
-        "description",
-        "question_type",
-        "class_level",
-        "positive_codes",
-        "question_text",
-        "confidence_scale",
-        "model_version",
-        "shuffle",
-        "allow_back",
-        "aided_session",
-        "show_history",
-    }
+    allowed = set(ReaderStudy.SETTINGS)
     unknown = set(fields) - allowed
     if unknown:
         raise ValidationError(f"Unknown fields: {', '.join(sorted(unknown))}.")

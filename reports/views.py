@@ -25,6 +25,7 @@ from .forms import CaseFilterForm, InviteForm, StudyForm
 from .models import (
     ConfidenceScale,
     QuestionType,
+    ReaderStudy,
     Session,
     StudyCase,
     StudyReader,
@@ -76,23 +77,7 @@ def study_create(request):
 
 
 def _study_initial(study) -> dict:
-    return {
-        f: getattr(study, f)
-        for f in (
-            "title",
-            "description",
-            "question_type",
-            "class_level",
-            "positive_codes",
-            "question_text",
-            "confidence_scale",
-            "model_version",
-            "shuffle",
-            "allow_back",
-            "aided_session",
-            "show_history",
-        )
-    }
+    return {f: getattr(study, f) for f in ReaderStudy.SETTINGS}
 
 
 @require_role(*COORD)
