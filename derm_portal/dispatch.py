@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery import current_app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -21,8 +20,10 @@ log = logging.getLogger(__name__)
 
 def send(name: str, *args, **kwargs) -> bool:
     """Send the task registered as ``name``; False (logged) when the broker cannot take it."""
-    task = current_app.tasks[name]
-    if current_app.conf.task_always_eager:  # runs here: its errors are the caller's to see
+    from .celery import app  # the project's app, whichever Celery app is "current" in this process
+
+    task = app.tasks[name]
+    if app.conf.task_always_eager:  # runs here: its errors are the caller's to see
         task.apply_async(args=args, kwargs=kwargs)
         return True
     try:

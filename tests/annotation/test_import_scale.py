@@ -145,7 +145,7 @@ def test_a_redelivered_import_task_does_not_run_twice(admin, django_capture_on_c
 
 
 def test_queued_import_is_routed_to_the_long_queue(settings):
-    app = Celery("derm-route-check")
+    app = Celery("derm-route-check", set_as_current=False)
     app.conf.task_routes = settings.CELERY_TASK_ROUTES
     app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
     assert app.amqp.router.route({}, "annotation.tasks.import_boxes")["queue"].name == "long"
