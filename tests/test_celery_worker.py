@@ -58,7 +58,7 @@ def _redis_ok() -> bool:
 def test_routes_send_training_to_long_and_predictions_to_interactive(settings):
     from celery import Celery
 
-    app = Celery("derm-route-check")
+    app = Celery("derm-route-check", set_as_current=False)
     app.conf.task_routes = settings.CELERY_TASK_ROUTES
     app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
 
@@ -137,7 +137,7 @@ def test_real_workers_run_ping_and_long_jobs_do_not_block_interactive(tmp_path, 
 
     tag = uuid.uuid4().hex[:10]
     prefix = f"derm-test-{tag}:"
-    client = Celery("derm-test-client", broker=BROKER, backend=BROKER)
+    client = Celery("derm-test-client", broker=BROKER, backend=BROKER, set_as_current=False)
     client.conf.broker_transport_options = {"global_keyprefix": prefix}
     client.conf.task_routes = settings.CELERY_TASK_ROUTES
     client.conf.task_default_queue = "interactive"
@@ -194,7 +194,7 @@ def test_a_job_whose_worker_died_is_run_again_by_another_worker(tmp_path, settin
     prefix = f"derm-test-{tag}:"
     options = {"visibility_timeout": 3, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
     extra = {"CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(options)}
-    client = Celery("derm-test-client", broker=BROKER, backend=BROKER)
+    client = Celery("derm-test-client", broker=BROKER, backend=BROKER, set_as_current=False)
     client.conf.broker_transport_options = {"global_keyprefix": prefix, **options}
     r = redis.Redis.from_url(BROKER)
     hold_key = f"derm-test-hold-{tag}"

@@ -119,7 +119,7 @@ def test_killed_worker_job_is_redelivered_and_taken_over(active_model, case, tmp
     hang_key = f"derm-test-hang-{tag}"
     r = redis.Redis.from_url(BROKER)
     pred = services.prediction_request(photo=make_photo(case), enqueue=False)
-    client = Celery("derm-test-client", broker=BROKER)
+    client = Celery("derm-test-client", broker=BROKER, set_as_current=False)
     client.conf.broker_transport_options = {"global_keyprefix": prefix}
     logs = {k: tmp_path / f"worker-{k}.log" for k in ("a", "b")}
     a = _worker(prefix, f"a-{tag}", logs["a"], DERM_TEST_HANG_PREDICTION="1", DERM_TEST_HANG_KEY=hang_key)
