@@ -15,9 +15,7 @@ from inference.tiers import TIERS
 from tests.factories import make_photo
 from tests.inference.conftest import tiny_model_dir  # noqa: F401 (fixture)
 from tests.inference.factories import ModelVersionFactory, PredictionFactory
-from tests.inference.triage_fixtures import (
-    triaged_active_model,  # noqa: F401 (fixtures)
-)
+from tests.inference.triage_fixtures import triage_data_photo, triaged_active_model, triaged_model_dir  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

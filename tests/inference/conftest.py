@@ -57,7 +57,9 @@ def tiny_model_dir(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny-model")
     data = make_ham_like(root / "data")
-    return train(TrainConfig(data=str(data), taxonomy=dict(HAM10000_TAXONOMY), out=str(root / "model"), **TINY))
+    return train(
+        TrainConfig(data=str(data), taxonomy=dict(HAM10000_TAXONOMY), out=str(root / "model"), triage=False, **TINY)
+    )
 
 
 @pytest.fixture
