@@ -64,7 +64,5 @@ def make_photo(case, *, color=(180, 120, 100), size=(64, 48), user=None, modalit
 def celery_fresh_connections(app) -> None:
     """Drop the app's cached broker connections and producers, so a changed broker_url or key prefix
     takes effect (kombu keeps both pools across conf updates)."""
-    if app._pool is not None:
-        app.pool.force_close_all()
     app._pool = None
     app.amqp._producer_pool = None

@@ -18,7 +18,7 @@ from derm_portal.models import JobDispatch
 from derm_portal.reconcile import CROP_TASK, IMPORT_TASK, reconcile
 from inference import jobs
 from inference.models import Prediction, PredictionStatus, TrainingRun, TrainingStatus
-from tests.factories import celery_fresh_connections, make_photo
+from tests.factories import make_photo
 from tests.inference.factories import PredictionFactory, TrainingRunFactory
 from tests.inference.test_training import labelled_cases  # noqa: F401  (fixture)
 
@@ -113,17 +113,22 @@ def test_crop_request_is_owed_a_run_that_started_after_it():
 
 
 def test_starting_training_with_the_broker_down_queues_the_run_for_the_reconciler(
-    client, users, labelled_cases, django_capture_on_commit_callbacks, caplog
+    client, users, labelled_cases, django_capture_on_commit_callbacks, caplog, monkeypatch
 ):
     """No 500 and no lost run: the run is saved queued and the reconciler sends it."""
-    from celery import current_app
+    from celery.app.task import Task
     from django.urls import reverse
+    from kombu.exceptions import OperationalError
 
-    conf = current_app.conf
+    from derm_portal.celery import app
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to the broker: connection refused")
+
+    conf = app.conf
     saved = conf.task_always_eager, conf.broker_url
-    conf.task_always_eager, conf.broker_url = False, "redis://127.0.0.1:1/0"  # nothing listens there
-    current_app.pool.force_close_all()
-    current_app._pool = None
+    conf.task_always_eager = False
+    monkeypatch.setattr(Task, "apply_async", broker_down)  # the broker refuses every send
     try:
         client.force_login(users["admin"])
         with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -132,7 +137,6 @@ def test_starting_training_with_the_broker_down_queues_the_run_for_the_reconcile
             )
     finally:
         conf.task_always_eager, conf.broker_url = saved
-        celery_fresh_connections(current_app)
     assert r.status_code == 302 and len(callbacks) == 1
     assert "not sent (broker unavailable?)" in caplog.text
     run = TrainingRun.objects.get()
