@@ -59,10 +59,3 @@ def make_photo(case, *, color=(180, 120, 100), size=(64, 48), user=None, modalit
         modality=modality,
         run_hooks=False,
     )
-
-
-def celery_fresh_connections(app) -> None:
-    """Drop the app's cached broker connections and producers, so a changed broker_url or key prefix
-    takes effect (kombu keeps both pools across conf updates)."""
-    app._pool = None
-    app.amqp._producer_pool = None

@@ -11,23 +11,17 @@ Skipped locally when Redis is not reachable; fails in CI (DERM_REQUIRE_SERVICES=
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from derm_portal.celery import app as portal_app
 from tests.conftest import need
-
-REPO = Path(__file__).resolve().parents[1]
-BROKER = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
-if not BROKER.startswith("redis"):
-    BROKER = "redis://127.0.0.1:6379/0"
+from tests.workers import BROKER, flush, new_prefix, portal_on_redis, redis_ok, start_worker, stop, worker_env
 
 
 # Registered on the portal app only when a worker imports this module (`-I`): a job that
@@ -44,15 +38,6 @@ def hold_until_released(key: str, limit_s: float = 120.0) -> str:
             return "released"
         time.sleep(0.05)
     return "gave up"
-
-
-def _redis_ok() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(BROKER, socket_connect_timeout=2).ping())
-    except Exception:
-        return False
 
 
 def test_routes_send_training_to_long_and_predictions_to_interactive(settings):
@@ -76,62 +61,37 @@ def test_routes_send_training_to_long_and_predictions_to_interactive(settings):
     assert {q.name for q in portal_app.conf.task_queues} == {"interactive", "long"}
 
 
-def _start_worker(
-    queue: str, prefix: str, tag: str, log: Path, name: str = "", extra_env: dict | None = None
-) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        **(extra_env or {}),
-        DJANGO_SETTINGS_MODULE="derm_portal.settings.test",
-        CELERY_BROKER_URL=BROKER,
-        CELERY_RESULT_BACKEND=BROKER,
-        CELERY_KEY_PREFIX=prefix,
-        CELERY_TASK_ALWAYS_EAGER="0",
-        PYTHONPATH=str(REPO),
-        OMP_NUM_THREADS="1",
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "derm_portal",
-        "worker",
-        "-Q",
-        queue,
-        "-n",
-        f"{name or queue}-{tag}@%h",
-        "-P",
-        "solo",
-        "-c",
-        "1",
-        "-I",
-        "tests.test_celery_worker",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-l",
-        "info",
-    ]
-    return subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+def test_each_job_reaches_only_its_own_queue():
+    """The portal's app puts a training job on `long` alone and a prediction on `interactive` alone
+    (queues sharing an exchange and key would get both), read back from Redis with no worker running."""
+    need(redis_ok(), "Redis is not reachable")
+    import redis
 
-
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, sig)
+    tag, prefix = new_prefix()
+    r = redis.Redis.from_url(BROKER)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        with portal_on_redis(prefix) as app:
+            app.send_task("inference.tasks.run_training", args=[0])
+            app.send_task("inference.tasks.run_prediction", args=[0])
+            app.send_task("derm_portal.ping", args=[1])
+        queued = {
+            q: [json.loads(m)["headers"]["task"] for m in r.lrange(f"{prefix}{q}", 0, -1)]
+            for q in ("long", "interactive")
+        }
+    finally:
+        flush(prefix)
+    assert queued["long"] == ["inference.tasks.run_training"]
+    assert sorted(queued["interactive"]) == ["derm_portal.ping", "inference.tasks.run_prediction"]
+
+
+def _start_worker(queue: str, prefix: str, tag: str, log, name: str = "", extra_env: dict | None = None):
+    env = worker_env(prefix, "derm_portal.settings.test", CELERY_RESULT_BACKEND=BROKER, **(extra_env or {}))
+    return start_worker(queue, f"{name or queue}-{tag}", log, env, "-c", "1", "-I", "tests.test_celery_worker")
 
 
 @pytest.mark.celery_worker
 def test_real_workers_run_ping_and_long_jobs_do_not_block_interactive(tmp_path, settings):
-    need(_redis_ok(), f"Redis is not reachable at {BROKER}")
+    need(redis_ok(), "Redis is not reachable")
     import redis
     from celery import Celery
 
@@ -172,10 +132,9 @@ def test_real_workers_run_ping_and_long_jobs_do_not_block_interactive(tmp_path, 
         assert held.get(timeout=60) == "released"
     finally:
         for proc in workers.values():
-            _stop(proc)
+            stop(proc)
         r.delete(f"{hold_key}:started", f"{hold_key}:release")
-        for key in r.scan_iter(match=f"{prefix}*"):
-            r.delete(key)
+        flush(prefix)
     assert all(proc.poll() is not None for proc in workers.values())
 
 
@@ -184,7 +143,7 @@ def test_a_job_whose_worker_died_is_run_again_by_another_worker(tmp_path, settin
     """acks_late: the job is acknowledged only when it finishes, so when its worker is
     killed mid-job another worker runs it (after the broker's visibility timeout,
     shortened here to 3 s through CELERY_BROKER_TRANSPORT_OPTIONS)."""
-    need(_redis_ok(), f"Redis is not reachable at {BROKER}")
+    need(redis_ok(), "Redis is not reachable")
     import json
 
     import redis
@@ -208,7 +167,7 @@ def test_a_job_whose_worker_died_is_run_again_by_another_worker(tmp_path, settin
                 break
             time.sleep(0.05)
         assert r.get(f"{hold_key}:started"), logs["first"].read_text()[-2000:]
-        _stop(first, signal.SIGKILL)  # the worker dies in the middle of the job
+        stop(first, signal.SIGKILL)  # the worker dies in the middle of the job
         assert first.poll() is not None
         assert not held.ready()
         r.delete(f"{hold_key}:started")
@@ -218,9 +177,8 @@ def test_a_job_whose_worker_died_is_run_again_by_another_worker(tmp_path, settin
         assert r.get(f"{hold_key}:started")  # it really ran again
         assert held.id in logs["second"].read_text()
     finally:
-        _stop(first, signal.SIGKILL)
+        stop(first, signal.SIGKILL)
         if second is not None:
-            _stop(second)
+            stop(second)
         r.delete(f"{hold_key}:started", f"{hold_key}:release")
-        for key in r.scan_iter(match=f"{prefix}*"):
-            r.delete(key)
+        flush(prefix)
