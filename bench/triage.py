@@ -42,7 +42,7 @@ from inference.ml import calibration as cal
 from inference.ml import triage as tri
 from inference.ml.ood import COMPONENTS, combine, standardiser, threshold_for
 
-TARGETS = {
+TARGETS = {  # the product's targets (the tier targets used for the thresholds are the artefact's or --targets)
     "urgent_sensitivity": 0.90,
     "urgent_specificity": 0.75,
     "malignant_sensitivity": 0.95,
@@ -68,8 +68,9 @@ def crossfit(h: dict, tax, targets: dict, method: str, max_false_alarm: float, s
     for fit, ev in ((in_a, ~in_a), (~in_a, in_a)):
         T = cal.fit_temperature(logp[fit], y[fit])
         temps.append(T)
+        tg = {**tri.DEFAULT_TARGETS, **targets}
         th = tri.choose_thresholds(
-            cal.apply_temperature(logp[fit], T), y[fit], tax, targets["urgent"], targets["malignant"]
+            cal.apply_temperature(logp[fit], T), y[fit], tax, tg["urgent"], tg["malignant"], tg["high_grade"]
         )["thresholds"]
         q[ev] = cal.apply_temperature(logp[ev], T)
         codes[ev] = tri.tier_codes(q[ev], tax, th)[0]
@@ -297,6 +298,12 @@ def main(argv=None):
     ap.add_argument("--far", type=int, default=20, help="pictures made per far shift")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-shifts", action="store_true", help="only the tier and calibration numbers")
+    ap.add_argument(
+        "--targets",
+        default=None,
+        help="cross-fit with other target sensitivities, e.g. urgent=0.9,malignant=0.95,high_grade=0.98 "
+        "(default: the artefact's)",
+    )
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     from inference.ml.evaluate import artefact_records
@@ -307,9 +314,15 @@ def main(argv=None):
         sys.exit(f"{a.model}: {tri.NO_CALIBRATION} (python -m inference.ml calibrate --model {a.model} --data DATA)")
     cfg, tax = P.triage.config, P.taxonomy
     h = tri.load_heldout(a.model)
+    targets = {**tri.DEFAULT_TARGETS, **cfg["targets"]}
+    for kv in filter(None, (a.targets or "").split(",")):
+        k, _, v = kv.partition("=")
+        if k.strip() not in tri.TARGET_KEYS:
+            sys.exit(f"--targets: unknown target {k!r} (one of {', '.join(tri.TARGET_KEYS)})")
+        targets[k.strip()] = float(v)
     print(
         f"{a.model}: {len(h['labels'])} held-out photos of {len(np.unique(h['case']))} cases; modality "
-        f"{cfg['modality']}; targets urgent {cfg['targets']['urgent']:.2f}, malignant {cfg['targets']['malignant']:.2f}; "
+        f"{cfg['modality']}; targets {', '.join(f'{k} {v:.2f}' for k, v in targets.items())}; "
         f"detector {cfg['ood']['method']} (k = {cfg['ood']['k']})"
     )
     res = {"in_sample": in_sample(h, tax, cfg)}
@@ -327,7 +340,7 @@ def main(argv=None):
         )
     )
     res["crossfit"] = [
-        crossfit(h, tax, cfg["targets"], cfg["ood"]["method"], cfg["ood"]["max_false_alarm"], a.seed + r)
+        crossfit(h, tax, targets, cfg["ood"]["method"], cfg["ood"]["max_false_alarm"], a.seed + r)
         for r in range(a.repeats)
     ]
     report_fit(

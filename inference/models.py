@@ -165,6 +165,9 @@ class TriageSetting(models.Model):
     model_version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="triage_setting")
     urgent_target = models.FloatField(help_text="Share of high-grade malignancies to put in the urgent tier.")
     malignant_target = models.FloatField(help_text="Share of malignancies to put in the refer or urgent tier.")
+    high_grade_target = models.FloatField(
+        default=0.98, help_text="Share of high-grade malignancies to keep out of routine (refer or urgent)."
+    )
     # thresholds_for_targets' result: {targets, thresholds, urgent: {...}, malignant: {...}, ...}
     result = models.JSONField(default=dict)
     updated_by = models.ForeignKey(
@@ -178,7 +181,9 @@ class TriageSetting(models.Model):
                 condition=Q(urgent_target__gt=0)
                 & Q(urgent_target__lte=1)
                 & Q(malignant_target__gt=0)
-                & Q(malignant_target__lte=1),
+                & Q(malignant_target__lte=1)
+                & Q(high_grade_target__gt=0)
+                & Q(high_grade_target__lte=1),
                 name="triagesetting_targets_range",
             ),
         ]

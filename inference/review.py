@@ -14,7 +14,11 @@ from .models import ModelVersion
 
 # Fewer training photos than this of any sub-class needs a written reason to activate (and warns at training).
 MIN_CLASS_PHOTOS = int(getattr(settings, "DERM_MIN_CLASS_PHOTOS", 20))
-TIERS = (("urgent", "Urgent tier (high-grade malignancy)"), ("malignant", "Refer or urgent (any malignancy)"))
+TIERS = (
+    ("urgent", "Urgent tier (high-grade malignancy)"),
+    ("malignant", "Refer or urgent (any malignancy)"),
+    ("high_grade", "High-grade malignancy kept out of routine"),
+)
 
 
 def model_triage(model_version: ModelVersion) -> dict | None:
@@ -42,6 +46,8 @@ def tier_rows(triage: dict | None) -> list[dict]:
     rows = []
     heldout = (triage or {}).get("heldout") or {}
     for key, label in TIERS:
+        if key == "high_grade" and key not in heldout:  # calibrated before this target existed
+            continue
         h = heldout.get(key) or {}
         sens, target = h.get("sensitivity"), h.get("target_sensitivity")
         rows.append(
@@ -123,10 +129,14 @@ def activation_review(model_version: ModelVersion) -> dict:
                 "int": fmt == "int",
             }
         )
-    for i, (_key, label) in enumerate(TIERS):
+    cand_tiers = {r["key"]: r for r in cand["tiers"]}
+    act_tiers = {r["key"]: r for r in act["tiers"]} if act else {}
+    for key, label in TIERS:
+        if key not in cand_tiers and key not in act_tiers:
+            continue
         for stat in ("sensitivity", "specificity"):
-            c = cand["tiers"][i]
-            a = act["tiers"][i] if act else {}
+            c = cand_tiers.get(key, {})
+            a = act_tiers.get(key, {})
             rows.append(
                 {
                     "label": f"{label}: {stat}",

@@ -26,6 +26,7 @@ def model_triage_targets(request, pk: int):
             model_version=m,
             urgent=request.POST.get("urgent_target", ""),
             malignant=request.POST.get("malignant_target", ""),
+            high_grade=request.POST.get("high_grade_target"),
             by=request.user,
         )
     except ValidationError as exc:

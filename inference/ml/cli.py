@@ -3,7 +3,7 @@
 ``predict --json [--modality dermoscopic|clinical] IMAGE...`` prints one object per image:
 ``{"image", **Differential.to_dict()}`` (``predict.py``), with ``triage`` {tier, reason, abstain,
 thresholds, ...} and ``calibrated``. ``calibrate --model M --data DIR [--modality M]
-[--urgent-sensitivity 0.9] [--malignant-sensitivity 0.95] [--int8]`` writes the triage calibration
+[--urgent-sensitivity 0.9] [--malignant-sensitivity 0.95] [--high-grade-sensitivity 0.98] [--int8]`` writes the triage calibration
 (``triage_fit.fit_triage``) and, with ``--int8`` or ``--images N``, the int8 calibration.
 """
 
@@ -123,6 +123,7 @@ def cmd_evaluate(a):
 
 
 def cmd_calibrate(a):
+    from . import triage as tri
     from .triage_fit import fit_triage
 
     if not a.no_triage:
@@ -131,17 +132,21 @@ def cmd_calibrate(a):
             a.data,
             modality=a.modality,
             progress=ConsoleProgress(),
-            targets={"urgent": a.urgent_sensitivity, "malignant": a.malignant_sensitivity},
+            targets={
+                "urgent": a.urgent_sensitivity,
+                "malignant": a.malignant_sensitivity,
+                "high_grade": a.high_grade_sensitivity,
+            },
         )
-        c, h, th = cfg["calibration"], cfg["heldout"], cfg["thresholds"]
+        c, h = cfg["calibration"], cfg["heldout"]
         print(
             f"triage calibration of {a.model} on {cfg['source']['heldout_photos']} held-out photos "
             f"({cfg['modality']}): temperature {cfg['temperature']:.3f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
         )
-        for k in ("urgent", "malignant"):
+        for k in (k for k in tri.TARGET_KEYS if k in h):
             b = h[k]
             print(
-                f"  {k:9s} threshold {_num(th[k])}  target sensitivity {b['target_sensitivity']:.2f}: "
+                f"  {k:10s} threshold {_num(b['threshold'])}  target sensitivity {b['target_sensitivity']:.2f}: "
                 f"sensitivity {_num(b['sensitivity'])} specificity {_num(b['specificity'])} "
                 f"({b['n_pos']} positive, {b['n_neg']} negative photos)"
             )
@@ -296,6 +301,13 @@ def main(argv=None):
         type=float,
         default=None,
         help="target share of malignant (grade >= 2) held-out photos given refer or urgent (default 0.95)",
+    )
+    c.add_argument(
+        "--high-grade-sensitivity",
+        type=float,
+        default=None,
+        help="target share of high-grade (grade 3) held-out photos given refer or urgent, i.e. kept out of "
+        "routine (default 0.98)",
     )
     c.add_argument("--no-triage", action="store_true", help="skip the triage calibration (with --int8)")
     c.add_argument("--int8", action="store_true", help="also add int8 serving (activation ranges)")

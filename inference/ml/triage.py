@@ -10,7 +10,9 @@ Tiers (taxonomy grades, METHODS.md section 6): on the calibrated fused different
 The highest tier that applies wins, so advice is never softer than the photo's own top diagnosis.
 
 Thresholds are chosen on the model's held-out photos for target sensitivities (defaults
-``DEFAULT_TARGETS``: 0.90 of grade-3 photos urgent, 0.95 of grade >= 2 photos refer or urgent):
+``DEFAULT_TARGETS``: 0.90 of grade-3 photos urgent, 0.95 of grade >= 2 photos refer or urgent, and
+0.98 of grade-3 photos refer or urgent, i.e. at most 2 % of high-grade malignancies given routine
+advice; the refer threshold is the lower of the two its targets ask for). Each is
 the largest threshold that passes ceil(target x (n + 1)) of the n positive held-out photos with
 the rules above (the split-conformal count: the expected sensitivity on new photos is then at least
 the target, where ceil(target x n) would reach it only on these), set halfway to the next positive
@@ -35,8 +37,8 @@ Artefact files (``triage_fit.fit_triage`` writes them, ``triage.json`` last):
 - ``triage_ood.safetensors``: the detector's statistics (``ood.FeatureOOD.state``).
 
 Public API:
-    thresholds_for_targets(model_dir, urgent=0.9, malignant=0.95) -> dict   # from stored held-out outputs
-    choose_thresholds(prob, y, taxonomy, urgent=0.9, malignant=0.95) -> dict  # the same on arrays
+    thresholds_for_targets(model_dir, urgent=0.9, malignant=0.95, high_grade=0.98) -> dict  # stored held-out outputs
+    choose_thresholds(prob, y, taxonomy, urgent=0.9, malignant=0.95, high_grade=0.98) -> dict  # the same on arrays
     tier_codes(prob, taxonomy, thresholds) -> (codes: 2 urgent / 1 refer / 0 routine, forced by top-1)
     tier_metrics(codes, y, taxonomy) -> dict
     TriageModel.load(model_dir, taxonomy) -> TriageModel | None
@@ -62,7 +64,8 @@ FILE = "triage.json"
 HELDOUT_FILE = "heldout.safetensors"
 OOD_FILE = "triage_ood.safetensors"
 TIERS = {2: "urgent", 1: "refer", 0: "routine"}
-DEFAULT_TARGETS = {"urgent": 0.90, "malignant": 0.95}
+DEFAULT_TARGETS = {"urgent": 0.90, "malignant": 0.95, "high_grade": 0.98}
+TARGET_KEYS = tuple(DEFAULT_TARGETS)
 DEFAULT_MODALITY = "dermoscopic"
 MODALITY_ALIASES = {
     "dermoscopy": "dermoscopic",
@@ -166,6 +169,7 @@ def tier_metrics(codes, y, taxonomy: Taxonomy) -> dict:
     return {
         "urgent": block(g3, codes == 2),
         "malignant": block(g >= 2, codes >= 1),
+        "high_grade": block(g3, codes >= 1),
         "grade3_routine_share": float((codes[g3] == 0).mean()) if g3.any() else None,
         "tier_by_grade": {
             str(k): {TIERS[c]: int(((g == k) & (codes == c)).sum()) for c in (2, 1, 0)}
@@ -181,11 +185,15 @@ def choose_thresholds(
     taxonomy: Taxonomy,
     urgent: float = DEFAULT_TARGETS["urgent"],
     malignant: float = DEFAULT_TARGETS["malignant"],
+    high_grade: float = DEFAULT_TARGETS["high_grade"],
 ) -> dict:
     """Thresholds on calibrated held-out probabilities for the target sensitivities, with what they gave.
 
+    The refer threshold passes ``malignant`` of the grade >= 2 photos and ``high_grade`` of the
+    grade-3 photos not already urgent (the lower of the two thresholds).
     Returns {"targets", "thresholds": {urgent, malignant}, "urgent": {...}, "malignant": {...},
-    "grade3_routine_share", "tier_by_grade", "n"} (``tier_metrics`` blocks plus threshold and target)."""
+    "high_grade": {...}, "grade3_routine_share", "tier_by_grade", "n"} (``tier_metrics`` blocks plus
+    threshold and target)."""
     if grade_masks(taxonomy) is None:
         raise ValueError("the taxonomy has no malignancy grades (or no malignant sub-class): no tiers")
     p = np.atleast_2d(np.asarray(prob, dtype=np.float64))
@@ -196,14 +204,20 @@ def choose_thresholds(
     pos_u = g >= 3
     t_u = _threshold_for(mu[pos_u], top_g[pos_u] >= 3, urgent)
     urgent_hit = (top_g >= 3) | (mu >= t_u if t_u is not None else False)
-    pos_m = g >= 2
-    t_m = _threshold_for(mm[pos_m], (urgent_hit | (top_g >= 2))[pos_m], malignant)
+    refer_hit = urgent_hit | (top_g >= 2)
+    cands = [
+        _threshold_for(mm[pos], refer_hit[pos], target) for pos, target in ((g >= 2, malignant), (pos_u, high_grade))
+    ]
+    cands = [t for t in cands if t is not None]
+    t_m = min(cands) if cands else None
     th = {"urgent": t_u, "malignant": t_m}
     codes, _ = tier_codes(p, taxonomy, th)
     rep = tier_metrics(codes, y, taxonomy)
     rep["urgent"].update(threshold=t_u, target_sensitivity=float(urgent))
     rep["malignant"].update(threshold=t_m, target_sensitivity=float(malignant))
-    return {"targets": {"urgent": float(urgent), "malignant": float(malignant)}, "thresholds": th, **rep, "n": len(y)}
+    rep["high_grade"].update(threshold=t_m, target_sensitivity=float(high_grade))
+    targets = {"urgent": float(urgent), "malignant": float(malignant), "high_grade": float(high_grade)}
+    return {"targets": targets, "thresholds": th, **rep, "n": len(y)}
 
 
 def load_heldout(model_dir) -> dict:
@@ -217,7 +231,10 @@ def load_heldout(model_dir) -> dict:
 
 
 def thresholds_for_targets(
-    model_dir, urgent: float = DEFAULT_TARGETS["urgent"], malignant: float = DEFAULT_TARGETS["malignant"]
+    model_dir,
+    urgent: float = DEFAULT_TARGETS["urgent"],
+    malignant: float = DEFAULT_TARGETS["malignant"],
+    high_grade: float = DEFAULT_TARGETS["high_grade"],
 ) -> dict:
     """Thresholds for other target sensitivities from the artefact's stored held-out outputs (no
     retraining, no photos): ``choose_thresholds`` on the calibrated held-out probabilities. Pass the
@@ -229,7 +246,7 @@ def thresholds_for_targets(
     tax = Taxonomy.from_json(model_dir / "taxonomy.json")
     h = load_heldout(model_dir)
     q = apply_temperature(h["log_fused"], cfg["temperature"])
-    return choose_thresholds(q, h["labels"], tax, urgent, malignant)
+    return choose_thresholds(q, h["labels"], tax, urgent, malignant, high_grade)
 
 
 def read_config(model_dir) -> dict | None:

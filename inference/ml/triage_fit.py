@@ -172,7 +172,7 @@ def fit_triage(
         "reliability_before": cal.reliability(p0, y),
         "reliability_after": cal.reliability(q, y),
     }
-    chosen = tri.choose_thresholds(q, y, tax, tg["urgent"], tg["malignant"])
+    chosen = tri.choose_thresholds(q, y, tax, tg["urgent"], tg["malignant"], tg["high_grade"])
     # training photos: the unfamiliar-photo detector
     tr_pick = tr[stratified_subsample(y_all[tr], max_train_photos, seed)]
     _emit(progress, f"training split: {len(tr_pick)} photos for the unfamiliar-photo detector")
@@ -203,13 +203,14 @@ def fit_triage(
         "with_metadata": with_meta,
         "targets": chosen["targets"],
         "thresholds": chosen["thresholds"],
-        "heldout": {k: chosen[k] for k in ("urgent", "malignant", "grade3_routine_share", "tier_by_grade", "n")},
+        "heldout": {k: chosen[k] for k in (*tri.TARGET_KEYS, "grade3_routine_share", "tier_by_grade", "n")},
         "tiers": {
             "urgent": [s for s in tax.sub_classes if tax.grade(s) >= 3],
             "refer": [s for s in tax.sub_classes if tax.grade(s) >= 2],
             "rule": "urgent if the grade-3 sub-classes' calibrated probabilities sum to the urgent threshold "
             "or the top-1 is grade 3; else refer if the grade >= 2 sum reaches the malignant threshold "
-            "or the top-1 is grade 2; else routine",
+            "or the top-1 is grade 2; else routine; the malignant threshold meets both the malignant and the "
+            "high-grade (grade 3 kept out of routine) targets",
         },
         "roc": roc_points(q, y, tax),
         "ood": {**det.describe(), "file": tri.OOD_FILE, "heldout_false_alarm": false_alarm},

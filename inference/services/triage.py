@@ -23,16 +23,21 @@ def _target(value, field: str, label: str) -> float:
     return v
 
 
-def triage_targets_set(*, model_version: ModelVersion, urgent, malignant, by=None) -> TriageSetting:
+def triage_targets_set(*, model_version: ModelVersion, urgent, malignant, high_grade=None, by=None) -> TriageSetting:
     """Recompute ``model_version``'s tier thresholds for these target sensitivities and keep them for
     this site. ValidationError (naming the field) for a bad target or an artefact without triage
     calibration; nothing is written then."""
-    from inference.ml.triage import thresholds_for_targets
+    from inference.ml.triage import DEFAULT_TARGETS, thresholds_for_targets
 
     u = _target(urgent, "urgent_target", "Urgent-tier target sensitivity")
     m = _target(malignant, "malignant_target", "Malignant target sensitivity")
+    h = (
+        DEFAULT_TARGETS["high_grade"]
+        if high_grade in (None, "")
+        else _target(high_grade, "high_grade_target", "High-grade target sensitivity")
+    )
     try:
-        result = thresholds_for_targets(loader.artefact_dir(model_version), urgent=u, malignant=m)
+        result = thresholds_for_targets(loader.artefact_dir(model_version), urgent=u, malignant=m, high_grade=h)
     except FileNotFoundError as exc:
         raise ValidationError(
             f"{model_version.name} has no triage calibration on this server (run `python -m "
@@ -43,7 +48,13 @@ def triage_targets_set(*, model_version: ModelVersion, urgent, malignant, by=Non
     with transaction.atomic():
         setting, _ = TriageSetting.objects.update_or_create(
             model_version=model_version,
-            defaults={"urgent_target": u, "malignant_target": m, "result": result, "updated_by": by},
+            defaults={
+                "urgent_target": u,
+                "malignant_target": m,
+                "high_grade_target": h,
+                "result": result,
+                "updated_by": by,
+            },
         )
     return setting
 

@@ -119,11 +119,14 @@ def test_admin_sets_site_targets_and_new_predictions_use_them(
     mv = triaged_active_model
     admin = client_for(users[roles.ADMIN])
     url = reverse("inference:model_triage_targets", args=[mv.pk])
-    resp = admin.post(url, {"urgent_target": "0.99", "malignant_target": "0.98"}, follow=True)
+    resp = admin.post(
+        url, {"urgent_target": "0.99", "malignant_target": "0.98", "high_grade_target": "0.99"}, follow=True
+    )
     assert "Thresholds recomputed for this site" in resp.content.decode()
     s = TriageSetting.objects.get(model_version=mv)
-    expected = tri.thresholds_for_targets(triaged_model_dir_of(mv), urgent=0.99, malignant=0.98)
-    assert (s.urgent_target, s.malignant_target) == (0.99, 0.98)
+    expected = tri.thresholds_for_targets(triaged_model_dir_of(mv), urgent=0.99, malignant=0.98, high_grade=0.99)
+    assert (s.urgent_target, s.malignant_target, s.high_grade_target) == (0.99, 0.98, 0.99)
+    assert s.result["high_grade"]["target_sensitivity"] == 0.99
     assert s.thresholds == pytest.approx(expected["thresholds"])
     assert selectors.site_thresholds(model_version=mv) == pytest.approx(expected["thresholds"])
     pred = predict(
@@ -138,13 +141,20 @@ def test_admin_sets_site_targets_and_new_predictions_use_them(
 
 
 @pytest.mark.parametrize(
-    "urgent,malignant,message",
-    [("abc", "0.95", "must be a number"), ("0.9", "1.5", "between 0.5 and 1"), ("", "0.95", "must be a number")],
+    "urgent,malignant,high_grade,message",
+    [
+        ("abc", "0.95", "0.98", "must be a number"),
+        ("0.9", "1.5", "0.98", "between 0.5 and 1"),
+        ("", "0.95", "0.98", "must be a number"),
+        ("0.9", "0.95", "0.2", "High-grade target sensitivity must be between 0.5 and 1"),
+    ],
 )
-def test_bad_targets_are_refused_with_a_clear_error(urgent, malignant, message, triaged_active_model, users):
+def test_bad_targets_are_refused_with_a_clear_error(
+    urgent, malignant, high_grade, message, triaged_active_model, users
+):
     resp = client_for(users[roles.ADMIN]).post(
         reverse("inference:model_triage_targets", args=[triaged_active_model.pk]),
-        {"urgent_target": urgent, "malignant_target": malignant},
+        {"urgent_target": urgent, "malignant_target": malignant, "high_grade_target": high_grade},
         follow=True,
     )
     assert message in resp.content.decode() and not TriageSetting.objects.exists()

@@ -83,6 +83,24 @@ def test_thresholds_reach_the_target_sensitivity_and_no_more():
     assert sum(r["tier_by_grade"]["3"].values()) == 10
 
 
+def test_the_refer_threshold_keeps_high_grade_photos_out_of_routine():
+    """The refer threshold also passes ``high_grade`` of the grade-3 photos (here those the urgent
+    threshold misses): the lower of the two thresholds wins, whatever the malignant target allows."""
+    p, y = heldout()
+    loose = tri.choose_thresholds(p, y, T, urgent=0.5, malignant=0.5, high_grade=0.5)
+    # urgent 0.225 leaves the reds of mass .2 .. .05; the malignant target alone stops at 0.205
+    assert loose["thresholds"]["malignant"] == pytest.approx(0.205)
+    assert loose["grade3_routine_share"] == pytest.approx(0.4)
+    strict = tri.choose_thresholds(p, y, T, urgent=0.5, malignant=0.5)  # default high_grade 0.98
+    assert strict["targets"]["high_grade"] == 0.98
+    # ceil(0.98 x 11) = 11 > 10 reds: all of them, halfway below the lowest red mass (0.05)
+    assert strict["thresholds"]["malignant"] == pytest.approx(0.025)
+    assert strict["grade3_routine_share"] == 0.0 and strict["high_grade"]["sensitivity"] == 1.0
+    assert strict["high_grade"]["threshold"] == strict["thresholds"]["malignant"]
+    assert strict["thresholds"]["urgent"] == loose["thresholds"]["urgent"]  # the urgent tier is untouched
+    assert strict["malignant"]["specificity"] <= loose["malignant"]["specificity"]  # the price: more referrals
+
+
 def test_thresholds_without_grades_or_with_bad_targets_are_refused():
     plain = Taxonomy.from_dict({"meta_classes": {"a": ["x", "y"], "b": ["z"]}})
     with pytest.raises(ValueError, match="no malignancy grades"):

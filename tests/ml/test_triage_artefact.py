@@ -84,7 +84,8 @@ def test_fit_triage_round_trip_and_predictor_contract(trained, tmp_path):
     assert (
         len(c["reliability_after"]) == 15 and sum(b["count"] for b in c["reliability_after"]) == stored["heldout"]["n"]
     )
-    assert stored["targets"] == {"urgent": 0.9, "malignant": 0.95}
+    assert stored["targets"] == {"urgent": 0.9, "malignant": 0.95, "high_grade": 0.98}
+    assert stored["heldout"]["high_grade"]["threshold"] == stored["thresholds"]["malignant"]
     assert set(stored["thresholds"]) == {"urgent", "malignant"}
     assert stored["heldout"]["urgent"]["n_pos"] > 0 and stored["ood"]["heldout_false_alarm"] <= 0.05
     assert stored["tiers"]["urgent"] == ["red"] and stored["tiers"]["refer"] == ["red", "blue"]
