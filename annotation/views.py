@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from PIL import Image
 
 from derm_portal import roles
+from derm_portal.csvsafe import spreadsheet_safe
 from derm_portal.http import private_file_response
 
 from . import selectors, services
@@ -253,12 +254,6 @@ def label_report_file(request, pk: int, label_pk: int):
     )
 
 
-def _csv_text(value: str) -> str:
-    """Free text typed by users must not become a formula when the CSV is opened in a
-    spreadsheet (=, +, -, @ at the start): prefix such cells with an apostrophe."""
-    return "'" + value if value and value[0] in "=+-@\t\r" else value
-
-
 @require_role(*roles.CAN_EXPORT_PATIENT_DATA)
 def cases_export(request):
     """CSV of cases with patient pseudonyms and labels. Admins only."""
@@ -283,11 +278,11 @@ def cases_export(request):
         writer.writerow(
             [
                 case.pk,
-                _csv_text(case.external_id),
-                _csv_text(case.patient.code),
+                spreadsheet_safe(case.external_id),
+                spreadsheet_safe(case.patient.code),
                 case.patient.sex,
                 case.patient.birth_year or "",
-                _csv_text(case.body_site),
+                spreadsheet_safe(case.body_site),
                 case.status,
                 case.diagnosis_code or "",
                 case.diagnosis_source or "",

@@ -16,8 +16,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 
-from annotation.views import _csv_text
 from derm_portal import roles
+from derm_portal.csvsafe import spreadsheet_safe
 from derm_portal.roles import require_role
 
 from . import charts, model_outputs, questions, results, selectors, services
@@ -321,14 +321,14 @@ def study_readings_csv(request, pk: int):
         w.writerow(
             [
                 study.pk,
-                _csv_text(r.study_reader.user.get_username()),
+                spreadsheet_safe(r.study_reader.user.get_username()),
                 r.study_reader.experience,
                 r.session,
                 r.study_case.number,
-                _csv_text(r.study_case.case.reference),
-                _csv_text(r.study_case.truth_sub_class.code),
-                _csv_text(truth or ""),
-                _csv_text(r.answer),
+                spreadsheet_safe(r.study_case.case.reference),
+                spreadsheet_safe(r.study_case.truth_sub_class.code),
+                spreadsheet_safe(truth or ""),
+                spreadsheet_safe(r.answer),
                 "" if not r.answer else int(r.answer == truth),
                 "" if r.confidence is None else r.confidence,
                 r.served_at.isoformat(),
@@ -336,7 +336,7 @@ def study_readings_csv(request, pk: int):
                 "" if r.server_ms is None else round(r.server_ms / 1000, 2),
                 "" if r.active_ms is None else round(r.active_ms / 1000, 2),
                 r.revisions,
-                _csv_text(r.comment),
+                spreadsheet_safe(r.comment),
             ]
         )
     response = HttpResponse(out.getvalue(), content_type="text/csv")

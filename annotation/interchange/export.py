@@ -13,6 +13,8 @@ from xml.sax.saxutils import escape
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from derm_portal.csvsafe import spreadsheet_safe
+
 from ..box_validation import LabelIndex, label_index
 from ..models import AnnotationStatus, Box, Photo, PhotoAnnotation
 from ..selectors import cases_visible_to
@@ -192,13 +194,6 @@ CSV_COLUMNS = [
 ]
 
 
-def _cell(value):
-    """Neutralise spreadsheet formulas in free-text cells (file names come from uploads)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def export_csv(anns: list[PhotoAnnotation]) -> str:
     """One row per box; a photo without boxes gets one row with empty box columns."""
     names, boxes = export_names(anns), _boxes_of(anns)
@@ -208,10 +203,10 @@ def export_csv(anns: list[PhotoAnnotation]) -> str:
     for a in anns:
         head = [
             a.photo_id,
-            _cell(names[a.photo_id]),
+            spreadsheet_safe(names[a.photo_id]),
             a.photo.case_id,
-            _cell(a.photo.case.reference),
-            _cell(a.annotator.get_username()),
+            spreadsheet_safe(a.photo.case.reference),
+            spreadsheet_safe(a.annotator.get_username()),
             a.status,
             int(a.excluded),
             a.exclusion_reason,
@@ -224,9 +219,9 @@ def export_csv(anns: list[PhotoAnnotation]) -> str:
             w.writerow(
                 head
                 + [
-                    _cell(b.label_code),
-                    _cell(b.sub_class.code if b.sub_class_id else ""),
-                    _cell(b.meta_class.code if b.meta_class_id else ""),
+                    spreadsheet_safe(b.label_code),
+                    spreadsheet_safe(b.sub_class.code if b.sub_class_id else ""),
+                    spreadsheet_safe(b.meta_class.code if b.meta_class_id else ""),
                     b.x0,
                     b.y0,
                     b.x1,
