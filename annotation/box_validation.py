@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from . import pixels
 from .models import (
     BoxOrigin,
     MetaClass,
@@ -74,10 +76,10 @@ def label_index(taxonomy: Taxonomy | None = None) -> LabelIndex:
 # --------------------------------------------------------------------------- validation
 @dataclass
 class CleanBox:
-    x0: int
-    y0: int
-    x1: int
-    y1: int
+    x0: float  # pixels of the original photo, sub-pixel kept (annotation/pixels.py)
+    y0: float
+    x1: float
+    y1: float
     label: LabelRef
     id: int | None = None
     difficult: bool = False
@@ -88,24 +90,23 @@ class CleanBox:
 
 
 def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """A finite number, or None (NaN and infinities, which JSON and float() accept, are not coordinates)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
+    try:
+        value = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
+        return None
+    return value if math.isfinite(value) else None
 
 
 def box_validate(
     raw: dict, *, index: int, width: int, height: int, labels: LabelIndex, where: str = "", clip: bool = False
 ) -> tuple[CleanBox | None, list[dict]]:
-    """Check one box dict {x0,y0,x1,y1,label[,id,difficult,truncated]}; coordinates are
-    rounded to whole pixels. With clip (imports, as CVAT and Label Studio do), a box reaching
-    past the photo's edge is cut to it and marked clipped; only a box wholly outside is refused.
+    """Check one box dict {x0,y0,x1,y1,label[,id,difficult,truncated]}; coordinates keep
+    their sub-pixel values (on the 1e-6 px grid of annotation/pixels.py). With clip (imports,
+    as CVAT and Label Studio do), a box reaching past the photo's edge is cut to it and marked
+    clipped; only a box wholly outside is refused.
     Returns (box or None, errors)."""
     prefix = where or f"Box {index + 1}"
     errors: list[dict] = []
@@ -122,7 +123,7 @@ def box_validate(
         if v is None:
             err(key, f"{key} is missing or not a number.")
         else:
-            coords[key] = int(round(v))
+            coords[key] = pixels.quantise(v)
     label = labels.resolve(raw.get("label") or raw.get("sub_class") or raw.get("meta_class"))
     if label is None:
         got = raw.get("label") or raw.get("sub_class") or raw.get("meta_class")
@@ -134,17 +135,18 @@ def box_validate(
         )
     if len(coords) == 4:
         x0, y0, x1, y1 = coords["x0"], coords["y0"], coords["x1"], coords["y1"]
+        at = f"({pixels.text(x0)},{pixels.text(y0)})-({pixels.text(x1)},{pixels.text(y1)})"
         outside = x0 < 0 or y0 < 0 or x1 > width or y1 > height
         if x0 >= x1 or y0 >= y1:
-            err("x1", f"empty box ({x0},{y0})-({x1},{y1}); x1 must be greater than x0 and y1 greater than y0.")
+            err("x1", f"empty box {at}; x1 must be greater than x0 and y1 greater than y0.")
         elif outside and clip:
-            cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+            cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
             if cx0 >= cx1 or cy0 >= cy1:
-                err("x0", f"box ({x0},{y0})-({x1},{y1}) lies wholly outside the photo ({width}×{height} pixels).")
+                err("x0", f"box {at} lies wholly outside the photo ({width}×{height} pixels).")
             else:
                 coords.update(x0=cx0, y0=cy0, x1=cx1, y1=cy1)
         elif outside:
-            err("x0", f"box ({x0},{y0})-({x1},{y1}) is outside the photo ({width}×{height} pixels).")
+            err("x0", f"box {at} is outside the photo ({width}×{height} pixels).")
     if errors:
         return None, errors
     box_id, source = raw.get("id"), raw.get("source_box")

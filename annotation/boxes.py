@@ -2,8 +2,8 @@
 
 Writes are `annotation_*` / `boxes_*` functions (keyword-only); reads are the `queue_*`
 and `*_payload` functions. Review rules (who may review, accept/reject) are in review.py.
-Boxes are integer pixel coordinates of the original photo; x1/y1 are the right/bottom
-edges (labelImg's xmax/ymax), so a box covers x0 <= x < x1.
+Boxes are pixel coordinates of the original photo, sub-pixel values kept (pixels.py);
+x1/y1 are the right/bottom edges (labelImg's xmax/ymax), so a box covers x0 <= x < x1.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from derm_portal import roles
 
+from . import pixels
 from .box_validation import AnnotationError, CleanBox, LabelIndex, boxes_validate, label_index
 from .models import (
     AnnotationEvent,
@@ -288,10 +289,10 @@ def prefill_source(*, photo: Photo, user) -> PhotoAnnotation | None:
 def box_payload(box: Box) -> dict:
     return {
         "id": box.pk,
-        "x0": box.x0,
-        "y0": box.y0,
-        "x1": box.x1,
-        "y1": box.y1,
+        "x0": pixels.number(box.x0),
+        "y0": pixels.number(box.y0),
+        "x1": pixels.number(box.x1),
+        "y1": pixels.number(box.y1),
         "label": box.label_code,
         "sub_class": box.sub_class.code if box.sub_class_id else None,
         "meta_class": box.meta_class.code if box.meta_class_id else None,

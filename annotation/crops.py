@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from derm_portal import dispatch
 
+from . import pixels
 from .models import AnnotationStatus, Box, Crop, Photo
 
 
@@ -46,14 +47,15 @@ class CropReport:
 
 
 def crop_geometry(
-    *, x0: int, y0: int, x1: int, y1: int, width: int, height: int, margin: float = 0.0
+    *, x0: float, y0: float, x1: float, y1: float, width: int, height: int, margin: float = 0.0
 ) -> tuple[int, int, int, int]:
-    """The crop rectangle: the box grown by `margin` x its width/height on each side,
-    clamped to the photo (0..width, 0..height)."""
+    """The crop rectangle in whole pixels: the box grown by `margin` x its width/height on
+    each side, a sub-pixel edge rounded outward, clamped to the photo (0..width, 0..height)."""
     if margin < 0:
         raise ValueError("margin must be >= 0")
     mx, my = round((x1 - x0) * margin), round((y1 - y0) * margin)
-    return max(0, x0 - mx), max(0, y0 - my), min(width, x1 + mx), min(height, y1 + my)
+    left, top, right, bottom = pixels.outward(x0 - mx, y0 - my, x1 + mx, y1 + my)
+    return max(0, left), max(0, top), min(width, right), min(height, bottom)
 
 
 def box_big_enough(box, min_size: int) -> bool:

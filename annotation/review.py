@@ -232,7 +232,7 @@ def review_reject(
             box = annotation.boxes.filter(pk=box_id).first()
             if box is None:
                 raise AnnotationError(f"Box {box_id} is not part of this annotation.")
-            x, y = (box.x0 + box.x1) // 2, box.y0
+            x, y = int((box.x0 + box.x1) // 2), int(box.y0)  # the pin: whole pixels
         status_transition(annotation=annotation, to=AnnotationStatus.REJECTED)
         annotation.reviewer, annotation.reviewed_at, annotation.review_note = by, timezone.now(), comment[:1000]
         annotation.save()

@@ -275,14 +275,15 @@ def io_page(request):
         action = request.POST.get("action")
         status = request.POST.get("status") or AnnotationStatus.ANNOTATED
         try:
-            labels = boxes.label_index()
+            labels, mapping = boxes.label_index(), None
             if request.FILES.get("map"):  # their class names -> taxonomy codes
                 m = request.FILES["map"]
                 try:
                     text = m.read().decode("utf-8-sig")
                 except UnicodeDecodeError:
                     raise boxes.AnnotationError(f"The label mapping {m.name} is not UTF-8 text.")
-                labels = with_mapping(labels, mapping_parse(text, source=m.name, labels=labels))
+                mapping = mapping_parse(text, source=m.name, labels=labels)
+                labels = with_mapping(labels, mapping)
             trial = bool(request.POST.get("dry_run"))
             if action == "import_voc":
                 xmls = [(f.name, f.read()) for f in request.FILES.getlist("xml")]
@@ -305,20 +306,23 @@ def io_page(request):
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
-                if (
-                    upload.size > limit("INLINE_BYTES")
-                    and not trial
-                    and not request.FILES.get("map")
-                    and not request.POST.get("create_cases")
-                ):
+                # a large file goes to the long queue with its mapping and dry-run choice; creating
+                # cases needs the uploaded images, so that import stays within the request
+                if upload.size > limit("INLINE_BYTES") and not request.POST.get("create_cases"):
                     run = jobs.box_import_enqueue(
-                        data=upload.read(), source=upload.name, user=request.user, status=status
+                        data=upload.read(),
+                        source=upload.name,
+                        user=request.user,
+                        status=status,
+                        mapping=mapping,
+                        trial=trial,
                     )
-                    messages.success(
-                        request,
-                        f"{upload.name} is large: queued as import {run.pk} on the long queue; "
-                        "its progress and result show below (reload).",
+                    what = (
+                        f"dry run {run.pk} on the long queue; what it would import shows"
+                        if trial
+                        else f"import {run.pk} on the long queue; its progress and result show"
                     )
+                    messages.success(request, f"{upload.name} is large: queued as {what} below (reload).")
                     return redirect("annotation:workspace_io")
                 data = upload.read()
                 images = {f.name: f.read() for f in request.FILES.getlist("images")}

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from derm_portal.csvsafe import spreadsheet_safe
 
+from .. import pixels
 from ..box_validation import LabelIndex, label_index
 from ..models import AnnotationStatus, Box, Photo, PhotoAnnotation
 from ..selectors import cases_visible_to
@@ -70,6 +71,8 @@ def export_names(anns: list[PhotoAnnotation]) -> dict[int, str]:
 
 
 def voc_xml(ann: PhotoAnnotation, boxes: list[Box], filename: str) -> bytes:
+    """VOC's convention is whole pixels: a whole-pixel edge is written as an integer (as
+    labelImg writes it), a sub-pixel one as its decimal (as CVAT writes it; labelImg reads it)."""
     p = ann.photo
     objs = "".join(
         f"""
@@ -79,10 +82,10 @@ def voc_xml(ann: PhotoAnnotation, boxes: list[Box], filename: str) -> bytes:
         <truncated>{int(b.truncated)}</truncated>
         <difficult>{int(b.difficult)}</difficult>
         <bndbox>
-            <xmin>{b.x0}</xmin>
-            <ymin>{b.y0}</ymin>
-            <xmax>{b.x1}</xmax>
-            <ymax>{b.y1}</ymax>
+            <xmin>{pixels.text(b.x0)}</xmin>
+            <ymin>{pixels.text(b.y0)}</ymin>
+            <xmax>{pixels.text(b.x1)}</xmax>
+            <ymax>{pixels.text(b.y1)}</ymax>
         </bndbox>
     </object>"""
         for b in boxes
@@ -151,14 +154,15 @@ def export_coco(anns: list[PhotoAnnotation], labels: LabelIndex | None = None) -
                         "supercategory": b.meta_class.code if b.meta_class_id else "",
                     }
                 )
-            w, h = b.x1 - b.x0, b.y1 - b.y0
+            # width and height on the 1e-6 px grid give back the imported file's own decimals
+            w, h = pixels.number(b.x1 - b.x0), pixels.number(b.y1 - b.y0)
             annotations.append(
                 {
                     "id": b.pk,
                     "image_id": a.photo_id,
                     "category_id": cat_ids[b.label_code],
-                    "bbox": [b.x0, b.y0, w, h],
-                    "area": w * h,
+                    "bbox": [pixels.number(b.x0), pixels.number(b.y0), w, h],
+                    "area": pixels.number(w * h),
                     "iscrowd": 0,
                     "attributes": {"difficult": b.difficult, "truncated": b.truncated},
                 }
@@ -222,10 +226,10 @@ def export_csv(anns: list[PhotoAnnotation]) -> str:
                     spreadsheet_safe(b.label_code),
                     spreadsheet_safe(b.sub_class.code if b.sub_class_id else ""),
                     spreadsheet_safe(b.meta_class.code if b.meta_class_id else ""),
-                    b.x0,
-                    b.y0,
-                    b.x1,
-                    b.y1,
+                    pixels.text(b.x0),
+                    pixels.text(b.y0),
+                    pixels.text(b.x1),
+                    pixels.text(b.y1),
                     b.image_width,
                     b.image_height,
                     int(b.difficult),

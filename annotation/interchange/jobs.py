@@ -1,8 +1,11 @@
 """Box imports too large to run within a web request: the file is stored, an ImportRun is
-queued, and a worker on the `long` queue imports it, writing its progress and report to the run."""
+queued, and a worker on the `long` queue imports it, writing its progress and report to the run.
+The run carries how to import: annotator, status, replace_accepted, the label mapping (as
+name -> taxonomy code, resolved again when the worker runs) and the dry-run flag."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from celery import shared_task
@@ -14,11 +17,12 @@ from django.utils import timezone
 
 from derm_portal import dispatch
 
-from ..box_validation import AnnotationError
+from ..box_validation import AnnotationError, LabelRef, label_index
 from ..models import AnnotationStatus, ImportRun
 from .coco import coco_import
 from .limits import check_size
-from .store import check_import_rights
+from .mapping import mapping_codes, mapping_parse, with_mapping
+from .store import check_import_rights, dry_run
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +35,24 @@ def box_import_enqueue(
     annotator=None,
     status: str = AnnotationStatus.ANNOTATED,
     replace_accepted: bool = False,
+    mapping: dict[str, LabelRef] | None = None,
+    trial: bool = False,
 ) -> ImportRun:
-    """Queue a COCO file for import on the long queue; rights and size are checked now."""
+    """Queue a COCO file for import on the long queue; rights and size are checked now.
+    `mapping` (mapping.mapping_parse) maps the file's class names; `trial` makes it a dry run."""
     annotator = annotator or user
     check_import_rights(user, annotator, status)
     check_size(source, len(data))
+    options = {"annotator": annotator.pk, "status": status, "replace_accepted": replace_accepted, "dry_run": trial}
+    if mapping:
+        options["map"] = mapping_codes(mapping)
     with transaction.atomic():
         run = ImportRun(
             path=source[:500],
             kind="coco",
             status=ImportRun.Status.QUEUED,
             started_by=user,
-            options={"annotator": annotator.pk, "status": status, "replace_accepted": replace_accepted},
+            options=options,
         )
         run.upload.save("boxes.json", ContentFile(data), save=False)
         run.save()
@@ -67,29 +77,44 @@ def box_import_run(*, run_pk: int, task_id: str = "") -> str:
         run.options = {**run.options, "task_id": task_id}
         run.save(update_fields=["status", "progress", "options"])
 
+    last = dict(run.progress)
+
     def progress(stage: str, done: int, total: int) -> None:
-        ImportRun.objects.filter(pk=run_pk).update(progress={"stage": stage, "done": done, "total": total})
+        # a dry run's writes (these included) are rolled back: the last one is written again at the end
+        last.update(stage=stage, done=done, total=total)
+        ImportRun.objects.filter(pk=run_pk).update(progress=last)
 
     users = get_user_model().objects
     try:
         with run.upload.open("rb") as fh:
             data = fh.read()
-        report = coco_import(
-            data=data,
-            source=run.path,
-            user=run.started_by,
-            annotator=users.get(pk=run.options["annotator"]),
-            status=run.options["status"],
-            replace_accepted=run.options.get("replace_accepted", False),
-            progress=progress,
-        )
+        labels = label_index()
+        if run.options.get("map"):
+            codes = run.options["map"]
+            labels = with_mapping(labels, mapping_parse(json.dumps(codes), source="the label mapping", labels=labels))
+
+        def one_run():
+            return coco_import(
+                data=data,
+                source=run.path,
+                user=run.started_by,
+                annotator=users.get(pk=run.options["annotator"]),
+                status=run.options["status"],
+                replace_accepted=run.options.get("replace_accepted", False),
+                labels=labels,
+                progress=progress,
+            )
+
+        report = dry_run(one_run) if run.options.get("dry_run") else one_run()
         summary, state = {**report.as_dict(), "text": report.summary()}, ImportRun.Status.DONE
     except (AnnotationError, PermissionDenied, get_user_model().DoesNotExist) as exc:
         summary, state = {"failure": str(exc)}, ImportRun.Status.FAILED
     except FileNotFoundError:
         summary, state = {"failure": "the queued file is missing from storage."}, ImportRun.Status.FAILED
     run.upload.delete(save=False)
-    ImportRun.objects.filter(pk=run_pk).update(status=state, summary=summary, finished_at=timezone.now(), upload="")
+    ImportRun.objects.filter(pk=run_pk).update(
+        status=state, summary=summary, progress=last, finished_at=timezone.now(), upload=""
+    )
     return state
 
 

@@ -70,6 +70,11 @@ def category_key(category_id) -> str:
     return f"#{category_id}"
 
 
+def mapping_codes(mapping: dict[str, LabelRef]) -> dict[str, str]:
+    """name -> taxonomy code: a parsed mapping as stored on a queued import (mapping_parse reads it back)."""
+    return {name: ref.code for name, ref in mapping.items()}
+
+
 def with_mapping(labels: LabelIndex, mapping: dict[str, LabelRef] | None) -> LabelIndex:
     """A LabelIndex that also resolves the mapped names (a mapping overrides a taxonomy name)."""
     if not mapping:

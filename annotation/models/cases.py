@@ -284,7 +284,9 @@ class ImportRun(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DONE)
     progress = models.JSONField(default=dict, blank=True, help_text="{stage, done, total} while running")
     upload = models.FileField(upload_to="imports/", blank=True, help_text="the queued file; removed once imported")
-    options = models.JSONField(default=dict, blank=True, help_text="how to import: annotator, status, replace_accepted")
+    options = models.JSONField(
+        default=dict, blank=True, help_text="how to import: annotator, status, replace_accepted, map, dry_run"
+    )
 
 
 class PhoneUploadToken(models.Model):

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from .. import pixels
 from .cases import Case, ExclusionReason, MetaClass, Photo, SubClass
 
 
@@ -98,15 +99,16 @@ class BoxOrigin(models.TextChoices):
 
 class Box(models.Model):
     """A lesion rectangle in pixel coordinates of the original photo (x1, y1 exclusive
-    edges as in labelImg's xmax/ymax), with the photo size at annotation time."""
+    edges as in labelImg's xmax/ymax), with the photo size at annotation time. Coordinates
+    keep the sub-pixel values of imported files, on a 1e-6 px grid (annotation/pixels.py)."""
 
     annotation = models.ForeignKey(PhotoAnnotation, on_delete=models.CASCADE, related_name="boxes")
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="boxes")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    x0 = models.IntegerField()
-    y0 = models.IntegerField()
-    x1 = models.IntegerField()
-    y1 = models.IntegerField()
+    x0 = models.FloatField()
+    y0 = models.FloatField()
+    x1 = models.FloatField()
+    y1 = models.FloatField()
     image_width = models.PositiveIntegerField()
     image_height = models.PositiveIntegerField()
     sub_class = models.ForeignKey(SubClass, null=True, blank=True, on_delete=models.PROTECT, related_name="boxes")
@@ -145,14 +147,14 @@ class Box(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Box {self.pk} [{self.x0},{self.y0},{self.x1},{self.y1}]"
+        return f"Box {self.pk} [{','.join(pixels.text(v) for v in (self.x0, self.y0, self.x1, self.y1))}]"
 
     @property
     def label_code(self) -> str:
         return self.sub_class.code if self.sub_class_id else self.meta_class.code
 
     @property
-    def area(self) -> int:
+    def area(self) -> float:
         return (self.x1 - self.x0) * (self.y1 - self.y0)
 
 

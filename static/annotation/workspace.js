@@ -39,6 +39,7 @@
   const toImg = (sx, sy) => [(sx - S.ox) / S.scale, (sy - S.oy) / S.scale];
   const toScr = (ix, iy) => [ix * S.scale + S.ox, iy * S.scale + S.oy];
   const clamp = (v, lo, hi) => Math.max(lo, Math.min(hi, v));
+  const px = (v) => String(Math.round(v * 100) / 100);  // for display: at most 2 decimals ("10", "10.25")
   const W = () => (S.data ? S.data.photo.width : 1);
   const H = () => (S.data ? S.data.photo.height : 1);
   const editable = () => !!(S.data && S.data.editable);
@@ -172,7 +173,7 @@
       return;
     }
     if (!editable()) { S.sel = -1; renderList(); draw(); return; }
-    const [ix, iy] = toImg(sx, sy);
+    const [ix, iy] = toImg(sx, sy).map(Math.round);  // the editor draws whole pixels
     if (ix < 0 || iy < 0 || ix > W() || iy > H()) return;
     S.drag = { kind: "draw", box: { x0: ix, y0: iy, x1: ix, y1: iy } };
   });
@@ -185,8 +186,9 @@
     if (!d) { if (S.mouse) draw(); return; }
     if (d.kind === "pan") { S.ox = d.ox + sx - d.sx; S.oy = d.oy + sy - d.sy; draw(); return; }
     const [ix, iy] = toImg(sx, sy);
-    if (d.kind === "draw") { d.box.x1 = clamp(ix, 0, W()); d.box.y1 = clamp(iy, 0, H()); draw(); return; }
-    const b = S.boxes[S.sel], o = d.orig, dx = ix - d.start[0], dy = iy - d.start[1];
+    if (d.kind === "draw") { d.box.x1 = clamp(Math.round(ix), 0, W()); d.box.y1 = clamp(Math.round(iy), 0, H()); draw(); return; }
+    // whole-pixel steps: an edge the annotator does not touch keeps its sub-pixel value
+    const b = S.boxes[S.sel], o = d.orig, dx = Math.round(ix - d.start[0]), dy = Math.round(iy - d.start[1]);
     d.moved = true;
     if (d.kind === "move") {
       const w = o.x1 - o.x0, h = o.y1 - o.y0;
@@ -228,7 +230,8 @@
     if (mod && (k === "d" || k === "D") && S.sel >= 0 && editable()) { // duplicate (CVAT's copy/paste)
       e.preventDefault(); snapshot();
       const b = S.boxes[S.sel], w = b.x1 - b.x0, h = b.y1 - b.y0;
-      const x0 = clamp(b.x0 + 10 / S.scale, 0, W() - w), y0 = clamp(b.y0 + 10 / S.scale, 0, H() - h);
+      const step = Math.max(1, Math.round(10 / S.scale));
+      const x0 = clamp(b.x0 + step, 0, W() - w), y0 = clamp(b.y0 + step, 0, H() - h);
       S.boxes.push({ ...b, id: null, x0, y0, x1: x0 + w, y1: y0 + h }); S.sel = S.boxes.length - 1; changed(); return;
     }
     if (mod) return;
@@ -303,7 +306,7 @@
       li.className = "ws-box" + (i === S.sel ? " active" : "");
       li.innerHTML = `<span class="swatch" style="background:${colourOf(b.label)}"></span><b>${i + 1}</b> <span class="nm"></span> <small></small>`;
       li.querySelector(".nm").textContent = labelName(b.label) + (b.difficult ? " · difficult" : "") + (b.truncated ? " · truncated" : "");
-      li.querySelector("small").textContent = `${Math.round(b.x0)},${Math.round(b.y0)} – ${Math.round(b.x1)},${Math.round(b.y1)} (${Math.round(b.x1 - b.x0)}×${Math.round(b.y1 - b.y0)})`;
+      li.querySelector("small").textContent = `${px(b.x0)},${px(b.y0)} – ${px(b.x1)},${px(b.y1)} (${px(b.x1 - b.x0)}×${px(b.y1 - b.y0)})`;
       if (editable()) {
         const del = document.createElement("button"); del.type = "button"; del.className = "mini"; del.textContent = "×"; del.title = "Delete (Del)";
         del.addEventListener("click", (ev) => { ev.stopPropagation(); S.sel = i; deleteSel(); });
@@ -418,7 +421,8 @@
 
   // ------------------------------------------------------------------ saving
   function payloadBoxes() {
-    return S.boxes.map((b) => ({ id: b.id || null, x0: Math.round(b.x0), y0: Math.round(b.y0), x1: Math.round(b.x1), y1: Math.round(b.y1), label: b.label, difficult: !!b.difficult, truncated: !!b.truncated, source_box: b.id ? null : (b.source_box || null), origin: (S.originOf ? S.originOf(b) : b.origin) || "drawn" }));
+    // coordinates as they are: an imported box keeps its sub-pixel values, the editor's edits are whole-pixel steps
+    return S.boxes.map((b) => ({ id: b.id || null, x0: b.x0, y0: b.y0, x1: b.x1, y1: b.y1, label: b.label, difficult: !!b.difficult, truncated: !!b.truncated, source_box: b.id ? null : (b.source_box || null), origin: (S.originOf ? S.originOf(b) : b.origin) || "drawn" }));
   }
   function showErrors(body) {
     const errs = (body && body.errors) || [{ message: (body && body.detail) || "Not saved." }];

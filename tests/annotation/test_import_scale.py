@@ -133,6 +133,64 @@ def test_large_upload_runs_on_the_long_queue_with_progress(admin, client, settin
     assert "Queued imports" in page and "big.json" in page and "3 box(es) on 3 photo(s)" in page
 
 
+def test_large_upload_with_a_mapping_and_a_dry_run_is_queued_with_both(
+    admin, client, settings, django_capture_on_commit_callbacks
+):
+    """A large upload with a label mapping and/or a dry run goes to the long queue too (it was
+    imported within the request); the run carries both, and a dry run's result shows on the page."""
+    photos = [photo_named(f"lesion-{k}.jpg") for k in range(2)]
+    settings.DERM_BOX_IMPORT_INLINE_BYTES = 100
+    doc = json.loads(coco_file(50, {p.original_name: 1 + 10 * k for k, p in enumerate(photos)}))
+    doc["categories"] = [{"id": 1, "name": "marlboro"}]  # labelImg's sample class: only the mapping knows it
+    data = json.dumps(doc).encode()
+    client.force_login(admin)
+
+    def post(**extra):
+        with django_capture_on_commit_callbacks(execute=True):
+            return client.post(
+                reverse("annotation:workspace_io"),
+                {
+                    "action": "import_coco",
+                    "status": "annotated",
+                    "coco": SimpleUploadedFile("big.json", data, "application/json"),
+                    "map": SimpleUploadedFile("map.txt", b"marlboro = mel\n", "text/plain"),
+                    **extra,
+                },
+            )
+
+    resp = post(dry_run="on")
+    assert resp.status_code == 302
+    trial = ImportRun.objects.get(kind="coco")
+    assert trial.options["dry_run"] is True and trial.options["map"] == {"marlboro": "mel"}
+    assert trial.status == ImportRun.Status.DONE and trial.summary["dry_run"] is True
+    assert trial.summary["boxes"] == 2 and trial.summary["photos"] == 2  # mapped: not skipped as unknown
+    assert trial.progress == {"stage": "photos", "done": 2, "total": 2}  # kept although the run was rolled back
+    assert not Box.objects.exists() and not PhotoAnnotation.objects.exists()  # a dry run stores nothing
+    page = client.get(reverse("annotation:workspace_io")).content.decode()
+    assert "(dry run: nothing stored)" in page and "Dry run, nothing stored. Would import: 1 file(s): 2 box(es)" in page
+    assert "with a label mapping of 1 name(s)" in page
+
+    resp = post()
+    run = ImportRun.objects.filter(kind="coco").latest("id")
+    assert run.status == ImportRun.Status.DONE and run.options["dry_run"] is False, run.summary
+    assert sorted(b.sub_class.code for b in Box.objects.filter(annotation__photo__in=photos)) == ["mel", "mel"]
+
+
+def test_a_queued_mapping_to_a_code_gone_from_the_taxonomy_fails_the_run(admin, django_capture_on_commit_callbacks):
+    from annotation.interchange import jobs
+
+    photo_named("a.jpg")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run = jobs.box_import_enqueue(data=coco_file(2, {"a.jpg": 1}), source="x.json", user=admin)
+    ImportRun.objects.filter(pk=run.pk).update(options={**run.options, "map": {"marlboro": "no-such-code"}})
+    for callback in callbacks:
+        callback()
+    run.refresh_from_db()
+    assert run.status == ImportRun.Status.FAILED
+    assert "'marlboro' maps to 'no-such-code', which is not a sub-class" in run.summary["failure"]
+    assert not Box.objects.exists()
+
+
 def test_a_redelivered_import_task_does_not_run_twice(admin, django_capture_on_commit_callbacks):
     from annotation.interchange import jobs
 
