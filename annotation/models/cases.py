@@ -285,6 +285,10 @@ class ImportRun(models.Model):
     progress = models.JSONField(default=dict, blank=True, help_text="{stage, done, total} while running")
     upload = models.FileField(upload_to="imports/", blank=True, help_text="the queued file; removed once imported")
     options = models.JSONField(default=dict, blank=True, help_text="how to import: annotator, status, replace_accepted")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the worker importing it")
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="workers that started it (a dead one's run is resent)"
+    )
 
 
 class PhoneUploadToken(models.Model):
