@@ -8,6 +8,7 @@ long a change made where no signal fires (another process with a per-process cac
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,6 +16,7 @@ from typing import TypeVar
 from django.core.cache import cache
 from django.db import transaction
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 TTL = 60  # seconds
 _GEN = "shared-rows:generation"
@@ -30,21 +32,32 @@ def _generation() -> int:
 
 
 def shared(name: str, compute: Callable[[], T]) -> T:
-    """The cached value of ``name`` (computed and stored on a miss)."""
-    key = f"shared-rows:{_generation()}:{name}"
-    value = cache.get(key, _MISSING)
+    """The cached value of ``name`` (computed and stored on a miss). With the cache unreachable (Redis
+    down) the value is read from the database, as without a cache: pages keep working."""
+    try:
+        key = f"shared-rows:{_generation()}:{name}"
+        value = cache.get(key, _MISSING)
+    except Exception as exc:
+        log.warning("shared cache unavailable (%s); reading %s from the database", exc, name)
+        return compute()
     if value is _MISSING:
         value = compute()
-        cache.set(key, value, TTL)
+        try:
+            cache.set(key, value, TTL)
+        except Exception as exc:
+            log.warning("shared cache unavailable (%s); %s not stored", exc, name)
     return value
 
 
 def retire_all() -> None:
     """Start a new generation: every cached entry is retired."""
     try:
-        cache.incr(_GEN)
-    except ValueError:  # no generation yet (or evicted): any new one retires the old entries
-        cache.set(_GEN, time.time_ns(), None)
+        try:
+            cache.incr(_GEN)
+        except ValueError:  # no generation yet (or evicted): any new one retires the old entries
+            cache.set(_GEN, time.time_ns(), None)
+    except Exception as exc:  # cache down: its entries are unreadable too; TTL bounds what it keeps
+        log.warning("shared cache unavailable (%s); its entries expire within %d s", exc, TTL)
 
 
 def changed(*args, **kwargs) -> None:

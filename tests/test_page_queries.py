@@ -100,3 +100,15 @@ def test_a_renamed_class_and_a_retired_model_show_at_once(client, users, taxonom
     page = client.get(url).content.decode()
     assert "Melanoma X" in page
     assert recompute not in page and "retired</span>" in page
+
+
+def test_pages_work_with_the_cache_down(client, users, taxonomy, settings):
+    """The shared cache is a shortcut: with Redis unreachable the rows are read from the database."""
+    settings.CACHES = {  # nothing listens on port 1: every cache call fails at once
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    case = busy_case(1)
+    client.force_login(users[roles.DERMATOLOGIST])
+    assert client.get(reverse("annotation:case_list")).status_code == 200
+    page = client.get(reverse("annotation:case_detail", args=[case.pk])).content.decode()
+    assert "Melanoma" in page
