@@ -36,15 +36,18 @@ class LabelForm(forms.Form):
             raise forms.ValidationError(f"{upload.name}: the report file is over the 20 MB limit.")
         return upload
 
-    def __init__(self, *args, taxonomy=None, allowed_sources=None, **kwargs):
+    def __init__(self, *args, taxonomy=None, allowed_sources=None, sub_classes=None, **kwargs):
+        """``sub_classes``: the taxonomy's sub-classes already read (the page's shared copy), shown as
+        the choices without a query; a submitted choice is still checked against the database."""
         super().__init__(*args, **kwargs)
         qs = SubClass.objects.select_related("meta_class")
         if taxonomy is not None:
             qs = qs.filter(taxonomy=taxonomy)
-        self.fields["sub_class"].queryset = qs
-        self.fields["sub_class"].label_from_instance = lambda s: (
-            f"{s.meta_class.display_name} › {s.display_name} ({s.code})"
-        )
+        field = self.fields["sub_class"]
+        field.queryset = qs
+        field.label_from_instance = lambda s: f"{s.meta_class.display_name} › {s.display_name} ({s.code})"
+        if sub_classes is not None:
+            field.choices = [("", field.empty_label)] + [(s.pk, field.label_from_instance(s)) for s in sub_classes]
         choices = [c for c in LabelSource.choices if allowed_sources is None or c[0] in allowed_sources]
         # No preselected source: confirming by histopathology must be a deliberate choice.
         self.fields["source"].choices = [("", "— source of the diagnosis —")] + choices

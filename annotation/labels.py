@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from derm_portal import roles
+from derm_portal import roles, shared_cache
 
 from .models import (
     Case,
@@ -187,6 +187,7 @@ def taxonomy_import(*, data: dict, created_by=None, make_default: bool = False, 
             )
         if make_default or not Taxonomy.objects.filter(is_default=True).exists():
             taxonomy_make_default(taxonomy=tax)
+        shared_cache.changed()  # bulk_create sends no signal
     return tax
 
 
@@ -195,6 +196,7 @@ def taxonomy_make_default(*, taxonomy: Taxonomy) -> Taxonomy:
         Taxonomy.objects.filter(is_default=True).exclude(pk=taxonomy.pk).update(is_default=False)
         taxonomy.is_default = True
         taxonomy.save(update_fields=["is_default"])
+        shared_cache.changed()  # the queryset update sends no signal
     return taxonomy
 
 

@@ -7,8 +7,9 @@ from django.http import Http404
 from django.utils import timezone
 
 from derm_portal import roles
+from derm_portal.shared_cache import shared
 
-from .models import Case, DiagnosisLabel, LabelChange, Photo, SubClass, Taxonomy
+from .models import Case, DiagnosisLabel, LabelChange, MetaClass, Photo, SubClass, Taxonomy
 
 
 def cases_visible_to(user) -> QuerySet[Case]:
@@ -105,6 +106,27 @@ def case_reference_label(*, case: Case) -> DiagnosisLabel | None:
 
 def taxonomy_default() -> Taxonomy | None:
     return Taxonomy.objects.filter(is_default=True).first() or Taxonomy.objects.order_by("-created_at").first()
+
+
+# The same for every user, read by every case page and list: from the shared cache (derm_portal.shared_cache).
+def taxonomy_default_shared() -> Taxonomy | None:
+    return shared("taxonomy-default", taxonomy_default)
+
+
+def sub_classes_shared(taxonomy_id: int | None) -> list[SubClass]:
+    """The taxonomy's sub-classes with their meta-classes, in display order."""
+    if taxonomy_id is None:
+        return []
+    return shared(
+        f"sub-classes:{taxonomy_id}",
+        lambda: list(SubClass.objects.filter(taxonomy_id=taxonomy_id).select_related("meta_class")),
+    )
+
+
+def meta_classes_shared(taxonomy_id: int | None) -> list[MetaClass]:
+    if taxonomy_id is None:
+        return []
+    return shared(f"meta-classes:{taxonomy_id}", lambda: list(MetaClass.objects.filter(taxonomy_id=taxonomy_id)))
 
 
 def taxonomy_tree(*, taxonomy: Taxonomy) -> list[dict]:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.module_loading import import_string
@@ -39,7 +40,7 @@ def case_list(request):
     source_names = dict(LabelSource.choices)
     for row in page.object_list:
         row.diagnosis_source_display = source_names.get(row.diagnosis_source, row.diagnosis_source)
-    taxonomy = selectors.taxonomy_default()
+    taxonomy = selectors.taxonomy_default_shared()
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -51,7 +52,7 @@ def case_list(request):
             "querystring": query.urlencode(),
             "statuses": CaseStatus.choices,
             "modalities": Modality.choices,
-            "sub_classes": SubClass.objects.filter(taxonomy=taxonomy) if taxonomy else [],
+            "sub_classes": selectors.sub_classes_shared(taxonomy.pk if taxonomy else None),
         },
     )
 
@@ -72,7 +73,8 @@ def _case_panels(request, case) -> list[str]:
 @require_role(*roles.CAN_VIEW_CLINICAL)
 def case_detail(request, pk: int):
     case = selectors.case_get(user=request.user, pk=pk)
-    taxonomy = selectors.taxonomy_default()
+    prefetch_related_objects([case], "photos")  # read once for the page and every panel
+    taxonomy = selectors.taxonomy_default_shared()
     can_confirm = roles.has_role(request.user, roles.CAN_CONFIRM_LABEL)
     allowed = [s for s in LabelSource.values if s != LabelSource.HISTOPATHOLOGY or can_confirm]
     return render(
@@ -83,7 +85,11 @@ def case_detail(request, pk: int):
             "photos": case.photos.all(),
             "labels": selectors.case_labels(case=case),
             "history": selectors.case_label_history(case=case),
-            "label_form": LabelForm(taxonomy=taxonomy, allowed_sources=allowed),
+            "label_form": LabelForm(
+                taxonomy=taxonomy,
+                allowed_sources=allowed,
+                sub_classes=selectors.sub_classes_shared(taxonomy.pk) if taxonomy else None,
+            ),
             "status_form": StatusForm(initial={"status": case.status, "exclusion_reason": case.exclusion_reason}),
             "can_confirm": can_confirm,
             "can_record": roles.has_role(request.user, roles.CAN_RECORD_LABEL),

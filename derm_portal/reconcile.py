@@ -3,7 +3,8 @@ it) it sends again the jobs whose message was lost or whose worker died:
 
 - pending predictions older than the grace period, and running ones older than their stale limit;
 - queued training runs, and running ones whose heartbeat is stale;
-- queued box-import runs;
+- queued box-import runs, and running ones whose heartbeat is stale (the import gives up, failed with a
+  message, after DERM_IMPORT_MAX_ATTEMPTS workers died on it);
 - crop requests not served since they were made.
 
 Each job is sent at most once per resend interval by any number of reconcilers (``dispatch.claim``
@@ -64,9 +65,15 @@ def _due_trainings(now) -> list[int]:
 
 
 def _due_imports(now) -> list[int]:
+    from annotation.interchange.jobs import IMPORT_STALE
     from annotation.models import ImportRun
 
-    qs = ImportRun.objects.filter(status=ImportRun.Status.QUEUED, started_at__lt=now - GRACE)
+    stale = now - IMPORT_STALE
+    qs = ImportRun.objects.filter(kind="coco").filter(  # the queued kind; dataset imports run in their command
+        Q(status=ImportRun.Status.QUEUED, started_at__lt=now - GRACE)
+        | Q(status=ImportRun.Status.RUNNING, heartbeat_at__lt=stale)
+        | Q(status=ImportRun.Status.RUNNING, heartbeat_at__isnull=True, started_at__lt=stale)
+    )
     return list(qs.order_by("pk").values_list("pk", flat=True)[:BATCH])
 
 

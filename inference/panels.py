@@ -4,28 +4,30 @@ Only roles.CAN_SEE_PREDICTIONS see it."""
 
 from __future__ import annotations
 
+from django.db.models import prefetch_related_objects
 from django.template.loader import render_to_string
 
-from annotation.models import SubClass
+from annotation.selectors import sub_classes_shared
 
 from . import selectors
 from .presenters import prediction_view, warning_rule
-from .services import model_active_for
+from .services.registry import model_active_shared
+
+ASSESSMENTS_SHOWN = 5
 
 
-def photo_block_context(*, request, photo, prediction) -> dict:
-    assessments = list(selectors.assessments_visible_to(request.user).filter(photo=photo).order_by("-created_at")[:5])
-    return {"photo": photo, "p": prediction_view(prediction), "assessments": assessments}
+def photo_block_context(*, request, photo, prediction, assessments=None) -> dict:
+    """One photo's block; ``assessments`` (its newest first) when the caller fetched them for many photos."""
+    if assessments is None:
+        assessments = selectors.assessments_visible_to(request.user).filter(photo=photo).order_by("-created_at")
+    return {"photo": photo, "p": prediction_view(prediction), "assessments": list(assessments[:ASSESSMENTS_SHOWN])}
 
 
 def panel_common_context() -> dict:
-    active = model_active_for()
-    taxonomy_id = active.taxonomy_id if active else None
+    active = model_active_shared()
     return {
         "active_model": active,
-        "sub_classes": list(SubClass.objects.filter(taxonomy_id=taxonomy_id).select_related("meta_class"))
-        if taxonomy_id
-        else [],
+        "sub_classes": sub_classes_shared(active.taxonomy_id if active else None),
         "warning_rule": warning_rule(active),
     }
 
@@ -51,16 +53,30 @@ def header_context(preds, active) -> dict:
 
 def panel_header(preds) -> str:
     """The header's HTML, sent with the polled state so it follows the blocks when results are replaced."""
-    return render_to_string("inference/_panel_models.html", header_context(preds, model_active_for()))
+    return render_to_string("inference/_panel_models.html", header_context(preds, model_active_shared()))
 
 
 def panel_context(request, case) -> dict:
+    """A constant number of queries however many photos: predictions with their heat maps, the photos'
+    boxes (for the heat-map shares) and the doctors' assessments are each read once for the case."""
+    photos = list(case.photos.all())
     preds = selectors.case_predictions(user=request.user, case=case)
+    if preds:
+        prefetch_related_objects(photos, "boxes")
+        by_pk = {ph.pk: ph for ph in photos}
+        for p in preds.values():
+            p.photo = by_pk.get(p.photo_id, p.photo)  # the photo with its boxes
+    assessments: dict[int, list] = {}
+    for a in selectors.assessments_visible_to(request.user).filter(photo__in=photos).order_by("-created_at", "-id"):
+        assessments.setdefault(a.photo_id, []).append(a)
     common = panel_common_context()
     return {
         "case": case,
         "blocks": [
-            photo_block_context(request=request, photo=ph, prediction=preds.get(ph.pk)) for ph in case.photos.all()
+            photo_block_context(
+                request=request, photo=ph, prediction=preds.get(ph.pk), assessments=assessments.get(ph.pk, [])
+            )
+            for ph in photos
         ],
         **common,
         **header_context(preds.values(), common["active_model"]),

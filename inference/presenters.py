@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from annotation.models import MalignancyGrade, MetaClass, SubClass
+from annotation.models import MalignancyGrade
+from annotation.selectors import meta_classes_shared, sub_classes_shared
 
 from .models import PredictionStatus
 from .selectors import overlay_box_masses, photo_boxes
@@ -26,8 +27,8 @@ WARNING_RULE = warning_rule()
 
 
 def _names(taxonomy_id: int):
-    subs = {s.code: s for s in SubClass.objects.filter(taxonomy_id=taxonomy_id).select_related("meta_class")}
-    metas = {m.code: m for m in MetaClass.objects.filter(taxonomy_id=taxonomy_id)}
+    subs = {s.code: s for s in sub_classes_shared(taxonomy_id)}
+    metas = {m.code: m for m in meta_classes_shared(taxonomy_id)}
     return subs, metas
 
 

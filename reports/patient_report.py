@@ -152,26 +152,41 @@ class PatientReport:
 # --------------------------------------------------------------------------- selectors
 
 
+_MISSING = object()  # "not looked up yet" (None means the photo has no prediction)
+
+
+def _reportable(p: Prediction) -> bool:
+    return (
+        p.status == PredictionStatus.DONE
+        and p.malignancy_grade is not None
+        and p.malignancy_score is not None
+        and p.tier != ""
+    )
+
+
+def _report_choice(preds: list[Prediction]) -> Prediction | None:
+    """Of one photo's predictions (newest first): the active model's reportable one, else the newest."""
+    ok = [p for p in preds if _reportable(p)][:20]
+    return next((p for p in ok if p.model_version.status == ModelStatus.ACTIVE), ok[0] if ok else None)
+
+
+def _newest_first(qs):
+    return qs.select_related("model_version", "model_version__taxonomy").order_by("-finished_at", "-created_at", "-id")
+
+
 def patient_report_prediction(*, photo: Photo) -> Prediction | None:
     """The prediction a report is made from: finished, graded and with an urgency tier (the model did
     not abstain), preferring the active model's, then the newest."""
-    qs = (
-        Prediction.objects.filter(
-            photo=photo, status=PredictionStatus.DONE, malignancy_grade__isnull=False, malignancy_score__isnull=False
-        )
-        .exclude(tier="")
-        .select_related("model_version", "model_version__taxonomy")
-        .order_by("-finished_at", "-created_at", "-id")
-    )
-    preds = list(qs[:20])
-    for p in preds:
-        if p.model_version.status == ModelStatus.ACTIVE:
-            return p
-    return preds[0] if preds else None
+    qs = Prediction.objects.filter(
+        photo=photo, status=PredictionStatus.DONE, malignancy_grade__isnull=False, malignancy_score__isnull=False
+    ).exclude(tier="")
+    return _report_choice(list(_newest_first(qs)[:20]))
 
 
-def _why_unavailable(photo: Photo) -> str:
-    latest = Prediction.objects.filter(photo=photo).order_by("-created_at", "-id").first()
+def _why_unavailable(photo: Photo, latest=_MISSING) -> str:
+    """Why the photo gets no report; ``latest`` is its newest prediction when the caller has it."""
+    if latest is _MISSING:
+        latest = Prediction.objects.filter(photo=photo).order_by("-created_at", "-id").first()
     if latest is None:
         return "This photo has no model prediction yet, so there is no malignancy grade to report."
     if latest.status in (PredictionStatus.PENDING, PredictionStatus.RUNNING):
@@ -250,18 +265,23 @@ def case_panel(request, case) -> str:
     """DERM_CASE_PANELS entry: each photo's grade with links to its patient report."""
     if not roles.has_role(request.user, *CAN_OPEN_PATIENT_REPORT):
         return ""
-    photos = list(case.photos.order_by("id"))
+    photos = sorted(case.photos.all(), key=lambda p: p.pk)  # the case page prefetched them
     if not photos:
         return ""
+    by_photo: dict[int, list[Prediction]] = {}
+    for p in _newest_first(Prediction.objects.filter(photo__in=photos)):  # one query for every photo
+        by_photo.setdefault(p.photo_id, []).append(p)
     rows = []
     for photo in photos:
-        pred = patient_report_prediction(photo=photo)
+        preds = by_photo.get(photo.pk, [])
+        pred = _report_choice(preds)
+        latest = max(preds, key=lambda p: (p.created_at, p.pk), default=None)
         rows.append(
             {
                 "photo": photo,
                 "prediction": pred,
                 "info": tier_info(pred.tier) if pred else None,
-                "refusal": "" if pred else _why_unavailable(photo),
+                "refusal": "" if pred else _why_unavailable(photo, latest),
                 "html_url": reverse("reports:patient_report", args=[photo.pk]),
                 "pdf_url": reverse("reports:patient_report_pdf", args=[photo.pk]),
             }

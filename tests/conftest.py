@@ -18,6 +18,14 @@ def need(condition: bool, why: str):
     pytest.skip(why)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shared_rows():
+    """No test sees rows another test cached (derm_portal.shared_cache): a rolled-back test sends no signal."""
+    from derm_portal import shared_cache
+
+    shared_cache.retire_all()
+
+
 @pytest.fixture
 def taxonomy(db):
     from annotation.services import taxonomy_load_default

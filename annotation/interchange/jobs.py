@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
@@ -25,6 +27,11 @@ from .mapping import mapping_codes, mapping_parse, with_mapping
 from .store import check_import_rights, dry_run
 
 log = logging.getLogger(__name__)
+
+# A running import with no progress written for this long has lost its worker: the reconciler resends it.
+IMPORT_STALE = timedelta(seconds=int(getattr(settings, "DERM_IMPORT_STALE_SECONDS", 600)))
+# Workers that may start one run; a file that kills every worker (memory) is then failed, not resent forever.
+IMPORT_MAX_ATTEMPTS = int(getattr(settings, "DERM_IMPORT_MAX_ATTEMPTS", 3))
 
 
 def box_import_enqueue(
@@ -61,28 +68,59 @@ def box_import_enqueue(
     return run
 
 
-def box_import_run(*, run_pk: int, task_id: str = "") -> str:
-    """Import a queued run. Idempotent: a run already done or failed (e.g. a redelivered task)
-    is left as it is; a run interrupted while running is imported again by its own redelivered
-    message (same task id; re-importing replaces that annotator's boxes, so the result is the same),
-    while another message for it (a duplicate send) finds it busy and does nothing."""
+def _claim(run_pk: int, task_id: str) -> tuple[ImportRun | None, str]:
+    """Lock the run and mark it running for this attempt, or say why not: skipped (missing, done or
+    failed), busy (a live worker imports it: a duplicate send) or failed (too many attempts)."""
     with transaction.atomic():
         run = ImportRun.objects.select_for_update().filter(pk=run_pk).first()
         if run is None or run.status in (ImportRun.Status.DONE, ImportRun.Status.FAILED):
-            return "skipped"
-        owner = run.options.get("task_id", "")
-        if run.status == ImportRun.Status.RUNNING and owner and owner != task_id:
-            return "busy"
+            return None, "skipped"
+        now = timezone.now()
+        if run.status == ImportRun.Status.RUNNING:
+            same_message = bool(task_id) and run.options.get("task_id") == task_id
+            if not same_message and (run.heartbeat_at or run.started_at) > now - IMPORT_STALE:
+                return None, "busy"
+            log.warning("import run %s: taking over from a dead worker (last sign %s)", run.pk, run.heartbeat_at)
+        if run.attempts >= IMPORT_MAX_ATTEMPTS:
+            run.status, run.finished_at = ImportRun.Status.FAILED, now
+            run.summary = {
+                "failure": f"given up after {run.attempts} attempts: each time the worker stopped or hit an "
+                "unexpected error before finishing (see the worker log). Import the file again, split if it is large."
+            }
+            run.save(update_fields=["status", "finished_at", "summary"])
+            return None, "failed"
         run.status, run.progress = ImportRun.Status.RUNNING, {"stage": "reading", "done": 0, "total": 0}
         run.options = {**run.options, "task_id": task_id}
-        run.save(update_fields=["status", "progress", "options"])
+        run.heartbeat_at, run.attempts = now, run.attempts + 1
+        run.save(update_fields=["status", "progress", "options", "heartbeat_at", "attempts"])
+    return run, "claimed"
+
+
+def _drop_upload(run_pk: int) -> None:
+    run = ImportRun.objects.filter(pk=run_pk).first()
+    if run is not None and run.upload:
+        run.upload.delete(save=False)
+        ImportRun.objects.filter(pk=run_pk).update(upload="")
+
+
+def box_import_run(*, run_pk: int, task_id: str = "") -> str:
+    """Import a queued run. Safe to run twice: a run already done or failed (e.g. a redelivered task)
+    is left as it is; a run whose worker died (its own message redelivered, or the reconciler's resend
+    once its heartbeat is older than IMPORT_STALE) is imported again, which replaces that annotator's
+    boxes on each photo, so no box is stored twice; a duplicate send while a live worker imports it
+    finds it busy. After IMPORT_MAX_ATTEMPTS dead workers the run is failed with a message."""
+    run, state = _claim(run_pk, task_id)
+    if state == "failed":
+        _drop_upload(run_pk)
+    if run is None:
+        return state
 
     last = dict(run.progress)
 
     def progress(stage: str, done: int, total: int) -> None:
         # a dry run's writes (these included) are rolled back: the last one is written again at the end
         last.update(stage=stage, done=done, total=total)
-        ImportRun.objects.filter(pk=run_pk).update(progress=last)
+        ImportRun.objects.filter(pk=run_pk).update(progress=last, heartbeat_at=timezone.now())
 
     users = get_user_model().objects
     try:
@@ -111,10 +149,11 @@ def box_import_run(*, run_pk: int, task_id: str = "") -> str:
         summary, state = {"failure": str(exc)}, ImportRun.Status.FAILED
     except FileNotFoundError:
         summary, state = {"failure": "the queued file is missing from storage."}, ImportRun.Status.FAILED
-    run.upload.delete(save=False)
-    ImportRun.objects.filter(pk=run_pk).update(
-        status=state, summary=summary, progress=last, finished_at=timezone.now(), upload=""
-    )
+    # the outcome first, the file after: a worker dying in between leaves a finished run, not a lost file;
+    # a second worker that took over finds the run finished and leaves the first one's outcome alone
+    running = ImportRun.objects.filter(pk=run_pk, status=ImportRun.Status.RUNNING)
+    if running.update(status=state, summary=summary, progress=last, finished_at=timezone.now()):
+        _drop_upload(run_pk)
     return state
 
 

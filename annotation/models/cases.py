@@ -287,6 +287,10 @@ class ImportRun(models.Model):
     options = models.JSONField(
         default=dict, blank=True, help_text="how to import: annotator, status, replace_accepted, map, dry_run"
     )
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the worker importing it")
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="workers that started it (a dead one's run is resent)"
+    )
 
 
 class PhoneUploadToken(models.Model):

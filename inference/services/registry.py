@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Taxonomy
-from derm_portal import roles
+from derm_portal import roles, shared_cache
 
 from .. import jobs, loader
 from ..models import ModelActivation, ModelStatus, ModelVersion
@@ -140,6 +140,7 @@ def model_activate(
         )
         if recompute:
             model_recompute_request(model_version=model_version)
+        shared_cache.changed()  # the queryset updates send no signal
     model_version.refresh_from_db()
     log.warning(
         "model %s activated by %s (previous: %s)%s",
@@ -160,6 +161,7 @@ def model_retire(*, model_version: ModelVersion, by) -> ModelVersion:
     if by is not None and not roles.has_role(by, *roles.CAN_ACTIVATE_MODELS):
         raise PermissionDenied("Only an admin may retire a model.")
     ModelVersion.objects.filter(pk=model_version.pk).update(status=ModelStatus.RETIRED)
+    shared_cache.changed()
     model_version.refresh_from_db()
     return model_version
 
@@ -176,3 +178,9 @@ def model_active_for(*, taxonomy: Taxonomy | None = None) -> ModelVersion | None
         if mv:
             return mv
     return qs.order_by("-activated_at", "-pk").first()
+
+
+def model_active_shared() -> ModelVersion | None:
+    """model_active_for() of the default taxonomy, from the shared cache: for pages that show it (jobs
+    that predict read it from the database, never from a copy)."""
+    return shared_cache.shared("active-model", model_active_for)
