@@ -13,11 +13,7 @@ free loopback port. Each simulated user opens a fresh connection per request (gu
 close it), so the numbers include connection set-up; the load generator runs on the same machine.
 The database is dropped at the end. Not a test: it prints numbers (compare them with `uptime`'s load).
 
-Measured on the shared 2-CPU machine with a training run and other jobs beside it (load average 9-15),
-gunicorn -w 2: 200 users, database sessions: 4.3 requests/s, p95 46-47 s on every page (load 10.5-12.1);
-200 users, cached_db sessions: 3.1 requests/s, p95 66 s (load 15); 20 users: 3.9 requests/s, p50 1.0-1.4 s,
-p95 6-8 s (load 9); no errors; 160-166 MB per worker. The server got a fraction of one core, so these
-runs measure the machine's load, not the pages; the 300 ms target needs a run on an otherwise idle machine.
+Numbers and their conditions: `load-pages` in bench/RESULTS.md.
 """
 
 from __future__ import annotations
