@@ -35,7 +35,7 @@ def _rows(block: dict, thresholds: dict) -> list[dict]:
                 "key": key,
                 "label": label,
                 "rule": rule,
-                "threshold": thresholds.get(key),
+                "threshold": thresholds.get(key, b.get("threshold")),
                 "target": b.get("target_sensitivity"),
                 "sensitivity": b.get("sensitivity"),
                 "specificity": b.get("specificity"),

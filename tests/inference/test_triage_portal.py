@@ -185,6 +185,10 @@ def test_model_page_shows_thresholds_calibration_and_figures(triaged_active_mode
     assert f"{cfg['calibration']['ece_before']:.3f}" in page and f"{cfg['calibration']['ece_after']:.3f}" in page
     assert 'id="triage-targets-form"' not in page  # dermatologists see, admins edit
     assert "need curve points" not in page
+    # the high-grade row shows the refer threshold it shares
+    row = page[page.index('data-key="high_grade"') :]
+    row = row[: row.index("</tr>")]
+    assert "High grade kept out of routine" in row and f"{cfg['thresholds']['malignant']:.3f}" in row
     start = page.index('id="triage-figures"')
     figs = json.loads(page[page.index(">", start) + 1 : page.index("</script>", start)])
     rel, roc = figs["triage_reliability"], figs["triage_roc"]
