@@ -202,7 +202,7 @@ def test_probe_trains_the_coarse_model_as_the_run_will(tmp_path, taxonomy_file, 
 def test_the_probe_leaves_the_runs_random_draws_as_they_were(tmp_path, taxonomy_file, monkeypatch):
     """A run whose size the probe chose trains the same model as the same run with that size set: the
     probe's timing steps (random photos, new networks) leave the generators the run was seeded with as
-    they were (they drew from them before session 28, so the model depended on how many probes ran)."""
+    they were (if they drew from them, the model would depend on how many probes ran)."""
     monkeypatch.setattr(budget, "AUTO_SIZES", (48, 32))
     data = make_dataset(tmp_path / "data", n_per_class=6)
     base = dict(
