@@ -11,12 +11,7 @@ and dropped at the end. A dermatologist requests every page (the load bench's us
 configured one (per process unless DERM_CACHE_URL is set). Not a test: it prints numbers.
 --sql PAGE prints a page's queries, --profile PAGE its cProfile.
 
-Measured on the shared 2-CPU machine beside a training run (load 3.5-4.5), 2,000 cases, 30 requests,
-before -> after removing the N+1 queries and caching the shared rows (queries; p50 CPU ms of the web
-process; wall ms swing 3x with the machine's load, so they are not compared here):
-case list 8 -> 6 (28 -> 25 ms), filtered lists 8 -> 6 (26-37 -> 24-30 ms), case page with 1-3 plain
-photos 26 -> 14 (79 -> 59 ms), with 3 busy photos 42 -> 16 (144 -> 82 ms), with 12 busy photos
-105 -> 16 (395 -> 119 ms).
+Numbers: `load-pages` in bench/RESULTS.md.
 """
 
 from __future__ import annotations
