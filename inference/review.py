@@ -11,14 +11,10 @@ from django.conf import settings
 
 from . import charts, loader
 from .models import ModelVersion
+from .tiers import TARGETS, targets_in
 
 # Fewer training photos than this of any sub-class needs a written reason to activate (and warns at training).
 MIN_CLASS_PHOTOS = int(getattr(settings, "DERM_MIN_CLASS_PHOTOS", 20))
-TIERS = (
-    ("urgent", "Urgent tier (high-grade malignancy)"),
-    ("malignant", "Refer or urgent (any malignancy)"),
-    ("high_grade", "High-grade malignancy kept out of routine"),
-)
 
 
 def model_triage(model_version: ModelVersion) -> dict | None:
@@ -45,9 +41,7 @@ def tier_rows(triage: dict | None) -> list[dict]:
     """Per tier: held-out sensitivity / specificity, the target and whether it is met."""
     rows = []
     heldout = (triage or {}).get("heldout") or {}
-    for key, label in TIERS:
-        if key == "high_grade" and key not in heldout:  # calibrated before this target existed
-            continue
+    for key, _short, label, _rule in targets_in(heldout):
         h = heldout.get(key) or {}
         sens, target = h.get("sensitivity"), h.get("target_sensitivity")
         rows.append(
@@ -131,7 +125,7 @@ def activation_review(model_version: ModelVersion) -> dict:
         )
     cand_tiers = {r["key"]: r for r in cand["tiers"]}
     act_tiers = {r["key"]: r for r in act["tiers"]} if act else {}
-    for key, label in TIERS:
+    for key, _short, label, _rule in TARGETS:
         if key not in cand_tiers and key not in act_tiers:
             continue
         for stat in ("sensitivity", "specificity"):

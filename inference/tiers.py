@@ -41,6 +41,36 @@ NO_TIER_LEGACY = (
 )
 
 
+# The tier targets an artefact's thresholds are chosen for (inference/ml/triage.py DEFAULT_TARGETS), as the
+# model page and the activation review name them: (key, short label, long label, what it counts).
+TARGETS = (
+    (
+        "urgent",
+        "Urgent",
+        "Urgent tier (high-grade malignancy)",
+        "high-grade malignant (grade 3) photos put in the urgent tier",
+    ),
+    (
+        "malignant",
+        "Refer or urgent",
+        "Refer or urgent (any malignancy)",
+        "malignant (grade 2-3) photos put in refer or urgent",
+    ),
+    (
+        "high_grade",
+        "High grade kept out of routine",
+        "High-grade malignancy kept out of routine",
+        "high-grade (grade 3) photos put in refer or urgent",
+    ),
+)
+
+
+def targets_in(block: dict) -> list[tuple[str, str, str, str]]:
+    """The TARGETS rows an artefact's held-out block reports (one calibrated before the high-grade
+    target existed has no such row)."""
+    return [t for t in TARGETS if t[0] in block or t[0] != "high_grade"]
+
+
 def tier_info(tier: str | None) -> dict:
     return TIERS.get(tier or "", {})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from . import loader
 from .models import TriageSetting
+from .tiers import targets_in
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
 
@@ -22,13 +23,7 @@ def triage_config(model_version) -> dict | None:
 
 def _rows(block: dict, thresholds: dict) -> list[dict]:
     out = []
-    for key, label, rule in (
-        ("urgent", "Urgent", "high-grade malignant (grade 3) photos put in the urgent tier"),
-        ("malignant", "Refer or urgent", "malignant (grade 2-3) photos put in refer or urgent"),
-        ("high_grade", "High grade kept out of routine", "high-grade (grade 3) photos put in refer or urgent"),
-    ):
-        if key not in block and key == "high_grade":  # calibrated before this target existed
-            continue
+    for key, label, _long, rule in targets_in(block):
         b = block.get(key) or {}
         out.append(
             {
