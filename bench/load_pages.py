@@ -29,7 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+
+import _scratch_db as scratch_db
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -171,18 +172,13 @@ def main() -> int:
     ap.add_argument("--redis-url", default=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
 
-    import psycopg
-
-    server = urlparse(args.database_url)
-    admin_url = urlunparse(server._replace(path="/" + (server.path.lstrip("/") or "postgres")))
     dbname = f"derm_bench_load_{os.getpid()}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    db_url = scratch_db.create(args.database_url, dbname)
     var_dir = tempfile.mkdtemp(prefix="derm-bench-load-")
     port = free_port()
     env = dict(
         os.environ,
-        DATABASE_URL=urlunparse(server._replace(path="/" + dbname)),
+        DATABASE_URL=db_url,
         DERM_VAR_DIR=var_dir,
         DJANGO_SECRET_KEY="bench-" + os.urandom(24).hex(),
         CELERY_BROKER_URL=args.redis_url,
@@ -261,8 +257,7 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        scratch_db.drop(args.database_url, dbname)
 
 
 if __name__ == "__main__":

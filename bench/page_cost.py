@@ -24,7 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+
+import _scratch_db as scratch_db
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,16 +86,10 @@ def main() -> int:
     ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
 
-    import psycopg
-
     var_dir = tempfile.mkdtemp(prefix="derm-bench-pages-")
     dbname = f"derm_bench_pages_{os.getpid()}"
-    server = urlparse(args.database_url)
-    admin_url = urlunparse(server._replace(path="/" + (server.path.lstrip("/") or "postgres")))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
     os.environ.update(
-        DATABASE_URL=urlunparse(server._replace(path="/" + dbname)),
+        DATABASE_URL=scratch_db.create(args.database_url, dbname),
         DERM_VAR_DIR=var_dir,
         DJANGO_SETTINGS_MODULE="derm_portal.settings.base",
         DJANGO_DEBUG="0",
@@ -146,8 +141,7 @@ def main() -> int:
         connection.close()
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        scratch_db.drop(args.database_url, dbname)
     return 0
 
 
