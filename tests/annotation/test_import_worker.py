@@ -6,8 +6,6 @@ Skipped locally without Redis or PostgreSQL; fails in CI (DERM_REQUIRE_SERVICES=
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
@@ -15,7 +13,7 @@ from django.urls import reverse
 
 from annotation.models import Box, ImportRun
 from derm_portal import roles
-from tests.annotation.test_voc_coco import photo_named
+from tests.annotation.test_import_scale import coco_file, photo_named
 from tests.conftest import need
 from tests.workers import flush, new_prefix, portal_on_redis, redis_ok, start_worker, stop, until, worker_env
 
@@ -27,11 +25,7 @@ def test_large_coco_upload_is_imported_by_the_long_worker(users, taxonomy, clien
     need(connection.vendor == "postgresql", "needs PostgreSQL (the worker shares the test database)")
     admin = users[roles.ADMIN]
     photos = [photo_named(f"lesion-{k}.jpg") for k in range(3)]
-    images = [{"id": i, "file_name": f"missing-{i}.jpg"} for i in range(1, 2001)]
-    for k, p in enumerate(photos):
-        images[k * 500]["file_name"] = p.original_name
-    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 30, 20]} for i in range(1, 2001)]
-    data = json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "nv"}]}).encode()
+    data = coco_file(2000, {p.original_name: 1 + 500 * k for k, p in enumerate(photos)})
     settings.DERM_BOX_IMPORT_INLINE_BYTES = 1000
 
     tag, prefix = new_prefix()
