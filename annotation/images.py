@@ -161,7 +161,10 @@ def _unidentified_reason(data: bytes) -> str:
     return "this is not an image Derm Portal can read (JPEG, PNG, WebP or HEIC)."
 
 
-def clean_image(data: bytes, filename: str) -> CleanImage:
+def decode_checked(data: bytes, filename: str) -> tuple[Image.Image, str]:
+    """The decoded image and its format, or ImageRejected saying why (size, pixel count, format,
+    truncation). Every check ``clean_image`` makes before it converts; an import's check pass
+    calls it alone so that no row is written before every photo is known to be readable."""
     max_bytes = settings.DERM_MAX_UPLOAD_BYTES
     max_pixels = settings.DERM_MAX_PIXELS
     if not data:
@@ -197,6 +200,11 @@ def clean_image(data: bytes, filename: str) -> CleanImage:
         raise ImageRejected(filename, _unidentified_reason(data))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(filename, f"the image is truncated or corrupt ({exc}).")
+    return img, fmt
+
+
+def clean_image(data: bytes, filename: str) -> CleanImage:
+    img, fmt = decode_checked(data, filename)
 
     # Each step rebinds `img`, so at most two full-size pixel buffers live at once
     # (PEAK_BYTES_PER_PIXEL): never keep a reference to an earlier stage here.

@@ -4,13 +4,16 @@ HAM10000: metadata.csv (lesion_id, image_id, dx, dx_type, age, sex, localization
 images/<image_id>.jpg. Generic: labels.csv (image, label, case_id[, source, modality, sex,
 age, site]) and images/<image>. lesion_id/case_id -> case, dx/label -> sub-class, dx_type
 histo -> confirmed histopathology, others -> their source.
-Idempotent: a second run adds nothing (present photos are recognised by (case, file name)
-without reading the file). All or nothing: every row is checked first (dataset_rows.py)
-and the rows are written in one transaction; any bad row, a photo that cannot be decoded
-included, is reported with its line number and nothing is imported.
 
-Speed: rows are validated and their photos decoded first, then each chunk of rows is
-written with a handful of bulk INSERTs in one transaction (a few queries per 200 rows
+Nothing is written until every row and every new photo has been checked (dataset_rows.py,
+then each photo decoded once and dropped): any bad row is reported with its line number and
+nothing is imported. The rows are then written in chunks of CHUNK_ROWS, each chunk its own
+transaction, so an import that is interrupted (killed, a lost database) keeps its whole
+chunks and a re-run resumes after them: present photos are recognised by (case, file name)
+without reading the file. Memory holds the rows' index and one chunk of photos, whatever
+the size of the folder.
+
+Speed: each chunk is written with a handful of bulk INSERTs (a few queries per 200 rows
 instead of ~20 per row). If a chunk's bulk write fails for any reason, its files are
 removed and the chunk is imported again row by row through the services, where each
 row is its own savepoint, so the row at fault is named.
@@ -29,7 +32,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import services
-from ..images import ImageRejected, clean_image
+from ..images import ImageRejected, clean_image, decode_checked
 from ..models import (
     Case,
     CaseStatus,
@@ -98,11 +101,12 @@ def import_dataset(
     taxonomy: Taxonomy | None = None,
     modality: str | None = None,
     patient_prefix: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     bulk: bool = True,
 ) -> ImportSummary:
-    """Check every row, then import all of them in one transaction, or nothing: ImportRejected
-    lists every bad row (a photo that cannot be decoded included) with its line number."""
+    """Check every row and new photo, then write them chunk by chunk; ImportRejected lists every
+    bad row (a photo that cannot be decoded included) with its line number, and nothing is written.
+    ``progress(stage, done, total)`` with stage "check", then "write"."""
     folder = Path(folder)
     kind, csv_path = detect(folder)
     images_dir = folder / "images"
@@ -139,53 +143,80 @@ def import_dataset(
         existing_labels=existing,
     )
     bad: dict[int, str] = problems
-    written: list[str] = []  # every file stored by this run, removed again if the run is rolled back
 
     def report(line: int, message: str) -> None:
         bad[line] = f"{csv_path.name} line {line}: {message}"
 
-    if bad:  # refused: still decode the new photos of the other rows, to name every bad row at once
-        for r in parsed:
-            _decode_new_photos([r], known, report)
-            r.clean = None
+    _check_new_photos(parsed, known, report, progress)
+    if bad:
         raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
 
+    for chunk_start in range(0, len(parsed), CHUNK_ROWS):
+        chunk = parsed[chunk_start : chunk_start + CHUNK_ROWS]
+        _write_chunk(chunk, known, summary, user=user, csv_name=csv_path.name, bad=bad, report=report, bulk=bulk)
+        if bad:  # the database refused a row the checks let through: this chunk was rolled back
+            raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
+        if progress:
+            progress("write", min(total, chunk_start + CHUNK_ROWS), total)
+    summary.rows = total
+    summary.seconds = time.monotonic() - started
+    ImportRun.objects.create(
+        path=folder.name, kind=kind, summary=summary.as_dict(), started_by=user, finished_at=timezone.now()
+    )
+    return summary
+
+
+def _check_new_photos(parsed: list[Row], known: _Known, report, progress) -> None:
+    """Decode every photo not yet in the database once (pixels dropped at once), reporting the
+    rows whose photo cannot be read or is refused, before anything is written."""
+    for k, r in enumerate(parsed, 1):
+        if not _is_present(r, known):
+            try:
+                decode_checked(r.path.read_bytes(), r.path.name)[0].close()
+            except ImageRejected as exc:
+                report(r.line, str(exc))
+            except OSError as exc:
+                report(r.line, f"{r.path.name}: cannot be read ({exc.strerror or exc})")
+        if progress and (k % CHUNK_ROWS == 0 or k == len(parsed)):
+            progress("check", k, len(parsed))
+
+
+def _is_present(r: Row, known: _Known) -> bool:
+    case_pk = known.cases.get(r.external_id)
+    return case_pk is not None and (case_pk, r.path.name) in known.names
+
+
+class _ChunkRefused(Exception):
+    """A row of the chunk was refused while writing: roll the chunk back."""
+
+
+def _write_chunk(chunk: list[Row], known: _Known, summary: ImportSummary, *, user, csv_name, bad, report, bulk) -> None:
+    """One chunk in one transaction: bulk INSERTs, or row by row (each row a savepoint naming
+    the row at fault). A chunk with a refused row is rolled back with the files it stored."""
+    written: list[str] = []
     try:
         with transaction.atomic():
-            for chunk_start in range(0, len(parsed), CHUNK_ROWS):
-                chunk = parsed[chunk_start : chunk_start + CHUNK_ROWS]
-                if bulk:
-                    ready = _decode_new_photos(chunk, known, report)
-                    if bad:
-                        continue  # the run will be refused: only look for more bad photos
+            if bulk:
+                ready = _decode_new_photos(chunk, known, report)
+                if not bad:
                     try:
-                        _write_chunk_bulk(ready, known, summary, user=user, csv_name=csv_path.name, written=written)
+                        _write_chunk_bulk(ready, known, summary, user=user, csv_name=csv_name, written=written)
                     except Exception:  # anything at all: redo this chunk row by row, which names the bad row
                         for r in ready:
-                            _import_row(
-                                r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written
-                            )
-                elif not bad:
-                    for r in chunk:
-                        _import_row(
-                            r, known, summary, user=user, csv_name=csv_path.name, report=report, written=written
-                        )
-                if progress:
-                    progress(min(total, chunk_start + CHUNK_ROWS), total)
+                            _import_row(r, known, summary, user=user, csv_name=csv_name, report=report, written=written)
+            else:
+                for r in chunk:
+                    _import_row(r, known, summary, user=user, csv_name=csv_name, report=report, written=written)
             if bad:
-                raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
-            summary.rows = total
-            summary.seconds = time.monotonic() - started
-            ImportRun.objects.create(
-                path=folder.name, kind=kind, summary=summary.as_dict(), started_by=user, finished_at=timezone.now()
-            )
-    except BaseException:
+                raise _ChunkRefused
+    except BaseException as exc:
         for name in written:
             services.stored_file_delete(name, keep_if_referenced=True)
-        raise
-    if progress:
-        progress(total, total)
-    return summary
+        if not isinstance(exc, _ChunkRefused):
+            raise
+    finally:
+        for r in chunk:
+            r.clean = None  # one chunk of photos in memory at a time
 
 
 def _decode_new_photos(parsed: list[Row], known: _Known, report) -> list[Row]:
@@ -193,8 +224,7 @@ def _decode_new_photos(parsed: list[Row], known: _Known, report) -> list[Row]:
     reported and dropped (they then create nothing, as in the row-by-row path)."""
     ready = []
     for r in parsed:
-        case_pk = known.cases.get(r.external_id)
-        if case_pk is None or (case_pk, r.path.name) not in known.names:
+        if not _is_present(r, known):
             try:
                 r.clean = clean_image(r.path.read_bytes(), r.path.name)
             except ImageRejected as exc:

@@ -351,3 +351,57 @@ def test_an_unexpected_crash_stops_the_import_and_leaves_no_orphan_file(ham_fold
         import_dataset(ham_folder, bulk=False)
     # all or nothing: the rows before the crash are rolled back too, and their files removed
     assert not Case.objects.exists() and media_files() == before
+
+
+@pytest.mark.django_db
+def test_an_interrupted_import_keeps_its_whole_chunks_and_a_rerun_resumes(ham_folder, taxonomy, monkeypatch):
+    """Chunks of two rows: the process dies while writing the second chunk; the first chunk
+    stays, the second leaves nothing (rows nor files), and the next run adds only the rest."""
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
+    real = importers._write_chunk_bulk
+    calls = []
+
+    def dies_on_second(rows, *args, **kwargs):
+        calls.append([r.external_id for r in rows])
+        if len(calls) == 2:
+            real(rows, *args, **kwargs)  # written, then the process is killed before the commit
+            raise KeyboardInterrupt
+        return real(rows, *args, **kwargs)
+
+    monkeypatch.setattr(importers, "_write_chunk_bulk", dies_on_second)
+    before = media_files()
+    with pytest.raises(KeyboardInterrupt):
+        import_dataset(ham_folder)
+    assert set(Case.objects.values_list("external_id", flat=True)) == {"HAM_A"}
+    assert Photo.objects.count() == 2 and media_files() == before + 2  # the second chunk's files are gone
+    assert not ImportRun.objects.exists()  # the run is not recorded as finished
+
+    monkeypatch.setattr(importers, "_write_chunk_bulk", real)
+    read = []
+    monkeypatch.setattr(importers, "decode_checked", lambda data, name: read.append(name) or real_decode(data, name))
+    again = import_dataset(ham_folder)
+    assert (again.cases_created, again.photos_added, again.photos_existing, again.labels_added) == (3, 3, 2, 3)
+    assert sorted(read) == ["ISIC_3.jpg", "ISIC_4.jpg", "ISIC_5.jpg"]  # the imported photos are not read again
+    assert Photo.objects.count() == 5 and media_files() == before + 5
+    assert DiagnosisLabel.objects.count() == 4 and ImportRun.objects.count() == 1
+
+
+def real_decode(data, name):
+    from annotation.images import decode_checked
+
+    return decode_checked(data, name)
+
+
+@pytest.mark.django_db
+def test_a_corrupt_photo_in_a_late_chunk_writes_nothing(ham_folder, taxonomy, monkeypatch):
+    """Every photo is checked before the first chunk is written, so a bad photo on the last row
+    leaves no row and no file although earlier chunks would have committed."""
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 1)
+    (ham_folder / "images" / "ISIC_5.jpg").write_bytes(b"\xff\xd8\xff\xe0 this JPEG stops here")
+    stages = []
+    before = media_files()
+    with pytest.raises(ImportRejected) as exc:
+        import_dataset(ham_folder, progress=lambda stage, done, total: stages.append((stage, done, total)))
+    assert [p.split(":")[0] for p in exc.value.problems] == ["metadata.csv line 6"]
+    assert not Case.objects.exists() and media_files() == before
+    assert stages[-1] == ("check", 5, 5) and all(s == "check" for s, _, _ in stages)

@@ -11,7 +11,8 @@ from annotation.services import taxonomy_load_default
 class Command(BaseCommand):
     help = (
         "Import a HAM10000-style (metadata.csv) or generic (labels.csv) photo folder. Every row is checked first; "
-        "any bad row is listed with its line and nothing is imported. Idempotent."
+        "any bad row is listed with its line and nothing is imported. Then rows are written in chunks that commit "
+        "one by one: re-running after an interruption resumes. Idempotent."
     )
 
     def add_arguments(self, parser):
@@ -24,12 +25,17 @@ class Command(BaseCommand):
     def handle(self, *args, folder, user, modality, patient_prefix, no_progress, **options):
         taxonomy_load_default()
         who = get_user_model().objects.filter(username=user).first() if user else None
-        bar = None if no_progress else tqdm(unit="row", file=sys.stderr, dynamic_ncols=True)
+        bars: dict[str, tqdm] = {}
 
-        def progress(done, total):
-            if bar is not None:
-                bar.total = total
-                bar.update(done - bar.n)
+        def progress(stage, done, total):  # one bar per stage, with its rate and time left
+            if no_progress:
+                return
+            if stage not in bars:
+                for old in bars.values():
+                    old.close()
+                label = {"check": "checking photos", "write": "writing"}.get(stage, stage)
+                bars[stage] = tqdm(total=total, desc=label, unit="row", file=sys.stderr, dynamic_ncols=True)
+            bars[stage].update(done - bars[stage].n)
 
         try:
             summary = import_dataset(
@@ -38,6 +44,6 @@ class Command(BaseCommand):
         except ImportErrorFatal as exc:
             raise CommandError(str(exc))
         finally:
-            if bar is not None:
+            for bar in bars.values():
                 bar.close()
         self.stdout.write(summary.text())
