@@ -306,9 +306,10 @@ def io_page(request):
                 upload = request.FILES.get("coco")
                 if upload is None:
                     raise boxes.AnnotationError("Choose a COCO .json file.")
-                # a large file goes to the long queue with its mapping and dry-run choice; creating
-                # cases needs the uploaded images, so that import stays within the request
-                if upload.size > limit("INLINE_BYTES") and not request.POST.get("create_cases"):
+                # a large file goes to the long queue with its mapping, dry-run choice and, to create
+                # cases from, its images
+                if upload.size > limit("INLINE_BYTES"):
+                    create_cases = bool(request.POST.get("create_cases"))
                     run = jobs.box_import_enqueue(
                         data=upload.read(),
                         source=upload.name,
@@ -316,6 +317,8 @@ def io_page(request):
                         status=status,
                         mapping=mapping,
                         trial=trial,
+                        images={f.name: f.read() for f in request.FILES.getlist("images")} if create_cases else None,
+                        create_cases=create_cases,
                     )
                     what = (
                         f"dry run {run.pk} on the long queue; what it would import shows"

@@ -5,9 +5,12 @@ name -> taxonomy code, resolved again when the worker runs) and the dry-run flag
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import zipfile
 from datetime import timedelta
+from pathlib import PurePath
 
 from celery import shared_task
 from django.conf import settings
@@ -17,7 +20,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from derm_portal import dispatch
+from derm_portal import dispatch, roles
 
 from ..box_validation import AnnotationError, LabelRef, label_index
 from ..models import AnnotationStatus, ImportRun
@@ -44,15 +47,24 @@ def box_import_enqueue(
     replace_accepted: bool = False,
     mapping: dict[str, LabelRef] | None = None,
     trial: bool = False,
+    images: dict[str, bytes] | None = None,
+    create_cases: bool = False,
 ) -> ImportRun:
     """Queue a COCO file for import on the long queue; rights and size are checked now.
-    `mapping` (mapping.mapping_parse) maps the file's class names; `trial` makes it a dry run."""
+    `mapping` (mapping.mapping_parse) maps the file's class names; `trial` makes it a dry run;
+    with `create_cases` the `images` (file name -> bytes) are stored with the file, in one zip."""
     annotator = annotator or user
     check_import_rights(user, annotator, status)
+    if create_cases and not roles.has_role(user, roles.CAN_EDIT_CASES):
+        raise PermissionDenied("Your role may not create cases.")
     check_size(source, len(data))
     options = {"annotator": annotator.pk, "status": status, "replace_accepted": replace_accepted, "dry_run": trial}
     if mapping:
         options["map"] = mapping_codes(mapping)
+    stored_name, stored = "boxes.json", data
+    if create_cases:
+        options["create_cases"] = True
+        stored_name, stored = "boxes.zip", _zip_with_images(data, images or {})
     with transaction.atomic():
         run = ImportRun(
             path=source[:500],
@@ -61,11 +73,30 @@ def box_import_enqueue(
             started_by=user,
             options=options,
         )
-        run.upload.save("boxes.json", ContentFile(data), save=False)
+        run.upload.save(stored_name, ContentFile(stored), save=False)
         run.save()
         # a broker that is down leaves the run queued for the reconciler (derm_portal.reconcile)
         transaction.on_commit(lambda pk=run.pk: dispatch.send(import_boxes_task.name, run_pk=pk))
     return run
+
+
+def _zip_with_images(data: bytes, images: dict[str, bytes]) -> bytes:
+    """The COCO file as boxes.json and each image as images/<its base name>, uncompressed (photos are)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("boxes.json", data)
+        for name, content in images.items():
+            z.writestr(f"images/{PurePath(name.replace(chr(92), '/')).name}", content)
+    return out.getvalue()
+
+
+def _read_stored(raw: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """(COCO bytes, images) of a stored upload: a plain COCO file, or the zip of _zip_with_images."""
+    if not raw.startswith(b"PK"):
+        return raw, {}
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        images = {PurePath(n).name: z.read(n) for n in z.namelist() if n.startswith("images/") and not n.endswith("/")}
+        return z.read("boxes.json"), images
 
 
 def _claim(run_pk: int, task_id: str) -> tuple[ImportRun | None, str]:
@@ -125,7 +156,7 @@ def box_import_run(*, run_pk: int, task_id: str = "") -> str:
     users = get_user_model().objects
     try:
         with run.upload.open("rb") as fh:
-            data = fh.read()
+            data, images = _read_stored(fh.read())
         labels = label_index()
         if run.options.get("map"):
             codes = run.options["map"]
@@ -141,6 +172,8 @@ def box_import_run(*, run_pk: int, task_id: str = "") -> str:
                 replace_accepted=run.options.get("replace_accepted", False),
                 labels=labels,
                 progress=progress,
+                images=images,
+                create_cases=run.options.get("create_cases", False),
             )
 
         report = dry_run(one_run) if run.options.get("dry_run") else one_run()

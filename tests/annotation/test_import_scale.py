@@ -217,3 +217,43 @@ def test_import_boxes_command_refuses_a_file_over_the_cap(admin, settings, tmp_p
     path.write_bytes(coco_file(20))
     with pytest.raises(CommandError, match=r"huge\.json: .* over the import limit"):
         call_command("import_boxes", str(path), annotator=admin.username)
+
+
+def test_large_upload_that_creates_cases_is_queued_with_its_images(
+    admin, client, settings, django_capture_on_commit_callbacks
+):
+    """Creating cases needs the uploaded images: a large file is queued with them (one stored zip)
+    instead of being imported within the request; the worker creates one case per new image."""
+    from annotation.models import Case, Photo
+    from tests.factories import image_bytes
+
+    settings.DERM_BOX_IMPORT_INLINE_BYTES = 100
+    doc = json.loads(coco_file(40))
+    doc["images"][0]["file_name"] = "C:\\labelme\\new-a.jpg"
+    doc["images"][1]["file_name"] = "new-b.jpg"
+    cases_before = Case.objects.count()
+    client.force_login(admin)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        resp = client.post(
+            reverse("annotation:workspace_io"),
+            {
+                "action": "import_coco",
+                "status": "annotated",
+                "create_cases": "on",
+                "coco": SimpleUploadedFile("big.json", json.dumps(doc).encode(), "application/json"),
+                "images": [
+                    SimpleUploadedFile("new-a.jpg", image_bytes("JPEG", size=(200, 100)), "image/jpeg"),
+                    SimpleUploadedFile(
+                        "new-b.jpg", image_bytes("JPEG", size=(200, 100), color=(9, 90, 9)), "image/jpeg"
+                    ),
+                ],
+            },
+        )
+    assert resp.status_code == 302 and len(callbacks) >= 1  # queued, not imported in the request
+    run = ImportRun.objects.get(kind="coco")
+    assert run.options["create_cases"] is True
+    assert run.status == ImportRun.Status.DONE, run.summary
+    assert run.summary["photos"] == 2 and run.summary["boxes"] == 2
+    assert Case.objects.count() == cases_before + 2
+    assert set(Photo.objects.values_list("original_name", flat=True)) >= {"new-a.jpg", "new-b.jpg"}
+    assert not run.upload  # the stored zip is removed once imported
