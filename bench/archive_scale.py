@@ -88,6 +88,26 @@ def make_archive(src: Path, out: Path, n: int, px: int, seed: int = 0, workers: 
     return time.time() - t0
 
 
+def _rss_by_phase(child: subprocess.Popen, log_path: Path) -> dict[str, float]:
+    """Wait for ``child``, sampling its resident memory every 0.5 s; the highest MB seen in each phase
+    of the run, named by the ``[stage]`` tag of the last progress line it had written."""
+    peaks: dict[str, float] = {}
+    while child.poll() is None:
+        try:
+            kb = next(int(x.split()[1]) for x in open(f"/proc/{child.pid}/status") if x.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            break
+        with open(log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 400))
+            lines = f.read().decode(errors="replace").replace("\r", "\n").split("\n")
+        last = next((x for x in reversed(lines) if x.startswith("[")), "[start]")
+        phase = last[1 : last.find("]")] if "]" in last else "start"
+        peaks[phase] = max(peaks.get(phase, 0.0), round(kb / 1024, 1))
+        time.sleep(0.5)
+    child.wait()
+    return peaks
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", required=True, help="a HAM10000-style or generic data set to draw photos from")
@@ -141,19 +161,17 @@ def main(argv=None) -> int:
         if Path(a.repo).resolve() != REPO:
             cmd.remove("--device"), cmd.remove("cpu")  # an engine from before --device
         t0 = time.time()
-        r = subprocess.run(
-            cmd,
-            cwd=a.repo,
-            env={**os.environ, "PYTHONPATH": a.repo},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        log_path = work / f"{out.name}.log"
+        with open(log_path, "w") as log:
+            child = subprocess.Popen(
+                cmd, cwd=a.repo, env={**os.environ, "PYTHONPATH": a.repo}, stdout=subprocess.DEVNULL, stderr=log
+            )
+            by_phase = _rss_by_phase(child, log_path)
         wall = time.time() - t0
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        if r.returncode != 0:
-            print(r.stderr[-4000:], file=sys.stderr)
-            return r.returncode
+        if child.returncode != 0:
+            print(log_path.read_text()[-4000:], file=sys.stderr)
+            return child.returncode
         man = json.loads((out / "model.json").read_text())
         n_img, cache_s = man["data"]["n_images"], man["timings_seconds"]["cache"]
         res = {
@@ -167,6 +185,7 @@ def main(argv=None) -> int:
             "fine_epoch_photos_per_second": round(man["train_images_per_second"]["fine"], 2),
             "training_wall_seconds": round(wall, 1),
             "peak_rss_mb": round(peak_kb / 1024, 1),
+            "peak_rss_mb_by_phase": by_phase,
             "cache_file_mb": round(sum(f.stat().st_size for f in (work / "cache").glob("*.u8")) / 2**20, 1),
         }
         print(json.dumps(res, indent=2))

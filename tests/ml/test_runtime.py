@@ -66,6 +66,16 @@ def test_one_session_per_thread_count(model_dir):
     torch.testing.assert_close(one, two, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_probabilities_are_arrays_of_their_own(model_dir, runtime):
+    """Triage calibration keeps every held-out photo's features; views on torch's batch buffers made
+    each kept batch hold about 6 MB of freed working memory (1.4 GB over 5,000 photos at 224 px)."""
+    P = Predictor.load(model_dir, precision="fp32", runtime=runtime)
+    out = P.probabilities(torch.zeros(3, 3, 32, 32, dtype=torch.uint8))
+    assert [a.shape[0] for a in out] == [3, 3, 3]
+    assert all(a.flags.owndata for a in out)
+
+
 def test_runtime_setting_and_fallback(model_dir, monkeypatch, caplog):
     monkeypatch.delenv("DERM_ML_RUNTIME", raising=False)
     assert resolve_runtime() == "onnxruntime" and resolve_runtime("TORCH") == "torch"
