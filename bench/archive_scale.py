@@ -180,7 +180,7 @@ def main(argv=None) -> int:
             "image_size": a.image_size,
             "archive_seconds": gen_s,
             "cache_build_seconds": round(cache_s, 1),
-            "cache_build_photos_per_second": round(n_img / cache_s, 1) if cache_s else None,
+            "cache_build_photos_per_second": round(n_img / cache_s, 1) if cache_s > 1 else None,  # None: reused
             "fine_epoch_photos": man["data"]["n_train"],
             "fine_epoch_photos_per_second": round(man["train_images_per_second"]["fine"], 2),
             "training_wall_seconds": round(wall, 1),
