@@ -19,25 +19,45 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_SEED = """
+from derm_portal import roles
+from annotation.services import taxonomy_load_default
+from tests.factories import UserFactory
+from tests.annotation.test_voc_coco import photo_named
+taxonomy_load_default()
+UserFactory(username="u-admin", role=roles.ADMIN)
+photo_named("lesion.jpg")
+"""
+
+
 @pytest.fixture
 def sqlite_copy(tmp_path, taxonomy, users):
-    if connection.vendor != "sqlite":
-        pytest.skip("about the embedded SQLite database")
-    photo_named("lesion.jpg")
+    """An embedded (SQLite) portal database: a file copy of the test database when the tests run on
+    SQLite, else one migrated and seeded for this test (the suite on PostgreSQL runs it too)."""
     db = tmp_path / "portal.sqlite3"
-    dest = sqlite3.connect(db)
-    connection.ensure_connection()
-    connection.connection.backup(dest)
-    dest.close()
+    if connection.vendor == "sqlite":
+        photo_named("lesion.jpg")
+        dest = sqlite3.connect(db)
+        connection.ensure_connection()
+        connection.connection.backup(dest)
+        dest.close()
+    else:
+        for args in (["migrate", "--noinput", "-v", "0"], ["shell", "-c", _SEED]):
+            r = subprocess.run([sys.executable, "manage.py", *args], capture_output=True, timeout=300, **_env(db))
+            assert r.returncode == 0, r.stderr[-3000:]
     xml = tmp_path / "lesion.xml"
     xml.write_bytes(voc("lesion.jpg", [("nv", 10, 10, 50, 40, 0, 0)]))
     return db, xml, users[roles.ADMIN].username
 
 
-def _command(db, xml, user, *extra):
+def _env(db) -> dict:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "DJANGO_SETTINGS_MODULE": "derm_portal.settings.test"}
+    return {"cwd": ROOT, "env": env, "text": True}
+
+
+def _command(db, xml, user, *extra):
     cmd = [sys.executable, "manage.py", "import_boxes", str(xml), "--annotator", user, "--retry-wait", "0.5", *extra]
-    return {"args": cmd, "cwd": ROOT, "env": env, "text": True}
+    return {"args": cmd, **_env(db)}
 
 
 def _import(db, xml, user, *extra):
