@@ -147,15 +147,18 @@ def import_dataset(
     def report(line: int, message: str) -> None:
         bad[line] = f"{csv_path.name} line {line}: {message}"
 
+    def refuse() -> ImportRejected:
+        return ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
+
     _check_new_photos(parsed, known, report, progress)
     if bad:
-        raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
+        raise refuse()
 
     for chunk_start in range(0, len(parsed), CHUNK_ROWS):
         chunk = parsed[chunk_start : chunk_start + CHUNK_ROWS]
         _write_chunk(chunk, known, summary, user=user, csv_name=csv_path.name, bad=bad, report=report, bulk=bulk)
         if bad:  # the database refused a row the checks let through: this chunk was rolled back
-            raise ImportRejected(csv_path.name, [bad[line] for line in sorted(bad)])
+            raise refuse()
         if progress:
             progress("write", min(total, chunk_start + CHUNK_ROWS), total)
     summary.rows = total

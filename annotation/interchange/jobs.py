@@ -10,7 +10,7 @@ import json
 import logging
 import zipfile
 from datetime import timedelta
-from pathlib import PurePath
+from pathlib import PurePath, PureWindowsPath
 
 from celery import shared_task
 from django.conf import settings
@@ -86,13 +86,14 @@ def _zip_with_images(data: bytes, images: dict[str, bytes]) -> bytes:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
         z.writestr("boxes.json", data)
         for name, content in images.items():
-            z.writestr(f"images/{PurePath(name.replace(chr(92), '/')).name}", content)
+            z.writestr(f"images/{PureWindowsPath(name).name}", content)  # base name of a / or \ path
     return out.getvalue()
 
 
-def _read_stored(raw: bytes) -> tuple[bytes, dict[str, bytes]]:
-    """(COCO bytes, images) of a stored upload: a plain COCO file, or the zip of _zip_with_images."""
-    if not raw.startswith(b"PK"):
+def _read_stored(raw: bytes, with_images: bool) -> tuple[bytes, dict[str, bytes]]:
+    """(COCO bytes, images) of a stored upload: a plain COCO file, or (``with_images``, a run that
+    creates cases) the zip of _zip_with_images."""
+    if not with_images:
         return raw, {}
     with zipfile.ZipFile(io.BytesIO(raw)) as z:
         images = {PurePath(n).name: z.read(n) for n in z.namelist() if n.startswith("images/") and not n.endswith("/")}
@@ -156,7 +157,7 @@ def box_import_run(*, run_pk: int, task_id: str = "") -> str:
     users = get_user_model().objects
     try:
         with run.upload.open("rb") as fh:
-            data, images = _read_stored(fh.read())
+            data, images = _read_stored(fh.read(), run.options.get("create_cases", False))
         labels = label_index()
         if run.options.get("map"):
             codes = run.options["map"]

@@ -377,19 +377,13 @@ def test_an_interrupted_import_keeps_its_whole_chunks_and_a_rerun_resumes(ham_fo
     assert not ImportRun.objects.exists()  # the run is not recorded as finished
 
     monkeypatch.setattr(importers, "_write_chunk_bulk", real)
-    read = []
+    read, real_decode = [], importers.decode_checked
     monkeypatch.setattr(importers, "decode_checked", lambda data, name: read.append(name) or real_decode(data, name))
     again = import_dataset(ham_folder)
     assert (again.cases_created, again.photos_added, again.photos_existing, again.labels_added) == (3, 3, 2, 3)
     assert sorted(read) == ["ISIC_3.jpg", "ISIC_4.jpg", "ISIC_5.jpg"]  # the imported photos are not read again
     assert Photo.objects.count() == 5 and media_files() == before + 5
     assert DiagnosisLabel.objects.count() == 4 and ImportRun.objects.count() == 1
-
-
-def real_decode(data, name):
-    from annotation.images import decode_checked
-
-    return decode_checked(data, name)
 
 
 @pytest.mark.django_db

@@ -22,41 +22,19 @@ def test_each_process_takes_its_share_of_the_global_batch():
     assert shard(batch, 0, 1) is batch or np.array_equal(shard(batch, 0, 1), batch)
 
 
+def _torchrun(tmp_path, taxonomy_file, tiny_data, epochs: int, batch_size: int):
+    """(command, environment) of a 2-process gloo training of the tiny model into tmp_path/m."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "DERM_ML_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "inference.ml", "train", "--data", str(tiny_data), "--taxonomy", str(taxonomy_file)]
+    cmd += ["--out", str(tmp_path / "m"), "--backbone", "tiny", "--no-pretrained", "--image-size", "32"]
+    cmd += ["--epochs", str(epochs), "--coarse-epochs", "1", "--batch-size", str(batch_size)]
+    return cmd + ["--threads", "1", "--device", "cpu"], env
+
+
 def test_two_gloo_processes_write_one_valid_artefact(tmp_path, taxonomy_file, tiny_data):
     out = tmp_path / "m"
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "DERM_ML_CACHE": str(tmp_path / "cache")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "inference.ml",
-        "train",
-        "--data",
-        str(tiny_data),
-        "--taxonomy",
-        str(taxonomy_file),
-        "--out",
-        str(out),
-        "--backbone",
-        "tiny",
-        "--no-pretrained",
-        "--image-size",
-        "32",
-        "--epochs",
-        "2",
-        "--coarse-epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-    ]
+    cmd, env = _torchrun(tmp_path, taxonomy_file, tiny_data, epochs=2, batch_size=8)
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     man = json.loads((out / "model.json").read_text())
@@ -80,11 +58,7 @@ def test_after_a_lost_process_the_same_command_resumes_from_the_last_epoch(tmp_p
     import time
 
     out = tmp_path / "m"
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "DERM_ML_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "inference.ml", "train", "--data", str(tiny_data), "--taxonomy", str(taxonomy_file)]
-    cmd += ["--out", str(out), "--backbone", "tiny", "--no-pretrained", "--image-size", "32"]
-    cmd += ["--epochs", "8", "--coarse-epochs", "1", "--batch-size", "4", "--threads", "1", "--device", "cpu"]
+    cmd, env = _torchrun(tmp_path, taxonomy_file, tiny_data, epochs=8, batch_size=4)
     log = tmp_path / "first.txt"
     with open(log, "w") as fh:
         launcher = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
