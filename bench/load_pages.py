@@ -7,7 +7,9 @@ the memory of each gunicorn worker.
 
 A throw-away PostgreSQL database `derm_bench_load_<pid>` is created on the server of --database-url
 (default $DATABASE_URL or postgres://postgres@127.0.0.1:5432/test), migrated and seeded with --cases cases
-(bench/case_list_10k.seed: photos without files, labels) and --users dermatologists with a session each,
+(bench/case_list_10k.seed: photos without files, labels) plus --busy-cases cases of three photos each with
+the active model's prediction, heat map, two annotators' boxes and an assessment (tests/busy_case.py; half
+of the case pages requested are these), and --users dermatologists with a session each,
 then `./run prod` (gunicorn, production settings, Redis cache and broker from --redis-url) serves it on a
 free loopback port. Each simulated user opens a fresh connection per request (gunicorn's sync workers
 close it), so the numbers include connection set-up; the load generator runs on the same machine.
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,8 +46,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(n_cases: int, n_users: int) -> tuple[list[str], list[int]]:
-    """Seed cases and users; one session cookie per user and the case ids to visit."""
+def prepare(n_cases: int, n_users: int, n_busy: int) -> tuple[list[str], list[int], list[int]]:
+    """Seed cases and users; one session cookie per user, the case ids to visit and the busy ones."""
     import django
 
     django.setup()
@@ -63,6 +66,9 @@ def prepare(n_cases: int, n_users: int) -> tuple[list[str], list[int]]:
     call_command("migrate", verbosity=0)
     t0 = time.perf_counter()
     seed(n_cases)
+    from tests.busy_case import busy_case
+
+    busy_ids = [busy_case(3).pk for _ in range(n_busy)]
     with connection.cursor() as cur:
         cur.execute("ANALYZE")
     User = get_user_model()
@@ -80,8 +86,11 @@ def prepare(n_cases: int, n_users: int) -> tuple[list[str], list[int]]:
         s.create()
         cookies.append(f"{settings.SESSION_COOKIE_NAME}={s.session_key}")
     case_ids = list(Case.objects.values_list("pk", flat=True))
-    print(f"seeded {n_cases} cases and {n_users} users with sessions in {time.perf_counter() - t0:.0f} s")
-    return cookies, case_ids
+    print(
+        f"seeded {n_cases} cases ({len(busy_ids)} busy) and {n_users} users with sessions "
+        f"in {time.perf_counter() - t0:.0f} s"
+    )
+    return cookies, case_ids, busy_ids
 
 
 FILTERS = [
@@ -96,12 +105,14 @@ FILTERS = [
 ]
 
 
-def pick(rnd: random.Random, case_ids: list[int]) -> tuple[str, str]:
+def pick(rnd: random.Random, case_ids: list[int], busy_ids: list[int]) -> tuple[str, str]:
     r = rnd.random()
     if r < 1 / 3:
         return "case list", "/cases/"
     if r < 2 / 3:
         return "filtered list", "/cases/?" + rnd.choice(FILTERS)
+    if busy_ids and rnd.random() < 0.5:
+        return "busy case page", f"/cases/{rnd.choice(busy_ids)}/"
     return "case page", f"/cases/{rnd.choice(case_ids)}/"
 
 
@@ -122,11 +133,11 @@ async def get(port: int, path: str, cookie: str) -> int:
         writer.close()
 
 
-async def user(port, cookie, case_ids, seed_, until, times, errors):
+async def user(port, cookie, case_ids, busy_ids, seed_, until, times, errors):
     rnd = random.Random(seed_)
     await asyncio.sleep(rnd.uniform(0, THINK_S))  # users arrive spread over one think time
     while time.monotonic() < until:
-        name, path = pick(rnd, case_ids)
+        name, path = pick(rnd, case_ids, busy_ids)
         t0 = time.perf_counter()
         try:
             status = await get(port, path, cookie)
@@ -168,6 +179,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--cases", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--busy-cases", type=int, default=300, help="cases with predicted, annotated photos")
     ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
     ap.add_argument("--redis-url", default=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
@@ -196,7 +208,7 @@ def main() -> int:
     )
     proc = None
     try:
-        cookies, case_ids = prepare(args.cases, args.users)
+        cookies, case_ids, busy_ids = prepare(args.cases, args.users, args.busy_cases)
         log = open(Path(var_dir) / "gunicorn.log", "wb")
         proc = subprocess.Popen(
             ["./run", "prod", "--access-logfile", "/dev/null"],
@@ -223,7 +235,7 @@ def main() -> int:
         async def run_all():
             until = time.monotonic() + args.seconds
             await asyncio.gather(
-                *(user(port, cookies[i], case_ids, i, until, times, errors) for i in range(args.users))
+                *(user(port, cookies[i], case_ids, busy_ids, i, until, times, errors) for i in range(args.users))
             )
 
         t0 = time.monotonic()
@@ -236,7 +248,7 @@ def main() -> int:
             f"{args.cases} cases; load average {load0[0]:.1f} before, {load1[0]:.1f} after, CPUs {os.cpu_count()}"
         )
         print(f"{'page':16} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
-        for name in ("case list", "filtered list", "case page"):
+        for name in ("case list", "filtered list", "case page", "busy case page"):
             xs = times.get(name, [])
             if xs:
                 print(f"{name:16} {len(xs):6d} {pct(xs, 50):8.0f} {pct(xs, 95):8.0f} {pct(xs, 99):8.0f}")
@@ -258,6 +270,7 @@ def main() -> int:
 
         connections.close_all()
         scratch_db.drop(args.database_url, dbname)
+        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

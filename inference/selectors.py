@@ -122,7 +122,7 @@ def overlay_box_masses(*, prediction: Prediction) -> dict[int, float | None]:
     usually drawn after the upload, so this is computed on read from the stored 32x32 map)."""
     import numpy as np
 
-    from inference.ml.explain import heatmap_mass_in_boxes
+    from inference.ml.heatmaps import heatmap_mass_in_boxes
 
     photo = prediction.photo
     boxes = photo_boxes(photo)
