@@ -1,37 +1,52 @@
-"""The model's proposed first box on a photo: the box around the hottest region of the top
-sub-class's Grad-CAM map, read from the active model's stored prediction (no model run here).
+"""The model's proposed first box on a photo: the photo's lesion outline chosen by the top
+sub-class's Grad-CAM map (``inference.ml.proposal``, NumPy only), read from the active model's
+stored prediction and the photo file (no model run here).
 
-The stored map is 32x32 over the centre square the model saw (inference.ml.explain); the
-proposal is the bounding box of the connected region >= LEVEL x peak that holds the peak,
-mapped back to photo pixels. Prediction rows are read through the app registry so that
-annotation does not import inference (which imports annotation)."""
+The stored map is 32x32 over the centre square the model saw; where the photo does not split into
+lesion and skin the box around the map's hot region is proposed instead. Prediction rows are read
+through the app registry so that annotation does not import inference's Django modules (which
+import annotation)."""
 
 from __future__ import annotations
 
-import numpy as np
+import logging
+
 from django.apps import apps
-from scipy import ndimage
+from PIL import Image
 
 from derm_portal import roles
+from inference.ml.proposal import WORK_SIDE, map_box, propose_box
 
-LEVEL = 0.5  # share of the map's peak that still counts as the lesion
+log = logging.getLogger(__name__)
 
 
-def cam_box(heatmap, width: int, height: int, level: float = LEVEL) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) in photo pixels of the region around the map's peak, or None for an empty map."""
-    cam = np.asarray(heatmap, dtype=np.float32)
-    if cam.ndim != 2 or cam.size == 0 or not np.isfinite(cam).all() or cam.max() <= 0:
-        return None
-    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    regions, _ = ndimage.label(cam >= level * cam.max())
-    rows, cols = np.nonzero(regions == regions[peak])
-    side = float(min(width, height))
-    left, top = (width - side) / 2.0, (height - side) / 2.0
-    ch, cw = side / cam.shape[0], side / cam.shape[1]
-    x0, x1 = left + cols.min() * cw, left + (cols.max() + 1) * cw
-    y0, y1 = top + rows.min() * ch, top + (rows.max() + 1) * ch
-    box = (max(0, round(x0)), max(0, round(y0)), min(width, round(x1)), min(height, round(y1)))
-    return box if box[0] < box[2] and box[1] < box[3] else None
+def _rounded(box, width: int, height: int) -> tuple[int, int, int, int] | None:
+    x0, y0, x1, y1 = (
+        max(0, round(box[0])),
+        max(0, round(box[1])),
+        min(width, round(box[2])),
+        min(height, round(box[3])),
+    )
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def photo_box(photo, heatmap) -> tuple[tuple[int, int, int, int] | None, str]:
+    """(box in the photo's pixels, "outline" | "map") for the stored map; the map's box when the
+    file cannot be read."""
+    try:
+        with photo.file.open("rb") as fh:
+            img = Image.open(fh)
+            img.draft("RGB", (2 * WORK_SIDE, 2 * WORK_SIDE))  # JPEG: decode at a reduced scale
+            img = img.convert("RGB")
+    except (OSError, ValueError):
+        log.warning("proposal for photo %s: its file could not be read; the map's box is proposed", photo.pk)
+        box = map_box(heatmap, photo.width, photo.height)
+        return (_rounded(box, photo.width, photo.height) if box else None), "map"
+    box, how = propose_box(img, heatmap)
+    if box is None:
+        return None, how
+    sx, sy = photo.width / img.width, photo.height / img.height
+    return _rounded((box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), photo.width, photo.height), how
 
 
 def proposal_for(*, photo, user) -> dict | None:
@@ -50,7 +65,7 @@ def proposal_for(*, photo, user) -> dict | None:
         pred.overlays.filter(target_kind="sub", target=top.get("sub_class")).first()
         or pred.overlays.filter(target_kind="sub", rank=0).first()
     )
-    box = cam_box(overlay.heatmap, photo.width, photo.height) if overlay and overlay.heatmap else None
+    box, how = photo_box(photo, overlay.heatmap) if overlay and overlay.heatmap else (None, "")
     if box is None:
         return None
     sees = roles.has_role(user, *roles.CAN_SEE_PREDICTIONS)
@@ -60,6 +75,7 @@ def proposal_for(*, photo, user) -> dict | None:
         "x1": box[2],
         "y1": box[3],
         "model": pred.model_version_id,
+        "source": how,  # "outline": the photo's lesion region under the map; "map": the map's hot region
         "label": top.get("sub_class") if sees else None,
         "probability": top.get("probability") if sees else None,
     }

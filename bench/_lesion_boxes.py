@@ -17,29 +17,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from inference.ml.proposal import otsu_threshold  # the same split as the editor's proposals
+
 WORK_SIDE = 128  # photos are scored at this long side (the box is scaled back)
 BOX_FIELDS = ["image", "width", "height", "x0", "y0", "x1", "y1", "status"]
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 128) -> tuple[float, float]:
-    """Otsu's threshold of ``values`` and its separability (between-class / total variance, 0..1)."""
-    v = np.asarray(values, np.float64).ravel()
-    lo, hi = float(v.min()), float(v.max())
-    if hi - lo < 1e-9:
-        return lo, 0.0
-    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    p = hist / hist.sum()
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(p)
-    mu = np.cumsum(p * centres)
-    mu_t = mu[-1]
-    w1 = 1 - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu_t * w0 - mu) ** 2 / (w0 * w1)
-    between[~np.isfinite(between)] = 0
-    k = int(np.argmax(between[:-1]))
-    total = float(v.var())
-    return float(edges[k + 1]), float(between[k] / total) if total > 0 else 0.0
 
 
 def lesion_score(rgb: np.ndarray) -> np.ndarray:

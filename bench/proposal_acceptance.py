@@ -7,7 +7,8 @@ photo that has a finished prediction of the active model with a stored Grad-CAM 
 rebuilds the proposal the editor offered and compares it with the annotator's final boxes.
 Prints: photos with a proposal, how often the proposal was accepted unchanged (a box whose
 origin is still 'proposed'), and the IoU of the proposal with the best-matching final box
-(mean, median, share >= 0.5). With --level, also the IoU had the map been cut at that level.
+(mean, median, share >= 0.5). With --level, the IoU of the map's own box cut at that level instead
+of the photo outline the editor offers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--statuses", nargs="+", default=["accepted", "annotated"])
-    ap.add_argument("--level", type=float, default=None, help="recompute proposals with this share of the peak")
+    ap.add_argument("--level", type=float, default=None, help="the map's box at this share of the peak instead")
     args = ap.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "derm_portal.settings.base")
     import django
@@ -35,10 +36,10 @@ def main() -> None:
 
     from annotation.agreement import iou
     from annotation.models import PhotoAnnotation
-    from annotation.proposals import LEVEL, cam_box
+    from annotation.proposals import photo_box
+    from inference.ml.proposal import map_box
     from inference.models import Prediction
 
-    level = args.level if args.level is not None else LEVEL
     try:
         Prediction.objects.exists()
     except OperationalError as exc:
@@ -56,14 +57,21 @@ def main() -> None:
         pred, photo = preds[ann.photo_id], ann.photo
         top = (pred.ranked or [{}])[0].get("sub_class")
         ov = next((o for o in pred.overlays.all() if o.target_kind == "sub" and o.target == top and o.heatmap), None)
-        box = cam_box(ov.heatmap, photo.width, photo.height, level) if ov else None
+        if ov is None:
+            continue
+        box = (
+            photo_box(photo, ov.heatmap)[0]
+            if args.level is None
+            else map_box(ov.heatmap, photo.width, photo.height, args.level)
+        )
         if box is None:
             continue
         offered += 1
         final = list(ann.boxes.all())
         accepted += any(b.origin == "proposed" for b in final)
         ious.append(max((iou(box, (b.x0, b.y0, b.x1, b.y1)) for b in final), default=0.0))
-    print(f"level {level:.2f}: {offered} annotation(s) of photos with a proposal")
+    what = "as offered" if args.level is None else f"the map's box at {args.level:.2f} of its peak"
+    print(f"proposals {what}: {offered} annotation(s) of photos with a proposal")
     if not offered:
         print("no data: annotate photos that have an active model's prediction first")
         return

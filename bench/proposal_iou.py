@@ -1,14 +1,20 @@
 """Benchmark: the proposed first box against lesion boxes, straight from an artefact (no portal database).
 
-    python bench/proposal_iou.py MODEL DATA [--n 150] [--boxes VOC_DIR|CSV] [--levels 0.3 0.5 0.7] [--seed 0]
+    python bench/proposal_iou.py MODEL DATA [--n 150] [--boxes VOC_DIR|CSV] [--levels 0.3 0.5 0.7]
+                                 [--further-away] [--seed 0]
 
 The photos and boxes are those of bench/gradcam_placement.py (the artefact's held-out photos when DATA
 is its training data; annotator boxes from --boxes, else boxes made in code). Per photo the serving
-Grad-CAM map of the top sub-class gives the proposal the editor would offer (annotation/proposals.py
-``cam_box`` at each level of the peak); printed per level: IoU with the best-matching lesion box (mean,
-median, share >= 0.5 and >= 0.7), beside the same for a centred Gaussian map (what "lesions are
-central" alone proposes). How often annotators accept a proposal unchanged needs their real work:
-bench/proposal_acceptance.py reads that from the portal's database.
+Grad-CAM map of the top sub-class, stored as the portal stores it (32x32), gives the proposals:
+"outline" (what the editor offers, ``inference.ml.proposal.propose_box``: the photo's lesion region
+under the map, else the map's box) and "map" (the box around the map's region above a share of its
+peak, at each --levels). Beside them the same two from a centred Gaussian map instead of the model's
+(what "lesions are central" alone proposes). Printed per proposal: IoU with the best-matching lesion
+box (mean with a 95 % bootstrap CI over photos, median, share >= 0.5 and >= 0.7) and, for "outline",
+how often the photo's outline was used. --further-away shrinks every photo to half its side on plain
+skin of its rim's colour at a random place (the lesion photographed from further away and off centre,
+as clinical cameras do; the boxes move with it). How often annotators accept a proposal unchanged
+needs their real work: bench/proposal_acceptance.py reads that from the portal's database.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def summary(ious: list[float]) -> str:
+def summary(ious: list[float], rng) -> str:
+    lo, hi = boot_ci(ious, rng)
     return (
-        f"mean {statistics.mean(ious):.3f}  median {statistics.median(ious):.3f}  "
+        f"mean {statistics.mean(ious):.3f} [{lo:.3f}, {hi:.3f}]  median {statistics.median(ious):.3f}  "
         f">= 0.5 {sum(v >= 0.5 for v in ious) / len(ious):6.1%}  >= 0.7 {sum(v >= 0.7 for v in ious) / len(ious):6.1%}"
     )
 
@@ -39,6 +46,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--boxes", default=None)
     ap.add_argument("--levels", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--further-away", action="store_true", help="photos shrunk onto skin at a random place")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "derm_portal.settings.base")
@@ -56,30 +64,72 @@ def main(argv=None) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     photos, source = select_photos(P, a.data, a.n, a.seed, a.boxes, results, Path(a.model).resolve().name, False)
     cfg = default_settings()
-    print(f"{len(photos)} photos; {source}; maps: {cfg.spec}")
-    from annotation.proposals import cam_box
+    print(f"{len(photos)} photos; {source}; maps: {cfg.spec}; further away: {a.further_away}")
+    import numpy as np
 
-    centre = reference_maps(P.size)["centre"]
+    from inference.ml.explain import downsample
+    from inference.ml.proposal import map_box, propose_box
+
+    rng = np.random.default_rng(a.seed)
     rows = []
-    for rec, img, boxes in photos:
+    for _rec, img, boxes in photos:
+        if a.further_away:
+            img, boxes = further_away(img, boxes, rng)
         d = P.predict_one(img)
-        cam = explain(P, img, [d.ranked[0].sub_class], [], cfg)[0].cam
-        rows.append((img.size, boxes, cam, rec.label == d.ranked[0].sub_class))
+        cam = downsample(explain(P, img, [d.ranked[0].sub_class], [], cfg)[0].cam, 32)
+        rows.append((img, boxes, cam))
+    centre = reference_maps(32)["centre"]
+
+    def best(box, boxes):
+        return max((iou(box, tuple(b)) for b in boxes), default=0.0) if box else 0.0
+
     out = {}
-    for level in a.levels:
-        for name, pick in (("model", lambda r: r[2]), ("centre", lambda r: centre)):
-            ious = []
-            for size, boxes, cam, _ in rows:
-                box = cam_box(pick((size, boxes, cam)), size[0], size[1], level)
-                ious.append(max((iou(box, tuple(b)) for b in boxes), default=0.0) if box else 0.0)
+    for name, pick in (("model", lambda r: r[2]), ("centre", lambda r: centre)):
+        ious, used = [], 0
+        for r in rows:
+            box, how = propose_box(r[0], pick(r))
+            ious.append(best(box, r[1]))
+            used += how == "outline"
+        out[("outline", name)] = ious
+        print(f"outline   {name:7s} IoU {summary(ious, rng)}  photo's outline used {used / len(rows):6.1%}")
+        for level in a.levels:
+            ious = [best(map_box(pick(r), *r[0].size, level), r[1]) for r in rows]
             out[(level, name)] = ious
-            print(f"level {level:.2f} {name:7s} IoU {summary(ious)}")
-    right = [i for i, r in enumerate(rows) if r[3]]
-    if right and 0.5 in a.levels:
-        print(
-            f"level 0.50 model, top-1 right ({len(right)} photos): IoU {summary([out[(0.5, 'model')][i] for i in right])}"
-        )
+            print(f"map {level:.2f}  {name:7s} IoU {summary(ious, rng)}")
+    diff = np.array(out[("outline", "model")]) - np.array(out[(0.5, "model")])
+    lo, hi = boot_ci(diff, rng)
+    print(f"outline - map 0.50 (model), paired: {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    diff = np.array(out[("outline", "model")]) - np.array(out[("outline", "centre")])
+    lo, hi = boot_ci(diff, rng)
+    print(f"outline: model's map - centred Gaussian, paired: {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
     return out
+
+
+def boot_ci(values, rng, n: int = 2000) -> tuple[float, float]:
+    import numpy as np
+
+    v = np.asarray(values, float)
+    means = v[rng.integers(0, len(v), (n, len(v)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def further_away(img, boxes, rng):
+    """The photo at half its side on plain skin of its rim's colour, at a random place; boxes moved."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = img.size
+    rgb = np.asarray(img, np.float32)
+    b = max(1, round(0.05 * min(w, h)))
+    rim = np.concatenate(
+        [rgb[:b].reshape(-1, 3), rgb[-b:].reshape(-1, 3), rgb[:, :b].reshape(-1, 3), rgb[:, -b:].reshape(-1, 3)]
+    )
+    canvas = Image.new("RGB", (w, h), tuple(int(v) for v in np.median(rim, axis=0)))
+    sw, sh = w // 2, h // 2
+    x, y = int(rng.integers(0, w - sw + 1)), int(rng.integers(0, h - sh + 1))
+    canvas.paste(img.resize((sw, sh), Image.BILINEAR), (x, y))
+    moved = [(x + b0 * sw / w, y + b1 * sh / h, x + b2 * sw / w, y + b3 * sh / h) for b0, b1, b2, b3 in boxes]
+    return canvas, moved
 
 
 if __name__ == "__main__":

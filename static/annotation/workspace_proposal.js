@@ -1,4 +1,5 @@
-/* The model's proposed first box (from the active model's Grad-CAM of its top class), drawn
+/* The model's proposed first box (the lesion's outline under the active model's Grad-CAM of its
+ * top class, or the map's hot region where the photo shows no clear outline), drawn
  * dashed with the class and probability while the photo has no box yet; A accepts it. The box
  * counts as the model's (kept out of agreement) until it is moved, resized or relabelled.
  * Uses workspace.js's S (window.dermWorkspace). */
@@ -21,7 +22,8 @@
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0); ctx.setLineDash([]);
     const t = `Model: ${p.label || "lesion"}${p.probability != null ? " " + Math.round(p.probability * 100) + "%" : ""} · A accepts`;
     ctx.font = "600 12px system-ui, sans-serif"; const tw = ctx.measureText(t).width + 8;
-    ctx.fillStyle = "rgba(0,0,0,.7)"; ctx.fillRect(x0, y1 + 2, tw, 17); ctx.fillStyle = "#ff9f1c"; ctx.fillText(t, x0 + 4, y1 + 15);
+    const ty = y1 + 19 <= ctx.canvas.clientHeight ? y1 + 2 : Math.max(0, y0 - 19);  // below the box, else above it
+    ctx.fillStyle = "rgba(0,0,0,.7)"; ctx.fillRect(x0, ty, tw, 17); ctx.fillStyle = "#ff9f1c"; ctx.fillText(t, x0 + 4, ty + 13);
   }]);
   document.addEventListener("keydown", (e) => {
     const t = e.target;

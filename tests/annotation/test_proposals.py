@@ -1,15 +1,17 @@
-"""The model's proposed first box: from the active model's stored Grad-CAM map of its top
-class to a box in photo pixels, offered in the editor payload, kept out of agreement unless
-edited."""
+"""The model's proposed first box: the photo's lesion outline chosen by the active model's stored
+Grad-CAM map of its top class (the map's hot region where the photo shows no clear lesion), in
+photo pixels, offered in the editor payload, kept out of agreement unless edited."""
 
 import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from PIL import Image, ImageDraw, ImageFilter
 
 from annotation import agreement, boxes
-from annotation.proposals import cam_box, proposal_for
+from annotation.proposals import proposal_for
 from derm_portal import roles
+from inference.ml.proposal import map_box, propose_box
 from inference.models import (
     GradCamOverlay,
     ModelStatus,
@@ -61,14 +63,70 @@ def photo_taxonomy():
     return taxonomy_default()
 
 
-def test_cam_box_maps_the_hot_region_of_the_centre_square_to_photo_pixels():
+def test_map_box_maps_the_hot_region_of_the_centre_square_to_photo_pixels():
     # a 320x160 photo: the model saw the centre 160x160 square (x 80..240); 32 cells of 5 px
-    assert cam_box(heat((4, 8), (10, 20)), 320, 160) == (80 + 50, 20, 80 + 100, 40)
+    assert map_box(heat((4, 8), (10, 20)), 320, 160) == (80 + 50, 20, 80 + 100, 40)
     # only the region holding the peak: a weaker separate blob is left out
     cam = heat((2, 4), (2, 4)) * 0.6
     cam[20:30, 20:30] = 1.0
-    assert cam_box(cam, 64, 64) == (40, 40, 60, 60)
-    assert cam_box(np.zeros((32, 32)), 64, 64) is None
+    assert map_box(cam, 64, 64) == (40, 40, 60, 60)
+    assert map_box(np.zeros((32, 32)), 64, 64) is None
+
+
+def skin_photo(size, lesions, lens=False):
+    """A skin-coloured photo with dark elliptical lesions (x0, y0, x1, y1), slightly blurred and
+    noisy; ``lens``: black corners outside a round dermoscope field."""
+    img = Image.new("RGB", size, (214, 170, 150))
+    draw = ImageDraw.Draw(img)
+    for i, box in enumerate(lesions):
+        draw.ellipse(box, fill=(95 + 30 * i, 60, 45))
+    if lens:
+        mask = Image.new("L", size, 255)
+        ImageDraw.Draw(mask).ellipse((-size[0] * 0.08, -size[1] * 0.08, size[0] * 1.08, size[1] * 1.08), fill=0)
+        img.paste((5, 5, 5), mask=mask)
+    noise = np.random.default_rng(0).normal(0, 6, (size[1], size[0], 3))
+    return Image.fromarray(
+        np.clip(np.asarray(img.filter(ImageFilter.GaussianBlur(1.5)), float) + noise, 0, 255).astype(np.uint8)
+    )
+
+
+def box_iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_the_proposal_outlines_the_whole_lesion_where_the_map_lights_only_part_of_it():
+    lesion = (150, 60, 330, 200)  # off centre on a 400x300 photo
+    img = skin_photo((400, 300), [lesion])
+    cam = np.zeros((32, 32), np.float32)
+    cam[10:14, 24:28] = 1.0  # the map's heat on the lesion's right part only (centre square x 50..350)
+    small = map_box(cam, 400, 300)
+    box, how = propose_box(img, cam)
+    assert how == "outline"
+    assert box_iou(box, lesion) > 0.85
+    assert box_iou(small, lesion) < 0.2  # what the map alone proposed
+
+
+def test_of_two_lesions_the_one_under_the_heat_is_proposed_and_the_lens_field_is_not():
+    left, right = (40, 110, 130, 190), (250, 90, 340, 180)
+    img = skin_photo((400, 300), [left, right], lens=True)
+    cam = np.zeros((32, 32), np.float32)
+    cam[8:14, 23:27] = 1.0  # over the right one
+    box, how = propose_box(img, cam)
+    assert how == "outline" and box_iou(box, right) > 0.8
+    cam = np.zeros((32, 32), np.float32)
+    cam[14:18, 2:6] = 1.0  # over the left one
+    box, how = propose_box(img, cam)
+    assert how == "outline" and box_iou(box, left) > 0.8
+
+
+def test_a_photo_without_a_clear_lesion_gets_the_maps_box():
+    img = skin_photo((200, 200), [])
+    cam = heat((8, 16), (8, 16))
+    assert propose_box(img, cam) == (map_box(cam, 200, 200), "map")
+    assert propose_box(img, np.zeros((32, 32))) == (None, "the map is empty")
 
 
 def test_proposal_in_payload_only_from_an_active_models_finished_prediction(client, taxonomy, users):
@@ -79,7 +137,9 @@ def test_proposal_in_payload_only_from_an_active_models_finished_prediction(clie
     assert proposal_for(photo=photo, user=derm) is None
     stored_prediction(photo, heat((8, 16), (8, 24)))
     p = proposal_for(photo=photo, user=derm)
+    # a plain photo shows no lesion outline: the map's hot region is proposed
     assert (p["x0"], p["y0"], p["x1"], p["y1"], p["label"], p["probability"]) == (80, 80, 240, 160, "mel", 0.83)
+    assert p["source"] == "map"
     # an annotator who may not see predictions gets the box, not the class or probability
     q = proposal_for(photo=photo, user=annotator)
     assert (q["x0"], q["x1"], q["label"], q["probability"]) == (80, 240, None, None)

@@ -10,6 +10,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from annotation.models import AnnotationStatus, Box, PhotoAnnotation, ReviewComment
 from annotation.review import group_set_members, groups_split
 from derm_portal import roles
+from tests.annotation.test_proposals import skin_photo
 from tests.factories import CaseFactory, UserFactory, make_photo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -239,29 +240,45 @@ def test_draft_is_autosaved_with_a_visible_saved_state(browser, live_server, log
     assert state(browser).get_attribute("data-state") == "unsaved"
 
 
-def test_accept_the_models_proposed_box_with_one_key_and_it_autosaves(browser, live_server, login, taxonomy, settings):
+def test_accept_the_models_proposed_box_with_one_key_and_it_autosaves(
+    browser, live_server, login, taxonomy, settings, tmp_path
+):
+    import io
+    import os
+    from pathlib import Path
+
     import numpy as np
     from selenium.webdriver.common.keys import Keys
 
-    from tests.annotation.test_proposals import heat, stored_prediction
+    from annotation import services
+    from tests.annotation.test_proposals import box_iou, stored_prediction
 
     settings.ANNOTATION_AUTOSAVE_SECONDS = 1
     derm = UserFactory(role=roles.DERMATOLOGIST)
-    photo = make_photo(CaseFactory(), size=(640, 480), color=(170, 120, 100))
-    stored_prediction(photo, heat((8, 16), (8, 24)) * np.float32(0.9))  # centre square x 80..560, 15 px cells
+    lesion = (300, 150, 480, 330)  # on a 640x480 photo; the map lights only its upper right part
+    buf = io.BytesIO()
+    skin_photo((640, 480), [lesion]).save(buf, "PNG")
+    photo = services.photo_attach(case=CaseFactory(), data=buf.getvalue(), filename="lesion.png", run_hooks=False)
+    cam = np.zeros((32, 32), np.float32)
+    cam[10:15, 20:26] = 0.9  # centre square x 80..560, 15 px cells: x 380..470, y 150..225
+    stored_prediction(photo, cam)
     _login(login, browser, derm)
     _open_editor(browser, f"{live_server.url}/annotate/photo/{photo.pk}/", photo.pk)
     proposal = browser.execute_script("return window.dermWorkspace.data.proposal")
-    assert (proposal["x0"], proposal["y0"], proposal["x1"], proposal["y1"]) == (200, 120, 440, 240)
+    corners = (proposal["x0"], proposal["y0"], proposal["x1"], proposal["y1"])
+    assert proposal["source"] == "outline" and box_iou(corners, lesion) > 0.85
     assert proposal["label"] == "mel" and browser.find_elements(By.CSS_SELECTOR, "#ws-boxes li") == []
+    shots = Path(os.environ.get("DERM_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shots / "proposed-box.png"))
     browser.find_element(By.ID, "ws-canvas").click()
     ActionChains(browser).send_keys("a").perform()
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ws-boxes li")) == 1)
     assert "Melanoma" in browser.find_element(By.CSS_SELECTOR, "#ws-boxes li").text
     _wait(browser, lambda d: d.find_element(By.ID, "ws-saved-state").text.startswith("Autosaved"))
     box = Box.objects.get(photo=photo)
-    assert (box.x0, box.y0, box.x1, box.y1, box.sub_class.code, box.origin) == (200, 120, 440, 240, "mel", "proposed")
+    assert (box.x0, box.y0, box.x1, box.y1, box.sub_class.code, box.origin) == (*corners, "mel", "proposed")
     # editing makes it the annotator's own
     ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
-    _wait(browser, lambda d: Box.objects.get(photo=photo).x0 == 201)
+    _wait(browser, lambda d: Box.objects.get(photo=photo).x0 == corners[0] + 1)
     assert Box.objects.get(photo=photo).origin == "drawn"
