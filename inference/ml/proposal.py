@@ -21,7 +21,8 @@ from PIL import Image
 from scipy import ndimage
 
 WORK_SIDE = 192  # the photo is analysed at this long side; the box is scaled back
-LEVEL = 0.5  # share of the map's peak that still counts as hot ("map" proposals)
+LEVEL = 0.3  # share of the smoothed map's peak that still counts as hot ("map" proposals)
+SMOOTH = 2.0  # Gaussian sigma in cells of the stored 32x32 map: a fine map's specks become one region
 MIN_CONTRAST = 0.06  # lesion-like minus skin-like median score (RGB 0..1, ~15 of 255): below, no lesion
 MIN_AREA = 0.002  # a lesion region smaller than this share of the photo is noise
 MIN_HEAT = 0.25  # the chosen region must hold this share of the map's heat inside the photo
@@ -46,12 +47,17 @@ def otsu_threshold(values: np.ndarray, bins: int = 128) -> tuple[float, float]:
     return float(edges[k + 1]), float(between[k] / total) if total > 0 else 0.0
 
 
-def map_box(cam, width: int, height: int, level: float = LEVEL) -> tuple[float, float, float, float] | None:
-    """Box in photo pixels around the connected region >= ``level`` x peak that holds the map's peak
-    (the map covers the photo's centre square, as the model saw it); None for an empty map."""
+def map_box(
+    cam, width: int, height: int, level: float = LEVEL, smooth: float = SMOOTH
+) -> tuple[float, float, float, float] | None:
+    """Box in photo pixels around the connected region >= ``level`` x peak that holds the peak of the
+    map smoothed by ``smooth`` cells (the map covers the photo's centre square, as the model saw it);
+    None for an empty map."""
     cam = np.asarray(cam, dtype=np.float32)
     if cam.ndim != 2 or cam.size == 0 or not np.isfinite(cam).all() or cam.max() <= 0:
         return None
+    if smooth:
+        cam = ndimage.gaussian_filter(cam, smooth)
     peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
     regions, _ = ndimage.label(cam >= level * cam.max())
     rows, cols = np.nonzero(regions == regions[peak])

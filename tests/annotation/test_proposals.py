@@ -65,12 +65,18 @@ def photo_taxonomy():
 
 def test_map_box_maps_the_hot_region_of_the_centre_square_to_photo_pixels():
     # a 320x160 photo: the model saw the centre 160x160 square (x 80..240); 32 cells of 5 px
-    assert map_box(heat((4, 8), (10, 20)), 320, 160) == (80 + 50, 20, 80 + 100, 40)
+    assert map_box(heat((4, 8), (10, 20)), 320, 160, 0.5, smooth=0) == (80 + 50, 20, 80 + 100, 40)
     # only the region holding the peak: a weaker separate blob is left out
     cam = heat((2, 4), (2, 4)) * 0.6
     cam[20:30, 20:30] = 1.0
-    assert map_box(cam, 64, 64) == (40, 40, 60, 60)
+    assert map_box(cam, 64, 64, 0.5, smooth=0) == (40, 40, 60, 60)
     assert map_box(np.zeros((32, 32)), 64, 64) is None
+    # smoothed (the default), scattered hot specks become one region around them
+    specks = np.zeros((32, 32), np.float32)
+    specks[[10, 12, 14, 16], [10, 14, 12, 16]] = 1.0
+    assert map_box(specks, 64, 64, 0.5, smooth=0) == (20, 20, 22, 22)
+    x0, y0, x1, y1 = map_box(specks, 64, 64)
+    assert x0 <= 20 and y0 <= 20 and x1 >= 34 and y1 >= 34
 
 
 def skin_photo(size, lesions, lens=False):
@@ -102,11 +108,11 @@ def test_the_proposal_outlines_the_whole_lesion_where_the_map_lights_only_part_o
     img = skin_photo((400, 300), [lesion])
     cam = np.zeros((32, 32), np.float32)
     cam[10:14, 24:28] = 1.0  # the map's heat on the lesion's right part only (centre square x 50..350)
-    small = map_box(cam, 400, 300)
+    small = map_box(cam, 400, 300, 0.5, smooth=0)
     box, how = propose_box(img, cam)
     assert how == "outline"
     assert box_iou(box, lesion) > 0.85
-    assert box_iou(small, lesion) < 0.2  # what the map alone proposed
+    assert box_iou(small, lesion) < 0.2  # the map's hot part alone
 
 
 def test_of_two_lesions_the_one_under_the_heat_is_proposed_and_the_lens_field_is_not():
@@ -137,14 +143,16 @@ def test_proposal_in_payload_only_from_an_active_models_finished_prediction(clie
     assert proposal_for(photo=photo, user=derm) is None
     stored_prediction(photo, heat((8, 16), (8, 24)))
     p = proposal_for(photo=photo, user=derm)
-    # a plain photo shows no lesion outline: the map's hot region is proposed
-    assert (p["x0"], p["y0"], p["x1"], p["y1"], p["label"], p["probability"]) == (80, 80, 240, 160, "mel", 0.83)
+    # a plain photo shows no lesion outline: the (smoothed) map's hot region is proposed
+    expected = tuple(round(v) for v in map_box(heat((8, 16), (8, 24)), 320, 320))
+    assert expected[0] < 80 and expected[2] > 240  # wider than the hot cells (80, 80, 240, 160)
+    assert (p["x0"], p["y0"], p["x1"], p["y1"], p["label"], p["probability"]) == (*expected, "mel", 0.83)
     assert p["source"] == "map"
     # an annotator who may not see predictions gets the box, not the class or probability
     q = proposal_for(photo=photo, user=annotator)
-    assert (q["x0"], q["x1"], q["label"], q["probability"]) == (80, 240, None, None)
+    assert (q["x0"], q["x1"], q["label"], q["probability"]) == (expected[0], expected[2], None, None)
     client.force_login(annotator)
-    assert client.get(reverse("workspace-detail", args=[photo.pk])).json()["proposal"]["x1"] == 240
+    assert client.get(reverse("workspace-detail", args=[photo.pk])).json()["proposal"]["x1"] == expected[2]
     # once the annotator has boxes, no proposal is offered
     boxes.annotation_save(photo=photo, user=annotator, boxes=[{"x0": 1, "y0": 1, "x1": 9, "y1": 9, "label": "nv"}])
     assert client.get(reverse("workspace-detail", args=[photo.pk])).json()["proposal"] is None
