@@ -10,7 +10,8 @@ distinct photos, each its own case, labels.csv), creates a throw-away database o
 rows/s and peak resident memory. With ``--interrupt-after S`` the first import is killed (SIGKILL)
 after S seconds and run again: the second run must resume (add only what the first did not commit)
 and end with every photo stored once (a SIGKILL in the middle of a chunk leaves the files that chunk
-had stored: counted as orphan files). The database and stored photos are removed unless ``--keep``.
+had stored: counted as orphan files, then removed with ``manage.py sweep_files --delete``). The database
+and stored photos are removed unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def main(argv=None) -> int:
         photos = _count(env, "select count(*) from annotation_photo")
         distinct = _count(env, "select count(distinct (case_id, original_name)) from annotation_photo")
         files = sum(1 for p in (var_dir / "media").rglob("*") if p.is_file())
+        rc, _, _, swept = _run([*manage, "sweep_files", "--delete", "--min-age-minutes", "0"], env)
+        print(swept.strip(), flush=True)
+        files_after_sweep = sum(1 for p in (var_dir / "media").rglob("*") if p.is_file())
         res = {
             "command": " ".join(["bench/import_archive.py", *(argv if argv is not None else sys.argv[1:])]),
             "rows": rows,
@@ -121,10 +125,11 @@ def main(argv=None) -> int:
             "stored_files": files,
             # files a killed chunk had stored before its transaction could commit or clean up
             "orphan_files": files - photos,
+            "orphan_files_after_sweep_files": files_after_sweep - photos,
             "runs": runs,
         }
         print(json.dumps(res, indent=2))
-        return 0 if photos == distinct == rows else 1
+        return 0 if photos == distinct == rows and rc == 0 and files_after_sweep == photos else 1
     finally:
         if not a.keep:
             _scratch_db.drop(a.database_url, name)
