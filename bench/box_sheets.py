@@ -49,14 +49,14 @@ def sheet(photos: list[tuple[str, Image.Image]], first: int) -> Image.Image:
     return out
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("data")
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     from inference.ml.evaluate import artefact_records
     from inference.ml.predict import Predictor
 

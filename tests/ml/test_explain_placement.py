@@ -184,6 +184,21 @@ def test_bench_runs_on_a_tiny_model(tmp_path, taxonomy_file):
     box_rows = (tmp_path / "res" / "gradcam_boxes_model.csv").read_text().splitlines()
     assert box_rows[0] == ",".join(boxes_mod.BOX_FIELDS) and len(box_rows) >= res["n"] + 1
 
+    # the proposal bench on the same boxes (as a reader's CSV), also with the photos further away
+    boxes_csv = tmp_path / "res" / "gradcam_boxes_model.csv"
+    for extra in ([], ["--further-away"]):
+        out = _load("proposal_iou").main(
+            [str(model), str(data), "--n", "3", "--boxes", str(boxes_csv), "--results", str(tmp_path / "res"), *extra]
+        )
+        assert set(out) == {(k, m) for k in ("outline", 0.3, 0.5) for m in ("model", "centre")}
+        assert all(len(v) == res["n"] and all(0 <= x <= 1 for x in v) for v in out.values())
+    # contact sheets for drawing boxes by eye: the held-out photos, in the order the benches take them
+    assert _load("box_sheets").main([str(model), str(data), "--n", "5", "--out", str(tmp_path / "sheets")]) == 0
+    names = (tmp_path / "sheets" / "list.txt").read_text().split()
+    assert 0 < len(names) <= 5 and set(names) <= set(_images_of_cases(data, held_out))
+    assert (tmp_path / "sheets" / "sheet00.png").exists()
+    assert (tmp_path / "sheets" / "boxes-template.csv").read_text().count("\n") == len(names) + 1
+
 
 def _images_of_cases(data, cases):
     import csv
