@@ -10,7 +10,8 @@ model's own preprocessing) and the model is evaluated again. Groups of shifts:
   under-exposure, a washed-out camera (less saturation), a gamma change;
 - optics: defocus blur, sensor noise, strong JPEG compression, a lower-resolution camera;
 - framing: the lesion photographed from further away (smaller, surrounded by skin: the photo is
-  shrunk onto plain skin of its rim's colour), closer (a central crop), turned by 90 degrees.
+  shrunk onto plain skin of its rim's colour; centred, or in the top-left or bottom-right corner, as
+  a clinical camera may frame it), closer (a central crop), turned by 90 degrees.
 
 Prints accuracy, balanced accuracy and macro F1 of flat and product fusion per shift, and the
 change against the unchanged photos. A model trained with ``--colour-constancy shades_of_gray``
@@ -87,8 +88,9 @@ def low_resolution(factor):
     return f
 
 
-def zoom_out(factor):
-    """The photo shrunk to ``factor`` of its side on plain skin: the median colour of its outer rim."""
+def zoom_out(factor, where=(0.5, 0.5)):
+    """The photo shrunk to ``factor`` of its side on plain skin (the median colour of its outer rim),
+    placed at ``where`` (0..1 of the free space across and down; the centre by default)."""
 
     def f(im):
         h, w = im.shape[:2]
@@ -99,7 +101,7 @@ def zoom_out(factor):
         out = np.empty_like(im)
         out[:] = np.median(rim, axis=0).astype(np.uint8)
         sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
-        top, left = (h - sh) // 2, (w - sw) // 2
+        top, left = round((h - sh) * where[1]), round((w - sw) * where[0])
         out[top : top + sh, left : left + sw] = np.asarray(Image.fromarray(im).resize((sw, sh), Image.BILINEAR))
         return out
 
@@ -135,6 +137,8 @@ SHIFTS = {
     },
     "framing": {
         "further away (x0.6 on plain skin)": zoom_out(0.6),
+        "further away, top left (x0.6)": zoom_out(0.6, (0, 0)),
+        "further away, bottom right (x0.6)": zoom_out(0.6, (1, 1)),
         "closer (central 70 %)": zoom_in(0.7),
         "turned 90 degrees": lambda im: np.ascontiguousarray(np.rot90(im)),
     },
