@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from inference.ml.proposal import otsu_threshold  # the same split as the editor's proposals
+from inference.ml.proposal import lens_field, otsu_threshold  # as the editor's proposals split photos
 
 WORK_SIDE = 128  # photos are scored at this long side (the box is scaled back)
 BOX_FIELDS = ["image", "width", "height", "x0", "y0", "x1", "y1", "status"]
@@ -44,16 +44,6 @@ def lesion_score(rgb: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(score, sigma=0.02 * max(h, w))
 
 
-def _corner_dark(rgb: np.ndarray) -> np.ndarray:
-    """Mask of very dark regions connected to a photo corner (the dermoscope's field stop)."""
-    lum = rgb @ np.array([0.299, 0.587, 0.114])
-    dark = lum < 0.35 * float(np.median(lum))
-    lab, _ = ndimage.label(dark)
-    h, w = dark.shape
-    corner_ids = {int(lab[y, x]) for y in (0, h - 1) for x in (0, w - 1)} - {0}
-    return np.isin(lab, list(corner_ids)) if corner_ids else np.zeros_like(dark)
-
-
 def lesion_box(
     rgb, min_area: float = 0.005, max_cover: float = 0.97, min_separability: float = 0.6, min_contrast: float = 15.0
 ) -> tuple[tuple[float, float, float, float] | None, str]:
@@ -71,7 +61,7 @@ def lesion_box(
     a = np.asarray(small, np.float64)
     h, w, _ = a.shape
     score = lesion_score(a)
-    field_stop = _corner_dark(a)
+    field_stop = lens_field(a @ np.array([0.299, 0.587, 0.114]))  # the dermoscope's dark field
     inside = score[~field_stop]
     if inside.size < 0.3 * score.size:
         return None, "dark field covers most of the photo"

@@ -115,22 +115,18 @@ def boot_ci(values, rng, n: int = 2000) -> tuple[float, float]:
 
 
 def further_away(img, boxes, rng):
-    """The photo at half its side on plain skin of its rim's colour, at a random place; boxes moved."""
+    """The photo at half its side on plain skin of its rim's colour (photo_shift's "further away"),
+    at a random place; boxes moved with it."""
     import numpy as np
+    from photo_shift import zoom_out
     from PIL import Image
 
     w, h = img.size
-    rgb = np.asarray(img, np.float32)
-    b = max(1, round(0.05 * min(w, h)))
-    rim = np.concatenate(
-        [rgb[:b].reshape(-1, 3), rgb[-b:].reshape(-1, 3), rgb[:, :b].reshape(-1, 3), rgb[:, -b:].reshape(-1, 3)]
-    )
-    canvas = Image.new("RGB", (w, h), tuple(int(v) for v in np.median(rim, axis=0)))
-    sw, sh = w // 2, h // 2
+    sw, sh = round(w * 0.5), round(h * 0.5)
     x, y = int(rng.integers(0, w - sw + 1)), int(rng.integers(0, h - sh + 1))
-    canvas.paste(img.resize((sw, sh), Image.BILINEAR), (x, y))
+    canvas = zoom_out(0.5, (x / max(1, w - sw), y / max(1, h - sh)))(np.asarray(img))
     moved = [(x + b0 * sw / w, y + b1 * sh / h, x + b2 * sw / w, y + b3 * sh / h) for b0, b1, b2, b3 in boxes]
-    return canvas, moved
+    return Image.fromarray(canvas), moved
 
 
 if __name__ == "__main__":

@@ -3,12 +3,7 @@ the engine: importing torch costs a web worker seconds and about 700 MB, and eve
 behind the first such page waits for it. Runs the pages in a fresh process on an embedded database,
 since the test process itself has torch loaded by other tests."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.embedded import manage
 
 _PAGES = """
 import sys
@@ -32,15 +27,8 @@ print("HEAVY", ",".join(heavy) or "-")
 
 
 def test_case_pages_do_not_import_torch(tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'portal.sqlite3'}",
-        "DJANGO_SETTINGS_MODULE": "derm_portal.settings.test",
-        "DERM_VAR_DIR": str(tmp_path / "var"),
-    }
+    db = tmp_path / "portal.sqlite3"
     for args in (["migrate", "--noinput", "-v", "0"], ["shell", "-c", _PAGES]):
-        r = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
+        r = manage(db, *args, DERM_VAR_DIR=str(tmp_path / "var"))
         assert r.returncode == 0, r.stderr[-3000:]
     assert "HEAVY -" in r.stdout, r.stdout[-2000:]

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .heatmaps import crop_square
+
 WORK_SIDE = 192  # the photo is analysed at this long side; the box is scaled back
 LEVEL = 0.3  # share of the smoothed map's peak that still counts as hot ("map" proposals)
 SMOOTH = 2.0  # Gaussian sigma in cells of the stored 32x32 map: a fine map's specks become one region
@@ -61,8 +63,7 @@ def map_box(
     peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
     regions, _ = ndimage.label(cam >= level * cam.max())
     rows, cols = np.nonzero(regions == regions[peak])
-    side = float(min(width, height))
-    left, top = (width - side) / 2.0, (height - side) / 2.0
+    left, top, side = crop_square((width, height))
     ch, cw = side / cam.shape[0], side / cam.shape[1]
     box = (left + cols.min() * cw, top + rows.min() * ch, left + (cols.max() + 1) * cw, top + (rows.max() + 1) * ch)
     return tuple(float(v) for v in box)
@@ -79,7 +80,7 @@ def _heat_on_photo(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return heat
 
 
-def _lens_field(lum: np.ndarray) -> np.ndarray:
+def lens_field(lum: np.ndarray) -> np.ndarray:
     """Very dark regions touching a corner: the black field around a dermoscope's round lens."""
     dark = lum < 0.35 * float(np.median(lum))
     lab, _ = ndimage.label(dark)
@@ -93,7 +94,7 @@ def lesion_regions(rgb: np.ndarray) -> tuple[np.ndarray, int, float]:
     much they stand out from the skin (difference of the two sides' median scores)."""
     h, w, _ = rgb.shape
     lum = rgb @ np.array([0.299, 0.587, 0.114])
-    field = _lens_field(lum)
+    field = lens_field(lum)
     b = max(2, round(0.06 * min(h, w)))
     ring = np.zeros((h, w), bool)
     ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True

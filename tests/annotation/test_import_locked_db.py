@@ -2,11 +2,9 @@
 it starts again once the lock is gone, and otherwise stops with a clear message (never a
 traceback). Runs the real command in a subprocess against a file copy of the test database."""
 
-import os
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -14,9 +12,9 @@ from django.db import connection
 from annotation.models import Box
 from derm_portal import roles
 from tests.annotation.test_voc_coco import photo_named, voc
+from tests.embedded import env, manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 _SEED = """
@@ -43,21 +41,16 @@ def sqlite_copy(tmp_path, taxonomy, users):
         dest.close()
     else:
         for args in (["migrate", "--noinput", "-v", "0"], ["shell", "-c", _SEED]):
-            r = subprocess.run([sys.executable, "manage.py", *args], capture_output=True, timeout=300, **_env(db))
+            r = manage(db, *args)
             assert r.returncode == 0, r.stderr[-3000:]
     xml = tmp_path / "lesion.xml"
     xml.write_bytes(voc("lesion.jpg", [("nv", 10, 10, 50, 40, 0, 0)]))
     return db, xml, users[roles.ADMIN].username
 
 
-def _env(db) -> dict:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "DJANGO_SETTINGS_MODULE": "derm_portal.settings.test"}
-    return {"cwd": ROOT, "env": env, "text": True}
-
-
 def _command(db, xml, user, *extra):
     cmd = [sys.executable, "manage.py", "import_boxes", str(xml), "--annotator", user, "--retry-wait", "0.5", *extra]
-    return {"args": cmd, **_env(db)}
+    return {"args": cmd, **env(db)}
 
 
 def _import(db, xml, user, *extra):
